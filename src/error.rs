@@ -1,0 +1,136 @@
+//! The one error type of the app: every variant says which request, parameter or record failed.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Which remote side a request went to, so messages say who failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The ThreatConnect v3 API.
+    ThreatConnect,
+    /// The Tanium server (session API and Threat Response plugin).
+    Tanium,
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Service::ThreatConnect => "ThreatConnect",
+            Service::Tanium => "Tanium",
+        })
+    }
+}
+
+/// Everything that can stop a run or a single item; `main` maps it to an exit code.
+#[derive(Debug)]
+pub enum Error {
+    /// A job parameter is missing or malformed; the message names the parameter by its label.
+    Param(String),
+    /// The encrypted param file, its key, or the local params file is unusable.
+    ParamFile(String),
+    /// A request could not reach the server (after retries): connect, timeout, reset.
+    Transport {
+        /// The side that was called.
+        service: Service,
+        /// Method and path, never the query (it may carry a token).
+        request: String,
+        /// What the transport said.
+        detail: String,
+    },
+    /// The server answered with an error status (after retries, or one that is never retried).
+    Status {
+        /// The side that was called.
+        service: Service,
+        /// Method and path, never the query.
+        request: String,
+        /// HTTP status code.
+        status: u16,
+        /// The server's own message, trimmed, or a hint at the cause.
+        message: String,
+    },
+    /// The server refused the credentials; the message hints at causes but never echoes them.
+    Auth {
+        /// The side that refused.
+        service: Service,
+        /// Causes to check.
+        message: String,
+    },
+    /// ThreatConnect could not parse the TQL (errCode 0x2001); carries TC's reason.
+    TqlInvalid(String),
+    /// The server answered 2xx with a body we could not understand.
+    Protocol {
+        /// The side that was called.
+        service: Service,
+        /// Method and path.
+        request: String,
+        /// What was wrong with the body.
+        detail: String,
+    },
+    /// A local file could not be read or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Anything else worth a sentence (simulator setup, packaging).
+    Other(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Param(m) => f.write_str(m),
+            Error::ParamFile(m) => write!(f, "job parameters unusable: {m}"),
+            Error::Transport {
+                service,
+                request,
+                detail,
+            } => write!(f, "{service} unreachable ({request}): {detail}"),
+            Error::Status {
+                service,
+                request,
+                status,
+                message,
+            } => write!(f, "{service} answered {status} to {request}: {message}"),
+            Error::Auth { service, message } => {
+                write!(f, "{service} rejected the credentials: {message}")
+            }
+            Error::TqlInvalid(reason) => {
+                write!(f, "ThreatConnect says the TQL is invalid: {reason}")
+            }
+            Error::Protocol {
+                service,
+                request,
+                detail,
+            } => write!(
+                f,
+                "{service} sent an unexpected answer to {request}: {detail}"
+            ),
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// Builds an I/O error that names the file, since a bare OS error does not.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Short alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,4 @@
+//! In-repo simulators of the ThreatConnect v3 API and the Tanium TR intel API, shared by the
+//! tests, the benchmark and the built-in demo.
+
+pub mod server;

@@ -1,0 +1,3 @@
+//! The Tanium side: session, API generation, source, intel documents, deploy.
+
+pub mod model;

@@ -1,0 +1,4 @@
+//! The ThreatConnect side: request signing, TQL, the indicator model and the paging client.
+
+pub mod auth;
+pub mod model;

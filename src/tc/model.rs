@@ -1,0 +1,233 @@
+//! Indicators as the ThreatConnect v3 API returns them, typed and tolerant of missing or extra fields.
+
+use serde::{Deserialize, Deserializer};
+
+/// The three indicator types this app sends to Tanium.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndicatorType {
+    /// An IPv4 or IPv6 address.
+    Address,
+    /// A file, by its MD5 / SHA1 / SHA256 hashes.
+    File,
+    /// A host name (FQDN).
+    Host,
+}
+
+impl IndicatorType {
+    /// All types, in the order TQL lists them.
+    pub const ALL: [IndicatorType; 3] = [
+        IndicatorType::Address,
+        IndicatorType::File,
+        IndicatorType::Host,
+    ];
+
+    /// The TC `typeName`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndicatorType::Address => "Address",
+            IndicatorType::File => "File",
+            IndicatorType::Host => "Host",
+        }
+    }
+
+    /// Parses a TC `typeName` (case-insensitive); `None` for types this app does not send.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "address" => Some(IndicatorType::Address),
+            "file" => Some(IndicatorType::File),
+            "host" => Some(IndicatorType::Host),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for IndicatorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One v3 indicator with the fields the sync and the renderers need.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Indicator {
+    /// TC's numeric id (unique per owner and value).
+    pub id: i64,
+    /// Owner id.
+    pub owner_id: Option<i64>,
+    /// Owner name.
+    pub owner_name: String,
+    /// `typeName` as TC sends it (user TQL may select other types; those are dropped).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The indicator value as TC displays it (File: hashes joined by " : ").
+    pub summary: String,
+    /// Address value.
+    pub ip: Option<String>,
+    /// Host value.
+    pub host_name: Option<String>,
+    /// File MD5.
+    pub md5: Option<String>,
+    /// File SHA1.
+    pub sha1: Option<String>,
+    /// File SHA256.
+    pub sha256: Option<String>,
+    /// Threat rating, 0-5 (a decimal in JSON).
+    #[serde(deserialize_with = "lenient_f64")]
+    pub rating: Option<f64>,
+    /// Confidence, 0-100.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub confidence: Option<i64>,
+    /// ThreatAssess score, 0-1000 (with `fields=threatAssess`).
+    #[serde(deserialize_with = "lenient_i64")]
+    pub threat_assess_score: Option<i64>,
+    /// False positive count (with `fields=falsePositives`).
+    #[serde(deserialize_with = "lenient_i64")]
+    pub false_positives: Option<i64>,
+    /// Tag names (with `fields=tags`).
+    #[serde(deserialize_with = "tag_names")]
+    pub tags: Vec<String>,
+    /// The TC description.
+    pub description: Option<String>,
+    /// Link to the indicator in the TC UI.
+    pub web_link: Option<String>,
+    /// When it was added, as TC sends it.
+    pub date_added: Option<String>,
+    /// When it was last modified, as TC sends it (`YYYY-MM-DDTHH:MM:SSZ`).
+    pub last_modified: String,
+    /// Active status; TC omits inactive indicators unless asked, so absent means active.
+    #[serde(deserialize_with = "default_true")]
+    pub active: bool,
+}
+
+impl Default for Indicator {
+    fn default() -> Self {
+        Indicator {
+            id: 0,
+            owner_id: None,
+            owner_name: String::new(),
+            type_name: String::new(),
+            summary: String::new(),
+            ip: None,
+            host_name: None,
+            md5: None,
+            sha1: None,
+            sha256: None,
+            rating: None,
+            confidence: None,
+            threat_assess_score: None,
+            false_positives: None,
+            tags: Vec::new(),
+            description: None,
+            web_link: None,
+            date_added: None,
+            last_modified: String::new(),
+            active: true,
+        }
+    }
+}
+
+impl Indicator {
+    /// The app's type for this indicator, `None` when it is not Address, File or Host.
+    pub fn kind(&self) -> Option<IndicatorType> {
+        IndicatorType::parse(&self.type_name)
+    }
+}
+
+fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(match v {
+        Some(serde_json::Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()),
+        Some(serde_json::Value::String(s)) => {
+            s.trim().parse::<f64>().ok().filter(|f| f.is_finite())
+        }
+        _ => None,
+    })
+}
+
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(match v {
+        Some(serde_json::Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    })
+}
+
+fn default_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(match v {
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(serde_json::Value::String(s)) => !s.eq_ignore_ascii_case("false"),
+        _ => true,
+    })
+}
+
+fn tag_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Tag {
+        #[serde(default)]
+        name: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Tags {
+        Wrapped {
+            #[serde(default)]
+            data: Vec<Tag>,
+        },
+        Bare(Vec<Tag>),
+        Other(#[allow(dead_code)] serde_json::Value),
+    }
+    Ok(match Option::<Tags>::deserialize(d)? {
+        Some(Tags::Wrapped { data }) | Some(Tags::Bare(data)) => {
+            data.into_iter().filter_map(|t| t.name).collect()
+        }
+        _ => Vec::new(),
+    })
+}
+
+/// An indicator TC reports as deleted (`/v3/indicators/deleted`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeletedIndicator {
+    /// TC's id of the deleted indicator.
+    pub id: i64,
+    /// Owner name.
+    pub owner_name: String,
+    /// `typeName`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The value it had.
+    pub summary: String,
+    /// When it was deleted.
+    pub date_deleted: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_real_v3_shapes_and_tolerates_unknown_fields() {
+        let j = r#"{"id": 3, "ownerId": 1, "ownerName": "Demo Organization", "dateAdded": "2021-10-26T12:40:00Z",
+          "webLink": "https://x/#/details/indicators/3/overview", "type": "Host",
+          "lastModified": "2021-11-02T14:58:55Z", "rating": 3.00, "confidence": 74, "description": "A bad host.",
+          "summary": "badguy.com", "privateFlag": false, "active": true, "hostName": "badguy.com",
+          "threatAssessScore": 405, "falsePositives": 2, "somethingNew": {"x": 1},
+          "tags": {"data": [{"id": 11, "name": "Targeted Attack"}, {"id": 13, "name": "APT"}]}}"#;
+        let i: Indicator = serde_json::from_str(j).unwrap();
+        assert_eq!(i.kind(), Some(IndicatorType::Host));
+        assert_eq!(i.host_name.as_deref(), Some("badguy.com"));
+        assert_eq!(i.rating, Some(3.0));
+        assert_eq!(i.tags, vec!["Targeted Attack", "APT"]);
+        assert_eq!(i.false_positives, Some(2));
+        let min: Indicator =
+            serde_json::from_str(r#"{"id":1,"type":"Address","summary":"1.2.3.4"}"#).unwrap();
+        assert!(min.active);
+        assert!(min.tags.is_empty());
+        assert_eq!(min.rating, None);
+    }
+}
