@@ -1,0 +1,176 @@
+//! The job's modes (run, dry run, check) on top of the sync, and what each reports back.
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::cli::RunOptions;
+use crate::config::JobConfig;
+use crate::error::Result;
+use crate::http::RetryPolicy;
+use crate::platform::ExitStatus;
+use crate::sync::{self, SyncOptions, SyncReport};
+use crate::tanium::client::TaniumClient;
+use crate::tc::client::TcClient;
+
+/// What a mode hands back to the platform layer: exit status, message.tc and results.tc entries.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// One-line summary for message.tc.
+    pub message: String,
+    /// results.tc updates (None removes a key).
+    pub results: Vec<(String, Option<String>)>,
+}
+
+fn iso(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Runs the job (or its dry run): connect both sides, sync, and turn the report into an outcome.
+pub fn execute(config: &JobConfig, opts: &RunOptions) -> Result<Outcome> {
+    let now = OffsetDateTime::now_utc();
+    let tc = TcClient::new(&config.tc, RetryPolicy::default())?;
+    let tanium = TaniumClient::connect(&config.tanium, RetryPolicy::default())?;
+    let sync_opts = SyncOptions {
+        dry_run: opts.dry_run,
+        out_dir: opts.out_dir.clone(),
+        now,
+    };
+    let report = sync::run(config, &sync_opts, &tc, &tanium)?;
+    Ok(outcome(config, &report, opts.dry_run, now))
+}
+
+/// Maps a sync report to exit status, message and results (pure, so it is tested directly).
+pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDateTime) -> Outcome {
+    let t = &r.tally;
+    let source = &r.source.0;
+    let mut message = if dry_run {
+        format!(
+            "Dry run for Tanium source \"{source}\": would create {}, update {}, remove {}; {} unchanged, {} skipped (invalid)",
+            t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
+        )
+    } else {
+        format!(
+            "Synced {} indicators to Tanium source \"{source}\": {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid)",
+            t.matched, t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
+        )
+    };
+    let failed = t.failed_writes + t.failed_removals;
+    if failed > 0 {
+        message.push_str(&format!(", {failed} failed"));
+    }
+    if let Some(e) = &r.pull_error {
+        message.push_str(&format!("; ThreatConnect pull incomplete: {e}"));
+    } else if failed > 0 {
+        if let Some(e) = r.errors.first() {
+            message.push_str(&format!("; first error: {e}"));
+        }
+    }
+    if r.full_reconcile && !dry_run {
+        message.push_str(" (full reconcile)");
+    }
+
+    let status = if !r.has_failures() {
+        ExitStatus::Success
+    } else if r.delivered_anything() {
+        ExitStatus::Partial
+    } else {
+        ExitStatus::Failure
+    };
+
+    let mut results = Vec::new();
+    if !dry_run && status != ExitStatus::Failure {
+        if let Some(lm) = r.new_last_modified {
+            results.push(("last_modified".to_string(), Some(iso(lm))));
+        }
+        results.push((
+            "filter_fingerprint".to_string(),
+            Some(config.filters.fingerprint()),
+        ));
+        if r.full_reconcile && r.removals_complete && t.failed_removals == 0 && r.pull_complete {
+            results.push(("last_full_reconcile".to_string(), Some(iso(now))));
+        } else if !r.removals_complete || t.failed_removals > 0 {
+            // Removal evidence may not recur: make the next run a full reconcile.
+            results.push(("last_full_reconcile".to_string(), Some(String::new())));
+        }
+    }
+    Outcome {
+        status,
+        message,
+        results,
+    }
+}
+
+/// Verifies connectivity and credentials to both sides and the source; one line per check.
+pub fn check(config: &JobConfig) -> Outcome {
+    let mut lines = Vec::new();
+    let mut ok = true;
+    match TcClient::new(&config.tc, RetryPolicy::default()).and_then(|c| c.check()) {
+        Ok(s) => lines.push(format!("ok   ThreatConnect: {s}")),
+        Err(e) => {
+            ok = false;
+            lines.push(format!("FAIL ThreatConnect: {e}"));
+        }
+    }
+    match TaniumClient::connect(&config.tanium, RetryPolicy::default()) {
+        Ok(t) => {
+            match t.check() {
+                Ok(s) => lines.push(format!("ok   Tanium: {s}")),
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!("FAIL Tanium: {e}"));
+                }
+            }
+            match t.find_source(&config.tanium.source_name) {
+                Ok(Some(s)) => {
+                    let mut n = 0u64;
+                    let count = t.list_docs(s.id, &mut |_| n += 1);
+                    match count {
+                        Ok(_) => lines.push(format!(
+                            "ok   Tanium source \"{}\": id {}, {n} documents",
+                            s.name, s.id
+                        )),
+                        Err(e) => {
+                            ok = false;
+                            lines.push(format!("FAIL Tanium source \"{}\": {e}", s.name));
+                        }
+                    }
+                }
+                Ok(None) => lines.push(format!(
+                    "ok   Tanium source \"{}\": not there yet; the first run creates it",
+                    config.tanium.source_name
+                )),
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!("FAIL Tanium source lookup: {e}"));
+                }
+            }
+        }
+        Err(e) => {
+            ok = false;
+            lines.push(format!("FAIL Tanium: {e}"));
+        }
+    }
+    for l in &lines {
+        println!("{l}");
+        log::info!("check: {l}");
+    }
+    let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
+    Outcome {
+        status: if ok {
+            ExitStatus::Success
+        } else {
+            ExitStatus::Failure
+        },
+        message: if ok {
+            "All checks passed: ThreatConnect, Tanium and the intel source are reachable".into()
+        } else {
+            format!("Check failed: {}", failed.first().map(|s| s.trim_start_matches("FAIL ")).unwrap_or(""))
+        },
+        results: Vec::new(),
+    }
+}

@@ -1,0 +1,817 @@
+//! The sync: read the app's Tanium source, pull what changed in ThreatConnect, create / update /
+//! remove intel documents, deploy once, and compute a safe new Last Modified.
+//!
+//! Only this module knows the order of the steps. `tc`, `tanium` and `intel` know nothing of
+//! each other; this module maps between them.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::config::{Filters, IntelFormat, JobConfig};
+use crate::error::{Error, Result};
+use crate::intel::{self, Package};
+use crate::tanium::client::TaniumClient;
+use crate::tanium::model::{IntelDoc, Upload};
+use crate::tc::client::TcClient;
+use crate::tc::model::{IndicatorType, Indicator};
+use crate::tc::tql;
+
+/// Overlap kept between runs, so clock skew and same-second updates are never missed.
+pub const SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// After this many consecutive failed writes Tanium is treated as down and dispatch stops.
+const CONSECUTIVE_FAILURES_TO_ABORT: u32 = 25;
+
+/// How many failure descriptions are kept for the log summary and message.tc.
+const KEPT_ERRORS: usize = 5;
+
+/// What the caller asks of a run besides the job config.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Read both sides, write nothing to Tanium, print the plan.
+    pub dry_run: bool,
+    /// Where a dry run writes the rendered documents.
+    pub out_dir: Option<PathBuf>,
+    /// The run's start time (injected so tests can move the clock).
+    pub now: OffsetDateTime,
+}
+
+/// Counters of one run, reported in message.tc and the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Indicators received from TC that qualified (before rendering).
+    pub matched: u64,
+    /// Documents created.
+    pub created: u64,
+    /// Documents replaced because their content changed.
+    pub updated: u64,
+    /// Documents removed (no longer qualifying, deleted in TC, duplicates, unidentifiable).
+    pub removed: u64,
+    /// Indicators whose document was already identical.
+    pub unchanged: u64,
+    /// Indicators skipped because their value is invalid.
+    pub skipped_invalid: u64,
+    /// Indicators of types this app does not send (user TQL), dropped.
+    pub dropped_other_types: u64,
+    /// Creates or updates that failed.
+    pub failed_writes: u64,
+    /// Removals that failed.
+    pub failed_removals: u64,
+}
+
+/// Result of a run: what `job` turns into message.tc, results.tc and the exit code.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    /// Counters.
+    pub tally: Tally,
+    /// True when this run compared the whole match set with the source.
+    pub full_reconcile: bool,
+    /// Whether every removal candidate was examined (false when TC failed mid-way).
+    pub removals_complete: bool,
+    /// Whether the TC pull finished (false when a page failed after retries).
+    pub pull_complete: bool,
+    /// Error that stopped the pull, if any.
+    pub pull_error: Option<String>,
+    /// New Last Modified to persist (None in a dry run).
+    pub new_last_modified: Option<OffsetDateTime>,
+    /// The first few failures, for the log and message.
+    pub errors: Vec<String>,
+    /// Whether deploy was called.
+    pub deployed: bool,
+    /// Tanium source name and id.
+    pub source: (String, Option<i64>),
+}
+
+impl SyncReport {
+    /// True when something could not be delivered or removed.
+    pub fn has_failures(&self) -> bool {
+        self.tally.failed_writes > 0
+            || self.tally.failed_removals > 0
+            || !self.pull_complete
+            || !self.removals_complete
+    }
+
+    /// True when at least one document change went through (or nothing needed doing).
+    pub fn delivered_anything(&self) -> bool {
+        let t = &self.tally;
+        t.created + t.updated + t.removed + t.unchanged > 0
+    }
+}
+
+const SEEN: u8 = 1;
+const GONE: u8 = 2;
+
+/// What the source holds for one identity, kept compact (about 40 bytes) for million-doc sources.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    doc_id: i64,
+    rev: u64,
+    md5: u128,
+    flags: u8,
+}
+
+/// The app's source content: identity -> document, plus documents to clean up.
+#[derive(Default)]
+struct SourceIndex {
+    map: HashMap<u128, Entry>,
+    /// Extra documents claiming an identity already present (same indicator twice).
+    duplicates: Vec<(i64, String)>,
+    /// Documents in the app's source that carry no identity of ours.
+    unidentified: Vec<(i64, String)>,
+    docs: u64,
+}
+
+fn parse_uuid(s: &str) -> Option<u128> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    u128::from_str_radix(&hex, 16).ok()
+}
+
+fn parse_hex_u64(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.get(..16.min(s.len()))?, 16).ok()
+}
+
+fn parse_md5(s: &str) -> u128 {
+    if s.len() == 32 {
+        u128::from_str_radix(s, 16).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+impl SourceIndex {
+    fn add(&mut self, doc: IntelDoc) {
+        self.docs += 1;
+        let identity = intel::identity_from_doc(
+            doc.intrinsic_id.as_deref(),
+            &doc.name,
+            doc.description.as_deref(),
+        )
+        .and_then(|s| parse_uuid(&s));
+        let Some(key) = identity else {
+            self.unidentified.push((doc.id, doc.name));
+            return;
+        };
+        let entry = Entry {
+            doc_id: doc.id,
+            rev: intel::rev_from_doc(doc.description.as_deref())
+                .and_then(|r| parse_hex_u64(&r))
+                .unwrap_or(0),
+            md5: doc.md5.as_deref().map(parse_md5).unwrap_or(0),
+            flags: 0,
+        };
+        match self.map.get_mut(&key) {
+            None => {
+                self.map.insert(key, entry);
+            }
+            Some(existing) => {
+                // Keep the oldest document (lowest id) so Tanium ids stay stable.
+                let (keep, drop) = if entry.doc_id < existing.doc_id {
+                    (entry, *existing)
+                } else {
+                    (*existing, entry)
+                };
+                *existing = keep;
+                self.duplicates.push((drop.doc_id, doc.name));
+            }
+        }
+    }
+}
+
+/// One write for the worker pool.
+enum Op {
+    Create {
+        pkg: Package,
+        last_modified: Option<OffsetDateTime>,
+    },
+    Update {
+        doc_id: i64,
+        pkg: Package,
+        last_modified: Option<OffsetDateTime>,
+    },
+    Delete {
+        doc_id: i64,
+        what: String,
+    },
+}
+
+/// Shared result state of the worker pool.
+#[derive(Default)]
+struct Shared {
+    tally: Tally,
+    errors: Vec<String>,
+    /// Oldest lastModified among indicators whose write failed.
+    oldest_failed: Option<OffsetDateTime>,
+    wrote_anything: bool,
+}
+
+impl Shared {
+    fn note_error(&mut self, msg: String) {
+        log::error!("{msg}");
+        if self.errors.len() < KEPT_ERRORS {
+            self.errors.push(msg);
+        }
+    }
+
+    fn note_undelivered(&mut self, lm: Option<OffsetDateTime>) {
+        if let Some(lm) = lm {
+            self.oldest_failed = Some(self.oldest_failed.map_or(lm, |o| o.min(lm)));
+        }
+    }
+}
+
+fn upload_of(pkg: &Package) -> Upload<'_> {
+    Upload {
+        body: &pkg.body,
+        kind: match pkg.format {
+            IntelFormat::Stix => "stix",
+            IntelFormat::OpenIoc => "openioc",
+        },
+        file_name: &pkg.file_name,
+        name: &pkg.name,
+        description: &pkg.name,
+    }
+}
+
+fn parse_lm(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+/// Executes writes on a small bounded pool so WAN latency does not serialise a first sync.
+struct Pool<'a> {
+    tx: Option<mpsc::SyncSender<Op>>,
+    shared: Arc<Mutex<Shared>>,
+    broken: Arc<AtomicBool>,
+    scope: &'a std::thread::Scope<'a, 'a>,
+}
+
+fn worker(
+    tanium: &TaniumClient,
+    source_id: i64,
+    rx: &Mutex<mpsc::Receiver<Op>>,
+    shared: &Mutex<Shared>,
+    broken: &AtomicBool,
+    consecutive: &AtomicU32,
+) {
+    loop {
+        let op = {
+            let guard = match rx.lock() {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+            match guard.recv() {
+                Ok(op) => op,
+                Err(_) => return,
+            }
+        };
+        if broken.load(Ordering::SeqCst) {
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            match op {
+                Op::Create { last_modified, .. } | Op::Update { last_modified, .. } => {
+                    s.tally.failed_writes += 1;
+                    s.note_undelivered(last_modified);
+                }
+                Op::Delete { .. } => s.tally.failed_removals += 1,
+            }
+            continue;
+        }
+        let result = match &op {
+            Op::Create { pkg, .. } => tanium.create_doc(source_id, &upload_of(pkg)).map(|_| ()),
+            Op::Update { doc_id, pkg, .. } => {
+                tanium.update_doc(*doc_id, &upload_of(pkg)).map(|_| ())
+            }
+            Op::Delete { doc_id, .. } => tanium.delete_doc(*doc_id),
+        };
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        match (op, result) {
+            (Op::Create { .. }, Ok(())) => {
+                s.tally.created += 1;
+                s.wrote_anything = true;
+                consecutive.store(0, Ordering::SeqCst);
+            }
+            (Op::Update { .. }, Ok(())) => {
+                s.tally.updated += 1;
+                s.wrote_anything = true;
+                consecutive.store(0, Ordering::SeqCst);
+            }
+            (Op::Delete { .. }, Ok(())) => {
+                s.tally.removed += 1;
+                s.wrote_anything = true;
+                consecutive.store(0, Ordering::SeqCst);
+            }
+            (Op::Create { pkg, last_modified }, Err(e))
+            | (
+                Op::Update {
+                    pkg, last_modified, ..
+                },
+                Err(e),
+            ) => {
+                s.tally.failed_writes += 1;
+                s.note_undelivered(last_modified);
+                s.note_error(format!("could not write {}: {e}", pkg.name));
+                if consecutive.fetch_add(1, Ordering::SeqCst) + 1 >= CONSECUTIVE_FAILURES_TO_ABORT
+                    && !broken.swap(true, Ordering::SeqCst)
+                {
+                    s.note_error(format!(
+                        "{CONSECUTIVE_FAILURES_TO_ABORT} Tanium writes failed in a row; stopping writes for this run"
+                    ));
+                }
+            }
+            (Op::Delete { what, .. }, Err(e)) => {
+                s.tally.failed_removals += 1;
+                s.note_error(format!("could not remove {what}: {e}"));
+                if consecutive.fetch_add(1, Ordering::SeqCst) + 1 >= CONSECUTIVE_FAILURES_TO_ABORT {
+                    broken.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+impl<'a> Pool<'a> {
+    fn send(&self, op: Op) {
+        if let Some(tx) = &self.tx {
+            if let Err(mpsc::SendError(op)) = tx.send(op) {
+                // All workers are gone: count the op as failed rather than lose it.
+                let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                match op {
+                    Op::Create { last_modified, .. } | Op::Update { last_modified, .. } => {
+                        s.tally.failed_writes += 1;
+                        s.note_undelivered(last_modified);
+                    }
+                    Op::Delete { .. } => s.tally.failed_removals += 1,
+                }
+            }
+        }
+    }
+}
+
+/// Runs one sync with already-connected clients.
+pub fn run(
+    config: &JobConfig,
+    opts: &SyncOptions,
+    tc: &TcClient,
+    tanium: &TaniumClient,
+) -> Result<SyncReport> {
+    let started = Instant::now();
+    let source_name = config.tanium.source_name.clone();
+
+    // 1. The app's source and what it holds.
+    let (source_id, created_source) = if opts.dry_run {
+        (tanium.find_source(&source_name)?.map(|s| s.id), false)
+    } else {
+        let existed = tanium.find_source(&source_name)?;
+        match existed {
+            Some(s) => (Some(s.id), false),
+            None => {
+                let s = tanium.find_or_create_source(&source_name)?;
+                log::info!("created Tanium intel source \"{}\" (id {})", s.name, s.id);
+                (Some(s.id), true)
+            }
+        }
+    };
+    let mut index = SourceIndex::default();
+    if let Some(id) = source_id {
+        tanium.list_docs(id, &mut |doc| index.add(doc))?;
+    }
+    log::info!(
+        "Tanium source \"{source_name}\" holds {} documents ({} identified, {} duplicates, {} unidentified)",
+        index.docs,
+        index.map.len(),
+        index.duplicates.len(),
+        index.unidentified.len()
+    );
+
+    // 2. Full reconcile or incremental?
+    let fingerprint = config.filters.fingerprint();
+    let due = match config.last_reconcile {
+        None => true,
+        Some(t) => {
+            let age = opts.now - t;
+            age.is_negative() || age.unsigned_abs() >= config.reconcile_interval
+        }
+    };
+    let filters_changed = config
+        .last_filter_hash
+        .as_deref()
+        .is_some_and(|h| h != fingerprint);
+    let full = index.map.is_empty() || created_source || due || filters_changed;
+    let reason = if index.map.is_empty() {
+        "the source is empty"
+    } else if filters_changed {
+        "the job's filters changed"
+    } else if due {
+        "the reconcile interval has passed"
+    } else {
+        ""
+    };
+    if full {
+        log::info!("full reconcile: {reason}");
+    } else {
+        log::info!(
+            "incremental run: indicators modified after {}",
+            tql::format_time(config.last_modified)
+        );
+    }
+
+    let query_started = opts.now;
+    let since = if full { None } else { Some(config.last_modified) };
+    let matching_tql = tql::build(&config.filters, since);
+    log::info!("TQL: {matching_tql}");
+
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let broken = Arc::new(AtomicBool::new(false));
+    let consecutive = Arc::new(AtomicU32::new(0));
+    let workers = if opts.dry_run {
+        0
+    } else {
+        config.workers.max(1)
+    };
+
+    let mut pull_complete = true;
+    let mut pull_error = None;
+    let mut removals_complete = true;
+    let mut last_delivered_lm: Option<OffsetDateTime> = None;
+    let mut planned: Vec<String> = Vec::new();
+    let dry_dir = opts.out_dir.clone();
+    if opts.dry_run {
+        if let Some(d) = &dry_dir {
+            fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+    }
+
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel::<Op>(workers.max(1) * 4);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..workers {
+            let rx = rx.clone();
+            let shared = shared.clone();
+            let broken = broken.clone();
+            let consecutive = consecutive.clone();
+            let sid = source_id.unwrap_or(0);
+            scope.spawn(move || worker(tanium, sid, &rx, &shared, &broken, &consecutive));
+        }
+        let pool = Pool {
+            tx: if opts.dry_run { None } else { Some(tx) },
+            shared: shared.clone(),
+            broken: broken.clone(),
+            scope,
+        };
+        let _ = pool.scope;
+        let plan = |line: String, planned: &mut Vec<String>| {
+            if opts.dry_run {
+                println!("{line}");
+                planned.push(line);
+            }
+        };
+
+        // 3. Matching indicators: create / update / leave.
+        let mut pages = 0u64;
+        let mut seen_total = 0u64;
+        let pull_started = Instant::now();
+        let mut stopped_early = false;
+        for page in tc.indicators(&matching_tql) {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    pull_complete = false;
+                    let msg = format!("ThreatConnect pull stopped: {e}");
+                    log::error!("{msg}");
+                    pull_error = Some(e.to_string());
+                    break;
+                }
+            };
+            pages += 1;
+            seen_total += page.len() as u64;
+            for ind in page {
+                if pool.broken.load(Ordering::SeqCst) {
+                    // Tanium is down: everything from here on is undelivered.
+                    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    s.note_undelivered(parse_lm(&ind.last_modified).or(Some(query_started)));
+                    stopped_early = true;
+                    break;
+                }
+                handle_indicator(
+                    &ind,
+                    config,
+                    &mut index,
+                    &pool,
+                    &shared,
+                    opts,
+                    dry_dir.as_ref(),
+                    &mut |l| plan(l, &mut planned),
+                )?;
+                last_delivered_lm = parse_lm(&ind.last_modified).or(last_delivered_lm);
+            }
+            if stopped_early {
+                break;
+            }
+            let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let secs = pull_started.elapsed().as_secs_f64().max(0.001);
+            log::info!(
+                "page {pages}: {seen_total} indicators so far ({:.0}/s); {} created, {} updated, {} unchanged, {} skipped",
+                seen_total as f64 / secs,
+                s.tally.created,
+                s.tally.updated,
+                s.tally.unchanged,
+                s.tally.skipped_invalid
+            );
+        }
+        if stopped_early {
+            pull_complete = false;
+            pull_error.get_or_insert_with(|| "Tanium writes kept failing".to_string());
+        }
+
+        // 4. Removals.
+        if pull_complete && !pool.broken.load(Ordering::SeqCst) {
+            if full {
+                for (key, e) in index.map.iter_mut() {
+                    if e.flags & (SEEN | GONE) == 0 && e.doc_id >= 0 {
+                        e.flags |= GONE;
+                        let what = format!("document {} ({:032x})", e.doc_id, key);
+                        plan(format!("remove {what}: no longer matches"), &mut planned);
+                        pool.send(Op::Delete {
+                            doc_id: e.doc_id,
+                            what,
+                        });
+                    }
+                }
+                for (doc_id, name) in index.unidentified.drain(..) {
+                    let what = format!("document {doc_id} \"{name}\" (not made by this app)");
+                    log::warn!("removing {what} from the app's own source");
+                    plan(format!("remove {what}"), &mut planned);
+                    pool.send(Op::Delete { doc_id, what });
+                }
+            } else {
+                match incremental_removals(config, tc, &mut index, &pool, &mut |l| {
+                    plan(l, &mut planned)
+                }) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        removals_complete = false;
+                        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        s.note_error(format!("could not check for removals: {e}"));
+                    }
+                }
+            }
+            for (doc_id, name) in index.duplicates.drain(..) {
+                let what = format!("duplicate document {doc_id} \"{name}\"");
+                plan(format!("remove {what}"), &mut planned);
+                pool.send(Op::Delete { doc_id, what });
+            }
+        } else {
+            removals_complete = false;
+        }
+        drop(pool);
+        Ok(())
+    })?;
+
+    let mut s = Arc::try_unwrap(shared)
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .unwrap_or_else(|arc| {
+            let g = arc.lock().unwrap_or_else(|p| p.into_inner());
+            Shared {
+                tally: g.tally.clone(),
+                errors: g.errors.clone(),
+                oldest_failed: g.oldest_failed,
+                wrote_anything: g.wrote_anything,
+            }
+        });
+
+    // 5. Deploy once if anything changed.
+    let mut deployed = false;
+    if !opts.dry_run && s.wrote_anything {
+        match tanium.deploy() {
+            Ok(d) => deployed = d,
+            Err(e) => s.note_error(format!("intel deploy failed: {e}")),
+        }
+    }
+
+    // 6. The new checkpoint: never past an undelivered indicator.
+    let new_last_modified = if opts.dry_run {
+        None
+    } else {
+        let mut lm = query_started - SAFETY_MARGIN;
+        if let Some(f) = s.oldest_failed {
+            lm = lm.min(f - Duration::from_secs(1));
+        }
+        if !pull_complete {
+            // Pages come sorted by lastModified ascending: everything after the last
+            // delivered indicator is undelivered.
+            let floor = last_delivered_lm.map_or(config.last_modified, |t| t - Duration::from_secs(1));
+            lm = lm.min(floor);
+        }
+        if !full {
+            // An incremental run never moves the checkpoint backwards past where it started,
+            // unless a failure requires it.
+            if s.oldest_failed.is_none() && pull_complete {
+                lm = lm.max(config.last_modified);
+            }
+        }
+        Some(lm)
+    };
+
+    let report = SyncReport {
+        tally: s.tally,
+        full_reconcile: full,
+        removals_complete,
+        pull_complete,
+        pull_error,
+        new_last_modified,
+        errors: s.errors,
+        deployed,
+        source: (source_name, source_id),
+    };
+    log::info!(
+        "run finished in {:.1} s: {:?}{}",
+        started.elapsed().as_secs_f64(),
+        report.tally,
+        if deployed { "; intel deployed" } else { "" }
+    );
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle_indicator(
+    ind: &Indicator,
+    config: &JobConfig,
+    index: &mut SourceIndex,
+    pool: &Pool<'_>,
+    shared: &Mutex<Shared>,
+    opts: &SyncOptions,
+    dry_dir: Option<&PathBuf>,
+    plan: &mut dyn FnMut(String),
+) -> Result<()> {
+    if ind.kind().is_none() {
+        shared.lock().unwrap_or_else(|p| p.into_inner()).tally.dropped_other_types += 1;
+        return Ok(());
+    }
+    if !config.filters.matches(ind) {
+        // TC sent it but the job's filters say no (e.g. an exclude tag): it must not be in Tanium.
+        if let Ok(id) = intel::identity_of(&ind.owner_name, ind.kind().unwrap_or(IndicatorType::Host), &ind.summary) {
+            if let Some(key) = parse_uuid(&id) {
+                remove_if_present(index, key, &describe(ind), "no longer matches the job's filters", pool, plan);
+            }
+        }
+        return Ok(());
+    }
+    let lm = parse_lm(&ind.last_modified);
+    let pkg = match intel::render(ind, config.intel_format) {
+        Ok(p) => p,
+        Err(invalid) => {
+            log::warn!("{invalid}");
+            shared.lock().unwrap_or_else(|p| p.into_inner()).tally.skipped_invalid += 1;
+            return Ok(());
+        }
+    };
+    let Some(key) = parse_uuid(&pkg.identity) else {
+        return Err(Error::Other(format!("renderer produced a malformed identity for {}", pkg.name)));
+    };
+    shared.lock().unwrap_or_else(|p| p.into_inner()).tally.matched += 1;
+    let rev = parse_hex_u64(&pkg.rev).unwrap_or(u64::MAX);
+    let md5 = parse_md5(&pkg.md5_hex());
+    match index.map.get_mut(&key) {
+        Some(e) if e.flags & SEEN != 0 => {
+            // The same indicator twice in one run (TC paging overlap): already handled.
+        }
+        Some(e) if e.doc_id >= 0 && (e.rev == rev || (e.md5 != 0 && e.md5 == md5)) => {
+            e.flags |= SEEN;
+            shared.lock().unwrap_or_else(|p| p.into_inner()).tally.unchanged += 1;
+        }
+        Some(e) => {
+            e.flags |= SEEN;
+            plan(format!("update {}", pkg.name));
+            if opts.dry_run {
+                write_dry(dry_dir, &pkg)?;
+                shared.lock().unwrap_or_else(|p| p.into_inner()).tally.updated += 1;
+            } else {
+                pool.send(Op::Update {
+                    doc_id: e.doc_id,
+                    pkg,
+                    last_modified: lm,
+                });
+            }
+        }
+        None => {
+            index.map.insert(
+                key,
+                Entry {
+                    doc_id: -1,
+                    rev,
+                    md5,
+                    flags: SEEN,
+                },
+            );
+            plan(format!("create {}", pkg.name));
+            if opts.dry_run {
+                write_dry(dry_dir, &pkg)?;
+                shared.lock().unwrap_or_else(|p| p.into_inner()).tally.created += 1;
+            } else {
+                pool.send(Op::Create {
+                    pkg,
+                    last_modified: lm,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe(ind: &Indicator) -> String {
+    format!("{} {} ({})", ind.type_name, ind.summary, ind.owner_name)
+}
+
+fn remove_if_present(
+    index: &mut SourceIndex,
+    key: u128,
+    what: &str,
+    why: &str,
+    pool: &Pool<'_>,
+    plan: &mut dyn FnMut(String),
+) {
+    if let Some(e) = index.map.get_mut(&key) {
+        if e.flags & (SEEN | GONE) == 0 && e.doc_id >= 0 {
+            e.flags |= GONE;
+            plan(format!("remove {what}: {why}"));
+            if pool.tx.is_none() {
+                pool.shared.lock().unwrap_or_else(|p| p.into_inner()).tally.removed += 1;
+            } else {
+                pool.send(Op::Delete {
+                    doc_id: e.doc_id,
+                    what: what.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Incremental evidence of indicators that no longer qualify: deleted in TC, or modified
+/// (including deactivated) so that the matching query no longer returns them.
+fn incremental_removals(
+    config: &JobConfig,
+    tc: &TcClient,
+    index: &mut SourceIndex,
+    pool: &Pool<'_>,
+    plan: &mut dyn FnMut(String),
+) -> Result<()> {
+    let since = config.last_modified;
+    tc.deleted_since(since, &mut |d| {
+        let Some(kind) = IndicatorType::parse(&d.type_name) else {
+            return;
+        };
+        if let Ok(id) = intel::identity_of(&d.owner_name, kind, &d.summary) {
+            if let Some(key) = parse_uuid(&id) {
+                let what = format!("{} {} ({})", d.type_name, d.summary, d.owner_name);
+                remove_if_present(index, key, &what, "deleted in ThreatConnect", pool, plan);
+            }
+        }
+    })?;
+    let broad = Filters {
+        types: config.filters.types.clone(),
+        owners: if config.filters.tql.is_none() {
+            config.filters.owners.clone()
+        } else {
+            Vec::new()
+        },
+        ..Filters::default()
+    };
+    let tql = format!(
+        "{} AND (indicatorActive = true OR indicatorActive = false)",
+        tql::build(&broad, Some(since))
+    );
+    log::debug!("removal check TQL: {tql}");
+    for page in tc.indicators(&tql) {
+        for ind in page? {
+            let Some(kind) = ind.kind() else { continue };
+            if let Ok(id) = intel::identity_of(&ind.owner_name, kind, &ind.summary) {
+                if let Some(key) = parse_uuid(&id) {
+                    let why = if ind.active {
+                        "no longer matches the job's filters"
+                    } else {
+                        "inactive in ThreatConnect"
+                    };
+                    remove_if_present(index, key, &describe(&ind), why, pool, plan);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_dry(dir: Option<&PathBuf>, pkg: &Package) -> Result<()> {
+    if let Some(d) = dir {
+        let path = d.join(&pkg.file_name);
+        fs::write(&path, pkg.body.as_bytes()).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
