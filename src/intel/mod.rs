@@ -287,7 +287,7 @@ fn context(ind: &Indicator, name: &str, timestamp: Option<&str>) -> String {
 }
 
 /// A field that belongs on one line: forbidden characters dropped, white space runs folded.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     xml::clean(s)
         .split_whitespace()
         .collect::<Vec<_>>()

@@ -65,7 +65,7 @@ pub(crate) fn write(doc: &Doc, rev: &str) -> String {
     let _ = writeln!(
         x,
         "    <authored_by>{}</authored_by>",
-        text(&format!("{AUTHOR} ({})", doc.owner))
+        text(&format!("{AUTHOR} ({})", super::one_line(&doc.owner)))
     );
     let _ = writeln!(x, "    <authored_date>{date}</authored_date>");
     match &doc.web_link {
