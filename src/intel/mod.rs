@@ -1,3 +1,341 @@
 //! Pure rendering: one TC indicator -> one intel document (STIX 1.2 or OpenIOC 1.1). No I/O here.
+//!
+//! Every document carries a deterministic identity (see [`identity`]) as its root id, a readable
+//! name (`ThreatConnect Address 203.0.113.7`) and a description with the TC context that ends
+//! with the marker line `tc-sync: <identity> rev <rev>`. The `rev` fingerprints everything
+//! rendered (the document is rendered once with a placeholder rev, hashed, then rendered with
+//! the real rev), so "has this indicator changed?" is a string compare.
+//!
+//! Determinism: the output depends only on the indicator. Tags are trimmed, de-duplicated and
+//! sorted (TC's order is not stable), at most [`MAX_TAGS`] are listed; the TC description is
+//! cut to [`MAX_DESCRIPTION`] characters; timestamps come from the indicator's `lastModified`,
+//! never from the clock.
+
+pub mod identity;
+pub mod openioc;
+pub mod stix;
+pub mod xml;
+
+use std::fmt;
+use std::net::IpAddr;
+
+use md5::{Digest, Md5};
+use sha2::Sha256;
 
 pub use crate::config::IntelFormat;
+use crate::tc::model::{Indicator, IndicatorType};
+pub use identity::{identity_from_doc, identity_of, rev_from_doc, Hashes};
+
+/// Longest TC description copied into a document, in characters.
+pub const MAX_DESCRIPTION: usize = 1000;
+/// Most tags listed in a document's description (the rest are counted).
+pub const MAX_TAGS: usize = 50;
+/// Longest tag listed, in characters.
+const MAX_TAG: usize = 100;
+/// Used in place of the rev while fingerprinting; not hex, so it never equals a real rev.
+const REV_PLACEHOLDER: &str = "rev-placeholder!";
+
+/// One rendered intel document, ready to upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    /// Deterministic id (lower-case UUID) from (owner, type, normalised value); the root id.
+    pub identity: String,
+    /// Indicator type.
+    pub kind: IndicatorType,
+    /// Normalised value for logs and plan output (File: present hashes joined by " : ").
+    pub value: String,
+    /// TC owner name.
+    pub owner: String,
+    /// Readable name, e.g. `ThreatConnect Address 203.0.113.7` (Tanium shows it as the intel name).
+    pub name: String,
+    /// Document format.
+    pub format: IntelFormat,
+    /// The UTF-8 XML document.
+    pub body: String,
+    /// 16 hex chars fingerprinting everything rendered; also written in the description marker.
+    pub rev: String,
+    /// File name for the upload's Content-Disposition (`<identity>.stix` / `<identity>.ioc`).
+    pub file_name: String,
+}
+
+impl Package {
+    /// MD5 of the body, lower-case hex: comparable with the md5 Tanium reports for a document.
+    pub fn md5_hex(&self) -> String {
+        hex(&Md5::digest(self.body.as_bytes()))
+    }
+
+    /// The `type` header value Tanium expects for this document (`stix` / `openioc`).
+    pub fn type_header(&self) -> &'static str {
+        match self.format {
+            IntelFormat::Stix => "stix",
+            IntelFormat::OpenIoc => "openioc",
+        }
+    }
+
+    /// Content-Type of the body.
+    pub fn content_type(&self) -> &'static str {
+        "application/xml"
+    }
+}
+
+/// An indicator that cannot be sent: skipped with a warning that names it, and counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// TC id.
+    pub indicator_id: i64,
+    /// TC owner name.
+    pub owner: String,
+    /// TC type name as received.
+    pub type_name: String,
+    /// TC summary as received.
+    pub summary: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "skipped {} '{}' (id {}, owner '{}'): {}",
+            xml::for_log(&self.type_name, 40),
+            xml::for_log(&self.summary, 200),
+            self.indicator_id,
+            xml::for_log(&self.owner, 100),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// The observable a document describes, normalised.
+#[derive(Debug, Clone)]
+pub(crate) enum Observable {
+    Address(IpAddr),
+    Host(String),
+    File(Hashes),
+}
+
+/// Everything a renderer needs, prepared once; strings are raw (renderers escape them).
+#[derive(Debug, Clone)]
+pub(crate) struct Doc {
+    pub identity: String,
+    pub name: String,
+    /// Description without the marker line (renderers append it with the rev).
+    pub context: String,
+    pub observable: Observable,
+    /// `lastModified` as `YYYY-MM-DDTHH:MM:SSZ`, when it parses.
+    pub timestamp: Option<String>,
+    pub web_link: Option<String>,
+    pub owner: String,
+}
+
+impl Doc {
+    /// The full description: context, then the marker line.
+    pub fn description(&self, rev: &str) -> String {
+        format!(
+            "{}\n{} {} rev {}",
+            self.context,
+            identity::MARKER,
+            self.identity,
+            rev
+        )
+    }
+}
+
+/// Renders one indicator in `format`, or says why it cannot be sent.
+pub fn render(ind: &Indicator, format: IntelFormat) -> Result<Package, Invalid> {
+    let invalid = |reason: String| Invalid {
+        indicator_id: ind.id,
+        owner: ind.owner_name.clone(),
+        type_name: ind.type_name.clone(),
+        summary: ind.summary.clone(),
+        reason,
+    };
+    let kind = ind.kind().ok_or_else(|| {
+        invalid(format!(
+            "type '{}' is not sent to Tanium (only Address, File and Host)",
+            xml::for_log(&ind.type_name, 40)
+        ))
+    })?;
+    let pick = |field: &Option<String>| {
+        field
+            .as_deref()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or(&ind.summary)
+            .to_string()
+    };
+    let (observable, key, value) = match kind {
+        IndicatorType::Address => {
+            let ip = identity::normalise_ip(&pick(&ind.ip)).map_err(invalid)?;
+            (Observable::Address(ip), ip.to_string(), ip.to_string())
+        }
+        IndicatorType::Host => {
+            let h = identity::normalise_host(&pick(&ind.host_name)).map_err(invalid)?;
+            (Observable::Host(h.clone()), h.clone(), h)
+        }
+        IndicatorType::File => {
+            let fields = [&ind.md5, &ind.sha1, &ind.sha256];
+            let hashes = if fields
+                .iter()
+                .any(|f| f.as_deref().is_some_and(|v| !v.trim().is_empty()))
+            {
+                identity::hashes_from_fields(
+                    ind.md5.as_deref(),
+                    ind.sha1.as_deref(),
+                    ind.sha256.as_deref(),
+                )
+            } else {
+                identity::hashes_from_summary(&ind.summary)
+            }
+            .map_err(invalid)?;
+            let key = hashes.key().unwrap_or_default().to_string();
+            let value = hashes.joined();
+            (Observable::File(hashes), key, value)
+        }
+    };
+    let id = identity::identity(&ind.owner_name, kind, &key);
+    let name = format!("ThreatConnect {} {}", kind.as_str(), key);
+    let timestamp = canonical_time(&ind.last_modified);
+    let doc = Doc {
+        context: context(ind, &name, timestamp.as_deref()),
+        identity: id,
+        name,
+        observable,
+        timestamp,
+        web_link: ind
+            .web_link
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string),
+        owner: ind.owner_name.clone(),
+    };
+    let (write, ext): (fn(&Doc, &str) -> String, &str) = match format {
+        IntelFormat::Stix => (stix::write, "stix"),
+        IntelFormat::OpenIoc => (openioc::write, "ioc"),
+    };
+    let rev = hex(&Sha256::digest(write(&doc, REV_PLACEHOLDER).as_bytes())[..8]);
+    let body = write(&doc, &rev);
+    Ok(Package {
+        file_name: format!("{}.{ext}", doc.identity),
+        identity: doc.identity,
+        kind,
+        value,
+        owner: doc.owner,
+        name: doc.name,
+        format,
+        body,
+        rev,
+    })
+}
+
+/// The TC context as plain text lines (absent fields are left out).
+fn context(ind: &Indicator, name: &str, timestamp: Option<&str>) -> String {
+    let mut lines = vec![name.to_string()];
+    lines.push(format!("Owner: {}", one_line(&ind.owner_name)));
+    lines.push(format!("ThreatConnect id: {}", ind.id));
+    if let Some(r) = ind.rating {
+        lines.push(format!("Rating: {r} / 5"));
+    }
+    if let Some(c) = ind.confidence {
+        lines.push(format!("Confidence: {c} / 100"));
+    }
+    if let Some(s) = ind.threat_assess_score {
+        lines.push(format!("ThreatAssess score: {s} / 1000"));
+    }
+    let mut tags: Vec<String> = ind
+        .tags
+        .iter()
+        .map(|t| xml::truncate(&one_line(t), MAX_TAG).0)
+        .filter(|t| !t.is_empty())
+        .collect();
+    tags.sort();
+    tags.dedup();
+    if !tags.is_empty() {
+        let more = tags.len().saturating_sub(MAX_TAGS);
+        tags.truncate(MAX_TAGS);
+        let mut line = format!("Tags: {}", tags.join(", "));
+        if more > 0 {
+            line.push_str(&format!(" (and {more} more)"));
+        }
+        lines.push(line);
+    }
+    let modified = timestamp
+        .map(str::to_string)
+        .unwrap_or_else(|| one_line(&ind.last_modified));
+    if !modified.is_empty() {
+        lines.push(format!("Last modified: {modified}"));
+    }
+    if let Some(l) = ind.web_link.as_deref().map(one_line) {
+        if !l.is_empty() {
+            lines.push(format!("Link: {l}"));
+        }
+    }
+    if let Some(d) = ind.description.as_deref() {
+        let d = xml::clean(d);
+        let d = d.trim();
+        if !d.is_empty() {
+            lines.push(format!(
+                "Description: {}",
+                xml::truncate(d, MAX_DESCRIPTION).0
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+/// A field that belongs on one line: forbidden characters dropped, white space runs folded.
+pub(crate) fn one_line(s: &str) -> String {
+    xml::clean(s)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// TC's `lastModified` as `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds), when it parses.
+pub(crate) fn canonical_time(raw: &str) -> Option<String> {
+    use time::format_description::well_known::{Iso8601, Rfc3339};
+    let raw = raw.trim();
+    let t = time::OffsetDateTime::parse(raw, &Rfc3339)
+        .or_else(|_| time::OffsetDateTime::parse(raw, &Iso8601::DEFAULT))
+        .ok()?
+        .to_offset(time::UtcOffset::UTC);
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    ))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_time_accepts_tc_shapes() {
+        assert_eq!(
+            canonical_time("2021-11-02T14:58:55Z").as_deref(),
+            Some("2021-11-02T14:58:55Z")
+        );
+        assert_eq!(
+            canonical_time("2021-11-02T16:58:55.123+02:00").as_deref(),
+            Some("2021-11-02T14:58:55Z")
+        );
+        assert_eq!(
+            canonical_time("2021-11-02T16:58:55+0200").as_deref(),
+            Some("2021-11-02T14:58:55Z")
+        );
+        assert_eq!(canonical_time("yesterday"), None);
+        assert_eq!(canonical_time(""), None);
+    }
+}
