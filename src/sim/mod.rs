@@ -1,4 +1,6 @@
 //! In-repo simulators of the ThreatConnect v3 API and the Tanium TR intel API, shared by the
 //! tests, the benchmark and the built-in demo.
 
+pub mod dataset;
 pub mod server;
+pub mod tql_eval;
