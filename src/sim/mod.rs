@@ -3,4 +3,5 @@
 
 pub mod dataset;
 pub mod server;
+pub mod tc;
 pub mod tql_eval;

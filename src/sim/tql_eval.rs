@@ -17,6 +17,8 @@
 //! `NOW() - n UNIT` and `TODAY()`. An unset numeric value fails every comparison (SQL-like),
 //! except threatAssessScore and falsePositiveCount, which count as 0.
 
+use std::borrow::Cow;
+
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
@@ -128,7 +130,7 @@ impl Field {
 /// What the evaluator needs from a stored indicator.
 pub trait Record {
     /// A string field (TypeName, OwnerName, Summary, Description).
-    fn text(&self, f: Field) -> Option<&str>;
+    fn text(&self, f: Field) -> Option<Cow<'_, str>>;
     /// A numeric field; dates as epoch seconds.
     fn number(&self, f: Field) -> Option<f64>;
     /// `indicatorActive`.
@@ -681,7 +683,7 @@ fn eval_cmp(c: &Cmp, r: &dyn Record) -> bool {
             }
             match v {
                 Some(s) if fold => test_str(c.op, &s.to_lowercase(), &c.values),
-                Some(s) => test_str(c.op, s, &c.values),
+                Some(s) => test_str(c.op, &s, &c.values),
                 None => return false,
             }
         }
@@ -724,11 +726,11 @@ mod tests {
     }
 
     impl Record for R {
-        fn text(&self, f: Field) -> Option<&str> {
+        fn text(&self, f: Field) -> Option<Cow<'_, str>> {
             match f {
-                Field::TypeName => Some(self.ty),
-                Field::OwnerName => Some(self.owner),
-                Field::Summary => Some("bad.example"),
+                Field::TypeName => Some(self.ty.into()),
+                Field::OwnerName => Some(self.owner.into()),
+                Field::Summary => Some("bad.example".into()),
                 _ => None,
             }
         }
