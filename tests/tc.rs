@@ -741,3 +741,59 @@ fn check_and_missing_credentials() {
     );
     assert!(matches!(missing, Err(Error::Param(_))));
 }
+
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+/// Scale check, run on demand: `cargo test --release --test tc -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn million_indicators_scale() {
+    let n: usize = std::env::var("TC_SIM_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let base = rss_mib();
+    let t = std::time::Instant::now();
+    let sim = TcSim::start(TcSimOptions::default()).unwrap();
+    sim.load(dataset::generate_at(n, 1, now()));
+    let loaded = rss_mib();
+    eprintln!(
+        "loaded {n} in {:.1} s, sim RSS +{} MiB",
+        t.elapsed().as_secs_f64(),
+        loaded - base
+    );
+    let c = client(&sim, 10_000);
+    let t = std::time::Instant::now();
+    let f = Filters {
+        min_rating: Some(2),
+        ..Filters::default()
+    };
+    let mut pages = c.indicators(&tql::build(&f, None));
+    let mut count = 0usize;
+    let mut first = None;
+    for p in pages.by_ref() {
+        count += p.unwrap().len();
+        first.get_or_insert(t.elapsed());
+    }
+    eprintln!(
+        "pulled {count} in {} pages: first page {:.2} s, total {:.1} s, peak-ish RSS {} MiB",
+        pages.pages(),
+        first.unwrap_or_default().as_secs_f64(),
+        t.elapsed().as_secs_f64(),
+        rss_mib() - base
+    );
+    assert_eq!(
+        count,
+        expected(&sim, |i| i.rating.is_some_and(|r| r >= 2.0)).len()
+    );
+}
