@@ -797,3 +797,42 @@ fn million_indicators_scale() {
         expected(&sim, |i| i.rating.is_some_and(|r| r >= 2.0)).len()
     );
 }
+
+#[test]
+fn sim_serves_runtime_variables_and_owners_to_signed_requests() {
+    use tanium_tr_indicators::error::Service;
+    use tanium_tr_indicators::http::{agent, call, Request};
+    let sim = loaded_sim(10);
+    sim.set_variable("TC", "tanium_password", "s3cr3t \"value\"");
+    let opts = TcSimOptions::default();
+    let a = agent(&HttpSettings::default()).unwrap();
+    let get = |path: &str| {
+        let url = format!("{}{path}", sim.server().url());
+        call(&a, &policy(), Service::ThreatConnect, &mut || {
+            let ts = now().unix_timestamp();
+            let auth = hmac_authorization(
+                &opts.access_id,
+                &Secret::new(opts.secret_key.clone()),
+                path_and_query(&url),
+                "GET",
+                ts,
+            );
+            Ok(Request::new("GET", url.clone())
+                .header("Authorization", auth)
+                .header("Timestamp", ts.to_string()))
+        })
+        .unwrap()
+    };
+    let r = get("/api/internal/variable/runtime/TC/tanium_password");
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["data"], "s3cr3t \"value\"");
+    assert_eq!(get("/api/internal/variable/runtime/TC/nope").status, 404);
+    let r = get("/api/v3/security/owners?resultLimit=2");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["status"], "Success");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert!(v["next"].as_str().unwrap().contains("resultStart=2"));
+    let r = get("/api/v3/indicators?resultLimit=10001");
+    assert_eq!(r.status, 400);
+}
