@@ -1,4 +1,7 @@
 //! In-repo simulators of the ThreatConnect v3 API and the Tanium TR intel API, shared by the
 //! tests, the benchmark and the built-in demo.
 
+pub mod dataset;
 pub mod server;
+pub mod tc;
+pub mod tql_eval;

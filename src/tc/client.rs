@@ -1,0 +1,581 @@
+//! The ThreatConnect v3 client: signed (HMAC or token) GETs, page-by-page indicator pulls that
+//! follow `next`, deleted indicators and a credentials check.
+//!
+//! Every URL is built fully percent-encoded and sent exactly as signed (crate::http does not
+//! re-encode); `next` links are signed as received and only followed on the `tc_api_path` origin.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::config::{TcAuth, TcSettings};
+use crate::error::{Error, Result, Service};
+use crate::http::{self, path_of, Request, Response, RetryPolicy};
+use crate::secret::Secret;
+use crate::tc::auth::{hmac_authorization, path_and_query};
+use crate::tc::model::{DeletedIndicator, Indicator};
+use crate::tc::tql::{encode_query_value, format_time};
+
+/// Renew a job token this long before it expires.
+pub const TOKEN_RENEW_MARGIN_SECS: i64 = 600;
+
+const SVC: Service = Service::ThreatConnect;
+
+#[derive(Debug)]
+struct TokenState {
+    token: Secret,
+    expires: Option<i64>,
+    generation: u64,
+}
+
+#[derive(Debug)]
+enum Auth {
+    Hmac {
+        access_id: String,
+        secret_key: Secret,
+    },
+    Token(Mutex<TokenState>),
+}
+
+/// A ThreatConnect API client; `Send + Sync`, so one instance can serve several threads.
+#[derive(Debug)]
+pub struct TcClient {
+    agent: ureq::Agent,
+    policy: RetryPolicy,
+    api_path: String,
+    origin: Origin,
+    auth: Auth,
+    page_size: u32,
+    requests: AtomicU64,
+}
+
+/// scheme, lower-case host, port: what must match before credentials go to a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin(String, String, u16);
+
+fn origin(url: &str) -> Option<Origin> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let hostport = authority.rsplit('@').next().unwrap_or(authority);
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let (host, port) = if let Some(stripped) = hostport.strip_prefix('[') {
+        let (h, after) = stripped.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => default_port,
+        };
+        (h.to_string(), port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().ok()?),
+            None => (hostport.to_string(), default_port),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some(Origin(scheme, host.to_ascii_lowercase(), port))
+}
+
+/// Percent-encodes the bytes a URI may not carry raw (space, quotes, non-ASCII...), leaving
+/// everything already encoded or legal alone, so a `next` link is sent and signed as one string.
+fn wire_safe(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for b in url.bytes() {
+        let ok = b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b);
+        if ok {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default = "Vec::new")]
+    data: Vec<T>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default, rename = "errCode")]
+    err_code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RenewBody {
+    #[serde(default)]
+    success: Option<bool>,
+    #[serde(default)]
+    api_token: Option<String>,
+    #[serde(default)]
+    api_token_expires: Option<serde_json::Value>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// TC's own message from an error body, or a trimmed excerpt of whatever came back.
+fn tc_message(resp: &Response) -> (Option<String>, String) {
+    match serde_json::from_slice::<ErrorBody>(&resp.body) {
+        Ok(b) if b.message.is_some() || b.err_code.is_some() => {
+            (b.err_code, b.message.unwrap_or_default())
+        }
+        _ => (None, resp.body_excerpt(300)),
+    }
+}
+
+/// Maps a final non-2xx answer to the error the run reports.
+fn status_error(resp: &Response, request: &str) -> Error {
+    let (code, msg) = tc_message(resp);
+    match resp.status {
+        400 if code
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case("0x2001")) =>
+        {
+            Error::TqlInvalid(msg)
+        }
+        401 => Error::Auth {
+            service: SVC,
+            message: format!(
+                "401 to {request} ({msg}); check the API access id and secret key, that this \
+                 machine's clock is within 5 minutes of ThreatConnect's, that no proxy re-encodes \
+                 the URL, or that the job token has not expired"
+            ),
+        },
+        403 => Error::Status {
+            service: SVC,
+            request: request.to_string(),
+            status: 403,
+            message: format!(
+                "{msg}; the API user cannot read an owner named in the query (check the Owners \
+                 parameter and the API user's owner memberships)"
+            ),
+        },
+        status => Error::Status {
+            service: SVC,
+            request: request.to_string(),
+            status,
+            message: msg,
+        },
+    }
+}
+
+fn parse_envelope<T: serde::de::DeserializeOwned>(
+    resp: &Response,
+    request: &str,
+) -> Result<Envelope<T>> {
+    let protocol = |detail: String| Error::Protocol {
+        service: SVC,
+        request: request.to_string(),
+        detail,
+    };
+    let env: Envelope<T> = serde_json::from_slice(&resp.body)
+        .map_err(|e| protocol(format!("body is not the v3 JSON envelope: {e}")))?;
+    if env.status.as_deref() != Some("Success") {
+        return Err(protocol(format!(
+            "status is {:?}, not \"Success\"",
+            env.status.as_deref().unwrap_or("missing")
+        )));
+    }
+    Ok(env)
+}
+
+impl TcClient {
+    /// Builds a client from validated settings; fails on an unusable URL or missing credentials.
+    pub fn new(settings: &TcSettings, policy: RetryPolicy) -> Result<TcClient> {
+        let api_path = settings.api_path.trim().trim_end_matches('/').to_string();
+        let origin = origin(&api_path).ok_or_else(|| {
+            Error::Param(format!(
+                "tc_api_path must be an http(s) URL such as https://host/api, got {:?}",
+                path_of(&api_path)
+            ))
+        })?;
+        let auth = match &settings.auth {
+            TcAuth::Hmac {
+                access_id,
+                secret_key,
+            } => {
+                if access_id.trim().is_empty() || secret_key.is_empty() {
+                    return Err(Error::Param(
+                        "ThreatConnect API access id and secret key must both be set".into(),
+                    ));
+                }
+                Auth::Hmac {
+                    access_id: access_id.trim().to_string(),
+                    secret_key: secret_key.clone(),
+                }
+            }
+            TcAuth::Token { token, expires } => {
+                if token.is_empty() {
+                    return Err(Error::Param(
+                        "ThreatConnect credentials missing: no tc_token and no API access id / secret key"
+                            .into(),
+                    ));
+                }
+                Auth::Token(Mutex::new(TokenState {
+                    token: token.clone(),
+                    expires: *expires,
+                    generation: 0,
+                }))
+            }
+        };
+        Ok(TcClient {
+            agent: http::agent(&settings.http)?,
+            policy,
+            api_path,
+            origin,
+            auth,
+            page_size: settings.page_size.clamp(1, 10_000),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// HTTP attempts sent so far (retries and token renewals included).
+    pub fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn token_state(&self) -> Option<std::sync::MutexGuard<'_, TokenState>> {
+        match &self.auth {
+            Auth::Token(m) => Some(m.lock().unwrap_or_else(|e| e.into_inner())),
+            Auth::Hmac { .. } => None,
+        }
+    }
+
+    /// One signed attempt; called again for every retry so the timestamp is fresh.
+    fn build(&self, url: &str) -> Result<Request> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let req = Request::new("GET", url).header("Accept", "application/json");
+        Ok(match &self.auth {
+            Auth::Hmac {
+                access_id,
+                secret_key,
+            } => {
+                let ts = now();
+                let value =
+                    hmac_authorization(access_id, secret_key, path_and_query(url), "GET", ts);
+                req.header("Authorization", value)
+                    .header("Timestamp", ts.to_string())
+            }
+            Auth::Token(m) => {
+                let t = m.lock().unwrap_or_else(|e| e.into_inner());
+                req.header("Authorization", format!("TC-Token {}", t.token.expose()))
+            }
+        })
+    }
+
+    /// Trades the job token for a fresh one through `/appAuth` (no-op if another thread already did).
+    fn renew(&self, seen_generation: u64) -> Result<()> {
+        let Some(mut t) = self.token_state() else {
+            return Ok(());
+        };
+        if t.generation != seen_generation {
+            return Ok(());
+        }
+        let url = format!(
+            "{}/appAuth?expiredToken={}",
+            self.api_path,
+            encode_query_value(t.token.expose())
+        );
+        let what = format!("GET {}", path_of(&url));
+        let fail = |m: String| Error::Auth {
+            service: SVC,
+            message: format!("renewing the job token through /appAuth failed: {m}"),
+        };
+        let resp = http::call(&self.agent, &self.policy, SVC, &mut || {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            Ok(Request::new("GET", url.clone()).header("Accept", "application/json"))
+        })?;
+        if !(200..300).contains(&resp.status) {
+            let (_, msg) = tc_message(&resp);
+            return Err(fail(format!("{} to {what}: {msg}", resp.status)));
+        }
+        let body: RenewBody = serde_json::from_slice(&resp.body)
+            .map_err(|e| fail(format!("unreadable answer: {e}")))?;
+        let token = match (body.success, body.api_token) {
+            (Some(false), _) | (_, None) => {
+                return Err(fail(
+                    body.message
+                        .unwrap_or_else(|| "no apiToken returned".into()),
+                ))
+            }
+            (_, Some(tok)) if tok.is_empty() => return Err(fail("empty apiToken returned".into())),
+            (_, Some(tok)) => tok,
+        };
+        let expires = match body.api_token_expires {
+            Some(serde_json::Value::Number(n)) => n.as_i64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        }
+        .map(|e| if e > 100_000_000_000 { e / 1000 } else { e });
+        t.token = Secret::new(token);
+        t.expires = expires;
+        t.generation += 1;
+        log::info!("renewed the ThreatConnect job token");
+        Ok(())
+    }
+
+    /// Renews ahead of time when the token is within [`TOKEN_RENEW_MARGIN_SECS`] of expiry.
+    fn renew_if_due(&self) -> Result<()> {
+        let due = match self.token_state() {
+            Some(t) => t
+                .expires
+                .filter(|e| now() + TOKEN_RENEW_MARGIN_SECS >= *e)
+                .map(|e| (t.generation, e)),
+            None => None,
+        };
+        let Some((generation, expires)) = due else {
+            return Ok(());
+        };
+        match self.renew(generation) {
+            Ok(()) => Ok(()),
+            Err(e) if now() < expires => {
+                log::warn!("{e}; using the current token until it expires");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.token_state().map(|t| t.generation).unwrap_or(0)
+    }
+
+    /// GETs `url` (signed per attempt, retried per the shared rule, renewing a token once on
+    /// 401) and returns the 2xx answer, or the mapped error.
+    fn get(&self, url: &str) -> Result<Response> {
+        let url = wire_safe(url);
+        let what = format!("GET {}", path_of(&url));
+        if origin(&url).as_ref() != Some(&self.origin) {
+            return Err(Error::Protocol {
+                service: SVC,
+                request: what,
+                detail: format!(
+                    "a link points outside tc_api_path ({}); credentials are not sent there",
+                    url.split(['?', '#']).next().unwrap_or("")
+                ),
+            });
+        }
+        self.renew_if_due()?;
+        let mut renewed = false;
+        loop {
+            let generation = self.generation();
+            let resp = http::call(&self.agent, &self.policy, SVC, &mut || self.build(&url))?;
+            if resp.status == 401 && !renewed && matches!(self.auth, Auth::Token(_)) {
+                renewed = true;
+                log::info!("ThreatConnect answered 401 to {what}; renewing the job token");
+                self.renew(generation)?;
+                continue;
+            }
+            if (200..300).contains(&resp.status) {
+                return Ok(resp);
+            }
+            return Err(status_error(&resp, &what));
+        }
+    }
+
+    /// Streams the indicators `tql` selects, one page at a time (see [`Pages`]).
+    pub fn indicators(&self, tql: &str) -> Pages<'_> {
+        log::info!("ThreatConnect TQL: {tql}");
+        let url = format!(
+            "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&resultLimit={}&sorting=lastModified%20asc",
+            self.api_path,
+            encode_query_value(tql),
+            self.page_size
+        );
+        Pages {
+            client: self,
+            next: Some(url),
+            seen: HashSet::new(),
+            dropped: 0,
+            duplicates: 0,
+            malformed: 0,
+            pages: 0,
+        }
+    }
+
+    /// Calls `each` for every indicator TC reports deleted since `since`; returns how many.
+    pub fn deleted_since(
+        &self,
+        since: OffsetDateTime,
+        each: &mut dyn FnMut(DeletedIndicator),
+    ) -> Result<u64> {
+        let mut url = Some(format!(
+            "{}/v3/indicators/deleted?deletedSince={}",
+            self.api_path,
+            encode_query_value(&format_time(since))
+        ));
+        let mut count = 0;
+        while let Some(u) = url.take() {
+            let resp = self.get(&u)?;
+            let env: Envelope<serde_json::Value> =
+                parse_envelope(&resp, &format!("GET {}", path_of(&u)))?;
+            for v in env.data {
+                match serde_json::from_value::<DeletedIndicator>(v) {
+                    Ok(d) => {
+                        count += 1;
+                        each(d)
+                    }
+                    Err(e) => log::warn!("skipping an unreadable deleted-indicator record: {e}"),
+                }
+            }
+            url = env.next.filter(|n| !n.is_empty() && *n != u);
+        }
+        Ok(count)
+    }
+
+    /// A cheap authenticated call (one owner) proving the URL and credentials work.
+    pub fn check(&self) -> Result<String> {
+        let url = format!("{}/v3/security/owners?resultLimit=1", self.api_path);
+        let resp = self.get(&url)?;
+        let env: Envelope<serde_json::Value> = parse_envelope(&resp, "GET /v3/security/owners")?;
+        let kind = match self.auth {
+            Auth::Hmac { .. } => "API access id / secret key",
+            Auth::Token(_) => "job token",
+        };
+        let owner = env
+            .data
+            .first()
+            .and_then(|o| o.get("name"))
+            .and_then(|n| n.as_str())
+            .map(|n| format!("; first visible owner: {n}"))
+            .unwrap_or_default();
+        Ok(format!(
+            "ThreatConnect at {} accepted the {kind}{owner}",
+            self.api_path.split('?').next().unwrap_or("")
+        ))
+    }
+}
+
+/// Pages of indicators, fetched lazily: at most one page is held, ids seen so far are kept
+/// to drop repeats, and indicators of types other than Address / File / Host are dropped.
+/// After an error the iterator ends.
+pub struct Pages<'a> {
+    client: &'a TcClient,
+    next: Option<String>,
+    seen: HashSet<i64>,
+    dropped: u64,
+    duplicates: u64,
+    malformed: u64,
+    pages: u64,
+}
+
+impl Pages<'_> {
+    /// Indicators dropped because their type is not Address, File or Host (user TQL).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Indicators dropped because an earlier page already delivered their id.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// Records skipped because they could not be read as an indicator.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
+    }
+
+    /// Pages fetched so far.
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    fn fetch(&mut self, url: &str) -> Result<Vec<Indicator>> {
+        let resp = self.client.get(url)?;
+        let env: Envelope<serde_json::Value> =
+            parse_envelope(&resp, &format!("GET {}", path_of(url)))?;
+        self.pages += 1;
+        self.next = env.next.filter(|n| !n.is_empty() && n != url);
+        let mut out = Vec::with_capacity(env.data.len());
+        for v in env.data {
+            let ind = match serde_json::from_value::<Indicator>(v) {
+                Ok(i) => i,
+                Err(e) => {
+                    self.malformed += 1;
+                    log::warn!("skipping an unreadable indicator record: {e}");
+                    continue;
+                }
+            };
+            if ind.kind().is_none() {
+                self.dropped += 1;
+                continue;
+            }
+            if !self.seen.insert(ind.id) {
+                self.duplicates += 1;
+                continue;
+            }
+            out.push(ind);
+        }
+        Ok(out)
+    }
+}
+
+impl Iterator for Pages<'_> {
+    type Item = Result<Vec<Indicator>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let url = self.next.take()?;
+        Some(self.fetch(&url))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let a = origin("https://TC.example.com/api").unwrap();
+        assert_eq!(
+            a,
+            origin("https://tc.example.com:443/api/v3/x?y=1").unwrap()
+        );
+        assert_ne!(a, origin("http://tc.example.com/api").unwrap());
+        assert_ne!(a, origin("https://tc.example.com:8443/api").unwrap());
+        assert_ne!(a, origin("https://evil.example.com/api").unwrap());
+        assert_ne!(
+            a,
+            origin("https://tc.example.com@evil.example.com/api").unwrap()
+        );
+        assert_eq!(
+            origin("http://[::1]:8080/api").unwrap(),
+            Origin("http".into(), "::1".into(), 8080)
+        );
+        assert!(origin("ftp://x/api").is_none());
+        assert!(origin("no-scheme").is_none());
+    }
+
+    #[test]
+    fn wire_safe_only_touches_illegal_bytes() {
+        assert_eq!(
+            wire_safe("http://h/a?x=%22a%22&y=1+2"),
+            "http://h/a?x=%22a%22&y=1+2"
+        );
+        assert_eq!(
+            wire_safe("http://h/a?x=\"a b\"&é"),
+            "http://h/a?x=%22a%20b%22&%C3%A9"
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Pure TQL building: the job's filters become one ThreatConnect query with every value quoted.
+//!
+//! Exclude tags are deliberately NOT pushed into TQL: TQL has no documented "has none of these
+//! tags" form (`tag NOT IN (...)` on a multi-valued field is ambiguous), and an indicator that
+//! gains an excluded tag must still come back so the sync can remove it. The sync applies
+//! [`Filters::matches`](crate::config::Filters) to every indicator it receives instead.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::config::Filters;
+use crate::tc::model::IndicatorType;
+
+/// Quotes a TQL string value: double quotes, with `\`, `"`, `'` and backtick escaped by `\`.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '\\' | '"' | '\'' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Formats an instant the way TQL date comparisons and `deletedSince` expect: `YYYY-MM-DDTHH:MM:SSZ` in UTC.
+pub fn format_time(t: OffsetDateTime) -> String {
+    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    t.to_offset(UtcOffset::UTC)
+        .format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+}
+
+/// The types to query: the job's types in canonical order, all three when none are set.
+pub fn effective_types(filters: &Filters) -> Vec<IndicatorType> {
+    let mut types: Vec<IndicatorType> = IndicatorType::ALL
+        .into_iter()
+        .filter(|t| filters.types.contains(t))
+        .collect();
+    if types.is_empty() {
+        types = IndicatorType::ALL.to_vec();
+    }
+    types
+}
+
+fn quoted_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    items.into_iter().map(quote).collect::<Vec<_>>().join(", ")
+}
+
+fn types_clause(filters: &Filters) -> String {
+    let types = effective_types(filters);
+    format!(
+        "typeName IN ({})",
+        quoted_list(types.iter().map(|t| t.as_str()))
+    )
+}
+
+/// Builds the query for the job's filters; `since` adds `lastModified > "..."` (None = a full pull).
+///
+/// With user TQL set, only the type restriction and `since` are added to it:
+/// `(<user TQL>) AND typeName IN (...) [AND lastModified > "..."]`.
+pub fn build(filters: &Filters, since: Option<OffsetDateTime>) -> String {
+    let mut clauses = Vec::new();
+    match filters
+        .tql
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        Some(user) => {
+            clauses.push(format!("({user})"));
+            clauses.push(types_clause(filters));
+        }
+        None => {
+            clauses.push(types_clause(filters));
+            if !filters.owners.is_empty() {
+                clauses.push(format!(
+                    "ownerName IN ({})",
+                    quoted_list(filters.owners.iter().map(String::as_str))
+                ));
+            }
+            if !filters.include_tags.is_empty() {
+                clauses.push(format!(
+                    "hasTag(summary IN ({}))",
+                    quoted_list(filters.include_tags.iter().map(String::as_str))
+                ));
+            }
+            // A minimum of 0 restricts nothing; sending it would drop unrated indicators.
+            let mins = [
+                ("threatAssessScore", filters.min_threatassess_score),
+                ("confidence", filters.min_confidence),
+                ("rating", filters.min_rating),
+            ];
+            for (field, min) in mins {
+                if let Some(n) = min.filter(|n| *n > 0) {
+                    clauses.push(format!("{field} >= {n}"));
+                }
+            }
+            if let Some(n) = filters.max_false_positives {
+                clauses.push(format!("falsePositiveCount <= {n}"));
+            }
+        }
+    }
+    if let Some(t) = since {
+        clauses.push(format!("lastModified > {}", quote(&format_time(t))));
+    }
+    clauses.join(" AND ")
+}
+
+/// Everything but RFC 3986 unreserved characters gets percent-encoded (space is `%20`).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes a query value so no HTTP layer finds anything left to re-encode.
+pub fn encode_query_value(s: &str) -> String {
+    utf8_percent_encode(s, QUERY_VALUE).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn f() -> Filters {
+        Filters {
+            types: IndicatorType::ALL.to_vec(),
+            ..Filters::default()
+        }
+    }
+
+    #[test]
+    fn quote_escapes_every_special_character() {
+        assert_eq!(quote("plain"), r#""plain""#);
+        assert_eq!(quote(r#"a"b"#), r#""a\"b""#);
+        assert_eq!(quote(r"a\b"), r#""a\\b""#);
+        assert_eq!(quote("it's"), r#""it\'s""#);
+        assert_eq!(quote("back`tick"), r#""back\`tick""#);
+        assert_eq!(quote(r#"\""#), r#""\\\"""#);
+        assert_eq!(quote("Ünïcödé 日本"), "\"Ünïcödé 日本\"");
+        assert_eq!(quote(""), "\"\"");
+    }
+
+    #[test]
+    fn format_time_is_utc_iso() {
+        assert_eq!(
+            format_time(datetime!(2026-10-29 00:00:00 UTC)),
+            "2026-10-29T00:00:00Z"
+        );
+        assert_eq!(
+            format_time(datetime!(2026-10-29 02:30:05 +02:00)),
+            "2026-10-29T00:30:05Z"
+        );
+    }
+
+    #[test]
+    fn default_filters_select_the_three_types_only() {
+        assert_eq!(
+            build(&f(), None),
+            r#"typeName IN ("Address", "File", "Host")"#
+        );
+        assert_eq!(
+            build(&Filters::default(), None),
+            r#"typeName IN ("Address", "File", "Host")"#
+        );
+        let since = datetime!(2026-10-29 00:00:00 UTC);
+        assert_eq!(
+            build(&f(), Some(since)),
+            r#"typeName IN ("Address", "File", "Host") AND lastModified > "2026-10-29T00:00:00Z""#
+        );
+    }
+
+    #[test]
+    fn every_filter_in_order() {
+        let filters = Filters {
+            owners: vec!["Demo Org".into(), "Common Community".into()],
+            types: vec![
+                IndicatorType::Host,
+                IndicatorType::Address,
+                IndicatorType::Host,
+            ],
+            include_tags: vec!["APT".into(), "C2".into()],
+            exclude_tags: vec!["Benign".into()],
+            min_threatassess_score: Some(500),
+            min_confidence: Some(50),
+            min_rating: Some(3),
+            max_false_positives: Some(0),
+            tql: None,
+        };
+        assert_eq!(
+            build(&filters, Some(datetime!(2024-01-02 03:04:05 UTC))),
+            concat!(
+                r#"typeName IN ("Address", "Host") AND ownerName IN ("Demo Org", "Common Community")"#,
+                r#" AND hasTag(summary IN ("APT", "C2")) AND threatAssessScore >= 500"#,
+                r#" AND confidence >= 50 AND rating >= 3 AND falsePositiveCount <= 0"#,
+                r#" AND lastModified > "2024-01-02T03:04:05Z""#
+            )
+        );
+    }
+
+    #[test]
+    fn zero_minimums_are_left_out() {
+        let filters = Filters {
+            min_threatassess_score: Some(0),
+            min_confidence: Some(0),
+            min_rating: Some(0),
+            ..f()
+        };
+        assert_eq!(
+            build(&filters, None),
+            r#"typeName IN ("Address", "File", "Host")"#
+        );
+    }
+
+    #[test]
+    fn hostile_owner_and_tag_names_are_escaped() {
+        let filters = Filters {
+            owners: vec![r#"Evil "Owner" \ Inc"#.into(), "Ünï 'cödé' `x`".into()],
+            types: vec![IndicatorType::File],
+            include_tags: vec![r#"tag") OR (1=1"#.into()],
+            ..Filters::default()
+        };
+        assert_eq!(
+            build(&filters, None),
+            concat!(
+                r#"typeName IN ("File") AND ownerName IN ("Evil \"Owner\" \\ Inc", "Ünï \'cödé\' \`x\`")"#,
+                r#" AND hasTag(summary IN ("tag\") OR (1=1"))"#
+            )
+        );
+    }
+
+    #[test]
+    fn user_tql_replaces_filters_but_keeps_types_and_since() {
+        let filters = Filters {
+            owners: vec!["Ignored".into()],
+            types: vec![IndicatorType::Address],
+            min_rating: Some(4),
+            tql: Some("  rating >= 4 OR tag = \"x\" ".into()),
+            ..Filters::default()
+        };
+        assert_eq!(
+            build(&filters, Some(datetime!(2024-01-02 03:04:05 UTC))),
+            r#"(rating >= 4 OR tag = "x") AND typeName IN ("Address") AND lastModified > "2024-01-02T03:04:05Z""#
+        );
+        let blank = Filters {
+            tql: Some("   ".into()),
+            ..f()
+        };
+        assert_eq!(
+            build(&blank, None),
+            r#"typeName IN ("Address", "File", "Host")"#
+        );
+    }
+
+    #[test]
+    fn query_values_are_fully_encoded() {
+        assert_eq!(
+            encode_query_value(r#"typeName IN ("A") AND x > '1+2'&y=é"#),
+            "typeName%20IN%20%28%22A%22%29%20AND%20x%20%3E%20%271%2B2%27%26y%3D%C3%A9"
+        );
+        assert_eq!(encode_query_value("a-b.c_d~e"), "a-b.c_d~e");
+    }
+}
