@@ -189,6 +189,8 @@ fn shown(v: &str) -> String {
 
 /// The first of `names` present with a non-null value.
 fn lookup<'a>(raw: &'a RawParams, names: &[&'a str]) -> Option<(&'a str, &'a Value)> {
+    #[cfg(test)]
+    tests::READ.with(|r| r.borrow_mut().extend(names.iter().map(|n| n.to_string())));
     names
         .iter()
         .find_map(|n| raw.get(*n).filter(|v| !v.is_null()).map(|v| (*n, v)))
@@ -776,6 +778,9 @@ fn split_offset(s: &str) -> Option<(&str, Option<time::UtcOffset>)> {
     } else {
         0
     };
+    if h > 18 || m > 59 {
+        return None;
+    }
     let off = time::UtcOffset::from_hms(sign * h, sign * m, 0).ok()?;
     Some((dt, Some(off)))
 }
@@ -1031,4 +1036,459 @@ impl Filters {
 /// before validation and record a validation failure too.
 pub fn log_level_from_raw(raw: &RawParams) -> log::LevelFilter {
     log_level(raw).unwrap_or(log::LevelFilter::Info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+    use time::macros::datetime;
+
+    thread_local! {
+        /// Every param name the validation looked up (filled by `lookup`).
+        pub(super) static READ: RefCell<BTreeSet<String>> = const { RefCell::new(BTreeSet::new()) };
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-11-28 12:00:00 UTC);
+
+    fn raw(v: serde_json::Value) -> RawParams {
+        v.as_object().unwrap().clone().into_iter().collect()
+    }
+
+    fn good() -> RawParams {
+        raw(json!({
+            "tc_api_path": "https://tc.example.com/api/",
+            "tc_api_access_id": "12345",
+            "tc_api_secret_key": "tc-secret",
+            "tanium_address": "tanium.example.com",
+            "tanium_username": "svc",
+            "tanium_password": " pw with spaces ",
+            "tc_log_level": "warning",
+        }))
+    }
+
+    fn with(mut r: RawParams, k: &str, v: serde_json::Value) -> RawParams {
+        r.insert(k.into(), v);
+        r
+    }
+
+    fn err(r: &RawParams) -> String {
+        JobConfig::from_params(r, NOW).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_for_a_minimal_job() {
+        let c = JobConfig::from_params(&good(), NOW).unwrap();
+        assert_eq!(c.tc.api_path, "https://tc.example.com/api");
+        assert!(
+            matches!(&c.tc.auth, TcAuth::Hmac { access_id, secret_key } if access_id == "12345" && secret_key.expose() == "tc-secret")
+        );
+        assert_eq!(c.tanium.base_url, "https://tanium.example.com");
+        assert_eq!(c.tanium.password.expose(), " pw with spaces ");
+        assert_eq!(c.tanium.source_name, "ThreatConnect");
+        assert!(c.tanium.http.verify_tls && c.tc.http.verify_tls);
+        assert_eq!(c.filters.types, IndicatorType::ALL.to_vec());
+        assert_eq!(c.last_modified, datetime!(2026-10-29 12:00:00 UTC));
+        assert_eq!(c.intel_format, IntelFormat::Stix);
+        assert_eq!(c.reconcile_interval, Duration::from_secs(24 * 3600));
+        assert_eq!((c.workers, c.tc.page_size), (8, 10_000));
+        assert_eq!(c.log_level, log::LevelFilter::Warn);
+        assert_eq!(c.paths.out, PathBuf::from("./out"));
+        assert_eq!(c.paths.log, PathBuf::from("./log"));
+        assert_eq!(c.paths.temp, PathBuf::from("./tmp"));
+    }
+
+    #[test]
+    fn every_declared_param_is_read_and_nothing_else() {
+        READ.with(|r| r.borrow_mut().clear());
+        JobConfig::from_params(&good(), NOW).unwrap();
+        // The proxy details are read only when a side asks for the proxy.
+        let proxied = with(
+            with(
+                with(good(), "tc_proxy_tc", json!(true)),
+                "tc_proxy_host",
+                json!("p"),
+            ),
+            "tc_proxy_port",
+            json!(1),
+        );
+        JobConfig::from_params(&proxied, NOW).unwrap();
+        let read = READ.with(|r| r.borrow().clone());
+        let mut expected: BTreeSet<String> =
+            pn::JOB_PARAMS.iter().map(|p| p.name.to_string()).collect();
+        expected.extend(pn::PLATFORM_PARAMS.iter().map(|p| p.to_string()));
+        assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn messages_name_the_param_by_label() {
+        let cases = [
+            ("min_confidence", json!("abc"), "Minimum Confidence Rating must be a whole number from 0 to 100, got 'abc'"),
+            ("min_confidence", json!("101"), "Minimum Confidence Rating must be a whole number from 0 to 100, got '101'"),
+            ("min_threatassess_score", json!("1001"), "Minimum ThreatAssess Score must be a whole number from 0 to 1000"),
+            ("min_rating", json!("2.5"), "Minimum Threat Rating must be a whole number from 0 to 5, got '2.5'"),
+            ("max_false_positives", json!("-1"), "Maximum False Positive Count must be a whole number, 0 or more, got '-1'"),
+            ("verify_ssl", json!("maybe"), "Verify SSL Cert must be true or false, got 'maybe'"),
+            ("indicator_types", json!(["Address", "Email"]), "Indicator Types must be among Address, File, Host, got 'Email'"),
+            ("last_modified", json!("yesterday"), "Last Modified must be a time such as"),
+            ("last_modified", json!("2099-01-01"), "Last Modified is in the future"),
+            ("tanium_address", json!("ftp://t"), "Tanium Address must be an https:// or http:// URL"),
+            ("tanium_address", json!("t:99999"), "Tanium Address has an invalid port, got 't:99999'"),
+            ("tanium_username", json!(""), "Tanium Username is required"),
+            ("tanium_password", json!(null), "Tanium Password is required"),
+            ("intel_format", json!("csv"), "Intel Format must be STIX or OpenIOC, got 'csv'"),
+            ("reconcile_interval_hours", json!("x"), "Full Reconcile Interval (hours) must be a whole number from 0 to 8760"),
+            ("tanium_workers", json!("0"), "Parallel Tanium Writes must be a whole number from 1 to 32, got '0'"),
+            ("tc_page_size", json!("10001"), "ThreatConnect Page Size must be a whole number from 1 to 10000"),
+            ("tc_log_level", json!("loud"), "Logging Level must be one of trace, debug, info, warning, error, critical, got 'loud'"),
+            ("tanium_source", json!(["a", "b"]), "Tanium Threat Response Source was given more than once"),
+            ("tc_api_path", json!("tc.example.com"), "tc_api_path must be an http(s) URL"),
+            ("tc_token_expires", json!("soon"), "tc_token_expires must be epoch seconds, got 'soon'"),
+        ];
+        for (k, v, want) in cases {
+            let e = err(&with(good(), k, v.clone()));
+            assert!(e.contains(want), "{k}={v}: {e}");
+        }
+        // Every problem is reported at once.
+        let e = err(&with(
+            with(good(), "min_rating", json!("9")),
+            "tanium_workers",
+            json!("99"),
+        ));
+        assert!(
+            e.contains("Minimum Threat Rating") && e.contains("Parallel Tanium Writes"),
+            "{e}"
+        );
+        // Secrets never appear in messages.
+        let e = err(&with(good(), "min_rating", json!("9")));
+        assert!(
+            !e.contains("tc-secret") && !e.contains("pw with spaces"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn credentials_hmac_wins_legacy_names_and_missing() {
+        let mut r = good();
+        r.insert("tc_token".into(), json!("TOKEN:1"));
+        assert!(matches!(
+            JobConfig::from_params(&r, NOW).unwrap().tc.auth,
+            TcAuth::Hmac { .. }
+        ));
+        r.remove("tc_api_access_id");
+        r.insert("tc_token_expires".into(), json!(1_800_000_000));
+        match JobConfig::from_params(&r, NOW).unwrap().tc.auth {
+            TcAuth::Token { token, expires } => {
+                assert_eq!(token.expose(), "TOKEN:1");
+                assert_eq!(expires, Some(1_800_000_000));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut legacy = good();
+        legacy.remove("tc_api_access_id");
+        legacy.remove("tc_api_secret_key");
+        legacy.insert("api_access_id".into(), json!("old-id"));
+        legacy.insert("api_secret_key".into(), json!("old-key"));
+        assert!(
+            matches!(JobConfig::from_params(&legacy, NOW).unwrap().tc.auth, TcAuth::Hmac { access_id, .. } if access_id == "old-id")
+        );
+        let mut none = good();
+        none.remove("tc_api_access_id");
+        none.remove("tc_api_secret_key");
+        assert!(err(&none).contains("ThreatConnect credentials are missing"));
+        let half = with(none, "tc_api_access_id", json!("id"));
+        assert!(err(&half).contains("tc_api_secret_key is missing"));
+    }
+
+    #[test]
+    fn tanium_address_forms() {
+        for (input, want) in [
+            ("tanium.example.com", "https://tanium.example.com"),
+            ("Tanium.Example.com:8443", "https://tanium.example.com:8443"),
+            ("https://t.example.com/", "https://t.example.com"),
+            (
+                "https://t.example.com:443/ui/console?x=1",
+                "https://t.example.com:443",
+            ),
+            ("http://10.0.0.5:8080", "http://10.0.0.5:8080"),
+            ("HTTP://host", "http://host"),
+            ("[::1]:8443", "https://[::1]:8443"),
+            (" https://[FE80::1] ", "https://[fe80::1]"),
+        ] {
+            assert_eq!(normalize_tanium_address(input).unwrap(), want, "{input}");
+        }
+        for bad in [
+            "",
+            "ftp://x",
+            "https://",
+            "user:pw@host",
+            "host:0",
+            "host:abc",
+            "ho st",
+            "[::1",
+            "https://-x",
+        ] {
+            assert!(normalize_tanium_address(bad).is_err(), "{bad}");
+        }
+        let e = normalize_tanium_address("user:pw@host").unwrap_err();
+        assert!(e.contains("credentials"), "{e}");
+    }
+
+    #[test]
+    fn last_modified_forms() {
+        let ok = |s: &str| parse_last_modified(s, NOW).unwrap();
+        assert_eq!(ok("30 days ago"), datetime!(2026-10-29 12:00:00 UTC));
+        assert_eq!(ok("1 day ago"), datetime!(2026-11-27 12:00:00 UTC));
+        assert_eq!(ok("90 Minutes Ago"), datetime!(2026-11-28 10:30:00 UTC));
+        assert_eq!(ok("1 hour ago"), datetime!(2026-11-28 11:00:00 UTC));
+        assert_eq!(ok("2 weeks ago"), datetime!(2026-11-14 12:00:00 UTC));
+        assert_eq!(ok("12 hours"), datetime!(2026-11-28 00:00:00 UTC));
+        assert_eq!(ok("now"), NOW);
+        assert_eq!(ok("2024-01-31"), datetime!(2024-01-31 00:00:00 UTC));
+        assert_eq!(
+            ok("2024-01-31T08:00:00Z"),
+            datetime!(2024-01-31 08:00:00 UTC)
+        );
+        assert_eq!(
+            ok("2024-01-31T08:00:00"),
+            datetime!(2024-01-31 08:00:00 UTC)
+        );
+        assert_eq!(ok("2024-01-31T08:00"), datetime!(2024-01-31 08:00:00 UTC));
+        assert_eq!(
+            ok("2024-01-31 08:00:00"),
+            datetime!(2024-01-31 08:00:00 UTC)
+        );
+        assert_eq!(
+            ok("2024-01-31 08:00:00 UTC"),
+            datetime!(2024-01-31 08:00:00 UTC)
+        );
+        assert_eq!(
+            ok("2024-01-31T10:00:00+02:00"),
+            datetime!(2024-01-31 08:00:00 UTC)
+        );
+        assert_eq!(
+            ok("2024-01-31T03:00:00-0500"),
+            datetime!(2024-01-31 08:00:00 UTC)
+        );
+        assert_eq!(
+            ok("2024-01-31T08:00:00.250Z"),
+            datetime!(2024-01-31 08:00:00 UTC)
+        );
+        assert_eq!(ok("1706688000"), datetime!(2024-01-31 08:00:00 UTC));
+        assert_eq!(ok("1706688000000"), datetime!(2024-01-31 08:00:00 UTC));
+        for bad in [
+            "yesterday",
+            "30 fortnights ago",
+            "-3 days ago",
+            "2024-13-01",
+            "2024-01-31T25:00:00",
+            "2024-01-31T08:00:00+25:00",
+            "",
+            "2099-01-01",
+        ] {
+            let e = parse_last_modified(bad, NOW).unwrap_err();
+            assert!(e.contains(&format!("'{bad}'")), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn lists_tags_booleans_and_numbers() {
+        let r = with(
+            with(
+                with(
+                    with(
+                        with(
+                            with(good(), "owners", json!("Org A|Org, B| |Org A")),
+                            "include_tags",
+                            json!(["x, y", "z|x", " "]),
+                        ),
+                        "exclude_tags",
+                        json!("bad,worse"),
+                    ),
+                    "indicator_types",
+                    json!("host|ADDRESS"),
+                ),
+                "verify_ssl",
+                json!(false),
+            ),
+            "min_confidence",
+            json!(50),
+        );
+        let c = JobConfig::from_params(&r, NOW).unwrap();
+        assert_eq!(c.filters.owners, vec!["Org A", "Org, B"]);
+        assert_eq!(c.filters.include_tags, vec!["x", "y", "z"]);
+        assert_eq!(c.filters.exclude_tags, vec!["bad", "worse"]);
+        assert_eq!(
+            c.filters.types,
+            vec![IndicatorType::Address, IndicatorType::Host]
+        );
+        assert!(!c.tanium.http.verify_tls);
+        assert_eq!(c.filters.min_confidence, Some(50));
+        let r = with(
+            with(good(), "owners", json!("[\"A|1\", \"B\"]")),
+            "verify_ssl",
+            json!(true),
+        );
+        let c = JobConfig::from_params(&r, NOW).unwrap();
+        assert_eq!(c.filters.owners, vec!["A|1", "B"]);
+        assert!(c.tanium.http.verify_tls);
+        for (v, want) in [
+            (json!("TRUE"), true),
+            (json!("false"), false),
+            (json!(["true"]), true),
+        ] {
+            let c = JobConfig::from_params(&with(good(), "tc_verify", v), NOW).unwrap();
+            assert_eq!(c.tc.http.verify_tls, want);
+        }
+    }
+
+    #[test]
+    fn proxy_goes_to_the_side_that_asked_for_it() {
+        let base = with(
+            with(
+                with(
+                    with(good(), "tc_proxy_host", json!("proxy.local")),
+                    "tc_proxy_port",
+                    json!("3128"),
+                ),
+                "tc_proxy_username",
+                json!("pu"),
+            ),
+            "tc_proxy_password",
+            json!("proxy-secret"),
+        );
+        let c = JobConfig::from_params(&base, NOW).unwrap();
+        assert!(c.tc.http.proxy.is_none() && c.tanium.http.proxy.is_none());
+        let c =
+            JobConfig::from_params(&with(base.clone(), "tc_proxy_tc", json!(true)), NOW).unwrap();
+        let p = c.tc.http.proxy.unwrap();
+        assert_eq!(
+            (p.host.as_str(), p.port, p.username.as_deref()),
+            ("proxy.local", 3128, Some("pu"))
+        );
+        assert_eq!(p.password.unwrap().expose(), "proxy-secret");
+        assert!(c.tanium.http.proxy.is_none());
+        let c = JobConfig::from_params(&with(base.clone(), "apply_proxy_ext", json!("true")), NOW)
+            .unwrap();
+        assert!(c.tc.http.proxy.is_none() && c.tanium.http.proxy.is_some());
+        let no_port = with(
+            with(good(), "tc_proxy_external", json!(true)),
+            "tc_proxy_host",
+            json!("p"),
+        );
+        assert!(err(&no_port).contains("tc_proxy_port is missing"));
+        let bad_port = with(
+            with(base, "tc_proxy_tc", json!(true)),
+            "tc_proxy_port",
+            json!("70000"),
+        );
+        assert!(err(&bad_port).contains("tc_proxy_port must be a whole number from 1 to 65535"));
+    }
+
+    #[test]
+    fn extras_hidden_params_and_paths() {
+        let r = raw(json!({
+            "intel_format": "openioc",
+            "reconcile_interval_hours": "0",
+            "tanium_workers": "32",
+            "tc_page_size": "500",
+            "last_full_reconcile": "2026-11-27T00:00:00Z",
+            "filter_fingerprint": "abc123",
+            "tc_out_path": "/o", "tc_log_path": "/l", "tc_temp_path": "/t", "tc_in_path": "/i",
+            "tc_job_id": 42,
+            "api_user": "svc-api",
+            "tc_log_level": "critical",
+        }));
+        let mut full = good();
+        full.extend(r);
+        let (c, notes) = JobConfig::load(&full, NOW).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(c.intel_format, IntelFormat::OpenIoc);
+        assert_eq!(c.reconcile_interval, Duration::ZERO);
+        assert_eq!((c.workers, c.tc.page_size), (32, 500));
+        assert_eq!(c.last_reconcile, Some(datetime!(2026-11-27 00:00:00 UTC)));
+        assert_eq!(c.last_filter_hash.as_deref(), Some("abc123"));
+        assert_eq!(c.paths.input, Some(PathBuf::from("/i")));
+        assert_eq!(c.paths.out, PathBuf::from("/o"));
+        assert_eq!(c.job_id.as_deref(), Some("42"));
+        assert_eq!(c.api_user.as_deref(), Some("svc-api"));
+        assert_eq!(c.log_level, log::LevelFilter::Error);
+        // A damaged hidden param only forces a full reconcile.
+        let (c, notes) =
+            JobConfig::load(&with(full, "last_full_reconcile", json!("garbage")), NOW).unwrap();
+        assert_eq!(c.last_reconcile, None);
+        assert_eq!(notes.len(), 1);
+    }
+
+    #[test]
+    fn redacted_json_hides_every_secret() {
+        let r = with(
+            with(
+                with(
+                    with(
+                        with(good(), "tc_proxy_host", json!("p")),
+                        "tc_proxy_port",
+                        json!(8080),
+                    ),
+                    "tc_proxy_password",
+                    json!("proxy-secret"),
+                ),
+                "tc_proxy_tc",
+                json!(true),
+            ),
+            "tc_proxy_external",
+            json!(true),
+        );
+        let c = JobConfig::from_params(&r, NOW).unwrap();
+        let text = c.redacted_json().to_string();
+        for s in ["tc-secret", "pw with spaces", "proxy-secret"] {
+            assert!(!text.contains(s), "{s} leaked: {text}");
+        }
+        let j = c.redacted_json();
+        assert_eq!(j["tc"]["auth"]["secret_key"], "***");
+        assert_eq!(j["tanium"]["password"], "***");
+        assert_eq!(j["tanium"]["http"]["proxy"]["password"], "***");
+        assert_eq!(j["tanium"]["base_url"], "https://tanium.example.com");
+        assert_eq!(j["last_modified"], "2026-10-29T12:00:00Z");
+        let t = with(good(), "tc_token", json!("tok-secret"));
+        let mut t = t;
+        t.remove("tc_api_secret_key");
+        let j = JobConfig::from_params(&t, NOW).unwrap().redacted_json();
+        assert_eq!(j["tc"]["auth"]["token"], "***");
+        assert!(!j.to_string().contains("tok-secret"));
+    }
+
+    #[test]
+    fn fingerprint_is_stable_order_free_and_sensitive() {
+        let f = Filters {
+            owners: vec!["B".into(), "A".into()],
+            types: vec![IndicatorType::Host, IndicatorType::Address],
+            include_tags: vec!["x".into()],
+            min_confidence: Some(50),
+            ..Filters::default()
+        };
+        let mut g = f.clone();
+        g.owners.reverse();
+        g.types.reverse();
+        assert_eq!(f.fingerprint(), g.fingerprint());
+        assert_eq!(f.fingerprint().len(), 16);
+        let changes: [fn(&mut Filters); 9] = [
+            (|f| f.owners.push("C".into())),
+            (|f| f.types.push(IndicatorType::File)),
+            (|f| f.include_tags.clear()),
+            (|f| f.exclude_tags.push("x".into())),
+            (|f| f.min_confidence = Some(51)),
+            (|f| f.min_rating = Some(1)),
+            (|f| f.min_threatassess_score = Some(1)),
+            (|f| f.max_false_positives = Some(0)),
+            (|f| f.tql = Some("rating > 1".into())),
+        ];
+        for change in changes {
+            let mut h = f.clone();
+            change(&mut h);
+            assert_ne!(f.fingerprint(), h.fingerprint(), "{h:?}");
+        }
+    }
 }
