@@ -96,6 +96,23 @@ fn load_raw(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> (RawParams,
     (raw, err)
 }
 
+/// Registers every credential among the raw params for masking, before anything is logged.
+fn mask_raw_secrets(raw: &RawParams) {
+    for name in crate::param_names::SECRET_PARAMS {
+        let values = match raw.get(*name) {
+            Some(serde_json::Value::String(s)) => vec![s.as_str()],
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().filter_map(|i| i.as_str()).collect()
+            }
+            _ => Vec::new(),
+        };
+        for v in values {
+            platform::mask_secret(v);
+            platform::mask_secret(v.trim());
+        }
+    }
+}
+
 fn fail(out: &Path, e: &Error) -> i32 {
     log::error!("{e}");
     write_message_or_warn(out, &e.to_string());
@@ -103,7 +120,11 @@ fn fail(out: &Path, e: &Error) -> i32 {
 }
 
 fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
+    if let Some(key) = env(params::PARAM_KEY_ENV) {
+        platform::mask_secret(&key);
+    }
     let (mut raw, load_error) = load_raw(opts, env);
+    mask_raw_secrets(&raw);
     let early_paths = config::paths_from_raw(&raw);
     let level = config::log_level_from_raw(&raw);
     if let Err(e) = platform::init_logging(level, &early_paths.log) {
@@ -127,7 +148,13 @@ fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
         let resolved = config::tc_settings(&raw)
             .and_then(|tc| params::resolve_variables(&mut raw, &tc, &RetryPolicy::default()));
         match resolved {
-            Ok(n) => log::info!("resolved {n} ThreatConnect variable(s)"),
+            Ok(r) => {
+                for s in &r.sensitive {
+                    platform::mask_secret(s.expose());
+                }
+                mask_raw_secrets(&raw);
+                log::info!("resolved {} ThreatConnect variable(s)", r.count);
+            }
             Err(e) => return fail(&early_paths.out, &e),
         }
     }
@@ -141,7 +168,7 @@ fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
     log::debug!("config: {}", config.redacted_json());
     if opts.print_config {
         match serde_json::to_string_pretty(&config.redacted_json()) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => println!("{}", platform::redact(&s)),
             Err(e) => return fail(&config.paths.out, &Error::Other(e.to_string())),
         }
         return ExitStatus::Success.code();

@@ -250,20 +250,29 @@ fn label_of(name: &str) -> String {
         .unwrap_or_else(|| name.to_string())
 }
 
+/// What [`resolve_variables`] did.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// How many values were replaced.
+    pub count: usize,
+    /// KEYCHAIN values: credentials wherever they land, so the caller masks them everywhere.
+    pub sensitive: Vec<Secret>,
+}
+
 /// Resolves every `&{TC:TEXT:..}` / `&{TC:KEYCHAIN:..}` value in place through
 /// `GET {api_path}/internal/variable/runtime/{provider}/{key}`, authenticated like every TC call.
 ///
-/// Returns how many values were resolved. Errors name the parameter, never the resolved value.
+/// Errors name the parameter, never the resolved value.
 pub fn resolve_variables(
     raw: &mut RawParams,
     tc: &TcSettings,
     policy: &RetryPolicy,
-) -> Result<usize> {
+) -> Result<Resolved> {
+    let mut resolved = Resolved::default();
     if !has_variables(raw) {
-        return Ok(0);
+        return Ok(resolved);
     }
     let agent = http::agent(&tc.http)?;
-    let mut resolved = 0;
     for (name, value) in raw.iter_mut() {
         let slots: Vec<&mut Value> = match value {
             Value::Array(items) => items.iter_mut().collect(),
@@ -284,8 +293,11 @@ pub fn resolve_variables(
             }
             let text = fetch_variable(&agent, policy, tc, &var, &label)?;
             log::debug!("resolved the {} variable of {label}", var.kind);
+            if var.kind == "KEYCHAIN" {
+                resolved.sensitive.push(Secret::new(text.clone()));
+            }
             *slot = Value::String(text);
-            resolved += 1;
+            resolved.count += 1;
         }
     }
     Ok(resolved)

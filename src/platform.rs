@@ -16,6 +16,38 @@ pub const RESULTS_FILE: &str = "results.tc";
 /// The platform's limit for message.tc.
 pub const MESSAGE_MAX_CHARS: usize = 255;
 
+/// Values that must never be written anywhere (tcex's "filter sensitive"): every credential
+/// is registered here once known, and log lines, message.tc and `--print-config` are masked.
+static SENSITIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Shortest value worth masking; shorter ones would garble every line they happen to match.
+const MIN_MASKED_LEN: usize = 3;
+
+/// Registers a credential so that it is masked wherever the app writes text.
+pub fn mask_secret(value: &str) {
+    if value.chars().count() < MIN_MASKED_LEN {
+        return;
+    }
+    let mut list = SENSITIVE.lock().unwrap_or_else(|p| p.into_inner());
+    if !list.iter().any(|v| v == value) {
+        list.push(value.to_string());
+        // Longest first, so a secret that contains another is masked whole.
+        list.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    }
+}
+
+/// Replaces every registered credential in `text` with `***`.
+pub fn redact(text: &str) -> String {
+    let list = SENSITIVE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = text.to_string();
+    for v in list.iter() {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), crate::secret::REDACTED);
+        }
+    }
+    out
+}
+
 /// How a run ended, as the platform reads the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -86,7 +118,7 @@ pub fn init_logging(level: log::LevelFilter, log_dir: &Path) -> Result<()> {
         .format(move |buf, record| {
             let now = time::OffsetDateTime::now_utc();
             let ts = now.format(&fmt).unwrap_or_default();
-            let msg = record.args().to_string().replace(['\r', '\n'], " ");
+            let msg = redact(&record.args().to_string()).replace(['\r', '\n'], " ");
             writeln!(buf, "{ts} {:<5} {msg}", record.level())
         })
         .target(env_logger::Target::Pipe(Box::new(Tee {
@@ -116,7 +148,7 @@ pub fn one_line(msg: &str) -> String {
 pub fn write_message(out_dir: &Path, msg: &str) -> Result<()> {
     fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let path = out_dir.join(MESSAGE_FILE);
-    fs::write(&path, format!("{}\n", one_line(msg))).map_err(|e| Error::io(&path, e))
+    fs::write(&path, format!("{}\n", one_line(&redact(msg)))).map_err(|e| Error::io(&path, e))
 }
 
 /// Updates results.tc (`key = value` lines): a present key is updated in place, a new key is
@@ -204,6 +236,17 @@ mod tests {
             fs::read_to_string(fresh.path().join("out").join(RESULTS_FILE)).unwrap(),
             "k = v\n"
         );
+    }
+
+    #[test]
+    fn registered_secrets_are_masked_in_messages() {
+        mask_secret("hunter2-xyz");
+        mask_secret("ab");
+        assert_eq!(redact("pw=hunter2-xyz, ab"), "pw=***, ab");
+        let dir = tempfile::tempdir().unwrap();
+        write_message(dir.path(), "login with hunter2-xyz failed").unwrap();
+        let m = fs::read_to_string(dir.path().join(MESSAGE_FILE)).unwrap();
+        assert_eq!(m, "login with *** failed\n");
     }
 
     #[test]
