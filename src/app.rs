@@ -211,3 +211,88 @@ fn finish(config: &JobConfig, opts: &Options, outcome: job::Outcome) -> i32 {
     }
     status.code()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(out: &Path) -> JobConfig {
+        let raw: RawParams = json!({
+            "tc_api_path": "https://tc/api",
+            "tc_token": "t:1",
+            "tanium_address": "t",
+            "tanium_username": "u",
+            "tanium_password": "p",
+            "tc_out_path": out.display().to_string(),
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+        .into_iter()
+        .collect();
+        JobConfig::from_params(&raw, OffsetDateTime::now_utc()).unwrap()
+    }
+
+    fn outcome(status: ExitStatus) -> job::Outcome {
+        job::Outcome {
+            status,
+            message: format!("done: {status:?}"),
+            results: vec![
+                ("last_modified".into(), Some("2026-11-01T00:00:00Z".into())),
+                ("stale".into(), None),
+            ],
+        }
+    }
+
+    #[test]
+    fn results_are_kept_only_on_success_or_partial() {
+        for (status, keeps) in [
+            (ExitStatus::Success, true),
+            (ExitStatus::Partial, true),
+            (ExitStatus::Failure, false),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let c = config(dir.path());
+            std::fs::write(dir.path().join("results.tc"), "stale = x\nother = y\n").unwrap();
+            let code = finish(&c, &Options::default(), outcome(status));
+            assert_eq!(code, status.code());
+            let results = std::fs::read_to_string(dir.path().join("results.tc")).unwrap();
+            let want = if keeps {
+                "other = y\nlast_modified = 2026-11-01T00:00:00Z\n"
+            } else {
+                "stale = x\nother = y\n"
+            };
+            assert_eq!(results, want, "{status:?}");
+            let msg = std::fs::read_to_string(dir.path().join("message.tc")).unwrap();
+            assert_eq!(msg, format!("done: {status:?}\n"));
+        }
+    }
+
+    #[test]
+    fn check_never_writes_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let opts = Options {
+            command: Command::Check,
+            ..Options::default()
+        };
+        assert_eq!(finish(&c, &opts, outcome(ExitStatus::Success)), 0);
+        assert!(!dir.path().join("results.tc").exists());
+        assert!(dir.path().join("message.tc").exists());
+    }
+
+    #[test]
+    fn out_path_for_command_line_errors() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            out_path_in_args(&a(&["--x", "--tc_out_path", "o"])),
+            Some(PathBuf::from("o"))
+        );
+        assert_eq!(
+            out_path_in_args(&a(&["--tc_out_path=p"])),
+            Some(PathBuf::from("p"))
+        );
+        assert_eq!(out_path_in_args(&a(&["--tc_out_path", "--x"])), None);
+    }
+}

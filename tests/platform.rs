@@ -50,6 +50,8 @@ fn aes128_param_file_is_read_typed_and_deleted() {
 fn aes256_param_file_runs_the_job_and_reports() {
     let sb = Sandbox::new();
     let params = with(good_params(), "tc_log_level", json!("debug"));
+    std::fs::create_dir_all(sb.join("job/out")).unwrap();
+    std::fs::write(sb.join("job/out/results.tc"), "last_modified = kept\n").unwrap();
     let file = sb.param_file("in.bin", KEY_256, &params);
     let f = file.display().to_string();
     let r = sb.run(&[], &env_for(&f, KEY_256));
