@@ -63,8 +63,8 @@ fn aes256_param_file_runs_the_job_and_reports() {
     );
     assert_eq!(
         sb.read("job/out/results.tc"),
-        "",
-        "the placeholder job keeps nothing"
+        "last_modified = kept\n",
+        "the placeholder job has no results to write"
     );
     let log = sb.read("job/log/app.log");
     assert!(
