@@ -3,7 +3,7 @@
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::cli::RunOptions;
+use crate::cli::Options;
 use crate::config::JobConfig;
 use crate::error::Result;
 use crate::http::RetryPolicy;
@@ -31,13 +31,13 @@ fn iso(t: OffsetDateTime) -> String {
 }
 
 /// Runs the job (or its dry run): connect both sides, sync, and turn the report into an outcome.
-pub fn execute(config: &JobConfig, opts: &RunOptions) -> Result<Outcome> {
+pub fn execute(config: &JobConfig, opts: &Options) -> Result<Outcome> {
     let now = OffsetDateTime::now_utc();
     let tc = TcClient::new(&config.tc, RetryPolicy::default())?;
     let tanium = TaniumClient::connect(&config.tanium, RetryPolicy::default())?;
     let sync_opts = SyncOptions {
         dry_run: opts.dry_run,
-        out_dir: opts.out_dir.clone(),
+        out_dir: opts.out.clone(),
         now,
     };
     let report = sync::run(config, &sync_opts, &tc, &tanium)?;
@@ -106,7 +106,7 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
 }
 
 /// Verifies connectivity and credentials to both sides and the source; one line per check.
-pub fn check(config: &JobConfig) -> Outcome {
+pub fn check(config: &JobConfig, _opts: &Options) -> Result<Outcome> {
     let mut lines = Vec::new();
     let mut ok = true;
     match TcClient::new(&config.tc, RetryPolicy::default()).and_then(|c| c.check()) {
@@ -160,7 +160,7 @@ pub fn check(config: &JobConfig) -> Outcome {
         log::info!("check: {l}");
     }
     let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
-    Outcome {
+    Ok(Outcome {
         status: if ok {
             ExitStatus::Success
         } else {
@@ -173,4 +173,17 @@ pub fn check(config: &JobConfig) -> Outcome {
         },
         results: Vec::new(),
     }
+    })
+}
+
+/// `demo`: runs the job against the built-in simulators.
+pub fn demo(opts: &Options) -> Result<ExitStatus> {
+    let _ = opts;
+    Err(crate::error::Error::Other("not built yet".into()))
+}
+
+/// `package`: builds the .tcx package.
+pub fn package(opts: &Options) -> Result<ExitStatus> {
+    let _ = opts;
+    Err(crate::error::Error::Other("not built yet".into()))
 }

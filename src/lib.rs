@@ -3,10 +3,17 @@
 
 #![warn(missing_docs)]
 
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod intel;
+pub mod job;
+/// The one list of param names and labels the code reads; build.rs checks it against install.json.
+pub mod param_names;
+pub mod params;
+pub mod platform;
 pub mod secret;
 pub mod sim;
 pub mod tanium;

@@ -108,6 +108,8 @@ impl SyncReport {
 
 const SEEN: u8 = 1;
 const GONE: u8 = 2;
+/// The document is in the other intel format than the job now renders.
+const OTHER_FORMAT: u8 = 4;
 
 /// What the source holds for one identity, kept compact (about 40 bytes) for million-doc sources.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +152,7 @@ fn parse_md5(s: &str) -> u128 {
 }
 
 impl SourceIndex {
-    fn add(&mut self, doc: IntelDoc) {
+    fn add(&mut self, doc: IntelDoc, format: IntelFormat) {
         self.docs += 1;
         let identity = intel::identity_from_doc(
             doc.intrinsic_id.as_deref(),
@@ -168,7 +170,11 @@ impl SourceIndex {
                 .and_then(|r| parse_hex_u64(&r))
                 .unwrap_or(0),
             md5: doc.md5.as_deref().map(parse_md5).unwrap_or(0),
-            flags: 0,
+            flags: if doc_format(&doc).is_some_and(|f| f != format) {
+                OTHER_FORMAT
+            } else {
+                0
+            },
         };
         match self.map.get_mut(&key) {
             None => {
@@ -185,6 +191,18 @@ impl SourceIndex {
                 self.duplicates.push((drop.doc_id, doc.name));
             }
         }
+    }
+}
+
+/// The format of a listed document, from Tanium's `type` (or the name of the file it came from).
+fn doc_format(doc: &IntelDoc) -> Option<IntelFormat> {
+    let kind = doc.kind.as_deref()?.to_ascii_lowercase();
+    if kind.contains("stix") {
+        Some(IntelFormat::Stix)
+    } else if kind.contains("ioc") {
+        Some(IntelFormat::OpenIoc)
+    } else {
+        None
     }
 }
 
@@ -248,11 +266,11 @@ fn parse_lm(s: &str) -> Option<OffsetDateTime> {
 }
 
 /// Executes writes on a small bounded pool so WAN latency does not serialise a first sync.
-struct Pool<'a> {
+/// Without a sender (dry run) every op is only counted.
+struct Pool {
     tx: Option<mpsc::SyncSender<Op>>,
     shared: Arc<Mutex<Shared>>,
     broken: Arc<AtomicBool>,
-    scope: &'a std::thread::Scope<'a, 'a>,
 }
 
 fn worker(
@@ -338,9 +356,18 @@ fn worker(
     }
 }
 
-impl<'a> Pool<'a> {
+impl Pool {
     fn send(&self, op: Op) {
-        if let Some(tx) = &self.tx {
+        let Some(tx) = &self.tx else {
+            let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            match op {
+                Op::Create { .. } => s.tally.created += 1,
+                Op::Update { .. } => s.tally.updated += 1,
+                Op::Delete { .. } => s.tally.removed += 1,
+            }
+            return;
+        };
+        {
             if let Err(mpsc::SendError(op)) = tx.send(op) {
                 // All workers are gone: count the op as failed rather than lose it.
                 let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -382,7 +409,7 @@ pub fn run(
     };
     let mut index = SourceIndex::default();
     if let Some(id) = source_id {
-        tanium.list_docs(id, &mut |doc| index.add(doc))?;
+        tanium.list_docs(id, &mut |doc| index.add(doc, config.intel_format))?;
     }
     log::info!(
         "Tanium source \"{source_name}\" holds {} documents ({} identified, {} duplicates, {} unidentified)",
@@ -465,9 +492,7 @@ pub fn run(
             tx: if opts.dry_run { None } else { Some(tx) },
             shared: shared.clone(),
             broken: broken.clone(),
-            scope,
         };
-        let _ = pool.scope;
         let plan = |line: String, planned: &mut Vec<String>| {
             if opts.dry_run {
                 println!("{line}");
@@ -646,7 +671,7 @@ fn handle_indicator(
     ind: &Indicator,
     config: &JobConfig,
     index: &mut SourceIndex,
-    pool: &Pool<'_>,
+    pool: &Pool,
     shared: &Mutex<Shared>,
     opts: &SyncOptions,
     dry_dir: Option<&PathBuf>,
@@ -684,7 +709,11 @@ fn handle_indicator(
         Some(e) if e.flags & SEEN != 0 => {
             // The same indicator twice in one run (TC paging overlap): already handled.
         }
-        Some(e) if e.doc_id >= 0 && (e.rev == rev || (e.md5 != 0 && e.md5 == md5)) => {
+        Some(e)
+            if e.doc_id >= 0
+                && e.flags & OTHER_FORMAT == 0
+                && (e.rev == rev || (e.md5 != 0 && e.md5 == md5)) =>
+        {
             e.flags |= SEEN;
             shared.lock().unwrap_or_else(|p| p.into_inner()).tally.unchanged += 1;
         }
@@ -693,7 +722,19 @@ fn handle_indicator(
             plan(format!("update {}", pkg.name));
             if opts.dry_run {
                 write_dry(dry_dir, &pkg)?;
-                shared.lock().unwrap_or_else(|p| p.into_inner()).tally.updated += 1;
+            }
+            if e.flags & OTHER_FORMAT != 0 {
+                // Tanium replaces in place only when the root id stays; a format switch
+                // changes it, so the old document goes and a new one comes.
+                e.flags |= GONE;
+                pool.send(Op::Delete {
+                    doc_id: e.doc_id,
+                    what: format!("{} (format changed)", pkg.name),
+                });
+                pool.send(Op::Create {
+                    pkg,
+                    last_modified: lm,
+                });
             } else {
                 pool.send(Op::Update {
                     doc_id: e.doc_id,
@@ -715,13 +756,11 @@ fn handle_indicator(
             plan(format!("create {}", pkg.name));
             if opts.dry_run {
                 write_dry(dry_dir, &pkg)?;
-                shared.lock().unwrap_or_else(|p| p.into_inner()).tally.created += 1;
-            } else {
-                pool.send(Op::Create {
-                    pkg,
-                    last_modified: lm,
-                });
             }
+            pool.send(Op::Create {
+                pkg,
+                last_modified: lm,
+            });
         }
     }
     Ok(())
@@ -736,21 +775,17 @@ fn remove_if_present(
     key: u128,
     what: &str,
     why: &str,
-    pool: &Pool<'_>,
+    pool: &Pool,
     plan: &mut dyn FnMut(String),
 ) {
     if let Some(e) = index.map.get_mut(&key) {
         if e.flags & (SEEN | GONE) == 0 && e.doc_id >= 0 {
             e.flags |= GONE;
             plan(format!("remove {what}: {why}"));
-            if pool.tx.is_none() {
-                pool.shared.lock().unwrap_or_else(|p| p.into_inner()).tally.removed += 1;
-            } else {
-                pool.send(Op::Delete {
-                    doc_id: e.doc_id,
-                    what: what.to_string(),
-                });
-            }
+            pool.send(Op::Delete {
+                doc_id: e.doc_id,
+                what: what.to_string(),
+            });
         }
     }
 }
@@ -761,7 +796,7 @@ fn incremental_removals(
     config: &JobConfig,
     tc: &TcClient,
     index: &mut SourceIndex,
-    pool: &Pool<'_>,
+    pool: &Pool,
     plan: &mut dyn FnMut(String),
 ) -> Result<()> {
     let since = config.last_modified;

@@ -1,0 +1,241 @@
+// The one list of parameter names and labels the code reads.
+//
+// `build.rs` includes this file and fails the build when install.json declares a param that is
+// not listed in `JOB_PARAMS` (or the other way round), or when a label differs, so the messages
+// the code prints always use the labels users see in the job wizard. Outer doc comments only:
+// this file is `include!`d by build.rs.
+
+/// A job parameter: its install.json `name` and the `label` error messages use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// The install.json `name`, the key in the param file and the legacy `--name`.
+    pub name: &'static str,
+    /// The install.json `label`, as the job wizard shows it.
+    pub label: &'static str,
+}
+
+/// Api User (informational: the platform chooses the user behind the token).
+pub const API_USER: ParamSpec = ParamSpec {
+    name: "api_user",
+    label: "Api User",
+};
+/// Tanium Address.
+pub const TANIUM_ADDRESS: ParamSpec = ParamSpec {
+    name: "tanium_address",
+    label: "Tanium Address",
+};
+/// Tanium Username.
+pub const TANIUM_USERNAME: ParamSpec = ParamSpec {
+    name: "tanium_username",
+    label: "Tanium Username",
+};
+/// Tanium Password (or API token).
+pub const TANIUM_PASSWORD: ParamSpec = ParamSpec {
+    name: "tanium_password",
+    label: "Tanium Password",
+};
+/// Verify SSL Cert (Tanium side).
+pub const VERIFY_SSL: ParamSpec = ParamSpec {
+    name: "verify_ssl",
+    label: "Verify SSL Cert",
+};
+/// Tanium Threat Response Source.
+pub const TANIUM_SOURCE: ParamSpec = ParamSpec {
+    name: "tanium_source",
+    label: "Tanium Threat Response Source",
+};
+/// ThreatConnect Owners.
+pub const OWNERS: ParamSpec = ParamSpec {
+    name: "owners",
+    label: "ThreatConnect Owners",
+};
+/// Indicator Types.
+pub const INDICATOR_TYPES: ParamSpec = ParamSpec {
+    name: "indicator_types",
+    label: "Indicator Types",
+};
+/// Last Modified.
+pub const LAST_MODIFIED: ParamSpec = ParamSpec {
+    name: "last_modified",
+    label: "Last Modified",
+};
+/// TQL.
+pub const TQL: ParamSpec = ParamSpec {
+    name: "tql",
+    label: "TQL",
+};
+/// Include Tags.
+pub const INCLUDE_TAGS: ParamSpec = ParamSpec {
+    name: "include_tags",
+    label: "Include Tags",
+};
+/// Exclude Tags.
+pub const EXCLUDE_TAGS: ParamSpec = ParamSpec {
+    name: "exclude_tags",
+    label: "Exclude Tags",
+};
+/// Minimum ThreatAssess Score.
+pub const MIN_THREATASSESS_SCORE: ParamSpec = ParamSpec {
+    name: "min_threatassess_score",
+    label: "Minimum ThreatAssess Score",
+};
+/// Minimum Confidence Rating.
+pub const MIN_CONFIDENCE: ParamSpec = ParamSpec {
+    name: "min_confidence",
+    label: "Minimum Confidence Rating",
+};
+/// Minimum Threat Rating.
+pub const MIN_RATING: ParamSpec = ParamSpec {
+    name: "min_rating",
+    label: "Minimum Threat Rating",
+};
+/// Maximum False Positive Count.
+pub const MAX_FALSE_POSITIVES: ParamSpec = ParamSpec {
+    name: "max_false_positives",
+    label: "Maximum False Positive Count",
+};
+/// Intel Format.
+pub const INTEL_FORMAT: ParamSpec = ParamSpec {
+    name: "intel_format",
+    label: "Intel Format",
+};
+/// Full Reconcile Interval (hours).
+pub const RECONCILE_INTERVAL_HOURS: ParamSpec = ParamSpec {
+    name: "reconcile_interval_hours",
+    label: "Full Reconcile Interval (hours)",
+};
+/// Parallel Tanium Writes.
+pub const TANIUM_WORKERS: ParamSpec = ParamSpec {
+    name: "tanium_workers",
+    label: "Parallel Tanium Writes",
+};
+/// ThreatConnect Page Size.
+pub const TC_PAGE_SIZE: ParamSpec = ParamSpec {
+    name: "tc_page_size",
+    label: "ThreatConnect Page Size",
+};
+/// Logging Level.
+pub const TC_LOG_LEVEL: ParamSpec = ParamSpec {
+    name: "tc_log_level",
+    label: "Logging Level",
+};
+/// Hidden: when the last full reconcile finished (written to results.tc).
+pub const LAST_FULL_RECONCILE: ParamSpec = ParamSpec {
+    name: "last_full_reconcile",
+    label: "Last Full Reconcile",
+};
+/// Hidden: fingerprint of the filters of the last successful run (written to results.tc).
+pub const FILTER_FINGERPRINT: ParamSpec = ParamSpec {
+    name: "filter_fingerprint",
+    label: "Filter Fingerprint",
+};
+
+/// Every param install.json declares, in install.json order; build.rs checks both ways.
+pub const JOB_PARAMS: &[ParamSpec] = &[
+    API_USER,
+    TANIUM_ADDRESS,
+    TANIUM_USERNAME,
+    TANIUM_PASSWORD,
+    VERIFY_SSL,
+    TANIUM_SOURCE,
+    OWNERS,
+    INDICATOR_TYPES,
+    LAST_MODIFIED,
+    TQL,
+    INCLUDE_TAGS,
+    EXCLUDE_TAGS,
+    MIN_THREATASSESS_SCORE,
+    MIN_CONFIDENCE,
+    MIN_RATING,
+    MAX_FALSE_POSITIVES,
+    INTEL_FORMAT,
+    RECONCILE_INTERVAL_HOURS,
+    TANIUM_WORKERS,
+    TC_PAGE_SIZE,
+    TC_LOG_LEVEL,
+    LAST_FULL_RECONCILE,
+    FILTER_FINGERPRINT,
+];
+
+/// Hidden params: kept between runs through results.tc, never shown in the job wizard.
+pub const HIDDEN_PARAMS: &[&str] = &["last_full_reconcile", "filter_fingerprint"];
+
+/// `tc_api_path`: the TC API base URL.
+pub const TC_API_PATH: &str = "tc_api_path";
+/// `tc_token`: the job's API token.
+pub const TC_TOKEN: &str = "tc_token";
+/// `tc_token_expires`: epoch seconds.
+pub const TC_TOKEN_EXPIRES: &str = "tc_token_expires";
+/// HMAC access id (current name).
+pub const TC_API_ACCESS_ID: &str = "tc_api_access_id";
+/// HMAC secret key (current name).
+pub const TC_API_SECRET_KEY: &str = "tc_api_secret_key";
+/// HMAC access id (legacy name).
+pub const API_ACCESS_ID: &str = "api_access_id";
+/// HMAC secret key (legacy name).
+pub const API_SECRET_KEY: &str = "api_secret_key";
+/// `tc_verify`: check the TC server's certificate.
+pub const TC_VERIFY: &str = "tc_verify";
+/// `tc_log_path`: app.log folder.
+pub const TC_LOG_PATH: &str = "tc_log_path";
+/// `tc_out_path`: results.tc / message.tc folder.
+pub const TC_OUT_PATH: &str = "tc_out_path";
+/// `tc_temp_path`: scratch folder.
+pub const TC_TEMP_PATH: &str = "tc_temp_path";
+/// `tc_in_path`: input folder.
+pub const TC_IN_PATH: &str = "tc_in_path";
+/// `tc_job_id`: the job's id, for log lines.
+pub const TC_JOB_ID: &str = "tc_job_id";
+/// Proxy host.
+pub const TC_PROXY_HOST: &str = "tc_proxy_host";
+/// Proxy port.
+pub const TC_PROXY_PORT: &str = "tc_proxy_port";
+/// Proxy user.
+pub const TC_PROXY_USERNAME: &str = "tc_proxy_username";
+/// Proxy password.
+pub const TC_PROXY_PASSWORD: &str = "tc_proxy_password";
+/// Use the proxy for TC calls.
+pub const TC_PROXY_TC: &str = "tc_proxy_tc";
+/// Use the proxy for external (Tanium) calls.
+pub const TC_PROXY_EXTERNAL: &str = "tc_proxy_external";
+/// Legacy alias of `tc_proxy_tc`.
+pub const APPLY_PROXY_TC: &str = "apply_proxy_tc";
+/// Legacy alias of `tc_proxy_external`.
+pub const APPLY_PROXY_EXT: &str = "apply_proxy_ext";
+/// Legacy alias of `tc_proxy_external`.
+pub const APPLY_PROXY_EXTERNAL: &str = "apply_proxy_external";
+
+/// Runtime params the platform adds on its own; install.json must not declare them.
+pub const PLATFORM_PARAMS: &[&str] = &[
+    TC_API_PATH,
+    TC_TOKEN,
+    TC_TOKEN_EXPIRES,
+    TC_API_ACCESS_ID,
+    TC_API_SECRET_KEY,
+    API_ACCESS_ID,
+    API_SECRET_KEY,
+    TC_VERIFY,
+    TC_LOG_PATH,
+    TC_OUT_PATH,
+    TC_TEMP_PATH,
+    TC_IN_PATH,
+    TC_JOB_ID,
+    TC_PROXY_HOST,
+    TC_PROXY_PORT,
+    TC_PROXY_USERNAME,
+    TC_PROXY_PASSWORD,
+    TC_PROXY_TC,
+    TC_PROXY_EXTERNAL,
+    APPLY_PROXY_TC,
+    APPLY_PROXY_EXT,
+    APPLY_PROXY_EXTERNAL,
+];
+
+/// Params whose values are credentials: never printed, never logged.
+pub const SECRET_PARAMS: &[&str] = &[
+    "tanium_password",
+    TC_TOKEN,
+    TC_API_SECRET_KEY,
+    API_SECRET_KEY,
+    TC_PROXY_PASSWORD,
+];

@@ -1,0 +1,535 @@
+//! Raw job parameters exactly as the platform delivers them, before any validation.
+//!
+//! Three sources, merged in this order (a later source overrides a key of an earlier one):
+//! 1. the encrypted param file (`TC_APP_PARAM_FILE` + `TC_APP_PARAM_KEY`), the platform's
+//!    current mechanism; it is deleted as soon as it has been read, as tcex does;
+//! 2. a plain local JSON file given with `--params FILE` (dry runs, the demo);
+//! 3. legacy argv (`--name value`, bare `--flag`, repeated `--name`) from older platforms, which
+//!    never send a param file; given explicitly on the command line, it wins.
+//!
+//! `&{TC:TEXT:key}` / `&{TC:KEYCHAIN:key}` values are then resolved through the TC API.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use aes::cipher::block_padding::Pkcs7;
+use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use serde_json::Value;
+
+use crate::config::{TcAuth, TcSettings};
+use crate::error::{Error, Result, Service};
+use crate::http::{self, Request, RetryPolicy};
+use crate::param_names;
+use crate::secret::Secret;
+
+/// Parameters by name, values as delivered: strings, lists of strings, booleans (or numbers).
+pub type RawParams = BTreeMap<String, Value>;
+
+/// Env var naming the encrypted param file.
+pub const PARAM_FILE_ENV: &str = "TC_APP_PARAM_FILE";
+/// Env var holding the param file's key.
+pub const PARAM_KEY_ENV: &str = "TC_APP_PARAM_KEY";
+
+/// The platform encrypts with a zero IV.
+const IV: [u8; 16] = [0u8; 16];
+
+type Enc128 = cbc::Encryptor<aes::Aes128>;
+type Enc192 = cbc::Encryptor<aes::Aes192>;
+type Enc256 = cbc::Encryptor<aes::Aes256>;
+type Dec128 = cbc::Decryptor<aes::Aes128>;
+type Dec192 = cbc::Decryptor<aes::Aes192>;
+type Dec256 = cbc::Decryptor<aes::Aes256>;
+
+fn key_length_error(len: usize) -> Error {
+    Error::ParamFile(format!(
+        "{PARAM_KEY_ENV} must be 16, 24 or 32 bytes long, it is {len} bytes"
+    ))
+}
+
+/// Encrypts a param file exactly as the platform does (AES-CBC, zero IV, PKCS#7, raw bytes),
+/// so tests, the demo and the package test produce the platform's files.
+pub fn encrypt_param_file(key: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let k = key.as_bytes();
+    let out = match k.len() {
+        16 => Enc128::new_from_slices(k, &IV).map(|c| c.encrypt_padded_vec_mut::<Pkcs7>(plaintext)),
+        24 => Enc192::new_from_slices(k, &IV).map(|c| c.encrypt_padded_vec_mut::<Pkcs7>(plaintext)),
+        32 => Enc256::new_from_slices(k, &IV).map(|c| c.encrypt_padded_vec_mut::<Pkcs7>(plaintext)),
+        n => return Err(key_length_error(n)),
+    };
+    out.map_err(|_| key_length_error(k.len()))
+}
+
+/// Decrypts a param file's bytes; a wrong key or a damaged file is an error, never a panic.
+pub fn decrypt_param_file(key: &Secret, ciphertext: &[u8]) -> Result<Vec<u8>> {
+    let k = key.expose().as_bytes();
+    let bad = || {
+        Error::ParamFile(format!(
+            "the param file cannot be decrypted: wrong {PARAM_KEY_ENV} or a damaged file"
+        ))
+    };
+    if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+        return Err(Error::ParamFile(format!(
+            "the param file is damaged: {} bytes is not a whole number of AES blocks",
+            ciphertext.len()
+        )));
+    }
+    let plain =
+        match k.len() {
+            16 => Dec128::new_from_slices(k, &IV)
+                .map(|c| c.decrypt_padded_vec_mut::<Pkcs7>(ciphertext)),
+            24 => Dec192::new_from_slices(k, &IV)
+                .map(|c| c.decrypt_padded_vec_mut::<Pkcs7>(ciphertext)),
+            32 => Dec256::new_from_slices(k, &IV)
+                .map(|c| c.decrypt_padded_vec_mut::<Pkcs7>(ciphertext)),
+            n => return Err(key_length_error(n)),
+        };
+    plain
+        .map_err(|_| key_length_error(k.len()))?
+        .map_err(|_| bad())
+}
+
+/// Parses a flat JSON object of params; `source` names the file in errors.
+pub fn parse_params_json(bytes: &[u8], source: &str) -> Result<RawParams> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        Error::ParamFile(format!(
+            "{source} is not a JSON object of params (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    match value {
+        Value::Object(map) => Ok(map.into_iter().collect()),
+        _ => Err(Error::ParamFile(format!(
+            "{source} must hold a JSON object of params"
+        ))),
+    }
+}
+
+/// Reads, deletes, decrypts and parses the platform's param file.
+///
+/// The file is deleted right after it is read, before decryption, so the secrets it holds do
+/// not outlive the read even when the key turns out to be wrong.
+pub fn read_param_file(path: &Path, key: &Secret) -> Result<RawParams> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::ParamFile(format!(
+            "cannot read the param file {}: {e}",
+            path.display()
+        ))
+    })?;
+    std::fs::remove_file(path).map_err(|e| {
+        Error::ParamFile(format!(
+            "cannot delete the param file {} after reading it: {e}",
+            path.display()
+        ))
+    })?;
+    let plain = decrypt_param_file(key, &bytes)?;
+    // A wrong key can pad correctly by chance; the JSON check below catches that too.
+    parse_params_json(&plain, "the decrypted param file").map_err(|_| {
+        Error::ParamFile(format!(
+            "the param file cannot be decrypted: wrong {PARAM_KEY_ENV} or a damaged file"
+        ))
+    })
+}
+
+/// Reads the param file named by the environment, if the platform set one.
+///
+/// `env` looks a variable up (`std::env::var(..).ok()` in the binary), so tests need not touch
+/// the process environment. `TC_APP_PARAM_FILE` without `TC_APP_PARAM_KEY` is an error.
+pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<RawParams>> {
+    let Some(file) = env(PARAM_FILE_ENV).filter(|f| !f.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let key = env(PARAM_KEY_ENV)
+        .filter(|k| !k.is_empty())
+        .map(Secret::new)
+        .ok_or_else(|| {
+            Error::ParamFile(format!(
+                "{PARAM_FILE_ENV} is set but {PARAM_KEY_ENV} is not"
+            ))
+        })?;
+    read_param_file(Path::new(&file), &key).map(Some)
+}
+
+/// Reads a plain local JSON params file (`--params FILE`).
+pub fn read_local_json(path: &Path) -> Result<RawParams> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::ParamFile(format!("cannot read {}: {e}", path.display())))?;
+    parse_params_json(&bytes, &path.display().to_string())
+}
+
+/// Parses legacy argv params: `--name value`, `--name=value`, a bare `--flag` (followed by
+/// another `--` token or nothing) is Boolean true, and a repeated `--name` becomes a list.
+pub fn parse_legacy_args(args: &[String]) -> Result<RawParams> {
+    let mut out = RawParams::new();
+    let mut i = 0;
+    while i < args.len() {
+        let token = &args[i];
+        let Some(body) = token.strip_prefix("--").filter(|b| !b.is_empty()) else {
+            return Err(Error::Param(format!(
+                "unexpected argument '{token}': params are given as --name value"
+            )));
+        };
+        let (name, value) = match body.split_once('=') {
+            Some((n, v)) => (n.to_string(), Value::String(v.to_string())),
+            None => match args.get(i + 1) {
+                Some(next) if !next.starts_with("--") => {
+                    i += 1;
+                    (body.to_string(), Value::String(next.clone()))
+                }
+                _ => (body.to_string(), Value::Bool(true)),
+            },
+        };
+        i += 1;
+        push_value(&mut out, name, value);
+    }
+    Ok(out)
+}
+
+fn push_value(map: &mut RawParams, name: String, value: Value) {
+    match map.get_mut(&name) {
+        None => {
+            map.insert(name, value);
+        }
+        Some(Value::Array(list)) => list.push(value),
+        Some(existing) => {
+            let first = existing.take();
+            *existing = Value::Array(vec![first, value]);
+        }
+    }
+}
+
+/// Overlays `over` on `base`: a key present in both takes `over`'s value.
+pub fn merge(base: &mut RawParams, over: RawParams) {
+    base.extend(over);
+}
+
+/// A `&{TC:TYPE:key}` reference found in a param value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    /// Who stores it: `TC` (others such as `Vault` are not supported).
+    pub provider: String,
+    /// `TEXT`, `KEYCHAIN` or `FILE`.
+    pub kind: String,
+    /// The variable's name.
+    pub key: String,
+}
+
+/// Parses a whole value as a TC variable reference (tcex matches the whole value too).
+pub fn parse_variable(value: &str) -> Option<Variable> {
+    let inner = value.trim().strip_prefix("&{")?.strip_suffix('}')?;
+    let mut parts = inner.splitn(3, ':');
+    let provider = parts.next()?.trim();
+    let kind = parts.next()?.trim();
+    let key = parts.next()?;
+    if provider.is_empty() || kind.is_empty() || key.is_empty() || key.contains('}') {
+        return None;
+    }
+    Some(Variable {
+        provider: provider.to_string(),
+        kind: kind.to_ascii_uppercase(),
+        key: key.to_string(),
+    })
+}
+
+/// Whether any value (or list element) is a variable reference, i.e. a TC call is needed.
+pub fn has_variables(raw: &RawParams) -> bool {
+    raw.values().any(|v| match v {
+        Value::String(s) => parse_variable(s).is_some(),
+        Value::Array(items) => items
+            .iter()
+            .any(|i| i.as_str().is_some_and(|s| parse_variable(s).is_some())),
+        _ => false,
+    })
+}
+
+fn label_of(name: &str) -> String {
+    param_names::JOB_PARAMS
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| p.label.to_string())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// What [`resolve_variables`] did.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// How many values were replaced.
+    pub count: usize,
+    /// KEYCHAIN values: credentials wherever they land, so the caller masks them everywhere.
+    pub sensitive: Vec<Secret>,
+}
+
+/// Resolves every `&{TC:TEXT:..}` / `&{TC:KEYCHAIN:..}` value in place through
+/// `GET {api_path}/internal/variable/runtime/{provider}/{key}`, authenticated like every TC call.
+///
+/// Errors name the parameter, never the resolved value.
+pub fn resolve_variables(
+    raw: &mut RawParams,
+    tc: &TcSettings,
+    policy: &RetryPolicy,
+) -> Result<Resolved> {
+    let mut resolved = Resolved::default();
+    if !has_variables(raw) {
+        return Ok(resolved);
+    }
+    let agent = http::agent(&tc.http)?;
+    for (name, value) in raw.iter_mut() {
+        let slots: Vec<&mut Value> = match value {
+            Value::Array(items) => items.iter_mut().collect(),
+            other => vec![other],
+        };
+        for slot in slots {
+            let Some(var) = slot.as_str().and_then(parse_variable) else {
+                continue;
+            };
+            let label = label_of(name);
+            if !var.provider.eq_ignore_ascii_case("TC")
+                || !matches!(var.kind.as_str(), "TEXT" | "KEYCHAIN")
+            {
+                return Err(Error::Param(format!(
+                    "{label} refers to a {}:{} variable; only TC TEXT and KEYCHAIN variables are supported",
+                    var.provider, var.kind
+                )));
+            }
+            let text = fetch_variable(&agent, policy, tc, &var, &label)?;
+            log::debug!("resolved the {} variable of {label}", var.kind);
+            if var.kind == "KEYCHAIN" {
+                resolved.sensitive.push(Secret::new(text.clone()));
+            }
+            *slot = Value::String(text);
+            resolved.count += 1;
+        }
+    }
+    Ok(resolved)
+}
+
+fn fetch_variable(
+    agent: &ureq::Agent,
+    policy: &RetryPolicy,
+    tc: &TcSettings,
+    var: &Variable,
+    label: &str,
+) -> Result<String> {
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let url = format!(
+        "{}/internal/variable/runtime/{}/{}",
+        tc.api_path.trim_end_matches('/'),
+        enc(&var.provider),
+        enc(&var.key)
+    );
+    let mut build = || -> Result<Request> {
+        let req = Request::new("GET", url.clone()).header("Accept", "application/json");
+        Ok(match &tc.auth {
+            TcAuth::Hmac {
+                access_id,
+                secret_key,
+            } => {
+                let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+                let pq = crate::tc::auth::path_and_query(&url);
+                req.header(
+                    "Authorization",
+                    crate::tc::auth::hmac_authorization(access_id, secret_key, pq, "GET", ts),
+                )
+                .header("Timestamp", ts.to_string())
+            }
+            TcAuth::Token { token, .. } => {
+                req.header("Authorization", format!("TC-Token {}", token.expose()))
+            }
+        })
+    };
+    let resp = http::call(agent, policy, Service::ThreatConnect, &mut build)?;
+    let request = format!("GET {}", http::path_of(&url));
+    if !(200..300).contains(&resp.status) {
+        return Err(Error::Param(format!(
+            "{label}: ThreatConnect could not resolve its {} variable (HTTP {} from {request})",
+            var.kind, resp.status
+        )));
+    }
+    let body: Value = serde_json::from_slice(&resp.body).map_err(|_| Error::Protocol {
+        service: Service::ThreatConnect,
+        request: request.clone(),
+        detail: format!("the answer for {label}'s variable is not JSON"),
+    })?;
+    match body.get("data") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(v.to_string()),
+        _ => Err(Error::Protocol {
+            service: Service::ThreatConnect,
+            request,
+            detail: format!("the answer for {label}'s variable has no \"data\" text"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+    // Known answers computed with tcex 5.0.0 (reference/known-answer-vectors.json).
+    const KAV_128_KEY: &str = "abcdefghijklmnop";
+    const KAV_128_PLAIN: &str = r#"{"tc_api_path": "https://tc.example.com/api", "tanium_password": "p@ss \"w0rd\" \u00e9", "owners": ["Demo Org", "Another \"Owner\""], "verify_ssl": true, "tc_log_level": "info"}"#;
+    const KAV_128_CIPHER: &str = "syf0Sfq05NbkFWoTlvH1N3VeSI1PyIUENXwssHw8AGPH+LBiXC2ApZzdhMQ6K8406sb0wQDVPRd+fagdhdOyy5TsNlMMn5KhwT8cX7XzDchc97JN0XcobAxijTjbLkcqhGgaRCOYNOgNRkxtw+paRtAmiXcgCaUIqZzuC+GIhlRABMlMaZVgVuGQfgOGSo4mjYTFV8hWBplExypvLhIRaZo1SbCH3csp4Ho4rWpG2ELJ0z/n2SCGpY+/Bl7rEV0A";
+    const KAV_256_KEY: &str = "0123456789abcdef0123456789abcdef";
+    const KAV_256_PLAIN: &str =
+        r#"{"last_modified": "30 days ago", "tql": "typeName IN (\"Address\")"}"#;
+    const KAV_256_CIPHER: &str = "zbUQ9s7//dhXPBvDs8a3aAaaEPZRisCaLDBo2WXzlJAoqU3v+IN0qcaMLFNdPSXx1KXV8kkxxXUP6lCnr3QQh+ZrQlgZtMR73bvns04lUL4=";
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn encrypt_matches_tcex_known_answers() {
+        for (key, plain, cipher) in [
+            (KAV_128_KEY, KAV_128_PLAIN, KAV_128_CIPHER),
+            (KAV_256_KEY, KAV_256_PLAIN, KAV_256_CIPHER),
+        ] {
+            let ct = encrypt_param_file(key, plain.as_bytes()).unwrap();
+            assert_eq!(B64.encode(&ct), cipher, "key length {}", key.len());
+        }
+    }
+
+    #[test]
+    fn decrypt_matches_tcex_known_answers() {
+        for (key, plain, cipher) in [
+            (KAV_128_KEY, KAV_128_PLAIN, KAV_128_CIPHER),
+            (KAV_256_KEY, KAV_256_PLAIN, KAV_256_CIPHER),
+        ] {
+            let ct = B64.decode(cipher).unwrap();
+            let pt = decrypt_param_file(&Secret::new(key), &ct).unwrap();
+            assert_eq!(pt, plain.as_bytes());
+        }
+        let ct = B64.decode(KAV_128_CIPHER).unwrap();
+        let raw = parse_params_json(
+            &decrypt_param_file(&Secret::new(KAV_128_KEY), &ct).unwrap(),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(raw["tanium_password"], "p@ss \"w0rd\" é");
+        assert_eq!(raw["owners"][1], "Another \"Owner\"");
+        assert_eq!(raw["verify_ssl"], true);
+    }
+
+    #[test]
+    fn aes_192_round_trips() {
+        let key = "0123456789abcdef01234567";
+        let ct = encrypt_param_file(key, b"{\"a\": \"b\"}").unwrap();
+        assert_eq!(ct.len(), 16);
+        let pt = decrypt_param_file(&Secret::new(key), &ct).unwrap();
+        assert_eq!(pt, b"{\"a\": \"b\"}");
+    }
+
+    #[test]
+    fn wrong_key_bad_length_and_damage_are_clear_errors() {
+        let ct = B64.decode(KAV_128_CIPHER).unwrap();
+        let wrong = Secret::new("ponmlkjihgfedcba");
+        let e = decrypt_param_file(&wrong, &ct).unwrap_err().to_string();
+        assert!(e.contains("wrong TC_APP_PARAM_KEY"), "{e}");
+        assert!(!e.contains("ponmlkjihgfedcba"));
+        let e = decrypt_param_file(&Secret::new("short-key"), &ct)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("16, 24 or 32 bytes"), "{e}");
+        assert!(!e.contains("short-key"));
+        let e = decrypt_param_file(&Secret::new(KAV_128_KEY), &ct[..ct.len() - 3])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("damaged"), "{e}");
+        assert!(encrypt_param_file("nope", b"x").is_err());
+    }
+
+    #[test]
+    fn param_file_is_deleted_after_reading_even_with_a_wrong_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("params.bin");
+        std::fs::write(
+            &path,
+            encrypt_param_file(KAV_256_KEY, KAV_256_PLAIN.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            PARAM_FILE_ENV => Some(path.display().to_string()),
+            PARAM_KEY_ENV => Some(KAV_256_KEY.to_string()),
+            _ => None,
+        };
+        let raw = from_env(&env).unwrap().unwrap();
+        assert_eq!(raw["tql"], "typeName IN (\"Address\")");
+        assert!(!path.exists());
+
+        std::fs::write(&path, encrypt_param_file(KAV_256_KEY, b"{}").unwrap()).unwrap();
+        let wrong = |k: &str| match k {
+            PARAM_FILE_ENV => Some(path.display().to_string()),
+            PARAM_KEY_ENV => Some("ffffffffffffffffffffffffffffffff".to_string()),
+            _ => None,
+        };
+        assert!(matches!(from_env(&wrong), Err(Error::ParamFile(_))));
+        assert!(!path.exists());
+        let none = |_: &str| None;
+        assert!(from_env(&none).unwrap().is_none());
+        let no_key = |k: &str| (k == PARAM_FILE_ENV).then(|| "/nonexistent".to_string());
+        let e = from_env(&no_key).unwrap_err().to_string();
+        assert!(e.contains("TC_APP_PARAM_KEY is not"), "{e}");
+    }
+
+    #[test]
+    fn legacy_args_flags_values_and_repeats() {
+        let raw = parse_legacy_args(&args(&[
+            "--tanium_address",
+            "tanium.local",
+            "--verify_ssl",
+            "--owners",
+            "A",
+            "--owners",
+            "B",
+            "--owners=C",
+            "--tql",
+            "x = -1",
+            "--flag_at_end",
+        ]))
+        .unwrap();
+        assert_eq!(raw["tanium_address"], "tanium.local");
+        assert_eq!(raw["verify_ssl"], true);
+        assert_eq!(raw["owners"], serde_json::json!(["A", "B", "C"]));
+        assert_eq!(raw["tql"], "x = -1");
+        assert_eq!(raw["flag_at_end"], true);
+        let e = parse_legacy_args(&args(&["stray"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'stray'"), "{e}");
+    }
+
+    #[test]
+    fn later_sources_override_earlier_ones() {
+        let mut base = parse_params_json(br#"{"a": "file", "b": "file"}"#, "f").unwrap();
+        merge(
+            &mut base,
+            parse_legacy_args(&args(&["--b", "argv"])).unwrap(),
+        );
+        assert_eq!(base["a"], "file");
+        assert_eq!(base["b"], "argv");
+        assert!(parse_params_json(b"[1]", "f").is_err());
+        let e = parse_params_json(b"{oops", "local.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("local.json"), "{e}");
+    }
+
+    #[test]
+    fn variables_are_recognised_only_as_whole_values() {
+        let v = parse_variable(" &{TC:KEYCHAIN:tanium pw} ").unwrap();
+        assert_eq!(
+            (v.provider.as_str(), v.kind.as_str(), v.key.as_str()),
+            ("TC", "KEYCHAIN", "tanium pw")
+        );
+        assert!(parse_variable("x &{TC:TEXT:a}").is_none());
+        assert!(parse_variable("&{TC:TEXT}").is_none());
+        let mut raw = RawParams::new();
+        raw.insert("owners".into(), serde_json::json!(["A", "&{TC:TEXT:o}"]));
+        assert!(has_variables(&raw));
+    }
+}
