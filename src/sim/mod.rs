@@ -2,3 +2,4 @@
 //! tests, the benchmark and the built-in demo.
 
 pub mod server;
+pub mod tanium;
