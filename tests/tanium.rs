@@ -93,6 +93,28 @@ fn list(client: &TaniumClient, source_id: i64) -> Vec<IntelDoc> {
     docs
 }
 
+/// Answers `status` to the next `count` requests matching `method` and `prefix`.
+fn fail(sim: &TaniumSim, method: Option<&str>, prefix: &str, count: u32, status: u16) {
+    sim.server().inject(FaultRule::new(
+        method,
+        prefix,
+        count,
+        Fault::Status {
+            status,
+            retry_after: None,
+        },
+    ));
+}
+
+/// A plain agent for talking to the simulator directly (statuses are data).
+fn raw_agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    )
+}
+
 fn intels(g: ApiGeneration) -> String {
     format!("{}/intels", g.base_path())
 }
@@ -190,15 +212,7 @@ fn a_call_refused_again_after_a_fresh_login_is_an_error_not_a_loop() {
     let sim = sim(ApiGeneration::V4);
     let client = connect(&sim);
     let sources = format!("{}/sources", ApiGeneration::V4.base_path());
-    sim.server().inject(FaultRule::new(
-        Some("GET"),
-        &sources,
-        2,
-        Fault::Status {
-            status: 401,
-            retry_after: None,
-        },
-    ));
+    fail(&sim, Some("GET"), &sources, 2, 401);
     let err = client.find_source(SOURCE).unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err:?}");
     assert_eq!(sim.login_count(), 2);
@@ -210,15 +224,7 @@ fn a_refused_token_is_reported_without_a_login() {
     let sim = sim(ApiGeneration::V4);
     let client =
         TaniumClient::connect(&settings(&sim, "_token", "token-simulated"), policy()).unwrap();
-    sim.server().inject(FaultRule::new(
-        None,
-        "/plugin",
-        1,
-        Fault::Status {
-            status: 403,
-            retry_after: None,
-        },
-    ));
+    fail(&sim, None, "/plugin", 1, 403);
     let err = client.find_source(SOURCE).unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err:?}");
     assert_eq!(sim.server().hits("POST /api/v2/session/login"), 0);
@@ -428,15 +434,7 @@ fn delete_falls_back_to_the_path_form_and_remembers_it() {
     let b = sim.add_doc(source, "b", &openioc("b", "b"));
     list(&client, source);
     let base = intels(ApiGeneration::V3);
-    sim.server().inject(FaultRule::new(
-        Some("DELETE"),
-        &format!("{base}/"),
-        1,
-        Fault::Status {
-            status: 405,
-            retry_after: None,
-        },
-    ));
+    fail(&sim, Some("DELETE"), &format!("{base}/"), 1, 405);
     client.delete_doc(a).unwrap();
     client.delete_doc(b).unwrap();
     assert!(sim.docs().is_empty());
@@ -544,11 +542,7 @@ fn a_listing_that_never_ends_hits_the_row_cap() {
 #[test]
 fn the_simulator_refuses_pages_over_500() {
     let sim = sim(ApiGeneration::V4);
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build(),
-    );
+    let agent = raw_agent();
     let url = format!(
         "{}{}?limit=501&offset=0",
         sim.url(),
@@ -588,11 +582,7 @@ fn deploy_once_on_4x_and_not_at_all_on_3x() {
     assert_eq!(sim3.deploy_count(), 0);
     assert_eq!(sim3.server().hits("POST /plugin"), 0);
     // the 3.x simulator has no deploy route at all
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build(),
-    );
+    let agent = raw_agent();
     let url = format!(
         "{}{}/intel/deploy",
         sim3.url(),
@@ -606,49 +596,36 @@ fn deploy_once_on_4x_and_not_at_all_on_3x() {
     assert_eq!(r.status().as_u16(), 404);
 }
 
+/// Injects `count` answers of `status` into the sources listing; returns the outcome and
+/// how many times the listing was requested.
+fn listing_with_faults(status: u16, count: u32) -> (tanium_tr_indicators::Result<()>, u64) {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let path = format!("{}/sources", ApiGeneration::V4.base_path());
+    sim.server().reset_counters();
+    fail(&sim, Some("GET"), &path, count, status);
+    let outcome = client.find_source(SOURCE).map(|s| assert_eq!(s, None));
+    (outcome, sim.server().hits(&format!("GET {path}")))
+}
+
 #[test]
 fn retryable_statuses_are_retried() {
     for status in [500, 502, 503, 408, 429] {
-        let sim = sim(ApiGeneration::V4);
-        let client = connect(&sim);
-        let path = format!("{}/sources", ApiGeneration::V4.base_path());
-        sim.server().reset_counters();
-        sim.server().inject(FaultRule::new(
-            Some("GET"),
-            &path,
-            2,
-            Fault::Status {
-                status,
-                retry_after: None,
-            },
-        ));
-        assert_eq!(client.find_source(SOURCE).unwrap(), None, "{status}");
-        assert_eq!(sim.server().hits(&format!("GET {path}")), 3, "{status}");
+        let (outcome, hits) = listing_with_faults(status, 2);
+        assert!(outcome.is_ok(), "{status}: {outcome:?}");
+        assert_eq!(hits, 3, "{status}");
     }
 }
 
 #[test]
 fn final_statuses_are_not_retried() {
     for status in [400, 404, 409, 501] {
-        let sim = sim(ApiGeneration::V4);
-        let client = connect(&sim);
-        let path = format!("{}/sources", ApiGeneration::V4.base_path());
-        sim.server().reset_counters();
-        sim.server().inject(FaultRule::new(
-            Some("GET"),
-            &path,
-            1,
-            Fault::Status {
-                status,
-                retry_after: None,
-            },
-        ));
-        let err = client.find_source(SOURCE).unwrap_err();
+        let (outcome, hits) = listing_with_faults(status, 1);
         assert!(
-            matches!(err, Error::Status { status: s, .. } if s == status),
-            "{status}: {err:?}"
+            matches!(outcome, Err(Error::Status { status: s, .. }) if s == status),
+            "{status}: {outcome:?}"
         );
-        assert_eq!(sim.server().hits(&format!("GET {path}")), 1, "{status}");
+        assert_eq!(hits, 1, "{status}");
     }
 }
 

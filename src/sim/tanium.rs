@@ -529,11 +529,10 @@ impl Inner {
         if !self.lock().sources.iter().any(|s| s.id == source_id) {
             return error(404, "source not found");
         }
-        let parsed = match parse_request(req) {
-            Ok(p) => p,
-            Err(m) => return error(400, &m),
+        let (parsed, body) = match parse_request(req) {
+            Ok(x) => x,
+            Err(r) => return r,
         };
-        let body = String::from_utf8_lossy(&req.body).into_owned();
         let mut st = self.lock();
         let strings = st.ids_as_strings;
         let doc = insert_doc(&mut st, source_id, parsed, &body);
@@ -544,11 +543,10 @@ impl Inner {
         let Some(id) = id_of(id) else {
             return error(400, "bad intel id");
         };
-        let parsed = match parse_request(req) {
-            Ok(p) => p,
-            Err(m) => return error(400, &m),
+        let (parsed, body) = match parse_request(req) {
+            Ok(x) => x,
+            Err(r) => return r,
         };
-        let body = String::from_utf8_lossy(&req.body).into_owned();
         let mut st = self.lock();
         let strings = st.ids_as_strings;
         let Some(existing) = st
@@ -674,17 +672,20 @@ struct Parsed {
     description: String,
 }
 
-fn parse_request(req: &SimRequest) -> Result<Parsed, String> {
+/// The upload's metadata and body text, or the 400 answer for a body that is not XML.
+fn parse_request(req: &SimRequest) -> Result<(Parsed, String), SimResponse> {
     let file_name = req
         .header("content-disposition")
         .and_then(disposition_file_name);
-    parse_upload(
+    let parsed = parse_upload(
         &req.body,
         req.header("type"),
         req.header("name"),
         req.header("description"),
         file_name.as_deref(),
     )
+    .map_err(|m| error(400, &m))?;
+    Ok((parsed, String::from_utf8_lossy(&req.body).into_owned()))
 }
 
 /// `attachment; filename="x.xml"` (or `filename = x.xml`) -> `x.xml`.
