@@ -106,13 +106,36 @@ fn fail(sim: &TaniumSim, method: Option<&str>, prefix: &str, count: u32, status:
     ));
 }
 
-/// A plain agent for talking to the simulator directly (statuses are data).
-fn raw_agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(
+/// Status of a request sent straight to the simulator with the API token.
+fn raw_status(sim: &TaniumSim, method: &str, path_and_query: &str) -> u16 {
+    let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build(),
-    )
+    );
+    let req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path_and_query}", sim.url()))
+        .header("session", "token-simulated")
+        .body(())
+        .unwrap();
+    agent.run(req).unwrap().status().as_u16()
+}
+
+/// A simulator, a connected client and the app's source holding `n` small documents.
+fn seeded(g: ApiGeneration, n: usize) -> (TaniumSim, TaniumClient, i64) {
+    let sim = sim(g);
+    let client = connect(&sim);
+    let mine = client.find_or_create_source(SOURCE).unwrap().id;
+    for i in 0..n {
+        sim.add_doc(mine, "d", &openioc(&format!("tc-{i}"), "x"));
+    }
+    (sim, client, mine)
+}
+
+/// Intel listing requests the simulator has seen.
+fn listing_hits(sim: &TaniumSim, g: ApiGeneration) -> u64 {
+    sim.server().hits(&format!("GET {}", intels(g)))
 }
 
 fn intels(g: ApiGeneration) -> String {
@@ -475,47 +498,24 @@ fn listing_pages_by_500_and_ignores_other_sources() {
 
 #[test]
 fn a_listing_shorter_than_one_page_costs_one_extra_request() {
-    let sim = sim(ApiGeneration::V3);
-    let client = connect(&sim);
-    let mine = client.find_or_create_source(SOURCE).unwrap().id;
-    for i in 0..7 {
-        sim.add_doc(mine, "d", &openioc(&format!("tc-{i}"), "x"));
-    }
+    let (sim, client, mine) = seeded(ApiGeneration::V3, 7);
     assert_eq!(client.list_docs(mine, &mut |_| {}).unwrap(), 7);
-    assert_eq!(
-        sim.server()
-            .hits(&format!("GET {}", intels(ApiGeneration::V3))),
-        2
-    );
+    assert_eq!(listing_hits(&sim, ApiGeneration::V3), 2);
 }
 
 #[test]
 fn a_listing_that_repeats_pages_is_cut_off() {
-    let sim = sim(ApiGeneration::V4);
-    let client = connect(&sim);
-    let mine = client.find_or_create_source(SOURCE).unwrap().id;
-    for i in 0..600 {
-        sim.add_doc(mine, "d", &openioc(&format!("tc-{i}"), "x"));
-    }
+    let (sim, client, mine) = seeded(ApiGeneration::V4, 600);
     sim.set_listing_quirk(ListingQuirk::IgnoreOffset);
     let err = client.list_docs(mine, &mut |_| {}).unwrap_err();
     assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
     assert!(err.to_string().contains("repeats"), "{err}");
-    assert_eq!(
-        sim.server()
-            .hits(&format!("GET {}", intels(ApiGeneration::V4))),
-        2
-    );
+    assert_eq!(listing_hits(&sim, ApiGeneration::V4), 2);
 }
 
 #[test]
 fn a_small_listing_from_a_server_that_ignores_offset_is_complete() {
-    let sim = sim(ApiGeneration::V4);
-    let client = connect(&sim);
-    let mine = client.find_or_create_source(SOURCE).unwrap().id;
-    for i in 0..30 {
-        sim.add_doc(mine, "d", &openioc(&format!("tc-{i}"), "x"));
-    }
+    let (sim, client, mine) = seeded(ApiGeneration::V4, 30);
     sim.set_listing_quirk(ListingQuirk::IgnoreOffset);
     assert_eq!(client.list_docs(mine, &mut |_| {}).unwrap(), 30);
 }
@@ -532,39 +532,16 @@ fn a_listing_that_never_ends_hits_the_row_cap() {
     let err = client.list_docs(mine, &mut |_| seen += 1).unwrap_err();
     assert!(err.to_string().contains("did not end"), "{err}");
     assert_eq!(seen, 5_000);
-    assert_eq!(
-        sim.server()
-            .hits(&format!("GET {}", intels(ApiGeneration::V4))),
-        10
-    );
+    assert_eq!(listing_hits(&sim, ApiGeneration::V4), 10);
 }
 
 #[test]
 fn the_simulator_refuses_pages_over_500() {
     let sim = sim(ApiGeneration::V4);
-    let agent = raw_agent();
-    let url = format!(
-        "{}{}?limit=501&offset=0",
-        sim.url(),
-        intels(ApiGeneration::V4)
-    );
-    let r = agent
-        .get(&url)
-        .header("session", "token-simulated")
-        .call()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 400);
-    let url = format!(
-        "{}{}?limit=500&offset=0",
-        sim.url(),
-        intels(ApiGeneration::V4)
-    );
-    let r = agent
-        .get(&url)
-        .header("session", "token-simulated")
-        .call()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let base = intels(ApiGeneration::V4);
+    let status = |q: &str| raw_status(&sim, "GET", &format!("{base}?{q}"));
+    assert_eq!(status("limit=501&offset=0"), 400);
+    assert_eq!(status("limit=500&offset=0"), 200);
 }
 
 #[test]
@@ -582,18 +559,8 @@ fn deploy_once_on_4x_and_not_at_all_on_3x() {
     assert_eq!(sim3.deploy_count(), 0);
     assert_eq!(sim3.server().hits("POST /plugin"), 0);
     // the 3.x simulator has no deploy route at all
-    let agent = raw_agent();
-    let url = format!(
-        "{}{}/intel/deploy",
-        sim3.url(),
-        ApiGeneration::V3.base_path()
-    );
-    let r = agent
-        .post(&url)
-        .header("session", "token-simulated")
-        .send_empty()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
+    let deploy = format!("{}/intel/deploy", ApiGeneration::V3.base_path());
+    assert_eq!(raw_status(&sim3, "POST", &deploy), 404);
 }
 
 /// Injects `count` answers of `status` into the sources listing; returns the outcome and
