@@ -238,14 +238,14 @@ impl TaniumSim {
     /// Stores a hand-made document (XML is parsed when it is XML; anything else is kept as is).
     pub fn add_doc(&self, source_id: i64, name: &str, body: &str) -> i64 {
         let mut st = self.inner.lock();
-        let parsed =
+        let mut parsed =
             parse_upload(body.as_bytes(), None, Some(name), None, None).unwrap_or(Parsed {
                 kind: "yara".into(),
                 intrinsic_id: name.into(),
-                name: name.into(),
+                name: String::new(),
                 description: String::new(),
             });
-        let mut parsed = parsed;
+        // the console user's name wins over the one inside the document
         parsed.name = name.into();
         insert_doc(&mut st, source_id, parsed, body).id
     }
