@@ -3,5 +3,6 @@
 
 pub mod dataset;
 pub mod server;
+pub mod tanium;
 pub mod tc;
 pub mod tql_eval;

@@ -1,6 +1,10 @@
 //! Tanium Threat Response objects as the intel API returns them (both API generations).
+//!
+//! Field parsing is lenient on purpose (the TR 4.x shapes are partly UNCONFIRMED): ids may be
+//! JSON numbers or numeric strings, and `null` stands for "absent" everywhere.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 /// Which Threat Response REST generation the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +23,14 @@ impl ApiGeneration {
             ApiGeneration::V4 => "/plugin/products/threat-response/api/v1",
         }
     }
+
+    /// Human label for logs and the `check` summary.
+    pub fn label(self) -> &'static str {
+        match self {
+            ApiGeneration::V3 => "Threat Response 3.x (detect3 API)",
+            ApiGeneration::V4 => "Threat Response 4.x (threat-response API)",
+        }
+    }
 }
 
 /// An intel source.
@@ -26,12 +38,17 @@ impl ApiGeneration {
 #[serde(rename_all = "camelCase", default)]
 pub struct Source {
     /// Source id.
+    #[serde(deserialize_with = "lenient_i64")]
     pub id: i64,
     /// Source name (matched exactly).
+    #[serde(deserialize_with = "lenient_string")]
     pub name: String,
     /// Source type, e.g. `api-client`.
-    #[serde(rename = "type")]
+    #[serde(rename = "type", deserialize_with = "lenient_opt_string")]
     pub kind: Option<String>,
+    /// Free-text description shown in the console.
+    #[serde(deserialize_with = "lenient_opt_string")]
+    pub description: Option<String>,
 }
 
 /// The listing view of one intel document: enough to decide create / update / skip / delete.
@@ -39,22 +56,109 @@ pub struct Source {
 #[serde(rename_all = "camelCase", default)]
 pub struct IntelDoc {
     /// Tanium's document id.
+    #[serde(deserialize_with = "lenient_i64")]
     pub id: i64,
     /// Source the document belongs to.
+    #[serde(deserialize_with = "lenient_opt_i64")]
     pub source_id: Option<i64>,
     /// Document name (STIX Indicator Title / OpenIOC short_description).
+    #[serde(deserialize_with = "lenient_string")]
     pub name: String,
     /// Document description.
+    #[serde(deserialize_with = "lenient_opt_string")]
     pub description: Option<String>,
     /// The id the document claims (our deterministic identity).
+    #[serde(deserialize_with = "lenient_opt_string")]
     pub intrinsic_id: Option<String>,
     /// MD5 of the stored content.
+    #[serde(deserialize_with = "lenient_opt_string")]
     pub md5: Option<String>,
     /// Number of content revisions.
+    #[serde(deserialize_with = "lenient_opt_i64")]
     pub revision_id: Option<i64>,
     /// `stix`, `openioc`, ...
-    #[serde(rename = "type")]
+    #[serde(rename = "type", deserialize_with = "lenient_opt_string")]
     pub kind: Option<String>,
     /// Stored size in bytes.
+    #[serde(deserialize_with = "lenient_opt_i64")]
     pub size: Option<i64>,
+}
+
+/// One document to send, as the renderer produced it; borrowed so a worker pool copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    /// The XML document, UTF-8.
+    pub body: &'a str,
+    /// Tanium's intel type header value: `stix` or `openioc`.
+    pub kind: &'a str,
+    /// File name for `Content-Disposition` (e.g. `tc-<identity>.xml`).
+    pub file_name: &'a str,
+    /// Readable name (also inside the document; the header is a hint for the server).
+    pub name: &'a str,
+    /// Description (also inside the document).
+    pub description: &'a str,
+}
+
+/// Reads an integer id that may arrive as a number, a numeric string or `null` (0).
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Ok(lenient_opt_i64(d)?.unwrap_or(0))
+}
+
+/// Reads an optional integer that may arrive as a number or a numeric string.
+fn lenient_opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(int_of(&Value::deserialize(d)?))
+}
+
+/// Reads a string that may be `null` (empty) or a number (its decimal text).
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(lenient_opt_string(d)?.unwrap_or_default())
+}
+
+/// Reads an optional string that may arrive as a number (its decimal text).
+fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    })
+}
+
+/// An integer from a JSON number (integral) or a numeric string; anything else is absent.
+pub fn int_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_may_be_numbers_or_numeric_strings_and_nulls_are_absent() {
+        let d: IntelDoc = serde_json::from_value(json!({
+            "id": "431", "revisionId": 16, "type": "openioc", "intrinsicId": 11111,
+            "md5": null, "name": null, "sourceId": "7", "size": 5930.0, "extra": [1]
+        }))
+        .unwrap();
+        assert_eq!(d.id, 431);
+        assert_eq!(d.source_id, Some(7));
+        assert_eq!(d.intrinsic_id.as_deref(), Some("11111"));
+        assert_eq!(d.md5, None);
+        assert_eq!(d.name, "");
+        assert_eq!(d.size, Some(5930));
+        let s: Source =
+            serde_json::from_value(json!({"id": 3, "name": "x", "type": null})).unwrap();
+        assert_eq!((s.id, s.kind), (3, None));
+        let bad: IntelDoc = serde_json::from_value(json!({"id": "abc"})).unwrap();
+        assert_eq!(bad.id, 0);
+    }
 }

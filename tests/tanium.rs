@@ -1,0 +1,675 @@
+//! The real TaniumClient against the in-repo Tanium TR simulator, in both API generations.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tanium_tr_indicators::config::TaniumSettings;
+use tanium_tr_indicators::error::{Error, Service};
+use tanium_tr_indicators::http::{HttpSettings, RetryPolicy, Sleep};
+use tanium_tr_indicators::secret::Secret;
+use tanium_tr_indicators::sim::server::{Fault, FaultRule};
+use tanium_tr_indicators::sim::tanium::{ListingQuirk, TaniumSim, TaniumSimOptions};
+use tanium_tr_indicators::tanium::{ApiGeneration, IntelDoc, TaniumClient, Upload};
+
+const SOURCE: &str = "ThreatConnect Indicators";
+
+/// Records requested delays instead of sleeping.
+#[derive(Default)]
+struct NoSleep(Mutex<Vec<Duration>>);
+
+impl Sleep for NoSleep {
+    fn sleep(&self, d: Duration) {
+        self.0.lock().unwrap().push(d);
+    }
+}
+
+fn policy_with(sleeper: Arc<NoSleep>) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(60),
+        sleeper,
+    }
+}
+
+fn policy() -> RetryPolicy {
+    policy_with(Arc::new(NoSleep::default()))
+}
+
+fn sim(generation: ApiGeneration) -> TaniumSim {
+    TaniumSim::start(TaniumSimOptions::new(generation)).unwrap()
+}
+
+fn settings(sim: &TaniumSim, username: &str, password: &str) -> TaniumSettings {
+    TaniumSettings {
+        base_url: sim.url(),
+        username: username.into(),
+        password: Secret::new(password),
+        http: HttpSettings {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(10),
+            ..HttpSettings::default()
+        },
+        source_name: SOURCE.into(),
+    }
+}
+
+fn connect(sim: &TaniumSim) -> TaniumClient {
+    TaniumClient::connect(&settings(sim, "admin", "s3cret!"), policy()).unwrap()
+}
+
+fn stix(id: &str, title: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<stix:STIX_Package xmlns:stix="http://stix.mitre.org/stix-1" xmlns:indicator="http://stix.mitre.org/Indicator-2" id="{id}" version="1.2">
+  <stix:Indicators><stix:Indicator>
+    <indicator:Title>{title}</indicator:Title>
+    <indicator:Description>Owner: Example Org</indicator:Description>
+  </stix:Indicator></stix:Indicators>
+</stix:STIX_Package>"#
+    )
+}
+
+fn openioc(id: &str, title: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<ioc xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="{id}"><short_description>{title}</short_description><description>from TC</description><criteria/></ioc>"#
+    )
+}
+
+fn up<'a>(body: &'a str, kind: &'a str) -> Upload<'a> {
+    Upload {
+        body,
+        kind,
+        file_name: "tc-doc.xml",
+        name: "ThreatConnect doc",
+        description: "from ThreatConnect",
+    }
+}
+
+fn list(client: &TaniumClient, source_id: i64) -> Vec<IntelDoc> {
+    let mut docs = Vec::new();
+    client.list_docs(source_id, &mut |d| docs.push(d)).unwrap();
+    docs
+}
+
+/// Answers `status` to the next `count` requests matching `method` and `prefix`.
+fn fail(sim: &TaniumSim, method: Option<&str>, prefix: &str, count: u32, status: u16) {
+    sim.server().inject(FaultRule::new(
+        method,
+        prefix,
+        count,
+        Fault::Status {
+            status,
+            retry_after: None,
+        },
+    ));
+}
+
+/// Status of a request sent straight to the simulator with the API token.
+fn raw_status(sim: &TaniumSim, method: &str, path_and_query: &str) -> u16 {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path_and_query}", sim.url()))
+        .header("session", "token-simulated")
+        .body(())
+        .unwrap();
+    agent.run(req).unwrap().status().as_u16()
+}
+
+/// A simulator, a connected client and the app's source holding `n` small documents.
+fn seeded(g: ApiGeneration, n: usize) -> (TaniumSim, TaniumClient, i64) {
+    let sim = sim(g);
+    let client = connect(&sim);
+    let mine = client.find_or_create_source(SOURCE).unwrap().id;
+    for i in 0..n {
+        sim.add_doc(mine, "d", &openioc(&format!("tc-{i}"), "x"));
+    }
+    (sim, client, mine)
+}
+
+/// Intel listing requests the simulator has seen.
+fn listing_hits(sim: &TaniumSim, g: ApiGeneration) -> u64 {
+    sim.server().hits(&format!("GET {}", intels(g)))
+}
+
+fn intels(g: ApiGeneration) -> String {
+    format!("{}/intels", g.base_path())
+}
+
+#[test]
+fn client_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TaniumClient>();
+}
+
+#[test]
+fn password_login_on_4x() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    assert_eq!(client.generation(), ApiGeneration::V4);
+    assert_eq!(sim.login_count(), 1);
+    assert_eq!(sim.server().hits("POST /api/v2/session/login"), 1);
+    // login + 4.x sources probe
+    assert_eq!(client.request_count(), 2);
+}
+
+#[test]
+fn api_token_is_sent_without_login_on_3x() {
+    let sim = sim(ApiGeneration::V3);
+    for (user, pass) in [
+        ("_token", "token-simulated"),
+        ("someone", "token-simulated"),
+    ] {
+        let client = TaniumClient::connect(&settings(&sim, user, pass), policy()).unwrap();
+        assert_eq!(client.generation(), ApiGeneration::V3);
+        assert!(client.find_source(SOURCE).unwrap().is_none());
+    }
+    assert_eq!(sim.server().hits("POST /api/v2/session/login"), 0);
+    // each connect: 4.x probe (404) + 3.x probe
+    assert_eq!(
+        sim.server()
+            .hits("GET /plugin/products/threat-response/api/v1/sources"),
+        2
+    );
+}
+
+#[test]
+fn bad_credentials_are_an_auth_error_that_never_echoes_them() {
+    let sim = sim(ApiGeneration::V4);
+    let err = TaniumClient::connect(&settings(&sim, "alice.admin", "Wr0ngPassw0rd"), policy())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            Error::Auth {
+                service: Service::Tanium,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(text.contains("rejected the credentials"), "{text}");
+    assert!(
+        !text.contains("Wr0ngPassw0rd") && !text.contains("alice.admin"),
+        "{text}"
+    );
+    assert!(!format!("{err:?}").contains("Wr0ngPassw0rd"));
+    // not retried: one login attempt
+    assert_eq!(sim.server().hits("POST /api/v2/session/login"), 1);
+
+    let err = TaniumClient::connect(&settings(&sim, "_token", "token-revoked-123"), policy())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert!(
+        text.contains("trusted") && !text.contains("token-revoked-123"),
+        "{text}"
+    );
+}
+
+#[test]
+fn expired_session_is_renewed_once_in_both_generations() {
+    for g in [ApiGeneration::V3, ApiGeneration::V4] {
+        let sim = sim(g);
+        let client = connect(&sim);
+        sim.expire_sessions();
+        let source = client.find_or_create_source(SOURCE).unwrap();
+        assert_eq!(client.relogin_count(), 1, "{g:?}");
+        assert_eq!(sim.login_count(), 2, "{g:?}");
+        assert_eq!(sim.source_id(SOURCE), Some(source.id));
+        // the renewed session keeps working
+        client.find_source(SOURCE).unwrap();
+        assert_eq!(sim.login_count(), 2);
+    }
+}
+
+#[test]
+fn a_call_refused_again_after_a_fresh_login_is_an_error_not_a_loop() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let sources = format!("{}/sources", ApiGeneration::V4.base_path());
+    fail(&sim, Some("GET"), &sources, 2, 401);
+    let err = client.find_source(SOURCE).unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert_eq!(sim.login_count(), 2);
+    assert_eq!(client.relogin_count(), 1);
+}
+
+#[test]
+fn a_refused_token_is_reported_without_a_login() {
+    let sim = sim(ApiGeneration::V4);
+    let client =
+        TaniumClient::connect(&settings(&sim, "_token", "token-simulated"), policy()).unwrap();
+    fail(&sim, None, "/plugin", 1, 403);
+    let err = client.find_source(SOURCE).unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert_eq!(sim.server().hits("POST /api/v2/session/login"), 0);
+}
+
+#[test]
+fn workers_sharing_a_client_renew_an_expired_session_once() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap();
+    sim.expire_sessions();
+    let bodies: Vec<String> = (0..24)
+        .map(|i| stix(&format!("tc:Package-{i}"), "t"))
+        .collect();
+    std::thread::scope(|s| {
+        for chunk in bodies.chunks(6) {
+            let client = &client;
+            s.spawn(move || {
+                for b in chunk {
+                    client.create_doc(source.id, &up(b, "stix")).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(sim.docs_in(source.id).len(), 24);
+    assert_eq!(client.relogin_count(), 1);
+    assert_eq!(sim.login_count(), 2);
+}
+
+#[test]
+fn find_or_create_source_creates_once() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    assert_eq!(client.find_source(SOURCE).unwrap(), None);
+    let a = client.find_or_create_source(SOURCE).unwrap();
+    let b = client.find_or_create_source(SOURCE).unwrap();
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.name, SOURCE);
+    assert_eq!(a.kind.as_deref(), Some("api-client"));
+    assert_eq!(sim.sources_named(SOURCE), 1);
+    let sources = format!("{}/sources", ApiGeneration::V4.base_path());
+    assert_eq!(sim.server().hits(&format!("POST {sources}")), 1);
+    // a name that differs only in case is another source
+    assert_eq!(client.find_source(&SOURCE.to_uppercase()).unwrap(), None);
+}
+
+fn create_update_delete(g: ApiGeneration) {
+    let sim = sim(g);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap().id;
+    let v1 = stix("tc:Package-aaa", "ThreatConnect Address 203.0.113.7");
+    let created = client.create_doc(source, &up(&v1, "stix")).unwrap();
+    let stored = &sim.docs_in(source)[0];
+    assert_eq!(stored.id, created.id);
+    assert_eq!(created.source_id, Some(source));
+    assert_eq!(created.intrinsic_id.as_deref(), Some("tc:Package-aaa"));
+    assert_eq!(created.revision_id, Some(1));
+    assert_eq!(stored.name, "ThreatConnect Address 203.0.113.7");
+    assert_eq!(stored.kind, "stix");
+    assert_eq!(stored.body, v1);
+    assert_eq!(stored.size, v1.len() as u64);
+    assert_eq!(created.md5.as_deref(), Some(stored.md5.as_str()));
+    assert_eq!(stored.md5.len(), 32);
+
+    // the listing is what the sync compares against
+    let listed = list(&client, source);
+    assert_eq!(listed, vec![created.clone()]);
+
+    // same intrinsic id: replaced in place
+    let v2 = stix(
+        "tc:Package-aaa",
+        "ThreatConnect Address 203.0.113.7 (rating 5)",
+    );
+    let updated = client.update_doc(created.id, &up(&v2, "stix")).unwrap();
+    assert_eq!(updated.id, created.id);
+    assert_eq!(updated.revision_id, Some(2));
+    assert_ne!(updated.md5, created.md5);
+    let docs = sim.docs();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].body, v2);
+    assert_eq!(docs[0].name, "ThreatConnect Address 203.0.113.7 (rating 5)");
+
+    // OpenIOC is accepted too
+    let ioc = openioc("tc-ioc-1", "ThreatConnect Host evil.example");
+    let ioc_doc = client.create_doc(source, &up(&ioc, "openioc")).unwrap();
+    assert_eq!(ioc_doc.kind.as_deref(), Some("openioc"));
+    assert_eq!(ioc_doc.name, "ThreatConnect Host evil.example");
+
+    // delete
+    client.delete_doc(created.id).unwrap();
+    client.delete_doc(ioc_doc.id).unwrap();
+    assert!(sim.docs().is_empty());
+}
+
+#[test]
+fn create_update_in_place_and_delete_on_4x() {
+    create_update_delete(ApiGeneration::V4);
+}
+
+#[test]
+fn create_update_in_place_and_delete_on_3x() {
+    create_update_delete(ApiGeneration::V3);
+}
+
+#[test]
+fn put_with_another_intrinsic_id_creates_a_new_document() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap().id;
+    let v1 = stix("tc:Package-one", "one");
+    let first = client.create_doc(source, &up(&v1, "stix")).unwrap();
+    let other = stix("tc:Package-two", "two");
+    let second = client.update_doc(first.id, &up(&other, "stix")).unwrap();
+    assert_ne!(second.id, first.id);
+    assert_eq!(second.revision_id, Some(1));
+    let docs = sim.docs_in(source);
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0].body, v1, "the old document is left untouched");
+    assert_eq!(docs[0].revision_id, 1);
+    assert_eq!(docs[1].intrinsic_id, "tc:Package-two");
+    // the client owns the new document too
+    client.delete_doc(second.id).unwrap();
+}
+
+#[test]
+fn upload_headers_reach_the_server() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap().id;
+    // no root id and no title: the sim falls back to the Content-Disposition file name
+    // and the name header; the type header wins over sniffing
+    let body = "<ioc xmlns=\"http://openioc.org/schemas/OpenIOC_1.1\"><criteria/></ioc>";
+    let doc = client
+        .create_doc(
+            source,
+            &Upload {
+                body,
+                kind: "openioc",
+                file_name: "tc host/evil.xml",
+                name: "ThreatConnect Host évil\r\n.example",
+                description: "d",
+            },
+        )
+        .unwrap();
+    assert_eq!(doc.intrinsic_id.as_deref(), Some("tc_host_evil.xml"));
+    assert_eq!(doc.name, "ThreatConnect Host ?vil.example");
+    assert_eq!(doc.kind.as_deref(), Some("openioc"));
+}
+
+#[test]
+fn malformed_xml_is_refused_with_400_and_not_retried() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap().id;
+    let err = client
+        .create_doc(
+            source,
+            &up("<stix:STIX_Package><oops></stix:STIX_Package>", "stix"),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Status { status: 400, .. }), "{err:?}");
+    assert!(err.to_string().contains("malformed XML"), "{err}");
+    let path = format!(
+        "POST {}/sources/{source}/intels",
+        ApiGeneration::V4.base_path()
+    );
+    assert_eq!(sim.server().hits(&path), 1);
+    assert!(sim.docs().is_empty());
+}
+
+#[test]
+fn documents_of_other_sources_are_never_touched() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let mine = client.find_or_create_source(SOURCE).unwrap().id;
+    let theirs = sim.add_source("Someone else");
+    let foreign = sim.add_doc(theirs, "theirs", &stix("x:Package-1", "theirs"));
+    let own = sim.add_doc(mine, "mine", &stix("tc:Package-1", "mine"));
+    let listed = list(&client, mine);
+    assert_eq!(listed.iter().map(|d| d.id).collect::<Vec<_>>(), vec![own]);
+    let body = stix("x:Package-1", "changed");
+    let err = client.update_doc(foreign, &up(&body, "stix")).unwrap_err();
+    assert!(err.to_string().contains("refusing"), "{err}");
+    assert!(client.delete_doc(foreign).is_err());
+    assert_eq!(sim.docs_in(theirs)[0].revision_id, 1);
+    assert_eq!(sim.server().hits("PUT"), 0);
+    assert_eq!(sim.server().hits("DELETE"), 0);
+}
+
+#[test]
+fn a_document_deleted_in_the_console_counts_as_deleted() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap().id;
+    let id = sim.add_doc(source, "hand-made", &openioc("hand-1", "hand-made"));
+    assert_eq!(list(&client, source).len(), 1);
+    sim.delete_doc(id);
+    client.delete_doc(id).unwrap();
+}
+
+#[test]
+fn delete_falls_back_to_the_path_form_and_remembers_it() {
+    let sim = sim(ApiGeneration::V3);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap().id;
+    let a = sim.add_doc(source, "a", &openioc("a", "a"));
+    let b = sim.add_doc(source, "b", &openioc("b", "b"));
+    list(&client, source);
+    let base = intels(ApiGeneration::V3);
+    fail(&sim, Some("DELETE"), &format!("{base}/"), 1, 405);
+    client.delete_doc(a).unwrap();
+    client.delete_doc(b).unwrap();
+    assert!(sim.docs().is_empty());
+    assert_eq!(sim.server().hits(&format!("DELETE {base}/")), 3);
+    assert_eq!(sim.server().hits(&format!("DELETE {base}/{b}")), 1);
+}
+
+#[test]
+fn listing_pages_by_500_and_ignores_other_sources() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let mine = client.find_or_create_source(SOURCE).unwrap().id;
+    let theirs = sim.add_source("Other feed");
+    for i in 0..1234 {
+        sim.add_doc(mine, &format!("d{i}"), &openioc(&format!("tc-{i}"), "x"));
+        if i % 100 == 0 {
+            sim.add_doc(theirs, "other", &openioc(&format!("o-{i}"), "o"));
+        }
+    }
+    let path = format!("GET {}", intels(ApiGeneration::V4));
+    // the sim lists all sources (1247 rows): pages of 500, 500, 247
+    let docs = list(&client, mine);
+    assert_eq!(docs.len(), 1234);
+    assert!(docs.iter().all(|d| d.source_id == Some(mine)));
+    let mut ids: Vec<i64> = docs.iter().map(|d| d.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 1234);
+    assert_eq!(sim.server().hits(&path), 3);
+
+    // a server that honours sourceId and sends ids as strings gives the same answer
+    sim.set_honour_source_filter(true);
+    sim.set_ids_as_strings(true);
+    sim.server().reset_counters();
+    let n = client.list_docs(mine, &mut |_| {}).unwrap();
+    assert_eq!(n, 1234);
+    assert_eq!(sim.server().hits(&path), 3);
+}
+
+#[test]
+fn a_listing_shorter_than_one_page_costs_one_extra_request() {
+    let (sim, client, mine) = seeded(ApiGeneration::V3, 7);
+    assert_eq!(client.list_docs(mine, &mut |_| {}).unwrap(), 7);
+    assert_eq!(listing_hits(&sim, ApiGeneration::V3), 2);
+}
+
+#[test]
+fn a_listing_that_repeats_pages_is_cut_off() {
+    let (sim, client, mine) = seeded(ApiGeneration::V4, 600);
+    sim.set_listing_quirk(ListingQuirk::IgnoreOffset);
+    let err = client.list_docs(mine, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+    assert!(err.to_string().contains("repeats"), "{err}");
+    assert_eq!(listing_hits(&sim, ApiGeneration::V4), 2);
+}
+
+#[test]
+fn a_small_listing_from_a_server_that_ignores_offset_is_complete() {
+    let (sim, client, mine) = seeded(ApiGeneration::V4, 30);
+    sim.set_listing_quirk(ListingQuirk::IgnoreOffset);
+    assert_eq!(client.list_docs(mine, &mut |_| {}).unwrap(), 30);
+}
+
+#[test]
+fn a_listing_that_never_ends_hits_the_row_cap() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let mine = client.find_or_create_source(SOURCE).unwrap().id;
+    sim.set_honour_source_filter(true);
+    sim.set_listing_quirk(ListingQuirk::Endless);
+    client.set_max_listed_rows(5_000);
+    let mut seen = 0;
+    let err = client.list_docs(mine, &mut |_| seen += 1).unwrap_err();
+    assert!(err.to_string().contains("did not end"), "{err}");
+    assert_eq!(seen, 5_000);
+    assert_eq!(listing_hits(&sim, ApiGeneration::V4), 10);
+}
+
+#[test]
+fn the_simulator_refuses_pages_over_500() {
+    let sim = sim(ApiGeneration::V4);
+    let base = intels(ApiGeneration::V4);
+    let status = |q: &str| raw_status(&sim, "GET", &format!("{base}?{q}"));
+    assert_eq!(status("limit=501&offset=0"), 400);
+    assert_eq!(status("limit=500&offset=0"), 200);
+}
+
+#[test]
+fn deploy_once_on_4x_and_not_at_all_on_3x() {
+    let sim4 = sim(ApiGeneration::V4);
+    let client = connect(&sim4);
+    assert!(client.deploy().unwrap());
+    assert_eq!(sim4.deploy_count(), 1);
+
+    let sim3 = sim(ApiGeneration::V3);
+    let client = connect(&sim3);
+    let before = client.request_count();
+    assert!(!client.deploy().unwrap());
+    assert_eq!(client.request_count(), before);
+    assert_eq!(sim3.deploy_count(), 0);
+    assert_eq!(sim3.server().hits("POST /plugin"), 0);
+    // the 3.x simulator has no deploy route at all
+    let deploy = format!("{}/intel/deploy", ApiGeneration::V3.base_path());
+    assert_eq!(raw_status(&sim3, "POST", &deploy), 404);
+}
+
+/// Injects `count` answers of `status` into the sources listing; returns the outcome and
+/// how many times the listing was requested.
+fn listing_with_faults(status: u16, count: u32) -> (tanium_tr_indicators::Result<()>, u64) {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let path = format!("{}/sources", ApiGeneration::V4.base_path());
+    sim.server().reset_counters();
+    fail(&sim, Some("GET"), &path, count, status);
+    let outcome = client.find_source(SOURCE).map(|s| assert_eq!(s, None));
+    (outcome, sim.server().hits(&format!("GET {path}")))
+}
+
+#[test]
+fn retryable_statuses_are_retried() {
+    for status in [500, 502, 503, 408, 429] {
+        let (outcome, hits) = listing_with_faults(status, 2);
+        assert!(outcome.is_ok(), "{status}: {outcome:?}");
+        assert_eq!(hits, 3, "{status}");
+    }
+}
+
+#[test]
+fn final_statuses_are_not_retried() {
+    for status in [400, 404, 409, 501] {
+        let (outcome, hits) = listing_with_faults(status, 1);
+        assert!(
+            matches!(outcome, Err(Error::Status { status: s, .. }) if s == status),
+            "{status}: {outcome:?}"
+        );
+        assert_eq!(hits, 1, "{status}");
+    }
+}
+
+#[test]
+fn retry_after_is_honoured_without_sleeping() {
+    let sim = sim(ApiGeneration::V4);
+    let sleeper = Arc::new(NoSleep::default());
+    let client = TaniumClient::connect(
+        &settings(&sim, "admin", "s3cret!"),
+        policy_with(sleeper.clone()),
+    )
+    .unwrap();
+    sim.server().inject(FaultRule::new(
+        Some("POST"),
+        "/plugin",
+        1,
+        Fault::Status {
+            status: 429,
+            retry_after: Some(7),
+        },
+    ));
+    client.find_or_create_source(SOURCE).unwrap();
+    assert_eq!(*sleeper.0.lock().unwrap(), vec![Duration::from_secs(7)]);
+}
+
+#[test]
+fn dropped_and_truncated_answers_are_retried() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let path = format!("{}/sources", ApiGeneration::V4.base_path());
+    sim.server().reset_counters();
+    sim.server()
+        .inject(FaultRule::new(Some("GET"), &path, 1, Fault::Drop));
+    sim.server()
+        .inject(FaultRule::new(Some("GET"), &path, 1, Fault::TruncateBody));
+    assert_eq!(client.find_source(SOURCE).unwrap(), None);
+    assert_eq!(sim.server().hits(&format!("GET {path}")), 3);
+}
+
+#[test]
+fn failed_writes_are_retried_and_give_up_after_the_attempts() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap().id;
+    let body = stix("tc:Package-r", "r");
+    sim.fail_next_writes(3);
+    client.create_doc(source, &up(&body, "stix")).unwrap();
+    assert_eq!(sim.docs().len(), 1);
+
+    sim.fail_next_writes(4);
+    let other = stix("tc:Package-s", "s");
+    let err = client.create_doc(source, &up(&other, "stix")).unwrap_err();
+    assert!(matches!(err, Error::Status { status: 500, .. }), "{err:?}");
+    assert_eq!(sim.docs().len(), 1);
+}
+
+#[test]
+fn a_body_that_is_not_json_is_a_protocol_error() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    sim.server()
+        .inject(FaultRule::new(Some("GET"), "/plugin", 1, Fault::Garbage));
+    let err = client.find_source(SOURCE).unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+}
+
+#[test]
+fn check_summarises_connection_and_source() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let before = client.check().unwrap();
+    assert!(
+        before.contains("4.x") && before.contains("does not exist yet"),
+        "{before}"
+    );
+    assert!(!before.contains("s3cret!"));
+    let id = client.find_or_create_source(SOURCE).unwrap().id;
+    let after = client.check().unwrap();
+    assert!(after.contains(&format!("exists (id {id})")), "{after}");
+}
