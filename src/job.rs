@@ -172,7 +172,6 @@ pub fn check(config: &JobConfig, _opts: &Options) -> Result<Outcome> {
             format!("Check failed: {}", failed.first().map(|s| s.trim_start_matches("FAIL ")).unwrap_or(""))
         },
         results: Vec::new(),
-    }
     })
 }
 

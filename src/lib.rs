@@ -15,6 +15,7 @@ pub mod param_names;
 pub mod params;
 pub mod platform;
 pub mod secret;
+pub mod sync;
 pub mod sim;
 pub mod tanium;
 pub mod tc;
