@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod intel;
+pub mod package;
 pub mod secret;
 pub mod sim;
 pub mod tanium;
