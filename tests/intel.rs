@@ -366,7 +366,13 @@ fn stix_objects_per_type() {
         "Value",
     );
     assert_eq!(v[0].text(), Some("bad.example.com"));
-    assert_eq!(v[0].parent().unwrap().attribute("type"), Some("FQDN"));
+    let plain_type = v[0]
+        .parent()
+        .unwrap()
+        .attributes()
+        .find(|a| a.name() == "type" && a.namespace().is_none())
+        .map(|a| a.value());
+    assert_eq!(plain_type, Some("FQDN"));
 
     let p = ok(&file(Some(MD5), None, Some(SHA256)), IntelFormat::Stix);
     assert_eq!(p.name, format!("ThreatConnect File {}", MD5.to_lowercase()));

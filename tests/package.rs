@@ -1,0 +1,328 @@
+//! The `.tcx` package: reproducible bytes, exact layout and modes, and a `run.py` that starts
+//! the bundled binary the way the TC job executor does.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use tanium_tr_indicators::package::{
+    build_tcx, glibc_max_version, PackageOptions, APP_NAME, BINARY_NAME, RUN_PY,
+};
+use tempfile::TempDir;
+use zip::ZipArchive;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
+const FOLDER: &str = "TaniumTrIndicators_v1";
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/package")
+}
+
+/// Copies the fixture app dir and `binary` into a fresh temp dir, with the given file mode and
+/// mtime, so two builds can differ in everything the package must not depend on.
+fn app_copy(binary: &Path, mode: u32, mtime_secs: u64) -> (TempDir, PackageOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let app_dir = dir.path().join("app");
+    fs::create_dir(&app_dir).unwrap();
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(mtime_secs);
+    let mut copies = vec![];
+    for name in ["install.json", "layout.json", "README.md"] {
+        copies.push((fixture_dir().join(name), app_dir.join(name)));
+    }
+    let bin_copy = dir.path().join("bin");
+    copies.push((binary.to_path_buf(), bin_copy.clone()));
+    for (from, to) in copies {
+        fs::copy(&from, &to).unwrap();
+        fs::set_permissions(&to, fs::Permissions::from_mode(mode)).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&to)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+    let out_dir = dir.path().join("out");
+    let opts = PackageOptions {
+        app_dir,
+        binary: bin_copy,
+        out_dir,
+    };
+    (dir, opts)
+}
+
+/// A small shell script standing in for the binary where its content does not matter.
+fn fake_binary() -> PathBuf {
+    fixture_dir().join("fake-binary.sh")
+}
+
+fn fixture_options(binary: &Path) -> (TempDir, PackageOptions) {
+    app_copy(binary, 0o644, 1_700_000_000)
+}
+
+/// Unpacks into `dest`; `keep_modes` false mimics unzippers (Java's, Python's zipfile) that
+/// drop the unix mode bits, leaving every file 0644.
+fn unpack(tcx: &Path, dest: &Path, keep_modes: bool) -> PathBuf {
+    let mut zip = ZipArchive::new(fs::File::open(tcx).unwrap()).unwrap();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).unwrap();
+        let path = dest.join(entry.enclosed_name().unwrap());
+        if entry.is_dir() {
+            fs::create_dir_all(&path).unwrap();
+            continue;
+        }
+        let mut data = vec![];
+        entry.read_to_end(&mut data).unwrap();
+        fs::write(&path, data).unwrap();
+        let mode = if keep_modes {
+            entry.unix_mode().unwrap() & 0o777
+        } else {
+            0o644
+        };
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    dest.join(FOLDER)
+}
+
+fn python(dir: &Path, args: &[&str]) -> Output {
+    Command::new("python3")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("python3 must be installed: the TC job executor starts the app through run.py")
+}
+
+#[test]
+fn package_is_reproducible_and_holds_exactly_the_app() {
+    let (_a, opts_a) = app_copy(Path::new(BIN), 0o600, 1_600_000_000);
+    let (_b, opts_b) = app_copy(Path::new(BIN), 0o664, 1_700_000_000);
+    let tcx_a = build_tcx(&opts_a).unwrap();
+    let tcx_b = build_tcx(&opts_b).unwrap();
+    assert_eq!(tcx_a, opts_a.out_dir.join(format!("{FOLDER}.tcx")));
+    let bytes = fs::read(&tcx_a).unwrap();
+    assert!(
+        bytes == fs::read(&tcx_b).unwrap(),
+        "same inputs with other mtimes and modes must give the same bytes"
+    );
+    // Rebuilding over an existing package is fine and still gives the same bytes.
+    assert_eq!(build_tcx(&opts_a).unwrap(), tcx_a);
+    assert!(bytes == fs::read(&tcx_a).unwrap());
+    let leftovers: Vec<_> = fs::read_dir(&opts_a.out_dir).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "only the .tcx stays in the out dir");
+
+    let mut zip = ZipArchive::new(fs::File::open(&tcx_a).unwrap()).unwrap();
+    let mut listing = vec![];
+    for i in 0..zip.len() {
+        let entry = zip.by_index(i).unwrap();
+        let time = entry.last_modified().unwrap();
+        assert_eq!(
+            (
+                time.year(),
+                time.month(),
+                time.day(),
+                time.hour(),
+                time.minute()
+            ),
+            (1980, 1, 1, 0, 0),
+            "{}: fixed timestamp",
+            entry.name()
+        );
+        if !entry.is_dir() {
+            assert_eq!(entry.compression(), zip::CompressionMethod::Deflated);
+        }
+        listing.push((
+            entry.name().to_string(),
+            entry.unix_mode().unwrap() & 0o7777,
+        ));
+    }
+    let expected: Vec<(String, u32)> = [
+        ("/", 0o755),
+        ("/install.json", 0o644),
+        ("/layout.json", 0o644),
+        ("/README.md", 0o644),
+        ("/run.py", 0o755),
+        ("/tanium-tr-indicators", 0o755),
+    ]
+    .iter()
+    .map(|(name, mode)| (format!("{FOLDER}{name}"), *mode))
+    .collect();
+    assert_eq!(listing, expected);
+
+    let read = |zip: &mut ZipArchive<fs::File>, name: &str| {
+        let mut data = vec![];
+        zip.by_name(&format!("{FOLDER}/{name}"))
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        data
+    };
+    assert_eq!(
+        read(&mut zip, "install.json"),
+        fs::read(fixture_dir().join("install.json")).unwrap()
+    );
+    assert_eq!(
+        read(&mut zip, "README.md"),
+        fs::read(fixture_dir().join("README.md")).unwrap()
+    );
+    assert_eq!(read(&mut zip, "run.py"), RUN_PY.as_bytes());
+    assert_eq!(read(&mut zip, BINARY_NAME), fs::read(BIN).unwrap());
+    assert_eq!(APP_NAME, "TaniumTrIndicators");
+}
+
+#[test]
+fn run_py_launcher_is_python36_and_execs_the_bundled_binary() {
+    for needle in [
+        "os.execv(BINARY, [BINARY] + sys.argv[1:])",
+        "\"tanium-tr-indicators\")",
+        "os.chmod(BINARY",
+        "if __name__ == \"__main__\":",
+    ] {
+        assert!(RUN_PY.contains(needle), "run.py lacks {needle:?}");
+    }
+    // TC executors may run an old Python: the launcher must parse as Python 3.6.
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("run.py"), RUN_PY).unwrap();
+    let check = "import ast; ast.parse(open('run.py').read(), 'run.py', feature_version=(3, 6))";
+    let out = python(dir.path(), &["-c", check]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unpacked_run_py_starts_the_binary() {
+    let (dir, opts) = fixture_options(Path::new(BIN));
+    let tcx = build_tcx(&opts).unwrap();
+    let folder = unpack(&tcx, &dir.path().join("installed"), true);
+    // The platform starts `python run.py` or `python -m run` from the app folder: try both.
+    for launch in [
+        &["run.py", "--version"][..],
+        &["-m", "run", "--version"][..],
+    ] {
+        let out = python(&folder, launch);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{launch:?}: {:?} {stdout} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(env!("CARGO_PKG_VERSION")) && stdout.contains("tanium-tr-indicators"),
+            "{launch:?} printed {stdout:?}"
+        );
+    }
+}
+
+#[test]
+fn run_py_restores_the_exec_bit_and_passes_argv_env_and_exit_code() {
+    // A stand-in binary that echoes what it got and exits 3 (partial failure), so argv,
+    // environment and exit code passthrough are checked independently of the app's CLI.
+    let (dir, opts) = fixture_options(&fake_binary());
+    let tcx = build_tcx(&opts).unwrap();
+    let folder = unpack(&tcx, &dir.path().join("installed"), false);
+    let binary = folder.join(BINARY_NAME);
+    assert_eq!(
+        fs::metadata(&binary).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+
+    let out = Command::new("python3")
+        .args(["run.py", "--tc_log_path", "/tmp/log", "two words", ""])
+        .env("TC_APP_PARAM_FILE", "/in/params.bin")
+        .env("TC_APP_PARAM_KEY", "k3y")
+        .current_dir(&folder)
+        .output()
+        .expect("python3 must be installed");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[--tc_log_path]\n[/tmp/log]\n[two words]\n[]\nfile=/in/params.bin key=k3y\n"
+    );
+    assert_eq!(
+        fs::metadata(&binary).unwrap().permissions().mode() & 0o111,
+        0o111
+    );
+}
+
+#[test]
+fn run_py_reports_a_missing_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("run.py"), RUN_PY).unwrap();
+    let out = python(dir.path(), &["run.py"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("run.py: cannot start ") && stderr.contains(BINARY_NAME),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn build_fails_clearly_without_readme_or_binary() {
+    let (_dir, opts) = fixture_options(&fake_binary());
+    fs::remove_file(opts.app_dir.join("README.md")).unwrap();
+    let err = build_tcx(&opts).unwrap_err().to_string();
+    assert!(err.contains("README.md"), "{err}");
+
+    let (_dir, mut opts) = fixture_options(&fake_binary());
+    opts.binary = opts.app_dir.join("no-such-binary");
+    let err = build_tcx(&opts).unwrap_err().to_string();
+    assert!(err.contains("no-such-binary"), "{err}");
+    assert!(
+        !opts.out_dir.join(format!("{FOLDER}.tcx")).exists(),
+        "no package after a failure"
+    );
+}
+
+#[test]
+fn layout_json_is_optional() {
+    let (_dir, opts) = fixture_options(&fake_binary());
+    fs::remove_file(opts.app_dir.join("layout.json")).unwrap();
+    let tcx = build_tcx(&opts).unwrap();
+    let zip = ZipArchive::new(fs::File::open(tcx).unwrap()).unwrap();
+    let names: Vec<&str> = zip.file_names().collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with("layout.json")),
+        "{names:?}"
+    );
+    assert_eq!(names.len(), 5, "{names:?}");
+}
+
+#[test]
+fn glibc_version_of_the_test_binary_is_read() {
+    // The test-profile binary links glibc dynamically, so objdump must find a version >= 2.2.
+    let found = glibc_max_version(Path::new(BIN)).unwrap();
+    assert!(matches!(found, Some((2, minor)) if minor >= 2), "{found:?}");
+}
+
+#[test]
+fn zigbuild_binary_needs_glibc_2_17_at_most() {
+    // target/<profile>/<bin> -> target/x86_64-unknown-linux-gnu/release/<bin> (package.sh builds it).
+    let target_dir = Path::new(BIN).parent().unwrap().parent().unwrap();
+    let binary = target_dir
+        .join("x86_64-unknown-linux-gnu/release")
+        .join(BINARY_NAME);
+    if !binary.exists() {
+        println!(
+            "SKIPPED zigbuild_binary_needs_glibc_2_17_at_most: {} not built; run ./package.sh first",
+            binary.display()
+        );
+        return;
+    }
+    let found = glibc_max_version(&binary).unwrap();
+    assert!(
+        found.is_none_or(|v| v <= (2, 17)),
+        "{} needs GLIBC {found:?}, newer than 2.17",
+        binary.display()
+    );
+}
