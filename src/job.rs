@@ -169,7 +169,13 @@ pub fn check(config: &JobConfig, _opts: &Options) -> Result<Outcome> {
         message: if ok {
             "All checks passed: ThreatConnect, Tanium and the intel source are reachable".into()
         } else {
-            format!("Check failed: {}", failed.first().map(|s| s.trim_start_matches("FAIL ")).unwrap_or(""))
+            format!(
+                "Check failed: {}",
+                failed
+                    .first()
+                    .map(|s| s.trim_start_matches("FAIL "))
+                    .unwrap_or("")
+            )
         },
         results: Vec::new(),
     })
@@ -177,12 +183,18 @@ pub fn check(config: &JobConfig, _opts: &Options) -> Result<Outcome> {
 
 /// `demo`: runs the job against the built-in simulators.
 pub fn demo(opts: &Options) -> Result<ExitStatus> {
-    let _ = opts;
-    Err(crate::error::Error::Other("not built yet".into()))
+    crate::demo::run(opts)
 }
 
-/// `package`: builds the .tcx package.
+/// `package`: builds the .tcx from the app folder (the current directory) around this binary.
 pub fn package(opts: &Options) -> Result<ExitStatus> {
-    let _ = opts;
-    Err(crate::error::Error::Other("not built yet".into()))
+    let binary = std::env::current_exe()
+        .map_err(|e| crate::error::Error::Other(format!("cannot find myself: {e}")))?;
+    let path = crate::package::build_tcx(&crate::package::PackageOptions {
+        app_dir: std::path::PathBuf::from("."),
+        binary,
+        out_dir: opts.out.clone().unwrap_or_else(|| "target".into()),
+    })?;
+    println!("package ready: {}", path.display());
+    Ok(ExitStatus::Success)
 }

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod http;
 pub mod intel;
@@ -16,8 +17,8 @@ pub mod param_names;
 pub mod params;
 pub mod platform;
 pub mod secret;
-pub mod sync;
 pub mod sim;
+pub mod sync;
 pub mod tanium;
 pub mod tc;
 

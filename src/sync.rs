@@ -21,7 +21,7 @@ use crate::intel::{self, Package};
 use crate::tanium::client::TaniumClient;
 use crate::tanium::model::{IntelDoc, Upload};
 use crate::tc::client::TcClient;
-use crate::tc::model::{IndicatorType, Indicator};
+use crate::tc::model::{Indicator, IndicatorType};
 use crate::tc::tql;
 
 /// Overlap kept between runs, so clock skew and same-second updates are never missed.
@@ -452,9 +452,12 @@ pub fn run(
     }
 
     let query_started = opts.now;
-    let since = if full { None } else { Some(config.last_modified) };
+    let since = if full {
+        None
+    } else {
+        Some(config.last_modified)
+    };
     let matching_tql = tql::build(&config.filters, since);
-    log::info!("TQL: {matching_tql}");
 
     let shared = Arc::new(Mutex::new(Shared::default()));
     let broken = Arc::new(AtomicBool::new(false));
@@ -633,7 +636,8 @@ pub fn run(
         if !pull_complete {
             // Pages come sorted by lastModified ascending: everything after the last
             // delivered indicator is undelivered.
-            let floor = last_delivered_lm.map_or(config.last_modified, |t| t - Duration::from_secs(1));
+            let floor =
+                last_delivered_lm.map_or(config.last_modified, |t| t - Duration::from_secs(1));
             lm = lm.min(floor);
         }
         if !full {
@@ -678,14 +682,29 @@ fn handle_indicator(
     plan: &mut dyn FnMut(String),
 ) -> Result<()> {
     if ind.kind().is_none() {
-        shared.lock().unwrap_or_else(|p| p.into_inner()).tally.dropped_other_types += 1;
+        shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tally
+            .dropped_other_types += 1;
         return Ok(());
     }
     if !config.filters.matches(ind) {
         // TC sent it but the job's filters say no (e.g. an exclude tag): it must not be in Tanium.
-        if let Ok(id) = intel::identity_of(&ind.owner_name, ind.kind().unwrap_or(IndicatorType::Host), &ind.summary) {
+        if let Ok(id) = intel::identity_of(
+            &ind.owner_name,
+            ind.kind().unwrap_or(IndicatorType::Host),
+            &ind.summary,
+        ) {
             if let Some(key) = parse_uuid(&id) {
-                remove_if_present(index, key, &describe(ind), "no longer matches the job's filters", pool, plan);
+                remove_if_present(
+                    index,
+                    key,
+                    &describe(ind),
+                    "no longer matches the job's filters",
+                    pool,
+                    plan,
+                );
             }
         }
         return Ok(());
@@ -695,14 +714,25 @@ fn handle_indicator(
         Ok(p) => p,
         Err(invalid) => {
             log::warn!("{invalid}");
-            shared.lock().unwrap_or_else(|p| p.into_inner()).tally.skipped_invalid += 1;
+            shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .tally
+                .skipped_invalid += 1;
             return Ok(());
         }
     };
     let Some(key) = parse_uuid(&pkg.identity) else {
-        return Err(Error::Other(format!("renderer produced a malformed identity for {}", pkg.name)));
+        return Err(Error::Other(format!(
+            "renderer produced a malformed identity for {}",
+            pkg.name
+        )));
     };
-    shared.lock().unwrap_or_else(|p| p.into_inner()).tally.matched += 1;
+    shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .tally
+        .matched += 1;
     let rev = parse_hex_u64(&pkg.rev).unwrap_or(u64::MAX);
     let md5 = parse_md5(&pkg.md5_hex());
     match index.map.get_mut(&key) {
@@ -715,7 +745,11 @@ fn handle_indicator(
                 && (e.rev == rev || (e.md5 != 0 && e.md5 == md5)) =>
         {
             e.flags |= SEEN;
-            shared.lock().unwrap_or_else(|p| p.into_inner()).tally.unchanged += 1;
+            shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .tally
+                .unchanged += 1;
         }
         Some(e) => {
             e.flags |= SEEN;

@@ -2,6 +2,7 @@
 //! tests, the benchmark and the built-in demo.
 
 pub mod dataset;
+pub mod lab;
 pub mod server;
 pub mod tanium;
 pub mod tc;

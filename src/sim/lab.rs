@@ -1,0 +1,182 @@
+//! A lab: both simulators on loopback plus a way to run the real binary against them exactly as
+//! the TC job executor does (encrypted param file in the environment, results.tc carried over to
+//! the next run). Shared by the demo, the end-to-end tests, the benchmark and the chaos test.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use crate::params;
+use crate::sim::tanium::{TaniumSim, TaniumSimOptions};
+use crate::sim::tc::{TcSim, TcSimOptions};
+use crate::tanium::model::ApiGeneration;
+
+/// One finished run of the binary.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// message.tc (empty when missing).
+    pub message: String,
+    /// results.tc as key -> value.
+    pub results: BTreeMap<String, String>,
+    /// What the binary printed.
+    pub stdout: String,
+    /// What the binary printed on stderr.
+    pub stderr: String,
+    /// app.log of this run.
+    pub log: String,
+    /// The run's folder (in/, out/, log/, tmp/).
+    pub dir: PathBuf,
+    /// Whether the encrypted param file was gone after the run.
+    pub param_file_deleted: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Both simulators, a working folder and the params that point the app at them.
+pub struct Lab {
+    /// The ThreatConnect simulator.
+    pub tc: TcSim,
+    /// The Tanium simulator.
+    pub tanium: TaniumSim,
+    /// Where each run gets a folder.
+    pub dir: PathBuf,
+    /// The app binary to run.
+    pub binary: PathBuf,
+    /// Params every run gets (the sims' addresses and credentials, defaults for the job).
+    pub params: Map<String, Value>,
+    /// Params the "platform" persisted from earlier runs' results.tc.
+    pub persisted: Map<String, Value>,
+    /// Persist results.tc after an exit 3 too (the platform's behaviour there is unconfirmed).
+    pub persist_on_partial: bool,
+    runs: u32,
+}
+
+/// The param key used to encrypt the lab's param files (AES-256, as long as the platform's).
+pub const LAB_PARAM_KEY: &str = "lab-param-key-0123456789abcdefgh";
+
+impl Lab {
+    /// Starts both simulators (Tanium speaking `generation`) and prepares `dir`.
+    pub fn start(dir: &Path, binary: &Path, generation: ApiGeneration) -> std::io::Result<Lab> {
+        fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        let tc = TcSim::start(TcSimOptions::default())?;
+        let tanium = TaniumSim::start(TaniumSimOptions::new(generation))?;
+        let opts = TcSimOptions::default();
+        let t = TaniumSimOptions::new(generation);
+        let params = json!({
+            "tc_api_path": tc.api_path(),
+            "tc_api_access_id": opts.access_id,
+            "tc_api_secret_key": opts.secret_key,
+            "api_user": "lab-api-user",
+            "tanium_address": tanium.url(),
+            "tanium_username": t.username,
+            "tanium_password": t.password,
+            "verify_ssl": true,
+            "tanium_source": "ThreatConnect",
+            "last_modified": "90 days ago",
+            "tc_log_level": "info",
+            "tc_job_id": "42",
+        });
+        Ok(Lab {
+            tc,
+            tanium,
+            dir,
+            binary: binary.to_path_buf(),
+            params: params.as_object().cloned().unwrap_or_default(),
+            persisted: Map::new(),
+            persist_on_partial: true,
+            runs: 0,
+        })
+    }
+
+    /// Sets a job param for every following run.
+    pub fn set(&mut self, name: &str, value: Value) {
+        self.params.insert(name.to_string(), value);
+    }
+
+    /// Runs the binary once, as the platform does, with `extra` params and extra argv.
+    pub fn run(&mut self, extra: &Map<String, Value>, args: &[&str]) -> std::io::Result<RunResult> {
+        self.runs += 1;
+        let run_dir = self.dir.join(format!("run-{:03}", self.runs));
+        let (inp, out, log, tmp) = (
+            run_dir.join("in"),
+            run_dir.join("out"),
+            run_dir.join("log"),
+            run_dir.join("tmp"),
+        );
+        for d in [&inp, &out, &log, &tmp] {
+            fs::create_dir_all(d)?;
+        }
+        let mut p = self.params.clone();
+        for (k, v) in &self.persisted {
+            p.insert(k.clone(), v.clone());
+        }
+        for (k, v) in extra {
+            p.insert(k.clone(), v.clone());
+        }
+        p.insert("tc_in_path".into(), json!(inp.display().to_string()));
+        p.insert("tc_out_path".into(), json!(out.display().to_string()));
+        p.insert("tc_log_path".into(), json!(log.display().to_string()));
+        p.insert("tc_temp_path".into(), json!(tmp.display().to_string()));
+        let plain = serde_json::to_vec(&Value::Object(p))?;
+        let cipher = params::encrypt_param_file(LAB_PARAM_KEY, &plain)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let param_file = inp.join(".app_params.json");
+        fs::write(&param_file, cipher)?;
+        let started = Instant::now();
+        let output = Command::new(&self.binary)
+            .args(args)
+            .current_dir(&run_dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env(params::PARAM_FILE_ENV, &param_file)
+            .env(params::PARAM_KEY_ENV, LAB_PARAM_KEY)
+            .output()?;
+        let elapsed = started.elapsed();
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+        let results: BTreeMap<String, String> = read(out.join("results.tc"))
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(" = ")?;
+                Some((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect();
+        let code = output.status.code().unwrap_or(-1);
+        if code == 0 || (code == 3 && self.persist_on_partial) {
+            for (k, v) in &results {
+                self.persisted.insert(k.clone(), json!(v));
+            }
+        }
+        Ok(RunResult {
+            code,
+            message: read(out.join("message.tc")).trim_end().to_string(),
+            results,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            log: read(log.join("app.log")),
+            dir: run_dir,
+            param_file_deleted: !param_file.exists(),
+            elapsed,
+        })
+    }
+
+    /// The documents of the app's source, as (name, intrinsic id) pairs.
+    pub fn source_docs(&self) -> Vec<crate::sim::tanium::SimDoc> {
+        let name = self
+            .params
+            .get("tanium_source")
+            .and_then(Value::as_str)
+            .unwrap_or("ThreatConnect")
+            .to_string();
+        match self.tanium.source_id(&name) {
+            Some(id) => self.tanium.docs_in(id),
+            None => Vec::new(),
+        }
+    }
+}
