@@ -129,6 +129,8 @@ struct SourceIndex {
     /// Documents in the app's source that carry no identity of ours.
     unidentified: Vec<(i64, String)>,
     docs: u64,
+    /// Documents in the other intel format than the job renders now.
+    other_format: u64,
 }
 
 fn parse_uuid(s: &str) -> Option<u128> {
@@ -164,17 +166,15 @@ impl SourceIndex {
             self.unidentified.push((doc.id, doc.name));
             return;
         };
+        let other = doc_format(&doc).is_some_and(|f| f != format);
+        self.other_format += u64::from(other);
         let entry = Entry {
             doc_id: doc.id,
             rev: intel::rev_from_doc(doc.description.as_deref())
                 .and_then(|r| parse_hex_u64(&r))
                 .unwrap_or(0),
             md5: doc.md5.as_deref().map(parse_md5).unwrap_or(0),
-            flags: if doc_format(&doc).is_some_and(|f| f != format) {
-                OTHER_FORMAT
-            } else {
-                0
-            },
+            flags: if other { OTHER_FORMAT } else { 0 },
         };
         match self.map.get_mut(&key) {
             None => {
@@ -432,11 +432,14 @@ pub fn run(
         .last_filter_hash
         .as_deref()
         .is_some_and(|h| h != fingerprint);
-    let full = index.map.is_empty() || created_source || due || filters_changed;
+    let format_changed = index.other_format > 0;
+    let full = index.map.is_empty() || created_source || due || filters_changed || format_changed;
     let reason = if index.map.is_empty() {
         "the source is empty"
     } else if filters_changed {
         "the job's filters changed"
+    } else if format_changed {
+        "the intel format changed"
     } else if due {
         "the reconcile interval has passed"
     } else {
