@@ -298,6 +298,60 @@ fn layout_json_is_optional() {
     assert_eq!(names.len(), 5, "{names:?}");
 }
 
+/// The glibc 2.17 release binary when package.sh has built it (as in CI), else the test binary.
+fn shipped_binary() -> PathBuf {
+    let target_dir = Path::new(BIN).parent().unwrap().parent().unwrap();
+    let release = target_dir
+        .join("x86_64-unknown-linux-gnu/release")
+        .join(BINARY_NAME);
+    if release.exists() {
+        release
+    } else {
+        PathBuf::from(BIN)
+    }
+}
+
+#[test]
+fn the_packaged_app_syncs_when_started_like_the_platform_starts_it() {
+    use tanium_tr_indicators::sim::{dataset, lab::Lab};
+    use tanium_tr_indicators::tanium::model::ApiGeneration;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tcx = build_tcx(&PackageOptions {
+        app_dir: repo.to_path_buf(),
+        binary: shipped_binary(),
+        out_dir: dir.path().join("out"),
+    })
+    .unwrap();
+    // Unpack without modes, as some unzippers do: run.py must restore the exec bit.
+    let app = unpack(&tcx, dir.path(), false);
+    let mut lab = Lab::start(
+        &dir.path().join("lab"),
+        &app.join(BINARY_NAME),
+        ApiGeneration::V4,
+    )
+    .unwrap();
+    lab.launcher = vec!["python3".into(), app.join("run.py").display().to_string()];
+    lab.tc.load(dataset::generate(120, 21));
+    let r = lab.run(&serde_json::Map::new(), &[]).unwrap();
+    assert_eq!(r.code, 0, "{}\n{}\n{}", r.message, r.stderr, r.log);
+    assert!(r.param_file_deleted);
+    let expected = lab
+        .tc
+        .snapshot()
+        .iter()
+        .filter(|i| i.active && matches!(i.type_name.as_str(), "Address" | "File" | "Host"))
+        .count();
+    assert!(
+        r.message
+            .starts_with(&format!("Synced {expected} indicators")),
+        "{}",
+        r.message
+    );
+    assert_eq!(lab.source_docs().len(), expected);
+    assert!(r.results.contains_key("last_modified"));
+}
+
 #[test]
 fn glibc_version_of_the_test_binary_is_read() {
     // The test-profile binary links glibc dynamically, so objdump must find a version >= 2.2.

@@ -54,6 +54,9 @@ pub struct Lab {
     pub persisted: Map<String, Value>,
     /// Persist results.tc after an exit 3 too (the platform's behaviour there is unconfirmed).
     pub persist_on_partial: bool,
+    /// Program and leading arguments that start the app instead of `binary` itself
+    /// (e.g. `python3 <unpacked>/run.py`, as the job executor starts a packaged app).
+    pub launcher: Vec<String>,
     runs: u32,
 }
 
@@ -91,6 +94,7 @@ impl Lab {
             params: params.as_object().cloned().unwrap_or_default(),
             persisted: Map::new(),
             persist_on_partial: true,
+            launcher: Vec::new(),
             runs: 0,
         })
     }
@@ -130,7 +134,15 @@ impl Lab {
         let param_file = inp.join(".app_params.json");
         fs::write(&param_file, cipher)?;
         let started = Instant::now();
-        let output = Command::new(&self.binary)
+        let mut cmd = match self.launcher.split_first() {
+            Some((program, lead)) => {
+                let mut c = Command::new(program);
+                c.args(lead);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
+        let output = cmd
             .args(args)
             .current_dir(&run_dir)
             .env_clear()
