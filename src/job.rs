@@ -63,8 +63,8 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
     if failed > 0 {
         message.push_str(&format!(", {failed} failed"));
     }
-    if let Some(e) = &r.pull_error {
-        message.push_str(&format!("; ThreatConnect pull incomplete: {e}"));
+    if let Some(why) = &r.stopped {
+        message.push_str(&format!("; {why}"));
     } else if failed > 0 {
         if let Some(e) = r.errors.first() {
             message.push_str(&format!("; first error: {e}"));

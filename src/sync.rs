@@ -78,8 +78,8 @@ pub struct SyncReport {
     pub removals_complete: bool,
     /// Whether the TC pull finished (false when a page failed after retries).
     pub pull_complete: bool,
-    /// Error that stopped the pull, if any.
-    pub pull_error: Option<String>,
+    /// Why the run stopped before the end (TC pull failed, Tanium kept failing), as a phrase.
+    pub stopped: Option<String>,
     /// New Last Modified to persist (None in a dry run).
     pub new_last_modified: Option<OffsetDateTime>,
     /// The first few failures, for the log and message.
@@ -472,10 +472,9 @@ pub fn run(
     };
 
     let mut pull_complete = true;
-    let mut pull_error = None;
+    let mut stopped = None;
     let mut removals_complete = true;
     let mut last_delivered_lm: Option<OffsetDateTime> = None;
-    let mut planned: Vec<String> = Vec::new();
     let dry_dir = opts.out_dir.clone();
     if opts.dry_run {
         if let Some(d) = &dry_dir {
@@ -499,10 +498,9 @@ pub fn run(
             shared: shared.clone(),
             broken: broken.clone(),
         };
-        let plan = |line: String, planned: &mut Vec<String>| {
+        let plan = |line: String| {
             if opts.dry_run {
                 println!("{line}");
-                planned.push(line);
             }
         };
 
@@ -518,7 +516,7 @@ pub fn run(
                     pull_complete = false;
                     let msg = format!("ThreatConnect pull stopped: {e}");
                     log::error!("{msg}");
-                    pull_error = Some(e.to_string());
+                    stopped = Some(format!("ThreatConnect pull incomplete: {e}"));
                     break;
                 }
             };
@@ -540,7 +538,7 @@ pub fn run(
                     &shared,
                     opts,
                     dry_dir.as_ref(),
-                    &mut |l| plan(l, &mut planned),
+                    &mut |l| plan(l),
                 )?;
                 last_delivered_lm = parse_lm(&ind.last_modified).or(last_delivered_lm);
             }
@@ -560,7 +558,7 @@ pub fn run(
         }
         if stopped_early {
             pull_complete = false;
-            pull_error.get_or_insert_with(|| "Tanium writes kept failing".to_string());
+            stopped.get_or_insert_with(|| "stopped early: Tanium writes kept failing".to_string());
         }
 
         // 4. Removals.
@@ -570,7 +568,7 @@ pub fn run(
                     if e.flags & (SEEN | GONE) == 0 && e.doc_id >= 0 {
                         e.flags |= GONE;
                         let what = format!("document {} ({:032x})", e.doc_id, key);
-                        plan(format!("remove {what}: no longer matches"), &mut planned);
+                        plan(format!("remove {what}: no longer matches"));
                         pool.send(Op::Delete {
                             doc_id: e.doc_id,
                             what,
@@ -580,13 +578,11 @@ pub fn run(
                 for (doc_id, name) in index.unidentified.drain(..) {
                     let what = format!("document {doc_id} \"{name}\" (not made by this app)");
                     log::warn!("removing {what} from the app's own source");
-                    plan(format!("remove {what}"), &mut planned);
+                    plan(format!("remove {what}"));
                     pool.send(Op::Delete { doc_id, what });
                 }
             } else {
-                match incremental_removals(config, tc, &mut index, &pool, &mut |l| {
-                    plan(l, &mut planned)
-                }) {
+                match incremental_removals(config, tc, &mut index, &pool, &mut |l| plan(l)) {
                     Ok(()) => {}
                     Err(e) => {
                         removals_complete = false;
@@ -597,7 +593,7 @@ pub fn run(
             }
             for (doc_id, name) in index.duplicates.drain(..) {
                 let what = format!("duplicate document {doc_id} \"{name}\"");
-                plan(format!("remove {what}"), &mut planned);
+                plan(format!("remove {what}"));
                 pool.send(Op::Delete { doc_id, what });
             }
         } else {
@@ -607,17 +603,8 @@ pub fn run(
         Ok(())
     })?;
 
-    let mut s = Arc::try_unwrap(shared)
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .unwrap_or_else(|arc| {
-            let g = arc.lock().unwrap_or_else(|p| p.into_inner());
-            Shared {
-                tally: g.tally.clone(),
-                errors: g.errors.clone(),
-                oldest_failed: g.oldest_failed,
-                wrote_anything: g.wrote_anything,
-            }
-        });
+    // Every worker has finished (the scope joined them): take the final state.
+    let mut s = std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
 
     // 5. Deploy once if anything changed.
     let mut deployed = false;
@@ -658,7 +645,7 @@ pub fn run(
         full_reconcile: full,
         removals_complete,
         pull_complete,
-        pull_error,
+        stopped,
         new_last_modified,
         errors: s.errors,
         deployed,
@@ -684,21 +671,17 @@ fn handle_indicator(
     dry_dir: Option<&PathBuf>,
     plan: &mut dyn FnMut(String),
 ) -> Result<()> {
-    if ind.kind().is_none() {
+    let Some(kind) = ind.kind() else {
         shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .tally
             .dropped_other_types += 1;
         return Ok(());
-    }
+    };
     if !config.filters.matches(ind) {
         // TC sent it but the job's filters say no (e.g. an exclude tag): it must not be in Tanium.
-        if let Ok(id) = intel::identity_of(
-            &ind.owner_name,
-            ind.kind().unwrap_or(IndicatorType::Host),
-            &ind.summary,
-        ) {
+        if let Ok(id) = intel::identity_of(&ind.owner_name, kind, &ind.summary) {
             if let Some(key) = parse_uuid(&id) {
                 remove_if_present(
                     index,
