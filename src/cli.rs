@@ -48,13 +48,19 @@ pub fn usage() -> String {
 Sends ThreatConnect Address, File and Host indicators to Tanium Threat Response.
 
 USAGE:
-    tanium-tr-indicators [OPTIONS] [--<param> <value>]...
+    tanium-tr-indicators [run] [OPTIONS] [--<param> <value>]...
     tanium-tr-indicators check [OPTIONS]
     tanium-tr-indicators demo [OPTIONS]
     tanium-tr-indicators package [OPTIONS]
 
-Without a subcommand the job runs, reading its params from the platform's encrypted param
-file (TC_APP_PARAM_FILE + TC_APP_PARAM_KEY), then --params FILE, then legacy --<param> args
+COMMANDS:
+    run        run the job once (the default, what the platform does)
+    check      validate the params and test ThreatConnect, Tanium and the intel source
+    demo       run the job against built-in ThreatConnect and Tanium simulators
+    package    build the .tcx app package around this binary
+
+run and check read their params from the platform's encrypted param file
+(TC_APP_PARAM_FILE + TC_APP_PARAM_KEY), then --params FILE, then legacy --<param> args
 (later sources win).
 
 OPTIONS:
@@ -75,6 +81,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
     let mut rest = args;
     if let Some(first) = rest.first() {
         let command = match first.as_str() {
+            "run" => Some(Command::Run),
             "check" => Some(Command::Check),
             "demo" => Some(Command::Demo),
             "package" => Some(Command::Package),
@@ -155,6 +162,10 @@ mod tests {
     #[test]
     fn subcommands_only_in_first_position() {
         assert_eq!(parse(&v(&["check"])).unwrap().command, Command::Check);
+        assert_eq!(
+            parse(&v(&["run", "--dry-run"])).unwrap().command,
+            Command::Run
+        );
         assert_eq!(
             parse(&v(&["demo", "--out", "d"])).unwrap().command,
             Command::Demo

@@ -47,6 +47,14 @@ pub fn execute(config: &JobConfig, opts: &Options) -> Result<Outcome> {
 /// Maps a sync report to exit status, message and results (pure, so it is tested directly).
 pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDateTime) -> Outcome {
     let t = &r.tally;
+    let status = if !r.has_failures() {
+        ExitStatus::Success
+    } else if r.delivered_anything() {
+        ExitStatus::Partial
+    } else {
+        ExitStatus::Failure
+    };
+
     let source = &r.source.0;
     let mut message = if dry_run {
         format!(
@@ -73,14 +81,15 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
     if r.full_reconcile && !dry_run {
         message.push_str(" (full reconcile)");
     }
-
-    let status = if !r.has_failures() {
-        ExitStatus::Success
-    } else if r.delivered_anything() {
-        ExitStatus::Partial
-    } else {
-        ExitStatus::Failure
-    };
+    if status == ExitStatus::Failure {
+        // Nothing went through: lead with why, not with counters that are all zero.
+        let why = r
+            .stopped
+            .clone()
+            .or_else(|| r.errors.first().cloned())
+            .unwrap_or_else(|| "nothing could be delivered".into());
+        message = format!("Sync to Tanium source \"{source}\" failed: {why}");
+    }
 
     let mut results = Vec::new();
     if !dry_run && status != ExitStatus::Failure {

@@ -23,17 +23,25 @@ static SENSITIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Shortest value worth masking; shorter ones would garble every line they happen to match.
 const MIN_MASKED_LEN: usize = 3;
 
-/// Registers a credential so that it is masked wherever the app writes text.
+/// Registers a credential so that it is masked wherever the app writes text, also in its
+/// JSON-escaped form (the config is logged and printed as JSON).
 pub fn mask_secret(value: &str) {
     if value.chars().count() < MIN_MASKED_LEN {
         return;
     }
+    let escaped = serde_json::to_string(value).unwrap_or_default();
+    let escaped = escaped
+        .strip_prefix('"')
+        .and_then(|e| e.strip_suffix('"'))
+        .unwrap_or(value);
     let mut list = SENSITIVE.lock().unwrap_or_else(|p| p.into_inner());
-    if !list.iter().any(|v| v == value) {
-        list.push(value.to_string());
-        // Longest first, so a secret that contains another is masked whole.
-        list.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for v in [value, escaped] {
+        if !list.iter().any(|known| known == v) {
+            list.push(v.to_string());
+        }
     }
+    // Longest first, so a secret that contains another is masked whole.
+    list.sort_by_key(|v| std::cmp::Reverse(v.len()));
 }
 
 /// Replaces every registered credential in `text` with `***`.
@@ -247,6 +255,10 @@ mod tests {
         write_message(dir.path(), "login with hunter2-xyz failed").unwrap();
         let m = fs::read_to_string(dir.path().join(MESSAGE_FILE)).unwrap();
         assert_eq!(m, "login with *** failed\n");
+        // A value with quotes or backslashes is masked in JSON text too.
+        mask_secret("tag = \"x\\y\"");
+        let json = serde_json::json!({ "tql": "tag = \"x\\y\"" }).to_string();
+        assert_eq!(redact(&json), r#"{"tql":"***"}"#);
     }
 
     #[test]

@@ -402,7 +402,6 @@ pub fn run(
             Some(s) => (Some(s.id), false),
             None => {
                 let s = tanium.find_or_create_source(&source_name)?;
-                log::info!("created Tanium intel source \"{}\" (id {})", s.name, s.id);
                 (Some(s.id), true)
             }
         }
@@ -512,6 +511,9 @@ pub fn run(
         for page in tc.indicators(&matching_tql) {
             let page = match page {
                 Ok(p) => p,
+                // Nothing received yet: the run cannot do its job (bad TQL, credentials, TC
+                // down); report TC's own error as the run's error.
+                Err(e) if pages == 0 => return Err(e),
                 Err(e) => {
                     pull_complete = false;
                     let msg = format!("ThreatConnect pull stopped: {e}");

@@ -7,6 +7,10 @@ mod support;
 use base64::Engine;
 use serde_json::{json, Value};
 use support::*;
+use tanium_tr_indicators::sim::lab::{Lab, RunResult as LabRun};
+use tanium_tr_indicators::sim::tanium::TaniumSimOptions;
+use tanium_tr_indicators::sim::tc::{TcSim, TcSimOptions};
+use tanium_tr_indicators::tanium::model::ApiGeneration;
 
 const KEY_128: &str = "k3y-0f-16-bytes!";
 const KEY_256: &str = "0123456789abcdef0123456789ABCDEF";
@@ -48,32 +52,66 @@ fn aes128_param_file_is_read_typed_and_deleted() {
 
 #[test]
 fn aes256_param_file_runs_the_job_and_reports() {
+    let (lab, _guard) = lab(40);
     let sb = Sandbox::new();
-    let params = with(good_params(), "tc_log_level", json!("debug"));
+    let params = with(lab_params(&lab), "tc_log_level", json!("debug"));
     std::fs::create_dir_all(sb.join("job/out")).unwrap();
-    std::fs::write(sb.join("job/out/results.tc"), "last_modified = kept\n").unwrap();
+    std::fs::write(
+        sb.join("job/out/results.tc"),
+        "last_modified = kept\nother = x\n",
+    )
+    .unwrap();
     let file = sb.param_file("in.bin", KEY_256, &params);
     let f = file.display().to_string();
     let r = sb.run(&[], &env_for(&f, KEY_256));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!file.exists());
-    assert_eq!(
-        sb.read("job/out/message.tc"),
-        "configuration is valid; sync not built yet\n"
+    let message = sb.read("job/out/message.tc");
+    let results = sb.read("job/out/results.tc");
+    assert_synced(&message, &results);
+    // The sync really wrote to Tanium, and message.tc says how much.
+    let docs = lab.source_docs().len();
+    assert!(docs > 0, "{message}");
+    assert!(message.contains(&format!(": {docs} created,")), "{message}");
+    assert_eq!(message.lines().count(), 1);
+    // results.tc is updated in place: the old Last Modified is replaced, other keys are kept.
+    let lines: Vec<&str> = results.lines().collect();
+    assert!(
+        lines[0].starts_with("last_modified = 20") && lines[1] == "other = x",
+        "{results}"
     );
-    assert_eq!(
-        sb.read("job/out/results.tc"),
-        "last_modified = kept\n",
-        "the placeholder job has no results to write"
-    );
+    assert_eq!(results.matches("last_modified = ").count(), 1, "{results}");
     let log = sb.read("job/log/app.log");
     assert!(
         log.contains("INFO  tanium-tr-indicators 1.0.0 starting (job 77)"),
         "{log}"
     );
     assert!(log.contains("DEBUG config: {"), "{log}");
+    assert!(log.contains("INFO  finished: Synced "), "{log}");
+    assert_log_format(&log);
+    // stderr gets the same lines.
+    assert!(r.stderr.contains("starting (job 77)"));
+    assert!(r.stderr.contains("finished: Synced "));
+    // A second run appends to app.log, and writes nothing to Tanium: nothing changed.
+    let file = sb.param_file("in.bin", KEY_256, &params);
+    let f = file.display().to_string();
+    let r = sb.run(&[], &env_for(&f, KEY_256));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let message = sb.read("job/out/message.tc");
+    assert!(
+        message.contains(": 0 created, 0 updated, 0 removed"),
+        "{message}"
+    );
+    assert_eq!(lab.source_docs().len(), docs);
+    let log = sb.read("job/log/app.log");
+    assert_eq!(log.matches("starting (job 77)").count(), 2);
+    assert_log_format(&log);
+}
+
+/// Every app.log line is `2026-01-02T03:04:05.678Z LEVEL message`.
+fn assert_log_format(log: &str) {
+    assert!(!log.is_empty());
     for line in log.lines() {
-        // 2026-01-02T03:04:05.678Z LEVEL message
         let (ts, rest) = line.split_once(' ').unwrap();
         assert_eq!(ts.len(), 24, "{line}");
         assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{line}");
@@ -83,18 +121,6 @@ fn aes256_param_file_runs_the_job_and_reports() {
             "{line}"
         );
     }
-    // stderr gets the same lines.
-    assert!(r.stderr.contains("starting (job 77)"));
-    // A second run appends to app.log.
-    let file = sb.param_file("in.bin", KEY_256, &params);
-    let f = file.display().to_string();
-    assert_eq!(sb.run(&[], &env_for(&f, KEY_256)).code, 0);
-    assert_eq!(
-        sb.read("job/log/app.log")
-            .matches("starting (job 77)")
-            .count(),
-        2
-    );
 }
 
 #[test]
@@ -226,14 +252,20 @@ fn local_json_file_and_precedence_of_sources() {
     assert_eq!(c["intel_format"], "OpenIOC");
     assert_eq!(c["filters"]["min_confidence"], 50);
 
-    // A local JSON file alone is a complete source for dry runs.
+    // A local JSON file alone is a complete source for a run.
+    let (lab, _guard) = lab(20);
     let sb = Sandbox::new();
-    std::fs::write(sb.join("local.json"), good_params().to_string()).unwrap();
+    std::fs::write(sb.join("local.json"), lab_params(&lab).to_string()).unwrap();
     let r = sb.run(&["--params", "local.json"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(
-        sb.read("job/out/message.tc"),
-        "configuration is valid; sync not built yet\n"
+    assert_synced(
+        &sb.read("job/out/message.tc"),
+        &sb.read("job/out/results.tc"),
+    );
+    assert!(!lab.source_docs().is_empty());
+    assert!(
+        sb.join("local.json").exists(),
+        "only the param file is deleted"
     );
 }
 
@@ -392,23 +424,17 @@ fn corrupt_file_wrong_key_and_missing_key_are_clear_errors() {
 
 #[test]
 fn tc_variables_are_resolved_with_hmac_or_token() {
-    let (server, rejected) = variables_server(
-        vec![
-            ("tanium host", "tanium.example.com"),
-            ("tanium pw", "resolved-secret"),
-        ],
-        Expect::Hmac {
-            access_id: "12345678901234567890".into(),
-            secret: "tc-secret-key-value".into(),
-        },
-    );
+    // The TC simulator checks the HMAC signature (or the token) of every request.
+    let tc = TcSim::start(TcSimOptions::default()).unwrap();
+    tc.set_variable("TC", "tanium host", "tanium.example.com");
+    tc.set_variable("TC", "tanium pw", "resolved-secret");
     let sb = Sandbox::new();
     let params = with(
         with(
             with(
-                good_params(),
-                "tc_api_path",
-                json!(format!("{}/api", server.url())),
+                with(good_params(), "tc_api_path", json!(tc.api_path())),
+                "tc_api_secret_key",
+                json!(TcSimOptions::default().secret_key),
             ),
             "tanium_address",
             json!("&{TC:TEXT:tanium host}"),
@@ -424,8 +450,10 @@ fn tc_variables_are_resolved_with_hmac_or_token() {
     let f = file.display().to_string();
     let r = sb.run(&["--print-config"], &env_for(&f, KEY_128));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(rejected.lock().unwrap().is_empty());
-    assert_eq!(server.hits("GET /api/internal/variable/runtime/TC/"), 2);
+    assert_eq!(
+        tc.server().hits("GET /api/internal/variable/runtime/TC/"),
+        2
+    );
     let c = config_of(&r);
     assert_eq!(c["tanium"]["base_url"], "https://tanium.example.com");
     assert_eq!(c["tanium"]["password"], "***");
@@ -445,21 +473,31 @@ fn tc_variables_are_resolved_with_hmac_or_token() {
         "{msg}"
     );
 
-    // Token auth.
-    let (server, rejected) = variables_server(
-        vec![("pw", "tok-resolved")],
-        Expect::Token("TOKEN:77:abc".into()),
+    // A wrong secret key: TC refuses to resolve, and the message names the param.
+    let sb = Sandbox::new();
+    let file = sb.param_file(
+        "p.enc",
+        KEY_128,
+        &with(params.clone(), "tc_api_secret_key", json!("not-the-key")),
     );
+    let f = file.display().to_string();
+    assert_eq!(sb.run(&[], &env_for(&f, KEY_128)).code, 1);
+    let msg = sb.read("job/out/message.tc");
+    assert!(msg.contains("401"), "{msg}");
+
+    // Token auth.
+    let tc = TcSim::start(TcSimOptions {
+        token: "TOKEN:77:abc".into(),
+        ..TcSimOptions::default()
+    })
+    .unwrap();
+    tc.set_variable("TC", "pw", "tok-resolved");
     let sb = Sandbox::new();
     let p = without(
         without(
             with(
                 with(
-                    with(
-                        good_params(),
-                        "tc_api_path",
-                        json!(format!("{}/api", server.url())),
-                    ),
+                    with(good_params(), "tc_api_path", json!(tc.api_path())),
                     "tc_token",
                     json!("TOKEN:77:abc"),
                 ),
@@ -473,9 +511,28 @@ fn tc_variables_are_resolved_with_hmac_or_token() {
     std::fs::write(sb.join("p.json"), p.to_string()).unwrap();
     let r = sb.run(&["--params", "p.json", "--print-config"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(rejected.lock().unwrap().is_empty());
-    assert_eq!(server.hits("GET /api/internal/variable/runtime/TC/pw"), 1);
+    assert_eq!(
+        tc.server().hits("GET /api/internal/variable/runtime/TC/pw"),
+        1
+    );
     assert_eq!(config_of(&r)["tc"]["auth"]["kind"], "token");
+    assert!(!r.stdout.contains("tok-resolved") && !r.stdout.contains("TOKEN:77:abc"));
+}
+
+/// One run of the secrets test: params, extra params, argv, expected exit code, and what else
+/// must hold afterwards.
+struct Scenario {
+    name: &'static str,
+    params: serde_json::Map<String, Value>,
+    extra: serde_json::Map<String, Value>,
+    args: &'static [&'static str],
+    code: i32,
+    check: fn(&LabRun, &Lab),
+}
+
+/// results.tc of a lab run, as written.
+fn results_of(r: &LabRun) -> String {
+    std::fs::read_to_string(r.dir.join("out/results.tc")).unwrap_or_default()
 }
 
 #[test]
@@ -484,91 +541,222 @@ fn no_secret_appears_anywhere_the_app_writes() {
     let tc_token = "SECRET-token-1a2b3c";
     let tanium_pw = "SECRET-tanium-pw-4d5e";
     let proxy_pw = "SECRET-proxy-pw-6f7a";
+    // KEYCHAIN-resolved: a TQL that names a secret, and a Tanium API token.
     let resolved = "SECRET-resolved-keychain-8b9c";
+    let tanium_token = "token-SECRET-tanium-api-3c4d";
     let param_key = "SECRET-key-0d1e2";
+    let wrong_tanium_pw = "SECRET-wrong-tanium-pw-5e6f";
+    let wrong_tc_secret = "SECRET-wrong-tc-key-7a8b";
     assert_eq!(param_key.len(), 16);
-    let (server, _) = variables_server(
-        vec![("other", resolved)],
-        Expect::Hmac {
-            access_id: "12345678901234567890".into(),
-            secret: tc_secret.into(),
+
+    // Simulators whose credentials are the planted secrets; a token that lives 2 minutes, so
+    // the app renews it through /appAuth before using it.
+    let mut t = TaniumSimOptions::new(ApiGeneration::V4);
+    t.password = tanium_pw.into();
+    t.api_token = Some(tanium_token.into());
+    let (mut lab, _guard) = lab_with(
+        TcSimOptions {
+            secret_key: tc_secret.into(),
+            token: tc_token.into(),
+            token_ttl_secs: 120,
+            ..TcSimOptions::default()
         },
+        t,
+        30,
     );
+    lab.param_key = param_key.into();
+    lab.tc
+        .set_variable("TC", "filter", &format!("summary != \"{resolved}\""));
+    lab.tc.set_variable("TC", "tanium token", tanium_token);
+    let proxy = ConnectProxy::start("proxy-user", proxy_pw);
     let planted = json!({
-        "tc_api_path": format!("{}/api", server.url()),
-        "tc_api_access_id": "12345678901234567890",
-        "tc_api_secret_key": tc_secret,
         "tc_token": tc_token,
-        "tc_token_expires": "1900000000",
-        "tanium_password": tanium_pw,
+        "tc_token_expires": lab.tc.token_expires().to_string(),
         "tc_proxy_host": "127.0.0.1",
-        "tc_proxy_port": "9",
+        "tc_proxy_port": proxy.addr.port().to_string(),
         "tc_proxy_username": "proxy-user",
         "tc_proxy_password": proxy_pw,
         "tc_proxy_external": true,
-        "tql": "&{TC:KEYCHAIN:other}",
+        "tc_proxy_tc": true,
+        "tql": "&{TC:KEYCHAIN:filter}",
         "tc_log_level": "trace",
     });
-    let mut merged = good_params();
     for (k, v) in planted.as_object().unwrap() {
-        merged[k] = v.clone();
+        lab.set(k, v.clone());
     }
-    let scenarios: Vec<(&str, Value, Vec<&str>, i32)> = vec![
-        ("success", merged.clone(), vec![], 0),
-        ("print-config", merged.clone(), vec!["--print-config"], 0),
-        (
-            "validation failure",
-            with(merged.clone(), "min_rating", json!("99")),
-            vec![],
-            1,
-        ),
-        (
-            "bad proxy",
-            with(merged.clone(), "tc_proxy_port", json!("x")),
-            vec![],
-            1,
-        ),
+    let hmac_params = lab.params.clone();
+    let mut token_params = hmac_params.clone();
+    token_params.remove("tc_api_access_id");
+    token_params.remove("tc_api_secret_key");
+    token_params.insert(
+        "tanium_password".into(),
+        json!("&{TC:KEYCHAIN:tanium token}"),
+    );
+    let extra = |k: &str, v: Value| json!({ k: v }).as_object().unwrap().clone();
+    let none = serde_json::Map::new();
+
+    let scenarios = [
+        Scenario {
+            name: "HMAC sync through the proxy",
+            params: hmac_params.clone(),
+            extra: none.clone(),
+            args: &[],
+            code: 0,
+            check: |r: &LabRun, lab: &Lab| {
+                assert_synced(&r.message, &results_of(r));
+                assert!(!lab.source_docs().is_empty());
+                assert!(r.log.contains("using HMAC"), "{}", r.log);
+                assert!(r.log.contains("resolved 1 ThreatConnect variable"));
+            },
+        },
+        Scenario {
+            name: "token sync with renewal and a Tanium API token",
+            params: token_params.clone(),
+            extra: none.clone(),
+            args: &[],
+            code: 0,
+            check: |r: &LabRun, lab: &Lab| {
+                assert_synced(&r.message, &results_of(r));
+                assert!(lab.tc.renewals() >= 1, "the job token was renewed");
+                assert!(r.log.contains("renewed the ThreatConnect job token"));
+                assert!(r.log.contains("API token"), "{}", r.log);
+            },
+        },
+        Scenario {
+            name: "Tanium rejects the password",
+            params: hmac_params.clone(),
+            extra: extra("tanium_password", json!(wrong_tanium_pw)),
+            args: &[],
+            code: 1,
+            check: |r: &LabRun, _: &Lab| {
+                assert!(r.message.contains("Tanium rejected"), "{}", r.message);
+            },
+        },
+        Scenario {
+            name: "ThreatConnect rejects the signature",
+            params: hmac_params.clone(),
+            extra: serde_json::Map::from_iter([
+                ("tc_api_secret_key".to_string(), json!(wrong_tc_secret)),
+                ("tql".to_string(), json!("")),
+            ]),
+            args: &[],
+            code: 1,
+            check: |r: &LabRun, _: &Lab| {
+                assert!(
+                    r.message.contains("ThreatConnect rejected"),
+                    "{}",
+                    r.message
+                );
+            },
+        },
+        Scenario {
+            name: "print-config",
+            params: hmac_params.clone(),
+            extra: none.clone(),
+            args: &["--print-config"],
+            code: 0,
+            check: |r: &LabRun, _: &Lab| {
+                let c: Value = serde_json::from_str(&r.stdout).unwrap();
+                assert_eq!(c["tc"]["auth"]["secret_key"], "***");
+                assert_eq!(c["tanium"]["http"]["proxy"]["password"], "***");
+            },
+        },
+        Scenario {
+            name: "validation failure",
+            params: hmac_params.clone(),
+            extra: extra("min_rating", json!("99")),
+            args: &[],
+            code: 1,
+            check: |r: &LabRun, _: &Lab| {
+                assert!(r.message.contains("Minimum Threat Rating"), "{}", r.message);
+            },
+        },
+        Scenario {
+            name: "bad proxy",
+            params: hmac_params.clone(),
+            extra: extra("tc_proxy_port", json!("x")),
+            args: &[],
+            code: 1,
+            check: |r: &LabRun, _: &Lab| {
+                assert!(r.message.contains("tc_proxy_port"), "{}", r.message);
+            },
+        },
     ];
     let secrets = [
-        tc_secret, tc_token, tanium_pw, proxy_pw, resolved, param_key,
+        tc_secret,
+        tc_token,
+        tanium_pw,
+        proxy_pw,
+        resolved,
+        tanium_token,
+        param_key,
+        wrong_tanium_pw,
+        wrong_tc_secret,
+        // Every token /appAuth hands out is named so.
+        "renewed-token",
     ];
-    for (name, params, args, code) in scenarios {
-        let sb = Sandbox::new();
-        // results.tc from an earlier run is kept as it is.
-        std::fs::create_dir_all(sb.join("job/out")).unwrap();
-        std::fs::write(
-            sb.join("job/out/results.tc"),
-            "last_modified = 2026-01-01T00:00:00Z\n",
-        )
-        .unwrap();
-        let file = sb.param_file("p.enc", param_key, &params);
-        let f = file.display().to_string();
-        let r = sb.run(&args, &env_for(&f, param_key));
-        assert_eq!(r.code, code, "{name}: {}", r.stderr);
-        let log = sb.read("job/log/app.log");
-        assert!(!log.is_empty(), "{name}: app.log written at trace");
+    // The tokens the TC simulator accepted after each run (renewed ones included).
+    let mut tokens: Vec<String> = Vec::new();
+    for Scenario {
+        name,
+        params,
+        extra,
+        args,
+        code,
+        check,
+    } in scenarios
+    {
+        lab.params = params;
+        lab.persisted.clear();
+        let r = lab.run(&extra, args).unwrap();
+        assert_eq!(r.code, code, "{name}: {}\n{}", r.message, r.stderr);
+        assert!(r.param_file_deleted, "{name}");
+        assert!(!r.log.is_empty(), "{name}: app.log written at trace");
+        if code == 1 {
+            assert!(!r.message.is_empty(), "{name}");
+        }
+        check(&r, &lab);
+        tokens.push(lab.tc.token());
+        let results = results_of(&r);
         let places = [
-            ("stdout", r.stdout.clone()),
-            ("stderr", r.stderr.clone()),
-            ("app.log", log),
-            ("message.tc", sb.read("job/out/message.tc")),
-            ("results.tc", sb.read("job/out/results.tc")),
+            ("stdout", &r.stdout),
+            ("stderr", &r.stderr),
+            ("app.log", &r.log),
+            ("message.tc", &r.message),
+            ("results.tc", &results),
         ];
-        for (place, text) in &places {
-            for s in secrets {
+        for s in secrets
+            .iter()
+            .copied()
+            .chain(tokens.iter().map(String::as_str))
+        {
+            for (place, text) in places {
                 assert!(
                     !text.contains(s),
                     "{name}: {s} leaked into {place}:\n{text}"
                 );
             }
         }
-        if code == 1 {
-            assert!(!sb.read("job/out/message.tc").is_empty(), "{name}");
-        }
     }
-    // The wrong-key path never echoes the key either.
+    // Both sides went through the proxy, with its credentials.
+    let targets = proxy.targets();
+    for url in [lab.tc.api_path(), lab.tanium.url()] {
+        let port = url.rsplit(':').next().unwrap().trim_end_matches("/api");
+        assert!(
+            targets.contains(&format!("127.0.0.1:{port}")),
+            "{url}: {targets:?}"
+        );
+    }
+    assert_eq!(proxy.refused(), 0);
+    assert!(
+        tokens.iter().any(|t| t != tc_token),
+        "a renewed token was checked"
+    );
+
+    // The wrong-key path never echoes either key.
     let sb = Sandbox::new();
-    let file = sb.param_file("p.enc", param_key, &merged);
+    let params = with(lab_params(&lab), "tc_log_level", json!("trace"));
+    let file = sb.param_file("p.enc", param_key, &params);
     let f = file.display().to_string();
     let r = sb.run(&[], &env_for(&f, "SECRET-wrongkey1"));
     assert_eq!(r.code, 1);
@@ -578,23 +766,59 @@ fn no_secret_appears_anywhere_the_app_writes() {
         sb.read("out/message.tc"),
         sb.read("log/app.log"),
     ] {
-        assert!(!text.contains("SECRET-wrongkey1") && !text.contains(param_key));
+        assert!(!text.contains("SECRET-"), "{text}");
     }
 }
 
 #[test]
-fn help_version_and_unbuilt_subcommands() {
+fn help_version_and_subcommands() {
     let sb = Sandbox::new();
     let r = sb.run(&["--help"], &[]);
     assert_eq!(r.code, 0);
-    assert!(r.stdout.contains("--print-config") && r.stdout.contains("--params FILE"));
+    for word in [
+        "run",
+        "check",
+        "demo",
+        "package",
+        "--params FILE",
+        "--dry-run",
+        "--out DIR",
+        "--print-config",
+        "--help",
+        "--version",
+    ] {
+        assert!(r.stdout.contains(word), "{word}: {}", r.stdout);
+    }
     let r = sb.run(&["--version"], &[]);
     assert_eq!((r.code, r.stdout.trim()), (0, "tanium-tr-indicators 1.0.0"));
-    for cmd in ["demo", "package"] {
-        let r = sb.run(&[cmd], &[]);
-        assert_eq!(r.code, 1, "{cmd}");
-        assert!(r.stderr.contains("not built yet"), "{cmd}: {}", r.stderr);
-    }
+
+    // check: one "ok" line per check, exit 0, nothing written to Tanium or results.tc.
+    let (mut lab, _guard) = lab(5);
+    let none = serde_json::Map::new();
+    let r = lab.run(&none, &["check"]).unwrap();
+    assert_eq!(r.code, 0, "{}\n{}", r.message, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    assert!(lines.iter().all(|l| l.starts_with("ok ")), "{}", r.stdout);
+    assert!(lines[0].contains("ThreatConnect") && lines[1].contains("Tanium"));
+    assert!(r.message.starts_with("All checks passed"), "{}", r.message);
+    assert!(r.results.is_empty());
+    assert_eq!(lab.tanium.doc_count(), 0);
+    // A wrong Tanium password: exit 1, and message.tc names Tanium.
+    let extra = json!({"tanium_password": "not-the-password"});
+    let r = lab.run(extra.as_object().unwrap(), &["check"]).unwrap();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.message.contains("Tanium"), "{}", r.message);
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("FAIL Tanium")),
+        "{}",
+        r.stdout
+    );
+    assert!(r
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("ok   ThreatConnect")));
+
     // A stray positional argument is a command-line error reported in message.tc.
     let r = sb.run(&["--tc_out_path", "o", "stray"], &[]);
     assert_eq!(r.code, 1);

@@ -443,3 +443,21 @@ fn check_reports_each_side_and_fails_on_bad_credentials() {
     assert!(r.message.contains("Tanium"), "{}", r.message);
     assert!(!r.stdout.contains("wrong") && !r.log.contains("wrong"));
 }
+
+#[test]
+fn invalid_tql_exits_1_quoting_tcs_reason() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 20, 14);
+    ok(&mut lab, &none());
+    let lm = lab.persisted["last_modified"].clone();
+    let r = run(&mut lab, &with(&[("tql", json!("confidence >>> 5 AND ("))]));
+    assert_eq!(r.code, 1, "{}", r.message);
+    assert!(
+        r.message.starts_with(
+            "ThreatConnect says the TQL is invalid: Syntax error(s) found with your TQL query."
+        ),
+        "{}",
+        r.message
+    );
+    assert!(r.results.is_empty());
+    assert_eq!(lab.persisted["last_modified"], lm);
+}

@@ -57,6 +57,8 @@ pub struct Lab {
     /// Program and leading arguments that start the app instead of `binary` itself
     /// (e.g. `python3 <unpacked>/run.py`, as the job executor starts a packaged app).
     pub launcher: Vec<String>,
+    /// The TC_APP_PARAM_KEY the param files are encrypted with ([`LAB_PARAM_KEY`] unless changed).
+    pub param_key: String,
     runs: u32,
 }
 
@@ -66,12 +68,26 @@ pub const LAB_PARAM_KEY: &str = "lab-param-key-0123456789abcdefgh";
 impl Lab {
     /// Starts both simulators (Tanium speaking `generation`) and prepares `dir`.
     pub fn start(dir: &Path, binary: &Path, generation: ApiGeneration) -> std::io::Result<Lab> {
+        Lab::start_with(
+            dir,
+            binary,
+            TcSimOptions::default(),
+            TaniumSimOptions::new(generation),
+        )
+    }
+
+    /// Like [`Lab::start`], with the simulators' credentials chosen by the caller (the secrets
+    /// tests plant their own).
+    pub fn start_with(
+        dir: &Path,
+        binary: &Path,
+        opts: TcSimOptions,
+        t: TaniumSimOptions,
+    ) -> std::io::Result<Lab> {
         fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
-        let tc = TcSim::start(TcSimOptions::default())?;
-        let tanium = TaniumSim::start(TaniumSimOptions::new(generation))?;
-        let opts = TcSimOptions::default();
-        let t = TaniumSimOptions::new(generation);
+        let tc = TcSim::start(opts.clone())?;
+        let tanium = TaniumSim::start(t.clone())?;
         let params = json!({
             "tc_api_path": tc.api_path(),
             "tc_api_access_id": opts.access_id,
@@ -95,6 +111,7 @@ impl Lab {
             persisted: Map::new(),
             persist_on_partial: true,
             launcher: Vec::new(),
+            param_key: LAB_PARAM_KEY.to_string(),
             runs: 0,
         })
     }
@@ -129,7 +146,7 @@ impl Lab {
         p.insert("tc_log_path".into(), json!(log.display().to_string()));
         p.insert("tc_temp_path".into(), json!(tmp.display().to_string()));
         let plain = serde_json::to_vec(&Value::Object(p))?;
-        let cipher = params::encrypt_param_file(LAB_PARAM_KEY, &plain)
+        let cipher = params::encrypt_param_file(&self.param_key, &plain)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let param_file = inp.join(".app_params.json");
         fs::write(&param_file, cipher)?;
@@ -148,7 +165,7 @@ impl Lab {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env(params::PARAM_FILE_ENV, &param_file)
-            .env(params::PARAM_KEY_ENV, LAB_PARAM_KEY)
+            .env(params::PARAM_KEY_ENV, &self.param_key)
             .output()?;
         let elapsed = started.elapsed();
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();

@@ -1,17 +1,24 @@
 //! Helpers for the integration tests: run the real binary in a fresh temp dir with a clean
-//! environment, write param files the way the platform does, and a tiny TC variables server.
+//! environment, write param files the way the platform does, start the shared lab (both
+//! simulators) and an authenticating CONNECT proxy.
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use base64::Engine;
 use serde_json::{json, Value};
 use tanium_tr_indicators::params::encrypt_param_file;
-use tanium_tr_indicators::secret::Secret;
-use tanium_tr_indicators::sim::server::{Handler, Server, SimRequest, SimResponse};
-use tanium_tr_indicators::tc::auth::hmac_authorization;
+use tanium_tr_indicators::sim::dataset;
+use tanium_tr_indicators::sim::lab::Lab;
+use tanium_tr_indicators::sim::tanium::TaniumSimOptions;
+use tanium_tr_indicators::sim::tc::TcSimOptions;
+use tanium_tr_indicators::tanium::model::ApiGeneration;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
@@ -132,55 +139,158 @@ pub fn config_of(r: &RunResult) -> Value {
     })
 }
 
-/// How the variables server checks credentials.
-#[derive(Clone)]
-pub enum Expect {
-    /// HMAC over the exact request target, with the `Timestamp` header.
-    Hmac {
-        /// Access id.
-        access_id: String,
-        /// Secret key.
-        secret: String,
-    },
-    /// `Authorization: TC-Token <token>`.
-    Token(String),
+/// The shared lab (TC simulator with `n` generated indicators, Tanium TR 4.x simulator) with
+/// the simulators' default credentials; the folder lives as long as the returned guard.
+pub fn lab(n: usize) -> (Lab, tempfile::TempDir) {
+    lab_with(
+        TcSimOptions::default(),
+        TaniumSimOptions::new(ApiGeneration::V4),
+        n,
+    )
 }
 
-/// A TC stand-in that answers `/api/internal/variable/runtime/TC/{key}` from `vars`, checking
-/// auth on every request; rejected requests are recorded.
-pub fn variables_server(
-    vars: Vec<(&'static str, &'static str)>,
-    expect: Expect,
-) -> (Server, Arc<Mutex<Vec<String>>>) {
-    let rejected = Arc::new(Mutex::new(Vec::new()));
-    let rej = rejected.clone();
-    let handler: Handler = Arc::new(move |r: &SimRequest| {
-        let auth = r.header("authorization").unwrap_or("").to_string();
-        let ok = match &expect {
-            Expect::Hmac { access_id, secret } => r
-                .header("timestamp")
-                .and_then(|t| t.parse::<i64>().ok())
-                .is_some_and(|ts| {
-                    auth == hmac_authorization(
-                        access_id,
-                        &Secret::new(secret.as_str()),
-                        &r.target,
-                        "GET",
-                        ts,
-                    )
-                }),
-            Expect::Token(t) => auth == format!("TC-Token {t}"),
-        };
-        if !ok {
-            rej.lock().unwrap().push(r.target.clone());
-            return SimResponse::json(401, &json!({"status": "Failure", "message": "bad auth"}));
+/// [`lab`] with the simulators' credentials chosen by the test.
+pub fn lab_with(tc: TcSimOptions, tanium: TaniumSimOptions, n: usize) -> (Lab, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lab = Lab::start_with(dir.path(), Path::new(BIN), tc, tanium).expect("lab starts");
+    lab.tc.load(dataset::generate(n, 11));
+    (lab, dir)
+}
+
+/// The lab's params (both simulators, their credentials) with the job folders of
+/// [`good_params`], for running the binary in a [`Sandbox`].
+pub fn lab_params(lab: &Lab) -> Value {
+    let mut p = Value::Object(lab.params.clone());
+    for k in [
+        "tc_log_path",
+        "tc_out_path",
+        "tc_temp_path",
+        "tc_in_path",
+        "tc_job_id",
+    ] {
+        p[k] = good_params()[k].clone();
+    }
+    p
+}
+
+/// Asserts message.tc and results.tc of a run that really synced: the summary, and the
+/// checkpoint entries the next run reads (Last Modified and the full-reconcile time as ISO UTC).
+pub fn assert_synced(message: &str, results: &str) {
+    assert!(message.starts_with("Synced "), "message.tc: {message}");
+    let value = |k: &str| {
+        results
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap_or_else(|| panic!("results.tc has no {k}:\n{results}"))
+            .to_string()
+    };
+    for k in ["last_modified", "last_full_reconcile"] {
+        let v = value(k);
+        let t = time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{k} = {v} is not ISO-8601: {e}"));
+        assert!(v.ends_with('Z') && t.offset().is_utc(), "{k} = {v}");
+    }
+    assert!(!value("filter_fingerprint").is_empty(), "{results}");
+}
+
+/// A CONNECT proxy on 127.0.0.1 that asks for Basic credentials (407 otherwise) and tunnels
+/// only to 127.0.0.1; counts what it did.
+pub struct ConnectProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `host:port` of every tunnel opened with the right credentials.
+    pub targets: Arc<Mutex<Vec<String>>>,
+    /// CONNECTs refused for missing or wrong credentials.
+    pub refused: Arc<AtomicU64>,
+}
+
+impl ConnectProxy {
+    /// Starts the proxy; it lives until the test process ends.
+    pub fn start(user: &str, password: &str) -> ConnectProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
+        let addr = listener.local_addr().expect("proxy address");
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let (targets, refused) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (t, r) = (targets.clone(), refused.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (expected, t, r) = (expected.clone(), t.clone(), r.clone());
+                std::thread::spawn(move || {
+                    let _ = tunnel(client, &expected, &t, &r);
+                });
+            }
+        });
+        ConnectProxy {
+            addr,
+            targets,
+            refused,
         }
-        let path = r.decoded_path();
-        let key = path.strip_prefix("/api/internal/variable/runtime/TC/");
-        match key.and_then(|k| vars.iter().find(|(n, _)| *n == k)) {
-            Some((_, v)) => SimResponse::json(200, &json!({ "data": v })),
-            None => SimResponse::json(404, &json!({"status": "Failure", "message": "not found"})),
+    }
+
+    /// Where the tunnels went, one entry per tunnel.
+    pub fn targets(&self) -> Vec<String> {
+        self.targets.lock().unwrap().clone()
+    }
+
+    /// How many CONNECTs were refused.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves one proxy connection: read the CONNECT head byte by byte (nothing of the tunnel is
+/// read early), check credentials, then copy both ways until either side closes.
+fn tunnel(
+    mut client: TcpStream,
+    expected: &str,
+    targets: &Mutex<Vec<String>>,
+    refused: &AtomicU64,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte)? == 0 || head.len() > 16 * 1024 {
+            return Ok(());
         }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.lines();
+    let target = lines
+        .next()
+        .and_then(|l| l.strip_prefix("CONNECT "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or("")
+        .to_string();
+    let auth_ok = lines.any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("proxy-authorization") && v.trim() == expected
+        })
     });
-    (Server::start(0, handler).expect("server"), rejected)
+    if !auth_ok || !target.starts_with("127.0.0.1:") {
+        refused.fetch_add(1, Ordering::SeqCst);
+        client.write_all(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    let upstream = TcpStream::connect(&target)?;
+    targets.lock().unwrap().push(target);
+    client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+    let (mut c_read, mut u_write) = (client.try_clone()?, upstream.try_clone()?);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c_read, &mut u_write);
+        let _ = u_write.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut u_read, mut c_write) = (upstream, client);
+    let _ = std::io::copy(&mut u_read, &mut c_write);
+    let _ = c_write.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
+    Ok(())
 }
