@@ -163,6 +163,23 @@ pub const DEFAULT_WORKERS: u32 = 8;
 pub const MAX_WORKERS: u32 = 32;
 /// Default and largest TC page size.
 pub const MAX_PAGE_SIZE: u32 = 10_000;
+/// Largest accepted HTTP timeout (an hour), seconds.
+pub const MAX_HTTP_TIMEOUT_SECS: u32 = 3600;
+
+/// Both sides' connection settings with the `http_timeout_secs` hidden param applied: the
+/// read timeout is the param, the connect timeout the smaller of it and the default.
+fn http_settings(timeout_secs: Option<u32>, verify_tls: bool) -> HttpSettings {
+    let defaults = HttpSettings::default();
+    let read = timeout_secs
+        .map(|s| Duration::from_secs(u64::from(s)))
+        .unwrap_or(defaults.read_timeout);
+    HttpSettings {
+        verify_tls,
+        connect_timeout: defaults.connect_timeout.min(read),
+        read_timeout: read,
+        ..defaults
+    }
+}
 
 /// Collects every problem so one run reports all bad params at once.
 #[derive(Default)]
@@ -564,13 +581,18 @@ fn read_tc(
     let page_size = problems
         .take(spec_whole(raw, pn::TC_PAGE_SIZE, 1, MAX_PAGE_SIZE))
         .unwrap_or(MAX_PAGE_SIZE);
+    let timeout = problems.take(spec_whole(
+        raw,
+        pn::HTTP_TIMEOUT_SECS,
+        1,
+        MAX_HTTP_TIMEOUT_SECS,
+    ));
     Some(TcSettings {
         api_path: api_path?,
         auth: auth?,
         http: HttpSettings {
-            verify_tls: verify_tls?,
             proxy: if for_tc { proxy } else { None },
-            ..HttpSettings::default()
+            ..http_settings(timeout, verify_tls?)
         },
         page_size,
     })
@@ -900,9 +922,14 @@ impl JobConfig {
                 username,
                 password: Secret::new(password),
                 http: HttpSettings {
-                    verify_tls: verify_ssl,
                     proxy: if for_ext { proxy } else { None },
-                    ..HttpSettings::default()
+                    // read_tc reported a bad value already
+                    ..http_settings(
+                        spec_whole(raw, pn::HTTP_TIMEOUT_SECS, 1, MAX_HTTP_TIMEOUT_SECS)
+                            .ok()
+                            .flatten(),
+                        verify_ssl,
+                    )
                 },
                 source_name,
             },
@@ -1490,5 +1517,31 @@ mod tests {
             change(&mut h);
             assert_ne!(f.fingerprint(), h.fingerprint(), "{h:?}");
         }
+    }
+
+    #[test]
+    fn http_timeout_is_a_hidden_param_for_both_sides() {
+        let c = JobConfig::from_params(&good(), NOW).unwrap();
+        for h in [&c.tc.http, &c.tanium.http] {
+            assert_eq!(h.read_timeout, Duration::from_secs(300));
+            assert_eq!(h.connect_timeout, Duration::from_secs(30));
+        }
+        let c =
+            JobConfig::from_params(&with(good(), "http_timeout_secs", json!("2")), NOW).unwrap();
+        for h in [&c.tc.http, &c.tanium.http] {
+            assert_eq!(h.read_timeout, Duration::from_secs(2));
+            assert_eq!(h.connect_timeout, Duration::from_secs(2));
+        }
+        assert_eq!(
+            c.redacted_json()["tanium"]["http"]["read_timeout_secs"],
+            json!(2)
+        );
+        let e = err(&with(good(), "http_timeout_secs", json!("0")));
+        assert_eq!(
+            e.matches("HTTP Timeout (seconds) must be a whole number from 1 to 3600")
+                .count(),
+            1,
+            "{e}"
+        );
     }
 }

@@ -69,6 +69,12 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
         if let Some(e) = r.errors.first() {
             message.push_str(&format!("; first error: {e}"));
         }
+    } else if !r.removals_complete {
+        // Exit 3 must say why even when every write went through.
+        message.push_str("; removal check incomplete");
+        if let Some(e) = r.errors.first() {
+            message.push_str(&format!(": {e}"));
+        }
     }
     if r.full_reconcile && !dry_run {
         message.push_str(" (full reconcile)");

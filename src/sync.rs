@@ -432,11 +432,15 @@ pub fn run(
         .last_filter_hash
         .as_deref()
         .is_some_and(|h| h != fingerprint);
-    let full = index.map.is_empty() || created_source || due || filters_changed;
+    // A changed Intel Format must reach every document, not only the ones TC modified since.
+    let other_format = index.map.values().any(|e| e.flags & OTHER_FORMAT != 0);
+    let full = index.map.is_empty() || created_source || due || filters_changed || other_format;
     let reason = if index.map.is_empty() {
         "the source is empty"
     } else if filters_changed {
         "the job's filters changed"
+    } else if other_format {
+        "documents are in the other intel format"
     } else if due {
         "the reconcile interval has passed"
     } else {
