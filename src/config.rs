@@ -123,6 +123,8 @@ pub struct JobConfig {
     pub last_reconcile: Option<OffsetDateTime>,
     /// Fingerprint of the filters at the last successful run (hidden param); a change forces a full reconcile.
     pub last_filter_hash: Option<String>,
+    /// The last run's deploy failed (hidden param): deploy this run even if nothing changes.
+    pub deploy_pending: bool,
     /// Parallel Tanium writes.
     pub workers: usize,
     /// Log level from `tc_log_level`.
@@ -902,6 +904,14 @@ impl JobConfig {
             _ => None,
         };
         let last_filter_hash = text(raw, pn::FILTER_FINGERPRINT).ok().flatten();
+        // Written by the app itself; anything unreadable means "no deploy owed".
+        let deploy_pending = boolean(
+            raw,
+            &[pn::DEPLOY_PENDING.name],
+            pn::DEPLOY_PENDING.label,
+            false,
+        )
+        .unwrap_or(false);
 
         let job_id = p.take(scalar(raw, &[pn::TC_JOB_ID], pn::TC_JOB_ID, true));
         let api_user = p.take(text(raw, pn::API_USER));
@@ -939,6 +949,7 @@ impl JobConfig {
             reconcile_interval: Duration::from_secs(u64::from(reconcile_hours) * 3600),
             last_reconcile,
             last_filter_hash,
+            deploy_pending,
             workers: workers as usize,
             log_level,
             paths,
@@ -1015,6 +1026,7 @@ impl JobConfig {
             "reconcile_interval_hours": self.reconcile_interval.as_secs() / 3600,
             "last_reconcile": self.last_reconcile.map(rfc3339),
             "last_filter_hash": self.last_filter_hash,
+            "deploy_pending": self.deploy_pending,
             "workers": self.workers,
             "log_level": self.log_level.to_string().to_ascii_lowercase(),
             "paths": {

@@ -136,6 +136,12 @@ pub const HTTP_TIMEOUT_SECS: ParamSpec = ParamSpec {
     label: "HTTP Timeout (seconds)",
 };
 
+/// Hidden: "true" when the last run's intel deploy failed, so the next run deploys again.
+pub const DEPLOY_PENDING: ParamSpec = ParamSpec {
+    name: "deploy_pending",
+    label: "Deploy Pending",
+};
+
 /// Every param install.json declares, in install.json order; build.rs checks both ways.
 pub const JOB_PARAMS: &[ParamSpec] = &[
     API_USER,
@@ -162,6 +168,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     LAST_FULL_RECONCILE,
     FILTER_FINGERPRINT,
     HTTP_TIMEOUT_SECS,
+    DEPLOY_PENDING,
 ];
 
 /// Hidden params: kept between runs through results.tc, never shown in the job wizard.
@@ -169,6 +176,7 @@ pub const HIDDEN_PARAMS: &[&str] = &[
     "last_full_reconcile",
     "filter_fingerprint",
     "http_timeout_secs",
+    "deploy_pending",
 ];
 
 /// `tc_api_path`: the TC API base URL.

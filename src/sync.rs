@@ -86,6 +86,8 @@ pub struct SyncReport {
     pub errors: Vec<String>,
     /// Whether deploy was called.
     pub deployed: bool,
+    /// Deploy was needed but failed: written intel may not reach endpoints until a deploy works.
+    pub deploy_failed: bool,
     /// Tanium source name and id.
     pub source: (String, Option<i64>),
 }
@@ -97,6 +99,7 @@ impl SyncReport {
             || self.tally.failed_removals > 0
             || !self.pull_complete
             || !self.removals_complete
+            || self.deploy_failed
     }
 
     /// True when at least one document change went through (or nothing needed doing).
@@ -621,11 +624,16 @@ pub fn run(
         });
 
     // 5. Deploy once if anything changed.
+    // (Also when an earlier run's deploy failed: its writes are not on the endpoints yet.)
     let mut deployed = false;
-    if !opts.dry_run && s.wrote_anything {
+    let mut deploy_failed = false;
+    if !opts.dry_run && (s.wrote_anything || config.deploy_pending) {
         match tanium.deploy() {
             Ok(d) => deployed = d,
-            Err(e) => s.note_error(format!("intel deploy failed: {e}")),
+            Err(e) => {
+                deploy_failed = true;
+                s.note_error(format!("intel deploy failed: {e}"));
+            }
         }
     }
 
@@ -663,6 +671,7 @@ pub fn run(
         new_last_modified,
         errors: s.errors,
         deployed,
+        deploy_failed,
         source: (source_name, source_id),
     };
     log::info!(
