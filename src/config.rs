@@ -786,7 +786,10 @@ fn parse_iso(input: &str) -> Option<OffsetDateTime> {
 /// Splits a trailing `+HH:MM`, `+HHMM` or `+HH` zone (or its `-` twin) off a datetime.
 fn split_offset(s: &str) -> Option<(&str, Option<time::UtcOffset>)> {
     let time_part_start = 11.min(s.len());
-    let Some(rel) = s[time_part_start..].rfind(['+', '-']) else {
+    // Byte 11 may fall inside a multi-byte character of a typo: that is no datetime (found by
+    // tests/fuzz.rs; slicing there used to panic).
+    let tail = s.get(time_part_start..)?;
+    let Some(rel) = tail.rfind(['+', '-']) else {
         return Some((s, None));
     };
     let at = time_part_start + rel;
@@ -1528,6 +1531,13 @@ mod tests {
             let mut h = f.clone();
             change(&mut h);
             assert_ne!(f.fingerprint(), h.fingerprint(), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn last_modified_with_a_multi_byte_character_at_byte_11_is_an_error_not_a_panic() {
+        for s in ["2024-01-01é", "0aA𛱰A𑰀", "2024-01-01\u{fffe}x"] {
+            assert!(parse_last_modified(s, NOW).is_err(), "{s}");
         }
     }
 

@@ -12,8 +12,10 @@
 //! document per identity; a second fault-free run writes nothing.
 //!
 //! CI runs a few fixed seeds. Locally:
-//!   CHAOS_SEEDS=1000 CHAOS_RUNS=12 CHAOS_JOBS=4 cargo test --release --test chaos -- --nocapture
+//!   CHAOS_SEEDS=1000 CHAOS_RUNS=12 CHAOS_JOBS=6 cargo test --test chaos chaos -- --nocapture
 //! Replay one seed: CHAOS_SEED=<seed> [CHAOS_RUNS=<runs>] cargo test --test chaos -- --nocapture
+//! CHAOS_BIN=<copy of the app binary> keeps a long run immune to rebuilds; CHAOS_KEEP=1 keeps
+//! the run folders (logs, message.tc, results.tc); CHAOS_VERBOSE=1 prints job edits.
 //! (Faults fire on request counts, so a replay meets the same faults; which worker thread meets
 //! a write fault can differ between replays.)
 
@@ -36,6 +38,14 @@ use tanium_tr_indicators::tc::tql::format_time;
 use time::OffsetDateTime;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
+
+/// The app binary the chaos runs start: `CHAOS_BIN` (a copy, so a long run survives rebuilds)
+/// or the one cargo built.
+fn app_binary() -> std::path::PathBuf {
+    std::env::var_os("CHAOS_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| BIN.into())
+}
 /// The app's `http_timeout_secs` for chaos runs; `Fault::Delay` waits longer than this.
 const TIMEOUT_SECS: u64 = 2;
 /// Attempts per call in the app's default retry policy: up to this many - 1 faults are absorbed.
@@ -955,7 +965,7 @@ fn seed_lab(seed: u64, dir: &Path) -> Result<(Lab, Job, ApiGeneration, Rng), Str
     } else {
         ApiGeneration::V3
     };
-    let mut lab = Lab::start(dir, Path::new(BIN), generation).map_err(|e| e.to_string())?;
+    let mut lab = Lab::start(dir, &app_binary(), generation).map_err(|e| e.to_string())?;
     let now = OffsetDateTime::now_utc() - time::Duration::hours(1);
     let size = 30 + rng.below(150) as usize;
     lab.tc.load(dataset::generate_at(size, rng.next_u64(), now));
