@@ -478,7 +478,6 @@ pub fn run(
     let mut pull_complete = true;
     let mut pull_error = None;
     let mut removals_complete = true;
-    let mut last_delivered_lm: Option<OffsetDateTime> = None;
     let mut planned: Vec<String> = Vec::new();
     let dry_dir = opts.out_dir.clone();
     if opts.dry_run {
@@ -546,7 +545,6 @@ pub fn run(
                     dry_dir.as_ref(),
                     &mut |l| plan(l, &mut planned),
                 )?;
-                last_delivered_lm = parse_lm(&ind.last_modified).or(last_delivered_lm);
             }
             if stopped_early {
                 break;
@@ -646,11 +644,9 @@ pub fn run(
             lm = lm.min(f - Duration::from_secs(1));
         }
         if !pull_complete {
-            // Pages come sorted by lastModified ascending: everything after the last
-            // delivered indicator is undelivered.
-            let floor =
-                last_delivered_lm.map_or(config.last_modified, |t| t - Duration::from_secs(1));
-            lm = lm.min(floor);
+            // Pages come in id order (stable while TC changes, see TcClient::indicators), so
+            // what was not reached may have any lastModified: keep the old checkpoint.
+            lm = lm.min(config.last_modified);
         }
         if !full {
             // An incremental run never moves the checkpoint backwards past where it started,
