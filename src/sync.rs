@@ -404,8 +404,8 @@ pub fn run(
         match existed {
             Some(s) => (Some(s.id), false),
             None => {
+                // (the client logs the creation once, and only when it did create it)
                 let s = tanium.find_or_create_source(&source_name)?;
-                log::info!("created Tanium intel source \"{}\" (id {})", s.name, s.id);
                 (Some(s.id), true)
             }
         }

@@ -1081,6 +1081,9 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
         } else {
             plan_faults(&mut rng, generation, last_requests)
         };
+        if std::env::var_os("CHAOS_VERBOSE").is_some() && !plan.faults.is_empty() {
+            eprintln!("seed {seed} run {run}: plan {:?}", plan.faults);
+        }
         let docs_before = app_docs(&lab);
         // The checkpoint this run starts from (the lab's first runs use "90 days ago").
         let start_lm = lab

@@ -384,3 +384,63 @@ fn documents_of_another_source_that_claim_our_identities_are_left_alone() {
         "the copies stay, byte for byte"
     );
 }
+
+/// Found by chaos: a DELETE answered 200 with a body that is not JSON (a proxy's page; nothing
+/// was deleted) counted as removed and the run exited 0, leaving the document for good. The
+/// same for a deploy. Both are failures now, and the next run finishes the job.
+#[test]
+fn a_delete_or_deploy_answered_with_a_non_json_200_is_not_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = lab(dir.path(), ApiGeneration::V4);
+    lab.tc.load(dataset::generate(30, 6));
+    assert_eq!(run(&mut lab).code, 0);
+    let base = ApiGeneration::V4.base_path();
+    let victim = lab
+        .tc
+        .snapshot()
+        .into_iter()
+        .find(|i| {
+            i.active
+                && lab
+                    .source_docs()
+                    .iter()
+                    .any(|d| d.name.ends_with(&i.summary.to_lowercase()))
+        })
+        .unwrap();
+    lab.tc.delete(victim.id);
+    lab.tanium.server().inject(FaultRule::new(
+        Some("DELETE"),
+        &format!("{base}/intels"),
+        1,
+        Fault::Garbage,
+    ));
+    let r = run(&mut lab);
+    // 1: the removal was all this run had to do (3 when something else went through).
+    assert_eq!(r.code, 1, "{}", r.message);
+    assert!(r.message.contains("1 failed"), "{}", r.message);
+    let held = |lab: &Lab| {
+        lab.source_docs()
+            .iter()
+            .any(|d| d.name.ends_with(&victim.summary.to_lowercase()))
+    };
+    assert!(held(&lab));
+
+    let deploys = lab.tanium.deploy_count();
+    lab.tanium.server().inject(FaultRule::new(
+        Some("POST"),
+        &format!("{base}/intel/deploy"),
+        1,
+        Fault::Garbage,
+    ));
+    let r = run(&mut lab);
+    assert_eq!(r.code, 3, "{}", r.message);
+    assert!(r.message.contains("intel deploy failed"), "{}", r.message);
+    assert!(
+        !held(&lab),
+        "the removal is retried: its evidence is still after Last Modified"
+    );
+    assert_eq!(lab.tanium.deploy_count(), deploys);
+    let r = run(&mut lab);
+    assert_eq!(r.code, 0, "{}", r.message);
+    assert_eq!(lab.tanium.deploy_count(), deploys + 1, "the owed deploy");
+}
