@@ -1417,8 +1417,17 @@ fn chaos() {
                     }
                 }
                 let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-                if n % 50 == 0 {
-                    eprintln!("chaos: {n}/{} seeds done", seeds.len());
+                if n % 25 == 0 {
+                    let t = total.lock().unwrap();
+                    eprintln!(
+                        "chaos: {n}/{} seeds, {} runs, {} faults fired ({} kills), {} failed seeds, {:.0} s",
+                        seeds.len(),
+                        t.runs,
+                        t.total_faults(),
+                        t.killed,
+                        failures.lock().unwrap().len(),
+                        started.elapsed().as_secs_f64()
+                    );
                 }
             });
         }
