@@ -454,8 +454,8 @@ impl TaniumClient {
             return Err(e);
         }
         // A 200 that is not JSON (a proxy's page) started no deploy.
-        let task = Some(unwrap_data(json_body(&resp, &describe("POST", &path))?))
-            .and_then(|v| v.get("taskId").and_then(int_of));
+        let answer = unwrap_data(json_body(&resp, &describe("POST", &path))?);
+        let task = answer.get("taskId").and_then(int_of);
         match task {
             Some(t) => log::info!("Tanium intel deploy started (task {t})"),
             None => log::info!("Tanium intel deploy started"),
