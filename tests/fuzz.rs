@@ -3,8 +3,8 @@
 //!
 //! Cases per property: `FUZZ_CASES` (default 256). A long local run:
 //!   FUZZ_CASES=20000 cargo test --test fuzz
-//! A failure prints the minimal input proptest found; proptest also records it under
-//! tests/fuzz.proptest-regressions so it is replayed first next time.
+//! A failure prints the minimal input proptest found (nothing is written to disk: add it as a
+//! unit test next to the fix, as src/config.rs does for the Last Modified panic found here).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
