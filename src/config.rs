@@ -123,6 +123,8 @@ pub struct JobConfig {
     pub last_reconcile: Option<OffsetDateTime>,
     /// Fingerprint of the filters at the last successful run (hidden param); a change forces a full reconcile.
     pub last_filter_hash: Option<String>,
+    /// The last run's deploy failed (hidden param): deploy this run even if nothing changes.
+    pub deploy_pending: bool,
     /// Parallel Tanium writes.
     pub workers: usize,
     /// Log level from `tc_log_level`.
@@ -163,6 +165,23 @@ pub const DEFAULT_WORKERS: u32 = 8;
 pub const MAX_WORKERS: u32 = 32;
 /// Default and largest TC page size.
 pub const MAX_PAGE_SIZE: u32 = 10_000;
+/// Largest accepted HTTP timeout (an hour), seconds.
+pub const MAX_HTTP_TIMEOUT_SECS: u32 = 3600;
+
+/// Both sides' connection settings with the `http_timeout_secs` hidden param applied: the
+/// read timeout is the param, the connect timeout the smaller of it and the default.
+fn http_settings(timeout_secs: Option<u32>, verify_tls: bool) -> HttpSettings {
+    let defaults = HttpSettings::default();
+    let read = timeout_secs
+        .map(|s| Duration::from_secs(u64::from(s)))
+        .unwrap_or(defaults.read_timeout);
+    HttpSettings {
+        verify_tls,
+        connect_timeout: defaults.connect_timeout.min(read),
+        read_timeout: read,
+        ..defaults
+    }
+}
 
 /// Collects every problem so one run reports all bad params at once.
 #[derive(Default)]
@@ -564,13 +583,18 @@ fn read_tc(
     let page_size = problems
         .take(spec_whole(raw, pn::TC_PAGE_SIZE, 1, MAX_PAGE_SIZE))
         .unwrap_or(MAX_PAGE_SIZE);
+    let timeout = problems.take(spec_whole(
+        raw,
+        pn::HTTP_TIMEOUT_SECS,
+        1,
+        MAX_HTTP_TIMEOUT_SECS,
+    ));
     Some(TcSettings {
         api_path: api_path?,
         auth: auth?,
         http: HttpSettings {
-            verify_tls: verify_tls?,
             proxy: if for_tc { proxy } else { None },
-            ..HttpSettings::default()
+            ..http_settings(timeout, verify_tls?)
         },
         page_size,
     })
@@ -762,7 +786,10 @@ fn parse_iso(input: &str) -> Option<OffsetDateTime> {
 /// Splits a trailing `+HH:MM`, `+HHMM` or `+HH` zone (or its `-` twin) off a datetime.
 fn split_offset(s: &str) -> Option<(&str, Option<time::UtcOffset>)> {
     let time_part_start = 11.min(s.len());
-    let Some(rel) = s[time_part_start..].rfind(['+', '-']) else {
+    // Byte 11 may fall inside a multi-byte character of a typo: that is no datetime (found by
+    // tests/fuzz.rs; slicing there used to panic).
+    let tail = s.get(time_part_start..)?;
+    let Some(rel) = tail.rfind(['+', '-']) else {
         return Some((s, None));
     };
     let at = time_part_start + rel;
@@ -880,6 +907,14 @@ impl JobConfig {
             _ => None,
         };
         let last_filter_hash = text(raw, pn::FILTER_FINGERPRINT).ok().flatten();
+        // Written by the app itself; anything unreadable means "no deploy owed".
+        let deploy_pending = boolean(
+            raw,
+            &[pn::DEPLOY_PENDING.name],
+            pn::DEPLOY_PENDING.label,
+            false,
+        )
+        .unwrap_or(false);
 
         let job_id = p.take(scalar(raw, &[pn::TC_JOB_ID], pn::TC_JOB_ID, true));
         let api_user = p.take(text(raw, pn::API_USER));
@@ -900,9 +935,14 @@ impl JobConfig {
                 username,
                 password: Secret::new(password),
                 http: HttpSettings {
-                    verify_tls: verify_ssl,
                     proxy: if for_ext { proxy } else { None },
-                    ..HttpSettings::default()
+                    // read_tc reported a bad value already
+                    ..http_settings(
+                        spec_whole(raw, pn::HTTP_TIMEOUT_SECS, 1, MAX_HTTP_TIMEOUT_SECS)
+                            .ok()
+                            .flatten(),
+                        verify_ssl,
+                    )
                 },
                 source_name,
             },
@@ -912,6 +952,7 @@ impl JobConfig {
             reconcile_interval: Duration::from_secs(u64::from(reconcile_hours) * 3600),
             last_reconcile,
             last_filter_hash,
+            deploy_pending,
             workers: workers as usize,
             log_level,
             paths,
@@ -988,6 +1029,7 @@ impl JobConfig {
             "reconcile_interval_hours": self.reconcile_interval.as_secs() / 3600,
             "last_reconcile": self.last_reconcile.map(rfc3339),
             "last_filter_hash": self.last_filter_hash,
+            "deploy_pending": self.deploy_pending,
             "workers": self.workers,
             "log_level": self.log_level.to_string().to_ascii_lowercase(),
             "paths": {
@@ -1490,5 +1532,38 @@ mod tests {
             change(&mut h);
             assert_ne!(f.fingerprint(), h.fingerprint(), "{h:?}");
         }
+    }
+
+    #[test]
+    fn last_modified_with_a_multi_byte_character_at_byte_11_is_an_error_not_a_panic() {
+        for s in ["2024-01-01é", "0aA𛱰A𑰀", "2024-01-01\u{fffe}x"] {
+            assert!(parse_last_modified(s, NOW).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn http_timeout_is_a_hidden_param_for_both_sides() {
+        let c = JobConfig::from_params(&good(), NOW).unwrap();
+        for h in [&c.tc.http, &c.tanium.http] {
+            assert_eq!(h.read_timeout, Duration::from_secs(300));
+            assert_eq!(h.connect_timeout, Duration::from_secs(30));
+        }
+        let c =
+            JobConfig::from_params(&with(good(), "http_timeout_secs", json!("2")), NOW).unwrap();
+        for h in [&c.tc.http, &c.tanium.http] {
+            assert_eq!(h.read_timeout, Duration::from_secs(2));
+            assert_eq!(h.connect_timeout, Duration::from_secs(2));
+        }
+        assert_eq!(
+            c.redacted_json()["tanium"]["http"]["read_timeout_secs"],
+            json!(2)
+        );
+        let e = err(&with(good(), "http_timeout_secs", json!("0")));
+        assert_eq!(
+            e.matches("HTTP Timeout (seconds) must be a whole number from 1 to 3600")
+                .count(),
+            1,
+            "{e}"
+        );
     }
 }

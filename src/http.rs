@@ -263,8 +263,23 @@ impl Response {
     }
 }
 
+/// A server certificate the TLS layer refused: trying again cannot help.
+fn certificate_rejected(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|t| {
+            matches!(
+                t,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        })
+}
+
 /// Why a transport attempt failed, and whether another attempt could help.
 fn transport_retryable(e: &ureq::Error) -> bool {
+    if let ureq::Error::Io(io) = e {
+        return !certificate_rejected(io);
+    }
     !matches!(
         e,
         ureq::Error::BadUri(_)

@@ -77,6 +77,24 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
         if let Some(e) = r.errors.first() {
             message.push_str(&format!("; first error: {e}"));
         }
+    } else if !r.removals_complete {
+        // Exit 3 must say why even when every write went through.
+        message.push_str("; removal check incomplete");
+        if let Some(e) = r.errors.first() {
+            message.push_str(&format!(": {e}"));
+        }
+    }
+    if r.deploy_failed {
+        // Say it even when other trouble was reported first: the endpoints lack the new intel.
+        match r
+            .errors
+            .iter()
+            .find(|e| e.starts_with("intel deploy failed"))
+        {
+            Some(e) if !message.contains(e.as_str()) => message.push_str(&format!("; {e}")),
+            Some(_) => {}
+            None => message.push_str("; intel deploy failed"),
+        }
     }
     if r.full_reconcile && !dry_run {
         message.push_str(" (full reconcile)");
@@ -99,6 +117,11 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
         results.push((
             "filter_fingerprint".to_string(),
             Some(config.filters.fingerprint()),
+        ));
+        // A failed deploy is owed by the next run even when that run changes nothing.
+        results.push((
+            "deploy_pending".to_string(),
+            Some(if r.deploy_failed { "true" } else { "" }.to_string()),
         ));
         if r.full_reconcile && r.removals_complete && t.failed_removals == 0 && r.pull_complete {
             results.push(("last_full_reconcile".to_string(), Some(iso(now))));

@@ -130,6 +130,18 @@ pub const FILTER_FINGERPRINT: ParamSpec = ParamSpec {
     label: "Filter Fingerprint",
 };
 
+/// Hidden, advanced: seconds to wait for an answer before a call is retried (both sides).
+pub const HTTP_TIMEOUT_SECS: ParamSpec = ParamSpec {
+    name: "http_timeout_secs",
+    label: "HTTP Timeout (seconds)",
+};
+
+/// Hidden: "true" when the last run's intel deploy failed, so the next run deploys again.
+pub const DEPLOY_PENDING: ParamSpec = ParamSpec {
+    name: "deploy_pending",
+    label: "Deploy Pending",
+};
+
 /// Every param install.json declares, in install.json order; build.rs checks both ways.
 pub const JOB_PARAMS: &[ParamSpec] = &[
     API_USER,
@@ -155,10 +167,17 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     TC_LOG_LEVEL,
     LAST_FULL_RECONCILE,
     FILTER_FINGERPRINT,
+    HTTP_TIMEOUT_SECS,
+    DEPLOY_PENDING,
 ];
 
 /// Hidden params: kept between runs through results.tc, never shown in the job wizard.
-pub const HIDDEN_PARAMS: &[&str] = &["last_full_reconcile", "filter_fingerprint"];
+pub const HIDDEN_PARAMS: &[&str] = &[
+    "last_full_reconcile",
+    "filter_fingerprint",
+    "http_timeout_secs",
+    "deploy_pending",
+];
 
 /// `tc_api_path`: the TC API base URL.
 pub const TC_API_PATH: &str = "tc_api_path";

@@ -86,6 +86,8 @@ pub struct SyncReport {
     pub errors: Vec<String>,
     /// Whether deploy was called.
     pub deployed: bool,
+    /// Deploy was needed but failed: written intel may not reach endpoints until a deploy works.
+    pub deploy_failed: bool,
     /// Tanium source name and id.
     pub source: (String, Option<i64>),
 }
@@ -97,6 +99,7 @@ impl SyncReport {
             || self.tally.failed_removals > 0
             || !self.pull_complete
             || !self.removals_complete
+            || self.deploy_failed
     }
 
     /// True when at least one document change went through (or nothing needed doing).
@@ -401,6 +404,7 @@ pub fn run(
         match existed {
             Some(s) => (Some(s.id), false),
             None => {
+                // (the client logs the creation once, and only when it did create it)
                 let s = tanium.find_or_create_source(&source_name)?;
                 (Some(s.id), true)
             }
@@ -431,6 +435,7 @@ pub fn run(
         .last_filter_hash
         .as_deref()
         .is_some_and(|h| h != fingerprint);
+    // A changed Intel Format must reach every document, not only the ones TC modified since.
     let format_changed = index.other_format > 0;
     let full = index.map.is_empty() || created_source || due || filters_changed || format_changed;
     let reason = if index.map.is_empty() {
@@ -473,7 +478,6 @@ pub fn run(
     let mut pull_complete = true;
     let mut stopped = None;
     let mut removals_complete = true;
-    let mut last_delivered_lm: Option<OffsetDateTime> = None;
     let dry_dir = opts.out_dir.clone();
     if opts.dry_run {
         if let Some(d) = &dry_dir {
@@ -542,7 +546,6 @@ pub fn run(
                     dry_dir.as_ref(),
                     &mut |l| plan(l),
                 )?;
-                last_delivered_lm = parse_lm(&ind.last_modified).or(last_delivered_lm);
             }
             if stopped_early {
                 break;
@@ -609,11 +612,16 @@ pub fn run(
     let mut s = std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
 
     // 5. Deploy once if anything changed.
+    // (Also when an earlier run's deploy failed: its writes are not on the endpoints yet.)
     let mut deployed = false;
-    if !opts.dry_run && s.wrote_anything {
+    let mut deploy_failed = false;
+    if !opts.dry_run && (s.wrote_anything || config.deploy_pending) {
         match tanium.deploy() {
             Ok(d) => deployed = d,
-            Err(e) => s.note_error(format!("intel deploy failed: {e}")),
+            Err(e) => {
+                deploy_failed = true;
+                s.note_error(format!("intel deploy failed: {e}"));
+            }
         }
     }
 
@@ -626,11 +634,9 @@ pub fn run(
             lm = lm.min(f - Duration::from_secs(1));
         }
         if !pull_complete {
-            // Pages come sorted by lastModified ascending: everything after the last
-            // delivered indicator is undelivered.
-            let floor =
-                last_delivered_lm.map_or(config.last_modified, |t| t - Duration::from_secs(1));
-            lm = lm.min(floor);
+            // Pages come in id order (stable while TC changes, see TcClient::indicators), so
+            // what was not reached may have any lastModified: keep the old checkpoint.
+            lm = lm.min(config.last_modified);
         }
         if !full {
             // An incremental run never moves the checkpoint backwards past where it started,
@@ -651,6 +657,7 @@ pub fn run(
         new_last_modified,
         errors: s.errors,
         deployed,
+        deploy_failed,
         source: (source_name, source_id),
     };
     log::info!(

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -36,6 +36,27 @@ pub struct RunResult {
     pub param_file_deleted: bool,
     /// Wall time.
     pub elapsed: Duration,
+}
+
+/// A run of the binary that was started and not yet waited for, so a test can kill it mid-run.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    dir: PathBuf,
+    param_file: PathBuf,
+    started: Instant,
+}
+
+impl Running {
+    /// Kills the process (SIGKILL: no cleanup runs, as when the platform kills a job).
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()
+    }
+
+    /// Whether the process has ended, without waiting.
+    pub fn has_exited(&mut self) -> std::io::Result<bool> {
+        Ok(self.child.try_wait()?.is_some())
+    }
 }
 
 /// Both simulators, a working folder and the params that point the app at them.
@@ -123,6 +144,17 @@ impl Lab {
 
     /// Runs the binary once, as the platform does, with `extra` params and extra argv.
     pub fn run(&mut self, extra: &Map<String, Value>, args: &[&str]) -> std::io::Result<RunResult> {
+        let running = self.start_run(extra, args)?;
+        self.finish(running)
+    }
+
+    /// Starts the binary as [`Lab::run`] does without waiting for it; [`Lab::finish`] collects it.
+    /// stdout and stderr go to files in the run's folder, so a chatty run never blocks on a pipe.
+    pub fn start_run(
+        &mut self,
+        extra: &Map<String, Value>,
+        args: &[&str],
+    ) -> std::io::Result<Running> {
         self.runs += 1;
         let run_dir = self.dir.join(format!("run-{:03}", self.runs));
         let (inp, out, log, tmp) = (
@@ -159,16 +191,32 @@ impl Lab {
             }
             None => Command::new(&self.binary),
         };
-        let output = cmd
+        let child = cmd
             .args(args)
             .current_dir(&run_dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env(params::PARAM_FILE_ENV, &param_file)
             .env(params::PARAM_KEY_ENV, &self.param_key)
-            .output()?;
-        let elapsed = started.elapsed();
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(run_dir.join("stdout.txt"))?)
+            .stderr(fs::File::create(run_dir.join("stderr.txt"))?)
+            .spawn()?;
+        Ok(Running {
+            child,
+            dir: run_dir,
+            param_file,
+            started,
+        })
+    }
+
+    /// Waits for a started run and collects it; persists results.tc as the platform does.
+    pub fn finish(&mut self, mut running: Running) -> std::io::Result<RunResult> {
+        let status = running.child.wait()?;
+        let elapsed = running.started.elapsed();
+        let run_dir = running.dir;
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+        let out = run_dir.join("out");
         let results: BTreeMap<String, String> = read(out.join("results.tc"))
             .lines()
             .filter_map(|l| {
@@ -176,7 +224,7 @@ impl Lab {
                 Some((k.trim().to_string(), v.trim().to_string()))
             })
             .collect();
-        let code = output.status.code().unwrap_or(-1);
+        let code = status.code().unwrap_or(-1);
         if code == 0 || (code == 3 && self.persist_on_partial) {
             for (k, v) in &results {
                 self.persisted.insert(k.clone(), json!(v));
@@ -186,13 +234,30 @@ impl Lab {
             code,
             message: read(out.join("message.tc")).trim_end().to_string(),
             results,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            log: read(log.join("app.log")),
+            stdout: read(run_dir.join("stdout.txt")),
+            stderr: read(run_dir.join("stderr.txt")),
+            log: read(run_dir.join("log").join("app.log")),
+            param_file_deleted: !running.param_file.exists(),
             dir: run_dir,
-            param_file_deleted: !param_file.exists(),
             elapsed,
         })
+    }
+
+    /// Waits until neither simulator serves a connection any more (every request the last run
+    /// sent, delayed or orphaned by a kill, has been handled); false after `limit`.
+    pub fn quiesce(&self, limit: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            if self.tc.server().open_connections() == 0
+                && self.tanium.server().open_connections() == 0
+            {
+                return true;
+            }
+            if started.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// The documents of the app's source, as (name, intrinsic id) pairs.

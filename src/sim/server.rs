@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -167,6 +167,7 @@ struct Shared {
     bytes_in: AtomicU64,
     latency: Mutex<Duration>,
     stop: AtomicBool,
+    connections: AtomicUsize,
 }
 
 /// A running simulator server on 127.0.0.1; stops when dropped.
@@ -189,6 +190,7 @@ impl Server {
             bytes_in: AtomicU64::new(0),
             latency: Mutex::new(Duration::ZERO),
             stop: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
         });
         let s2 = shared.clone();
         let accept = thread::Builder::new()
@@ -200,9 +202,17 @@ impl Server {
                     }
                     if let Ok(stream) = conn {
                         let s3 = s2.clone();
-                        let _ = thread::Builder::new()
-                            .name("sim-conn".into())
-                            .spawn(move || serve_connection(stream, &s3));
+                        s3.connections.fetch_add(1, Ordering::SeqCst);
+                        let spawned =
+                            thread::Builder::new()
+                                .name("sim-conn".into())
+                                .spawn(move || {
+                                    serve_connection(stream, &s3);
+                                    s3.connections.fetch_sub(1, Ordering::SeqCst);
+                                });
+                        if spawned.is_err() {
+                            s2.connections.fetch_sub(1, Ordering::SeqCst);
+                        }
                     }
                 }
             })?;
@@ -226,6 +236,17 @@ impl Server {
     /// Arms a fault.
     pub fn inject(&self, rule: FaultRule) {
         self.shared.faults.lock().unwrap().push(rule);
+    }
+
+    /// Faults still armed (a rule disappears once it has fired `count` times).
+    pub fn armed_faults(&self) -> Vec<FaultRule> {
+        self.shared.faults.lock().unwrap().clone()
+    }
+
+    /// Connections still being served: 0 once every client has gone and every request it
+    /// sent (including delayed ones) has been handled, so a test can check state without racing.
+    pub fn open_connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Disarms every fault.

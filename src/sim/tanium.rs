@@ -741,9 +741,12 @@ fn parse_upload(
             child_of("Indicator", "Title").or_else(|| child_of("STIX_Header", "Title")),
             child_of("Indicator", "Description").or_else(|| child_of("STIX_Header", "Description")),
         ),
+        // OpenIOC 1.0 (`ioc`) keeps them under the root, 1.1 (`OpenIOC`) under `metadata`.
         Some(_) => (
-            child_of(root.tag_name().name(), "short_description"),
-            child_of(root.tag_name().name(), "description"),
+            child_of(root.tag_name().name(), "short_description")
+                .or_else(|| child_of("metadata", "short_description")),
+            child_of(root.tag_name().name(), "description")
+                .or_else(|| child_of("metadata", "description")),
         ),
         None => (None, None),
     };
@@ -794,6 +797,12 @@ mod tests {
         assert_eq!(
             (p.kind.as_str(), p.intrinsic_id.as_str(), p.name.as_str()),
             ("openioc", "abc", "S")
+        );
+        let ioc11 = r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="x"><metadata><short_description>Bücher 例え</short_description><description>D</description></metadata></OpenIOC>"#;
+        let p = parse_upload(ioc11.as_bytes(), None, Some("B?cher ??"), None, None).unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.description.as_str()),
+            ("Bücher 例え", "D")
         );
         assert!(parse_upload(b"<a><b></a>", Some("stix"), None, None, None).is_err());
         assert!(parse_upload(b"<unknown/>", None, None, None, None).is_err());

@@ -404,6 +404,8 @@ impl TaniumClient {
             let resp = self.send("DELETE", &by_query, None)?;
             match resp.status {
                 s if (200..300).contains(&s) => {
+                    // A 200 that is not JSON (a proxy's page) did not delete anything.
+                    json_body(&resp, &describe("DELETE", &by_query))?;
                     self.disown(doc_id);
                     return Ok(());
                 }
@@ -412,6 +414,7 @@ impl TaniumClient {
             }
             let resp = self.send("DELETE", &by_path, None)?;
             if (200..300).contains(&resp.status) {
+                json_body(&resp, &describe("DELETE", &by_path))?;
                 log::info!("Tanium deletes intel by path, not by ?id=; using that from now on");
                 self.delete_by_path.store(true, Ordering::SeqCst);
             } else if resp.status != 404 {
@@ -422,6 +425,9 @@ impl TaniumClient {
         }
         let resp = self.send("DELETE", &by_path, None)?;
         if (200..300).contains(&resp.status) || resp.status == 404 {
+            if resp.status != 404 {
+                json_body(&resp, &describe("DELETE", &by_path))?;
+            }
             self.disown(doc_id);
             return Ok(());
         }
@@ -447,10 +453,9 @@ impl TaniumClient {
             }
             return Err(e);
         }
-        let task = json_body(&resp, &describe("POST", &path))
-            .ok()
-            .map(unwrap_data)
-            .and_then(|v| v.get("taskId").and_then(int_of));
+        // A 200 that is not JSON (a proxy's page) started no deploy.
+        let answer = unwrap_data(json_body(&resp, &describe("POST", &path))?);
+        let task = answer.get("taskId").and_then(int_of);
         match task {
             Some(t) => log::info!("Tanium intel deploy started (task {t})"),
             None => log::info!("Tanium intel deploy started"),

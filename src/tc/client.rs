@@ -396,10 +396,14 @@ impl TcClient {
     }
 
     /// Streams the indicators `tql` selects, one page at a time (see [`Pages`]).
+    ///
+    /// Sorted by id: an indicator modified while the pull runs keeps its place, so offset
+    /// paging skips nothing (sorted by lastModified it jumped to the end and the next record
+    /// slid into the page already read; found by tests/chaos.rs).
     pub fn indicators(&self, tql: &str) -> Pages<'_> {
         log::info!("ThreatConnect TQL: {tql}");
         let url = format!(
-            "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&resultLimit={}&sorting=lastModified%20asc",
+            "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&resultLimit={}&sorting=id%20asc",
             self.api_path,
             encode_query_value(tql),
             self.page_size

@@ -1,0 +1,149 @@
+//! Security claims of SECURITY.md that no other test file proves: TLS certificates are checked
+//! unless the job turns it off, and redirects are never followed (so credentials never go to a
+//! host the job did not name).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{json, Map};
+use tanium_tr_indicators::sim::lab::Lab;
+use tanium_tr_indicators::sim::server::{Server, SimRequest, SimResponse};
+use tanium_tr_indicators::tanium::model::ApiGeneration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
+/// A self-signed certificate for localhost / 127.0.0.1 (no CA anyone trusts signed it).
+const CERT: &[u8] = include_bytes!("fixtures/tls/cert.pem");
+const KEY: &[u8] = include_bytes!("fixtures/tls/key.pem");
+
+/// An HTTPS server with the self-signed certificate that answers every request with 401;
+/// counts connections and the requests it could read (only possible after a handshake).
+fn tls_server() -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(CERT)
+        .collect::<Result<_, _>>()
+        .expect("cert");
+    let key = PrivateKeyDer::from_pem_slice(KEY).expect("key");
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config"),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(AtomicU64::new(0));
+    let seen = requests.clone();
+    let conns = connections.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            conns.fetch_add(1, Ordering::SeqCst);
+            let config = config.clone();
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut reader = BufReader::new(&mut tls);
+                let mut line = String::new();
+                // The request head (a failed handshake ends here with an error).
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                let body = r#"{"text":"not authorized"}"#;
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.flush();
+            });
+        }
+    });
+    (url, requests, connections)
+}
+
+/// SECURITY.md "TLS": certificates are verified by default; a server whose certificate no
+/// trusted CA signed gets no request at all, and the refusal is final (not retried).
+/// `verify_ssl = false` is the only way to talk to it.
+#[test]
+fn tls_certificates_are_verified_unless_the_job_turns_it_off() {
+    let (url, requests, connections) = tls_server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::start(dir.path(), Path::new(BIN), ApiGeneration::V4).unwrap();
+    lab.set("tanium_address", json!(url));
+    lab.set("http_timeout_secs", json!("5"));
+    lab.params.remove("verify_ssl");
+    let r = lab.run(&Map::new(), &[]).unwrap();
+    assert_eq!(r.code, 1, "{}", r.message);
+    assert!(
+        r.message.to_lowercase().contains("certificate") || r.message.contains("UnknownIssuer"),
+        "{}",
+        r.message
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        0,
+        "no request without a trusted certificate"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "a refused certificate is not retried"
+    );
+    assert!(r.message.contains("UnknownIssuer"), "{}", r.message);
+
+    lab.set("verify_ssl", json!(false));
+    let r = lab.run(&Map::new(), &[]).unwrap();
+    assert_eq!(r.code, 1, "{}", r.message);
+    assert!(r.message.contains("login refused (401)"), "{}", r.message);
+    assert!(
+        requests.load(Ordering::SeqCst) >= 1,
+        "with verify_ssl off the login reaches it"
+    );
+}
+
+/// SECURITY.md "Whom the app talks to": a redirect (here from ThreatConnect to another host)
+/// is an answer, not an instruction: nothing is sent to the other host.
+#[test]
+fn redirects_are_never_followed() {
+    let other_hits = Arc::new(AtomicU64::new(0));
+    let seen = other_hits.clone();
+    let other = Server::start(
+        0,
+        Arc::new(move |_r: &SimRequest| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            SimResponse::json(200, &json!({"status": "Success", "data": []}))
+        }),
+    )
+    .unwrap();
+    let target = format!("{}/api/v3/indicators", other.url());
+    let redirecting = Server::start(
+        0,
+        Arc::new(move |_r: &SimRequest| {
+            SimResponse::text(302, "moved").with_header("Location", &target)
+        }),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::start(dir.path(), Path::new(BIN), ApiGeneration::V3).unwrap();
+    lab.set("tc_api_path", json!(format!("{}/api", redirecting.url())));
+    let r = lab.run(&Map::new(), &[]).unwrap();
+    assert_ne!(r.code, 0, "{}", r.message);
+    assert!(r.message.contains("302"), "{}", r.message);
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+}
