@@ -1489,7 +1489,7 @@ fn switching_the_intel_format_rewrites_every_document() {
     );
     assert!(second
         .log
-        .contains("documents are in the other intel format"));
+        .contains("full reconcile: the intel format changed"));
     let after = app_docs(&lab);
     assert_eq!(after.len(), before.len());
     assert!(after.iter().all(|d| d.kind == "openioc"), "{after:?}");

@@ -417,7 +417,11 @@ fn a_delete_or_deploy_answered_with_a_non_json_200_is_not_success() {
     let r = run(&mut lab);
     // 1: the removal was all this run had to do (3 when something else went through).
     assert_eq!(r.code, 1, "{}", r.message);
-    assert!(r.message.contains("1 failed"), "{}", r.message);
+    assert!(
+        r.message.contains("failed: could not remove"),
+        "{}",
+        r.message
+    );
     let held = |lab: &Lab| {
         lab.source_docs()
             .iter()
