@@ -11,6 +11,7 @@
 //!   --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
 //!   --dir DIR               working folder (default target/bench)
 //!   --seed N                dataset seed (default 7)
+//!   --binary PATH           run this instead of the release build (e.g. a heaptrack wrapper)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ struct Args {
     check: Option<PathBuf>,
     dir: PathBuf,
     seed: u64,
+    binary: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -39,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
         check: None,
         dir: PathBuf::from("target/bench"),
         seed: 7,
+        binary: None,
     };
     let mut sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "10k,100k".into());
     let mut it = std::env::args().skip(1);
@@ -80,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
             "--json" => a.json = Some(value("--json")?.into()),
             "--check" => a.check = Some(value("--check")?.into()),
             "--dir" => a.dir = value("--dir")?.into(),
+            "--binary" => a.binary = Some(value("--binary")?.into()),
             "--seed" => {
                 a.seed = value("--seed")?
                     .parse()
@@ -104,7 +108,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_tanium-tr-indicators"));
+    let binary = args
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tanium-tr-indicators")));
     eprintln!(
         "bench: binary {}, {} cores, sizes {:?}, latency {} ms",
         binary.display(),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -36,8 +36,8 @@ pub struct RunResult {
     pub param_file_deleted: bool,
     /// Wall time.
     pub elapsed: Duration,
-    /// Peak resident set size of the app process in KiB (its own `ru_maxrss`, simulators
-    /// excluded); None where the platform cannot tell.
+    /// Peak resident set size of the app process in KiB, simulators excluded (GNU time's
+    /// `%M`); None when [`RSS_TOOL`] is not installed.
     pub peak_rss_kb: Option<u64>,
 }
 
@@ -59,6 +59,11 @@ pub struct Lab {
     pub persist_on_partial: bool,
     runs: u32,
 }
+
+/// GNU time (Debian package `time`), which runs the app as its own child and reports the
+/// child's peak RSS. Reading `ru_maxrss` of a child of this (big, simulator-holding) process
+/// would not do: Linux carries the parent's RSS high-water mark across fork / vfork + exec.
+pub const RSS_TOOL: &str = "/usr/bin/time";
 
 /// The param key used to encrypt the lab's param files (AES-256, as long as the platform's).
 pub const LAB_PARAM_KEY: &str = "lab-param-key-0123456789abcdefgh";
@@ -132,15 +137,31 @@ impl Lab {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let param_file = inp.join(".app_params.json");
         fs::write(&param_file, cipher)?;
-        let started = Instant::now();
-        let mut cmd = Command::new(&self.binary);
+        let rss_file = run_dir.join("peak-rss.txt");
+        let measure = Path::new(RSS_TOOL).exists();
+        let mut cmd = if measure {
+            let mut c = Command::new(RSS_TOOL);
+            c.arg("-f")
+                .arg("%M")
+                .arg("-o")
+                .arg(&rss_file)
+                .arg(&self.binary);
+            c
+        } else {
+            Command::new(&self.binary)
+        };
         cmd.args(args)
             .current_dir(&run_dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env(params::PARAM_FILE_ENV, &param_file)
             .env(params::PARAM_KEY_ENV, LAB_PARAM_KEY);
-        let (output, peak_rss_kb) = run_measured(cmd, &run_dir)?;
+        let started = Instant::now();
+        let output = cmd.output()?;
+        // GNU time puts "Command exited with non-zero status N" before the figure.
+        let peak_rss_kb = fs::read_to_string(&rss_file)
+            .ok()
+            .and_then(|t| t.lines().last().and_then(|l| l.trim().parse::<u64>().ok()));
         let elapsed = started.elapsed();
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
         let results: BTreeMap<String, String> = read(out.join("results.tc"))
@@ -183,49 +204,4 @@ impl Lab {
             None => Vec::new(),
         }
     }
-}
-
-/// Runs `cmd` to completion with stdout / stderr captured in files under `dir` (no pipes to
-/// drain), and reaps it with `wait4` so its own peak RSS is known apart from ours.
-#[cfg(target_os = "linux")]
-fn run_measured(mut cmd: Command, dir: &Path) -> std::io::Result<(Output, Option<u64>)> {
-    use std::os::unix::process::ExitStatusExt;
-    use std::process::{ExitStatus, Stdio};
-
-    let (out_path, err_path) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
-    cmd.stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path)?)
-        .stderr(fs::File::create(&err_path)?);
-    let child = cmd.spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: an all-zero rusage is a valid value of that plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let reaped = loop {
-        // SAFETY: `pid` is our own child, not yet reaped (std never waits on it: the `Child`
-        // is only dropped, which neither waits nor kills); both pointers are valid for the call.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == pid {
-            break Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            break Err(e);
-        }
-    };
-    drop(child);
-    reaped?;
-    let output = Output {
-        status: ExitStatus::from_raw(status),
-        stdout: fs::read(&out_path)?,
-        stderr: fs::read(&err_path)?,
-    };
-    // Linux reports ru_maxrss in KiB.
-    Ok((output, u64::try_from(usage.ru_maxrss).ok()))
-}
-
-/// Runs `cmd` to completion; peak RSS is not measured on this platform.
-#[cfg(not(target_os = "linux"))]
-fn run_measured(mut cmd: Command, _dir: &Path) -> std::io::Result<(Output, Option<u64>)> {
-    Ok((cmd.output()?, None))
 }
