@@ -11,6 +11,7 @@
 //!   --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
 //!   --dir DIR               working folder (default target/bench)
 //!   --seed N                dataset seed (default 7)
+//!   --app-log LEVEL         the app's tc_log_level (default warning; app.log under --dir)
 //!   --binary PATH           run this instead of the release build (e.g. a heaptrack wrapper)
 
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ struct Args {
     dir: PathBuf,
     seed: u64,
     binary: Option<PathBuf>,
+    app_log: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -42,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         dir: PathBuf::from("target/bench"),
         seed: 7,
         binary: None,
+        app_log: "warning".into(),
     };
     let mut sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "10k,100k".into());
     let mut it = std::env::args().skip(1);
@@ -83,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
             "--json" => a.json = Some(value("--json")?.into()),
             "--check" => a.check = Some(value("--check")?.into()),
             "--dir" => a.dir = value("--dir")?.into(),
+            "--app-log" => a.app_log = value("--app-log")?,
             "--binary" => a.binary = Some(value("--binary")?.into()),
             "--seed" => {
                 a.seed = value("--seed")?
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
                 workers,
                 seed: args.seed,
                 phases: args.phases.clone(),
+                app_log_level: args.app_log.clone(),
             };
             let run = bench::run_size(&opts, size, &mut |r| {
                 eprintln!(

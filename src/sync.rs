@@ -126,6 +126,9 @@ struct Entry {
 #[derive(Default)]
 struct SourceIndex {
     map: CompactMap<u128, Entry>,
+    /// Identities this run creates documents for (16 bytes each rather than a whole entry, so
+    /// a first sync of a million stays small); a second sighting in the run is skipped.
+    created: CompactMap<u128, ()>,
     /// Extra documents claiming an identity already present (same indicator twice).
     duplicates: Vec<(i64, String)>,
     /// Documents in the app's source that carry no identity of ours.
@@ -781,15 +784,10 @@ fn handle_indicator(
             }
         }
         None => {
-            index.map.insert(
-                key,
-                Entry {
-                    doc_id: -1,
-                    rev,
-                    md5,
-                    flags: SEEN,
-                },
-            );
+            if index.created.insert(key, ()).is_some() {
+                // The same indicator twice in one run (TC paging overlap): already handled.
+                return Ok(());
+            }
             plan(format!("create {}", pkg.name));
             if opts.dry_run {
                 write_dry(dry_dir, &pkg)?;

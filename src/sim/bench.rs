@@ -29,6 +29,8 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Phases to run, in order (the first is always the first sync).
     pub phases: Vec<Phase>,
+    /// The app's `tc_log_level` (`warning` keeps logging out of the figures).
+    pub app_log_level: String,
 }
 
 /// A step of the benchmark.
@@ -92,6 +94,10 @@ pub struct PhaseResult {
     pub bytes_sent: u64,
     /// The app's peak RSS in KiB.
     pub peak_rss_kb: Option<u64>,
+    /// CPU seconds the app used (the rest of the machine's time went to the simulators and
+    /// to other load).
+    #[serde(default)]
+    pub app_cpu_secs: Option<f64>,
     /// Documents in the app's source afterwards.
     pub docs_after: usize,
     /// message.tc.
@@ -160,7 +166,7 @@ pub fn run_size(
     if let Some(w) = opts.workers {
         lab.set("tanium_workers", json!(w.to_string()));
     }
-    lab.set("tc_log_level", json!("warning"));
+    lab.set("tc_log_level", json!(opts.app_log_level));
     for s in [lab.tc.server(), lab.tanium.server()] {
         s.set_latency(opts.latency);
     }
@@ -204,6 +210,7 @@ pub fn run_size(
             tanium_listing: tn.hits(&format!("GET {}/intels", ApiGeneration::V4.base_path())),
             bytes_sent: tc.bytes_received() + tn.bytes_received(),
             peak_rss_kb: r.peak_rss_kb,
+            app_cpu_secs: r.cpu_secs,
             docs_after: lab.tanium.doc_count(),
             message: r.message.clone(),
         };
@@ -228,16 +235,16 @@ pub fn table(results: &[PhaseResult]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| size | phase | workers | latency | exit | wall (s) | indicators/s | TC req | Tanium req (listing / writes) | bytes sent | app peak RSS |"
+        "| size | phase | workers | latency | exit | wall (s) | app CPU (s) | indicators/s | TC req | Tanium req (listing / writes) | bytes sent | app peak RSS |"
     );
     let _ = writeln!(
         s,
-        "|-----:|-------|--------:|--------:|-----:|---------:|-------------:|-------:|------------------------------:|-----------:|-------------:|"
+        "|-----:|-------|--------:|--------:|-----:|---------:|------------:|-------------:|-------:|------------------------------:|-----------:|-------------:|"
     );
     for r in results {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} ms | {} | {:.2} | {:.0} | {} | {} ({} / {}) | {} | {} |",
+            "| {} | {} | {} | {} ms | {} | {:.2} | {} | {:.0} | {} | {} ({} / {}) | {} | {} |",
             format_size(r.size),
             r.phase.label(),
             if r.workers == 0 {
@@ -248,6 +255,9 @@ pub fn table(results: &[PhaseResult]) -> String {
             r.latency_ms,
             r.exit_code,
             r.wall_secs,
+            r.app_cpu_secs
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "n/a".into()),
             r.rate(),
             r.tc_requests,
             r.tanium_requests,
@@ -364,6 +374,7 @@ mod tests {
             tanium_listing: 1,
             bytes_sent: 1000,
             peak_rss_kb: Some(rss),
+            app_cpu_secs: None,
             docs_after: 5,
             message: String::new(),
         }

@@ -39,6 +39,8 @@ pub struct RunResult {
     /// Peak resident set size of the app process in KiB, simulators excluded (GNU time's
     /// `%M`); None when [`RSS_TOOL`] is not installed.
     pub peak_rss_kb: Option<u64>,
+    /// CPU seconds (user + system) the app process used; None without [`RSS_TOOL`].
+    pub cpu_secs: Option<f64>,
 }
 
 /// Both simulators, a working folder and the params that point the app at them.
@@ -142,7 +144,7 @@ impl Lab {
         let mut cmd = if measure {
             let mut c = Command::new(RSS_TOOL);
             c.arg("-f")
-                .arg("%M")
+                .arg("%M %U %S")
                 .arg("-o")
                 .arg(&rss_file)
                 .arg(&self.binary);
@@ -158,10 +160,20 @@ impl Lab {
             .env(params::PARAM_KEY_ENV, LAB_PARAM_KEY);
         let started = Instant::now();
         let output = cmd.output()?;
-        // GNU time puts "Command exited with non-zero status N" before the figure.
-        let peak_rss_kb = fs::read_to_string(&rss_file)
+        // GNU time puts "Command exited with non-zero status N" before the figures.
+        let figures: Vec<f64> = fs::read_to_string(&rss_file)
             .ok()
-            .and_then(|t| t.lines().last().and_then(|l| l.trim().parse::<u64>().ok()));
+            .and_then(|t| t.lines().last().map(str::to_string))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (peak_rss_kb, cpu_secs) = match figures[..] {
+            [rss, user, sys] => (Some(rss as u64), Some(user + sys)),
+            _ => (None, None),
+        };
         let elapsed = started.elapsed();
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
         let results: BTreeMap<String, String> = read(out.join("results.tc"))
@@ -188,6 +200,7 @@ impl Lab {
             param_file_deleted: !param_file.exists(),
             elapsed,
             peak_rss_kb,
+            cpu_secs,
         })
     }
 
