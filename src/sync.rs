@@ -4,7 +4,6 @@
 //! Only this module knows the order of the steps. `tc`, `tanium` and `intel` know nothing of
 //! each other; this module maps between them.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -15,6 +14,7 @@ use std::time::{Duration, Instant};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::compact::CompactMap;
 use crate::config::{Filters, IntelFormat, JobConfig};
 use crate::error::{Error, Result};
 use crate::intel::{self, Package};
@@ -114,19 +114,24 @@ const GONE: u8 = 2;
 /// The document is in the other intel format than the job now renders.
 const OTHER_FORMAT: u8 = 4;
 
-/// What the source holds for one identity, kept compact (about 40 bytes) for million-doc sources.
+/// What the source holds for one identity, kept compact (48 bytes with its key in the index)
+/// for million-doc sources.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     doc_id: i64,
     rev: u64,
-    md5: u128,
+    /// The first 64 bits of the document's MD5 (0: unknown).
+    md5: u64,
     flags: u8,
 }
 
 /// The app's source content: identity -> document, plus documents to clean up.
 #[derive(Default)]
 struct SourceIndex {
-    map: HashMap<u128, Entry>,
+    map: CompactMap<u128, Entry>,
+    /// Identities this run creates documents for (16 bytes each rather than a whole entry, so
+    /// a first sync of a million stays small); a second sighting in the run is skipped.
+    created: CompactMap<u128, ()>,
     /// Extra documents claiming an identity already present (same indicator twice).
     duplicates: Vec<(i64, String)>,
     /// Documents in the app's source that carry no identity of ours.
@@ -148,9 +153,10 @@ fn parse_hex_u64(s: &str) -> Option<u64> {
     u64::from_str_radix(s.get(..16.min(s.len()))?, 16).ok()
 }
 
-fn parse_md5(s: &str) -> u128 {
+/// The first 64 bits of a hex MD5 (0 when it is not one): enough to tell content apart.
+fn parse_md5(s: &str) -> u64 {
     if s.len() == 32 {
-        u128::from_str_radix(s, 16).unwrap_or(0)
+        u128::from_str_radix(s, 16).map_or(0, |v| (v >> 64) as u64)
     } else {
         0
     }
@@ -773,15 +779,10 @@ fn handle_indicator(
             }
         }
         None => {
-            index.map.insert(
-                key,
-                Entry {
-                    doc_id: -1,
-                    rev,
-                    md5,
-                    flags: SEEN,
-                },
-            );
+            if index.created.insert(key, ()).is_some() {
+                // The same indicator twice in one run (TC paging overlap): already handled.
+                return Ok(());
+            }
             plan(format!("create {}", pkg.name));
             if opts.dry_run {
                 write_dry(dry_dir, &pkg)?;

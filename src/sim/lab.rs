@@ -36,6 +36,11 @@ pub struct RunResult {
     pub param_file_deleted: bool,
     /// Wall time.
     pub elapsed: Duration,
+    /// Peak resident set size of the app process in KiB, simulators excluded (GNU time's
+    /// `%M`); None when [`RSS_TOOL`] is not installed.
+    pub peak_rss_kb: Option<u64>,
+    /// CPU seconds (user + system) the app process used; None without [`RSS_TOOL`].
+    pub cpu_secs: Option<f64>,
 }
 
 /// A run of the binary that was started and not yet waited for, so a test can kill it mid-run.
@@ -78,10 +83,21 @@ pub struct Lab {
     /// Program and leading arguments that start the app instead of `binary` itself
     /// (e.g. `python3 <unpacked>/run.py`, as the job executor starts a packaged app).
     pub launcher: Vec<String>,
+    /// Run the app under [`RSS_TOOL`] to measure its peak RSS and CPU (the benchmark does;
+    /// off by default because killing a measured run would leave the app itself running).
+    pub measure_rss: bool,
     /// The TC_APP_PARAM_KEY the param files are encrypted with ([`LAB_PARAM_KEY`] unless changed).
     pub param_key: String,
     runs: u32,
 }
+
+/// GNU time (Debian package `time`), which runs the app as its own child and reports the
+/// child's peak RSS. Reading `ru_maxrss` of a child of this (big, simulator-holding) process
+/// would not do: Linux carries the parent's RSS high-water mark across fork / vfork + exec.
+pub const RSS_TOOL: &str = "/usr/bin/time";
+
+/// File in a run's folder where [`RSS_TOOL`] writes its figures.
+const RSS_FILE: &str = "peak-rss.txt";
 
 /// The param key used to encrypt the lab's param files (AES-256, as long as the platform's).
 pub const LAB_PARAM_KEY: &str = "lab-param-key-0123456789abcdefgh";
@@ -132,6 +148,7 @@ impl Lab {
             persisted: Map::new(),
             persist_on_partial: true,
             launcher: Vec::new(),
+            measure_rss: false,
             param_key: LAB_PARAM_KEY.to_string(),
             runs: 0,
         })
@@ -183,15 +200,24 @@ impl Lab {
         let param_file = inp.join(".app_params.json");
         fs::write(&param_file, cipher)?;
         let started = Instant::now();
-        let mut cmd = match self.launcher.split_first() {
-            Some((program, lead)) => {
-                let mut c = Command::new(program);
-                c.args(lead);
-                c
-            }
-            None => Command::new(&self.binary),
+        let (program, lead): (PathBuf, Vec<String>) = match self.launcher.split_first() {
+            Some((program, lead)) => (program.into(), lead.to_vec()),
+            None => (self.binary.clone(), Vec::new()),
+        };
+        // GNU time measures the app alone; only when asked, since killing it would orphan the app.
+        let mut cmd = if self.measure_rss && Path::new(RSS_TOOL).exists() {
+            let mut c = Command::new(RSS_TOOL);
+            c.arg("-f")
+                .arg("%M %U %S")
+                .arg("-o")
+                .arg(run_dir.join(RSS_FILE))
+                .arg(program);
+            c
+        } else {
+            Command::new(program)
         };
         let child = cmd
+            .args(lead)
             .args(args)
             .current_dir(&run_dir)
             .env_clear()
@@ -215,6 +241,20 @@ impl Lab {
         let status = running.child.wait()?;
         let elapsed = running.started.elapsed();
         let run_dir = running.dir;
+        // GNU time puts "Command exited with non-zero status N" before the figures.
+        let figures: Vec<f64> = fs::read_to_string(run_dir.join(RSS_FILE))
+            .ok()
+            .and_then(|t| t.lines().last().map(str::to_string))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (peak_rss_kb, cpu_secs) = match figures[..] {
+            [rss, user, sys] => (Some(rss as u64), Some(user + sys)),
+            _ => (None, None),
+        };
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
         let out = run_dir.join("out");
         let results: BTreeMap<String, String> = read(out.join("results.tc"))
@@ -240,6 +280,8 @@ impl Lab {
             param_file_deleted: !running.param_file.exists(),
             dir: run_dir,
             elapsed,
+            peak_rss_kb,
+            cpu_secs,
         })
     }
 

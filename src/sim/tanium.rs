@@ -131,6 +131,8 @@ struct State {
     quirk: ListingQuirk,
     ids_as_strings: bool,
     honour_source_filter: bool,
+    /// Bodies are not kept (md5 and size still are): a million documents fit in memory.
+    drop_bodies: bool,
 }
 
 struct Inner {
@@ -275,6 +277,12 @@ impl TaniumSim {
     /// Sends ids (`id`, `sourceId`) as numeric strings instead of numbers.
     pub fn set_ids_as_strings(&self, on: bool) {
         self.inner.lock().ids_as_strings = on;
+    }
+
+    /// Keeps only md5, size and metadata of uploads, not their bodies (for large benchmarks:
+    /// a million documents would otherwise hold gigabytes); `contents` then reads empty.
+    pub fn set_keep_bodies(&self, on: bool) {
+        self.inner.lock().drop_bodies = !on;
     }
 
     /// Applies the listing's `sourceId` parameter (off by default: all sources are listed).
@@ -563,6 +571,7 @@ impl Inner {
             return self.reply(200, doc_json(&doc, strings));
         }
         st.mutations += 1;
+        let drop_bodies = st.drop_bodies;
         let Some(d) = st.docs.get_mut(&id) else {
             return error(404, "intel not found");
         };
@@ -572,7 +581,7 @@ impl Inner {
         d.name = parsed.name;
         d.description = parsed.description;
         d.kind = parsed.kind;
-        d.body = body;
+        d.body = if drop_bodies { String::new() } else { body };
         let v = doc_json(d, strings);
         self.reply(200, v)
     }
@@ -631,7 +640,11 @@ fn insert_doc(st: &mut State, source_id: i64, p: Parsed, body: &str) -> SimDoc {
         md5: md5_hex(body.as_bytes()),
         revision_id: 1,
         kind: p.kind,
-        body: body.to_string(),
+        body: if st.drop_bodies {
+            String::new()
+        } else {
+            body.to_string()
+        },
         size: body.len() as u64,
     };
     st.docs.insert(id, doc.clone());

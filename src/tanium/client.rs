@@ -15,12 +15,12 @@
 //! replaced by this client). Anything else is refused before a request is sent, so a bug in a
 //! caller can never touch another source's documents.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use serde_json::{json, Value};
 
+use crate::compact::IdSet;
 use crate::config::TaniumSettings;
 use crate::error::{Error, Result, Service};
 use crate::http::{self, Request, Response, RetryPolicy};
@@ -83,7 +83,7 @@ pub struct TaniumClient {
     requests: AtomicU64,
     relogins: AtomicU64,
     /// Ids seen in (or written to) the app's own source: the only ones we update or delete.
-    owned: Mutex<HashSet<i64>>,
+    owned: Mutex<IdSet>,
     /// Set once `DELETE /intels/?id=` proved unsupported (404/405 then `/intels/{id}` worked).
     delete_by_path: AtomicBool,
     max_listed_rows: AtomicU64,
@@ -139,7 +139,7 @@ impl TaniumClient {
             generation: ApiGeneration::V4,
             requests: AtomicU64::new(0),
             relogins: AtomicU64::new(0),
-            owned: Mutex::new(HashSet::new()),
+            owned: Mutex::new(IdSet::new()),
             delete_by_path: AtomicBool::new(false),
             max_listed_rows: AtomicU64::new(DEFAULT_MAX_LISTED_ROWS),
         };
@@ -256,7 +256,7 @@ impl TaniumClient {
     pub fn list_docs(&self, source_id: i64, each: &mut dyn FnMut(IntelDoc)) -> Result<u64> {
         let base = format!("{}/intels", self.generation.base_path());
         let max_rows = self.max_listed_rows.load(Ordering::SeqCst);
-        let mut seen: HashSet<i64> = HashSet::new();
+        let mut seen = IdSet::new();
         let mut offset: u64 = 0;
         let mut rows_total: u64 = 0;
         let mut largest_page = 0usize;

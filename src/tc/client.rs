@@ -4,13 +4,13 @@
 //! Every URL is built fully percent-encoded and sent exactly as signed (crate::http does not
 //! re-encode); `next` links are signed as received and only followed on the `tc_api_path` origin.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use crate::compact::IdSet;
 use crate::config::{TcAuth, TcSettings};
 use crate::error::{Error, Result, Service};
 use crate::http::{self, path_of, Request, Response, RetryPolicy};
@@ -183,6 +183,14 @@ fn status_error(resp: &Response, request: &str) -> Error {
 
 fn parse_envelope<T: serde::de::DeserializeOwned>(
     resp: &Response,
+    request: &str,
+) -> Result<Envelope<T>> {
+    parse_envelope_borrowed(resp, request)
+}
+
+/// [`parse_envelope`] for records that may borrow from the body (raw JSON text).
+fn parse_envelope_borrowed<'a, T: serde::Deserialize<'a>>(
+    resp: &'a Response,
     request: &str,
 ) -> Result<Envelope<T>> {
     let protocol = |detail: String| Error::Protocol {
@@ -411,7 +419,7 @@ impl TcClient {
         Pages {
             client: self,
             next: Some(url),
-            seen: HashSet::new(),
+            seen: IdSet::new(),
             dropped: 0,
             duplicates: 0,
             malformed: 0,
@@ -478,7 +486,7 @@ impl TcClient {
 pub struct Pages<'a> {
     client: &'a TcClient,
     next: Option<String>,
-    seen: HashSet<i64>,
+    seen: IdSet,
     dropped: u64,
     duplicates: u64,
     malformed: u64,
@@ -508,13 +516,15 @@ impl Pages<'_> {
 
     fn fetch(&mut self, url: &str) -> Result<Vec<Indicator>> {
         let resp = self.client.get(url)?;
-        let env: Envelope<serde_json::Value> =
-            parse_envelope(&resp, &format!("GET {}", path_of(url)))?;
+        // Records stay raw JSON text borrowed from the body until each is read: a page of
+        // 10,000 as `serde_json::Value` trees would cost several times the body's size.
+        let env: Envelope<&serde_json::value::RawValue> =
+            parse_envelope_borrowed(&resp, &format!("GET {}", path_of(url)))?;
         self.pages += 1;
         self.next = env.next.filter(|n| !n.is_empty() && n != url);
         let mut out = Vec::with_capacity(env.data.len());
         for v in env.data {
-            let ind = match serde_json::from_value::<Indicator>(v) {
+            let ind = match serde_json::from_str::<Indicator>(v.get()) {
                 Ok(i) => i,
                 Err(e) => {
                     self.malformed += 1;

@@ -1,0 +1,217 @@
+//! `cargo bench --bench sync -- [options]`: runs the real (release) binary against both
+//! simulators through first sync, no-change rerun, 1% changed and full reconcile, and prints a
+//! table of wall time, indicators/s, requests, bytes sent and the app's peak RSS.
+//!
+//! Options (sizes also from the `BENCH_SIZES` environment variable):
+//!   --sizes 10k,100k[,1m]   dataset sizes (default 10k,100k)
+//!   --latency-ms N          latency both simulators add to every answer (default 0)
+//!   --workers N[,M...]      tanium_workers; several values run each and report the speed-up
+//!   --phases LIST           first,nochange,changed,full (default all four)
+//!   --json FILE             also write the results as JSON
+//!   --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
+//!   --dir DIR               working folder (default target/bench)
+//!   --seed N                dataset seed (default 7)
+//!   --app-log LEVEL         the app's tc_log_level (default warning; app.log under --dir)
+//!   --binary PATH           run this instead of the release build (e.g. a heaptrack wrapper)
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tanium_tr_indicators::sim::bench::{self, Baseline, BenchOptions, Phase, PhaseResult};
+
+struct Args {
+    sizes: Vec<usize>,
+    latency_ms: u64,
+    workers: Vec<Option<usize>>,
+    phases: Vec<Phase>,
+    json: Option<PathBuf>,
+    check: Option<PathBuf>,
+    dir: PathBuf,
+    seed: u64,
+    binary: Option<PathBuf>,
+    app_log: String,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        sizes: Vec::new(),
+        latency_ms: 0,
+        workers: vec![None],
+        phases: Phase::ALL.to_vec(),
+        json: None,
+        check: None,
+        dir: PathBuf::from("target/bench"),
+        seed: 7,
+        binary: None,
+        app_log: "warning".into(),
+    };
+    let mut sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "10k,100k".into());
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--bench" => {} // cargo bench passes it to harness = false targets
+            "--sizes" => sizes = value("--sizes")?,
+            "--latency-ms" => {
+                a.latency_ms = value("--latency-ms")?
+                    .parse()
+                    .map_err(|_| "--latency-ms needs a whole number")?
+            }
+            "--workers" => {
+                a.workers = value("--workers")?
+                    .split(',')
+                    .map(|w| match w.trim().parse::<usize>() {
+                        Ok(n) if (1..=32).contains(&n) => Ok(Some(n)),
+                        _ => Err(format!("--workers: '{w}' is not a number from 1 to 32")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--phases" => {
+                let mut p = vec![Phase::FirstSync];
+                for name in value("--phases")?.split(',') {
+                    let phase = match name.trim() {
+                        "first" => Phase::FirstSync,
+                        "nochange" => Phase::NoChange,
+                        "changed" => Phase::Changed1Pct,
+                        "full" => Phase::FullReconcile,
+                        other => return Err(format!("--phases: unknown phase '{other}'")),
+                    };
+                    if !p.contains(&phase) {
+                        p.push(phase);
+                    }
+                }
+                a.phases = p;
+            }
+            "--json" => a.json = Some(value("--json")?.into()),
+            "--check" => a.check = Some(value("--check")?.into()),
+            "--dir" => a.dir = value("--dir")?.into(),
+            "--app-log" => a.app_log = value("--app-log")?,
+            "--binary" => a.binary = Some(value("--binary")?.into()),
+            "--seed" => {
+                a.seed = value("--seed")?
+                    .parse()
+                    .map_err(|_| "--seed needs a whole number")?
+            }
+            other => return Err(format!("unknown option '{other}' (see benches/sync.rs)")),
+        }
+    }
+    a.sizes = sizes
+        .split(',')
+        .map(|s| bench::parse_size(s).ok_or(format!("bad size '{s}' (use 10k, 100k, 1m)")))
+        .collect::<Result<_, _>>()?;
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let binary = args
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tanium-tr-indicators")));
+    eprintln!(
+        "bench: binary {}, {} cores, sizes {:?}, latency {} ms",
+        binary.display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.sizes,
+        args.latency_ms
+    );
+    let mut all: Vec<PhaseResult> = Vec::new();
+    for &size in &args.sizes {
+        for &workers in &args.workers {
+            let opts = BenchOptions {
+                binary: binary.clone(),
+                dir: args.dir.clone(),
+                latency: Duration::from_millis(args.latency_ms),
+                workers,
+                seed: args.seed,
+                phases: args.phases.clone(),
+                app_log_level: args.app_log.clone(),
+            };
+            let run = bench::run_size(&opts, size, &mut |r| {
+                eprintln!(
+                    "bench: {} {} (workers {}): {:.2} s, exit {}, TC {} req, Tanium {} req ({} writes), peak RSS {} KiB",
+                    bench::format_size(r.size),
+                    r.phase.label(),
+                    workers.map_or("default".into(), |w| w.to_string()),
+                    r.wall_secs,
+                    r.exit_code,
+                    r.tc_requests,
+                    r.tanium_requests,
+                    r.tanium_writes,
+                    r.peak_rss_kb.unwrap_or(0)
+                )
+            });
+            match run {
+                Ok(r) => all.extend(r),
+                Err(e) => {
+                    eprintln!("bench: {} failed: {e}", bench::format_size(size));
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    println!("\n{}", bench::table(&all));
+    if args.workers.len() > 1 {
+        for &size in &args.sizes {
+            let first: Vec<&PhaseResult> = all
+                .iter()
+                .filter(|r| r.size == size && r.phase == Phase::FirstSync)
+                .collect();
+            if let Some(base) = first.first() {
+                for r in &first[1..] {
+                    println!(
+                        "first sync of {} at {} ms latency: {} workers {:.2} s vs {} {:.2} s: {:.1}x faster",
+                        bench::format_size(size),
+                        args.latency_ms,
+                        r.workers,
+                        r.wall_secs,
+                        base.workers,
+                        base.wall_secs,
+                        base.wall_secs / r.wall_secs.max(1e-3)
+                    );
+                }
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        let note = format!(
+            "{} cores, latency {} ms",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            args.latency_ms
+        );
+        let text = serde_json::to_string_pretty(&bench::to_json(&note, &all)).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(path) = &args.check {
+        let baseline: Baseline = match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("bench: cannot read baseline {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let bad = bench::regressions(&baseline, &all, 2.0);
+        if !bad.is_empty() {
+            for b in &bad {
+                eprintln!("bench: REGRESSION {b}");
+            }
+            return ExitCode::FAILURE;
+        }
+        println!("no regression against {}", path.display());
+    }
+    ExitCode::SUCCESS
+}

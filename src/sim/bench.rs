@@ -1,0 +1,409 @@
+//! The throughput / memory benchmark: both simulators in this process, the real binary run by
+//! the [`Lab`] through four phases (first sync, no-change rerun, 1% changed, full reconcile),
+//! with per-phase request counts, bytes sent and the app's own peak RSS. Shared by
+//! `benches/sync.rs` (the documented command) and the CI smoke test (`tests/bench_smoke.rs`).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::sim::dataset;
+use crate::sim::lab::Lab;
+use crate::tanium::model::ApiGeneration;
+
+/// One benchmark run's settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The app binary (a release build for real figures).
+    pub binary: PathBuf,
+    /// Working folder (one sub-folder per dataset size).
+    pub dir: PathBuf,
+    /// Latency the simulators add to every answer (a WAN stand-in).
+    pub latency: Duration,
+    /// `tanium_workers` for the job (None: the app's default).
+    pub workers: Option<usize>,
+    /// Dataset seed.
+    pub seed: u64,
+    /// Phases to run, in order (the first is always the first sync).
+    pub phases: Vec<Phase>,
+    /// The app's `tc_log_level` (`warning` keeps logging out of the figures).
+    pub app_log_level: String,
+}
+
+/// A step of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Empty source, every qualifying indicator is created.
+    FirstSync,
+    /// Nothing changed since the previous run: an incremental run with nothing to do.
+    NoChange,
+    /// 1% of the indicators (every 100th id) modified in TC, then an incremental run.
+    Changed1Pct,
+    /// `reconcile_interval_hours` = 0: the whole match set is compared with the source.
+    FullReconcile,
+}
+
+impl Phase {
+    /// All phases in benchmark order.
+    pub const ALL: [Phase; 4] = [
+        Phase::FirstSync,
+        Phase::NoChange,
+        Phase::Changed1Pct,
+        Phase::FullReconcile,
+    ];
+
+    /// Table label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::FirstSync => "first sync",
+            Phase::NoChange => "no-change rerun",
+            Phase::Changed1Pct => "1% changed",
+            Phase::FullReconcile => "full reconcile",
+        }
+    }
+}
+
+/// What one phase cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseResult {
+    /// Indicators in the TC simulator.
+    pub size: usize,
+    /// Which phase.
+    pub phase: Phase,
+    /// `tanium_workers` the job ran with (0: the app's default).
+    pub workers: usize,
+    /// Injected latency in milliseconds.
+    pub latency_ms: u64,
+    /// The app's exit code.
+    pub exit_code: i32,
+    /// Wall time of the app process, seconds.
+    pub wall_secs: f64,
+    /// HTTP requests the TC simulator answered.
+    pub tc_requests: u64,
+    /// HTTP requests the Tanium simulator answered.
+    pub tanium_requests: u64,
+    /// Of those, document creates, replaces and deletes.
+    pub tanium_writes: u64,
+    /// Of those, intel listing pages.
+    pub tanium_listing: u64,
+    /// Request bytes both simulators received (what the app sent).
+    pub bytes_sent: u64,
+    /// The app's peak RSS in KiB.
+    pub peak_rss_kb: Option<u64>,
+    /// CPU seconds the app used (the rest of the machine's time went to the simulators and
+    /// to other load).
+    #[serde(default)]
+    pub app_cpu_secs: Option<f64>,
+    /// Documents in the app's source afterwards.
+    pub docs_after: usize,
+    /// message.tc.
+    pub message: String,
+}
+
+impl PhaseResult {
+    /// Indicators in the dataset per second of wall time.
+    pub fn rate(&self) -> f64 {
+        self.size as f64 / self.wall_secs.max(1e-3)
+    }
+}
+
+/// Parses `10k`, `100k`, `1m` or a plain number.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = s.strip_suffix('k') {
+        (n, 1_000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 1_000_000)
+    } else {
+        (s.as_str(), 1)
+    };
+    num.parse::<usize>()
+        .ok()
+        .map(|n| n * mult)
+        .filter(|n| *n > 0)
+}
+
+/// `10k`, `1M`: a size as the table shows it.
+pub fn format_size(n: usize) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1_000 && n % 1_000 == 0 {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
+fn writes(lab: &Lab) -> u64 {
+    let base = ApiGeneration::V4.base_path();
+    let s = lab.tanium.server();
+    s.hits(&format!("POST {base}/sources/")) + s.hits("PUT ") + s.hits("DELETE ")
+}
+
+/// Runs the phases against a fresh pair of simulators loaded with `size` generated indicators;
+/// `progress` sees each phase's result as soon as it is known.
+pub fn run_size(
+    opts: &BenchOptions,
+    size: usize,
+    progress: &mut dyn FnMut(&PhaseResult),
+) -> std::io::Result<Vec<PhaseResult>> {
+    let dir = opts.dir.join(format!("size-{}", format_size(size)));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let mut lab = Lab::start(&dir, &opts.binary, ApiGeneration::V4)?;
+    lab.measure_rss = true;
+    lab.tanium.set_keep_bodies(false);
+    let loaded = Instant::now();
+    lab.tc.load(dataset::generate(size, opts.seed));
+    log::info!(
+        "loaded {size} indicators into the TC simulator in {:.1} s",
+        loaded.elapsed().as_secs_f64()
+    );
+    if let Some(w) = opts.workers {
+        lab.set("tanium_workers", json!(w.to_string()));
+    }
+    lab.set("tc_log_level", json!(opts.app_log_level));
+    for s in [lab.tc.server(), lab.tanium.server()] {
+        s.set_latency(opts.latency);
+    }
+    let mut out = Vec::new();
+    for (i, phase) in opts.phases.iter().copied().enumerate() {
+        let mut extra = Map::new();
+        match phase {
+            Phase::FirstSync => {}
+            Phase::NoChange => {}
+            Phase::Changed1Pct => {
+                for id in (1..=size as i64).step_by(100) {
+                    lab.tc.update(id, |ind| {
+                        ind.confidence = Some((ind.confidence.unwrap_or(0) + 1) % 101);
+                    });
+                }
+            }
+            Phase::FullReconcile => {
+                extra.insert("reconcile_interval_hours".into(), json!("0"));
+            }
+        }
+        if i == 0 && phase != Phase::FirstSync {
+            return Err(std::io::Error::other(
+                "the first phase must be the first sync",
+            ));
+        }
+        for s in [lab.tc.server(), lab.tanium.server()] {
+            s.reset_counters();
+        }
+        let r = lab.run(&extra, &[])?;
+        let (tc, tn) = (lab.tc.server(), lab.tanium.server());
+        let result = PhaseResult {
+            size,
+            phase,
+            workers: opts.workers.unwrap_or(0),
+            latency_ms: opts.latency.as_millis() as u64,
+            exit_code: r.code,
+            wall_secs: r.elapsed.as_secs_f64(),
+            tc_requests: tc.total_requests(),
+            tanium_requests: tn.total_requests(),
+            tanium_writes: writes(&lab),
+            tanium_listing: tn.hits(&format!("GET {}/intels", ApiGeneration::V4.base_path())),
+            bytes_sent: tc.bytes_received() + tn.bytes_received(),
+            peak_rss_kb: r.peak_rss_kb,
+            app_cpu_secs: r.cpu_secs,
+            docs_after: lab.tanium.doc_count(),
+            message: r.message.clone(),
+        };
+        if r.code != 0 {
+            log::warn!(
+                "{} {}: exit {}: {}\n{}",
+                format_size(size),
+                phase.label(),
+                r.code,
+                r.message,
+                r.stderr
+            );
+        }
+        progress(&result);
+        out.push(result);
+    }
+    Ok(out)
+}
+
+/// The results as a Markdown table.
+pub fn table(results: &[PhaseResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| size | phase | workers | latency | exit | wall (s) | app CPU (s) | indicators/s | TC req | Tanium req (listing / writes) | bytes sent | app peak RSS |"
+    );
+    let _ = writeln!(
+        s,
+        "|-----:|-------|--------:|--------:|-----:|---------:|------------:|-------------:|-------:|------------------------------:|-----------:|-------------:|"
+    );
+    for r in results {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} ms | {} | {:.2} | {} | {:.0} | {} | {} ({} / {}) | {} | {} |",
+            format_size(r.size),
+            r.phase.label(),
+            if r.workers == 0 {
+                "default".to_string()
+            } else {
+                r.workers.to_string()
+            },
+            r.latency_ms,
+            r.exit_code,
+            r.wall_secs,
+            r.app_cpu_secs
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "n/a".into()),
+            r.rate(),
+            r.tc_requests,
+            r.tanium_requests,
+            r.tanium_listing,
+            r.tanium_writes,
+            format_bytes(r.bytes_sent),
+            r.peak_rss_kb
+                .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "n/a".into()),
+        );
+    }
+    s
+}
+
+fn format_bytes(b: u64) -> String {
+    if b >= 10 * 1024 * 1024 {
+        format!("{:.0} MB", b as f64 / (1024.0 * 1024.0))
+    } else if b >= 10 * 1024 {
+        format!("{:.0} kB", b as f64 / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}
+
+/// Recorded figures of the smoke run a regression check compares against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Where and how the figures were taken.
+    pub note: String,
+    /// One entry per phase.
+    pub phases: Vec<PhaseResult>,
+}
+
+/// Compares `now` with the baseline: request counts, writes and peak RSS may not exceed
+/// `factor` times the recorded figure (wall time is never compared). Returns the violations.
+pub fn regressions(baseline: &Baseline, now: &[PhaseResult], factor: f64) -> Vec<String> {
+    let mut bad = Vec::new();
+    for b in &baseline.phases {
+        let Some(n) = now.iter().find(|n| n.phase == b.phase && n.size == b.size) else {
+            bad.push(format!("{}: phase not run", b.phase.label()));
+            continue;
+        };
+        if n.exit_code != 0 {
+            bad.push(format!(
+                "{}: exit code {} ({})",
+                b.phase.label(),
+                n.exit_code,
+                n.message
+            ));
+        }
+        let mut check = |what: &str, recorded: u64, measured: u64| {
+            if measured as f64 > recorded as f64 * factor {
+                bad.push(format!(
+                    "{}: {what} {measured} is over {factor}x the recorded {recorded}",
+                    b.phase.label()
+                ));
+            }
+        };
+        check("TC requests", b.tc_requests, n.tc_requests);
+        check("Tanium requests", b.tanium_requests, n.tanium_requests);
+        check("Tanium writes", b.tanium_writes, n.tanium_writes);
+        check("bytes sent", b.bytes_sent, n.bytes_sent);
+        if let (Some(rb), Some(rn)) = (b.peak_rss_kb, n.peak_rss_kb) {
+            check("peak RSS (KiB)", rb, rn);
+        }
+        if n.docs_after != b.docs_after {
+            bad.push(format!(
+                "{}: the source holds {} documents, recorded {}",
+                b.phase.label(),
+                n.docs_after,
+                b.docs_after
+            ));
+        }
+    }
+    bad
+}
+
+/// The results as JSON (for `--json`, and to record a new baseline).
+pub fn to_json(note: &str, results: &[PhaseResult]) -> Value {
+    serde_json::to_value(Baseline {
+        note: note.to_string(),
+        phases: results.to_vec(),
+    })
+    .unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!(parse_size("10k"), Some(10_000));
+        assert_eq!(parse_size("1M"), Some(1_000_000));
+        assert_eq!(parse_size("2500"), Some(2500));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(format_size(100_000), "100k");
+        assert_eq!(format_size(1_000_000), "1M");
+        assert_eq!(format_size(1234), "1234");
+    }
+
+    fn result(phase: Phase, tc: u64, writes: u64, rss: u64) -> PhaseResult {
+        PhaseResult {
+            size: 10,
+            phase,
+            workers: 0,
+            latency_ms: 0,
+            exit_code: 0,
+            wall_secs: 1.0,
+            tc_requests: tc,
+            tanium_requests: 10 + writes,
+            tanium_writes: writes,
+            tanium_listing: 1,
+            bytes_sent: 1000,
+            peak_rss_kb: Some(rss),
+            app_cpu_secs: None,
+            docs_after: 5,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn regressions_flag_counts_and_rss_over_the_factor_only() {
+        let base = Baseline {
+            note: String::new(),
+            phases: vec![
+                result(Phase::FirstSync, 3, 5, 10_000),
+                result(Phase::NoChange, 3, 0, 10_000),
+            ],
+        };
+        let same = vec![
+            result(Phase::FirstSync, 6, 5, 19_000),
+            result(Phase::NoChange, 3, 0, 10_000),
+        ];
+        assert!(regressions(&base, &same, 2.0).is_empty());
+        let worse = vec![
+            result(Phase::FirstSync, 7, 5, 21_000),
+            result(Phase::NoChange, 3, 1, 10_000),
+        ];
+        let bad = regressions(&base, &worse, 2.0);
+        assert_eq!(bad.len(), 3, "{bad:?}"); // TC requests and RSS of the first sync, writes
+        assert!(bad
+            .iter()
+            .any(|b| b.contains("no-change rerun: Tanium writes 1")));
+        assert_eq!(regressions(&base, &same[..1], 2.0).len(), 1);
+    }
+}

@@ -1,0 +1,148 @@
+//! CI smoke variant of the benchmark (`benches/sync.rs`): 10k indicators through first sync,
+//! no-change rerun, 1% changed and full reconcile with the test build of the binary. Fails on a
+//! gross regression: requests, writes, bytes sent or the app's peak RSS over 2x the figures in
+//! `benches/baseline.json` (never on wall time), or a no-change rerun that writes anything.
+//!
+//! Ignored by a plain `cargo test` (it takes a while in a debug build); CI runs
+//! `cargo test --test bench_smoke -- --ignored`. `BENCH_RECORD=1` rewrites the baseline.
+//! The quick test here pins what the memory-lean sync index must still get right.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Map};
+use std::time::Duration;
+use tanium_tr_indicators::sim::dataset;
+use tanium_tr_indicators::sim::lab::Lab;
+use tanium_tr_indicators::tanium::model::ApiGeneration;
+
+use tanium_tr_indicators::sim::bench::{self, Baseline, BenchOptions, Phase};
+use tanium_tr_indicators::sim::lab::RSS_TOOL;
+
+const SIZE: usize = 10_000;
+
+fn baseline_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/baseline.json")
+}
+
+#[test]
+#[ignore = "CI smoke benchmark: cargo test --test bench_smoke -- --ignored"]
+fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
+    assert!(
+        std::path::Path::new(RSS_TOOL).exists(),
+        "{RSS_TOOL} is needed to measure the app's peak RSS (Debian: apt-get install time)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let opts = BenchOptions {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_tanium-tr-indicators")),
+        dir: dir.path().to_path_buf(),
+        latency: Duration::ZERO,
+        workers: None,
+        seed: 7,
+        phases: Phase::ALL.to_vec(),
+        app_log_level: "warning".into(),
+    };
+    let results = bench::run_size(&opts, SIZE, &mut |r| {
+        eprintln!(
+            "{}: {:.2} s, TC {} req, Tanium {} req ({} writes), {} KiB",
+            r.phase.label(),
+            r.wall_secs,
+            r.tc_requests,
+            r.tanium_requests,
+            r.tanium_writes,
+            r.peak_rss_kb.unwrap_or(0)
+        )
+    })
+    .unwrap();
+    eprintln!("{}", bench::table(&results));
+
+    // Invariants that hold whatever was recorded.
+    let phase = |p: Phase| results.iter().find(|r| r.phase == p).unwrap();
+    for r in &results {
+        assert_eq!(r.exit_code, 0, "{}: {}", r.phase.label(), r.message);
+        assert!(
+            r.peak_rss_kb.is_some(),
+            "{}: no RSS figure",
+            r.phase.label()
+        );
+    }
+    let first = phase(Phase::FirstSync);
+    assert!(first.tanium_writes > SIZE as u64 * 8 / 10, "{first:?}");
+    let quiet = phase(Phase::NoChange);
+    assert_eq!(quiet.tanium_writes, 0, "a no-change rerun wrote to Tanium");
+    assert!(quiet.tc_requests <= 3, "no-change rerun: {quiet:?}");
+    let changed = phase(Phase::Changed1Pct);
+    assert!(
+        changed.tanium_writes > 0 && changed.tanium_writes <= SIZE as u64 / 100,
+        "{changed:?}"
+    );
+    assert_eq!(phase(Phase::FullReconcile).tanium_writes, 0);
+    for r in &results {
+        assert_eq!(r.docs_after, first.docs_after, "{}", r.phase.label());
+    }
+
+    if std::env::var_os("BENCH_RECORD").is_some() {
+        let note = format!(
+            "cargo test --test bench_smoke -- --ignored (debug build of the app), {SIZE} indicators, \
+             {} cores; counts are exact, RSS is GNU time's %M in KiB; wall time is never compared",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let text = serde_json::to_string_pretty(&bench::to_json(&note, &results)).unwrap();
+        std::fs::write(baseline_path(), text + "\n").unwrap();
+        eprintln!("recorded {}", baseline_path().display());
+        return;
+    }
+    let baseline: Baseline =
+        serde_json::from_str(&std::fs::read_to_string(baseline_path()).unwrap()).unwrap();
+    let bad = bench::regressions(&baseline, &results, 2.0);
+    assert!(
+        bad.is_empty(),
+        "regressions against {}:\n{}",
+        baseline_path().display(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn same_identity_twice_in_one_run_creates_one_document_and_reruns_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_tanium-tr-indicators"));
+    let mut lab = Lab::start(dir.path(), &exe, ApiGeneration::V4).unwrap();
+    let mut hosts: Vec<_> = dataset::generate(300, 3)
+        .filter(|i| i.type_name == "Host" && i.active)
+        .collect();
+    assert!(hosts.len() > 40);
+    // A second TC indicator whose value differs only in case: the same document identity.
+    let mut twin = hosts[0].clone();
+    twin.id = 1_000_000;
+    twin.summary = twin.summary.to_uppercase();
+    twin.host_name = Some(twin.summary.clone());
+    hosts.push(twin);
+    let n = hosts.len();
+    lab.tc.load(hosts);
+    // Small pages, so the twins and the index's merges span pages.
+    lab.set("tc_page_size", json!("7"));
+    let first = lab.run(&Map::new(), &[]).unwrap();
+    assert_eq!(first.code, 0, "{}", first.message);
+    assert_eq!(lab.source_docs().len(), n - 1, "{}", first.message);
+    assert!(
+        first.message.contains(&format!("{} created", n - 1)),
+        "{}",
+        first.message
+    );
+
+    lab.tanium.server().reset_counters();
+    let full = lab
+        .run(
+            &Map::from_iter([("reconcile_interval_hours".to_string(), json!("0"))]),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(full.code, 0, "{}", full.message);
+    assert!(
+        full.message.contains("0 created, 0 updated, 0 removed"),
+        "{}",
+        full.message
+    );
+    assert_eq!(lab.tanium.server().hits("POST /plugin"), 0);
+    assert_eq!(lab.source_docs().len(), n - 1);
+}
