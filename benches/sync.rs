@@ -87,7 +87,11 @@ fn parse_args() -> Result<Args, String> {
             "--check" => a.check = Some(value("--check")?.into()),
             "--dir" => a.dir = value("--dir")?.into(),
             "--app-log" => a.app_log = value("--app-log")?,
-            "--binary" => a.binary = Some(value("--binary")?.into()),
+            "--binary" => {
+                // Runs happen in their own folders: a relative path would not resolve there.
+                let p = PathBuf::from(value("--binary")?);
+                a.binary = Some(p.canonicalize().map_err(|e| format!("--binary: {e}"))?);
+            }
             "--seed" => {
                 a.seed = value("--seed")?
                     .parse()

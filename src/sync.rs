@@ -780,7 +780,7 @@ fn handle_indicator(
         }
         None => {
             if index.created.insert(key, ()).is_some() {
-                // The same indicator twice in one run (TC paging overlap): already handled.
+                // A second TC indicator with this identity in the run: already handled.
                 return Ok(());
             }
             plan(format!("create {}", pkg.name));
