@@ -190,8 +190,11 @@ impl SourceIndex {
                 self.map.insert(key, entry);
             }
             Some(existing) => {
-                // Keep the oldest document (lowest id) so Tanium ids stay stable.
-                let (keep, drop) = if entry.doc_id < existing.doc_id {
+                // Keep the one in the current format (a format switch interrupted between its
+                // create and its delete leaves both), then the oldest (lowest id), so Tanium ids
+                // stay stable.
+                let rank = |e: &Entry| (e.flags & OTHER_FORMAT != 0, e.doc_id);
+                let (keep, drop) = if rank(&entry) < rank(existing) {
                     (entry, *existing)
                 } else {
                     (*existing, entry)
@@ -230,6 +233,28 @@ enum Op {
         doc_id: i64,
         what: String,
     },
+    /// A format switch: create the new document first, delete the old one only once the new
+    /// one exists, so a failure never leaves the indicator without a document.
+    Replace {
+        old_doc_id: i64,
+        pkg: Package,
+        last_modified: Option<OffsetDateTime>,
+    },
+}
+
+impl Op {
+    /// Counts an op that could not be attempted (Tanium is down, or the pool is gone).
+    fn not_attempted(self, s: &mut Shared) {
+        match self {
+            Op::Create { last_modified, .. }
+            | Op::Update { last_modified, .. }
+            | Op::Replace { last_modified, .. } => {
+                s.tally.failed_writes += 1;
+                s.note_undelivered(last_modified);
+            }
+            Op::Delete { .. } => s.tally.failed_removals += 1,
+        }
+    }
 }
 
 /// Shared result state of the worker pool.
@@ -302,14 +327,7 @@ fn worker(
             }
         };
         if broken.load(Ordering::SeqCst) {
-            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-            match op {
-                Op::Create { last_modified, .. } | Op::Update { last_modified, .. } => {
-                    s.tally.failed_writes += 1;
-                    s.note_undelivered(last_modified);
-                }
-                Op::Delete { .. } => s.tally.failed_removals += 1,
-            }
+            op.not_attempted(&mut shared.lock().unwrap_or_else(|p| p.into_inner()));
             continue;
         }
         let result = match &op {
@@ -318,9 +336,34 @@ fn worker(
                 tanium.update_doc(*doc_id, &upload_of(pkg)).map(|_| ())
             }
             Op::Delete { doc_id, .. } => tanium.delete_doc(*doc_id),
+            Op::Replace { pkg, .. } => tanium.create_doc(source_id, &upload_of(pkg)).map(|_| ()),
         };
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
         match (op, result) {
+            (
+                Op::Replace {
+                    old_doc_id, pkg, ..
+                },
+                Ok(()),
+            ) => {
+                // Counted as Tanium sees it: one document created, one removed.
+                s.tally.created += 1;
+                s.wrote_anything = true;
+                consecutive.store(0, Ordering::SeqCst);
+                drop(s);
+                // The new document exists; only now may the old-format one go.
+                let removed = tanium.delete_doc(old_doc_id);
+                let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = removed {
+                    s.tally.failed_removals += 1;
+                    s.note_error(format!(
+                        "could not remove the old-format document of {}: {e}",
+                        pkg.name
+                    ));
+                } else {
+                    s.tally.removed += 1;
+                }
+            }
             (Op::Create { .. }, Ok(())) => {
                 s.tally.created += 1;
                 s.wrote_anything = true;
@@ -339,6 +382,12 @@ fn worker(
             (Op::Create { pkg, last_modified }, Err(e))
             | (
                 Op::Update {
+                    pkg, last_modified, ..
+                },
+                Err(e),
+            )
+            | (
+                Op::Replace {
                     pkg, last_modified, ..
                 },
                 Err(e),
@@ -373,21 +422,16 @@ impl Pool {
                 Op::Create { .. } => s.tally.created += 1,
                 Op::Update { .. } => s.tally.updated += 1,
                 Op::Delete { .. } => s.tally.removed += 1,
+                Op::Replace { .. } => {
+                    s.tally.created += 1;
+                    s.tally.removed += 1;
+                }
             }
             return;
         };
-        {
-            if let Err(mpsc::SendError(op)) = tx.send(op) {
-                // All workers are gone: count the op as failed rather than lose it.
-                let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-                match op {
-                    Op::Create { last_modified, .. } | Op::Update { last_modified, .. } => {
-                        s.tally.failed_writes += 1;
-                        s.note_undelivered(last_modified);
-                    }
-                    Op::Delete { .. } => s.tally.failed_removals += 1,
-                }
-            }
+        if let Err(mpsc::SendError(op)) = tx.send(op) {
+            // All workers are gone: count the op as failed rather than lose it.
+            op.not_attempted(&mut self.shared.lock().unwrap_or_else(|p| p.into_inner()));
         }
     }
 }
@@ -760,13 +804,10 @@ fn handle_indicator(
             }
             if e.flags & OTHER_FORMAT != 0 {
                 // Tanium replaces in place only when the root id stays; a format switch
-                // changes it, so the old document goes and a new one comes.
+                // changes it, so a new document comes and then the old one goes.
                 e.flags |= GONE;
-                pool.send(Op::Delete {
-                    doc_id: e.doc_id,
-                    what: format!("{} (format changed)", pkg.name),
-                });
-                pool.send(Op::Create {
+                pool.send(Op::Replace {
+                    old_doc_id: e.doc_id,
                     pkg,
                     last_modified: lm,
                 });
