@@ -125,6 +125,25 @@ impl Sleep for RealSleep {
     }
 }
 
+/// Records the delays it is asked for instead of waiting, so tests see the backoff for free.
+#[derive(Debug, Default)]
+pub struct RecordedSleep(std::sync::Mutex<Vec<Duration>>);
+
+impl RecordedSleep {
+    /// The delays asked for so far, in order.
+    pub fn delays(&self) -> Vec<Duration> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl Sleep for RecordedSleep {
+    fn sleep(&self, d: Duration) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(d);
+        }
+    }
+}
+
 /// How many times and how long to wait between attempts.
 #[derive(Clone)]
 pub struct RetryPolicy {

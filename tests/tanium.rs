@@ -1,11 +1,11 @@
 //! The real TaniumClient against the in-repo Tanium TR simulator, in both API generations.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tanium_tr_indicators::config::TaniumSettings;
 use tanium_tr_indicators::error::{Error, Service};
-use tanium_tr_indicators::http::{HttpSettings, RetryPolicy, Sleep};
+use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy};
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
 use tanium_tr_indicators::sim::tanium::{ListingQuirk, TaniumSim, TaniumSimOptions};
@@ -13,17 +13,7 @@ use tanium_tr_indicators::tanium::{ApiGeneration, IntelDoc, TaniumClient, Upload
 
 const SOURCE: &str = "ThreatConnect Indicators";
 
-/// Records requested delays instead of sleeping.
-#[derive(Default)]
-struct NoSleep(Mutex<Vec<Duration>>);
-
-impl Sleep for NoSleep {
-    fn sleep(&self, d: Duration) {
-        self.0.lock().unwrap().push(d);
-    }
-}
-
-fn policy_with(sleeper: Arc<NoSleep>) -> RetryPolicy {
+fn policy_with(sleeper: Arc<RecordedSleep>) -> RetryPolicy {
     RetryPolicy {
         max_attempts: 4,
         base_delay: Duration::from_millis(100),
@@ -33,7 +23,7 @@ fn policy_with(sleeper: Arc<NoSleep>) -> RetryPolicy {
 }
 
 fn policy() -> RetryPolicy {
-    policy_with(Arc::new(NoSleep::default()))
+    policy_with(Arc::new(RecordedSleep::default()))
 }
 
 fn sim(generation: ApiGeneration) -> TaniumSim {
@@ -599,7 +589,7 @@ fn final_statuses_are_not_retried() {
 #[test]
 fn retry_after_is_honoured_without_sleeping() {
     let sim = sim(ApiGeneration::V4);
-    let sleeper = Arc::new(NoSleep::default());
+    let sleeper = Arc::new(RecordedSleep::default());
     let client = TaniumClient::connect(
         &settings(&sim, "admin", "s3cret!"),
         policy_with(sleeper.clone()),
@@ -615,7 +605,7 @@ fn retry_after_is_honoured_without_sleeping() {
         },
     ));
     client.find_or_create_source(SOURCE).unwrap();
-    assert_eq!(*sleeper.0.lock().unwrap(), vec![Duration::from_secs(7)]);
+    assert_eq!(sleeper.delays(), vec![Duration::from_secs(7)]);
 }
 
 #[test]

@@ -2,12 +2,12 @@
 //! paging and dedupe, HMAC and token auth, the retry rule, bad TQL, deleted indicators.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tanium_tr_indicators::config::{Filters, TcAuth, TcSettings};
 use tanium_tr_indicators::error::Error;
-use tanium_tr_indicators::http::{HttpSettings, RetryPolicy, Sleep};
+use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy, Sleep};
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::dataset::{self, HOSTILE_OWNERS, HOSTILE_TAGS};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
@@ -17,15 +17,6 @@ use tanium_tr_indicators::tc::client::TcClient;
 use tanium_tr_indicators::tc::model::{Indicator, IndicatorType};
 use tanium_tr_indicators::tc::tql;
 use time::OffsetDateTime;
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Duration>>);
-
-impl Sleep for Recorder {
-    fn sleep(&self, d: Duration) {
-        self.0.lock().unwrap().push(d);
-    }
-}
 
 fn policy_with(sleeper: Arc<dyn Sleep>) -> RetryPolicy {
     RetryPolicy {
@@ -37,7 +28,7 @@ fn policy_with(sleeper: Arc<dyn Sleep>) -> RetryPolicy {
 }
 
 fn policy() -> RetryPolicy {
-    policy_with(Arc::new(Recorder::default()))
+    policy_with(Arc::new(RecordedSleep::default()))
 }
 
 fn settings(sim: &TcSim, auth: TcAuth, page_size: u32) -> TcSettings {
@@ -541,7 +532,7 @@ fn retryable_statuses_are_retried_with_backoff_and_retry_after() {
         (408, None),
         (429, Some(7)),
     ] {
-        let rec = Arc::new(Recorder::default());
+        let rec = Arc::new(RecordedSleep::default());
         let c = TcClient::new(
             &settings(&sim, hmac(&TcSimOptions::default()), 100),
             policy_with(rec.clone()),
@@ -561,7 +552,7 @@ fn retryable_statuses_are_retried_with_backoff_and_retry_after() {
         assert_eq!(ids(&got.items), expected(&sim, |_| true), "{status}");
         assert_eq!(sim.server().hits("GET /api/v3/indicators"), 3, "{status}");
         assert_eq!(c.request_count(), 3);
-        let slept = rec.0.lock().unwrap().clone();
+        let slept = rec.delays();
         match retry_after {
             Some(s) => assert_eq!(slept, vec![Duration::from_secs(s); 2]),
             None => assert_eq!(
