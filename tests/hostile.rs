@@ -166,7 +166,14 @@ fn start_self_linked(pages_for: impl Fn(&str) -> Vec<Vec<u8>>) -> FakeTc {
             if r.decoded_path().ends_with("/v3/indicators/deleted") {
                 return SimResponse::json(200, &json!({"status": "Success", "data": []}));
             }
-            let n: usize = r.param("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+            // The client pages by key (`... AND id > N`): these fakes' page k starts after id k.
+            let after = r
+                .param("tql")
+                .and_then(|t| t.rsplit_once(" AND id > ").map(|(_, n)| n.to_string()));
+            let n: usize = after
+                .or_else(|| r.param("page").map(str::to_string))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
             match p2.lock().unwrap().get(n) {
                 Some(body) => SimResponse {
                     status: 200,

@@ -405,26 +405,34 @@ impl TcClient {
 
     /// Streams the indicators `tql` selects, one page at a time (see [`Pages`]).
     ///
-    /// Sorted by id: an indicator modified while the pull runs keeps its place, so offset
-    /// paging skips nothing (sorted by lastModified it jumped to the end and the next record
-    /// slid into the page already read; found by tests/chaos.rs).
+    /// Sorted by id and paged by key (`(<tql>) AND id > <last id of the page>`), not by following
+    /// `next` offsets: offsets shift when TC modifies, deletes or deactivates indicators while the
+    /// pull runs, and the record that slides back across a page edge would be skipped (found by
+    /// tests/chaos.rs). `next` is still read: its presence says more pages exist, and a `next`
+    /// that leaves the `tc_api_path` origin ends the pull with an error.
     pub fn indicators(&self, tql: &str) -> Pages<'_> {
         log::info!("ThreatConnect TQL: {tql}");
-        let url = format!(
-            "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&resultLimit={}&sorting=id%20asc",
-            self.api_path,
-            encode_query_value(tql),
-            self.page_size
-        );
         Pages {
             client: self,
-            next: Some(url),
+            tql: tql.to_string(),
+            next: Some(self.page_url(tql)),
+            last_id: None,
             seen: IdSet::new(),
             dropped: 0,
             duplicates: 0,
             malformed: 0,
             pages: 0,
         }
+    }
+
+    /// The URL of one page of `tql`, exactly as it goes on the wire.
+    fn page_url(&self, tql: &str) -> String {
+        format!(
+            "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&resultLimit={}&sorting=id%20asc",
+            self.api_path,
+            encode_query_value(tql),
+            self.page_size
+        )
     }
 
     /// Calls `each` for every indicator TC reports deleted since `since`; returns how many.
@@ -485,7 +493,9 @@ impl TcClient {
 /// After an error the iterator ends.
 pub struct Pages<'a> {
     client: &'a TcClient,
+    tql: String,
     next: Option<String>,
+    last_id: Option<i64>,
     seen: IdSet,
     dropped: u64,
     duplicates: u64,
@@ -521,8 +531,10 @@ impl Pages<'_> {
         let env: Envelope<&serde_json::value::RawValue> =
             parse_envelope_borrowed(&resp, &format!("GET {}", path_of(url)))?;
         self.pages += 1;
-        self.next = env.next.filter(|n| !n.is_empty() && n != url);
+        let full = env.data.len() as u64 >= u64::from(self.client.page_size);
+        let link = env.next.filter(|n| !n.is_empty());
         let mut out = Vec::with_capacity(env.data.len());
+        let mut max_id: Option<i64> = None;
         for v in env.data {
             let ind = match serde_json::from_str::<Indicator>(v.get()) {
                 Ok(i) => i,
@@ -532,6 +544,7 @@ impl Pages<'_> {
                     continue;
                 }
             };
+            max_id = Some(max_id.map_or(ind.id, |m| m.max(ind.id)));
             if ind.kind().is_none() {
                 self.dropped += 1;
                 continue;
@@ -542,6 +555,18 @@ impl Pages<'_> {
             }
             out.push(ind);
         }
+        self.next = match (link, max_id) {
+            // Never followed: `get` refuses it on the next call, so the pull ends with an error.
+            (Some(l), _) if origin(&l).as_ref() != Some(&self.client.origin) => Some(l),
+            (l, Some(m)) if (l.is_some() || full) && self.last_id.is_none_or(|last| m > last) => {
+                self.last_id = Some(m);
+                Some(
+                    self.client
+                        .page_url(&format!("({}) AND id > {m}", self.tql)),
+                )
+            }
+            _ => None,
+        };
         Ok(out)
     }
 }
