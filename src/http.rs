@@ -179,6 +179,17 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Four attempts, 100 ms doubling, with `sleeper` doing (or recording) the waits: what the
+    /// client tests use to check the backoff without spending it.
+    pub fn quick(sleeper: Arc<dyn Sleep>) -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(60),
+            sleeper,
+        }
+    }
+
     /// Delay before attempt `attempt + 1`, where `attempt` (1-based) just failed.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(ra) = retry_after {

@@ -13,17 +13,8 @@ use tanium_tr_indicators::tanium::{ApiGeneration, IntelDoc, TaniumClient, Upload
 
 const SOURCE: &str = "ThreatConnect Indicators";
 
-fn policy_with(sleeper: Arc<RecordedSleep>) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(100),
-        max_delay: Duration::from_secs(60),
-        sleeper,
-    }
-}
-
 fn policy() -> RetryPolicy {
-    policy_with(Arc::new(RecordedSleep::default()))
+    RetryPolicy::quick(Arc::new(RecordedSleep::default()))
 }
 
 fn sim(generation: ApiGeneration) -> TaniumSim {
@@ -592,7 +583,7 @@ fn retry_after_is_honoured_without_sleeping() {
     let sleeper = Arc::new(RecordedSleep::default());
     let client = TaniumClient::connect(
         &settings(&sim, "admin", "s3cret!"),
-        policy_with(sleeper.clone()),
+        RetryPolicy::quick(sleeper.clone()),
     )
     .unwrap();
     sim.server().inject(FaultRule::new(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tanium_tr_indicators::config::{Filters, TcAuth, TcSettings};
 use tanium_tr_indicators::error::Error;
-use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy, Sleep};
+use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy};
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::dataset::{self, HOSTILE_OWNERS, HOSTILE_TAGS};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
@@ -18,17 +18,8 @@ use tanium_tr_indicators::tc::model::{Indicator, IndicatorType};
 use tanium_tr_indicators::tc::tql;
 use time::OffsetDateTime;
 
-fn policy_with(sleeper: Arc<dyn Sleep>) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(100),
-        max_delay: Duration::from_secs(60),
-        sleeper,
-    }
-}
-
 fn policy() -> RetryPolicy {
-    policy_with(Arc::new(RecordedSleep::default()))
+    RetryPolicy::quick(Arc::new(RecordedSleep::default()))
 }
 
 fn settings(sim: &TcSim, auth: TcAuth, page_size: u32) -> TcSettings {
@@ -550,7 +541,7 @@ fn retryable_statuses_are_retried_with_backoff_and_retry_after() {
         let rec = Arc::new(RecordedSleep::default());
         let c = TcClient::new(
             &settings(&sim, hmac(&TcSimOptions::default()), 100),
-            policy_with(rec.clone()),
+            RetryPolicy::quick(rec.clone()),
         )
         .unwrap();
         sim.server().reset_counters();
