@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::compact::CompactMap;
-use crate::config::{Filters, IntelFormat, JobConfig};
+use crate::config::{IntelFormat, JobConfig};
 use crate::error::{Error, Result};
 use crate::intel::{self, Package};
 use crate::tanium::client::TaniumClient;
@@ -882,19 +882,7 @@ fn incremental_removals(
             }
         }
     })?;
-    let broad = Filters {
-        types: config.filters.types.clone(),
-        owners: if config.filters.tql.is_none() {
-            config.filters.owners.clone()
-        } else {
-            Vec::new()
-        },
-        ..Filters::default()
-    };
-    let tql = format!(
-        "{} AND (indicatorActive = true OR indicatorActive = false)",
-        tql::build(&broad, Some(since))
-    );
+    let tql = tql::removal_check(&config.filters, since);
     log::debug!("removal check TQL: {tql}");
     for page in tc.indicators(&tql) {
         for ind in page? {

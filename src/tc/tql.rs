@@ -110,6 +110,24 @@ pub fn build(filters: &Filters, since: Option<OffsetDateTime>) -> String {
     clauses.join(" AND ")
 }
 
+/// Every indicator of the job's types (and owners, unless user TQL replaces them) modified
+/// since `since`, active or not: the sync's evidence of indicators that stopped qualifying.
+pub fn removal_check(filters: &Filters, since: OffsetDateTime) -> String {
+    let broad = Filters {
+        types: filters.types.clone(),
+        owners: if filters.tql.is_none() {
+            filters.owners.clone()
+        } else {
+            Vec::new()
+        },
+        ..Filters::default()
+    };
+    format!(
+        "{} AND (indicatorActive = true OR indicatorActive = false)",
+        build(&broad, Some(since))
+    )
+}
+
 /// Everything but RFC 3986 unreserved characters gets percent-encoded (space is `%20`).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -200,6 +218,30 @@ mod tests {
                 r#" AND confidence >= 50 AND rating >= 3 AND falsePositiveCount <= 0"#,
                 r#" AND lastModified > "2024-01-02T03:04:05Z""#
             )
+        );
+    }
+
+    #[test]
+    fn removal_check_keeps_types_and_owners_only_and_includes_inactive() {
+        let filters = Filters {
+            owners: vec!["Demo Org".into()],
+            types: vec![IndicatorType::Host],
+            exclude_tags: vec!["Benign".into()],
+            min_confidence: Some(50),
+            ..Filters::default()
+        };
+        let since = datetime!(2024-01-02 03:04:05 UTC);
+        assert_eq!(
+            removal_check(&filters, since),
+            r#"typeName IN ("Host") AND ownerName IN ("Demo Org") AND lastModified > "2024-01-02T03:04:05Z" AND (indicatorActive = true OR indicatorActive = false)"#
+        );
+        let user = Filters {
+            tql: Some("rating > 1".into()),
+            ..filters
+        };
+        assert_eq!(
+            removal_check(&user, since),
+            r#"typeName IN ("Host") AND lastModified > "2024-01-02T03:04:05Z" AND (indicatorActive = true OR indicatorActive = false)"#
         );
     }
 
