@@ -115,6 +115,9 @@ pub struct JobConfig {
     pub filters: Filters,
     /// Only indicators modified after this instant are pulled incrementally.
     pub last_modified: OffsetDateTime,
+    /// The earliest Last Modified the job was given: no pull reaches further back, full
+    /// reconciles included. None: unbounded (the job ran before it kept a horizon).
+    pub horizon: Option<OffsetDateTime>,
     /// Document format.
     pub intel_format: IntelFormat,
     /// How often a full reconcile runs (0 = every run).
@@ -153,6 +156,8 @@ use crate::secret::REDACTED;
 
 /// Default of Last Modified when the job does not set it.
 pub const DEFAULT_LAST_MODIFIED: &str = "30 days ago";
+/// How results.tc says the job has no horizon (it pulls whatever its filters select).
+pub const HORIZON_NONE: &str = "none";
 /// Default Tanium Threat Response source name.
 pub const DEFAULT_SOURCE: &str = "ThreatConnect";
 /// Default full reconcile interval, hours.
@@ -907,6 +912,30 @@ impl JobConfig {
             _ => None,
         };
         let last_filter_hash = text(raw, pn::FILTER_FINGERPRINT).ok().flatten();
+        let kept_horizon = match text(raw, pn::JOB_HORIZON) {
+            Ok(Some(s)) if s.eq_ignore_ascii_case(HORIZON_NONE) => Some(None),
+            Ok(Some(s)) => match parse_iso(&s).or_else(|| parse_time(&s, now)) {
+                Some(t) => Some(Some(t)),
+                None => {
+                    notes.push(format!(
+                        "{} '{}' is not a time; the job keeps no horizon this run",
+                        pn::JOB_HORIZON.name,
+                        shown(&s)
+                    ));
+                    Some(None)
+                }
+            },
+            _ => None,
+        };
+        // A job that ran before it kept a horizon (it has other hidden params) may hold
+        // documents of indicators modified long ago: bounding it now would remove them.
+        let ran_before = [
+            pn::LAST_FULL_RECONCILE,
+            pn::FILTER_FINGERPRINT,
+            pn::DEPLOY_PENDING,
+        ]
+        .iter()
+        .any(|p| raw.contains_key(p.name));
         // Written by the app itself; anything unreadable means "no deploy owed".
         let deploy_pending = boolean(
             raw,
@@ -948,6 +977,12 @@ impl JobConfig {
             },
             filters,
             last_modified,
+            horizon: match kept_horizon {
+                Some(Some(h)) => Some(h.min(last_modified)),
+                Some(None) => None,
+                None if ran_before => None,
+                None => Some(last_modified),
+            },
             intel_format,
             reconcile_interval: Duration::from_secs(u64::from(reconcile_hours) * 3600),
             last_reconcile,
@@ -1022,6 +1057,7 @@ impl JobConfig {
                 "fingerprint": f.fingerprint(),
             },
             "last_modified": rfc3339(self.last_modified),
+            "horizon": self.horizon.map(rfc3339),
             "intel_format": match self.intel_format {
                 IntelFormat::Stix => "STIX",
                 IntelFormat::OpenIoc => "OpenIOC",

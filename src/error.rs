@@ -36,6 +36,8 @@ pub enum Error {
         request: String,
         /// What the transport said.
         detail: String,
+        /// The server took longer than the timeout (as opposed to refusing or dropping).
+        timed_out: bool,
     },
     /// The server answered with an error status (after retries, or one that is never retried).
     Status {
@@ -86,6 +88,7 @@ impl fmt::Display for Error {
                 service,
                 request,
                 detail,
+                ..
             } => write!(f, "{service} unreachable ({request}): {detail}"),
             Error::Status {
                 service,

@@ -305,6 +305,17 @@ fn certificate_rejected(e: &std::io::Error) -> bool {
         })
 }
 
+fn timed_out(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Timeout(_) => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ),
+        _ => false,
+    }
+}
+
 /// Why a transport attempt failed, and whether another attempt could help.
 fn transport_retryable(e: &ureq::Error) -> bool {
     if let ureq::Error::Io(io) = e {
@@ -409,6 +420,7 @@ pub fn call(
                     service,
                     request: what,
                     detail,
+                    timed_out: timed_out(&e),
                 });
             }
         }

@@ -67,6 +67,12 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
             t.matched, t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
         )
     };
+    if t.dropped_other_types > 0 {
+        message.push_str(&format!(
+            ", {} not sent (type not Address/File/Host)",
+            t.dropped_other_types
+        ));
+    }
     let failed = t.failed_writes + t.failed_removals;
     if failed > 0 {
         message.push_str(&format!(", {failed} failed"));
@@ -117,6 +123,14 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
         results.push((
             "filter_fingerprint".to_string(),
             Some(config.filters.fingerprint()),
+        ));
+        results.push((
+            "job_horizon".to_string(),
+            Some(
+                config
+                    .horizon
+                    .map_or_else(|| crate::config::HORIZON_NONE.to_string(), iso),
+            ),
         ));
         // A failed deploy is owed by the next run even when that run changes nothing.
         results.push((

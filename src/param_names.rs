@@ -142,6 +142,12 @@ pub const DEPLOY_PENDING: ParamSpec = ParamSpec {
     label: "Deploy Pending",
 };
 
+/// Hidden: the earliest Last Modified the job was given; no pull reaches further back.
+pub const JOB_HORIZON: ParamSpec = ParamSpec {
+    name: "job_horizon",
+    label: "Job Horizon",
+};
+
 /// Every param install.json declares, in install.json order; build.rs checks both ways.
 pub const JOB_PARAMS: &[ParamSpec] = &[
     API_USER,
@@ -169,6 +175,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     FILTER_FINGERPRINT,
     HTTP_TIMEOUT_SECS,
     DEPLOY_PENDING,
+    JOB_HORIZON,
 ];
 
 /// Hidden params: kept between runs through results.tc, never shown in the job wizard.
@@ -177,6 +184,7 @@ pub const HIDDEN_PARAMS: &[&str] = &[
     "filter_fingerprint",
     "http_timeout_secs",
     "deploy_pending",
+    "job_horizon",
 ];
 
 /// `tc_api_path`: the TC API base URL.

@@ -6,12 +6,11 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::compact::CompactMap;
@@ -65,6 +64,24 @@ pub struct Tally {
     pub failed_writes: u64,
     /// Removals that failed.
     pub failed_removals: u64,
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} matched, {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid), {} not sent (type not Address/File/Host), {} writes and {} removals failed",
+            self.matched,
+            self.created,
+            self.updated,
+            self.removed,
+            self.unchanged,
+            self.skipped_invalid,
+            self.dropped_other_types,
+            self.failed_writes,
+            self.failed_removals
+        )
+    }
 }
 
 /// Result of a run: what `job` turns into message.tc, results.tc and the exit code.
@@ -228,6 +245,9 @@ enum Op {
         doc_id: i64,
         pkg: Package,
         last_modified: Option<OffsetDateTime>,
+        /// The listing could not tell whether the content changed (no rev, md5 differs):
+        /// read the document's marker first unless Tanium's md5 proved trustworthy this run.
+        verify: bool,
     },
     Delete {
         doc_id: i64,
@@ -267,6 +287,12 @@ struct Shared {
     wrote_anything: bool,
 }
 
+/// Whether Tanium's listing `md5` is the MD5 of the bytes we upload (it is when the server
+/// stores documents byte for byte, which is unconfirmed): learned from write answers.
+const MD5_UNKNOWN: u8 = 0;
+const MD5_TRUSTED: u8 = 1;
+const MD5_UNTRUSTED: u8 = 2;
+
 impl Shared {
     fn note_error(&mut self, msg: String) {
         log::error!("{msg}");
@@ -295,10 +321,6 @@ fn upload_of(pkg: &Package) -> Upload<'_> {
     }
 }
 
-fn parse_lm(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
-}
-
 /// Executes writes on a small bounded pool so WAN latency does not serialise a first sync.
 /// Without a sender (dry run) every op is only counted.
 struct Pool {
@@ -307,14 +329,30 @@ struct Pool {
     broken: Arc<AtomicBool>,
 }
 
-fn worker(
-    tanium: &TaniumClient,
-    source_id: i64,
-    rx: &Mutex<mpsc::Receiver<Op>>,
-    shared: &Mutex<Shared>,
-    broken: &AtomicBool,
-    consecutive: &AtomicU32,
-) {
+/// The rev in a stored document's description marker (None: not there or not ours).
+fn current_rev(tanium: &TaniumClient, doc_id: i64) -> Result<Option<u64>> {
+    Ok(tanium
+        .get_doc(doc_id)?
+        .and_then(|d| intel::rev_from_doc(d.description.as_deref()))
+        .and_then(|r: String| parse_hex_u64(&r)))
+}
+
+struct WorkerState<'a> {
+    rx: &'a Mutex<mpsc::Receiver<Op>>,
+    shared: &'a Mutex<Shared>,
+    broken: &'a AtomicBool,
+    consecutive: &'a AtomicU32,
+    md5_trust: &'a AtomicU8,
+}
+
+fn worker(tanium: &TaniumClient, source_id: i64, w: &WorkerState) {
+    let WorkerState {
+        rx,
+        shared,
+        broken,
+        consecutive,
+        md5_trust,
+    } = *w;
     loop {
         let op = {
             let guard = match rx.lock() {
@@ -330,13 +368,52 @@ fn worker(
             op.not_attempted(&mut shared.lock().unwrap_or_else(|p| p.into_inner()));
             continue;
         }
-        let result = match &op {
-            Op::Create { pkg, .. } => tanium.create_doc(source_id, &upload_of(pkg)).map(|_| ()),
-            Op::Update { doc_id, pkg, .. } => {
-                tanium.update_doc(*doc_id, &upload_of(pkg)).map(|_| ())
+        if let Op::Update {
+            doc_id,
+            pkg,
+            verify: true,
+            ..
+        } = &op
+        {
+            if md5_trust.load(Ordering::SeqCst) != MD5_TRUSTED {
+                match current_rev(tanium, *doc_id) {
+                    Ok(Some(rev)) if Some(rev) == parse_hex_u64(&pkg.rev) => {
+                        // Same content under a different md5: Tanium does not store our bytes
+                        // as sent, so its md5 cannot tell changes apart this run.
+                        if md5_trust.swap(MD5_UNTRUSTED, Ordering::SeqCst) != MD5_UNTRUSTED {
+                            log::info!("Tanium's md5 differs from the uploaded bytes; documents are compared by the rev in their description instead");
+                        }
+                        shared
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .tally
+                            .unchanged += 1;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => log::debug!("could not read intel {doc_id} before updating it: {e}"),
+                }
             }
+        }
+        let learn = |doc: &crate::tanium::model::IntelDoc, pkg: &Package| {
+            if let Some(md5) = doc.md5.as_deref() {
+                let trusted = md5.eq_ignore_ascii_case(&pkg.md5_hex());
+                let _ = md5_trust.compare_exchange(
+                    MD5_UNKNOWN,
+                    if trusted { MD5_TRUSTED } else { MD5_UNTRUSTED },
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+            }
+        };
+        let result = match &op {
+            Op::Create { pkg, .. } | Op::Replace { pkg, .. } => tanium
+                .create_doc(source_id, &upload_of(pkg))
+                .map(|d| learn(&d, pkg)),
+            Op::Update { doc_id, pkg, .. } => tanium
+                .update_doc(*doc_id, &upload_of(pkg))
+                .map(|d| learn(&d, pkg)),
             Op::Delete { doc_id, .. } => tanium.delete_doc(*doc_id),
-            Op::Replace { pkg, .. } => tanium.create_doc(source_id, &upload_of(pkg)).map(|_| ()),
         };
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
         match (op, result) {
@@ -499,6 +576,13 @@ pub fn run(
     } else {
         ""
     };
+    match config.horizon {
+        Some(h) => log::info!(
+            "job horizon: indicators last modified before {} are never sent",
+            tql::format_time(h)
+        ),
+        None => log::info!("job horizon: none (the job ran before it kept one)"),
+    }
     if full {
         log::info!("full reconcile: {reason}");
     } else {
@@ -509,16 +593,17 @@ pub fn run(
     }
 
     let query_started = opts.now;
-    let since = if full {
-        None
-    } else {
-        Some(config.last_modified)
+    let window = tql::Window {
+        after: (!full).then_some(config.last_modified),
+        horizon: config.horizon,
+        until: None,
     };
-    let matching_tql = tql::build(&config.filters, since);
+    let matching_tql = tql::build(&config.filters, &window);
 
     let shared = Arc::new(Mutex::new(Shared::default()));
     let broken = Arc::new(AtomicBool::new(false));
     let consecutive = Arc::new(AtomicU32::new(0));
+    let md5_trust = AtomicU8::new(MD5_UNKNOWN);
     let workers = if opts.dry_run {
         0
     } else {
@@ -528,6 +613,7 @@ pub fn run(
     let mut pull_complete = true;
     let mut stopped = None;
     let mut removals_complete = true;
+    let mut dropped_other_types = 0;
     let dry_dir = opts.out_dir.clone();
     if opts.dry_run {
         if let Some(d) = &dry_dir {
@@ -535,67 +621,65 @@ pub fn run(
         }
     }
 
+    let (tx, rx) = mpsc::sync_channel::<Op>(workers.max(1) * 4);
+    let rx = Mutex::new(rx);
+    let state = WorkerState {
+        rx: &rx,
+        shared: &shared,
+        broken: &broken,
+        consecutive: &consecutive,
+        md5_trust: &md5_trust,
+    };
+    let state = &state;
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = mpsc::sync_channel::<Op>(workers.max(1) * 4);
-        let rx = Arc::new(Mutex::new(rx));
         for _ in 0..workers {
-            let rx = rx.clone();
-            let shared = shared.clone();
-            let broken = broken.clone();
-            let consecutive = consecutive.clone();
             let sid = source_id.unwrap_or(0);
-            scope.spawn(move || worker(tanium, sid, &rx, &shared, &broken, &consecutive));
+            scope.spawn(move || worker(tanium, sid, state));
         }
         let pool = Pool {
             tx: if opts.dry_run { None } else { Some(tx) },
             shared: shared.clone(),
             broken: broken.clone(),
         };
-        let plan = |line: String| {
-            if opts.dry_run {
-                println!("{line}");
-            }
+        let ctx = Planner {
+            config,
+            opts,
+            tanium,
+            pool: &pool,
+            shared: &shared,
+            dry_dir: dry_dir.as_ref(),
         };
 
         // 3. Matching indicators: create / update / leave.
-        let mut pages = 0u64;
         let mut seen_total = 0u64;
         let pull_started = Instant::now();
         let mut stopped_early = false;
-        for page in tc.indicators(&matching_tql) {
+        let mut pages = tc.indicators(&matching_tql);
+        while let Some(page) = pages.next() {
             let page = match page {
                 Ok(p) => p,
                 // Nothing received yet: the run cannot do its job (bad TQL, credentials, TC
                 // down); report TC's own error as the run's error.
-                Err(e) if pages == 0 => return Err(e),
+                Err(e) if pages.pages() == 0 => return Err(e),
                 Err(e) => {
                     pull_complete = false;
-                    let msg = format!("ThreatConnect pull stopped: {e}");
-                    log::error!("{msg}");
-                    stopped = Some(format!("ThreatConnect pull incomplete: {e}"));
+                    log::error!("ThreatConnect pull stopped: {e}");
+                    stopped = Some(format!(
+                        "ThreatConnect pull incomplete (nothing removed): {e}"
+                    ));
                     break;
                 }
             };
-            pages += 1;
             seen_total += page.len() as u64;
             for ind in page {
                 if pool.broken.load(Ordering::SeqCst) {
                     // Tanium is down: everything from here on is undelivered.
                     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                    s.note_undelivered(parse_lm(&ind.last_modified).or(Some(query_started)));
+                    s.note_undelivered(ind.last_modified_at().or(Some(query_started)));
                     stopped_early = true;
                     break;
                 }
-                handle_indicator(
-                    &ind,
-                    config,
-                    &mut index,
-                    &pool,
-                    &shared,
-                    opts,
-                    dry_dir.as_ref(),
-                    &mut |l| plan(l),
-                )?;
+                ctx.handle_indicator(&ind, &mut index)?;
             }
             if stopped_early {
                 break;
@@ -603,7 +687,8 @@ pub fn run(
             let s = shared.lock().unwrap_or_else(|p| p.into_inner());
             let secs = pull_started.elapsed().as_secs_f64().max(0.001);
             log::info!(
-                "page {pages}: {seen_total} indicators so far ({:.0}/s); {} created, {} updated, {} unchanged, {} skipped",
+                "page {}: {seen_total} indicators so far ({:.0}/s); {} created, {} updated, {} unchanged, {} skipped",
+                pages.pages(),
                 seen_total as f64 / secs,
                 s.tally.created,
                 s.tally.updated,
@@ -611,19 +696,32 @@ pub fn run(
                 s.tally.skipped_invalid
             );
         }
+        dropped_other_types = pages.dropped();
+        if dropped_other_types > 0 {
+            log::info!(
+                "{dropped_other_types} indicators of other types than Address, File and Host were not sent"
+            );
+        }
         if stopped_early {
             pull_complete = false;
             stopped.get_or_insert_with(|| "stopped early: Tanium writes kept failing".to_string());
         }
 
-        // 4. Removals.
+        // 4. Removals, only on complete evidence.
         if pull_complete && !pool.broken.load(Ordering::SeqCst) {
             if full {
+                let why = match config.horizon {
+                    Some(h) => format!(
+                        "not selected any more (deleted, inactive, filtered out, or last modified before the horizon {})",
+                        tql::format_time(h)
+                    ),
+                    None => "not selected any more (deleted, inactive or filtered out)".to_string(),
+                };
                 for (key, e) in index.map.iter_mut() {
                     if e.flags & (SEEN | GONE) == 0 && e.doc_id >= 0 {
                         e.flags |= GONE;
                         let what = format!("document {} ({:032x})", e.doc_id, key);
-                        plan(format!("remove {what}: no longer matches"));
+                        ctx.plan(format!("remove {what}: {why}"));
                         pool.send(Op::Delete {
                             doc_id: e.doc_id,
                             what,
@@ -633,22 +731,26 @@ pub fn run(
                 for (doc_id, name) in index.unidentified.drain(..) {
                     let what = format!("document {doc_id} \"{name}\" (not made by this app)");
                     log::warn!("removing {what} from the app's own source");
-                    plan(format!("remove {what}"));
+                    ctx.plan(format!("remove {what}: not made by this job"));
                     pool.send(Op::Delete { doc_id, what });
                 }
             } else {
-                match incremental_removals(config, tc, &mut index, &pool, &mut |l| plan(l)) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        removals_complete = false;
-                        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                        s.note_error(format!("could not check for removals: {e}"));
-                    }
+                let removal_window = tql::Window {
+                    after: Some(config.last_modified),
+                    horizon: config.horizon,
+                    until: Some(query_started),
+                };
+                if let Err(e) = ctx.incremental_removals(tc, &mut index, &removal_window) {
+                    removals_complete = false;
+                    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    s.note_error(format!("could not check for removals: {e}"));
                 }
             }
             for (doc_id, name) in index.duplicates.drain(..) {
                 let what = format!("duplicate document {doc_id} \"{name}\"");
-                plan(format!("remove {what}"));
+                ctx.plan(format!(
+                    "remove {what}: another document holds the same indicator"
+                ));
                 pool.send(Op::Delete { doc_id, what });
             }
         } else {
@@ -660,6 +762,14 @@ pub fn run(
 
     // Every worker has finished (the scope joined them): take the final state.
     let mut s = std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
+    s.tally.dropped_other_types = dropped_other_types;
+    if opts.dry_run {
+        let t = &s.tally;
+        println!(
+            "plan: {} to create, {} to update, {} to remove; {} unchanged, {} skipped (invalid), {} not sent (other types)",
+            t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid, t.dropped_other_types
+        );
+    }
 
     // 5. Deploy once if anything changed.
     // (Also when an earlier run's deploy failed: its writes are not on the endpoints yet.)
@@ -711,7 +821,7 @@ pub fn run(
         source: (source_name, source_id),
     };
     log::info!(
-        "run finished in {:.1} s: {:?}{}",
+        "run finished in {:.1} s: {}{}",
         started.elapsed().as_secs_f64(),
         report.tally,
         if deployed { "; intel deployed" } else { "" }
@@ -719,193 +829,243 @@ pub fn run(
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle_indicator(
-    ind: &Indicator,
-    config: &JobConfig,
-    index: &mut SourceIndex,
-    pool: &Pool,
-    shared: &Mutex<Shared>,
-    opts: &SyncOptions,
-    dry_dir: Option<&PathBuf>,
-    plan: &mut dyn FnMut(String),
-) -> Result<()> {
-    let Some(kind) = ind.kind() else {
-        shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .tally
-            .dropped_other_types += 1;
-        return Ok(());
-    };
-    if !config.filters.matches(ind) {
-        // TC sent it but the job's filters say no (e.g. an exclude tag): it must not be in Tanium.
-        if let Ok(id) = intel::identity_of(&ind.owner_name, kind, &ind.summary) {
-            if let Some(key) = parse_uuid(&id) {
-                remove_if_present(
-                    index,
-                    key,
-                    &describe(ind),
-                    "no longer matches the job's filters",
-                    pool,
-                    plan,
-                );
-            }
+/// What planning one indicator needs besides the indicator and the index.
+struct Planner<'a> {
+    config: &'a JobConfig,
+    opts: &'a SyncOptions,
+    tanium: &'a TaniumClient,
+    pool: &'a Pool,
+    shared: &'a Mutex<Shared>,
+    dry_dir: Option<&'a PathBuf>,
+}
+
+impl Planner<'_> {
+    /// One plan line: printed (and logged) in a dry run, logged at debug otherwise.
+    fn plan(&self, line: String) {
+        if self.opts.dry_run {
+            log::info!("plan: {line}");
+            println!("{line}");
+        } else {
+            log::debug!("{line}");
         }
-        return Ok(());
     }
-    let lm = parse_lm(&ind.last_modified);
-    let pkg = match intel::render(ind, config.intel_format) {
-        Ok(p) => p,
-        Err(invalid) => {
-            log::warn!("{invalid}");
-            shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .tally
-                .skipped_invalid += 1;
+
+    fn count(&self, f: impl FnOnce(&mut Tally)) {
+        f(&mut self.shared.lock().unwrap_or_else(|p| p.into_inner()).tally);
+    }
+
+    fn handle_indicator(&self, ind: &Indicator, index: &mut SourceIndex) -> Result<()> {
+        let Some(kind) = ind.kind() else {
+            self.count(|t| t.dropped_other_types += 1);
+            return Ok(());
+        };
+        if let Some(why) = self.config.filters.rejection(ind) {
+            // TC sent it but the job's filters say no (e.g. an exclude tag): it must not be in Tanium.
+            if let Ok(id) = intel::identity_of(&ind.owner_name, kind, &ind.summary) {
+                if let Some(key) = parse_uuid(&id) {
+                    self.remove_if_present(index, key, &describe(ind), &why);
+                }
+            }
             return Ok(());
         }
-    };
-    let Some(key) = parse_uuid(&pkg.identity) else {
-        return Err(Error::Other(format!(
-            "renderer produced a malformed identity for {}",
-            pkg.name
-        )));
-    };
-    shared
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .tally
-        .matched += 1;
-    let rev = parse_hex_u64(&pkg.rev).unwrap_or(u64::MAX);
-    let md5 = parse_md5(&pkg.md5_hex());
-    match index.map.get_mut(&key) {
-        Some(e) if e.flags & SEEN != 0 => {
-            // The same indicator twice in one run (TC paging overlap): already handled.
-        }
-        Some(e)
-            if e.doc_id >= 0
-                && e.flags & OTHER_FORMAT == 0
-                && (e.rev == rev || (e.md5 != 0 && e.md5 == md5)) =>
-        {
-            e.flags |= SEEN;
-            shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .tally
-                .unchanged += 1;
-        }
-        Some(e) => {
-            e.flags |= SEEN;
-            plan(format!("update {}", pkg.name));
-            if opts.dry_run {
-                write_dry(dry_dir, &pkg)?;
-            }
-            if e.flags & OTHER_FORMAT != 0 {
-                // Tanium replaces in place only when the root id stays; a format switch
-                // changes it, so a new document comes and then the old one goes.
-                e.flags |= GONE;
-                pool.send(Op::Replace {
-                    old_doc_id: e.doc_id,
-                    pkg,
-                    last_modified: lm,
-                });
-            } else {
-                pool.send(Op::Update {
-                    doc_id: e.doc_id,
-                    pkg,
-                    last_modified: lm,
-                });
-            }
-        }
-        None => {
-            if index.created.insert(key, ()).is_some() {
-                // A second TC indicator with this identity in the run: already handled.
+        let lm = ind.last_modified_at();
+        let pkg = match intel::render(ind, self.config.intel_format) {
+            Ok(p) => p,
+            Err(invalid) => {
+                log::warn!("{invalid}");
+                self.count(|t| t.skipped_invalid += 1);
                 return Ok(());
             }
-            plan(format!("create {}", pkg.name));
-            if opts.dry_run {
-                write_dry(dry_dir, &pkg)?;
+        };
+        let Some(key) = parse_uuid(&pkg.identity) else {
+            return Err(Error::Other(format!(
+                "renderer produced a malformed identity for {}",
+                pkg.name
+            )));
+        };
+        self.count(|t| t.matched += 1);
+        let rev = parse_hex_u64(&pkg.rev).unwrap_or(u64::MAX);
+        let md5 = parse_md5(&pkg.md5_hex());
+        match index.map.get_mut(&key) {
+            Some(e) if e.flags & SEEN != 0 => {
+                // The same indicator twice in one run (TC paging overlap): already handled.
             }
-            pool.send(Op::Create {
-                pkg,
-                last_modified: lm,
-            });
+            Some(e)
+                if e.doc_id >= 0
+                    && e.flags & OTHER_FORMAT == 0
+                    && (e.rev == rev || (e.md5 != 0 && e.md5 == md5)) =>
+            {
+                e.flags |= SEEN;
+                self.count(|t| t.unchanged += 1);
+            }
+            Some(e) => {
+                e.flags |= SEEN;
+                let doc_id = e.doc_id;
+                if e.flags & OTHER_FORMAT != 0 {
+                    // Tanium replaces in place only when the root id stays; a format switch
+                    // changes it, so a new document comes and then the old one goes.
+                    e.flags |= GONE;
+                    self.plan(format!(
+                        "replace {}: the intel format changed to {}",
+                        pkg.name,
+                        format_name(self.config.intel_format)
+                    ));
+                    self.write_dry(&pkg)?;
+                    self.pool.send(Op::Replace {
+                        old_doc_id: doc_id,
+                        pkg,
+                        last_modified: lm,
+                    });
+                    return Ok(());
+                }
+                // Without a rev in the listing, a different md5 may only mean that Tanium
+                // stores the document differently from how it was sent.
+                let verify = e.rev == 0;
+                if self.opts.dry_run {
+                    match self.dry_update_reason(doc_id, &pkg, verify)? {
+                        Some(why) => self.plan(format!("update {}: {why}", pkg.name)),
+                        None => {
+                            self.count(|t| t.unchanged += 1);
+                            return Ok(());
+                        }
+                    }
+                    self.write_dry(&pkg)?;
+                }
+                self.pool.send(Op::Update {
+                    doc_id,
+                    pkg,
+                    last_modified: lm,
+                    verify,
+                });
+            }
+            None => {
+                if index.created.insert(key, ()).is_some() {
+                    // A second TC indicator with this identity in the run: already handled.
+                    return Ok(());
+                }
+                self.plan(format!("create {}: new match", pkg.name));
+                self.write_dry(&pkg)?;
+                self.pool.send(Op::Create {
+                    pkg,
+                    last_modified: lm,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a dry run would update this document, from the stored copy's description (None:
+    /// the stored copy is current after all).
+    fn dry_update_reason(
+        &self,
+        doc_id: i64,
+        pkg: &Package,
+        verify: bool,
+    ) -> Result<Option<String>> {
+        let stored = match self.tanium.get_doc(doc_id) {
+            Ok(d) => d,
+            Err(e) => {
+                log::debug!("could not read intel {doc_id} for the plan: {e}");
+                return Ok(Some("changed in ThreatConnect".into()));
+            }
+        };
+        let Some(description) = stored.and_then(|d| d.description) else {
+            return Ok(Some("changed in ThreatConnect".into()));
+        };
+        if verify && intel::rev_from_doc(Some(&description)).as_deref() == Some(pkg.rev.as_str()) {
+            return Ok(None);
+        }
+        let fields = intel::changed_fields(&description, &pkg.description);
+        Ok(Some(if fields.is_empty() {
+            "the document's content changed".into()
+        } else {
+            format!("{} changed", fields.join(", "))
+        }))
+    }
+
+    fn write_dry(&self, pkg: &Package) -> Result<()> {
+        if let (true, Some(d)) = (self.opts.dry_run, self.dry_dir) {
+            let path = d.join(&pkg.file_name);
+            fs::write(&path, pkg.body.as_bytes()).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    fn remove_if_present(&self, index: &mut SourceIndex, key: u128, what: &str, why: &str) {
+        if let Some(e) = index.map.get_mut(&key) {
+            if e.flags & (SEEN | GONE) == 0 && e.doc_id >= 0 {
+                e.flags |= GONE;
+                self.plan(format!("remove {what}: {why}"));
+                self.pool.send(Op::Delete {
+                    doc_id: e.doc_id,
+                    what: what.to_string(),
+                });
+            }
         }
     }
-    Ok(())
+
+    /// Incremental evidence of indicators that no longer qualify: deleted in TC (asked per
+    /// owner: the endpoint covers only the API user's Organization unless told), or modified
+    /// (including deactivated) so that the matching query no longer returns them. Every owner
+    /// is asked even after one fails; the first failure is returned.
+    fn incremental_removals(
+        &self,
+        tc: &TcClient,
+        index: &mut SourceIndex,
+        window: &tql::Window,
+    ) -> Result<()> {
+        let since = self.config.last_modified;
+        let filters = &self.config.filters;
+        let owners: Vec<String> = if tql::user_tql(filters).is_none() && !filters.owners.is_empty()
+        {
+            filters.owners.clone()
+        } else {
+            tc.owners()?.into_iter().map(|o| o.name).collect()
+        };
+        let mut first_error = None;
+        for owner in &owners {
+            let asked = tc.deleted_since(since, Some(owner), &mut |d| {
+                let Some(kind) = IndicatorType::parse(&d.type_name) else {
+                    return;
+                };
+                if let Ok(id) = intel::identity_of(&d.owner_name, kind, &d.summary) {
+                    if let Some(key) = parse_uuid(&id) {
+                        let what = format!("{} {} ({})", d.type_name, d.summary, d.owner_name);
+                        self.remove_if_present(index, key, &what, "deleted in ThreatConnect");
+                    }
+                }
+            });
+            if let Err(e) = asked {
+                log::error!("could not read the indicators deleted in {owner}: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+        let tql = tql::removal_check(filters, window);
+        log::debug!("removal check TQL: {tql}");
+        for page in tc.indicators(&tql) {
+            for ind in page? {
+                let Some(kind) = ind.kind() else { continue };
+                if let Ok(id) = intel::identity_of(&ind.owner_name, kind, &ind.summary) {
+                    if let Some(key) = parse_uuid(&id) {
+                        let why = filters
+                            .rejection(&ind)
+                            .unwrap_or_else(|| "no longer selected by the job's query".into());
+                        self.remove_if_present(index, key, &describe(&ind), &why);
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn format_name(f: IntelFormat) -> &'static str {
+    match f {
+        IntelFormat::Stix => "STIX",
+        IntelFormat::OpenIoc => "OpenIOC",
+    }
 }
 
 fn describe(ind: &Indicator) -> String {
     format!("{} {} ({})", ind.type_name, ind.summary, ind.owner_name)
-}
-
-fn remove_if_present(
-    index: &mut SourceIndex,
-    key: u128,
-    what: &str,
-    why: &str,
-    pool: &Pool,
-    plan: &mut dyn FnMut(String),
-) {
-    if let Some(e) = index.map.get_mut(&key) {
-        if e.flags & (SEEN | GONE) == 0 && e.doc_id >= 0 {
-            e.flags |= GONE;
-            plan(format!("remove {what}: {why}"));
-            pool.send(Op::Delete {
-                doc_id: e.doc_id,
-                what: what.to_string(),
-            });
-        }
-    }
-}
-
-/// Incremental evidence of indicators that no longer qualify: deleted in TC, or modified
-/// (including deactivated) so that the matching query no longer returns them.
-fn incremental_removals(
-    config: &JobConfig,
-    tc: &TcClient,
-    index: &mut SourceIndex,
-    pool: &Pool,
-    plan: &mut dyn FnMut(String),
-) -> Result<()> {
-    let since = config.last_modified;
-    tc.deleted_since(since, &mut |d| {
-        let Some(kind) = IndicatorType::parse(&d.type_name) else {
-            return;
-        };
-        if let Ok(id) = intel::identity_of(&d.owner_name, kind, &d.summary) {
-            if let Some(key) = parse_uuid(&id) {
-                let what = format!("{} {} ({})", d.type_name, d.summary, d.owner_name);
-                remove_if_present(index, key, &what, "deleted in ThreatConnect", pool, plan);
-            }
-        }
-    })?;
-    let tql = tql::removal_check(&config.filters, since);
-    log::debug!("removal check TQL: {tql}");
-    for page in tc.indicators(&tql) {
-        for ind in page? {
-            let Some(kind) = ind.kind() else { continue };
-            if let Ok(id) = intel::identity_of(&ind.owner_name, kind, &ind.summary) {
-                if let Some(key) = parse_uuid(&id) {
-                    let why = if ind.active {
-                        "no longer matches the job's filters"
-                    } else {
-                        "inactive in ThreatConnect"
-                    };
-                    remove_if_present(index, key, &describe(&ind), why, pool, plan);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn write_dry(dir: Option<&PathBuf>, pkg: &Package) -> Result<()> {
-    if let Some(d) = dir {
-        let path = d.join(&pkg.file_name);
-        fs::write(&path, pkg.body.as_bytes()).map_err(|e| Error::io(&path, e))?;
-    }
-    Ok(())
 }

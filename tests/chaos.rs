@@ -75,6 +75,8 @@ struct Job {
     min_rating: Option<u32>,
     max_fp: Option<u32>,
     openioc: bool,
+    /// The first Last Modified (epoch seconds): the job horizon no pull reaches behind.
+    horizon: i64,
 }
 
 fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
@@ -108,6 +110,9 @@ impl Job {
             min_rating: None,
             max_fp: None,
             openioc: chance(rng, 50),
+            // 30 days cuts the generated data (60 days) in half; 600 days takes it all and
+            // the hostile fixtures (mid 2025) too.
+            horizon: now_secs() - if chance(rng, 50) { 30 } else { 600 } * 86_400,
         };
         for aspect in 0..6 {
             if chance(rng, 35) {
@@ -196,6 +201,8 @@ impl Job {
             "intel_format",
             json!(if self.openioc { "OpenIOC" } else { "STIX" }),
         );
+        let horizon = OffsetDateTime::from_unix_timestamp(self.horizon).unwrap();
+        lab.set("last_modified", json!(format_time(horizon)));
     }
 
     /// Whether the job must send `i`: a plain reading of the job's documented filters.
@@ -224,6 +231,7 @@ impl Job {
             && self
                 .max_fp
                 .is_none_or(|m| i.false_positives.unwrap_or(0) <= i64::from(m))
+            && epoch(&i.last_modified) >= self.horizon
             && name_of(i).is_some()
     }
 }
@@ -1091,7 +1099,7 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
             .get("last_modified")
             .and_then(Value::as_str)
             .map(epoch)
-            .unwrap_or_else(|| now_secs() - 90 * 86_400);
+            .unwrap_or(job.horizon);
         let deploys_before = lab.tanium.deploy_count();
         let writes_before = writes(&lab, generation);
         let mut touched: Vec<i64> = Vec::new();

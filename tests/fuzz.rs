@@ -21,7 +21,7 @@ use tanium_tr_indicators::params::{
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::tql_eval::{self, Field, Record};
 use tanium_tr_indicators::tc::model::{Indicator, IndicatorType};
-use tanium_tr_indicators::tc::tql::{build, format_time};
+use tanium_tr_indicators::tc::tql::{build, format_time, Window};
 use time::OffsetDateTime;
 
 fn cases() -> u32 {
@@ -383,7 +383,7 @@ proptest! {
     #[test]
     fn tql_parses_and_selects_what_the_filters_mean((f, inds, since) in filters_and_indicators()) {
         let since_t = since.map(|s| OffsetDateTime::from_unix_timestamp(s).unwrap());
-        let tql = build(&f, since_t);
+        let tql = build(&f, &Window { after: since_t, ..Window::default() });
         let q = tql_eval::parse(&tql, 0)
             .map_err(|e| TestCaseError::fail(format!("{tql}: {e}")))?;
         for i in &inds {
@@ -397,15 +397,16 @@ proptest! {
         }
     }
 
-    /// User TQL is wrapped, so `a OR b` cannot widen the type restriction.
+    /// User TQL is wrapped, so `a OR b` cannot widen the restriction to the three types that can
+    /// become intel (and it replaces Indicator Types).
     #[test]
-    fn user_tql_cannot_escape_the_type_restriction(owner in hostile_text(), ty in prop::sample::select(vec!["Address", "URL"])) {
+    fn user_tql_cannot_escape_the_type_restriction(owner in hostile_text(), ty in prop::sample::select(vec!["URL", "EmailAddress", "CIDR"])) {
         let f = Filters {
             types: vec![IndicatorType::Host],
-            tql: Some(format!("ownerName = {} OR typeName = \"Address\"", tanium_tr_indicators::tc::tql::quote(&owner))),
+            tql: Some(format!("ownerName = {} OR typeName = \"URL\"", tanium_tr_indicators::tc::tql::quote(&owner))),
             ..Filters::default()
         };
-        let q = tql_eval::parse(&build(&f, None), 0).unwrap();
+        let q = tql_eval::parse(&build(&f, &Window::default()), 0).unwrap();
         let i = Indicator { owner_name: owner, type_name: ty.into(), ..Indicator::default() };
         prop_assert!(!q.matches(&Rec(&i)));
     }

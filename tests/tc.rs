@@ -15,7 +15,7 @@ use tanium_tr_indicators::sim::tc::{TcSim, TcSimOptions};
 use tanium_tr_indicators::tc::auth::{hmac_authorization, path_and_query};
 use tanium_tr_indicators::tc::client::TcClient;
 use tanium_tr_indicators::tc::model::{Indicator, IndicatorType};
-use tanium_tr_indicators::tc::tql;
+use tanium_tr_indicators::tc::tql::{self, Window};
 use time::OffsetDateTime;
 
 fn policy() -> RetryPolicy {
@@ -114,14 +114,19 @@ fn expected(sim: &TcSim, pred: impl Fn(&Indicator) -> bool) -> BTreeSet<i64> {
 
 /// Pulls with the app's TQL, applies the app's client-side filter, and compares with `want`.
 fn check_filter(c: &TcClient, f: &Filters, want: &BTreeSet<i64>, label: &str) {
-    let got = pull(c, &tql::build(f, None)).unwrap();
+    let got = pull(c, &tql::build(f, &Window::default())).unwrap();
     let kept: BTreeSet<i64> = got
         .items
         .iter()
         .filter(|i| f.matches(i))
         .map(|i| i.id)
         .collect();
-    assert_eq!(&kept, want, "{label}: {}", tql::build(f, None));
+    assert_eq!(
+        &kept,
+        want,
+        "{label}: {}",
+        tql::build(f, &Window::default())
+    );
     assert!(!want.is_empty(), "{label} selects nothing");
 }
 
@@ -159,7 +164,13 @@ fn hmac_signature_matches_tcex_known_answers() {
         types: vec![IndicatorType::Address],
         ..Filters::default()
     };
-    let t = tql::build(&f, Some(time::macros::datetime!(2026-10-29 00:00:00 UTC)));
+    let t = tql::build(
+        &f,
+        &Window {
+            after: Some(time::macros::datetime!(2026-10-29 00:00:00 UTC)),
+            ..Window::default()
+        },
+    );
     assert!(vectors[0]
         .0
         .contains(&format!("tql={}&", tql::encode_query_value(&t))));
@@ -277,7 +288,17 @@ fn since_selects_only_later_modifications_and_sees_updates() {
     let c = client(&sim, 400);
     let since = now() - time::Duration::days(20);
     let f = Filters::default();
-    let got = pull(&c, &tql::build(&f, Some(since))).unwrap();
+    let got = pull(
+        &c,
+        &tql::build(
+            &f,
+            &Window {
+                after: Some(since),
+                ..Window::default()
+            },
+        ),
+    )
+    .unwrap();
     assert_eq!(
         ids(&got.items),
         expected(&sim, |i| lm(i) > since),
@@ -296,7 +317,17 @@ fn since_selects_only_later_modifications_and_sees_updates() {
     assert!(sim.update(old.id, |i| i.rating = Some(5.0)));
     assert!(sim.set_active(gone, false));
     let just_now = now() - time::Duration::minutes(1);
-    let again = pull(&c, &tql::build(&f, Some(just_now))).unwrap();
+    let again = pull(
+        &c,
+        &tql::build(
+            &f,
+            &Window {
+                after: Some(just_now),
+                ..Window::default()
+            },
+        ),
+    )
+    .unwrap();
     assert_eq!(ids(&again.items), BTreeSet::from([old.id]));
     assert_eq!(again.items[0].rating, Some(5.0));
 }
@@ -311,7 +342,7 @@ fn user_tql_override_keeps_types_and_counts_dropped_types() {
         tql: Some(r#"typeName IN ("URL", "Host") AND rating >= 3"#.into()),
         ..Filters::default()
     };
-    let got = pull(&c, &tql::build(&f, None)).unwrap();
+    let got = pull(&c, &tql::build(&f, &Window::default())).unwrap();
     let want = expected(&sim, |i| {
         i.type_name == "Host" && i.rating.is_some_and(|r| r >= 3.0)
     });
@@ -361,7 +392,7 @@ fn hostile_owner_and_tag_names_round_trip() {
         owners: HOSTILE_OWNERS.iter().map(|s| s.to_string()).collect(),
         ..Filters::default()
     };
-    let got = pull(&c, &tql::build(&f, None)).unwrap();
+    let got = pull(&c, &tql::build(&f, &Window::default())).unwrap();
     let mut served = got.items;
     served.sort_by_key(|i| i.id);
     let mut stored: Vec<_> = sim
@@ -401,7 +432,7 @@ fn pages_are_fetched_lazily_by_id_and_survive_deletions_mid_pull() {
     let want = expected(&sim, |_| true);
     let pages_needed = want.len().div_ceil(1000) as u64;
     assert!(pages_needed >= 3);
-    let got = pull(&c, &tql::build(&Filters::default(), None)).unwrap();
+    let got = pull(&c, &tql::build(&Filters::default(), &Window::default())).unwrap();
     assert_eq!(got.items.len(), want.len());
     assert_eq!(ids(&got.items), want);
     assert_eq!(got.duplicates, 0);
@@ -410,7 +441,7 @@ fn pages_are_fetched_lazily_by_id_and_survive_deletions_mid_pull() {
     // Lazy: one request per page, only when asked for; later pages ask for the ids after the
     // last one delivered.
     sim.server().reset_counters();
-    let mut pages = c.indicators(&tql::build(&Filters::default(), None));
+    let mut pages = c.indicators(&tql::build(&Filters::default(), &Window::default()));
     let first = pages.next().unwrap().unwrap();
     assert_eq!(first.len(), 1000, "URLs are excluded server-side");
     assert_eq!(sim.server().hits("GET /api/v3/indicators"), 1, "lazy");
@@ -656,7 +687,7 @@ fn bad_tql_is_tql_invalid_with_tcs_reason() {
             tql: Some(bad.into()),
             ..Filters::default()
         };
-        let err = pull(&c, &tql::build(&f, None)).err().unwrap();
+        let err = pull(&c, &tql::build(&f, &Window::default())).err().unwrap();
         let Error::TqlInvalid(reason) = &err else {
             panic!("{err:?}")
         };
@@ -674,29 +705,57 @@ fn bad_tql_is_tql_invalid_with_tcs_reason() {
 }
 
 #[test]
-fn deleted_indicators_are_read_across_pages() {
+fn deleted_indicators_are_per_owner_and_read_across_pages() {
     let sim = TcSim::start(TcSimOptions::default()).unwrap();
     sim.load(dataset::generate_at(400, 5, now()));
     let before = now() - time::Duration::seconds(5);
     let gone: Vec<i64> = (1..=150).map(|i| i * 2).collect();
+    let mut owner_of = std::collections::BTreeMap::new();
     for id in &gone {
+        owner_of.insert(*id, sim.get(*id).unwrap().owner_name);
         assert!(sim.delete(*id));
     }
     assert!(!sim.delete(2), "already gone");
-    let c = client(&sim, 100);
+    let c = client(&sim, 20);
+    // Without owner= the endpoint covers the API user's Organization only.
+    let mut org = Vec::new();
+    let n = c.deleted_since(before, None, &mut |d| org.push(d)).unwrap();
+    let in_org = owner_of
+        .values()
+        .filter(|o| *o == dataset::OWNERS[0])
+        .count();
+    assert_eq!(n as usize, in_org);
+    assert!(org.iter().all(|d| d.owner_name == dataset::OWNERS[0]));
+    // Owner by owner, every deletion is found, in the documented record shape.
+    let owners = c.owners().unwrap();
+    assert_eq!(
+        owners.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        dataset::OWNERS.to_vec()
+    );
+    assert_eq!(owners[0].kind.as_deref(), Some("Organization"));
+    assert_eq!(owners[1].kind.as_deref(), Some("Community"));
     let mut seen = Vec::new();
-    let n = c.deleted_since(before, &mut |d| seen.push(d)).unwrap();
-    assert_eq!(n, 150);
-    assert_eq!(seen.iter().map(|d| d.id).collect::<Vec<_>>(), gone);
+    for o in &owners {
+        c.deleted_since(before, Some(&o.name), &mut |d| seen.push(d))
+            .unwrap();
+    }
+    assert_eq!(seen.len(), gone.len());
+    let mut want: Vec<&String> = owner_of.values().collect();
+    let mut got: Vec<&String> = seen.iter().map(|d| &d.owner_name).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
     assert!(seen
         .iter()
-        .all(|d| !d.summary.is_empty() && !d.type_name.is_empty()));
+        .all(|d| !d.summary.is_empty() && !d.type_name.is_empty() && d.date_added.is_some()));
     assert!(
-        sim.server().hits("GET /api/v3/indicators/deleted") >= 2,
-        "followed next"
+        sim.server().hits("GET /api/v3/indicators/deleted") >= 2 + owners.len() as u64,
+        "paged"
     );
     let later = c
-        .deleted_since(now() + time::Duration::minutes(1), &mut |_| panic!("none"))
+        .deleted_since(now() + time::Duration::minutes(1), None, &mut |_| {
+            panic!("none")
+        })
         .unwrap();
     assert_eq!(later, 0);
     let got = pull(&c, "id > 0").unwrap();
@@ -704,18 +763,110 @@ fn deleted_indicators_are_read_across_pages() {
 }
 
 #[test]
-fn next_link_to_another_origin_is_refused() {
+fn a_next_link_on_another_origin_is_only_a_signal_and_never_fetched() {
     let sim = loaded_sim(300);
-    sim.set_next_base(Some("http://127.0.0.2:9"));
+    // A proxy or internal host name in `next`, as real deployments may send.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    sim.set_next_base(Some(&format!("http://{}", other.local_addr().unwrap())));
     let c = client(&sim, 100);
-    let mut pages = c.indicators("id > 0");
-    assert!(pages.next().unwrap().is_ok());
-    let err = pages.next().unwrap().unwrap_err();
+    let got = pull(&c, "id > 0").unwrap();
+    assert_eq!(ids(&got.items), expected(&sim, |_| true));
+    assert!(got.pages >= 3, "{}", got.pages);
     assert!(
-        matches!(&err, Error::Protocol { detail, .. } if detail.contains("outside tc_api_path")),
-        "{err:?}"
+        other.accept().is_err(),
+        "nothing connected to the other origin"
     );
-    assert!(pages.next().is_none(), "ends after an error");
+    // The deleted list and the owners are paged without it too.
+    assert!(c.owners().is_ok());
+    assert!(c.deleted_since(now(), None, &mut |_| {}).is_ok());
+    assert!(
+        other.accept().is_err(),
+        "nothing connected to the other origin"
+    );
+}
+
+#[test]
+fn a_page_tc_cannot_serve_in_time_is_asked_for_again_at_half_the_size() {
+    use tanium_tr_indicators::sim::tc::HeavyPages;
+    let sim = loaded_sim(900);
+    let want = expected(&sim, |_| true);
+    for heavy in [
+        HeavyPages::Status(200, 504),
+        HeavyPages::Status(200, 500),
+        HeavyPages::Stall(200, Duration::from_millis(1500)),
+    ] {
+        sim.set_heavy_pages(Some(heavy));
+        let mut s = settings(&sim, hmac(&TcSimOptions::default()), 1000);
+        s.http.read_timeout = Duration::from_millis(700);
+        let c = TcClient::new(&s, policy()).unwrap();
+        let mut pages = c.indicators("id > 0");
+        let mut items = Vec::new();
+        for p in pages.by_ref() {
+            items.extend(p.unwrap());
+        }
+        assert_eq!(ids(&items), want, "{heavy:?}");
+        assert_eq!(pages.page_size(), 125, "1000 -> 500 -> 250 -> 125");
+    }
+    // Never below 100: at the floor the shared retry rule decides, and the error is TC's.
+    sim.set_heavy_pages(Some(HeavyPages::Status(50, 503)));
+    let err = pull(&client(&sim, 150), "id > 0").err().unwrap();
+    assert!(matches!(err, Error::Status { status: 503, .. }), "{err:?}");
+}
+
+#[test]
+fn an_unreadable_record_ends_the_pull_with_an_error_that_names_it() {
+    let sim = loaded_sim(50);
+    let c = client(&sim, 10);
+    let pulled = pull(&c, "id > 0").unwrap();
+    assert!(!pulled.items.is_empty());
+    // Schema drift on one record: its id arrives as a word.
+    let bad_id = pulled.items[13].id;
+    let drifted = TcSim::start(TcSimOptions::default()).unwrap();
+    drifted.load(sim.snapshot());
+    drifted.set_record_patch(Some((bad_id, serde_json::json!({"id": "x-13"}))));
+    let c = client(&drifted, 10);
+    let mut pages = c.indicators("id > 0");
+    let mut items = Vec::new();
+    let mut err = None;
+    for p in pages.by_ref() {
+        match p {
+            Ok(v) => items.extend(v),
+            Err(e) => err = Some(e),
+        }
+    }
+    let err = err.expect("the pull must fail");
+    let text = err.to_string();
+    assert!(
+        text.contains("record") && text.contains("page 2") && text.contains("cannot be read"),
+        "{text}"
+    );
+    assert!(items.len() < pulled.items.len(), "the pull stopped");
+    assert!(items.iter().all(|i| i.id != bad_id));
+}
+
+#[test]
+fn app_auth_success_may_be_a_string() {
+    let sim = TcSim::start(TcSimOptions {
+        token_ttl_secs: 300,
+        ..TcSimOptions::default()
+    })
+    .unwrap();
+    sim.set_renew_success_as_string(true);
+    let c = TcClient::new(
+        &settings(
+            &sim,
+            TcAuth::Token {
+                token: Secret::new(sim.token()),
+                expires: Some(sim.token_expires()),
+            },
+            100,
+        ),
+        policy(),
+    )
+    .unwrap();
+    assert!(c.check().is_ok());
+    assert_eq!(sim.renewals(), 1);
 }
 
 #[test]
@@ -776,7 +927,7 @@ fn million_indicators_scale() {
         min_rating: Some(2),
         ..Filters::default()
     };
-    let mut pages = c.indicators(&tql::build(&f, None));
+    let mut pages = c.indicators(&tql::build(&f, &Window::default()));
     let mut count = 0usize;
     let mut first = None;
     for p in pages.by_ref() {

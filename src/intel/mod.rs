@@ -54,6 +54,8 @@ pub struct Package {
     pub body: String,
     /// 16 hex chars fingerprinting everything rendered; also written in the description marker.
     pub rev: String,
+    /// The description the document carries (TC context, then the marker line).
+    pub description: String,
     /// File name for the upload's Content-Disposition (`<identity>.stix` / `<identity>.ioc`).
     pub file_name: String,
 }
@@ -219,6 +221,7 @@ pub fn render(ind: &Indicator, format: IntelFormat) -> Result<Package, Invalid> 
     let rev = hex(&Sha256::digest(write(&doc, REV_PLACEHOLDER).as_bytes())[..8]);
     let body = write(&doc, &rev);
     Ok(Package {
+        description: doc.description(&rev),
         file_name: format!("{}.{ext}", doc.identity),
         identity: doc.identity,
         kind,
@@ -229,6 +232,31 @@ pub fn render(ind: &Indicator, format: IntelFormat) -> Result<Package, Invalid> 
         body,
         rev,
     })
+}
+
+/// What differs between two document descriptions, by context line (`Rating`, `Tags`, ...), in
+/// lower case for a plan line; the marker line is not context. Empty when the context is the
+/// same (the difference, if any, is elsewhere in the document).
+pub fn changed_fields(old: &str, new: &str) -> Vec<String> {
+    fn fields(d: &str) -> Vec<(&str, &str)> {
+        d.lines()
+            .filter(|l| !l.trim_start().starts_with(identity::MARKER))
+            .filter_map(|l| l.split_once(": "))
+            .collect()
+    }
+    let (old, new) = (fields(old), fields(new));
+    let mut keys: Vec<&str> = old.iter().chain(new.iter()).map(|(k, _)| *k).collect();
+    keys.dedup();
+    let mut out: Vec<String> = Vec::new();
+    for k in keys {
+        let value =
+            |f: &[(&str, &str)]| f.iter().find(|(x, _)| *x == k).map(|(_, v)| v.to_string());
+        let key = k.to_lowercase();
+        if value(&old) != value(&new) && !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    out
 }
 
 /// The TC context as plain text lines (absent fields are left out).
@@ -320,6 +348,18 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_fields_name_the_context_lines_that_differ() {
+        let old =
+            "ThreatConnect Host a.example\nOwner: O\nRating: 3 / 5\nTags: APT\ntc-sync: x rev 1";
+        let new = "ThreatConnect Host a.example\nOwner: O\nRating: 4 / 5\nTags: APT, C2\nConfidence: 50 / 100\ntc-sync: x rev 2";
+        assert_eq!(
+            changed_fields(old, new),
+            vec!["rating", "tags", "confidence"]
+        );
+        assert!(changed_fields(old, old).is_empty());
+    }
 
     #[test]
     fn canonical_time_accepts_tc_shapes() {

@@ -251,8 +251,10 @@ pub fn hostile() -> Vec<Indicator> {
     bad_hash.md5 = Some("ABC123".into());
     bad_hash.sha256 = Some("0123456789".into());
     out.push(bad_hash);
-    let mut empty_host = base(14, 4, "Host", "");
-    empty_host.host_name = Some(String::new());
+    // A name that is empty once normalised (a bare root dot): an invalid value, not a record
+    // without a value (which would be unreadable).
+    let mut empty_host = base(14, 4, "Host", ".");
+    empty_host.host_name = Some(".".into());
     out.push(empty_host);
     let mut uni_host = base(15, 2, "Host", "bücher.例え.jp");
     uni_host.host_name = Some("bücher.例え.jp".into());
@@ -307,7 +309,7 @@ mod tests {
             .iter()
             .any(|i| i.description.as_ref().is_some_and(|d| d.len() > 100_000)));
         assert!(h.iter().any(|i| i.owner_name.contains('"')));
-        assert!(h.iter().any(|i| i.host_name.as_deref() == Some("")));
+        assert!(h.iter().any(|i| i.host_name.as_deref() == Some(".")));
         let ids: std::collections::HashSet<_> = h.iter().map(|i| i.id).collect();
         assert_eq!(ids.len(), h.len());
     }

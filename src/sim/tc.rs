@@ -38,6 +38,9 @@ pub struct TcSimOptions {
     pub token_ttl_secs: i64,
     /// Server clock minus real clock, in seconds (to provoke timestamp errors).
     pub clock_skew_secs: i64,
+    /// The API user's Organization: the only owner `/v3/indicators/deleted` covers without
+    /// `owner=`, and the one owner typed `Organization` (others are Communities or Sources).
+    pub organization: String,
 }
 
 impl Default for TcSimOptions {
@@ -48,6 +51,7 @@ impl Default for TcSimOptions {
             token: "APIV2:1:sim:0:initial-token".into(),
             token_ttl_secs: 4 * 3600,
             clock_skew_secs: 0,
+            organization: crate::sim::dataset::OWNERS[0].to_string(),
         }
     }
 }
@@ -114,6 +118,7 @@ struct Store {
     owner_ids: HashMap<u32, i64>,
     types: Interner,
     tags: Interner,
+    /// Deletion records with the deletion time, which TC keeps but does not send.
     deleted: Vec<(DeletedIndicator, i64)>,
 }
 
@@ -344,6 +349,20 @@ struct State {
     base: OnceLock<String>,
     next_base: Mutex<Option<String>>,
     overlap: AtomicUsize,
+    organization: String,
+    heavy_pages: Mutex<Option<HeavyPages>>,
+    success_as_string: std::sync::atomic::AtomicBool,
+    record_patch: Mutex<Option<(i64, serde_json::Value)>>,
+}
+
+/// How TC answers an indicator page larger than it can serve in time (TQL timeouts on large
+/// queries are documented; what the client sees is not, so both shapes are offered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeavyPages {
+    /// Pages over this `resultLimit` get a 5xx status (e.g. 504 or 500) after no delay.
+    Status(usize, u16),
+    /// Pages over this `resultLimit` stall this long before answering (the client times out).
+    Stall(usize, std::time::Duration),
 }
 
 /// A running ThreatConnect simulator on 127.0.0.1 (stops when dropped).
@@ -362,12 +381,15 @@ fn error(status: u16, code: &str, message: &str) -> SimResponse {
 impl TcSim {
     /// Starts an empty simulator on a free loopback port.
     pub fn start(opts: TcSimOptions) -> std::io::Result<TcSim> {
+        let mut store = Store::default();
+        // The API user's Organization is always listed, with or without indicators.
+        store.owners.get(&opts.organization);
         let state = Arc::new(State {
             access_id: opts.access_id.clone(),
             secret_key: Secret::new(opts.secret_key.clone()),
             ttl: opts.token_ttl_secs,
             skew: AtomicI64::new(opts.clock_skew_secs),
-            store: RwLock::new(Store::default()),
+            store: RwLock::new(store),
             cache: Mutex::new(HashMap::new()),
             evaluations: AtomicU64::new(0),
             tokens: Mutex::new(Tokens {
@@ -380,6 +402,10 @@ impl TcSim {
             base: OnceLock::new(),
             next_base: Mutex::new(None),
             overlap: AtomicUsize::new(0),
+            organization: opts.organization.clone(),
+            heavy_pages: Mutex::new(None),
+            success_as_string: std::sync::atomic::AtomicBool::new(false),
+            record_patch: Mutex::new(None),
         });
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |req: &SimRequest| handle(&s2, req));
@@ -454,11 +480,10 @@ impl TcSim {
             let now = now_epoch();
             s.deleted.push((
                 DeletedIndicator {
-                    id,
                     owner_name: ind.owner_name,
                     type_name: ind.type_name,
                     summary: ind.summary,
-                    date_deleted: Some(time_str(now)),
+                    date_added: ind.date_added,
                 },
                 now,
             ));
@@ -556,6 +581,31 @@ impl TcSim {
         self.state.overlap.store(n, Ordering::SeqCst);
     }
 
+    /// Makes indicator pages above a size fail or stall (None: every size is served).
+    pub fn set_heavy_pages(&self, h: Option<HeavyPages>) {
+        *self
+            .state
+            .heavy_pages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = h;
+    }
+
+    /// Sends `/appAuth`'s `success` as the string `"true"` instead of a boolean, as some
+    /// servers do (a Java client reads it either way).
+    pub fn set_renew_success_as_string(&self, on: bool) {
+        self.state.success_as_string.store(on, Ordering::SeqCst);
+    }
+
+    /// Serves one indicator with some fields replaced (a `null` removes the field), as schema
+    /// drift would: e.g. `{"id": "x-13"}`. None serves every record as stored.
+    pub fn set_record_patch(&self, patch: Option<(i64, serde_json::Value)>) {
+        *self
+            .state
+            .record_patch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = patch;
+    }
+
     /// How many full TQL evaluations ran (cache misses).
     pub fn evaluations(&self) -> u64 {
         self.state.evaluations.load(Ordering::SeqCst)
@@ -613,7 +663,15 @@ fn renew(st: &State, req: &SimRequest) -> SimResponse {
     t.issued.push(new.clone());
     SimResponse::json(
         200,
-        &serde_json::json!({"success": true, "apiToken": new, "apiTokenExpires": t.expires.to_string()}),
+        &serde_json::json!({
+            "success": if st.success_as_string.load(Ordering::SeqCst) {
+                serde_json::json!("true")
+            } else {
+                serde_json::json!(true)
+            },
+            "apiToken": new,
+            "apiTokenExpires": t.expires.to_string(),
+        }),
     )
 }
 
@@ -771,11 +829,63 @@ fn compare(store: &Store, a: &Row, b: &Row, keys: &[(SortKey, bool)]) -> std::cm
     a.id.cmp(&b.id)
 }
 
+/// Splits a keyset page query `(<inner>) AND id > N` into its inner query and N, when the
+/// parentheses around `inner` are one group (quoted strings may hold parentheses).
+fn keyset_parts(tql: &str) -> Option<(&str, i64)> {
+    let (head, n) = tql.rsplit_once(") AND id > ")?;
+    let n: i64 = n.trim().parse().ok()?;
+    let inner = head.strip_prefix('(')?;
+    let (mut depth, mut quoted, mut escaped) = (0i32, false, false);
+    for c in inner.chars() {
+        match (quoted, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, false, '"') => quoted = !quoted,
+            (false, _, '(') => depth += 1,
+            (false, _, ')') => {
+                depth -= 1;
+                if depth < 0 {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    (depth == 0 && !quoted).then_some((inner, n))
+}
+
 fn selection(st: &State, store: &Store, req: &SimRequest) -> Result<Arc<Vec<u32>>, SimResponse> {
-    let tql = req.param("tql").unwrap_or("").to_string();
-    let sorting = req.param("sorting").unwrap_or("").to_string();
-    let owner = req.param("owner").unwrap_or("").to_string();
-    let key = (tql, sorting, owner);
+    let tql = req.param("tql").unwrap_or("");
+    let sorting = req.param("sorting").unwrap_or("");
+    let owner = req.param("owner").unwrap_or("");
+    // Keyset pages re-evaluate nothing: the inner query's result is cached and cut at the key,
+    // which means the same as evaluating `(<inner>) AND id > N` (the parser agrees, see tests).
+    if let Some((inner, after)) = keyset_parts(tql) {
+        if tql_eval::parse(inner, now_epoch()).is_ok() {
+            let all = select(st, store, inner, sorting, owner)?;
+            let kept: Vec<u32> = all
+                .iter()
+                .copied()
+                .filter(|p| {
+                    store.rows[*p as usize]
+                        .as_ref()
+                        .is_some_and(|r| r.id > after)
+                })
+                .collect();
+            return Ok(Arc::new(kept));
+        }
+    }
+    select(st, store, tql, sorting, owner)
+}
+
+fn select(
+    st: &State,
+    store: &Store,
+    tql: &str,
+    sorting: &str,
+    owner: &str,
+) -> Result<Arc<Vec<u32>>, SimResponse> {
+    let key = (tql.to_string(), sorting.to_string(), owner.to_string());
     if let Some(hit) = st.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(hit.clone());
     }
@@ -946,6 +1056,18 @@ fn list(st: &State, req: &SimRequest) -> SimResponse {
         Ok(p) => p,
         Err(e) => return e,
     };
+    let heavy = *st.heavy_pages.lock().unwrap_or_else(|e| e.into_inner());
+    match heavy {
+        Some(HeavyPages::Status(max, status)) if limit > max => {
+            return error(
+                status,
+                "0x1001",
+                "The query timed out; try a smaller resultLimit or a narrower query",
+            )
+        }
+        Some(HeavyPages::Stall(max, d)) if limit > max => std::thread::sleep(d),
+        _ => {}
+    }
     let store = st.store.read().unwrap_or_else(|e| e.into_inner());
     let sel = match selection(st, &store, req) {
         Ok(s) => s,
@@ -968,9 +1090,35 @@ fn list(st: &State, req: &SimRequest) -> SimResponse {
         .collect();
     let next = (end < sel.len()).then(|| next_link(st, req, end));
     let count = (start == 0 && req.param("count") == Some("true")).then_some(sel.len());
-    envelope(data, count, next)
+    let patch = st
+        .record_patch
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match patch {
+        Some((id, serde_json::Value::Object(fields))) if data.iter().any(|d| d.id == id) => {
+            let mut rows = serde_json::to_value(&data).unwrap_or_default();
+            for row in rows.as_array_mut().into_iter().flatten() {
+                if row.get("id") == Some(&serde_json::json!(id)) {
+                    for (k, v) in &fields {
+                        if let Some(o) = row.as_object_mut() {
+                            if v.is_null() {
+                                o.remove(k);
+                            } else {
+                                o.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            envelope(rows, count, next)
+        }
+        _ => envelope(data, count, next),
+    }
 }
 
+/// `/v3/indicators/deleted`: only the API user's Organization unless `owner=` names another
+/// owner, and records in the documented shape (no id, no deletion date).
 fn deleted(st: &State, req: &SimRequest) -> SimResponse {
     let Some(since) = req
         .param("deletedSince")
@@ -983,7 +1131,7 @@ fn deleted(st: &State, req: &SimRequest) -> SimResponse {
         Err(e) => return e,
     };
     let ty = req.param("type");
-    let owner = req.param("owner");
+    let owner = req.param("owner").unwrap_or(st.organization.as_str());
     let store = st.store.read().unwrap_or_else(|e| e.into_inner());
     let all: Vec<&DeletedIndicator> = store
         .deleted
@@ -991,7 +1139,7 @@ fn deleted(st: &State, req: &SimRequest) -> SimResponse {
         .filter(|(d, t)| {
             *t >= since
                 && ty.is_none_or(|x| x.eq_ignore_ascii_case(&d.type_name))
-                && owner.is_none_or(|o| o == d.owner_name)
+                && owner == d.owner_name
         })
         .map(|(d, _)| d)
         .collect();
@@ -1001,8 +1149,8 @@ fn deleted(st: &State, req: &SimRequest) -> SimResponse {
         .unwrap_or(&[])
         .iter()
         .map(|d| {
-            serde_json::json!({"id": d.id, "ownerName": d.owner_name, "type": d.type_name,
-                "summary": d.summary, "dateDeleted": d.date_deleted})
+            serde_json::json!({"ownerName": d.owner_name, "dateAdded": d.date_added,
+                "type": d.type_name, "summary": d.summary})
         })
         .collect();
     let next = (end < all.len()).then(|| next_link(st, req, end));
@@ -1021,8 +1169,19 @@ fn owners(st: &State, req: &SimRequest) -> SimResponse {
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let id = store.owner_ids.get(&(i as u32)).copied().unwrap_or(i as i64 + 1);
-            serde_json::json!({"id": id, "name": n, "type": "Organization", "permIndicator": "FULL"})
+            let id = store
+                .owner_ids
+                .get(&(i as u32))
+                .copied()
+                .unwrap_or(i as i64 + 1);
+            let kind = if *n == st.organization {
+                "Organization"
+            } else if n.contains("Community") {
+                "Community"
+            } else {
+                "Source"
+            };
+            serde_json::json!({"id": id, "name": n, "type": kind, "permIndicator": "FULL"})
         })
         .collect();
     let end = start.saturating_add(limit).min(all.len());

@@ -356,6 +356,21 @@ impl TaniumClient {
         Ok(kept)
     }
 
+    /// One document with its description (listing rows carry none): `GET {base}/intels/{id}`.
+    /// None when it is gone (404). Only for documents of the app's own source.
+    pub fn get_doc(&self, doc_id: i64) -> Result<Option<IntelDoc>> {
+        self.ensure_owned("read", doc_id)?;
+        let path = format!("{}/intels/{doc_id}", self.generation.base_path());
+        let resp = self.send("GET", &path, None)?;
+        if resp.status == 404 {
+            return Ok(None);
+        }
+        if http::classify(resp.status) != http::Verdict::Ok {
+            return Err(status_error(&resp, "GET", &path));
+        }
+        doc_of(&resp, "GET", &path).map(Some)
+    }
+
     /// Uploads a new document into the source: `POST {base}/sources/{id}/intels`.
     pub fn create_doc(&self, source_id: i64, up: &Upload) -> Result<IntelDoc> {
         let path = format!("{}/sources/{source_id}/intels", self.generation.base_path());

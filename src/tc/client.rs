@@ -19,6 +19,9 @@ use crate::tc::auth::{hmac_authorization, path_and_query};
 use crate::tc::model::{DeletedIndicator, Indicator};
 use crate::tc::tql::{encode_query_value, format_time};
 
+/// Smallest page a pull shrinks to when TC cannot serve larger ones in time.
+pub const MIN_PAGE_SIZE: u32 = 100;
+
 /// Renew a job token this long before it expires.
 pub const TOKEN_RENEW_MARGIN_SECS: i64 = 600;
 
@@ -122,11 +125,23 @@ struct ErrorBody {
     message: Option<String>,
 }
 
+/// An owner as `/v3/security/owners` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Owner {
+    /// Owner name, as TQL and `owner=` take it.
+    #[serde(default)]
+    pub name: String,
+    /// `Organization`, `Community` or `Source`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RenewBody {
+    /// A boolean that some servers send as a string.
     #[serde(default)]
-    success: Option<bool>,
+    success: Option<serde_json::Value>,
     #[serde(default)]
     api_token: Option<String>,
     #[serde(default)]
@@ -321,8 +336,13 @@ impl TcClient {
         }
         let body: RenewBody = serde_json::from_slice(&resp.body)
             .map_err(|e| fail(format!("unreadable answer: {e}")))?;
-        let token = match (body.success, body.api_token) {
-            (Some(false), _) | (_, None) => {
+        let refused = match &body.success {
+            Some(serde_json::Value::Bool(b)) => !b,
+            Some(serde_json::Value::String(s)) => s.trim().eq_ignore_ascii_case("false"),
+            _ => false,
+        };
+        let token = match (refused, body.api_token) {
+            (true, _) | (_, None) => {
                 return Err(fail(
                     body.message
                         .unwrap_or_else(|| "no apiToken returned".into()),
@@ -373,6 +393,11 @@ impl TcClient {
     /// GETs `url` (signed per attempt, retried per the shared rule, renewing a token once on
     /// 401) and returns the 2xx answer, or the mapped error.
     fn get(&self, url: &str) -> Result<Response> {
+        self.get_with(url, &self.policy)
+    }
+
+    /// [`Self::get`] with its own retry policy.
+    fn get_with(&self, url: &str, policy: &RetryPolicy) -> Result<Response> {
         let url = wire_safe(url);
         let what = format!("GET {}", path_of(&url));
         if origin(&url).as_ref() != Some(&self.origin) {
@@ -389,7 +414,7 @@ impl TcClient {
         let mut renewed = false;
         loop {
             let generation = self.generation();
-            let resp = http::call(&self.agent, &self.policy, SVC, &mut || self.build(&url))?;
+            let resp = http::call(&self.agent, policy, SVC, &mut || self.build(&url))?;
             if resp.status == 401 && !renewed && matches!(self.auth, Auth::Token(_)) {
                 renewed = true;
                 log::info!("ThreatConnect answered 401 to {what}; renewing the job token");
@@ -405,64 +430,145 @@ impl TcClient {
 
     /// Streams the indicators `tql` selects, one page at a time (see [`Pages`]).
     ///
-    /// Sorted by id and paged by key (`(<tql>) AND id > <last id of the page>`), not by following
-    /// `next` offsets: offsets shift when TC modifies, deletes or deactivates indicators while the
-    /// pull runs, and the record that slides back across a page edge would be skipped (found by
-    /// tests/chaos.rs). `next` is still read: its presence says more pages exist, and a `next`
-    /// that leaves the `tc_api_path` origin ends the pull with an error.
+    /// Sorted by id and paged by key (`(<tql>) AND id > <last id of the page>`), never by
+    /// following `next`: offsets shift when TC modifies, deletes or deactivates indicators while
+    /// the pull runs, and a record sliding back across a page edge would be skipped. `next` only
+    /// says that more pages exist; it is never fetched, whatever origin it names (real servers
+    /// may name a proxy or an internal host there), so credentials never go to it either.
     pub fn indicators(&self, tql: &str) -> Pages<'_> {
         log::info!("ThreatConnect TQL: {tql}");
         Pages {
             client: self,
             tql: tql.to_string(),
-            next: Some(self.page_url(tql)),
+            page_size: self.page_size,
             last_id: None,
+            more: true,
+            pending: None,
             seen: IdSet::new(),
             dropped: 0,
             duplicates: 0,
-            malformed: 0,
             pages: 0,
         }
     }
 
     /// The URL of one page of `tql`, exactly as it goes on the wire.
-    fn page_url(&self, tql: &str) -> String {
+    fn page_url(&self, tql: &str, size: u32) -> String {
         format!(
-            "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&resultLimit={}&sorting=id%20asc",
+            "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&resultLimit={size}&sorting=id%20asc",
             self.api_path,
             encode_query_value(tql),
-            self.page_size
         )
     }
 
-    /// Calls `each` for every indicator TC reports deleted since `since`; returns how many.
+    /// Every record of a v3 list, page by page with `resultStart` (never following `next`, which
+    /// only says more exist); `url` carries the other query parameters.
+    fn each_record(
+        &self,
+        url: &str,
+        limit: u32,
+        each: &mut dyn FnMut(&serde_json::value::RawValue),
+    ) -> Result<()> {
+        let mut start: u64 = 0;
+        let mut previous: Option<Vec<u8>> = None;
+        loop {
+            let page_url = format!("{url}&resultStart={start}&resultLimit={limit}");
+            let what = format!("GET {}", path_of(&page_url));
+            let resp = self.get(&page_url)?;
+            if previous.as_deref() == Some(resp.body.as_slice()) {
+                return Err(Error::Protocol {
+                    service: SVC,
+                    request: what,
+                    detail: format!(
+                        "the page at resultStart={start} repeats the one before it (resultStart ignored?)"
+                    ),
+                });
+            }
+            let env: Envelope<&serde_json::value::RawValue> =
+                parse_envelope_borrowed(&resp, &what)?;
+            let n = env.data.len() as u64;
+            for r in env.data {
+                each(r);
+            }
+            if n == 0 || env.next.as_deref().is_none_or(str::is_empty) {
+                return Ok(());
+            }
+            start += n;
+            previous = Some(resp.body.clone());
+        }
+    }
+
+    /// Calls `each` for every indicator TC reports deleted since `since` in `owner` (None: the
+    /// API user's Organization, the endpoint's default scope); returns how many.
+    ///
+    /// A record that cannot be read is an error once the readable ones are passed on: a missed
+    /// deletion must make the caller's removal evidence incomplete, not silently shorter.
     pub fn deleted_since(
         &self,
         since: OffsetDateTime,
+        owner: Option<&str>,
         each: &mut dyn FnMut(DeletedIndicator),
     ) -> Result<u64> {
-        let mut url = Some(format!(
+        let mut url = format!(
             "{}/v3/indicators/deleted?deletedSince={}",
             self.api_path,
             encode_query_value(&format_time(since))
-        ));
-        let mut count = 0;
-        while let Some(u) = url.take() {
-            let resp = self.get(&u)?;
-            let env: Envelope<serde_json::Value> =
-                parse_envelope(&resp, &format!("GET {}", path_of(&u)))?;
-            for v in env.data {
-                match serde_json::from_value::<DeletedIndicator>(v) {
-                    Ok(d) => {
-                        count += 1;
-                        each(d)
-                    }
-                    Err(e) => log::warn!("skipping an unreadable deleted-indicator record: {e}"),
-                }
-            }
-            url = env.next.filter(|n| !n.is_empty() && *n != u);
+        );
+        if let Some(o) = owner {
+            url.push_str(&format!("&owner={}", encode_query_value(o)));
         }
-        Ok(count)
+        let (mut count, mut unreadable) = (0u64, None);
+        self.each_record(
+            &url,
+            self.page_size,
+            &mut |r| match serde_json::from_str::<DeletedIndicator>(r.get()) {
+                Ok(d) if !d.type_name.trim().is_empty() && !d.summary.trim().is_empty() => {
+                    count += 1;
+                    each(d);
+                }
+                Ok(_) => {
+                    unreadable.get_or_insert_with(|| "a record without type or summary".into());
+                }
+                Err(e) => {
+                    unreadable.get_or_insert_with(|| e.to_string());
+                }
+            },
+        )?;
+        match unreadable {
+            None => Ok(count),
+            Some(why) => Err(Error::Protocol {
+                service: SVC,
+                request: "GET /api/v3/indicators/deleted".into(),
+                detail: format!("an unreadable deleted-indicator record ({why})"),
+            }),
+        }
+    }
+
+    /// Every owner the API user can see (`/v3/security/owners`).
+    pub fn owners(&self) -> Result<Vec<Owner>> {
+        let url = format!("{}/v3/security/owners?", self.api_path);
+        let mut out = Vec::new();
+        let mut unreadable = None;
+        self.each_record(
+            &url,
+            500,
+            &mut |r| match serde_json::from_str::<Owner>(r.get()) {
+                Ok(o) if !o.name.trim().is_empty() => out.push(o),
+                Ok(_) => {
+                    unreadable.get_or_insert_with(|| "an owner without a name".to_string());
+                }
+                Err(e) => {
+                    unreadable.get_or_insert_with(|| e.to_string());
+                }
+            },
+        )?;
+        match unreadable {
+            None => Ok(out),
+            Some(why) => Err(Error::Protocol {
+                service: SVC,
+                request: "GET /api/v3/security/owners".into(),
+                detail: format!("an unreadable owner record ({why})"),
+            }),
+        }
     }
 
     /// A cheap authenticated call (one owner) proving the URL and credentials work.
@@ -490,17 +596,46 @@ impl TcClient {
 
 /// Pages of indicators, fetched lazily: at most one page is held, ids seen so far are kept
 /// to drop repeats, and indicators of types other than Address / File / Host are dropped.
-/// After an error the iterator ends.
+///
+/// A page TC cannot serve in time (a timeout, 408 or 5xx) is asked for again at half the size,
+/// down to [`MIN_PAGE_SIZE`], before the shared retry rule gets its full say. A record that
+/// cannot be read ends the pull after the readable records of its page, with an error: the
+/// caller must treat the pull as incomplete. After an error the iterator ends.
 pub struct Pages<'a> {
     client: &'a TcClient,
     tql: String,
-    next: Option<String>,
+    page_size: u32,
     last_id: Option<i64>,
+    more: bool,
+    pending: Option<Error>,
     seen: IdSet,
     dropped: u64,
     duplicates: u64,
-    malformed: u64,
     pages: u64,
+}
+
+/// How a failed page fetch is handled.
+enum Failure {
+    /// TC could not serve the page in time: a smaller page may work.
+    Overload,
+    /// Worth more attempts at the same size (429, a refused or dropped connection).
+    Transient,
+    Final,
+}
+
+fn failure(e: &Error) -> Failure {
+    match e {
+        Error::Transport {
+            timed_out: true, ..
+        } => Failure::Overload,
+        Error::Status { status, .. }
+            if *status == 408 || ((500..600).contains(status) && *status != 501) =>
+        {
+            Failure::Overload
+        }
+        Error::Transport { .. } | Error::Status { status: 429, .. } => Failure::Transient,
+        _ => Failure::Final,
+    }
 }
 
 impl Pages<'_> {
@@ -514,59 +649,101 @@ impl Pages<'_> {
         self.duplicates
     }
 
-    /// Records skipped because they could not be read as an indicator.
-    pub fn malformed(&self) -> u64 {
-        self.malformed
-    }
-
     /// Pages fetched so far.
     pub fn pages(&self) -> u64 {
         self.pages
     }
 
-    fn fetch(&mut self, url: &str) -> Result<Vec<Indicator>> {
-        let resp = self.client.get(url)?;
+    /// The page size in use (smaller than configured after TC failed to serve a page).
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    fn get_page(&mut self) -> Result<Response> {
+        let tql = match self.last_id {
+            None => self.tql.clone(),
+            Some(id) => format!("({}) AND id > {id}", self.tql),
+        };
+        loop {
+            let url = self.client.page_url(&tql, self.page_size);
+            if self.page_size <= MIN_PAGE_SIZE {
+                return self.client.get(&url);
+            }
+            let probe = RetryPolicy {
+                max_attempts: self.client.policy.max_attempts.min(2),
+                ..self.client.policy.clone()
+            };
+            let err = match self.client.get_with(&url, &probe) {
+                Ok(resp) => return Ok(resp),
+                Err(e) => e,
+            };
+            match failure(&err) {
+                Failure::Overload => {
+                    let smaller = (self.page_size / 2).max(MIN_PAGE_SIZE);
+                    log::warn!(
+                        "ThreatConnect could not serve a page of {} indicators ({err}); asking for {smaller} per page from here on",
+                        self.page_size
+                    );
+                    self.page_size = smaller;
+                }
+                Failure::Transient => return self.client.get(&url),
+                Failure::Final => return Err(err),
+            }
+        }
+    }
+
+    fn fetch(&mut self) -> Result<Vec<Indicator>> {
+        let resp = self.get_page()?;
+        let what = "GET /api/v3/indicators";
         // Records stay raw JSON text borrowed from the body until each is read: a page of
         // 10,000 as `serde_json::Value` trees would cost several times the body's size.
-        let env: Envelope<&serde_json::value::RawValue> =
-            parse_envelope_borrowed(&resp, &format!("GET {}", path_of(url)))?;
+        let env: Envelope<&serde_json::value::RawValue> = parse_envelope_borrowed(&resp, what)?;
         self.pages += 1;
-        let full = env.data.len() as u64 >= u64::from(self.client.page_size);
-        let link = env.next.filter(|n| !n.is_empty());
-        let mut out = Vec::with_capacity(env.data.len());
+        let received = env.data.len();
+        let more = env.next.as_deref().is_some_and(|n| !n.is_empty())
+            || received as u64 >= u64::from(self.page_size);
+        let mut out = Vec::with_capacity(received);
         let mut max_id: Option<i64> = None;
-        for v in env.data {
-            let ind = match serde_json::from_str::<Indicator>(v.get()) {
-                Ok(i) => i,
-                Err(e) => {
-                    self.malformed += 1;
-                    log::warn!("skipping an unreadable indicator record: {e}");
-                    continue;
-                }
+        for (n, v) in env.data.into_iter().enumerate() {
+            let problem = match serde_json::from_str::<Indicator>(v.get()) {
+                Ok(ind) => match ind.unreadable() {
+                    None => {
+                        max_id = Some(max_id.map_or(ind.id, |m| m.max(ind.id)));
+                        if ind.kind().is_none() {
+                            self.dropped += 1;
+                        } else if !self.seen.insert(ind.id) {
+                            self.duplicates += 1;
+                        } else {
+                            out.push(ind);
+                        }
+                        continue;
+                    }
+                    Some(why) if ind.id > 0 => format!("indicator {}: {why}", ind.id),
+                    Some(why) => why.to_string(),
+                },
+                Err(e) => e.to_string(),
             };
-            max_id = Some(max_id.map_or(ind.id, |m| m.max(ind.id)));
-            if ind.kind().is_none() {
-                self.dropped += 1;
-                continue;
-            }
-            if !self.seen.insert(ind.id) {
-                self.duplicates += 1;
-                continue;
-            }
-            out.push(ind);
+            log::error!(
+                "record {} of ThreatConnect page {} cannot be read: {problem}",
+                n + 1,
+                self.pages
+            );
+            self.pending.get_or_insert_with(|| Error::Protocol {
+                service: SVC,
+                request: what.into(),
+                detail: format!(
+                    "record {} of page {} cannot be read ({problem})",
+                    n + 1,
+                    self.pages
+                ),
+            });
         }
-        self.next = match (link, max_id) {
-            // Never followed: `get` refuses it on the next call, so the pull ends with an error.
-            (Some(l), _) if origin(&l).as_ref() != Some(&self.client.origin) => Some(l),
-            (l, Some(m)) if (l.is_some() || full) && self.last_id.is_none_or(|last| m > last) => {
-                self.last_id = Some(m);
-                Some(
-                    self.client
-                        .page_url(&format!("({}) AND id > {m}", self.tql)),
-                )
-            }
-            _ => None,
-        };
+        self.more = self.pending.is_none()
+            && more
+            && max_id.is_some_and(|m| self.last_id.is_none_or(|last| m > last));
+        if self.more {
+            self.last_id = max_id;
+        }
         Ok(out)
     }
 }
@@ -575,8 +752,18 @@ impl Iterator for Pages<'_> {
     type Item = Result<Vec<Indicator>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let url = self.next.take()?;
-        Some(self.fetch(&url))
+        if let Some(e) = self.pending.take() {
+            self.more = false;
+            return Some(Err(e));
+        }
+        if !self.more {
+            return None;
+        }
+        let page = self.fetch();
+        if page.is_err() {
+            self.more = false;
+        }
+        Some(page)
     }
 }
 

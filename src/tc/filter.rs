@@ -6,19 +6,20 @@
 
 use crate::config::Filters;
 use crate::tc::model::Indicator;
-use crate::tc::tql::effective_types;
+use crate::tc::tql::{effective_types, user_tql};
 
 /// Tag names compare case-insensitively, as TQL's `hasTag(summary ...)` does.
 fn tag_key(s: &str) -> String {
     s.to_lowercase()
 }
 
+fn has_any_tag_named(tag: &str, wanted: &[String]) -> bool {
+    let key = tag_key(tag);
+    wanted.iter().any(|w| tag_key(w) == key)
+}
+
 fn has_any_tag(ind: &Indicator, wanted: &[String]) -> bool {
-    if wanted.is_empty() {
-        return false;
-    }
-    let wanted: Vec<String> = wanted.iter().map(|t| tag_key(t)).collect();
-    ind.tags.iter().any(|t| wanted.contains(&tag_key(t)))
+    ind.tags.iter().any(|t| has_any_tag_named(t, wanted))
 }
 
 /// `value >= min`, where a minimum of 0 restricts nothing and an unset value meets no positive minimum.
@@ -29,41 +30,69 @@ fn at_least(value: Option<f64>, min: Option<u32>) -> bool {
     }
 }
 
+fn shown(v: Option<f64>) -> String {
+    v.map_or_else(|| "none".to_string(), |v| v.to_string())
+}
+
 impl Filters {
     /// Whether the job sends this indicator: type, owners, include / exclude tags, minimums,
     /// maximum false positives and active status, as the job's TQL means them.
-    ///
-    /// When `tql` is set only the type restriction and the active status can be checked here
-    /// (user TQL is evaluated by ThreatConnect alone); everything TC returned for it is accepted.
     pub fn matches(&self, ind: &Indicator) -> bool {
+        self.rejection(ind).is_none()
+    }
+
+    /// Why the job does not send this indicator (None: it does), in words for the plan and log.
+    ///
+    /// With user TQL only the type and the active status can be checked here (user TQL is
+    /// evaluated by ThreatConnect alone); everything else TC returned for it is accepted.
+    pub fn rejection(&self, ind: &Indicator) -> Option<String> {
         let Some(kind) = ind.kind() else {
-            return false;
+            return Some(format!("type {} is never sent", ind.type_name));
         };
-        if !effective_types(self).contains(&kind) || !ind.active {
-            return false;
+        if !ind.active {
+            return Some("inactive in ThreatConnect".into());
         }
-        if self.tql.as_deref().is_some_and(|t| !t.trim().is_empty()) {
-            return true;
+        if !effective_types(self).contains(&kind) {
+            return Some(format!("type {kind} is not among the Indicator Types"));
+        }
+        if user_tql(self).is_some() {
+            return None;
         }
         if !self.owners.is_empty() && !self.owners.contains(&ind.owner_name) {
-            return false;
+            return Some(format!("owner {} is not among the Owners", ind.owner_name));
         }
         if !self.include_tags.is_empty() && !has_any_tag(ind, &self.include_tags) {
-            return false;
+            return Some("has none of the Include Tags".into());
         }
-        if has_any_tag(ind, &self.exclude_tags) {
-            return false;
+        if let Some(t) = ind
+            .tags
+            .iter()
+            .find(|t| has_any_tag_named(t, &self.exclude_tags))
+        {
+            return Some(format!("has the exclude tag {t}"));
         }
         let score = Some(ind.threat_assess_score.unwrap_or(0) as f64);
-        if !at_least(score, self.min_threatassess_score)
-            || !at_least(ind.confidence.map(|c| c as f64), self.min_confidence)
-            || !at_least(ind.rating, self.min_rating)
-        {
-            return false;
+        let confidence = ind.confidence.map(|c| c as f64);
+        let minimums = [
+            ("ThreatAssess score", score, self.min_threatassess_score),
+            ("confidence", confidence, self.min_confidence),
+            ("rating", ind.rating, self.min_rating),
+        ];
+        for (what, value, min) in minimums {
+            if !at_least(value, min) {
+                return Some(format!(
+                    "{what} {} is below the minimum {}",
+                    shown(value),
+                    min.unwrap_or(0)
+                ));
+            }
         }
         match self.max_false_positives {
-            Some(max) => ind.false_positives.unwrap_or(0) <= i64::from(max),
-            None => true,
+            Some(max) if ind.false_positives.unwrap_or(0) > i64::from(max) => Some(format!(
+                "{} false positives, above the maximum {max}",
+                ind.false_positives.unwrap_or(0)
+            )),
+            _ => None,
         }
     }
 }
@@ -207,17 +236,59 @@ mod tests {
     }
 
     #[test]
-    fn user_tql_only_checks_types() {
+    fn user_tql_only_checks_that_the_type_can_be_sent() {
         let f = Filters {
             owners: vec!["Other".into()],
-            types: vec![IndicatorType::Host],
+            types: vec![IndicatorType::Address],
             tql: Some("rating > 4".into()),
             ..Filters::default()
         };
-        assert!(f.matches(&ind()));
+        assert!(f.matches(&ind()), "TQL overrides Indicator Types");
         assert!(!f.matches(&Indicator {
-            type_name: "Address".into(),
+            type_name: "URL".into(),
             ..ind()
         }));
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let why = |f: Filters, i: Indicator| f.rejection(&i).unwrap_or_default();
+        let d = Filters::default;
+        assert_eq!(
+            why(
+                d(),
+                Indicator {
+                    active: false,
+                    ..ind()
+                }
+            ),
+            "inactive in ThreatConnect"
+        );
+        let exc = Filters {
+            exclude_tags: vec!["apt".into()],
+            ..d()
+        };
+        assert_eq!(why(exc, ind()), "has the exclude tag APT");
+        let inc = Filters {
+            include_tags: vec!["C2".into()],
+            ..d()
+        };
+        assert_eq!(why(inc, ind()), "has none of the Include Tags");
+        let conf = Filters {
+            min_confidence: Some(70),
+            ..d()
+        };
+        assert_eq!(why(conf, ind()), "confidence 60 is below the minimum 70");
+        let fp = Filters {
+            max_false_positives: Some(0),
+            ..d()
+        };
+        assert_eq!(why(fp, ind()), "1 false positives, above the maximum 0");
+        let owner = Filters {
+            owners: vec!["X".into()],
+            ..d()
+        };
+        assert_eq!(why(owner, ind()), "owner Org is not among the Owners");
+        assert_eq!(d().rejection(&ind()), None);
     }
 }

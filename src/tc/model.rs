@@ -1,6 +1,8 @@
 //! Indicators as the ThreatConnect v3 API returns them, typed and tolerant of missing or extra fields.
 
 use serde::{Deserialize, Deserializer};
+use time::format_description::well_known::{Iso8601, Rfc3339};
+use time::OffsetDateTime;
 
 /// The three indicator types this app sends to Tanium.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,7 +53,8 @@ impl std::fmt::Display for IndicatorType {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Indicator {
-    /// TC's numeric id (unique per owner and value).
+    /// TC's numeric id (unique per owner and value); 0 when the record has none.
+    #[serde(deserialize_with = "lenient_id")]
     pub id: i64,
     /// Owner id.
     pub owner_id: Option<i64>,
@@ -132,6 +135,47 @@ impl Indicator {
     pub fn kind(&self) -> Option<IndicatorType> {
         IndicatorType::parse(&self.type_name)
     }
+
+    /// `lastModified` as an instant, when it parses (RFC 3339 or ISO 8601).
+    pub fn last_modified_at(&self) -> Option<OffsetDateTime> {
+        let raw = self.last_modified.trim();
+        OffsetDateTime::parse(raw, &Rfc3339)
+            .or_else(|_| OffsetDateTime::parse(raw, &Iso8601::DEFAULT))
+            .ok()
+    }
+
+    /// Why this record cannot be read as an indicator at all (as opposed to an indicator with
+    /// an invalid value): no id, no type, no value or no usable `lastModified`. Such a record
+    /// is schema drift, not "no data", so the pull that met it is incomplete.
+    pub fn unreadable(&self) -> Option<&'static str> {
+        let blank = |v: &Option<String>| v.as_deref().is_none_or(|v| v.trim().is_empty());
+        if self.id <= 0 {
+            Some("it has no numeric id")
+        } else if self.type_name.trim().is_empty() {
+            Some("it has no type")
+        } else if self.summary.trim().is_empty()
+            && [
+                &self.ip,
+                &self.host_name,
+                &self.md5,
+                &self.sha1,
+                &self.sha256,
+            ]
+            .into_iter()
+            .all(blank)
+        {
+            Some("it has no value (summary)")
+        } else if self.last_modified_at().is_none() {
+            Some("it has no readable lastModified")
+        } else {
+            None
+        }
+    }
+}
+
+/// An id that may arrive as a number or a numeric string; anything else is 0 (no id).
+fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Ok(lenient_i64(d)?.unwrap_or(0))
 }
 
 fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -189,12 +233,11 @@ fn tag_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     })
 }
 
-/// An indicator TC reports as deleted (`/v3/indicators/deleted`).
+/// An indicator TC reports as deleted (`/v3/indicators/deleted`). Real records carry no id and
+/// no deletion date: `{"ownerName", "dateAdded", "type", "summary"}`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 pub struct DeletedIndicator {
-    /// TC's id of the deleted indicator.
-    pub id: i64,
     /// Owner name.
     pub owner_name: String,
     /// `typeName`.
@@ -202,8 +245,8 @@ pub struct DeletedIndicator {
     pub type_name: String,
     /// The value it had.
     pub summary: String,
-    /// When it was deleted.
-    pub date_deleted: Option<String>,
+    /// When the indicator was added, as TC sends it.
+    pub date_added: Option<String>,
 }
 
 #[cfg(test)]
@@ -229,5 +272,39 @@ mod tests {
         assert!(min.active);
         assert!(min.tags.is_empty());
         assert_eq!(min.rating, None);
+    }
+
+    #[test]
+    fn unreadable_records_are_told_apart_from_invalid_values() {
+        let ok: Indicator = serde_json::from_str(
+            r#"{"id":"7","type":"Address","summary":"not an ip","lastModified":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!((ok.id, ok.unreadable()), (7, None));
+        for (json, why) in [
+            (
+                r#"{"type":"Host","summary":"a.b","lastModified":"2026-01-01T00:00:00Z"}"#,
+                "it has no numeric id",
+            ),
+            (
+                r#"{"id":"x7","type":"Host","summary":"a.b","lastModified":"2026-01-01T00:00:00Z"}"#,
+                "it has no numeric id",
+            ),
+            (
+                r#"{"id":1,"typeName":"Host","summary":"a.b","lastModified":"2026-01-01T00:00:00Z"}"#,
+                "it has no type",
+            ),
+            (
+                r#"{"id":1,"type":"Host","lastModified":"2026-01-01T00:00:00Z"}"#,
+                "it has no value (summary)",
+            ),
+            (
+                r#"{"id":1,"type":"Host","summary":"a.b","lastModified":"yesterday"}"#,
+                "it has no readable lastModified",
+            ),
+        ] {
+            let i: Indicator = serde_json::from_str(json).unwrap();
+            assert_eq!(i.unreadable(), Some(why), "{json}");
+        }
     }
 }

@@ -34,16 +34,26 @@ pub fn format_time(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }
 
-/// The types to query: the job's types in canonical order, all three when none are set.
+/// Whether user TQL replaces the job's filters (blank TQL counts as none).
+pub fn user_tql(filters: &Filters) -> Option<&str> {
+    filters
+        .tql
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The types to query: the job's types in canonical order, all three when none are set. With
+/// user TQL all three: the guide says TQL replaces every other filter, Indicator Types included,
+/// and only these three types can become intel.
 pub fn effective_types(filters: &Filters) -> Vec<IndicatorType> {
-    let mut types: Vec<IndicatorType> = IndicatorType::ALL
-        .into_iter()
-        .filter(|t| filters.types.contains(t))
-        .collect();
+    let chosen = |t: &IndicatorType| user_tql(filters).is_some() || filters.types.contains(t);
+    let types: Vec<IndicatorType> = IndicatorType::ALL.into_iter().filter(chosen).collect();
     if types.is_empty() {
-        types = IndicatorType::ALL.to_vec();
+        IndicatorType::ALL.to_vec()
+    } else {
+        types
     }
-    types
 }
 
 fn quoted_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
@@ -58,18 +68,44 @@ fn types_clause(filters: &Filters) -> String {
     )
 }
 
-/// Builds the query for the job's filters; `since` adds `lastModified > "..."` (None = a full pull).
+/// The `lastModified` bounds of one pull.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Only indicators modified after this (exclusive): an incremental run's checkpoint.
+    pub after: Option<OffsetDateTime>,
+    /// Never indicators modified before this (inclusive): the job horizon, which bounds full
+    /// reconciles too.
+    pub horizon: Option<OffsetDateTime>,
+    /// Only indicators modified up to this (inclusive): the run's query start, so an indicator
+    /// changed while the run works is left to the next run.
+    pub until: Option<OffsetDateTime>,
+}
+
+impl Window {
+    fn clauses(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match (self.after, self.horizon) {
+            // An incremental checkpoint at or past the horizon already implies it.
+            (Some(a), h) if h.is_none_or(|h| a >= h) => {
+                out.push(format!("lastModified > {}", quote(&format_time(a))))
+            }
+            (_, Some(h)) => out.push(format!("lastModified >= {}", quote(&format_time(h)))),
+            _ => {}
+        }
+        if let Some(u) = self.until {
+            out.push(format!("lastModified <= {}", quote(&format_time(u))));
+        }
+        out
+    }
+}
+
+/// Builds the query for the job's filters within `window`.
 ///
-/// With user TQL set, only the type restriction and `since` are added to it:
-/// `(<user TQL>) AND typeName IN (...) [AND lastModified > "..."]`.
-pub fn build(filters: &Filters, since: Option<OffsetDateTime>) -> String {
+/// With user TQL set, only the type restriction (all three types) and the window are added to
+/// it: `(<user TQL>) AND typeName IN ("Address", "File", "Host") [AND lastModified ...]`.
+pub fn build(filters: &Filters, window: &Window) -> String {
     let mut clauses = Vec::new();
-    match filters
-        .tql
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
+    match user_tql(filters) {
         Some(user) => {
             clauses.push(format!("({user})"));
             clauses.push(types_clause(filters));
@@ -104,27 +140,26 @@ pub fn build(filters: &Filters, since: Option<OffsetDateTime>) -> String {
             }
         }
     }
-    if let Some(t) = since {
-        clauses.push(format!("lastModified > {}", quote(&format_time(t))));
-    }
+    clauses.extend(window.clauses());
     clauses.join(" AND ")
 }
 
 /// Every indicator of the job's types (and owners, unless user TQL replaces them) modified
-/// since `since`, active or not: the sync's evidence of indicators that stopped qualifying.
-pub fn removal_check(filters: &Filters, since: OffsetDateTime) -> String {
+/// within `window`, active or not: the sync's evidence of indicators that stopped qualifying.
+pub fn removal_check(filters: &Filters, window: &Window) -> String {
+    let user = user_tql(filters).is_some();
     let broad = Filters {
-        types: filters.types.clone(),
-        owners: if filters.tql.is_none() {
-            filters.owners.clone()
-        } else {
+        types: effective_types(filters),
+        owners: if user {
             Vec::new()
+        } else {
+            filters.owners.clone()
         },
         ..Filters::default()
     };
     format!(
         "{} AND (indicatorActive = true OR indicatorActive = false)",
-        build(&broad, Some(since))
+        build(&broad, window)
     )
 }
 
@@ -144,6 +179,13 @@ pub fn encode_query_value(s: &str) -> String {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    fn after(t: OffsetDateTime) -> Window {
+        Window {
+            after: Some(t),
+            ..Window::default()
+        }
+    }
 
     fn f() -> Filters {
         Filters {
@@ -179,16 +221,15 @@ mod tests {
     #[test]
     fn default_filters_select_the_three_types_only() {
         assert_eq!(
-            build(&f(), None),
+            build(&f(), &Window::default()),
             r#"typeName IN ("Address", "File", "Host")"#
         );
         assert_eq!(
-            build(&Filters::default(), None),
+            build(&Filters::default(), &Window::default()),
             r#"typeName IN ("Address", "File", "Host")"#
         );
-        let since = datetime!(2026-10-29 00:00:00 UTC);
         assert_eq!(
-            build(&f(), Some(since)),
+            build(&f(), &after(datetime!(2026-10-29 00:00:00 UTC))),
             r#"typeName IN ("Address", "File", "Host") AND lastModified > "2026-10-29T00:00:00Z""#
         );
     }
@@ -211,7 +252,7 @@ mod tests {
             tql: None,
         };
         assert_eq!(
-            build(&filters, Some(datetime!(2024-01-02 03:04:05 UTC))),
+            build(&filters, &after(datetime!(2024-01-02 03:04:05 UTC))),
             concat!(
                 r#"typeName IN ("Address", "Host") AND ownerName IN ("Demo Org", "Common Community")"#,
                 r#" AND hasTag(summary IN ("APT", "C2")) AND threatAssessScore >= 500"#,
@@ -230,18 +271,27 @@ mod tests {
             min_confidence: Some(50),
             ..Filters::default()
         };
-        let since = datetime!(2024-01-02 03:04:05 UTC);
+        let window = Window {
+            until: Some(datetime!(2024-01-03 00:00:00 UTC)),
+            ..after(datetime!(2024-01-02 03:04:05 UTC))
+        };
         assert_eq!(
-            removal_check(&filters, since),
-            r#"typeName IN ("Host") AND ownerName IN ("Demo Org") AND lastModified > "2024-01-02T03:04:05Z" AND (indicatorActive = true OR indicatorActive = false)"#
+            removal_check(&filters, &window),
+            concat!(
+                r#"typeName IN ("Host") AND ownerName IN ("Demo Org") AND lastModified > "2024-01-02T03:04:05Z""#,
+                r#" AND lastModified <= "2024-01-03T00:00:00Z" AND (indicatorActive = true OR indicatorActive = false)"#
+            )
         );
         let user = Filters {
             tql: Some("rating > 1".into()),
             ..filters
         };
         assert_eq!(
-            removal_check(&user, since),
-            r#"typeName IN ("Host") AND lastModified > "2024-01-02T03:04:05Z" AND (indicatorActive = true OR indicatorActive = false)"#
+            removal_check(&user, &window),
+            concat!(
+                r#"typeName IN ("Address", "File", "Host") AND lastModified > "2024-01-02T03:04:05Z""#,
+                r#" AND lastModified <= "2024-01-03T00:00:00Z" AND (indicatorActive = true OR indicatorActive = false)"#
+            )
         );
     }
 
@@ -254,7 +304,7 @@ mod tests {
             ..f()
         };
         assert_eq!(
-            build(&filters, None),
+            build(&filters, &Window::default()),
             r#"typeName IN ("Address", "File", "Host")"#
         );
     }
@@ -268,7 +318,7 @@ mod tests {
             ..Filters::default()
         };
         assert_eq!(
-            build(&filters, None),
+            build(&filters, &Window::default()),
             concat!(
                 r#"typeName IN ("File") AND ownerName IN ("Evil \"Owner\" \\ Inc", "Ünï \'cödé\' \`x\`")"#,
                 r#" AND hasTag(summary IN ("tag\") OR (1=1"))"#
@@ -277,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn user_tql_replaces_filters_but_keeps_types_and_since() {
+    fn user_tql_replaces_every_filter_indicator_types_included() {
         let filters = Filters {
             owners: vec!["Ignored".into()],
             types: vec![IndicatorType::Address],
@@ -286,17 +336,42 @@ mod tests {
             ..Filters::default()
         };
         assert_eq!(
-            build(&filters, Some(datetime!(2024-01-02 03:04:05 UTC))),
-            r#"(rating >= 4 OR tag = "x") AND typeName IN ("Address") AND lastModified > "2024-01-02T03:04:05Z""#
+            build(&filters, &after(datetime!(2024-01-02 03:04:05 UTC))),
+            r#"(rating >= 4 OR tag = "x") AND typeName IN ("Address", "File", "Host") AND lastModified > "2024-01-02T03:04:05Z""#
         );
+        assert_eq!(effective_types(&filters), IndicatorType::ALL.to_vec());
         let blank = Filters {
             tql: Some("   ".into()),
+            types: vec![IndicatorType::Host],
             ..f()
         };
+        assert_eq!(build(&blank, &Window::default()), r#"typeName IN ("Host")"#);
+    }
+
+    #[test]
+    fn the_horizon_bounds_full_pulls_and_is_implied_by_a_later_checkpoint() {
+        let horizon = datetime!(2026-10-01 00:00:00 UTC);
+        let full = Window {
+            horizon: Some(horizon),
+            ..Window::default()
+        };
         assert_eq!(
-            build(&blank, None),
-            r#"typeName IN ("Address", "File", "Host")"#
+            build(&f(), &full),
+            r#"typeName IN ("Address", "File", "Host") AND lastModified >= "2026-10-01T00:00:00Z""#
         );
+        let incremental = Window {
+            after: Some(datetime!(2026-11-01 00:00:00 UTC)),
+            ..full
+        };
+        assert_eq!(
+            build(&f(), &incremental),
+            r#"typeName IN ("Address", "File", "Host") AND lastModified > "2026-11-01T00:00:00Z""#
+        );
+        let before_horizon = Window {
+            after: Some(datetime!(2026-09-01 00:00:00 UTC)),
+            ..full
+        };
+        assert_eq!(build(&f(), &before_horizon), build(&f(), &full));
     }
 
     #[test]
