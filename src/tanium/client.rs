@@ -486,33 +486,29 @@ impl TaniumClient {
             return Ok(());
         }
         let get = format!("{}/intels/{doc_id}", self.generation.base_path());
-        let detail = match self.send("GET", &get, None) {
+        let answered = format!("{request} answered {} without JSON", resp.status);
+        let message = match self.send("GET", &get, None) {
             Ok(r) if r.status == 404 => {
-                log::debug!(
-                    "{request} answered {} without JSON; intel {doc_id} is gone",
-                    resp.status
-                );
+                log::debug!("{answered}; intel {doc_id} is gone");
                 return Ok(());
             }
             Ok(r)
                 if http::classify(r.status) == http::Verdict::Ok
                     && doc_of(&r, "GET", &get).is_ok_and(|d| d.id == doc_id) =>
             {
-                format!("the delete did not take: intel {doc_id} is still there")
+                format!("delete did not take: intel {doc_id} is still there ({answered})")
             }
             Ok(r) => format!(
-                "whether intel {doc_id} was deleted is unknown: reading it back answered {}",
+                "delete of intel {doc_id} is ambiguous: {answered} and reading it back \
+                 answered {}",
                 r.status
             ),
             Err(e) => format!(
-                "whether intel {doc_id} was deleted is unknown: reading it back failed ({e})"
+                "delete of intel {doc_id} is ambiguous: {answered} and reading it back \
+                 failed ({e})"
             ),
         };
-        Err(Error::Protocol {
-            service: Service::Tanium,
-            request,
-            detail: format!("a {} answer that is not JSON; {detail}", resp.status),
-        })
+        Err(Error::Other(format!("Tanium {message}")))
     }
 
     /// Deploys intel to endpoints once: 4.x `POST {base}/intel/deploy` (true); 3.x deploys on
@@ -679,10 +675,12 @@ impl TaniumClient {
                 return self.credentials_error();
             }
             if v4 == 403 || v3 == 403 {
-                return Error::Other(format!(
-                    "Tanium Threat Response refused ({answers}): {}",
-                    forbidden_hint("GET", &format!("{}/sources", ApiGeneration::V4.base_path()))
-                ));
+                let sources = format!("{}/sources", ApiGeneration::V4.base_path());
+                return Error::Forbidden {
+                    service: Service::Tanium,
+                    needed: needed_for("GET", &sources),
+                    answers,
+                };
             }
         }
         Error::Other(format!(
@@ -754,6 +752,17 @@ impl TaniumClient {
                 status,
                 message: format!(
                     "{message} (Tanium API Version is {version}; if that is wrong, set it to auto)"
+                ),
+            },
+            Error::Forbidden {
+                service,
+                needed,
+                answers,
+            } => Error::Forbidden {
+                service,
+                needed,
+                answers: format!(
+                    "{answers}; Tanium API Version is {version}: if that is wrong, set it to auto"
                 ),
             },
             other => other,
@@ -1000,24 +1009,20 @@ fn permission_for(method: &str, path: &str) -> Option<(&'static str, &'static st
 }
 
 /// Says which permission a 403 to this call means is missing.
-fn forbidden_hint(method: &str, path: &str) -> String {
+fn needed_for(method: &str, path: &str) -> String {
     match permission_for(method, path) {
-        Some((action, name)) => format!(
-            "this account or API token may not {action}: grant the Tanium permission '{name}'"
-        ),
-        None => {
-            "this account or API token lacks a Threat Response permission for this call".to_string()
-        }
+        Some((action, name)) => format!("the account or API token needs '{name}' to {action}"),
+        None => "the account or API token lacks a Threat Response permission this call needs"
+            .to_string(),
     }
 }
 
 /// A 403 that is not about the credentials themselves: a missing permission.
 fn forbidden(method: &str, path: &str) -> Error {
-    Error::Status {
+    Error::Forbidden {
         service: Service::Tanium,
-        request: describe(method, path),
-        status: 403,
-        message: forbidden_hint(method, path),
+        needed: needed_for(method, path),
+        answers: format!("{} answered 403", describe(method, path)),
     }
 }
 
@@ -1219,19 +1224,22 @@ mod tests {
     #[test]
     fn a_403_names_the_permission_of_the_call() {
         let base = ApiGeneration::V4.base_path();
-        let hint = |m: &str, p: &str| forbidden_hint(m, &format!("{base}{p}"));
-        assert!(hint("POST", "/sources/3/intels").contains("'threat response intels write'"));
-        assert!(hint("PUT", "/intels/9").contains("may not write intel documents"));
-        assert!(hint("DELETE", "/intels/?id=9").contains("may not write intel documents"));
-        assert!(hint("GET", "/intels?limit=500").contains("may not read intel documents"));
-        assert!(hint("GET", "/sources").contains("may not read intel sources"));
-        assert!(hint("POST", "/sources").contains("may not create intel sources"));
-        assert!(hint("GET", "/labels").contains("may not read labels"));
-        assert!(hint("POST", "/intel/deploy").contains("may not deploy intel"));
-        assert!(hint("GET", "/intel/status").contains("may not read intel status"));
+        let hint = |m: &str, p: &str| needed_for(m, &format!("{base}{p}"));
+        assert_eq!(
+            hint("POST", "/sources/3/intels"),
+            "the account or API token needs 'threat response intels write' to write intel documents"
+        );
+        assert!(hint("PUT", "/intels/9").ends_with("to write intel documents"));
+        assert!(hint("DELETE", "/intels/?id=9").ends_with("to write intel documents"));
+        assert!(hint("GET", "/intels?limit=500").ends_with("to read intel documents"));
+        assert!(hint("GET", "/sources").ends_with("to read intel sources"));
+        assert!(hint("POST", "/sources").ends_with("to create intel sources"));
+        assert!(hint("GET", "/labels").ends_with("to read labels"));
+        assert!(hint("POST", "/intel/deploy").ends_with("to deploy intel"));
+        assert!(hint("GET", "/intel/status").ends_with("to read intel status"));
         let v3 = ApiGeneration::V3.base_path();
-        assert!(forbidden_hint("GET", &format!("{v3}/labels")).contains("read labels"));
-        assert!(forbidden_hint("GET", "/api/v2/other").contains("lacks a Threat Response"));
+        assert!(needed_for("GET", &format!("{v3}/labels")).ends_with("to read labels"));
+        assert!(needed_for("GET", "/api/v2/other").contains("lacks a Threat Response"));
     }
 
     #[test]
