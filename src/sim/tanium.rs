@@ -19,7 +19,8 @@
 //!
 //! Every route but login needs a `session` header holding a live session or the API token;
 //! otherwise 4.x answers 401 and 3.x answers 403 (so clients meet both). Routes denied with
-//! [`TaniumSim::deny`] answer 403 to a valid session (a missing permission).
+//! [`TaniumSim::deny`] answer 403 to a valid session (a missing permission), and
+//! [`TaniumSim::set_password_login`] refuses every login as Tanium Cloud does.
 //!
 //! Where reality is unconfirmed the simulator has a switch and tests cover both ways: where a
 //! STIX document's intrinsic id comes from ([`IntrinsicFrom`]), whether content is stored as
