@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::http::HttpSettings;
 use crate::secret::Secret;
+use crate::tanium::model::ApiGeneration;
 use crate::tc::model::IndicatorType;
 
 /// How the app authenticates to the TC API.
@@ -56,6 +57,8 @@ pub struct TaniumSettings {
     pub http: HttpSettings,
     /// `tanium_source`: the intel source this app owns.
     pub source_name: String,
+    /// `tanium_api_version`: the Threat Response API generation, or None (`auto`) to detect it.
+    pub api_version: Option<ApiGeneration>,
 }
 
 /// The job's indicator filters (ignored, except types, when `tql` is set).
@@ -670,6 +673,29 @@ fn indicator_types(raw: &RawParams) -> std::result::Result<Vec<IndicatorType>, S
         .collect())
 }
 
+/// `auto` (None), `4.x` or `3.x`; `4`, `v4`, `TR 4.x` and the like are read the same way.
+fn api_version(raw: &RawParams) -> std::result::Result<Option<ApiGeneration>, String> {
+    let spec = pn::TANIUM_API_VERSION;
+    let Some(s) = text(raw, spec)? else {
+        return Ok(None);
+    };
+    let k: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    match k.trim_start_matches("tr").trim_start_matches('v') {
+        "auto" => Ok(None),
+        "4" | "4x" => Ok(Some(ApiGeneration::V4)),
+        "3" | "3x" => Ok(Some(ApiGeneration::V3)),
+        _ => Err(format!(
+            "{} must be auto, 4.x or 3.x, got '{}'",
+            spec.label,
+            shown(&s)
+        )),
+    }
+}
+
 fn intel_format(raw: &RawParams) -> std::result::Result<IntelFormat, String> {
     let spec = pn::INTEL_FORMAT;
     match text(raw, spec)? {
@@ -859,6 +885,7 @@ impl JobConfig {
         let source_name = p
             .take(text(raw, pn::TANIUM_SOURCE))
             .unwrap_or_else(|| DEFAULT_SOURCE.to_string());
+        let api_version = p.take(api_version(raw));
 
         let filters = Filters {
             owners: p.take(list(raw, pn::OWNERS, false)),
@@ -974,6 +1001,7 @@ impl JobConfig {
                     )
                 },
                 source_name,
+                api_version,
             },
             filters,
             last_modified,
@@ -1043,6 +1071,11 @@ impl JobConfig {
                 "password": REDACTED,
                 "http": http_json(&self.tanium.http),
                 "source_name": self.tanium.source_name,
+                "api_version": match self.tanium.api_version {
+                    None => "auto",
+                    Some(ApiGeneration::V4) => "4.x",
+                    Some(ApiGeneration::V3) => "3.x",
+                },
             },
             "filters": {
                 "owners": f.owners,
@@ -1217,6 +1250,7 @@ mod tests {
             ("tanium_username", json!(""), "Tanium Username is required"),
             ("tanium_password", json!(null), "Tanium Password is required"),
             ("intel_format", json!("csv"), "Intel Format must be STIX or OpenIOC, got 'csv'"),
+            ("tanium_api_version", json!("5.x"), "Tanium API Version must be auto, 4.x or 3.x, got '5.x'"),
             ("reconcile_interval_hours", json!("x"), "Full Reconcile Interval (hours) must be a whole number from 0 to 8760"),
             ("tanium_workers", json!("0"), "Parallel Tanium Writes must be a whole number from 1 to 32, got '0'"),
             ("tc_page_size", json!("10001"), "ThreatConnect Page Size must be a whole number from 1 to 10000"),
@@ -1536,6 +1570,34 @@ mod tests {
         let j = JobConfig::from_params(&t, NOW).unwrap().redacted_json();
         assert_eq!(j["tc"]["auth"]["token"], "***");
         assert!(!j.to_string().contains("tok-secret"));
+    }
+
+    #[test]
+    fn tanium_api_version_is_auto_unless_set() {
+        let version = |v: Option<serde_json::Value>| {
+            let r = match v {
+                Some(v) => with(good(), "tanium_api_version", v),
+                None => good(),
+            };
+            let c = JobConfig::from_params(&r, NOW).unwrap();
+            (
+                c.tanium.api_version,
+                c.redacted_json()["tanium"]["api_version"].clone(),
+            )
+        };
+        assert_eq!(version(None), (None, json!("auto")));
+        assert_eq!(version(Some(json!(""))), (None, json!("auto")));
+        assert_eq!(version(Some(json!("auto"))), (None, json!("auto")));
+        assert_eq!(
+            version(Some(json!("4.x"))),
+            (Some(ApiGeneration::V4), json!("4.x"))
+        );
+        assert_eq!(
+            version(Some(json!("3.x"))),
+            (Some(ApiGeneration::V3), json!("3.x"))
+        );
+        assert_eq!(version(Some(json!("TR 3"))).0, Some(ApiGeneration::V3));
+        assert_eq!(version(Some(json!("v4"))).0, Some(ApiGeneration::V4));
     }
 
     #[test]

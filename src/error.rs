@@ -57,6 +57,16 @@ pub enum Error {
         /// Causes to check.
         message: String,
     },
+    /// The server accepts the credentials but refused a call (403): a missing permission.
+    /// The permission leads the message: the platform shows only 255 characters of it.
+    Forbidden {
+        /// The side that refused.
+        service: Service,
+        /// Which permission is needed, for what.
+        needed: String,
+        /// What answered 403 (method and path, or the routes that were tried).
+        answers: String,
+    },
     /// ThreatConnect could not parse the TQL (errCode 0x2001); carries TC's reason.
     TqlInvalid(String),
     /// The server answered 2xx with a body we could not understand.
@@ -99,6 +109,11 @@ impl fmt::Display for Error {
             Error::Auth { service, message } => {
                 write!(f, "{service} rejected the credentials: {message}")
             }
+            Error::Forbidden {
+                service,
+                needed,
+                answers,
+            } => write!(f, "{service} permission missing: {needed} ({answers})"),
             Error::TqlInvalid(reason) => {
                 write!(f, "ThreatConnect says the TQL is invalid: {reason}")
             }

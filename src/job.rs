@@ -164,13 +164,25 @@ pub fn check(config: &JobConfig, _opts: &Options) -> Result<Outcome> {
     }
     match TaniumClient::connect(&config.tanium, RetryPolicy::default()) {
         Ok(t) => {
-            match t.check() {
-                Ok(s) => lines.push(format!("ok   Tanium: {s}")),
+            let summary = t.check();
+            let mut readable = Vec::new();
+            let mut unreadable = Vec::new();
+            for (what, r) in t.check_access() {
+                match r {
+                    Ok(s) => readable.push(format!("{what} {s}")),
+                    Err(e) => unreadable.push(format!("FAIL Tanium {what}: {e}")),
+                }
+            }
+            match summary {
+                Ok(s) if readable.is_empty() => lines.push(format!("ok   Tanium: {s}")),
+                Ok(s) => lines.push(format!("ok   Tanium: {s}; {}", readable.join("; "))),
                 Err(e) => {
                     ok = false;
                     lines.push(format!("FAIL Tanium: {e}"));
                 }
             }
+            ok &= unreadable.is_empty();
+            lines.extend(unreadable);
             match t.find_source(&config.tanium.source_name) {
                 Ok(Some(s)) => {
                     let mut n = 0u64;

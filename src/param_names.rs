@@ -34,6 +34,11 @@ pub const TANIUM_PASSWORD: ParamSpec = ParamSpec {
     name: "tanium_password",
     label: "Tanium Password",
 };
+/// Tanium API Version: `auto` (detect), `4.x` or `3.x`.
+pub const TANIUM_API_VERSION: ParamSpec = ParamSpec {
+    name: "tanium_api_version",
+    label: "Tanium API Version",
+};
 /// Verify SSL Cert (Tanium side).
 pub const VERIFY_SSL: ParamSpec = ParamSpec {
     name: "verify_ssl",
@@ -156,6 +161,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     TANIUM_PASSWORD,
     VERIFY_SSL,
     TANIUM_SOURCE,
+    TANIUM_API_VERSION,
     OWNERS,
     INDICATOR_TYPES,
     LAST_MODIFIED,

@@ -316,8 +316,6 @@ fn upload_of(pkg: &Package) -> Upload<'_> {
             IntelFormat::OpenIoc => "openioc",
         },
         file_name: &pkg.file_name,
-        name: &pkg.name,
-        description: &pkg.name,
     }
 }
 

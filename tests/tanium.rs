@@ -8,7 +8,7 @@ use tanium_tr_indicators::error::{Error, Service};
 use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy};
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
-use tanium_tr_indicators::sim::tanium::{ListingQuirk, TaniumSim, TaniumSimOptions};
+use tanium_tr_indicators::sim::tanium::{IntrinsicFrom, ListingQuirk, TaniumSim, TaniumSimOptions};
 use tanium_tr_indicators::tanium::{ApiGeneration, IntelDoc, TaniumClient, Upload};
 
 const SOURCE: &str = "ThreatConnect Indicators";
@@ -32,6 +32,7 @@ fn settings(sim: &TaniumSim, username: &str, password: &str) -> TaniumSettings {
             ..HttpSettings::default()
         },
         source_name: SOURCE.into(),
+        api_version: None,
     }
 }
 
@@ -63,8 +64,6 @@ fn up<'a>(body: &'a str, kind: &'a str) -> Upload<'a> {
         body,
         kind,
         file_name: "tc-doc.xml",
-        name: "ThreatConnect doc",
-        description: "from ThreatConnect",
     }
 }
 
@@ -228,10 +227,60 @@ fn a_refused_token_is_reported_without_a_login() {
     let sim = sim(ApiGeneration::V4);
     let client =
         TaniumClient::connect(&settings(&sim, "_token", "token-simulated"), policy()).unwrap();
-    fail(&sim, None, "/plugin", 1, 403);
+    fail(&sim, None, "/plugin", 1, 401);
     let err = client.find_source(SOURCE).unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("expired or revoked") && text.contains("trusted IP list"),
+        "{text}"
+    );
     assert_eq!(sim.server().hits("POST /api/v2/session/login"), 0);
+}
+
+#[test]
+fn a_403_to_a_token_the_server_still_accepts_is_a_missing_permission() {
+    let sim = sim(ApiGeneration::V4);
+    let client =
+        TaniumClient::connect(&settings(&sim, "_token", "token-simulated"), policy()).unwrap();
+    let source = client.find_or_create_source(SOURCE).unwrap().id;
+    sim.deny(
+        Some("POST"),
+        &format!("{}/sources/", ApiGeneration::V4.base_path()),
+    );
+    let body = stix("tc:Package-p", "p");
+    let err = client.create_doc(source, &up(&body, "stix")).unwrap_err();
+    assert!(matches!(err, Error::Forbidden { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "Tanium permission missing: the account or API token needs 'threat response intels \
+             write' to write intel documents (POST "
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("rejected the credentials"), "{text}");
+    // a 403 on 3.x can also mean a refused token: the session check tells them apart
+    let sim3 = self::sim(ApiGeneration::V3);
+    let err =
+        TaniumClient::connect(&settings(&sim3, "_token", "token-revoked"), policy()).unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert!(err.to_string().contains("expired or revoked"), "{err}");
+}
+
+#[test]
+fn a_403_after_a_fresh_login_names_the_permission() {
+    let sim = sim(ApiGeneration::V3);
+    let client = connect(&sim);
+    sim.deny(Some("GET"), &intels(ApiGeneration::V3));
+    let err = client.list_docs(7, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, Error::Forbidden { .. }), "{err:?}");
+    assert!(err.to_string().contains("to read intel documents"), "{err}");
+    assert_eq!(
+        client.relogin_count(),
+        1,
+        "3.x answers 403 to expired sessions too"
+    );
 }
 
 #[test]
@@ -293,9 +342,14 @@ fn create_update_delete(g: ApiGeneration) {
     assert_eq!(created.md5.as_deref(), Some(stored.md5.as_str()));
     assert_eq!(stored.md5.len(), 32);
 
-    // the listing is what the sync compares against
+    // the listing is what the sync compares against: the upload answer minus description
     let listed = list(&client, source);
-    assert_eq!(listed, vec![created.clone()]);
+    assert_eq!(created.description.as_deref(), Some("Owner: Example Org"));
+    let row = IntelDoc {
+        description: None,
+        ..created.clone()
+    };
+    assert_eq!(listed, vec![row]);
 
     // same intrinsic id: replaced in place
     let v2 = stix(
@@ -354,12 +408,12 @@ fn put_with_another_intrinsic_id_creates_a_new_document() {
 }
 
 #[test]
-fn upload_headers_reach_the_server() {
+fn uploads_send_type_and_file_name_but_no_name_or_description_headers() {
     let sim = sim(ApiGeneration::V4);
     let client = connect(&sim);
     let source = client.find_or_create_source(SOURCE).unwrap().id;
-    // no root id and no title: the sim falls back to the Content-Disposition file name
-    // and the name header; the type header wins over sniffing
+    // no root id and no title: the sim falls back to the Content-Disposition file name;
+    // the type header wins over sniffing
     let body = "<ioc xmlns=\"http://openioc.org/schemas/OpenIOC_1.1\"><criteria/></ioc>";
     let doc = client
         .create_doc(
@@ -368,14 +422,32 @@ fn upload_headers_reach_the_server() {
                 body,
                 kind: "openioc",
                 file_name: "tc host/evil.xml",
-                name: "ThreatConnect Host évil\r\n.example",
-                description: "d",
             },
         )
         .unwrap();
     assert_eq!(doc.intrinsic_id.as_deref(), Some("tc_host_evil.xml"));
-    assert_eq!(doc.name, "ThreatConnect Host ?vil.example");
+    assert_eq!(doc.name, "tc_host_evil.xml");
     assert_eq!(doc.kind.as_deref(), Some("openioc"));
+    let sent = |name: &str| {
+        sim.last_upload_headers()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    };
+    assert_eq!(sent("type").as_deref(), Some("openioc"));
+    assert_eq!(
+        sent("content-disposition").as_deref(),
+        Some("attachment; filename=tc_host_evil.xml")
+    );
+    let stix_body = stix("tc:Package-h", "ThreatConnect Host evil.example");
+    let doc = client.create_doc(source, &up(&stix_body, "stix")).unwrap();
+    client.update_doc(doc.id, &up(&stix_body, "stix")).unwrap();
+    assert_eq!((sent("name"), sent("description")), (None, None));
+    assert_eq!(
+        sim.docs_in(source)[1].description,
+        "Owner: Example Org",
+        "the description comes from the XML"
+    );
 }
 
 #[test]
@@ -653,4 +725,351 @@ fn check_summarises_connection_and_source() {
     let id = client.find_or_create_source(SOURCE).unwrap().id;
     let after = client.check().unwrap();
     assert!(after.contains(&format!("exists (id {id})")), "{after}");
+}
+
+fn with_version(s: TaniumSettings, v: Option<ApiGeneration>) -> TaniumSettings {
+    TaniumSettings {
+        api_version: v,
+        ..s
+    }
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A STIX package shaped like the renderer's: package and indicator ids differ.
+fn stix_pkg(package_id: &str, indicator_id: &str, title: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<stix:STIX_Package xmlns:stix="http://stix.mitre.org/stix-1" xmlns:indicator="http://stix.mitre.org/Indicator-2" id="{package_id}" version="1.2">
+  <stix:Indicators>
+    <stix:Indicator id="{indicator_id}">
+      <indicator:Title>{title}</indicator:Title>
+      <indicator:Description>marker for {title}</indicator:Description>
+    </stix:Indicator>
+  </stix:Indicators>
+</stix:STIX_Package>"#
+    )
+}
+
+#[test]
+fn listing_rows_carry_no_description_and_get_doc_reads_it() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap().id;
+    let body = stix("tc:Package-d", "described");
+    let created = client.create_doc(source, &up(&body, "stix")).unwrap();
+    let listed = list(&client, source);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].description, None);
+    let got = client.get_doc(created.id).unwrap().unwrap();
+    assert_eq!(got.description.as_deref(), Some("Owner: Example Org"));
+    assert_eq!((got.id, got.md5.clone()), (created.id, created.md5.clone()));
+
+    sim.delete_doc(created.id);
+    assert_eq!(client.get_doc(created.id).unwrap(), None);
+
+    let theirs = sim.add_source("Other");
+    let foreign = sim.add_doc(theirs, "theirs", &stix("x:Package-9", "theirs"));
+    sim.server().reset_counters();
+    let err = client.get_doc(foreign).unwrap_err();
+    assert!(err.to_string().contains("refusing to read"), "{err}");
+    assert_eq!(sim.server().total_requests(), 0);
+}
+
+#[test]
+fn the_intrinsic_id_may_come_from_the_package_or_the_first_indicator() {
+    let (p1, i1) = ("tctr:Package-aaa", "tctr:indicator-aaa");
+    for (from, claimed) in [
+        (IntrinsicFrom::PackageRoot, p1),
+        (IntrinsicFrom::FirstIndicator, i1),
+    ] {
+        let sim = sim(ApiGeneration::V4);
+        sim.set_intrinsic_from(from);
+        let client = connect(&sim);
+        let source = client.find_or_create_source(SOURCE).unwrap().id;
+        let doc = client
+            .create_doc(source, &up(&stix_pkg(p1, i1, "v1"), "stix"))
+            .unwrap();
+        assert_eq!(doc.intrinsic_id.as_deref(), Some(claimed), "{from:?}");
+        // same ids: in place
+        let same = client
+            .update_doc(doc.id, &up(&stix_pkg(p1, i1, "v2"), "stix"))
+            .unwrap();
+        assert_eq!((same.id, same.revision_id), (doc.id, Some(2)), "{from:?}");
+        // only the element the switch does not read changes: still in place
+        let (p, i) = match from {
+            IntrinsicFrom::PackageRoot => (p1, "tctr:indicator-bbb"),
+            IntrinsicFrom::FirstIndicator => ("tctr:Package-bbb", i1),
+        };
+        let kept = client
+            .update_doc(doc.id, &up(&stix_pkg(p, i, "v3"), "stix"))
+            .unwrap();
+        assert_eq!(kept.id, doc.id, "{from:?}");
+        // the element it reads changes: a new document, the old one stays
+        let (p, i) = match from {
+            IntrinsicFrom::PackageRoot => ("tctr:Package-ccc", i1),
+            IntrinsicFrom::FirstIndicator => (p1, "tctr:indicator-ccc"),
+        };
+        let moved = client
+            .update_doc(doc.id, &up(&stix_pkg(p, i, "v4"), "stix"))
+            .unwrap();
+        assert_ne!(moved.id, doc.id, "{from:?}");
+        assert_eq!(sim.docs_in(source).len(), 2, "{from:?}");
+    }
+}
+
+#[test]
+fn content_is_stored_as_uploaded_or_reserialised() {
+    let body = stix_pkg("tctr:Package-r", "tctr:indicator-r", "reserialised");
+    for reserialise in [false, true] {
+        let sim = sim(ApiGeneration::V3);
+        sim.set_reserialise(reserialise);
+        let client = connect(&sim);
+        let source = client.find_or_create_source(SOURCE).unwrap().id;
+        let created = client.create_doc(source, &up(&body, "stix")).unwrap();
+        let listed = list(&client, source).remove(0);
+        let stored = sim.docs_in(source).remove(0);
+        assert_eq!(
+            listed.md5.as_deref(),
+            Some(md5_hex(stored.body.as_bytes()).as_str())
+        );
+        assert_eq!(listed.md5, created.md5);
+        let same = listed.md5.as_deref() == Some(md5_hex(body.as_bytes()).as_str());
+        assert_eq!(same, !reserialise, "reserialise = {reserialise}");
+        assert_eq!(listed.size == Some(body.len() as i64), !reserialise);
+        assert_eq!(stored.body == body, !reserialise);
+        // the description survives either way
+        let got = client.get_doc(created.id).unwrap().unwrap();
+        assert_eq!(got.description.as_deref(), Some("marker for reserialised"));
+    }
+}
+
+#[test]
+fn a_delete_answered_without_json_is_checked_by_reading_the_document_back() {
+    let g = ApiGeneration::V4;
+    let (sim, client, mine) = seeded(g, 3);
+    let ids: Vec<i64> = list(&client, mine).iter().map(|d| d.id).collect();
+    let get_hits = |id: i64| sim.server().hits(&format!("GET {}/{id}", intels(g)));
+
+    // gone: Ok
+    sim.set_delete_reply_text(true);
+    client.delete_doc(ids[0]).unwrap();
+    assert_eq!(get_hits(ids[0]), 1);
+    sim.set_delete_reply_text(false);
+
+    // a non-JSON 200 that deleted nothing: the delete did not take
+    sim.server().inject(FaultRule::new(
+        Some("DELETE"),
+        &intels(g),
+        1,
+        Fault::Garbage,
+    ));
+    let err = client.delete_doc(ids[1]).unwrap_err();
+    assert!(
+        err.to_string().contains("Tanium delete did not take"),
+        "{err}"
+    );
+    assert_eq!(sim.docs_in(mine).len(), 2);
+
+    // a non-JSON 200 and a read-back that fails: unknown, not guessed
+    sim.server().inject(FaultRule::new(
+        Some("DELETE"),
+        &intels(g),
+        1,
+        Fault::Garbage,
+    ));
+    fail(
+        &sim,
+        Some("GET"),
+        &format!("{}/{}", intels(g), ids[2]),
+        4,
+        503,
+    );
+    let err = client.delete_doc(ids[2]).unwrap_err();
+    assert!(
+        err.to_string().contains("is ambiguous") && err.to_string().contains("503"),
+        "{err}"
+    );
+
+    // a JSON answer needs no read-back
+    sim.server().reset_counters();
+    client.delete_doc(ids[1]).unwrap();
+    assert_eq!(get_hits(ids[1]), 0);
+    assert_eq!(sim.docs_in(mine).len(), 1);
+}
+
+#[test]
+fn auto_falls_back_to_3x_whatever_the_4x_path_answers() {
+    let v4_sources = format!("GET {}/sources", ApiGeneration::V4.base_path());
+    for status in [400, 403, 404, 405, 500, 503] {
+        for (user, pass) in [("admin", "s3cret!"), ("_token", "token-simulated")] {
+            let sim = sim(ApiGeneration::V3);
+            sim.set_other_generation_status(status);
+            let client = TaniumClient::connect(&settings(&sim, user, pass), policy()).unwrap();
+            assert_eq!(client.generation(), ApiGeneration::V3, "{status} {user}");
+            assert_eq!(client.relogin_count(), 0, "{status} {user}");
+            // one probe, no retries of a 5xx that every run would pay for
+            assert_eq!(sim.server().hits(&v4_sources), 1, "{status} {user}");
+            client.find_or_create_source(SOURCE).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_passing_5xx_on_a_4x_server_does_not_make_it_3x() {
+    let sim = sim(ApiGeneration::V4);
+    let path = format!("{}/sources", ApiGeneration::V4.base_path());
+    fail(&sim, Some("GET"), &path, 2, 503);
+    let client = connect(&sim);
+    assert_eq!(client.generation(), ApiGeneration::V4);
+    assert_eq!(sim.server().hits(&format!("GET {path}")), 3);
+}
+
+#[test]
+fn when_neither_generation_answers_the_error_names_both() {
+    let sim = sim(ApiGeneration::V3);
+    sim.set_other_generation_status(500);
+    fail(
+        &sim,
+        Some("GET"),
+        &format!("{}/sources", ApiGeneration::V3.base_path()),
+        1,
+        404,
+    );
+    let err = TaniumClient::connect(&settings(&sim, "admin", "s3cret!"), policy()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("4.x answered 500, 3.x answered 404"),
+        "{text}"
+    );
+    assert!(!text.contains("credentials"), "{text}");
+
+    // both refused for a token the server accepts: a missing permission, not bad credentials
+    let sim = self::sim(ApiGeneration::V4);
+    for g in [ApiGeneration::V4, ApiGeneration::V3] {
+        sim.deny(Some("GET"), &format!("{}/sources", g.base_path()));
+    }
+    let err =
+        TaniumClient::connect(&settings(&sim, "_token", "token-simulated"), policy()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("4.x answered 403, 3.x answered 403")
+            && text.contains("needs 'threat response sources read' to read intel sources"),
+        "{text}"
+    );
+    assert!(!matches!(err, Error::Auth { .. }), "{err:?}");
+}
+
+#[test]
+fn a_fixed_api_version_skips_detection() {
+    for g in [ApiGeneration::V4, ApiGeneration::V3] {
+        let sim = sim(g);
+        let s = with_version(settings(&sim, "_token", "token-simulated"), Some(g));
+        let client = TaniumClient::connect(&s, policy()).unwrap();
+        assert_eq!(client.generation(), g);
+        assert_eq!(client.request_count(), 0, "{g:?}: no probe");
+        client.find_or_create_source(SOURCE).unwrap();
+        assert_eq!(sim.server().hits("GET /plugin"), 1, "{g:?}");
+    }
+}
+
+#[test]
+fn a_wrong_fixed_api_version_suggests_auto() {
+    for (server, fixed, status) in [
+        (ApiGeneration::V3, ApiGeneration::V4, 404),
+        (ApiGeneration::V4, ApiGeneration::V3, 404),
+        (ApiGeneration::V3, ApiGeneration::V4, 500),
+    ] {
+        let sim = sim(server);
+        sim.set_other_generation_status(status);
+        let s = with_version(settings(&sim, "admin", "s3cret!"), Some(fixed));
+        let client = TaniumClient::connect(&s, policy()).unwrap();
+        let err = client.find_or_create_source(SOURCE).unwrap_err();
+        assert!(err.to_string().contains("set it to auto"), "{err}");
+        assert_eq!(sim.sources_named(SOURCE), 0);
+    }
+}
+
+#[test]
+fn check_access_names_what_cannot_be_read() {
+    for g in [ApiGeneration::V4, ApiGeneration::V3] {
+        let sim = sim(g);
+        sim.add_label("Alpha");
+        let client = connect(&sim);
+        let access = client.check_access();
+        let whats: Vec<&str> = access.iter().map(|(w, _)| *w).collect();
+        assert_eq!(whats, ["intel status", "labels"]);
+        for (what, r) in &access {
+            assert!(r.is_ok(), "{g:?} {what}: {r:?}");
+        }
+        assert_eq!(access[1].1.as_ref().unwrap(), "readable (1 listed)");
+
+        sim.deny(Some("GET"), &format!("{}/labels", g.base_path()));
+        let access = client.check_access();
+        assert!(access[0].1.is_ok());
+        let err = access[1].1.as_ref().unwrap_err();
+        assert!(
+            matches!(err, Error::Forbidden { .. }) && err.to_string().contains("to read labels"),
+            "{err}"
+        );
+        sim.clear_denials();
+        sim.deny(None, &format!("{}/intel/status", g.base_path()));
+        let access = client.check_access();
+        let err = access[0].1.as_ref().unwrap_err();
+        assert!(err.to_string().contains("to read intel status"), "{err}");
+        assert!(access[1].1.is_ok());
+    }
+}
+
+#[test]
+fn the_simulator_lists_and_creates_labels() {
+    let sim = sim(ApiGeneration::V4);
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let url = format!("{}{}/labels", sim.url(), ApiGeneration::V4.base_path());
+    let post = |name: &str| {
+        agent
+            .post(&url)
+            .header("session", "token-simulated")
+            .header("Content-Type", "application/json")
+            .send(serde_json::json!({"name": name, "description": "from TC"}).to_string())
+            .unwrap()
+    };
+    let mut created = post("Alpha");
+    assert_eq!(created.status().as_u16(), 200);
+    let v: serde_json::Value =
+        serde_json::from_slice(&created.body_mut().read_to_vec().unwrap()).unwrap();
+    assert_eq!(v["data"]["name"], "Alpha");
+    assert_eq!(v["data"]["description"], "from TC");
+    assert_eq!(post("Alpha").status().as_u16(), 409);
+    let mut listed = agent
+        .get(&url)
+        .header("session", "token-simulated")
+        .call()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&listed.body_mut().read_to_vec().unwrap()).unwrap();
+    let rows = v["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    for k in [
+        "id",
+        "name",
+        "description",
+        "indicatorCount",
+        "signalCount",
+        "createdAt",
+        "updatedAt",
+    ] {
+        assert!(rows[0].get(k).is_some(), "{k}");
+    }
+    assert_eq!(sim.labels()[0].name, "Alpha");
 }

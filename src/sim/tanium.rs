@@ -3,20 +3,29 @@
 //!
 //! Routes (`{base}` is `/plugin/products/threat-response/api/v1` on 4.x, answers wrapped in
 //! `{"data": ...}`; `/plugin/products/detect3/api/v1` on 3.x, bare JSON; the other generation's
-//! base answers 404):
+//! base answers 404 unless [`TaniumSim::set_other_generation_status`] says otherwise):
 //! - `POST /api/v2/session/login` `{"username","password"}` -> `{"data":{"session"}}`, 401 if wrong
 //! - `GET /api/v2/session/current`, `POST /api/v2/session/validate` `{"session"}`
 //! - `GET|POST {base}/sources`, `GET {base}/sources/{id}`
 //! - `GET {base}/intels?limit=&offset=[&sourceId=]` (limit > 500 -> 400; `sourceId` ignored
-//!   unless [`TaniumSim::set_honour_source_filter`]), `GET {base}/intels/{id}`
+//!   unless [`TaniumSim::set_honour_source_filter`]; rows carry no `description`, as on real
+//!   servers), `GET {base}/intels/{id}` (with `description` and `contents`)
 //! - `POST {base}/sources/{id}/intels` (XML checked with a real parser, else 400)
 //! - `PUT {base}/intels/{id}`: in place (revisionId + 1) only when the intrinsic id is unchanged,
 //!   otherwise a NEW document in the same source, as the real server does
 //! - `DELETE {base}/intels/?id={id}` and `DELETE {base}/intels/{id}` (404 when absent)
 //! - `POST {base}/intel/deploy` (4.x only, 404 on 3.x) -> `{"taskId"}`; `GET {base}/intel/status`
+//! - `GET {base}/labels`, `POST {base}/labels` `{"name","description"}`
 //!
 //! Every route but login needs a `session` header holding a live session or the API token;
-//! otherwise 4.x answers 401 and 3.x answers 403 (so clients meet both).
+//! otherwise 4.x answers 401 and 3.x answers 403 (so clients meet both). Routes denied with
+//! [`TaniumSim::deny`] answer 403 to a valid session (a missing permission), and
+//! [`TaniumSim::set_password_login`] refuses every login as Tanium Cloud does.
+//!
+//! Where reality is unconfirmed the simulator has a switch and tests cover both ways: where a
+//! STIX document's intrinsic id comes from ([`IntrinsicFrom`]), whether content is stored as
+//! uploaded ([`TaniumSim::set_reserialise`]), what a 3.x server answers on the 4.x path, and
+//! whether a delete answers JSON ([`TaniumSim::set_delete_reply_text`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,16 +84,37 @@ pub struct SimDoc {
     pub description: String,
     /// The root element's `id`.
     pub intrinsic_id: String,
-    /// Hex MD5 of the body bytes.
+    /// Hex MD5 of the stored bytes.
     pub md5: String,
     /// 1 at creation, + 1 per in-place update.
     pub revision_id: i64,
     /// `stix`, `openioc`, ...
     pub kind: String,
-    /// The document as uploaded.
+    /// The document as stored (as uploaded unless [`TaniumSim::set_reserialise`]).
     pub body: String,
-    /// Body size in bytes.
+    /// Stored size in bytes.
     pub size: u64,
+}
+
+/// Which element's `id` a STIX document's `intrinsicId` is read from (OpenIOC: always the root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntrinsicFrom {
+    /// The `STIX_Package` root's `id`.
+    #[default]
+    PackageRoot,
+    /// The first `stix:Indicator`'s `id` (the root's when there is none).
+    FirstIndicator,
+}
+
+/// A label as `GET {base}/labels` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimLabel {
+    /// Label id.
+    pub id: i64,
+    /// Label name.
+    pub name: String,
+    /// Label description.
+    pub description: String,
 }
 
 /// Misbehaviours of the intel listing, to prove the client's guards.
@@ -133,6 +163,15 @@ struct State {
     honour_source_filter: bool,
     /// Bodies are not kept (md5 and size still are): a million documents fit in memory.
     drop_bodies: bool,
+    intrinsic_from: IntrinsicFrom,
+    reserialise: bool,
+    other_generation_status: u16,
+    denied: Vec<(Option<String>, String)>,
+    delete_reply_text: bool,
+    password_login: bool,
+    labels: Vec<SimLabel>,
+    next_label: i64,
+    last_upload_headers: Vec<(String, String)>,
 }
 
 struct Inner {
@@ -158,6 +197,9 @@ impl TaniumSim {
             }],
             next_source: 2,
             next_doc: 1,
+            next_label: 1,
+            other_generation_status: 404,
+            password_login: true,
             ..State::default()
         };
         let port = opts.port;
@@ -240,8 +282,9 @@ impl TaniumSim {
     /// Stores a hand-made document (XML is parsed when it is XML; anything else is kept as is).
     pub fn add_doc(&self, source_id: i64, name: &str, body: &str) -> i64 {
         let mut st = self.inner.lock();
-        let mut parsed =
-            parse_upload(body.as_bytes(), None, Some(name), None, None).unwrap_or(Parsed {
+        let from = st.intrinsic_from;
+        let mut parsed = parse_upload(body.as_bytes(), None, Some(name), None, None, from)
+            .unwrap_or(Parsed {
                 kind: "yara".into(),
                 intrinsic_id: name.into(),
                 name: String::new(),
@@ -289,6 +332,64 @@ impl TaniumSim {
     pub fn set_honour_source_filter(&self, on: bool) {
         self.inner.lock().honour_source_filter = on;
     }
+
+    /// Where STIX documents' intrinsic ids come from, for uploads and in-place PUTs from now on.
+    pub fn set_intrinsic_from(&self, from: IntrinsicFrom) {
+        self.inner.lock().intrinsic_from = from;
+    }
+
+    /// Stores uploads re-serialised (no XML declaration, no whitespace between elements, LF
+    /// line endings) instead of byte for byte, so the listed `md5` and `size` are not those
+    /// of the uploaded bytes.
+    pub fn set_reserialise(&self, on: bool) {
+        self.inner.lock().reserialise = on;
+    }
+
+    /// What the other generation's base path answers to a valid session (404 by default; a
+    /// real 3.x server's answer on the 4.x path is unknown: 403 and 500 are plausible).
+    pub fn set_other_generation_status(&self, status: u16) {
+        self.inner.lock().other_generation_status = status;
+    }
+
+    /// Answers 403 to valid sessions on `method` (any when None) and paths starting with
+    /// `path_prefix` (decoded, full path), as for an account without that permission.
+    pub fn deny(&self, method: Option<&str>, path_prefix: &str) {
+        self.inner
+            .lock()
+            .denied
+            .push((method.map(str::to_string), path_prefix.to_string()));
+    }
+
+    /// Lifts every [`TaniumSim::deny`].
+    pub fn clear_denials(&self) {
+        self.inner.lock().denied.clear();
+    }
+
+    /// Deletes answer 200 with a plain-text body instead of JSON (the document is deleted).
+    pub fn set_delete_reply_text(&self, on: bool) {
+        self.inner.lock().delete_reply_text = on;
+    }
+
+    /// Whether username/password logins are accepted (off: every login answers 401, as Tanium
+    /// Cloud does for the REST API; API tokens still work).
+    pub fn set_password_login(&self, on: bool) {
+        self.inner.lock().password_login = on;
+    }
+
+    /// Creates a label as a console user would.
+    pub fn add_label(&self, name: &str) -> i64 {
+        add_label(&mut self.inner.lock(), name, "")
+    }
+
+    /// All labels, by id.
+    pub fn labels(&self) -> Vec<SimLabel> {
+        self.inner.lock().labels.clone()
+    }
+
+    /// Headers (lower-case names) of the last intel upload (create or replace).
+    pub fn last_upload_headers(&self) -> Vec<(String, String)> {
+        self.inner.lock().last_upload_headers.clone()
+    }
 }
 
 impl Inner {
@@ -330,8 +431,22 @@ impl Inner {
                 &json!({"data": {"id": 1, "user_id": 1, "user_name": self.opts.username}}),
             );
         }
+        let denied = self.lock().denied.iter().any(|(m, prefix)| {
+            m.as_deref().is_none_or(|m| m == req.method) && path.starts_with(prefix.as_str())
+        });
+        if denied {
+            return error(403, "forbidden: missing permission");
+        }
         if path == VALIDATE && req.method == "POST" {
             return SimResponse::json(200, &json!({"data": {"session": "valid"}}));
+        }
+        let other = match self.gen() {
+            ApiGeneration::V4 => ApiGeneration::V3,
+            ApiGeneration::V3 => ApiGeneration::V4,
+        };
+        if path.starts_with(other.base_path()) {
+            let status = self.lock().other_generation_status;
+            return error(status, "no such plugin");
         }
         let Some(rest) = path.strip_prefix(self.gen().base_path()) else {
             return error(404, "not found");
@@ -375,6 +490,7 @@ impl Inner {
                 match id_of(id).and_then(|id| st.docs.get(&id)) {
                     Some(d) => {
                         let mut v = doc_json(d, st.ids_as_strings);
+                        v["description"] = Value::String(d.description.clone());
                         v["contents"] = Value::String(d.body.clone());
                         self.reply(200, v)
                     }
@@ -393,6 +509,16 @@ impl Inner {
                 let task = 700 + st.deploys;
                 self.reply(200, json!({ "taskId": task }))
             }
+            ("GET", ["labels"]) => {
+                let st = self.lock();
+                let rows: Vec<Value> = st
+                    .labels
+                    .iter()
+                    .map(|l| label_json(l, st.ids_as_strings))
+                    .collect();
+                self.reply(200, Value::Array(rows))
+            }
+            ("POST", ["labels"]) => self.create_label(req),
             ("GET", ["intel", "status"]) => {
                 let st = self.lock();
                 let size: u64 = st.docs.values().map(|d| d.size).sum();
@@ -413,6 +539,9 @@ impl Inner {
         let Ok(v) = serde_json::from_slice::<Value>(&req.body) else {
             return error(400, "body must be JSON");
         };
+        if !self.lock().password_login {
+            return error(401, "username/password authentication is not available");
+        }
         let ok = v.get("username").and_then(Value::as_str) == Some(self.opts.username.as_str())
             && v.get("password").and_then(Value::as_str) == Some(self.opts.password.as_str());
         if !ok {
@@ -453,6 +582,27 @@ impl Inner {
         match s {
             Some(s) => self.reply(200, self.source_json(&st, &s)),
             None => error(500, "source vanished"),
+        }
+    }
+
+    fn create_label(&self, req: &SimRequest) -> SimResponse {
+        let Ok(v) = serde_json::from_slice::<Value>(&req.body) else {
+            return error(400, "body must be JSON");
+        };
+        let name = v.get("name").and_then(Value::as_str).unwrap_or("").trim();
+        if name.is_empty() {
+            return error(400, "name is required");
+        }
+        let description = v.get("description").and_then(Value::as_str).unwrap_or("");
+        let mut st = self.lock();
+        // What a real server does with a duplicate name is UNCONFIRMED; sources answer 409.
+        if st.labels.iter().any(|l| l.name == name) {
+            return error(409, "a label with this name exists");
+        }
+        let id = add_label(&mut st, name, description);
+        match st.labels.iter().find(|l| l.id == id) {
+            Some(l) => self.reply(200, label_json(l, st.ids_as_strings)),
+            None => error(500, "label vanished"),
         }
     }
 
@@ -515,7 +665,7 @@ impl Inner {
                         .take(limit)
                         .collect(),
                 };
-                let rows = page.iter().map(|d| doc_json(d, strings)).collect();
+                let rows = page.iter().map(|d| row_json(d, strings)).collect();
                 let next_id = page.last().map(|d| d.id + 1);
                 let cursor = next_id.map(|next_id| Cursor {
                     filter,
@@ -537,7 +687,7 @@ impl Inner {
         if !self.lock().sources.iter().any(|s| s.id == source_id) {
             return error(404, "source not found");
         }
-        let (parsed, body) = match parse_request(req) {
+        let (parsed, body) = match self.parse_request(req) {
             Ok(x) => x,
             Err(r) => return r,
         };
@@ -551,7 +701,7 @@ impl Inner {
         let Some(id) = id_of(id) else {
             return error(400, "bad intel id");
         };
-        let (parsed, body) = match parse_request(req) {
+        let (parsed, body) = match self.parse_request(req) {
             Ok(x) => x,
             Err(r) => return r,
         };
@@ -595,7 +745,39 @@ impl Inner {
             return error(404, "intel not found");
         }
         st.mutations += 1;
+        if st.delete_reply_text {
+            return SimResponse::text(200, "Intel doc deleted");
+        }
         self.reply(200, json!({}))
+    }
+
+    /// The upload's metadata and the body as it will be stored, or the 400 answer for a body
+    /// that is not XML.
+    fn parse_request(&self, req: &SimRequest) -> Result<(Parsed, String), SimResponse> {
+        let file_name = req
+            .header("content-disposition")
+            .and_then(disposition_file_name);
+        let (from, reserialise) = {
+            let mut st = self.lock();
+            st.last_upload_headers = req.headers.clone();
+            (st.intrinsic_from, st.reserialise)
+        };
+        let parsed = parse_upload(
+            &req.body,
+            req.header("type"),
+            req.header("name"),
+            req.header("description"),
+            file_name.as_deref(),
+            from,
+        )
+        .map_err(|m| error(400, &m))?;
+        let text = String::from_utf8_lossy(&req.body).into_owned();
+        let stored = if reserialise {
+            reserialised(&text)
+        } else {
+            text
+        };
+        Ok((parsed, stored))
     }
 }
 
@@ -651,6 +833,53 @@ fn insert_doc(st: &mut State, source_id: i64, p: Parsed, body: &str) -> SimDoc {
     doc
 }
 
+fn add_label(st: &mut State, name: &str, description: &str) -> i64 {
+    let id = st.next_label;
+    st.next_label += 1;
+    st.labels.push(SimLabel {
+        id,
+        name: name.into(),
+        description: description.into(),
+    });
+    id
+}
+
+fn label_json(l: &SimLabel, strings: bool) -> Value {
+    json!({"id": id_value(l.id, strings), "name": l.name, "description": l.description,
+           "indicatorCount": 0, "signalCount": 0, "createdAt": STAMP, "updatedAt": STAMP})
+}
+
+/// A listing row: the document without `description`, as real servers list them.
+fn row_json(d: &SimDoc, strings: bool) -> Value {
+    let mut v = doc_json(d, strings);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("description");
+    }
+    v
+}
+
+/// The stored form when re-serialising: no XML declaration, LF line endings, and no
+/// whitespace-only text between elements.
+fn reserialised(text: &str) -> String {
+    let text = text.replace("\r\n", "\n");
+    let mut body = text.trim_start();
+    if body.starts_with("<?xml") {
+        body = body.find("?>").map_or(body, |i| &body[i + 2..]);
+    }
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body.trim();
+    while let Some(i) = rest.find('>') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let gap = rest.len() - rest.trim_start().len();
+        if rest[gap..].starts_with('<') {
+            rest = &rest[gap..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn doc_json(d: &SimDoc, strings: bool) -> Value {
     json!({
         "id": id_value(d.id, strings), "revisionId": d.revision_id, "type": d.kind,
@@ -685,22 +914,6 @@ struct Parsed {
     description: String,
 }
 
-/// The upload's metadata and body text, or the 400 answer for a body that is not XML.
-fn parse_request(req: &SimRequest) -> Result<(Parsed, String), SimResponse> {
-    let file_name = req
-        .header("content-disposition")
-        .and_then(disposition_file_name);
-    let parsed = parse_upload(
-        &req.body,
-        req.header("type"),
-        req.header("name"),
-        req.header("description"),
-        file_name.as_deref(),
-    )
-    .map_err(|m| error(400, &m))?;
-    Ok((parsed, String::from_utf8_lossy(&req.body).into_owned()))
-}
-
 /// `attachment; filename="x.xml"` (or `filename = x.xml`) -> `x.xml`.
 fn disposition_file_name(v: &str) -> Option<String> {
     let i = v.to_ascii_lowercase().find("filename")?;
@@ -716,6 +929,7 @@ fn parse_upload(
     name_header: Option<&str>,
     description_header: Option<&str>,
     file_name: Option<&str>,
+    from: IntrinsicFrom,
 ) -> Result<Parsed, String> {
     let text = std::str::from_utf8(body).map_err(|_| "intel document is not UTF-8".to_string())?;
     let doc = roxmltree::Document::parse(text).map_err(|e| format!("malformed XML: {e}"))?;
@@ -767,8 +981,23 @@ fn parse_upload(
         .or(file_name)
         .map(str::to_string)
         .unwrap_or_default();
-    let intrinsic_id = root
-        .attribute("id")
+    let first_indicator = || {
+        root.descendants()
+            .find(|n| {
+                n.is_element()
+                    && n.tag_name().name() == "Indicator"
+                    && n.parent_element()
+                        .is_some_and(|p| p.tag_name().name() == "Indicators")
+            })
+            .and_then(|n| n.attribute("id"))
+    };
+    let claimed = match (sniffed, from) {
+        (Some("stix"), IntrinsicFrom::FirstIndicator) => {
+            first_indicator().or_else(|| root.attribute("id"))
+        }
+        _ => root.attribute("id"),
+    };
+    let intrinsic_id = claimed
         .map(str::to_string)
         .or_else(|| file_name.map(str::to_string))
         .unwrap_or_else(|| fallback_name.clone());
@@ -795,7 +1024,15 @@ mod tests {
     #[test]
     fn reads_stix_and_openioc_metadata() {
         let stix = r#"<stix:STIX_Package xmlns:stix="http://stix.mitre.org/stix-1" xmlns:indicator="http://stix.mitre.org/Indicator-2" id="tc:Package-1" version="1.2"><stix:Indicators><stix:Indicator><indicator:Title>T &amp; 1</indicator:Title><indicator:Description>D</indicator:Description></stix:Indicator></stix:Indicators></stix:STIX_Package>"#;
-        let p = parse_upload(stix.as_bytes(), None, None, None, Some("f.xml")).unwrap();
+        let p = parse_upload(
+            stix.as_bytes(),
+            None,
+            None,
+            None,
+            Some("f.xml"),
+            IntrinsicFrom::PackageRoot,
+        )
+        .unwrap();
         assert_eq!(
             p,
             Parsed {
@@ -806,21 +1043,90 @@ mod tests {
             }
         );
         let ioc = r#"<ioc xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="abc"><short_description>S</short_description><description>Desc</description></ioc>"#;
-        let p = parse_upload(ioc.as_bytes(), Some("OpenIOC"), None, None, None).unwrap();
+        let p = parse_upload(
+            ioc.as_bytes(),
+            Some("OpenIOC"),
+            None,
+            None,
+            None,
+            IntrinsicFrom::PackageRoot,
+        )
+        .unwrap();
         assert_eq!(
             (p.kind.as_str(), p.intrinsic_id.as_str(), p.name.as_str()),
             ("openioc", "abc", "S")
         );
         let ioc11 = r#"<OpenIOC xmlns="http://openioc.org/schemas/OpenIOC_1.1" id="x"><metadata><short_description>Bücher 例え</short_description><description>D</description></metadata></OpenIOC>"#;
-        let p = parse_upload(ioc11.as_bytes(), None, Some("B?cher ??"), None, None).unwrap();
+        let p = parse_upload(
+            ioc11.as_bytes(),
+            None,
+            Some("B?cher ??"),
+            None,
+            None,
+            IntrinsicFrom::PackageRoot,
+        )
+        .unwrap();
         assert_eq!(
             (p.name.as_str(), p.description.as_str()),
             ("Bücher 例え", "D")
         );
-        assert!(parse_upload(b"<a><b></a>", Some("stix"), None, None, None).is_err());
-        assert!(parse_upload(b"<unknown/>", None, None, None, None).is_err());
-        let p = parse_upload(b"<x/>", Some("stix"), Some("hdr"), None, Some("f.xml")).unwrap();
+        assert!(parse_upload(
+            b"<a><b></a>",
+            Some("stix"),
+            None,
+            None,
+            None,
+            IntrinsicFrom::PackageRoot
+        )
+        .is_err());
+        assert!(parse_upload(
+            b"<unknown/>",
+            None,
+            None,
+            None,
+            None,
+            IntrinsicFrom::PackageRoot
+        )
+        .is_err());
+        let p = parse_upload(
+            b"<x/>",
+            Some("stix"),
+            Some("hdr"),
+            None,
+            Some("f.xml"),
+            IntrinsicFrom::PackageRoot,
+        )
+        .unwrap();
         assert_eq!((p.name.as_str(), p.intrinsic_id.as_str()), ("hdr", "f.xml"));
+    }
+
+    #[test]
+    fn a_stix_intrinsic_id_may_come_from_the_first_indicator() {
+        let stix = r#"<stix:STIX_Package xmlns:stix="http://stix.mitre.org/stix-1" id="tctr:Package-1" version="1.2"><stix:Indicators><stix:Indicator id="tctr:indicator-1"/><stix:Indicator id="tctr:indicator-2"/></stix:Indicators></stix:STIX_Package>"#;
+        let id = |from| {
+            parse_upload(stix.as_bytes(), None, None, None, None, from)
+                .unwrap()
+                .intrinsic_id
+        };
+        assert_eq!(id(IntrinsicFrom::PackageRoot), "tctr:Package-1");
+        assert_eq!(id(IntrinsicFrom::FirstIndicator), "tctr:indicator-1");
+        let ioc = r#"<ioc id="root"><Indicators><Indicator id="i"/></Indicators></ioc>"#;
+        let p = parse_upload(
+            ioc.as_bytes(),
+            None,
+            None,
+            None,
+            None,
+            IntrinsicFrom::FirstIndicator,
+        );
+        assert_eq!(p.unwrap().intrinsic_id, "root");
+    }
+
+    #[test]
+    fn reserialising_drops_the_declaration_and_whitespace_between_elements() {
+        let text = "<?xml version=\"1.0\"?>\r\n<a id=\"x\">\r\n  <b> keep  me </b>\n  <c/>\n</a>\n";
+        assert_eq!(reserialised(text), "<a id=\"x\"><b> keep  me </b><c/></a>");
+        assert_eq!(reserialised("<a/>"), "<a/>");
     }
 
     #[test]

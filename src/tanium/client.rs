@@ -2,7 +2,14 @@
 //!
 //! Every request goes through [`crate::http::call`] (so the shared retry rule applies) and
 //! through [`TaniumClient::send`], which adds the `session` header and, on 401/403, logs in
-//! again once and repeats the call.
+//! again once and repeats the call. A 403 that survives a fresh login (or comes with a token
+//! that `GET /api/v2/session/current` still accepts) is a missing permission, and the error
+//! names the permission the call needs; a token refused by the server is a credentials error.
+//!
+//! API generation: the `Tanium API Version` param fixes it, or (`auto`) the 4.x sources route
+//! is tried and, when it answers 400/401/403/404/405 or 5xx, the 3.x one; only when both fail
+//! does the run stop, with both answers in the error. A 3.x server's answer on the 4.x path is
+//! unknown (404, 403 or 500 are all plausible), hence the wide fallback.
 //!
 //! Authentication rule (explicit, so users know which credential kind they configured):
 //! the password is used as an **API token** (sent as-is in the `session` header, no login) when
@@ -80,6 +87,10 @@ pub struct TaniumClient {
     credentials: Credentials,
     session: RwLock<Session>,
     generation: ApiGeneration,
+    /// The generation was set by `Tanium API Version`, not detected.
+    fixed_generation: bool,
+    /// The host is Tanium Cloud, where the REST API takes API tokens only.
+    cloud: bool,
     requests: AtomicU64,
     relogins: AtomicU64,
     /// Ids seen in (or written to) the app's own source: the only ones we update or delete.
@@ -122,10 +133,12 @@ impl TaniumClient {
                 password: settings.password.clone(),
             }
         };
+        let base_url = settings.base_url.trim_end_matches('/').to_string();
         let mut client = TaniumClient {
             agent,
             policy,
-            base_url: settings.base_url.trim_end_matches('/').to_string(),
+            cloud: is_cloud_host(&base_url),
+            base_url,
             source_name: settings.source_name.clone(),
             credentials,
             session: RwLock::new(Session {
@@ -136,7 +149,8 @@ impl TaniumClient {
                 },
                 epoch: 0,
             }),
-            generation: ApiGeneration::V4,
+            generation: settings.api_version.unwrap_or(ApiGeneration::V4),
+            fixed_generation: settings.api_version.is_some(),
             requests: AtomicU64::new(0),
             relogins: AtomicU64::new(0),
             owned: Mutex::new(IdSet::new()),
@@ -147,9 +161,15 @@ impl TaniumClient {
             let s = client.login()?;
             client.set_session(s, 0);
         }
-        client.generation = client.detect_generation()?;
+        let why = if client.fixed_generation {
+            "set by Tanium API Version".to_string()
+        } else {
+            let (generation, why) = client.detect_generation()?;
+            client.generation = generation;
+            format!("detected: {why}")
+        };
         log::info!(
-            "Tanium {}: {}, {}",
+            "Tanium {}: {} ({why}), {}",
             client.base_url,
             client.generation.label(),
             if token {
@@ -184,7 +204,9 @@ impl TaniumClient {
     /// Finds the intel source with exactly this name; never writes (dry-run, check).
     pub fn find_source(&self, name: &str) -> Result<Option<Source>> {
         let path = format!("{}/sources", self.generation.base_path());
-        let resp = self.expect_ok("GET", &path, None)?;
+        let resp = self
+            .expect_ok("GET", &path, None)
+            .map_err(|e| self.fixed_generation_hint(e))?;
         let v = json_body(&resp, &describe("GET", &path))?;
         let rows = rows_of(v).ok_or_else(|| Error::Protocol {
             service: Service::Tanium,
@@ -247,7 +269,8 @@ impl TaniumClient {
     ///
     /// Paged with `limit` = 500 and `offset` (plus a `sourceId` hint the server may ignore;
     /// dropped if the server answers 400 to it). Only rows whose `sourceId` equals `source_id`
-    /// are passed on; others are counted and warned about once. The listing ends at an empty
+    /// are passed on; others are counted in one debug line (no public client sends `sourceId`,
+    /// so a server that ignores it is normal, not worth a warning). The listing ends at an empty
     /// page or at a page shorter than an earlier one (so a server that caps pages below 500
     /// is still read to the end). Guards against a listing that never ends: a page of only
     /// already-seen ids ends it (fine when the server sent everything in one go, an error
@@ -299,11 +322,6 @@ impl TaniumClient {
                 fresh += 1;
                 if doc.source_id != Some(source_id) {
                     foreign += 1;
-                    log::debug!(
-                        "ignoring Tanium intel {} of source {:?}",
-                        doc.id,
-                        doc.source_id
-                    );
                     continue;
                 }
                 kept += 1;
@@ -346,8 +364,9 @@ impl TaniumClient {
             }
         }
         if foreign > 0 {
-            log::warn!(
-                "ignored {foreign} Tanium intel documents of other sources in the listing (only source {source_id} is ours)"
+            log::debug!(
+                "the Tanium intel listing held {foreign} documents of other sources (sourceId \
+                 not applied by the server); only source {source_id} is ours"
             );
         }
         if unreadable > 0 {
@@ -356,8 +375,8 @@ impl TaniumClient {
         Ok(kept)
     }
 
-    /// One document with its description (listing rows carry none): `GET {base}/intels/{id}`.
-    /// None when it is gone (404). Only for documents of the app's own source.
+    /// Reads one document of the app's source with its `description` (listings leave it out):
+    /// `GET {base}/intels/{id}`; None when it is gone (404). Only for ids the client owns.
     pub fn get_doc(&self, doc_id: i64) -> Result<Option<IntelDoc>> {
         self.ensure_owned("read", doc_id)?;
         let path = format!("{}/intels/{doc_id}", self.generation.base_path());
@@ -368,7 +387,15 @@ impl TaniumClient {
         if http::classify(resp.status) != http::Verdict::Ok {
             return Err(status_error(&resp, "GET", &path));
         }
-        doc_of(&resp, "GET", &path).map(Some)
+        let doc = doc_of(&resp, "GET", &path)?;
+        if doc.id != doc_id {
+            return Err(Error::Protocol {
+                service: Service::Tanium,
+                request: describe("GET", &path),
+                detail: format!("asked for intel {doc_id}, got intel {}", doc.id),
+            });
+        }
+        Ok(Some(doc))
     }
 
     /// Uploads a new document into the source: `POST {base}/sources/{id}/intels`.
@@ -410,6 +437,10 @@ impl TaniumClient {
 
     /// Deletes a document: `DELETE {base}/intels/?id={id}`, falling back to
     /// `DELETE {base}/intels/{id}` when the first form is unknown (404/405). Gone already = Ok.
+    ///
+    /// Only `{}` answers are on record; a 2xx whose body is not JSON may be a proxy's page
+    /// (nothing deleted) or a server that answers text, so the document is read back: gone
+    /// (404) is Ok, still there is an error, anything else is an error saying it is unknown.
     pub fn delete_doc(&self, doc_id: i64) -> Result<()> {
         self.ensure_owned("delete", doc_id)?;
         let base = self.generation.base_path();
@@ -419,8 +450,7 @@ impl TaniumClient {
             let resp = self.send("DELETE", &by_query, None)?;
             match resp.status {
                 s if (200..300).contains(&s) => {
-                    // A 200 that is not JSON (a proxy's page) did not delete anything.
-                    json_body(&resp, &describe("DELETE", &by_query))?;
+                    self.confirm_deleted(doc_id, &resp, &by_query)?;
                     self.disown(doc_id);
                     return Ok(());
                 }
@@ -429,7 +459,7 @@ impl TaniumClient {
             }
             let resp = self.send("DELETE", &by_path, None)?;
             if (200..300).contains(&resp.status) {
-                json_body(&resp, &describe("DELETE", &by_path))?;
+                self.confirm_deleted(doc_id, &resp, &by_path)?;
                 log::info!("Tanium deletes intel by path, not by ?id=; using that from now on");
                 self.delete_by_path.store(true, Ordering::SeqCst);
             } else if resp.status != 404 {
@@ -441,12 +471,44 @@ impl TaniumClient {
         let resp = self.send("DELETE", &by_path, None)?;
         if (200..300).contains(&resp.status) || resp.status == 404 {
             if resp.status != 404 {
-                json_body(&resp, &describe("DELETE", &by_path))?;
+                self.confirm_deleted(doc_id, &resp, &by_path)?;
             }
             self.disown(doc_id);
             return Ok(());
         }
         Err(status_error(&resp, "DELETE", &by_path))
+    }
+
+    /// Ok when a 2xx delete answer is JSON, or when reading the document back says it is gone.
+    fn confirm_deleted(&self, doc_id: i64, resp: &Response, path: &str) -> Result<()> {
+        let request = describe("DELETE", path);
+        if json_body(resp, &request).is_ok() {
+            return Ok(());
+        }
+        let get = format!("{}/intels/{doc_id}", self.generation.base_path());
+        let answered = format!("{request} answered {} without JSON", resp.status);
+        let message = match self.send("GET", &get, None) {
+            Ok(r) if r.status == 404 => {
+                log::debug!("{answered}; intel {doc_id} is gone");
+                return Ok(());
+            }
+            Ok(r)
+                if http::classify(r.status) == http::Verdict::Ok
+                    && doc_of(&r, "GET", &get).is_ok_and(|d| d.id == doc_id) =>
+            {
+                format!("delete did not take: intel {doc_id} is still there ({answered})")
+            }
+            Ok(r) => format!(
+                "delete of intel {doc_id} is ambiguous: {answered} and reading it back \
+                 answered {}",
+                r.status
+            ),
+            Err(e) => format!(
+                "delete of intel {doc_id} is ambiguous: {answered} and reading it back \
+                 failed ({e})"
+            ),
+        };
+        Err(Error::Other(format!("Tanium {message}")))
     }
 
     /// Deploys intel to endpoints once: 4.x `POST {base}/intel/deploy` (true); 3.x deploys on
@@ -502,29 +564,209 @@ impl TaniumClient {
         ))
     }
 
-    /// Tries the 4.x sources route, then the 3.x one when 4.x is missing (404 and kin).
-    fn detect_generation(&self) -> Result<ApiGeneration> {
-        let mut tried = Vec::new();
-        for g in [ApiGeneration::V4, ApiGeneration::V3] {
+    /// Reads what a run needs besides sources and intels, `GET {base}/intel/status` and
+    /// `GET {base}/labels`, with the client's credentials: one `(what, outcome)` each, for
+    /// `check` mode. A 403 is an error naming the missing permission.
+    pub fn check_access(&self) -> Vec<(&'static str, Result<String>)> {
+        let base = self.generation.base_path();
+        let status_path = format!("{base}/intel/status");
+        let status = self.send("GET", &status_path, None).and_then(|resp| {
+            if resp.status == 404 && self.generation == ApiGeneration::V3 {
+                return Ok("not offered (3.x deploys intel on its own)".to_string());
+            }
+            if http::classify(resp.status) != http::Verdict::Ok {
+                return Err(status_error(&resp, "GET", &status_path));
+            }
+            let v = unwrap_data(json_body(&resp, &describe("GET", &status_path))?);
+            let revision = v.get("currentRevision").and_then(int_of);
+            let size = v.get("currentSize").and_then(int_of);
+            Ok(match (revision, size) {
+                (Some(r), Some(s)) => format!("readable (revision {r}, {s} bytes deployed)"),
+                _ => "readable".to_string(),
+            })
+        });
+        let labels_path = format!("{base}/labels");
+        let labels = self
+            .expect_ok("GET", &labels_path, None)
+            .and_then(|resp| {
+                let v = json_body(&resp, &describe("GET", &labels_path))?;
+                rows_of(v).ok_or_else(|| Error::Protocol {
+                    service: Service::Tanium,
+                    request: describe("GET", &labels_path),
+                    detail: "the label listing is not a JSON list".into(),
+                })
+            })
+            .map(|rows| format!("readable ({} listed)", rows.len()));
+        vec![("intel status", status), ("labels", labels)]
+    }
+
+    /// Tries the 4.x sources route, then the 3.x one when 4.x answers 400/401/403/404/405 or
+    /// 5xx; returns the generation and why it was chosen. Probes go out with the session as
+    /// it is (no re-login): a 401/403 on one generation's path says nothing about the
+    /// credentials while the other path works.
+    fn detect_generation(&self) -> Result<(ApiGeneration, String)> {
+        let (session, _) = self.current_session();
+        let probe = |g: ApiGeneration, policy: &RetryPolicy| {
             let path = format!("{}/sources", g.base_path());
-            let resp = self.send("GET", &path, None)?;
-            if http::classify(resp.status) == http::Verdict::Ok {
-                return Ok(g);
-            }
-            if !matches!(resp.status, 400 | 404 | 405 | 501) {
-                return Err(status_error(&resp, "GET", &path));
-            }
-            tried.push(format!(
-                "{} answered {}",
-                describe("GET", &path),
-                resp.status
+            self.raw_call_with(policy, "GET", &path, Some(&session), None)
+        };
+        let ok = |r: &Response| http::classify(r.status) == http::Verdict::Ok;
+        // One attempt first: a 3.x server may answer 5xx on the 4.x path on every run, and
+        // retrying that would cost each run the whole backoff.
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..self.policy.clone()
+        };
+        let mut v4 = match probe(ApiGeneration::V4, &once) {
+            Ok(r) => r,
+            Err(Error::Transport { .. }) => probe(ApiGeneration::V4, &self.policy)?,
+            Err(e) => return Err(e),
+        };
+        let v4_path = format!("{}/sources", ApiGeneration::V4.base_path());
+        if ok(&v4) {
+            return Ok((
+                ApiGeneration::V4,
+                format!("{} answered {}", describe("GET", &v4_path), v4.status),
             ));
         }
-        Err(Error::Other(format!(
-            "Tanium has no Threat Response intel API ({}): is Threat Response installed and \
-             may this user use it?",
-            tried.join("; ")
-        )))
+        let falls_back = |s: u16| matches!(s, 400 | 401 | 403 | 404 | 405 | 408 | 429) || s >= 500;
+        if !falls_back(v4.status) {
+            return Err(status_error(&v4, "GET", &v4_path));
+        }
+        let v3_path = format!("{}/sources", ApiGeneration::V3.base_path());
+        let v3 = probe(ApiGeneration::V3, &self.policy)?;
+        if ok(&v3) {
+            return Ok((
+                ApiGeneration::V3,
+                format!(
+                    "the 4.x route answered {}, {} answered {}",
+                    v4.status,
+                    describe("GET", &v3_path),
+                    v3.status
+                ),
+            ));
+        }
+        if http::classify(v4.status) == http::Verdict::Retry {
+            // Maybe a passing failure of a 4.x server: give it the full retries now.
+            let again = probe(ApiGeneration::V4, &self.policy)?;
+            if ok(&again) {
+                return Ok((
+                    ApiGeneration::V4,
+                    format!(
+                        "{} answered {} after {}",
+                        describe("GET", &v4_path),
+                        again.status,
+                        v4.status
+                    ),
+                ));
+            }
+            v4 = again;
+        }
+        Err(self.no_generation(v4.status, v3.status))
+    }
+
+    /// The error when neither generation's sources route works: bad credentials, a missing
+    /// permission, or no Threat Response at all, with both answers.
+    fn no_generation(&self, v4: u16, v3: u16) -> Error {
+        let answers = format!("sources route: 4.x answered {v4}, 3.x answered {v3}");
+        let refused = |s: u16| matches!(s, 401 | 403);
+        if refused(v4) || refused(v3) {
+            if self.credentials_refused() == Some(true) {
+                return self.credentials_error();
+            }
+            if v4 == 403 || v3 == 403 {
+                let sources = format!("{}/sources", ApiGeneration::V4.base_path());
+                return Error::Forbidden {
+                    service: Service::Tanium,
+                    needed: needed_for("GET", &sources),
+                    answers,
+                };
+            }
+        }
+        Error::Other(format!(
+            "no Tanium Threat Response API found ({answers}): is Threat Response installed and \
+             running?"
+        ))
+    }
+
+    /// Asks `GET /api/v2/session/current` whether the session or token itself is refused:
+    /// Some(true) refused, Some(false) accepted, None when the answer says neither.
+    fn credentials_refused(&self) -> Option<bool> {
+        let (session, _) = self.current_session();
+        let resp = self
+            .raw_call("GET", CURRENT_PATH, Some(&session), None)
+            .ok()?;
+        match resp.status {
+            401 | 403 => Some(true),
+            s if http::classify(s) == http::Verdict::Ok => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The credentials error for a session or token the server refuses.
+    fn credentials_error(&self) -> Error {
+        match self.credentials {
+            Credentials::Token => token_refused(),
+            Credentials::Login { .. } => Error::Auth {
+                service: Service::Tanium,
+                message: "the session from a fresh login was refused; check that the account \
+                          may use the API"
+                    .into(),
+            },
+        }
+    }
+
+    /// Adds to errors on the sources route that a fixed `Tanium API Version` may be the cause.
+    fn fixed_generation_hint(&self, e: Error) -> Error {
+        if !self.fixed_generation {
+            return e;
+        }
+        let version = match self.generation {
+            ApiGeneration::V4 => "4.x",
+            ApiGeneration::V3 => "3.x",
+        };
+        match e {
+            Error::Status {
+                service,
+                request,
+                status,
+                message,
+            } if matches!(status, 400 | 404 | 405 | 501) => Error::Status {
+                service,
+                request,
+                status,
+                message: format!(
+                    "no Threat Response {version} API here, but Tanium API Version is {version}: \
+                     set it to auto ({})",
+                    message.chars().take(80).collect::<String>()
+                ),
+            },
+            Error::Status {
+                service,
+                request,
+                status,
+                message,
+            } => Error::Status {
+                service,
+                request,
+                status,
+                message: format!(
+                    "{message} (Tanium API Version is {version}; if that is wrong, set it to auto)"
+                ),
+            },
+            Error::Forbidden {
+                service,
+                needed,
+                answers,
+            } => Error::Forbidden {
+                service,
+                needed,
+                answers: format!(
+                    "{answers}; Tanium API Version is {version}: if that is wrong, set it to auto"
+                ),
+            },
+            other => other,
+        }
     }
 
     fn own(&self, id: i64) {
@@ -571,19 +813,26 @@ impl TaniumClient {
     /// Exchanges username/password for a session string.
     fn login(&self) -> Result<Secret> {
         let Credentials::Login { username, password } = &self.credentials else {
-            return Err(token_rejected());
+            return Err(token_refused());
         };
         let body = json!({"username": username, "password": password.expose()});
         let payload = Payload::json(&body);
         let resp = self.raw_call("POST", LOGIN_PATH, None, Some(&payload))?;
         if matches!(resp.status, 401 | 403) {
+            let message = if self.cloud {
+                "Tanium Cloud accepts only API tokens for the REST API: put the token in Tanium \
+                 Password and _token in Tanium Username"
+                    .to_string()
+            } else {
+                format!(
+                    "login refused ({}): check Tanium Username and Tanium Password, that the \
+                     account is not locked, and that it may use the API",
+                    resp.status
+                )
+            };
             return Err(Error::Auth {
                 service: Service::Tanium,
-                message: format!(
-                    "login refused ({}): check the Tanium username and password (tanium_username, \
-                     tanium_password), that the account is not locked, and that it may use the API",
-                    resp.status
-                ),
+                message,
             });
         }
         if !(200..300).contains(&resp.status) {
@@ -609,6 +858,8 @@ impl TaniumClient {
     }
 
     /// Sends with the current session; on 401/403 logs in again once and repeats the call.
+    /// With an API token there is nothing to renew: 401 is a refused token, and 403 is a
+    /// missing permission unless the token itself is refused (3.x answers 403 to both).
     fn send(&self, method: &'static str, path: &str, body: Option<&Payload>) -> Result<Response> {
         let (session, epoch) = self.current_session();
         let resp = self.raw_call(method, path, Some(&session), body)?;
@@ -616,7 +867,10 @@ impl TaniumClient {
             return Ok(resp);
         }
         if matches!(self.credentials, Credentials::Token) {
-            return Err(token_rejected());
+            if resp.status == 403 && self.credentials_refused() != Some(true) {
+                return Err(forbidden(method, path));
+            }
+            return Err(token_refused());
         }
         let session = self.renew(epoch)?;
         let resp = self.raw_call(method, path, Some(&session), body)?;
@@ -628,14 +882,7 @@ impl TaniumClient {
                     describe(method, path)
                 ),
             }),
-            403 => Err(Error::Status {
-                service: Service::Tanium,
-                request: describe(method, path),
-                status: 403,
-                message: "forbidden right after a fresh login: the Tanium user lacks the Threat \
-                          Response permission for this call (e.g. 'threat response intels write')"
-                    .into(),
-            }),
+            403 => Err(forbidden(method, path)),
             _ => Ok(resp),
         }
     }
@@ -665,8 +912,20 @@ impl TaniumClient {
         session: Option<&Secret>,
         body: Option<&Payload>,
     ) -> Result<Response> {
+        self.raw_call_with(&self.policy, method, path, session, body)
+    }
+
+    /// [`Self::raw_call`] with another retry policy.
+    fn raw_call_with(
+        &self,
+        policy: &RetryPolicy,
+        method: &'static str,
+        path: &str,
+        session: Option<&Secret>,
+        body: Option<&Payload>,
+    ) -> Result<Response> {
         let url = format!("{}{path}", self.base_url);
-        http::call(&self.agent, &self.policy, Service::Tanium, &mut || {
+        http::call(&self.agent, policy, Service::Tanium, &mut || {
             self.requests.fetch_add(1, Ordering::SeqCst);
             let mut req = Request::new(method, url.clone())
                 .header("Accept", "application/json, text/plain, */*");
@@ -700,13 +959,70 @@ impl TaniumClient {
     }
 }
 
-fn token_rejected() -> Error {
+fn token_refused() -> Error {
     Error::Auth {
         service: Service::Tanium,
-        message: "the API token was refused: check that it is not expired or revoked, that this \
-                  machine's IP is in the token's trusted addresses, and that its user has the \
-                  Threat Response permissions"
+        message: "the API token is expired or revoked, or this job server's IP is not in the \
+                  token's trusted IP list"
             .into(),
+    }
+}
+
+/// True for Tanium Cloud API hosts (`<tenant>-api.cloud.tanium.com`, `*.titankube.com`).
+pub fn is_cloud_host(base_url: &str) -> bool {
+    let after_scheme = base_url.split_once("://").map_or(base_url, |(_, r)| r);
+    let host_port = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host_port
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host_port, |(h, _)| h)
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    host.ends_with(".cloud.tanium.com") || host.ends_with(".titankube.com")
+}
+
+/// What a call needs the server's permission to do, and the permission's name. Only
+/// "threat response intels write" is a name on record (Splunk SOAR's Tanium TR README); the
+/// others follow its pattern.
+fn permission_for(method: &str, path: &str) -> Option<(&'static str, &'static str)> {
+    let p = http::path_of(path);
+    let rest = [ApiGeneration::V4, ApiGeneration::V3]
+        .into_iter()
+        .find_map(|g| p.strip_prefix(g.base_path()))?;
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let read = method == "GET";
+    Some(match (segs.as_slice(), read) {
+        (["sources", _, "intels", ..], false) | (["intels", ..], false) => {
+            ("write intel documents", "threat response intels write")
+        }
+        (["sources", _, "intels", ..], true) | (["intels", ..], true) => {
+            ("read intel documents", "threat response intels read")
+        }
+        (["sources", ..], true) => ("read intel sources", "threat response sources read"),
+        (["sources", ..], false) => ("create intel sources", "threat response sources write"),
+        (["labels", ..], true) => ("read labels", "threat response labels read"),
+        (["labels", ..], false) => ("write labels", "threat response labels write"),
+        (["intel", "deploy"], _) => ("deploy intel", "threat response intel deploy"),
+        (["intel", "status"], _) => ("read intel status", "threat response intels read"),
+        _ => return None,
+    })
+}
+
+/// Says which permission a 403 to this call means is missing.
+fn needed_for(method: &str, path: &str) -> String {
+    match permission_for(method, path) {
+        Some((action, name)) => format!("the account or API token needs '{name}' to {action}"),
+        None => "the account or API token lacks a Threat Response permission this call needs"
+            .to_string(),
+    }
+}
+
+/// A 403 that is not about the credentials themselves: a missing permission.
+fn forbidden(method: &str, path: &str) -> Error {
+    Error::Forbidden {
+        service: Service::Tanium,
+        needed: needed_for(method, path),
+        answers: format!("{} answered 403", describe(method, path)),
     }
 }
 
@@ -826,22 +1142,16 @@ fn safe_file_name(s: &str) -> String {
     }
 }
 
+/// No `name` / `description` headers: the XML carries both, and the server reads them there
+/// (only YARA uploads, which have no such fields, are known to send them).
 fn upload_payload(up: &Upload) -> Payload {
-    let mut headers = vec![
+    let headers = vec![
         ("type".to_string(), header_text(up.kind, 32)),
         (
             "Content-Disposition".to_string(),
             format!("attachment; filename={}", safe_file_name(up.file_name)),
         ),
     ];
-    let name = header_text(up.name, 250);
-    if !name.is_empty() {
-        headers.push(("name".to_string(), name));
-    }
-    let description = header_text(up.description, 1000);
-    if !description.is_empty() {
-        headers.push(("description".to_string(), description));
-    }
     Payload {
         content_type: "application/xml",
         headers,
@@ -889,6 +1199,47 @@ mod tests {
         assert!(is_token_auth(" _TOKEN ", &pw));
         assert!(is_token_auth("", &pw));
         assert!(is_token_auth("admin", &Secret::new("token-0123abcd")));
+    }
+
+    #[test]
+    fn cloud_hosts_are_recognised() {
+        for url in [
+            "https://acme-api.cloud.tanium.com",
+            "https://ACME-API.Cloud.Tanium.com:443/",
+            "https://acme-api.titankube.com",
+            "http://acme.cloud.tanium.com.:8080/x",
+        ] {
+            assert!(is_cloud_host(url), "{url}");
+        }
+        for url in [
+            "https://tanium.example.com",
+            "https://cloud.tanium.com.example.com",
+            "https://notcloud.tanium.com",
+            "http://127.0.0.1:8443",
+        ] {
+            assert!(!is_cloud_host(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_403_names_the_permission_of_the_call() {
+        let base = ApiGeneration::V4.base_path();
+        let hint = |m: &str, p: &str| needed_for(m, &format!("{base}{p}"));
+        assert_eq!(
+            hint("POST", "/sources/3/intels"),
+            "the account or API token needs 'threat response intels write' to write intel documents"
+        );
+        assert!(hint("PUT", "/intels/9").ends_with("to write intel documents"));
+        assert!(hint("DELETE", "/intels/?id=9").ends_with("to write intel documents"));
+        assert!(hint("GET", "/intels?limit=500").ends_with("to read intel documents"));
+        assert!(hint("GET", "/sources").ends_with("to read intel sources"));
+        assert!(hint("POST", "/sources").ends_with("to create intel sources"));
+        assert!(hint("GET", "/labels").ends_with("to read labels"));
+        assert!(hint("POST", "/intel/deploy").ends_with("to deploy intel"));
+        assert!(hint("GET", "/intel/status").ends_with("to read intel status"));
+        let v3 = ApiGeneration::V3.base_path();
+        assert!(needed_for("GET", &format!("{v3}/labels")).ends_with("to read labels"));
+        assert!(needed_for("GET", "/api/v2/other").contains("lacks a Threat Response"));
     }
 
     #[test]

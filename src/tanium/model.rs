@@ -64,7 +64,8 @@ pub struct IntelDoc {
     /// Document name (STIX Indicator Title / OpenIOC short_description).
     #[serde(deserialize_with = "lenient_string")]
     pub name: String,
-    /// Document description.
+    /// Document description: absent from listing rows on real servers, present from
+    /// [`crate::tanium::TaniumClient::get_doc`].
     #[serde(deserialize_with = "lenient_opt_string")]
     pub description: Option<String>,
     /// The id the document claims (our deterministic identity).
@@ -93,10 +94,6 @@ pub struct Upload<'a> {
     pub kind: &'a str,
     /// File name for `Content-Disposition` (e.g. `tc-<identity>.xml`).
     pub file_name: &'a str,
-    /// Readable name (also inside the document; the header is a hint for the server).
-    pub name: &'a str,
-    /// Description (also inside the document).
-    pub description: &'a str,
 }
 
 /// Reads an integer id that may arrive as a number, a numeric string or `null` (0).
