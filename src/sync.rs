@@ -662,8 +662,13 @@ pub fn run(
                 Err(e) => {
                     pull_complete = false;
                     log::error!("ThreatConnect pull stopped: {e}");
+                    // message.tc is short: an unreadable answer is said by what was wrong.
+                    let why = match &e {
+                        Error::Protocol { detail, .. } => detail.clone(),
+                        e => e.to_string(),
+                    };
                     stopped = Some(format!(
-                        "ThreatConnect pull incomplete (nothing removed): {e}"
+                        "ThreatConnect pull incomplete (nothing removed): {why}"
                     ));
                     break;
                 }
@@ -695,6 +700,13 @@ pub fn run(
             );
         }
         dropped_other_types = pages.dropped();
+        if let Some(q) = tql::other_types(&config.filters, &window) {
+            // The job's query leaves other types out, so TC says how many there were.
+            match tc.count(&q) {
+                Ok(n) => dropped_other_types += n,
+                Err(e) => log::warn!("could not count the indicators of other types: {e}"),
+            }
+        }
         if dropped_other_types > 0 {
             log::info!(
                 "{dropped_other_types} indicators of other types than Address, File and Host were not sent"

@@ -253,20 +253,228 @@ fn changed_indicators_are_updated_in_place() {
 }
 
 #[test]
-fn user_tql_replaces_the_filters_but_keeps_the_types() {
+fn user_tql_replaces_every_filter_indicator_types_included() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 500, 5);
+    let tql = |i: &Indicator| i.owner_name == "Partner Source" && i.confidence.unwrap_or(-1) >= 50;
     lab.set(
         "tql",
         json!("ownerName = \"Partner Source\" AND confidence >= 50"),
     );
     lab.set("min_rating", json!("5")); // ignored in TQL mode
-    ok(&mut lab, &none());
+    lab.set("indicator_types", json!("Host")); // ignored too: the guide says all filters
+    let r = ok(&mut lab, &none());
+    let want = expected(&lab, tql);
+    assert_eq!(held(&lab), want);
+    for t in ["Address", "File", "Host"] {
+        let prefix = format!("ThreatConnect {t} ");
+        assert!(want.iter().any(|n| n.starts_with(&prefix)), "{t}");
+    }
+    assert!(!held(&lab).iter().any(|n| n.contains(" URL ")));
+    // Other types the TQL selects are counted, in the summary and the log.
+    let urls = lab
+        .tc
+        .snapshot()
+        .iter()
+        .filter(|i| i.active && i.type_name == "URL" && tql(i))
+        .count();
+    assert!(urls > 0, "the dataset has URL indicators for this TQL");
+    let counted = format!("{urls} not sent (type not Address/File/Host)");
+    assert!(r.message.contains(&counted), "{}", r.message);
+    assert!(r.log.contains(&counted), "{}", r.log);
+}
+
+fn epoch(s: &str) -> i64 {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[test]
+fn last_modified_bounds_the_first_run_and_every_full_reconcile_after_it() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 600, 21);
+    lab.set("last_modified", json!("30 days ago"));
+    let r1 = ok(&mut lab, &none());
+    let horizon = r1.results["job_horizon"].clone();
+    let h = epoch(&horizon);
+    assert!((now_secs() - 30 * 86_400 - h).abs() < 600, "{horizon}");
+    let want = expected(&lab, |i| epoch(&i.last_modified) >= h);
+    let all = expected(&lab, |_| true);
+    assert!(
+        want.len() > all.len() / 4 && want.len() < all.len() * 3 / 4,
+        "the data spans 60 days: {} of {}",
+        want.len(),
+        all.len()
+    );
     assert_eq!(
         held(&lab),
-        expected(&lab, |i| i.owner_name == "Partner Source"
-            && i.confidence.unwrap_or(-1) >= 50)
+        want,
+        "the first run sends exactly the last 30 days"
     );
-    assert!(!held(&lab).iter().any(|n| n.contains(" URL ")));
+
+    lab.set("reconcile_interval_hours", json!("0"));
+    let r2 = ok(&mut lab, &none());
+    assert!(r2.message.contains("(full reconcile)"), "{}", r2.message);
+    assert_eq!(held(&lab), want, "a full reconcile does not add older ones");
+    assert_eq!(r2.results["job_horizon"], horizon, "the horizon stays");
+
+    // An admin who sets Last Modified earlier backfills from there.
+    lab.persisted
+        .insert("last_modified".into(), json!("50 days ago"));
+    let r3 = ok(&mut lab, &none());
+    let h3 = epoch(&r3.results["job_horizon"]);
+    assert!((now_secs() - 50 * 86_400 - h3).abs() < 600);
+    let backfilled = expected(&lab, |i| epoch(&i.last_modified) >= h3);
+    assert!(backfilled.len() > want.len());
+    assert_eq!(held(&lab), backfilled);
+}
+
+#[test]
+fn a_job_that_ran_before_it_kept_a_horizon_keeps_what_it_sends() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 300, 22);
+    ok(&mut lab, &none());
+    let all = expected(&lab, |_| true);
+    assert_eq!(held(&lab), all);
+    // What an earlier version left in results.tc: a recent checkpoint and no horizon.
+    lab.persisted.remove("job_horizon");
+    lab.persisted
+        .insert("last_modified".into(), json!("1 hour ago"));
+    lab.set("reconcile_interval_hours", json!("0"));
+    let r = ok(&mut lab, &none());
+    assert!(r.message.contains("(full reconcile)"), "{}", r.message);
+    assert!(r.message.contains(" 0 removed"), "{}", r.message);
+    assert_eq!(held(&lab), all);
+    assert_eq!(r.results["job_horizon"], "none");
+    assert!(r.log.contains("job horizon: none"), "{}", r.log);
+}
+
+#[test]
+fn deletions_in_every_owner_leave_tanium_in_the_next_incremental_run() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 400, 23);
+    ok(&mut lab, &none());
+    let mut gone = Vec::new();
+    for owner in dataset::OWNERS {
+        let victim = lab
+            .tc
+            .snapshot()
+            .into_iter()
+            .find(|i| i.owner_name == owner && i.active && expected_name(i).is_some())
+            .unwrap();
+        gone.push(expected_name(&victim).unwrap());
+        lab.tc.delete(victim.id);
+    }
+    let r = ok(&mut lab, &none());
+    assert!(!r.message.contains("full reconcile"), "{}", r.message);
+    assert!(r.message.contains(" 4 removed"), "{}", r.message);
+    let held = held(&lab);
+    for name in &gone {
+        assert!(!held.contains(name), "{name} was deleted in TC");
+    }
+    assert_eq!(held, expected(&lab, |_| true));
+}
+
+#[test]
+fn ids_sent_as_strings_are_read_and_an_unreadable_record_removes_nothing() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 300, 24);
+    ok(&mut lab, &none());
+    let all = expected(&lab, |_| true);
+    lab.set("reconcile_interval_hours", json!("0"));
+
+    lab.tc.set_ids_as_strings(true);
+    lab.tanium.server().reset_counters();
+    let r = ok(&mut lab, &none());
+    assert!(r.message.contains("(full reconcile)"), "{}", r.message);
+    assert_eq!(tanium_writes(&lab), 0, "{}", r.message);
+    assert_eq!(held(&lab), all);
+
+    // Schema drift on one record: the full reconcile cannot be sure what TC holds.
+    let victim = lab.tc.snapshot()[10].id;
+    for patch in [
+        json!({"type": null}),
+        json!({"id": "x-1"}),
+        json!({"summary": null, "ip": null, "hostName": null, "md5": null, "sha1": null, "sha256": null}),
+    ] {
+        lab.tc.set_record_patch(Some((victim, patch.clone())));
+        let before = lab.persisted.get("last_modified").cloned();
+        let r = run(&mut lab, &none());
+        assert_eq!(r.code, 3, "{patch}: {}", r.message);
+        assert!(
+            r.message
+                .contains("ThreatConnect pull incomplete (nothing removed)")
+                && r.message.contains("cannot be read"),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains(" 0 removed"), "{}", r.message);
+        assert_eq!(held(&lab), all, "{patch}");
+        assert_eq!(
+            lab.persisted.get("last_modified"),
+            before.as_ref(),
+            "the checkpoint stays"
+        );
+        assert_eq!(
+            r.results["last_full_reconcile"], "",
+            "next run reconciles fully"
+        );
+    }
+    lab.tc.set_record_patch(None);
+    assert_eq!(ok(&mut lab, &none()).code, 0);
+    assert_eq!(held(&lab), all);
+}
+
+/// Real listings carry no description, so change detection has only the md5, which is the
+/// MD5 of the bytes as uploaded only if Tanium stores them as sent (unconfirmed): either way a
+/// full reconcile of unchanged data writes nothing, and a changed indicator is rewritten.
+#[test]
+fn unchanged_documents_are_not_rewritten_however_tanium_stores_them() {
+    use tanium_tr_indicators::sim::tanium::IntrinsicFrom;
+    for format in ["STIX", "OpenIOC"] {
+        for from in [IntrinsicFrom::PackageRoot, IntrinsicFrom::FirstIndicator] {
+            for reserialise in [false, true] {
+                let case = format!("{format} {from:?} reserialise={reserialise}");
+                let (_d, mut lab) = lab(ApiGeneration::V4, 120, 25);
+                lab.set("intel_format", json!(format));
+                lab.set("reconcile_interval_hours", json!("0"));
+                lab.tanium.set_intrinsic_from(from);
+                lab.tanium.set_reserialise(reserialise);
+                ok(&mut lab, &none());
+                let want = expected(&lab, |_| true);
+                assert_eq!(held(&lab), want, "{case}");
+                lab.tanium.server().reset_counters();
+                let r = ok(&mut lab, &none());
+                assert!(r.message.contains("(full reconcile)"), "{case}");
+                assert_eq!(tanium_writes(&lab), 0, "{case}: {}", r.message);
+                assert!(
+                    r.message.contains(&format!(
+                        "0 created, 0 updated, 0 removed, {} unchanged",
+                        want.len()
+                    )),
+                    "{case}: {}",
+                    r.message
+                );
+                let changed = lab
+                    .tc
+                    .snapshot()
+                    .into_iter()
+                    .find(|i| i.active && expected_name(i).is_some())
+                    .unwrap();
+                lab.tc.update(changed.id, |i| {
+                    i.rating = Some(if i.rating == Some(5.0) { 1.0 } else { 5.0 })
+                });
+                lab.tanium.server().reset_counters();
+                let r = ok(&mut lab, &none());
+                assert!(
+                    r.message.contains("0 created, 1 updated, 0 removed"),
+                    "{case}: {}",
+                    r.message
+                );
+                assert_eq!(lab.tanium.server().hits("PUT /plugin"), 1, "{case}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -435,6 +643,74 @@ fn dry_run_prints_the_plan_writes_the_documents_and_changes_nothing() {
     assert!(r.results.is_empty(), "a dry run writes no results.tc");
     assert_eq!(lab.tanium.doc_count(), 0);
     assert_eq!(lab.tanium.source_id("ThreatConnect"), None);
+    assert!(r
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("create ") && l.ends_with(": new match")));
+    assert!(r.stdout.contains(&format!(
+        "plan: {} to create, 0 to update, 0 to remove",
+        want.len()
+    )));
+}
+
+/// Each planned action says why, the way `terraform plan` does.
+#[test]
+fn the_dry_run_plan_gives_each_action_its_reason() {
+    let (d, mut lab) = lab(ApiGeneration::V4, 200, 13);
+    lab.set("exclude_tags", json!("Benign"));
+    lab.set("min_confidence", json!("20"));
+    ok(&mut lab, &none());
+    let live: Vec<Indicator> = lab
+        .tc
+        .snapshot()
+        .into_iter()
+        .filter(|i| {
+            i.active
+                && expected_name(i).is_some()
+                && !i.tags.iter().any(|t| t == "Benign")
+                && i.confidence.unwrap_or(0) >= 20
+        })
+        .collect();
+    let name = |i: &Indicator| expected_name(i).unwrap();
+    lab.tc.update(live[0].id, |i| {
+        i.rating = Some(if i.rating == Some(5.0) { 1.0 } else { 5.0 });
+        i.tags.push("Fresh".into());
+    });
+    lab.tc.update(live[1].id, |i| i.tags.push("Benign".into()));
+    lab.tc.update(live[2].id, |i| i.confidence = Some(5));
+    lab.tc.set_active(live[3].id, false);
+    lab.tc.delete(live[4].id);
+    let plan = d.path().join("plan");
+    let plan_s = plan.display().to_string();
+    let r = lab
+        .run(&none(), &["--dry-run", "--out", plan_s.as_str()])
+        .unwrap();
+    assert_eq!(r.code, 0, "{}\n{}", r.message, r.log);
+    let line = |prefix: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.contains(prefix))
+            .unwrap_or_else(|| panic!("no line for {prefix}:\n{}", r.stdout))
+            .to_string()
+    };
+    assert_eq!(
+        line(&name(&live[0])),
+        format!(
+            "update {}: rating, tags, last modified changed",
+            name(&live[0])
+        )
+    );
+    assert!(line(&live[1].summary).ends_with(": has the exclude tag Benign"));
+    assert!(line(&live[2].summary).ends_with(": confidence 5 is below the minimum 20"));
+    assert!(line(&live[3].summary).ends_with(": inactive in ThreatConnect"));
+    assert!(line(&live[4].summary).ends_with(": deleted in ThreatConnect"));
+    assert!(
+        r.stdout
+            .contains("plan: 0 to create, 1 to update, 4 to remove"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.log.contains("plan: update"), "the log has the plan too");
 }
 
 #[test]

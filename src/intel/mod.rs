@@ -245,7 +245,7 @@ pub fn changed_fields(old: &str, new: &str) -> Vec<String> {
             .collect()
     }
     let (old, new) = (fields(old), fields(new));
-    let mut keys: Vec<&str> = old.iter().chain(new.iter()).map(|(k, _)| *k).collect();
+    let mut keys: Vec<&str> = new.iter().chain(old.iter()).map(|(k, _)| *k).collect();
     keys.dedup();
     let mut out: Vec<String> = Vec::new();
     for k in keys {

@@ -353,6 +353,7 @@ struct State {
     heavy_pages: Mutex<Option<HeavyPages>>,
     success_as_string: std::sync::atomic::AtomicBool,
     record_patch: Mutex<Option<(i64, serde_json::Value)>>,
+    ids_as_strings: std::sync::atomic::AtomicBool,
 }
 
 /// How TC answers an indicator page larger than it can serve in time (TQL timeouts on large
@@ -406,6 +407,7 @@ impl TcSim {
             heavy_pages: Mutex::new(None),
             success_as_string: std::sync::atomic::AtomicBool::new(false),
             record_patch: Mutex::new(None),
+            ids_as_strings: std::sync::atomic::AtomicBool::new(false),
         });
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |req: &SimRequest| handle(&s2, req));
@@ -604,6 +606,11 @@ impl TcSim {
             .record_patch
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = patch;
+    }
+
+    /// Serves every indicator's `id` and `ownerId` as numeric strings (schema drift).
+    pub fn set_ids_as_strings(&self, on: bool) {
+        self.state.ids_as_strings.store(on, Ordering::SeqCst);
     }
 
     /// How many full TQL evaluations ran (cache misses).
@@ -1095,26 +1102,36 @@ fn list(st: &State, req: &SimRequest) -> SimResponse {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    match patch {
-        Some((id, serde_json::Value::Object(fields))) if data.iter().any(|d| d.id == id) => {
-            let mut rows = serde_json::to_value(&data).unwrap_or_default();
-            for row in rows.as_array_mut().into_iter().flatten() {
-                if row.get("id") == Some(&serde_json::json!(id)) {
-                    for (k, v) in &fields {
-                        if let Some(o) = row.as_object_mut() {
-                            if v.is_null() {
-                                o.remove(k);
-                            } else {
-                                o.insert(k.clone(), v.clone());
-                            }
-                        }
+    let strings = st.ids_as_strings.load(Ordering::SeqCst);
+    if patch.is_none() && !strings {
+        return envelope(data, count, next);
+    }
+    let mut rows = serde_json::to_value(&data).unwrap_or_default();
+    for row in rows.as_array_mut().into_iter().flatten() {
+        let id = row.get("id").and_then(serde_json::Value::as_i64);
+        let Some(o) = row.as_object_mut() else {
+            continue;
+        };
+        if let Some((pid, serde_json::Value::Object(fields))) = &patch {
+            if id == Some(*pid) {
+                for (k, v) in fields {
+                    if v.is_null() {
+                        o.remove(k);
+                    } else {
+                        o.insert(k.clone(), v.clone());
                     }
                 }
             }
-            envelope(rows, count, next)
         }
-        _ => envelope(data, count, next),
+        if strings {
+            for k in ["id", "ownerId"] {
+                if let Some(n) = o.get(k).and_then(serde_json::Value::as_i64) {
+                    o.insert(k.into(), serde_json::json!(n.to_string()));
+                }
+            }
+        }
     }
+    envelope(rows, count, next)
 }
 
 /// `/v3/indicators/deleted`: only the API user's Organization unless `owner=` names another

@@ -115,6 +115,8 @@ struct Envelope<T> {
     data: Vec<T>,
     #[serde(default)]
     next: Option<String>,
+    #[serde(default)]
+    count: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -449,6 +451,23 @@ impl TcClient {
             duplicates: 0,
             pages: 0,
         }
+    }
+
+    /// How many indicators `tql` selects (one request, `count=true`; no records are read).
+    pub fn count(&self, tql: &str) -> Result<u64> {
+        let url = format!(
+            "{}/v3/indicators?tql={}&resultLimit=1&count=true",
+            self.api_path,
+            encode_query_value(tql)
+        );
+        let what = "GET /api/v3/indicators";
+        let resp = self.get(&url)?;
+        let env: Envelope<&serde_json::value::RawValue> = parse_envelope_borrowed(&resp, what)?;
+        env.count.ok_or_else(|| Error::Protocol {
+            service: SVC,
+            request: what.into(),
+            detail: "the answer to count=true holds no count".into(),
+        })
     }
 
     /// The URL of one page of `tql`, exactly as it goes on the wire.

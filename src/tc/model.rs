@@ -57,6 +57,7 @@ pub struct Indicator {
     #[serde(deserialize_with = "lenient_id")]
     pub id: i64,
     /// Owner id.
+    #[serde(deserialize_with = "lenient_i64")]
     pub owner_id: Option<i64>,
     /// Owner name.
     pub owner_name: String,

@@ -144,6 +144,21 @@ pub fn build(filters: &Filters, window: &Window) -> String {
     clauses.join(" AND ")
 }
 
+/// The indicators user TQL selects within `window` that are of no type the job can send, to
+/// count them (None without user TQL: then the job's own query never selects other types).
+pub fn other_types(filters: &Filters, window: &Window) -> Option<String> {
+    let user = user_tql(filters)?;
+    let mut clauses = vec![
+        format!("({user})"),
+        format!(
+            "typeName NOT IN ({})",
+            quoted_list(IndicatorType::ALL.iter().map(|t| t.as_str()))
+        ),
+    ];
+    clauses.extend(window.clauses());
+    Some(clauses.join(" AND "))
+}
+
 /// Every indicator of the job's types (and owners, unless user TQL replaces them) modified
 /// within `window`, active or not: the sync's evidence of indicators that stopped qualifying.
 pub fn removal_check(filters: &Filters, window: &Window) -> String {
@@ -346,6 +361,21 @@ mod tests {
             ..f()
         };
         assert_eq!(build(&blank, &Window::default()), r#"typeName IN ("Host")"#);
+    }
+
+    #[test]
+    fn other_types_are_counted_only_under_user_tql() {
+        assert_eq!(other_types(&f(), &Window::default()), None);
+        let user = Filters {
+            tql: Some("rating > 1".into()),
+            ..f()
+        };
+        assert_eq!(
+            other_types(&user, &after(datetime!(2024-01-02 03:04:05 UTC))).as_deref(),
+            Some(
+                r#"(rating > 1) AND typeName NOT IN ("Address", "File", "Host") AND lastModified > "2024-01-02T03:04:05Z""#
+            )
+        );
     }
 
     #[test]
