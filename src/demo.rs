@@ -3,7 +3,7 @@
 //! sync after changing some indicators) and shows what happened and where to look.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map};
 
@@ -44,15 +44,40 @@ fn show(title: &str, r: &RunResult, lab: &Lab) {
     );
 }
 
+/// The file that marks a folder as the demo's own, so a rerun may empty it.
+pub const MARKER: &str = ".tanium-tr-indicators-demo";
+
+/// Makes `dir` an empty demo folder. A folder that holds anything but an earlier demo's output
+/// (no marker) is refused, never emptied: `--out` may point anywhere.
+fn prepare(dir: &Path) -> Result<()> {
+    let io = |e| Error::io(dir, e);
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir).map_err(io)?.next().is_none();
+        if !empty {
+            if !dir.join(MARKER).is_file() {
+                return Err(Error::Other(format!(
+                    "demo: {} is not empty and was not made by the demo; choose another --out or empty it yourself",
+                    dir.display()
+                )));
+            }
+            std::fs::remove_dir_all(dir).map_err(io)?;
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::write(
+        dir.join(MARKER),
+        "Made by `tanium-tr-indicators demo`, which empties this folder when it runs again.\n",
+    )
+    .map_err(io)
+}
+
 /// Runs the demo; returns Success when the Tanium source ends up holding exactly the expected set.
 pub fn run(opts: &Options) -> Result<ExitStatus> {
     let dir = opts
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("demo-out"));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    }
+    prepare(&dir)?;
     let exe =
         std::env::current_exe().map_err(|e| Error::Other(format!("cannot find myself: {e}")))?;
     let io = |e: std::io::Error| Error::Other(format!("demo: {e}"));

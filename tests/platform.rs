@@ -771,6 +771,31 @@ fn no_secret_appears_anywhere_the_app_writes() {
 }
 
 #[test]
+fn demo_never_empties_a_folder_it_did_not_make() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.join("precious")).unwrap();
+    std::fs::write(sb.join("precious/notes.txt"), "keep me").unwrap();
+    let r = sb.run(&["demo", "--out", "precious"], &[]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("is not empty and was not made by the demo"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sb.read("precious/notes.txt"), "keep me");
+    // Its own folder (marked) is emptied and reused; an empty one is fine too.
+    std::fs::create_dir_all(sb.join("mine")).unwrap();
+    let r = sb.run(&["demo", "--out", "mine"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(sb.join("mine/.tanium-tr-indicators-demo").is_file());
+    std::fs::write(sb.join("mine/stale.txt"), "old run").unwrap();
+    let r = sb.run(&["demo", "--out", "mine"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(!sb.join("mine/stale.txt").exists());
+}
+
+#[test]
 fn help_version_and_subcommands() {
     let sb = Sandbox::new();
     let r = sb.run(&["--help"], &[]);
