@@ -173,6 +173,10 @@ pub const DEFAULT_WORKERS: u32 = 8;
 pub const MAX_WORKERS: u32 = 32;
 /// Default and largest TC page size.
 pub const MAX_PAGE_SIZE: u32 = 10_000;
+/// Default TC page size: the top of what production clients use (100 to 1,000; TC's docs warn
+/// that large TQL queries time out), ten requests per 10,000 indicators. A page TC still cannot
+/// serve in time is asked for again at half the size (see `tc::client::Pages`).
+pub const DEFAULT_PAGE_SIZE: u32 = 1_000;
 /// Largest accepted HTTP timeout (an hour), seconds.
 pub const MAX_HTTP_TIMEOUT_SECS: u32 = 3600;
 
@@ -590,7 +594,7 @@ fn read_tc(
     let (proxy, for_tc, _) = problems.take(proxy(raw));
     let page_size = problems
         .take(spec_whole(raw, pn::TC_PAGE_SIZE, 1, MAX_PAGE_SIZE))
-        .unwrap_or(MAX_PAGE_SIZE);
+        .unwrap_or(DEFAULT_PAGE_SIZE);
     let timeout = problems.take(spec_whole(
         raw,
         pn::HTTP_TIMEOUT_SECS,
@@ -1204,7 +1208,7 @@ mod tests {
         assert_eq!(c.last_modified, datetime!(2026-10-29 12:00:00 UTC));
         assert_eq!(c.intel_format, IntelFormat::Stix);
         assert_eq!(c.reconcile_interval, Duration::from_secs(24 * 3600));
-        assert_eq!((c.workers, c.tc.page_size), (8, 10_000));
+        assert_eq!((c.workers, c.tc.page_size), (8, 1_000));
         assert_eq!(c.log_level, log::LevelFilter::Warn);
         assert_eq!(c.paths.out, PathBuf::from("./out"));
         assert_eq!(c.paths.log, PathBuf::from("./log"));

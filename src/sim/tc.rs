@@ -870,15 +870,13 @@ fn selection(st: &State, store: &Store, req: &SimRequest) -> Result<Arc<Vec<u32>
     if let Some((inner, after)) = keyset_parts(tql) {
         if tql_eval::parse(inner, now_epoch()).is_ok() {
             let all = select(st, store, inner, sorting, owner)?;
-            let kept: Vec<u32> = all
-                .iter()
-                .copied()
-                .filter(|p| {
-                    store.rows[*p as usize]
-                        .as_ref()
-                        .is_some_and(|r| r.id > after)
-                })
-                .collect();
+            let id_of = |p: &u32| store.rows[*p as usize].as_ref().map_or(i64::MIN, |r| r.id);
+            let by_id = matches!(parse_sorting(sorting)?.as_slice(), [(SortKey::Id, false)]);
+            let kept: Vec<u32> = if by_id {
+                all[all.partition_point(|p| id_of(p) <= after)..].to_vec()
+            } else {
+                all.iter().copied().filter(|p| id_of(p) > after).collect()
+            };
             return Ok(Arc::new(kept));
         }
     }
@@ -1204,4 +1202,51 @@ fn owners(st: &State, req: &SimRequest) -> SimResponse {
     let end = start.saturating_add(limit).min(all.len());
     let next = (end < all.len()).then(|| next_link(st, req, end));
     envelope(&all[start.min(end)..end], None, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyset_queries_split_only_around_one_outer_group() {
+        assert_eq!(
+            keyset_parts(r#"(typeName IN ("Host")) AND id > 42"#),
+            Some((r#"typeName IN ("Host")"#, 42))
+        );
+        assert_eq!(
+            keyset_parts(r#"(summary = "a) AND (b" OR rating > 1) AND id > 7"#),
+            Some((r#"summary = "a) AND (b" OR rating > 1"#, 7))
+        );
+        assert_eq!(keyset_parts(r#"(a = 1) AND (b = 2) AND id > 7"#), None);
+        assert_eq!(keyset_parts("rating > 1 AND id > 7"), None);
+        assert_eq!(keyset_parts("(rating > 1) AND id > x"), None);
+    }
+
+    #[test]
+    fn a_keyset_page_selects_what_evaluating_it_whole_selects() {
+        let sim = TcSim::start(TcSimOptions::default()).unwrap();
+        sim.load(crate::sim::dataset::generate(300, 3));
+        let store = sim.state.store.read().unwrap();
+        let inner = r#"typeName IN ("Address", "Host") AND confidence >= 20"#;
+        for after in [0, 57, 150, 299, 1000] {
+            let tql = format!("({inner}) AND id > {after}");
+            let req = |tql: &str| SimRequest {
+                method: "GET".into(),
+                target: String::new(),
+                path: "/api/v3/indicators".into(),
+                query: vec![
+                    ("tql".into(), tql.to_string()),
+                    ("sorting".into(), "id asc".into()),
+                ],
+                headers: Vec::new(),
+                body: Vec::new(),
+            };
+            let cut = selection(&sim.state, &store, &req(&tql)).unwrap();
+            // The same query with its outer group broken cannot be split: evaluated whole.
+            let whole_tql = format!("{inner} AND id > {after}");
+            let whole = selection(&sim.state, &store, &req(&whole_tql)).unwrap();
+            assert_eq!(cut, whole, "after {after}");
+        }
+    }
 }
