@@ -504,6 +504,11 @@ impl Inner {
             },
             ("DELETE", ["intels", id]) => self.delete(id),
             ("POST", ["intel", "deploy"]) if self.gen() == ApiGeneration::V4 => {
+                // A Cloud tenant answered 400 to every deploy sent with a JSON content type
+                // (OpenCTI connectors issue 3593); the recorded client sends neither type nor body.
+                if req.header("content-type").is_some() || !req.body.is_empty() {
+                    return error(400, "Bad Request");
+                }
                 let mut st = self.lock();
                 st.deploys += 1;
                 let task = 700 + st.deploys;
