@@ -1073,3 +1073,12 @@ fn the_simulator_lists_and_creates_labels() {
     }
     assert_eq!(sim.labels()[0].name, "Alpha");
 }
+
+#[test]
+fn a_session_that_expires_before_detection_gets_one_more_login() {
+    let sim = TaniumSim::start(TaniumSimOptions::new(ApiGeneration::V4)).unwrap();
+    sim.expire_next_session_at_once();
+    let c = TaniumClient::connect(&settings(&sim, "admin", "s3cret!"), policy()).unwrap();
+    assert_eq!(c.generation(), ApiGeneration::V4);
+    assert_eq!(sim.login_count(), 2);
+}

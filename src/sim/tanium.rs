@@ -154,6 +154,8 @@ struct State {
     next_doc: i64,
     sessions: HashSet<String>,
     logins: u64,
+    /// The next session issued is already expired (as if it timed out before its first use).
+    next_session_stale: bool,
     deploys: u64,
     fail_writes: u32,
     mutations: u64,
@@ -225,6 +227,12 @@ impl TaniumSim {
     /// Invalidates every issued session (the next call with one gets 401 on 4.x, 403 on 3.x).
     pub fn expire_sessions(&self) {
         self.inner.lock().sessions.clear();
+    }
+
+    /// Issues the next login's session already expired, as when it times out between the
+    /// login and the first call.
+    pub fn expire_next_session_at_once(&self) {
+        self.inner.lock().next_session_stale = true;
     }
 
     /// Successful logins so far.
@@ -555,7 +563,9 @@ impl Inner {
         let mut st = self.lock();
         st.logins += 1;
         let session = format!("1-{}-{:016x}", st.logins, md5_u64(st.logins));
-        st.sessions.insert(session.clone());
+        if !std::mem::take(&mut st.next_session_stale) {
+            st.sessions.insert(session.clone());
+        }
         SimResponse::json(200, &json!({"data": {"session": session}}))
     }
 

@@ -605,6 +605,18 @@ impl TaniumClient {
     /// it is (no re-login): a 401/403 on one generation's path says nothing about the
     /// credentials while the other path works.
     fn detect_generation(&self) -> Result<(ApiGeneration, String)> {
+        match self.detect_once() {
+            // A session can expire between the login and the probes: one more login decides.
+            Err(Error::Auth { .. }) if matches!(self.credentials, Credentials::Login { .. }) => {
+                let (_, epoch) = self.current_session();
+                self.renew(epoch)?;
+                self.detect_once()
+            }
+            r => r,
+        }
+    }
+
+    fn detect_once(&self) -> Result<(ApiGeneration, String)> {
         let (session, _) = self.current_session();
         let probe = |g: ApiGeneration, policy: &RetryPolicy| {
             let path = format!("{}/sources", g.base_path());
@@ -709,8 +721,8 @@ impl TaniumClient {
             Credentials::Token => token_refused(),
             Credentials::Login { .. } => Error::Auth {
                 service: Service::Tanium,
-                message: "the session from a fresh login was refused; check that the account \
-                          may use the API"
+                message: "the session from a login was refused; check that the account may use \
+                          the API"
                     .into(),
             },
         }
