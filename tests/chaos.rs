@@ -31,7 +31,7 @@ use tanium_tr_indicators::intel::{self, IntelFormat};
 use tanium_tr_indicators::sim::dataset::{self, Rng, OWNERS, TAGS};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult, LAB_PARAM_KEY};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule, Server};
-use tanium_tr_indicators::sim::tanium::SimDoc;
+use tanium_tr_indicators::sim::tanium::{IntrinsicFrom, SimDoc};
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::model::Indicator;
 use tanium_tr_indicators::tc::tql::format_time;
@@ -286,7 +286,9 @@ fn name_of(i: &Indicator) -> Option<String> {
 #[derive(Debug, Clone)]
 struct Want {
     name: String,
-    md5: String,
+    /// The rendered content's rev, as the description marker carries it (the md5 Tanium
+    /// reports is of what it stored, which may not be the bytes sent).
+    rev: String,
     last_modified: i64,
 }
 
@@ -324,7 +326,7 @@ fn expected(
             p.identity.clone(),
             Want {
                 name,
-                md5: p.md5_hex(),
+                rev: p.rev.clone(),
                 last_modified: epoch(&i.last_modified),
             },
         );
@@ -792,6 +794,10 @@ fn doc_identity(d: &SimDoc) -> String {
         .unwrap_or_else(|| d.intrinsic_id.clone())
 }
 
+fn doc_rev(d: &SimDoc) -> String {
+    intel::rev_from_doc(Some(&d.description)).unwrap_or_default()
+}
+
 fn diff(want: &BTreeMap<String, Want>, docs: &[SimDoc]) -> Diff {
     let ids: Vec<String> = docs.iter().map(doc_identity).collect();
     let mut by_id: BTreeMap<&str, Vec<&SimDoc>> = BTreeMap::new();
@@ -802,7 +808,7 @@ fn diff(want: &BTreeMap<String, Want>, docs: &[SimDoc]) -> Diff {
     for (id, w) in want {
         let current = by_id
             .get(id.as_str())
-            .is_some_and(|ds| ds.iter().any(|d| d.md5 == w.md5 && d.name == w.name));
+            .is_some_and(|ds| ds.iter().any(|d| doc_rev(d) == w.rev && d.name == w.name));
         if !current {
             out.undelivered.push(id.clone());
         }
@@ -1028,6 +1034,17 @@ fn seed_lab(seed: u64, dir: &Path) -> Result<(Lab, Job, ApiGeneration, Rng), Str
     lab.persist_on_partial = chance(&mut rng, 70);
     lab.tanium.set_honour_source_filter(chance(&mut rng, 50));
     lab.tanium.set_ids_as_strings(chance(&mut rng, 20));
+    // What real servers may do where the recorded evidence is silent: each way, at random.
+    lab.tanium.set_intrinsic_from(if chance(&mut rng, 50) {
+        IntrinsicFrom::PackageRoot
+    } else {
+        IntrinsicFrom::FirstIndicator
+    });
+    lab.tanium.set_reserialise(chance(&mut rng, 30));
+    lab.tanium.set_delete_reply_text(chance(&mut rng, 20));
+    lab.tanium
+        .set_other_generation_status(*pick(&mut rng, &[404, 403, 500]));
+    lab.tc.set_ids_as_strings(chance(&mut rng, 20));
 
     // Someone else's source: a copy of one of our documents (same intrinsic id), other intel,
     // and sometimes enough documents that the listing spans several pages.
@@ -1232,8 +1249,8 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
                         let w = &want[id];
                         for doc in docs.iter().filter(|x| &doc_identity(x) == id) {
                             eprintln!(
-                                "seed {seed} run {run}: held {:?} md5 {} (want {:?} md5 {})",
-                                doc.name, doc.md5, w.name, w.md5
+                                "seed {seed} run {run}: held {:?} rev {} (want {:?} rev {})",
+                                doc.name, doc_rev(doc), w.name, w.rev
                             );
                         }
                     }
