@@ -6,11 +6,13 @@
 //! base answers 404 unless [`TaniumSim::set_other_generation_status`] says otherwise):
 //! - `POST /api/v2/session/login` `{"username","password"}` -> `{"data":{"session"}}`, 401 if wrong
 //! - `GET /api/v2/session/current`, `POST /api/v2/session/validate` `{"session"}`
-//! - `GET|POST {base}/sources`, `GET {base}/sources/{id}`
+//! - `GET|POST {base}/sources` (rows with `indicatorCount` and `signalCount`, as Detect 3
+//!   lists them), `GET {base}/sources/{id}`
 //! - `GET {base}/intels?limit=&offset=[&sourceId=]` (limit > 500 -> 400; `sourceId` ignored
 //!   unless [`TaniumSim::set_honour_source_filter`]; rows carry no `description`, as on real
 //!   servers), `GET {base}/intels/{id}` (with `description` and `contents`)
-//! - `POST {base}/sources/{id}/intels` (XML checked with a real parser, else 400)
+//! - `POST {base}/sources/{id}/intels` (XML checked with a real parser, else 400); the reply
+//!   adds `blobId` and `contents` (and on 3.x the `funnel...`/`gather...` fields) as recorded
 //! - `PUT {base}/intels/{id}`: in place (revisionId + 1) only when the intrinsic id is unchanged,
 //!   otherwise a NEW document in the same source, as the real server does
 //! - `DELETE {base}/intels/?id={id}` and `DELETE {base}/intels/{id}` (404 when absent)
@@ -570,9 +572,21 @@ impl Inner {
     }
 
     fn source_json(&self, st: &State, s: &SimSource) -> Value {
+        let (signals, indicators) =
+            st.docs
+                .values()
+                .filter(|d| d.source_id == s.id)
+                .fold((0u64, 0u64), |(sig, ind), d| {
+                    if d.kind == "tanium-signal" {
+                        (sig + 1, ind)
+                    } else {
+                        (sig, ind + 1)
+                    }
+                });
         json!({"id": id_value(s.id, st.ids_as_strings), "name": s.name, "type": s.kind,
                "description": s.description, "enabled": true,
-               "createdAt": STAMP, "updatedAt": STAMP})
+               "createdAt": STAMP, "updatedAt": STAMP,
+               "indicatorCount": indicators, "signalCount": signals})
     }
 
     fn create_source(&self, req: &SimRequest) -> SimResponse {
@@ -709,7 +723,20 @@ impl Inner {
         let mut st = self.lock();
         let strings = st.ids_as_strings;
         let doc = insert_doc(&mut st, source_id, parsed, &body);
-        self.reply(200, doc_json(&doc, strings))
+        let mut v = doc_json(&doc, strings);
+        v["blobId"] = Value::String(blob_id(&doc.md5));
+        v["contents"] = Value::String(doc.body.clone());
+        if self.gen() == ApiGeneration::V3 {
+            for k in [
+                "funnelAllFindingsToConnectSetAt",
+                "funnelAllFindingsToConnectSetBy",
+                "gatherDegenerateFindingsSetAt",
+                "gatherDegenerateFindingsSetBy",
+            ] {
+                v[k] = Value::Null;
+            }
+        }
+        self.reply(200, v)
     }
 
     fn replace_doc(&self, req: &SimRequest, id: &str) -> SimResponse {
@@ -904,6 +931,18 @@ fn doc_json(d: &SimDoc, strings: bool) -> Value {
         "labelIds": [], "sourceId": id_value(d.source_id, strings), "mitreAttack": null,
         "platforms": null, "createdAt": STAMP, "updatedAt": STAMP
     })
+}
+
+/// A GUID-shaped blob id (what real servers put there is opaque).
+fn blob_id(md5: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        &md5[..8],
+        &md5[8..12],
+        &md5[12..16],
+        &md5[16..20],
+        &md5[20..32]
+    )
 }
 
 fn md5_hex(bytes: &[u8]) -> String {

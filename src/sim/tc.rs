@@ -1,6 +1,7 @@
 //! A ThreatConnect v3 API simulator: HMAC and token auth, real TQL evaluation, paging with
 //! absolute `next` links, deleted indicators, owners, runtime variables; fault injection,
-//! hit counts and latency come from [`Server`].
+//! hit counts and latency come from [`Server`]. Answers carry every field of the documented
+//! examples in tests/fixtures/recorded.
 //!
 //! Memory stays modest at a million indicators: rows are stored compactly (interned owners,
 //! types and tags; numbers with sentinels; the summary derived from the value fields unless it
@@ -928,9 +929,11 @@ fn select(
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct TagOut<'a> {
     id: u32,
     name: &'a str,
+    last_used: String,
 }
 
 #[derive(Serialize)]
@@ -948,6 +951,7 @@ struct IndicatorOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     date_added: Option<String>,
     web_link: Cow<'a, str>,
+    legacy_link: String,
     #[serde(rename = "type")]
     type_name: &'a str,
     last_modified: String,
@@ -966,6 +970,10 @@ struct IndicatorOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     host_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    dns_active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    whois_active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     md5: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sha1: Option<&'a str>,
@@ -980,9 +988,17 @@ struct IndicatorOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     threat_assess_confidence: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    threat_assess_score_observed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threat_assess_score_false_positive: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cal_score: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     false_positives: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_false_positive: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    false_positive_reported_by_user: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -1010,6 +1026,19 @@ fn envelope<T: Serialize>(data: T, count: Option<usize>, next: Option<String>) -
     }
 }
 
+/// Form encoding as TC's `legacyLink` shows it (`badguy%40bad.com`, `Demo+Organization`).
+const LEGACY_LINK_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'*');
+
+fn form_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, LEGACY_LINK_SET)
+        .to_string()
+        .replace("%20", "+")
+}
+
 fn render<'a>(store: &'a Store, row: &'a Row, base: &str, fields: &[&str]) -> IndicatorOut<'a> {
     let extra = row.extra.as_deref();
     let want = |f: &str| fields.iter().any(|x| x.eq_ignore_ascii_case(f));
@@ -1018,23 +1047,37 @@ fn render<'a>(store: &'a Store, row: &'a Row, base: &str, fields: &[&str]) -> In
         None => Cow::Owned(format!("{base}/#/details/indicators/{}/overview", row.id)),
     };
     let ta = from_i32(row.threat_assess);
+    let fp = from_i32(row.false_positives).unwrap_or(0);
+    let type_name = store.types.name(row.ty);
+    let owner_name = store.owners.name(row.owner);
+    let summary = row.summary(store);
+    let kind = type_name.to_ascii_lowercase();
+    let legacy_link = format!(
+        "{base}/auth/indicators/details/{kind}.xhtml?{kind}={}&owner={}",
+        form_encode(&summary),
+        form_encode(owner_name)
+    );
+    let last_modified = time_str(row.last_modified);
+    let host = type_name == "Host";
     IndicatorOut {
         id: row.id,
         owner_id: (row.owner_id != NONE_I64).then_some(row.owner_id),
-        owner_name: store.owners.name(row.owner),
+        owner_name,
         date_added: (row.date_added != NONE_I64).then(|| time_str(row.date_added)),
         web_link,
-        type_name: store.types.name(row.ty),
-        last_modified: time_str(row.last_modified),
+        legacy_link,
+        type_name,
         rating: row.rating(),
         confidence: from_i32(row.confidence),
         description: extra.and_then(|e| e.description.as_deref()),
-        summary: row.summary(store),
+        summary,
         private_flag: false,
         active: row.active,
         active_locked: false,
         ip: row.ip.as_deref(),
         host_name: row.host.as_deref(),
+        dns_active: host.then_some(false),
+        whois_active: host.then_some(false),
         md5: row.md5.as_deref(),
         sha1: row.sha1.as_deref(),
         sha256: row.sha256.as_deref(),
@@ -1045,14 +1088,20 @@ fn render<'a>(store: &'a Store, row: &'a Row, base: &str, fields: &[&str]) -> In
                 .map(|t| TagOut {
                     id: *t + 1,
                     name: store.tags.name(*t),
+                    last_used: last_modified.clone(),
                 })
                 .collect(),
         }),
         threat_assess_score: want("threatAssess").then(|| ta.unwrap_or(0)),
         threat_assess_rating: want("threatAssess").then(|| row.rating().unwrap_or(0.0)),
         threat_assess_confidence: want("threatAssess").then_some(0.0),
-        false_positives: want("falsePositives").then(|| from_i32(row.false_positives).unwrap_or(0)),
-        last_false_positive: None,
+        threat_assess_score_observed: want("threatAssess").then_some(0),
+        threat_assess_score_false_positive: want("threatAssess").then_some(0),
+        cal_score: want("threatAssess").then(|| ta.unwrap_or(0)),
+        false_positives: want("falsePositives").then_some(fp),
+        last_false_positive: (want("falsePositives") && fp > 0).then(|| last_modified.clone()),
+        false_positive_reported_by_user: want("falsePositives").then_some(false),
+        last_modified,
     }
 }
 
@@ -1133,7 +1182,7 @@ fn list(st: &State, req: &SimRequest) -> SimResponse {
 }
 
 /// `/v3/indicators/deleted`: only the API user's Organization unless `owner=` names another
-/// owner, and records in the documented shape (no id, no deletion date).
+/// owner, and records in the documented shape (no id, no deletion date) with a `count`.
 fn deleted(st: &State, req: &SimRequest) -> SimResponse {
     let Some(since) = req
         .param("deletedSince")
@@ -1169,8 +1218,36 @@ fn deleted(st: &State, req: &SimRequest) -> SimResponse {
         })
         .collect();
     let next = (end < all.len()).then(|| next_link(st, req, end));
-    envelope(data, None, next)
+    // The documented answer carries `count` though nobody asked for it.
+    envelope(data, Some(all.len()), next)
 }
+
+/// The permission fields of a documented owner record (all `FULL` here).
+const OWNER_PERMISSIONS: [&str; 23] = [
+    "permIndicator",
+    "permGroup",
+    "permPost",
+    "permVictim",
+    "permAttribute",
+    "permApps",
+    "permUsers",
+    "permSecurityLabel",
+    "permTag",
+    "permAttributeType",
+    "permSettings",
+    "permMembers",
+    "permCopyData",
+    "permInvite",
+    "permTask",
+    "permCaseTag",
+    "permArtifact",
+    "permComment",
+    "permTimeline",
+    "permWorkflowTemplate",
+    "permPublish",
+    "permPlaybooksExecute",
+    "permPlaybooks",
+];
 
 fn owners(st: &State, req: &SimRequest) -> SimResponse {
     let (start, limit) = match paging(req) {
@@ -1196,7 +1273,12 @@ fn owners(st: &State, req: &SimRequest) -> SimResponse {
             } else {
                 "Source"
             };
-            serde_json::json!({"id": id, "name": n, "type": kind, "permIndicator": "FULL"})
+            let mut o = serde_json::json!({"id": id, "name": n, "type": kind,
+                "ownerRole": if kind == "Organization" { "Organization Administrator" } else { "Director" }});
+            for p in OWNER_PERMISSIONS {
+                o[p] = serde_json::json!("FULL");
+            }
+            o
         })
         .collect();
     let end = start.saturating_add(limit).min(all.len());
