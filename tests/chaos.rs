@@ -1250,7 +1250,10 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
                         for doc in docs.iter().filter(|x| &doc_identity(x) == id) {
                             eprintln!(
                                 "seed {seed} run {run}: held {:?} rev {} (want {:?} rev {})",
-                                doc.name, doc_rev(doc), w.name, w.rev
+                                doc.name,
+                                doc_rev(doc),
+                                w.name,
+                                w.rev
                             );
                         }
                     }
