@@ -11,6 +11,7 @@ use crate::http::RetryPolicy;
 use crate::job;
 use crate::params::{self, RawParams};
 use crate::platform::{self, ExitStatus};
+use crate::sync::Checkpoint;
 
 /// Runs the binary with argv (without the program name) and the process environment;
 /// returns the exit code.
@@ -158,16 +159,25 @@ fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
             Err(e) => return fail(&early_paths.out, &e),
         }
     }
-    let (config, notes) = match JobConfig::load(&raw, OffsetDateTime::now_utc()) {
-        Ok(c) => c,
+    let now = OffsetDateTime::now_utc();
+    let loaded = match (JobConfig::load(&raw), Checkpoint::load(&raw, now)) {
+        (Ok(c), Ok(k)) => Ok((c, k)),
+        // Every bad param at once, the job's and the checkpoint's (Last Modified).
+        (Err(Error::Param(a)), Err(Error::Param(b))) => Err(Error::Param(format!("{a}; {b}"))),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let ((config, notes), (checkpoint, checkpoint_notes)) = match loaded {
+        Ok(l) => l,
         Err(e) => return fail(&early_paths.out, &e),
     };
-    for n in &notes {
+    for n in notes.iter().chain(&checkpoint_notes) {
         log::info!("{n}");
     }
-    log::debug!("config: {}", config.redacted_json());
+    let mut shown = config.redacted_json();
+    shown["checkpoint"] = checkpoint.to_json();
+    log::debug!("config: {shown}");
     if opts.print_config {
-        match serde_json::to_string_pretty(&config.redacted_json()) {
+        match serde_json::to_string_pretty(&shown) {
             Ok(s) => println!("{}", platform::redact(&s)),
             Err(e) => return fail(&config.paths.out, &Error::Other(e.to_string())),
         }
@@ -176,7 +186,7 @@ fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
     let result = if opts.command == Command::Check {
         job::check(&config, opts)
     } else {
-        job::execute(&config, opts)
+        job::execute(&config, &checkpoint, opts)
     };
     let outcome = match result {
         Ok(o) => o,
@@ -190,12 +200,7 @@ fn finish(config: &JobConfig, opts: &Options, outcome: job::Outcome) -> i32 {
     let mut status = outcome.status;
     let keeps_results = matches!(status, ExitStatus::Success | ExitStatus::Partial);
     if keeps_results && opts.command == Command::Run && !outcome.results.is_empty() {
-        let updates: Vec<(&str, Option<String>)> = outcome
-            .results
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        if let Err(e) = platform::update_results(out, &updates) {
+        if let Err(e) = platform::update_results(out, &outcome.results) {
             log::error!("cannot write results.tc: {e}");
             status = ExitStatus::Failure;
         }
@@ -231,7 +236,7 @@ mod tests {
         .clone()
         .into_iter()
         .collect();
-        JobConfig::from_params(&raw, OffsetDateTime::now_utc()).unwrap()
+        JobConfig::from_params(&raw).unwrap()
     }
 
     fn outcome(status: ExitStatus) -> job::Outcome {
@@ -239,8 +244,8 @@ mod tests {
             status,
             message: format!("done: {status:?}"),
             results: vec![
-                ("last_modified".into(), Some("2026-11-01T00:00:00Z".into())),
-                ("stale".into(), None),
+                ("last_modified", Some("2026-11-01T00:00:00Z".into())),
+                ("stale", None),
             ],
         }
     }

@@ -1,6 +1,5 @@
 //! The job's modes (run, dry run, check) on top of the sync, and what each reports back.
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::cli::Options;
@@ -8,7 +7,7 @@ use crate::config::JobConfig;
 use crate::error::Result;
 use crate::http::RetryPolicy;
 use crate::platform::ExitStatus;
-use crate::sync::{self, SyncOptions, SyncReport};
+use crate::sync::{self, Checkpoint, SyncOptions, SyncReport};
 use crate::tanium::client::TaniumClient;
 use crate::tc::client::TcClient;
 
@@ -20,18 +19,11 @@ pub struct Outcome {
     /// One-line summary for message.tc.
     pub message: String,
     /// results.tc updates (None removes a key).
-    pub results: Vec<(String, Option<String>)>,
-}
-
-fn iso(t: OffsetDateTime) -> String {
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .unwrap_or_default()
+    pub results: Vec<(&'static str, Option<String>)>,
 }
 
 /// Runs the job (or its dry run): connect both sides, sync, and turn the report into an outcome.
-pub fn execute(config: &JobConfig, opts: &Options) -> Result<Outcome> {
+pub fn execute(config: &JobConfig, checkpoint: &Checkpoint, opts: &Options) -> Result<Outcome> {
     let now = OffsetDateTime::now_utc();
     let tc = TcClient::new(&config.tc, RetryPolicy::default())?;
     let tanium = TaniumClient::connect(&config.tanium, RetryPolicy::default())?;
@@ -40,13 +32,18 @@ pub fn execute(config: &JobConfig, opts: &Options) -> Result<Outcome> {
         out_dir: opts.out.clone(),
         now,
     };
-    let report = sync::run(config, &sync_opts, &tc, &tanium)?;
-    Ok(outcome(config, &report, opts.dry_run, now))
+    let report = sync::run(config, checkpoint, &sync_opts, &tc, &tanium)?;
+    Ok(outcome(config, checkpoint, &report, opts.dry_run, now))
 }
 
 /// Maps a sync report to exit status, message and results (pure, so it is tested directly).
-pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDateTime) -> Outcome {
-    let t = &r.tally;
+pub fn outcome(
+    config: &JobConfig,
+    checkpoint: &Checkpoint,
+    r: &SyncReport,
+    dry_run: bool,
+    now: OffsetDateTime,
+) -> Outcome {
     let status = if !r.has_failures() {
         ExitStatus::Success
     } else if r.delivered_anything() {
@@ -54,7 +51,35 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
     } else {
         ExitStatus::Failure
     };
+    let message = if status == ExitStatus::Failure {
+        // Nothing went through: lead with why, not with counters that are all zero.
+        let why = r
+            .stop
+            .as_ref()
+            .map(ToString::to_string)
+            .or_else(|| r.errors.first().cloned())
+            .or_else(|| r.deploy_error.clone())
+            .unwrap_or_else(|| "nothing could be delivered".into());
+        format!("Sync to Tanium source \"{}\" failed: {why}", r.source.0)
+    } else {
+        summary(r, dry_run)
+    };
+    let results = match (&r.end, status) {
+        (Some(end), ExitStatus::Success | ExitStatus::Partial) => {
+            checkpoint.results(end, &config.filters.fingerprint(), now)
+        }
+        _ => Vec::new(),
+    };
+    Outcome {
+        status,
+        message,
+        results,
+    }
+}
 
+/// The one-line summary of a run that delivered something (or had nothing to do).
+fn summary(r: &SyncReport, dry_run: bool) -> String {
+    let t = &r.tally;
     let source = &r.source.0;
     let mut message = if dry_run {
         format!(
@@ -77,8 +102,8 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
     if failed > 0 {
         message.push_str(&format!(", {failed} failed"));
     }
-    if let Some(why) = &r.stopped {
-        message.push_str(&format!("; {why}"));
+    if let Some(stop) = &r.stop {
+        message.push_str(&format!("; {stop}"));
     } else if failed > 0 {
         if let Some(e) = r.errors.first() {
             message.push_str(&format!("; first error: {e}"));
@@ -90,65 +115,14 @@ pub fn outcome(config: &JobConfig, r: &SyncReport, dry_run: bool, now: OffsetDat
             message.push_str(&format!(": {e}"));
         }
     }
-    if r.deploy_failed {
-        // Say it even when other trouble was reported first: the endpoints lack the new intel.
-        match r
-            .errors
-            .iter()
-            .find(|e| e.starts_with("intel deploy failed"))
-        {
-            Some(e) if !message.contains(e.as_str()) => message.push_str(&format!("; {e}")),
-            Some(_) => {}
-            None => message.push_str("; intel deploy failed"),
-        }
+    // Said even when other trouble came first: the endpoints lack the new intel.
+    if let Some(e) = &r.deploy_error {
+        message.push_str(&format!("; {e}"));
     }
     if r.full_reconcile && !dry_run {
         message.push_str(" (full reconcile)");
     }
-    if status == ExitStatus::Failure {
-        // Nothing went through: lead with why, not with counters that are all zero.
-        let why = r
-            .stopped
-            .clone()
-            .or_else(|| r.errors.first().cloned())
-            .unwrap_or_else(|| "nothing could be delivered".into());
-        message = format!("Sync to Tanium source \"{source}\" failed: {why}");
-    }
-
-    let mut results = Vec::new();
-    if !dry_run && status != ExitStatus::Failure {
-        if let Some(lm) = r.new_last_modified {
-            results.push(("last_modified".to_string(), Some(iso(lm))));
-        }
-        results.push((
-            "filter_fingerprint".to_string(),
-            Some(config.filters.fingerprint()),
-        ));
-        results.push((
-            "job_horizon".to_string(),
-            Some(
-                config
-                    .horizon
-                    .map_or_else(|| crate::config::HORIZON_NONE.to_string(), iso),
-            ),
-        ));
-        // A failed deploy is owed by the next run even when that run changes nothing.
-        results.push((
-            "deploy_pending".to_string(),
-            Some(if r.deploy_failed { "true" } else { "" }.to_string()),
-        ));
-        if r.full_reconcile && r.removals_complete && t.failed_removals == 0 && r.pull_complete {
-            results.push(("last_full_reconcile".to_string(), Some(iso(now))));
-        } else if !r.removals_complete || t.failed_removals > 0 {
-            // Removal evidence may not recur: make the next run a full reconcile.
-            results.push(("last_full_reconcile".to_string(), Some(String::new())));
-        }
-    }
-    Outcome {
-        status,
-        message,
-        results,
-    }
+    message
 }
 
 /// Verifies connectivity and credentials to both sides and the source; one line per check.

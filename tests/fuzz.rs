@@ -194,7 +194,7 @@ proptest! {
                 raw.insert(spec.name.to_string(), v);
             }
         }
-        if let Err(e) = JobConfig::from_params(&raw, OffsetDateTime::now_utc()) {
+        if let Err(e) = JobConfig::from_params(&raw) {
             let e = e.to_string();
             prop_assert!(!e.contains("SECRET-"), "{}", e);
         }

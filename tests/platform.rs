@@ -42,7 +42,7 @@ fn aes128_param_file_is_read_typed_and_deleted() {
     assert_eq!(c["filters"]["types"], json!(["Address", "Host"]));
     assert_eq!(c["filters"]["include_tags"], json!(["apt", "crime"]));
     assert_eq!(c["filters"]["min_confidence"], 50);
-    assert_eq!(c["last_modified"], "2026-01-02T03:04:05Z");
+    assert_eq!(c["checkpoint"]["last_modified"], "2026-01-02T03:04:05Z");
     assert_eq!(c["paths"]["out"], "job/out");
     assert_eq!(c["job_id"], "77");
     assert_eq!(c["api_user"], "svc-api");

@@ -1,0 +1,406 @@
+//! What a job carries from one run to the next: Last Modified, the job horizon, when the last
+//! full reconcile finished, the filters' fingerprint and whether a deploy is owed. This type
+//! alone reads those keys from the params and decides what goes back to `results.tc`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::config::{self, Problems};
+use crate::error::{Error, Result};
+use crate::param_names as pn;
+use crate::params::RawParams;
+
+/// Default of Last Modified when the job does not set it (the guide's "30 days ago").
+pub const DEFAULT_LAST_MODIFIED: &str = "30 days ago";
+/// How results.tc says the job has no horizon (it pulls whatever its filters select).
+pub const HORIZON_NONE: &str = "none";
+/// Overlap kept between runs, so clock skew and same-second updates are never missed.
+pub const SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// The state a run starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Only indicators modified after this are pulled incrementally.
+    pub last_modified: OffsetDateTime,
+    /// The earliest Last Modified the job was given: no pull reaches further back, full
+    /// reconciles included. None: unbounded (the job ran before it kept a horizon).
+    pub horizon: Option<OffsetDateTime>,
+    /// When the last full reconcile finished (None: never, or the next run must reconcile).
+    pub last_full_reconcile: Option<OffsetDateTime>,
+    /// The filters' fingerprint at the last successful run; a change forces a full reconcile.
+    pub filter_fingerprint: Option<String>,
+    /// The last run's deploy failed: deploy this run even if nothing changes.
+    pub deploy_owed: bool,
+}
+
+/// How a run ended, as far as the next run's starting point is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunEnd {
+    /// When this run's TC query started.
+    pub query_started: OffsetDateTime,
+    /// The oldest lastModified among indicators whose document could not be written.
+    pub oldest_undelivered: Option<OffsetDateTime>,
+    /// The TC pull read every page.
+    pub pull_complete: bool,
+    /// This run was a full reconcile.
+    pub full_reconcile: bool,
+    /// Every removal candidate was examined and every removal went through.
+    pub removals_complete: bool,
+    /// The intel deploy this run needed failed.
+    pub deploy_failed: bool,
+}
+
+fn iso(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Checkpoint {
+    /// Reads the keys; a bad Last Modified (the user's param) is an error naming its label,
+    /// damaged hidden params (written by the app itself) only become notes: they force a full
+    /// reconcile or drop the horizon, they never stop the job.
+    pub fn load(raw: &RawParams, now: OffsetDateTime) -> Result<(Checkpoint, Vec<String>)> {
+        let mut problems = Problems::default();
+        let mut notes = Vec::new();
+        let checkpoint = Self::read(raw, now, &mut problems, &mut notes);
+        match checkpoint {
+            Some(c) if problems.is_empty() => Ok((c, notes)),
+            _ => Err(Error::Param(problems.joined())),
+        }
+    }
+
+    fn read(
+        raw: &RawParams,
+        now: OffsetDateTime,
+        problems: &mut Problems,
+        notes: &mut Vec<String>,
+    ) -> Option<Checkpoint> {
+        let last_modified = problems.take(
+            config::text(raw, pn::LAST_MODIFIED)
+                .map(|v| v.unwrap_or_else(|| DEFAULT_LAST_MODIFIED.to_string()))
+                .and_then(|v| {
+                    config::parse_last_modified(&v, now)
+                        .map(Some)
+                        .map_err(|e| format!("{} {e}", pn::LAST_MODIFIED.label))
+                }),
+        )?;
+        let mut hidden_time = |spec: pn::ParamSpec, consequence: &str| match config::text(raw, spec)
+        {
+            Ok(Some(s)) if s.eq_ignore_ascii_case(HORIZON_NONE) => Some(None),
+            Ok(Some(s)) => match config::parse_time(&s, now) {
+                Some(t) => Some(Some(t)),
+                None => {
+                    notes.push(format!(
+                        "{} '{}' is not a time; {consequence}",
+                        spec.name,
+                        config::shown(&s)
+                    ));
+                    Some(None)
+                }
+            },
+            _ => None,
+        };
+        let last_full_reconcile =
+            hidden_time(pn::LAST_FULL_RECONCILE, "a full reconcile will run").flatten();
+        let kept_horizon = hidden_time(pn::JOB_HORIZON, "the job keeps no horizon this run");
+        // A job that ran before it kept a horizon (it has other hidden params) may hold
+        // documents of indicators modified long ago: bounding it now would remove them.
+        let ran_before = [
+            pn::LAST_FULL_RECONCILE,
+            pn::FILTER_FINGERPRINT,
+            pn::DEPLOY_PENDING,
+        ]
+        .iter()
+        .any(|p| raw.contains_key(p.name));
+        let horizon = match kept_horizon {
+            Some(Some(h)) => Some(h.min(last_modified)),
+            Some(None) => None,
+            None if ran_before => None,
+            None => Some(last_modified),
+        };
+        Some(Checkpoint {
+            last_modified,
+            horizon,
+            last_full_reconcile,
+            filter_fingerprint: config::text(raw, pn::FILTER_FINGERPRINT).ok().flatten(),
+            // Written by the app itself; anything unreadable means "no deploy owed".
+            deploy_owed: config::boolean(
+                raw,
+                &[pn::DEPLOY_PENDING.name],
+                pn::DEPLOY_PENDING.label,
+                false,
+            )
+            .unwrap_or(false),
+        })
+    }
+
+    /// Whether this run must compare the whole match set with the source, and why (None:
+    /// an incremental run is enough).
+    pub fn full_reconcile_reason(
+        &self,
+        now: OffsetDateTime,
+        interval: Duration,
+        fingerprint: &str,
+    ) -> Option<&'static str> {
+        if self
+            .filter_fingerprint
+            .as_deref()
+            .is_some_and(|f| f != fingerprint)
+        {
+            return Some("the job's filters changed");
+        }
+        match self.last_full_reconcile {
+            None => Some("no full reconcile on record"),
+            Some(t) => {
+                let age = now - t;
+                (age.is_negative() || age.unsigned_abs() >= interval)
+                    .then_some("the reconcile interval has passed")
+            }
+        }
+    }
+
+    /// The new Last Modified: the query start minus the safety margin, never past an
+    /// indicator that was not delivered, the old one when the pull did not finish (pages come
+    /// in id order, so what was not reached may have any lastModified), and never behind the
+    /// old one after a clean incremental run.
+    pub fn next_last_modified(&self, end: &RunEnd) -> OffsetDateTime {
+        let mut lm = end.query_started - SAFETY_MARGIN;
+        if let Some(f) = end.oldest_undelivered {
+            lm = lm.min(f - Duration::from_secs(1));
+        }
+        if !end.pull_complete {
+            lm = lm.min(self.last_modified);
+        }
+        if !end.full_reconcile && end.oldest_undelivered.is_none() && end.pull_complete {
+            lm = lm.max(self.last_modified);
+        }
+        lm
+    }
+
+    /// What goes to results.tc after a run that delivered something (None removes a key).
+    pub fn results(
+        &self,
+        end: &RunEnd,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Vec<(&'static str, Option<String>)> {
+        let mut out = vec![
+            (
+                pn::LAST_MODIFIED.name,
+                Some(iso(self.next_last_modified(end))),
+            ),
+            (pn::FILTER_FINGERPRINT.name, Some(fingerprint.to_string())),
+            (
+                pn::JOB_HORIZON.name,
+                Some(self.horizon.map_or_else(|| HORIZON_NONE.to_string(), iso)),
+            ),
+            // A failed deploy is owed by the next run even when that run changes nothing.
+            (
+                pn::DEPLOY_PENDING.name,
+                Some(if end.deploy_failed { "true" } else { "" }.to_string()),
+            ),
+        ];
+        if end.full_reconcile && end.removals_complete && end.pull_complete {
+            out.push((pn::LAST_FULL_RECONCILE.name, Some(iso(now))));
+        } else if !end.removals_complete || !end.pull_complete {
+            // Removal evidence may not recur: make the next run a full reconcile.
+            out.push((pn::LAST_FULL_RECONCILE.name, Some(String::new())));
+        }
+        out
+    }
+
+    /// The checkpoint as `--print-config` shows it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "last_modified": iso(self.last_modified),
+            "horizon": self.horizon.map(iso),
+            "last_full_reconcile": self.last_full_reconcile.map(iso),
+            "filter_fingerprint": self.filter_fingerprint,
+            "deploy_owed": self.deploy_owed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-28 12:00:00 UTC);
+
+    fn raw(pairs: &[(&str, &str)]) -> RawParams {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect()
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> (Checkpoint, Vec<String>) {
+        Checkpoint::load(&raw(pairs), NOW).unwrap()
+    }
+
+    fn end() -> RunEnd {
+        RunEnd {
+            query_started: NOW,
+            oldest_undelivered: None,
+            pull_complete: true,
+            full_reconcile: false,
+            removals_complete: true,
+            deploy_failed: false,
+        }
+    }
+
+    #[test]
+    fn a_first_run_starts_at_last_modified_and_takes_it_as_horizon() {
+        let (c, notes) = load(&[]);
+        assert!(notes.is_empty());
+        assert_eq!(c.last_modified, datetime!(2026-10-29 12:00:00 UTC));
+        assert_eq!(c.horizon, Some(c.last_modified));
+        assert_eq!(c.last_full_reconcile, None);
+        assert!(!c.deploy_owed);
+        for (bad, want) in [
+            ("soon", "Last Modified must be a time such as"),
+            ("yesterday", "Last Modified must be a time such as"),
+            ("2099-01-01", "Last Modified is in the future"),
+        ] {
+            let e = Checkpoint::load(&raw(&[("last_modified", bad)]), NOW).unwrap_err();
+            assert!(e.to_string().starts_with(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_horizon_is_the_earliest_last_modified_ever_given() {
+        let kept = [
+            ("last_modified", "2026-11-20T00:00:00Z"),
+            ("job_horizon", "2026-10-01T00:00:00Z"),
+        ];
+        assert_eq!(
+            load(&kept).0.horizon,
+            Some(datetime!(2026-10-01 00:00:00 UTC))
+        );
+        let earlier = [
+            ("last_modified", "2026-09-01T00:00:00Z"),
+            ("job_horizon", "2026-10-01T00:00:00Z"),
+        ];
+        assert_eq!(
+            load(&earlier).0.horizon,
+            Some(datetime!(2026-09-01 00:00:00 UTC))
+        );
+        // A job from before horizons: unbounded, and said so in results.tc.
+        let old = [
+            ("last_modified", "2026-11-20T00:00:00Z"),
+            ("filter_fingerprint", "abc"),
+        ];
+        let (c, _) = load(&old);
+        assert_eq!(c.horizon, None);
+        let results = c.results(&end(), "abc", NOW);
+        assert!(results.contains(&("job_horizon", Some("none".into()))));
+        // A damaged horizon drops it for the run (never narrows what is sent) and says so.
+        let (c, notes) = load(&[("job_horizon", "garbage")]);
+        assert_eq!((c.horizon, notes.len()), (None, 1));
+    }
+
+    #[test]
+    fn full_reconcile_when_filters_change_or_the_interval_passes() {
+        let day = Duration::from_secs(86_400);
+        let (c, _) = load(&[
+            ("last_full_reconcile", "2026-11-28T00:00:00Z"),
+            ("filter_fingerprint", "f1"),
+        ]);
+        assert_eq!(c.full_reconcile_reason(NOW, day, "f1"), None);
+        assert_eq!(
+            c.full_reconcile_reason(NOW, day, "f2"),
+            Some("the job's filters changed")
+        );
+        assert_eq!(
+            c.full_reconcile_reason(NOW, Duration::from_secs(3600), "f1"),
+            Some("the reconcile interval has passed")
+        );
+        assert_eq!(
+            c.full_reconcile_reason(NOW - time::Duration::days(1), day, "f1"),
+            Some("the reconcile interval has passed"),
+            "a clock that went backwards reconciles"
+        );
+        let (damaged, notes) = load(&[("last_full_reconcile", "garbage")]);
+        assert_eq!(notes.len(), 1);
+        assert!(damaged.full_reconcile_reason(NOW, day, "f1").is_some());
+    }
+
+    #[test]
+    fn last_modified_never_passes_what_was_not_delivered() {
+        let (c, _) = load(&[("last_modified", "2026-11-28T10:00:00Z")]);
+        let margin = NOW - SAFETY_MARGIN;
+        assert_eq!(c.next_last_modified(&end()), margin);
+        let failed = datetime!(2026-11-28 11:00:00 UTC);
+        let e = RunEnd {
+            oldest_undelivered: Some(failed),
+            ..end()
+        };
+        assert_eq!(c.next_last_modified(&e), failed - Duration::from_secs(1));
+        let stopped = RunEnd {
+            pull_complete: false,
+            ..end()
+        };
+        assert_eq!(c.next_last_modified(&stopped), c.last_modified);
+        // A clean incremental run never moves it backwards (a clock behind TC's).
+        let (ahead, _) = load(&[("last_modified", "2026-11-28T11:58:00Z")]);
+        assert_eq!(ahead.next_last_modified(&end()), ahead.last_modified);
+        let full = RunEnd {
+            full_reconcile: true,
+            ..end()
+        };
+        assert_eq!(ahead.next_last_modified(&full), margin);
+    }
+
+    #[test]
+    fn results_force_a_full_reconcile_after_incomplete_evidence() {
+        let (c, _) = load(&[]);
+        let key = |r: &[(&str, Option<String>)]| {
+            r.iter()
+                .find(|(k, _)| *k == "last_full_reconcile")
+                .map(|(_, v)| v.clone())
+        };
+        let full = RunEnd {
+            full_reconcile: true,
+            ..end()
+        };
+        assert_eq!(
+            key(&c.results(&full, "f", NOW)),
+            Some(Some("2026-11-28T12:00:00Z".into()))
+        );
+        assert_eq!(
+            key(&c.results(&end(), "f", NOW)),
+            None,
+            "incremental: unchanged"
+        );
+        for broken in [
+            RunEnd {
+                removals_complete: false,
+                ..full
+            },
+            RunEnd {
+                pull_complete: false,
+                ..end()
+            },
+        ] {
+            assert_eq!(
+                key(&c.results(&broken, "f", NOW)),
+                Some(Some(String::new()))
+            );
+        }
+        let owed = RunEnd {
+            deploy_failed: true,
+            ..end()
+        };
+        assert!(c
+            .results(&owed, "f", NOW)
+            .contains(&("deploy_pending", Some("true".into()))));
+        let (k, _) = load(&[("deploy_pending", "true")]);
+        assert!(k.deploy_owed);
+    }
+}

@@ -1,0 +1,200 @@
+//! What the app's Tanium source holds, keyed by identity, compact enough for a million
+//! documents, with the bookkeeping a run adds (seen, removed, created).
+
+use crate::compact::CompactMap;
+use crate::config::IntelFormat;
+use crate::intel;
+use crate::tanium::model::IntelDoc;
+
+/// The indicator was met in this run's pull (its document is current or being written).
+pub(super) const SEEN: u8 = 1;
+/// The document is being removed or replaced.
+pub(super) const GONE: u8 = 2;
+/// The document is in the other intel format than the job now renders.
+pub(super) const OTHER_FORMAT: u8 = 4;
+
+/// What the source holds for one identity (48 bytes with its key in the index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Entry {
+    pub doc_id: i64,
+    /// The rev in the document's description marker (0: unknown, e.g. listings without
+    /// descriptions).
+    pub rev: u64,
+    /// The first 64 bits of the document's MD5 (0: unknown).
+    pub md5: u64,
+    pub flags: u8,
+}
+
+/// The app's source content: identity -> document, plus documents to clean up.
+#[derive(Default)]
+pub(super) struct SourceIndex {
+    pub map: CompactMap<u128, Entry>,
+    /// Identities this run creates documents for (16 bytes each rather than a whole entry, so
+    /// a first sync of a million stays small); a second sighting in the run is skipped.
+    pub created: CompactMap<u128, ()>,
+    /// Extra documents claiming an identity already present (same indicator twice).
+    pub duplicates: Vec<(i64, String)>,
+    /// Documents in the app's source that carry no identity of ours.
+    pub unidentified: Vec<(i64, String)>,
+    pub docs: u64,
+    /// Documents in the other intel format than the job renders now.
+    pub other_format: u64,
+}
+
+pub(super) fn parse_uuid(s: &str) -> Option<u128> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    u128::from_str_radix(&hex, 16).ok()
+}
+
+pub(super) fn parse_hex_u64(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.get(..16.min(s.len()))?, 16).ok()
+}
+
+/// The first 64 bits of a hex MD5 (0 when it is not one): enough to tell content apart.
+pub(super) fn parse_md5(s: &str) -> u64 {
+    if s.len() == 32 {
+        u128::from_str_radix(s, 16).map_or(0, |v| (v >> 64) as u64)
+    } else {
+        0
+    }
+}
+
+impl SourceIndex {
+    pub fn add(&mut self, doc: IntelDoc, format: IntelFormat) {
+        self.docs += 1;
+        let identity = intel::identity_from_doc(
+            doc.intrinsic_id.as_deref(),
+            &doc.name,
+            doc.description.as_deref(),
+        )
+        .and_then(|s| parse_uuid(&s));
+        let Some(key) = identity else {
+            self.unidentified.push((doc.id, doc.name));
+            return;
+        };
+        let other = doc_format(&doc).is_some_and(|f| f != format);
+        self.other_format += u64::from(other);
+        let entry = Entry {
+            doc_id: doc.id,
+            rev: intel::rev_from_doc(doc.description.as_deref())
+                .and_then(|r| parse_hex_u64(&r))
+                .unwrap_or(0),
+            md5: doc.md5.as_deref().map(parse_md5).unwrap_or(0),
+            flags: if other { OTHER_FORMAT } else { 0 },
+        };
+        match self.map.get_mut(&key) {
+            None => {
+                self.map.insert(key, entry);
+            }
+            Some(existing) => {
+                // Keep the one in the current format (a format switch interrupted between its
+                // create and its delete leaves both), then the oldest (lowest id), so Tanium ids
+                // stay stable.
+                let rank = |e: &Entry| (e.flags & OTHER_FORMAT != 0, e.doc_id);
+                let (keep, drop) = if rank(&entry) < rank(existing) {
+                    (entry, *existing)
+                } else {
+                    (*existing, entry)
+                };
+                *existing = keep;
+                self.duplicates.push((drop.doc_id, doc.name));
+            }
+        }
+    }
+
+    /// Marks the document of `key` for removal; its id when there is one to remove (not one
+    /// this run met in the pull, nor one already on its way out).
+    pub fn take_for_removal(&mut self, key: u128) -> Option<i64> {
+        let e = self.map.get_mut(&key)?;
+        if e.flags & (SEEN | GONE) != 0 || e.doc_id < 0 {
+            return None;
+        }
+        e.flags |= GONE;
+        Some(e.doc_id)
+    }
+
+    /// Every document the pull did not meet, marked for removal (a full reconcile's sweep).
+    pub fn take_unseen(&mut self) -> Vec<(u128, i64)> {
+        let mut out = Vec::new();
+        for (key, e) in self.map.iter_mut() {
+            if e.flags & (SEEN | GONE) == 0 && e.doc_id >= 0 {
+                e.flags |= GONE;
+                out.push((*key, e.doc_id));
+            }
+        }
+        out
+    }
+}
+
+/// The format of a listed document, from Tanium's `type` (or the name of the file it came from).
+fn doc_format(doc: &IntelDoc) -> Option<IntelFormat> {
+    let kind = doc.kind.as_deref()?.to_ascii_lowercase();
+    if kind.contains("stix") {
+        Some(IntelFormat::Stix)
+    } else if kind.contains("ioc") {
+        Some(IntelFormat::OpenIoc)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(id: i64, identity: &str, kind: &str) -> IntelDoc {
+        IntelDoc {
+            id,
+            source_id: Some(1),
+            name: format!("doc {id}"),
+            intrinsic_id: Some(format!("tctr:Package-{identity}")),
+            md5: Some("0123456789abcdef0123456789abcdef".into()),
+            kind: Some(kind.into()),
+            ..IntelDoc::default()
+        }
+    }
+
+    #[test]
+    fn duplicates_keep_the_current_format_then_the_oldest() {
+        let a = intel::identity::identity("o", crate::tc::model::IndicatorType::Host, "a.b");
+        let mut index = SourceIndex::default();
+        index.add(doc(7, &a, "openioc"), IntelFormat::Stix);
+        index.add(doc(9, &a, "stix"), IntelFormat::Stix);
+        index.add(doc(8, &a, "stix"), IntelFormat::Stix);
+        let e = index.map.get(&parse_uuid(&a).unwrap()).unwrap();
+        assert_eq!(e.doc_id, 8);
+        assert_eq!(e.md5, 0x0123456789abcdef);
+        let mut dropped: Vec<i64> = index.duplicates.iter().map(|d| d.0).collect();
+        dropped.sort();
+        assert_eq!(dropped, vec![7, 9]);
+        index.add(
+            IntelDoc {
+                intrinsic_id: Some("someone else's".into()),
+                ..doc(10, &a, "stix")
+            },
+            IntelFormat::Stix,
+        );
+        assert_eq!(index.unidentified, vec![(10, "doc 10".to_string())]);
+        assert_eq!(index.docs, 4);
+    }
+
+    #[test]
+    fn a_document_is_taken_for_removal_once_and_never_after_being_seen() {
+        let a = intel::identity::identity("o", crate::tc::model::IndicatorType::Host, "a.b");
+        let b = intel::identity::identity("o", crate::tc::model::IndicatorType::Host, "c.d");
+        let mut index = SourceIndex::default();
+        index.add(doc(1, &a, "stix"), IntelFormat::Stix);
+        index.add(doc(2, &b, "stix"), IntelFormat::Stix);
+        let (ka, kb) = (parse_uuid(&a).unwrap(), parse_uuid(&b).unwrap());
+        if let Some(e) = index.map.get_mut(&kb) {
+            e.flags |= SEEN;
+        }
+        assert_eq!(index.take_for_removal(kb), None, "met in the pull");
+        assert_eq!(index.take_for_removal(ka), Some(1));
+        assert_eq!(index.take_for_removal(ka), None, "already going");
+        assert!(index.take_unseen().is_empty());
+    }
+}

@@ -1,0 +1,366 @@
+//! The sync: read the app's Tanium source, pull what changed in ThreatConnect, create / update /
+//! remove intel documents, deploy once, and say where the next run starts.
+//!
+//! Only this module knows the order of the steps (`run`); each stage has its own file: the
+//! source index, planning one indicator, the planner that walks the pull, the write pool,
+//! removals and the checkpoint. `tc`, `tanium` and `intel` know nothing of each other; this
+//! module maps between them.
+
+pub mod checkpoint;
+mod index;
+mod plan;
+mod planner;
+mod pool;
+mod removals;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use time::OffsetDateTime;
+
+use crate::config::JobConfig;
+use crate::error::Result;
+use crate::tanium::client::TaniumClient;
+use crate::tc::client::TcClient;
+use crate::tc::tql;
+
+pub use checkpoint::{Checkpoint, RunEnd};
+use index::SourceIndex;
+use planner::{Counts, Planner, PullEnd};
+use pool::Results;
+
+/// What the caller asks of a run besides the job config.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Read both sides, write nothing to Tanium, print the plan.
+    pub dry_run: bool,
+    /// Where a dry run writes the rendered documents.
+    pub out_dir: Option<PathBuf>,
+    /// The run's start time (injected so tests can move the clock).
+    pub now: OffsetDateTime,
+}
+
+/// Counters of one run, reported in message.tc and the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Indicators received from TC that qualified (before rendering).
+    pub matched: u64,
+    /// Documents created.
+    pub created: u64,
+    /// Documents replaced because their content changed.
+    pub updated: u64,
+    /// Documents removed (no longer qualifying, deleted in TC, duplicates, unidentifiable).
+    pub removed: u64,
+    /// Indicators whose document was already identical.
+    pub unchanged: u64,
+    /// Indicators skipped because their value is invalid.
+    pub skipped_invalid: u64,
+    /// Indicators of types this app does not send (user TQL), not sent.
+    pub dropped_other_types: u64,
+    /// Creates or updates that failed.
+    pub failed_writes: u64,
+    /// Removals that failed.
+    pub failed_removals: u64,
+}
+
+impl Tally {
+    fn new(counts: &Counts, results: &Results) -> Tally {
+        Tally {
+            matched: counts.matched,
+            created: results.created + counts.would_create,
+            updated: results.updated + counts.would_update,
+            removed: results.removed + counts.would_remove,
+            unchanged: counts.unchanged + results.unchanged,
+            skipped_invalid: counts.skipped_invalid,
+            dropped_other_types: counts.dropped_other_types,
+            failed_writes: results.failed_writes,
+            failed_removals: results.failed_removals,
+        }
+    }
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} matched, {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid), {} not sent (type not Address/File/Host), {} writes and {} removals failed",
+            self.matched,
+            self.created,
+            self.updated,
+            self.removed,
+            self.unchanged,
+            self.skipped_invalid,
+            self.dropped_other_types,
+            self.failed_writes,
+            self.failed_removals
+        )
+    }
+}
+
+/// Why a run stopped before the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The TC pull failed after some pages, or met a record it cannot read.
+    Pull(String),
+    /// Tanium writes kept failing, so the run stopped sending them.
+    TaniumDown,
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stop::Pull(why) => write!(f, "ThreatConnect pull incomplete (nothing removed): {why}"),
+            Stop::TaniumDown => f.write_str("stopped early: Tanium writes kept failing"),
+        }
+    }
+}
+
+/// Result of a run: what `job` turns into message.tc, results.tc and the exit code.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    /// Counters.
+    pub tally: Tally,
+    /// True when this run compared the whole match set with the source.
+    pub full_reconcile: bool,
+    /// Whether every removal candidate was examined (false when TC failed mid-way).
+    pub removals_complete: bool,
+    /// Whether the TC pull finished.
+    pub pull_complete: bool,
+    /// Why the run stopped before the end.
+    pub stop: Option<Stop>,
+    /// The first few failures, for the log and message.
+    pub errors: Vec<String>,
+    /// Whether deploy was called.
+    pub deployed: bool,
+    /// The deploy this run needed failed: written intel may not reach endpoints until one works.
+    pub deploy_error: Option<String>,
+    /// How the run ended for the checkpoint (None in a dry run).
+    pub end: Option<RunEnd>,
+    /// Tanium source name and id.
+    pub source: (String, Option<i64>),
+}
+
+impl SyncReport {
+    /// True when something could not be delivered or removed.
+    pub fn has_failures(&self) -> bool {
+        self.tally.failed_writes > 0
+            || self.tally.failed_removals > 0
+            || !self.pull_complete
+            || !self.removals_complete
+            || self.deploy_error.is_some()
+    }
+
+    /// True when at least one document change went through (or nothing needed doing).
+    pub fn delivered_anything(&self) -> bool {
+        let t = &self.tally;
+        t.created + t.updated + t.removed + t.unchanged > 0
+    }
+}
+
+/// The app's source, as this run found it.
+struct Source {
+    name: String,
+    id: Option<i64>,
+    created: bool,
+}
+
+/// Finds the source (a dry run never creates it) and lists what it holds.
+fn open_source(
+    config: &JobConfig,
+    opts: &SyncOptions,
+    tanium: &TaniumClient,
+) -> Result<(Source, SourceIndex)> {
+    let name = config.tanium.source_name.clone();
+    let found = tanium.find_source(&name)?.map(|s| s.id);
+    let (id, created) = match found {
+        Some(id) => (Some(id), false),
+        None if opts.dry_run => (None, false),
+        // (the client logs the creation once, and only when it did create it)
+        None => (Some(tanium.find_or_create_source(&name)?.id), true),
+    };
+    let mut index = SourceIndex::default();
+    if let Some(id) = id {
+        tanium.list_docs(id, &mut |doc| index.add(doc, config.intel_format))?;
+    }
+    log::info!(
+        "Tanium source \"{name}\" holds {} documents ({} identified, {} duplicates, {} unidentified)",
+        index.docs,
+        index.map.len(),
+        index.duplicates.len(),
+        index.unidentified.len()
+    );
+    Ok((Source { name, id, created }, index))
+}
+
+/// Why this run compares the whole match set with the source (None: incremental).
+fn full_reconcile_reason(
+    config: &JobConfig,
+    checkpoint: &Checkpoint,
+    source: &Source,
+    index: &SourceIndex,
+    now: OffsetDateTime,
+) -> Option<&'static str> {
+    if index.map.is_empty() || source.created {
+        return Some("the source is empty");
+    }
+    let reason = checkpoint.full_reconcile_reason(
+        now,
+        config.reconcile_interval,
+        &config.filters.fingerprint(),
+    );
+    // A changed Intel Format must reach every document, not only the ones TC modified since.
+    match reason {
+        Some("the job's filters changed") => reason,
+        _ if index.other_format > 0 => Some("the intel format changed"),
+        _ => reason,
+    }
+}
+
+fn log_mode(checkpoint: &Checkpoint, full: Option<&str>) {
+    match checkpoint.horizon {
+        Some(h) => log::info!(
+            "job horizon: indicators last modified before {} are never sent",
+            tql::format_time(h)
+        ),
+        None => log::info!("job horizon: none (the job ran before it kept one)"),
+    }
+    match full {
+        Some(reason) => log::info!("full reconcile: {reason}"),
+        None => log::info!(
+            "incremental run: indicators modified after {}",
+            tql::format_time(checkpoint.last_modified)
+        ),
+    }
+}
+
+/// Pulls, plans and removes with `planner`; how the pull ended and whether every removal
+/// candidate was examined.
+fn reconcile(
+    planner: &mut Planner,
+    tc: &TcClient,
+    index: &mut SourceIndex,
+    checkpoint: &Checkpoint,
+    full: bool,
+) -> Result<(PullEnd, bool)> {
+    let window = tql::Window {
+        after: (!full).then_some(checkpoint.last_modified),
+        horizon: checkpoint.horizon,
+        until: None,
+    };
+    let pull = planner.pull(tc, &tql::build(&planner.config.filters, &window), index)?;
+    planner.count_other_types(tc, &window);
+    if !pull.complete || planner.broken() {
+        return Ok((pull, false));
+    }
+    let mut removals_complete = true;
+    if full {
+        planner.sweep(index, checkpoint.horizon);
+    } else {
+        let window = tql::Window {
+            after: Some(checkpoint.last_modified),
+            horizon: checkpoint.horizon,
+            until: Some(planner.opts.now),
+        };
+        if let Err(e) = planner.incremental_removals(tc, index, checkpoint.last_modified, &window) {
+            removals_complete = false;
+            let msg = format!("could not check for removals: {e}");
+            log::error!("{msg}");
+            planner.removal_error = Some(msg);
+        }
+    }
+    planner.remove_duplicates(index);
+    Ok((pull, removals_complete))
+}
+
+/// Runs one sync with already-connected clients.
+pub fn run(
+    config: &JobConfig,
+    checkpoint: &Checkpoint,
+    opts: &SyncOptions,
+    tc: &TcClient,
+    tanium: &TaniumClient,
+) -> Result<SyncReport> {
+    let started = Instant::now();
+    if let (true, Some(d)) = (opts.dry_run, &opts.out_dir) {
+        std::fs::create_dir_all(d).map_err(|e| crate::error::Error::io(d, e))?;
+    }
+    let (source, mut index) = open_source(config, opts, tanium)?;
+    let full = full_reconcile_reason(config, checkpoint, &source, &index, opts.now);
+    log_mode(checkpoint, full);
+
+    let mut plan_with = |pool: Option<&pool::Pool>| {
+        let mut p = Planner {
+            config,
+            opts,
+            tanium,
+            pool,
+            counts: Counts::default(),
+            removal_error: None,
+        };
+        let r = reconcile(&mut p, tc, &mut index, checkpoint, full.is_some());
+        r.map(|r| (r, p.counts, p.removal_error))
+    };
+    let (planned, mut results) = if opts.dry_run {
+        (plan_with(None), Results::default())
+    } else {
+        pool::with_pool(tanium, source.id.unwrap_or(0), config.workers, |pool| {
+            plan_with(Some(pool))
+        })
+    };
+    let ((pull, removals_complete), counts, removal_error) = planned?;
+    if let Some(e) = removal_error {
+        results.note_error(e);
+    }
+    let tally = Tally::new(&counts, &results);
+    if opts.dry_run {
+        println!(
+            "plan: {} to create, {} to update, {} to remove; {} unchanged, {} skipped (invalid), {} not sent (other types)",
+            tally.created, tally.updated, tally.removed, tally.unchanged, tally.skipped_invalid, tally.dropped_other_types
+        );
+    }
+
+    // Deploy once if anything changed, or when an earlier run's deploy failed (its writes are
+    // not on the endpoints yet).
+    let mut deployed = false;
+    let mut deploy_error = None;
+    if !opts.dry_run && (results.wrote_anything || checkpoint.deploy_owed) {
+        match tanium.deploy() {
+            Ok(d) => deployed = d,
+            Err(e) => {
+                let msg = format!("intel deploy failed: {e}");
+                log::error!("{msg}");
+                deploy_error = Some(msg);
+            }
+        }
+    }
+
+    let pull_complete = pull.complete;
+    let removals_complete = removals_complete && pull_complete;
+    let report = SyncReport {
+        full_reconcile: full.is_some(),
+        removals_complete,
+        pull_complete,
+        stop: pull.stop,
+        deployed,
+        end: (!opts.dry_run).then_some(RunEnd {
+            query_started: opts.now,
+            oldest_undelivered: results.oldest_undelivered,
+            pull_complete,
+            full_reconcile: full.is_some(),
+            removals_complete: removals_complete && tally.failed_removals == 0,
+            deploy_failed: deploy_error.is_some(),
+        }),
+        deploy_error,
+        errors: results.errors,
+        tally,
+        source: (source.name, source.id),
+    };
+    log::info!(
+        "run finished in {:.1} s: {}{}",
+        started.elapsed().as_secs_f64(),
+        report.tally,
+        if deployed { "; intel deployed" } else { "" }
+    );
+    Ok(report)
+}

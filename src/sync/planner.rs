@@ -1,0 +1,278 @@
+//! The planner: walks the TC pull, decides for each indicator (see `plan`), says why in the
+//! plan, and hands writes to the pool. Its counters stay on its own thread.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::config::JobConfig;
+use crate::error::{Error, Result};
+use crate::intel::{self, Package};
+use crate::tanium::client::TaniumClient;
+use crate::tc::client::TcClient;
+use crate::tc::model::Indicator;
+use crate::tc::tql;
+
+use super::index::SourceIndex;
+use super::plan::{decide, Decision};
+use super::pool::{Op, Pool};
+use super::{Stop, SyncOptions};
+
+/// What the planner counted itself; in a dry run also the writes it would have sent.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Counts {
+    pub matched: u64,
+    pub unchanged: u64,
+    pub skipped_invalid: u64,
+    pub dropped_other_types: u64,
+    pub would_create: u64,
+    pub would_update: u64,
+    pub would_remove: u64,
+}
+
+/// How the pull ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PullEnd {
+    pub complete: bool,
+    pub stop: Option<Stop>,
+}
+
+pub(super) struct Planner<'a> {
+    pub config: &'a JobConfig,
+    pub opts: &'a SyncOptions,
+    pub tanium: &'a TaniumClient,
+    /// None in a dry run: writes are only counted.
+    pub pool: Option<&'a Pool<'a>>,
+    pub counts: Counts,
+    /// Why the removal check could not finish, for the run's errors.
+    pub removal_error: Option<String>,
+}
+
+impl Planner<'_> {
+    /// One plan line: printed (and logged) in a dry run, logged at debug otherwise.
+    pub fn plan(&self, line: String) {
+        if self.opts.dry_run {
+            log::info!("plan: {line}");
+            println!("{line}");
+        } else {
+            log::debug!("{line}");
+        }
+    }
+
+    pub fn dispatch(&mut self, op: Op) {
+        match self.pool {
+            Some(pool) => pool.send(op),
+            None => match op {
+                Op::Create { .. } => self.counts.would_create += 1,
+                Op::Update { .. } => self.counts.would_update += 1,
+                Op::Delete { .. } => self.counts.would_remove += 1,
+                Op::Replace { .. } => {
+                    self.counts.would_create += 1;
+                    self.counts.would_remove += 1;
+                }
+            },
+        }
+    }
+
+    /// Tanium writes kept failing: removals would fail too, and must not be half done.
+    pub fn broken(&self) -> bool {
+        self.pool.is_some_and(|p| p.broken())
+    }
+
+    /// Pulls `tql` page by page and plans every indicator. An error before the first page is
+    /// the run's error (bad TQL, credentials, TC down); a later one ends the pull incomplete.
+    pub fn pull(&mut self, tc: &TcClient, tql: &str, index: &mut SourceIndex) -> Result<PullEnd> {
+        let started = Instant::now();
+        let mut seen = 0u64;
+        let mut pages = tc.indicators(tql);
+        let mut end = PullEnd {
+            complete: true,
+            stop: None,
+        };
+        while let Some(page) = pages.next() {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) if pages.pages() == 0 => return Err(e),
+                Err(e) => {
+                    log::error!("ThreatConnect pull stopped: {e}");
+                    end = PullEnd {
+                        complete: false,
+                        stop: Some(Stop::Pull(stop_reason(&e))),
+                    };
+                    break;
+                }
+            };
+            seen += page.len() as u64;
+            if let Some(undelivered) = self.plan_page(page, index)? {
+                // Tanium is down: everything from here on is undelivered.
+                if let Some(pool) = self.pool {
+                    pool.note_undelivered(undelivered.last_modified_at().or(Some(self.opts.now)));
+                }
+                end = PullEnd {
+                    complete: false,
+                    stop: Some(Stop::TaniumDown),
+                };
+                break;
+            }
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            log::info!(
+                "page {}: {seen} indicators so far ({:.0}/s); {} matched, {} unchanged, {} skipped",
+                pages.pages(),
+                seen as f64 / secs,
+                self.counts.matched,
+                self.counts.unchanged,
+                self.counts.skipped_invalid
+            );
+        }
+        self.counts.dropped_other_types += pages.dropped();
+        Ok(end)
+    }
+
+    /// Plans one page; the first indicator it could not hand over when Tanium is down.
+    fn plan_page(
+        &mut self,
+        page: Vec<Indicator>,
+        index: &mut SourceIndex,
+    ) -> Result<Option<Indicator>> {
+        for ind in page {
+            if self.broken() {
+                return Ok(Some(ind));
+            }
+            let decision = decide(&ind, &self.config.filters, self.config.intel_format, index);
+            self.act(&ind, decision)?;
+        }
+        Ok(None)
+    }
+
+    fn act(&mut self, ind: &Indicator, decision: Decision) -> Result<()> {
+        let last_modified = ind.last_modified_at();
+        match decision {
+            Decision::OtherType => self.counts.dropped_other_types += 1,
+            Decision::Rejected { doc_id, why } => {
+                if let Some(doc_id) = doc_id {
+                    self.remove(doc_id, describe(ind), &why);
+                }
+            }
+            Decision::Invalid(invalid) => {
+                log::warn!("{invalid}");
+                self.counts.skipped_invalid += 1;
+            }
+            Decision::Repeat => self.counts.matched += 1,
+            Decision::Unchanged => {
+                self.counts.matched += 1;
+                self.counts.unchanged += 1;
+            }
+            Decision::Create(pkg) => {
+                self.counts.matched += 1;
+                self.plan(format!("create {}: new match", pkg.name));
+                self.write_dry(&pkg)?;
+                self.dispatch(Op::Create { pkg, last_modified });
+            }
+            Decision::Replace { old_doc_id, pkg } => {
+                self.counts.matched += 1;
+                self.plan(format!(
+                    "replace {}: the intel format changed to {}",
+                    pkg.name, self.config.intel_format
+                ));
+                self.write_dry(&pkg)?;
+                self.dispatch(Op::Replace {
+                    old_doc_id,
+                    pkg,
+                    last_modified,
+                });
+            }
+            Decision::Update {
+                doc_id,
+                pkg,
+                verify,
+            } => {
+                self.counts.matched += 1;
+                if self.opts.dry_run {
+                    match self.dry_update_reason(doc_id, &pkg, verify) {
+                        Some(why) => self.plan(format!("update {}: {why}", pkg.name)),
+                        None => {
+                            self.counts.unchanged += 1;
+                            return Ok(());
+                        }
+                    }
+                    self.write_dry(&pkg)?;
+                }
+                self.dispatch(Op::Update {
+                    doc_id,
+                    pkg,
+                    last_modified,
+                    verify,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, doc_id: i64, what: String, why: &str) {
+        self.plan(format!("remove {what}: {why}"));
+        self.dispatch(Op::Delete { doc_id, what });
+    }
+
+    /// Why a dry run would update this document, from the stored copy's description (None:
+    /// the stored copy is current after all).
+    fn dry_update_reason(&self, doc_id: i64, pkg: &Package, verify: bool) -> Option<String> {
+        let changed = || Some("changed in ThreatConnect".to_string());
+        let description = match self.tanium.get_doc(doc_id) {
+            Ok(Some(d)) => d.description,
+            Ok(None) => None,
+            Err(e) => {
+                log::debug!("could not read intel {doc_id} for the plan: {e}");
+                None
+            }
+        };
+        let Some(description) = description else {
+            return changed();
+        };
+        if verify && intel::rev_from_doc(Some(&description)).as_deref() == Some(pkg.rev.as_str()) {
+            return None;
+        }
+        let fields = intel::changed_fields(&description, &pkg.description);
+        Some(if fields.is_empty() {
+            "the document's content changed".into()
+        } else {
+            format!("{} changed", fields.join(", "))
+        })
+    }
+
+    fn write_dry(&self, pkg: &Package) -> Result<()> {
+        if let (true, Some(d)) = (self.opts.dry_run, self.opts.out_dir.as_ref()) {
+            let path: PathBuf = d.join(&pkg.file_name);
+            fs::write(&path, pkg.body.as_bytes()).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Counts the indicators user TQL selects that are of no type the job can send: the
+    /// job's query leaves them out, so TC says how many there were.
+    pub fn count_other_types(&mut self, tc: &TcClient, window: &tql::Window) {
+        if let Some(q) = tql::other_types(&self.config.filters, window) {
+            match tc.count(&q) {
+                Ok(n) => self.counts.dropped_other_types += n,
+                Err(e) => log::warn!("could not count the indicators of other types: {e}"),
+            }
+        }
+        if self.counts.dropped_other_types > 0 {
+            log::info!(
+                "{} not sent (type not Address/File/Host)",
+                self.counts.dropped_other_types
+            );
+        }
+    }
+}
+
+/// message.tc is short: an unreadable answer is said by what was wrong, not by the request.
+fn stop_reason(e: &Error) -> String {
+    match e {
+        Error::Protocol { detail, .. } => detail.clone(),
+        e => e.to_string(),
+    }
+}
+
+pub(super) fn describe(ind: &Indicator) -> String {
+    format!("{} {} ({})", ind.type_name, ind.summary, ind.owner_name)
+}

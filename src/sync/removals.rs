@@ -1,0 +1,110 @@
+//! Removals, each on positive evidence only: a TC deletion record, an indicator TC returned
+//! that no longer qualifies, or (full reconcile) a pull that is provably complete.
+
+use time::OffsetDateTime;
+
+use crate::error::Result;
+use crate::intel;
+use crate::tc::client::TcClient;
+use crate::tc::model::IndicatorType;
+use crate::tc::tql;
+
+use super::index::{parse_uuid, SourceIndex};
+use super::planner::{describe, Planner};
+
+impl Planner<'_> {
+    /// A full reconcile after a complete pull: every document the pull did not meet goes, and
+    /// so does every document in the source that this job did not make.
+    pub fn sweep(&mut self, index: &mut SourceIndex, horizon: Option<OffsetDateTime>) {
+        let why = match horizon {
+            Some(h) => format!(
+                "not selected any more (deleted, inactive, filtered out, or last modified before the horizon {})",
+                tql::format_time(h)
+            ),
+            None => "not selected any more (deleted, inactive or filtered out)".to_string(),
+        };
+        for (key, doc_id) in index.take_unseen() {
+            self.remove(doc_id, format!("document {doc_id} ({key:032x})"), &why);
+        }
+        for (doc_id, name) in std::mem::take(&mut index.unidentified) {
+            let what = format!("document {doc_id} \"{name}\" (not made by this app)");
+            log::warn!("removing {what} from the app's own source");
+            self.remove(doc_id, what, "not made by this job");
+        }
+    }
+
+    /// Extra documents holding an identity another document holds.
+    pub fn remove_duplicates(&mut self, index: &mut SourceIndex) {
+        for (doc_id, name) in std::mem::take(&mut index.duplicates) {
+            self.remove(
+                doc_id,
+                format!("duplicate document {doc_id} \"{name}\""),
+                "another document holds the same indicator",
+            );
+        }
+    }
+
+    /// Incremental evidence of indicators that no longer qualify: deleted in TC (asked per
+    /// owner: the endpoint covers only the API user's Organization unless told), or modified
+    /// within `window` (deactivated included) so that the matching query no longer returns
+    /// them. Every owner is asked even after one fails; the first failure is returned.
+    pub fn incremental_removals(
+        &mut self,
+        tc: &TcClient,
+        index: &mut SourceIndex,
+        since: OffsetDateTime,
+        window: &tql::Window,
+    ) -> Result<()> {
+        let filters = &self.config.filters;
+        let owners: Vec<String> = if tql::user_tql(filters).is_none() && !filters.owners.is_empty()
+        {
+            filters.owners.clone()
+        } else {
+            tc.owners()?.into_iter().map(|o| o.name).collect()
+        };
+        let mut first_error = None;
+        for owner in &owners {
+            let mut gone = Vec::new();
+            let asked = tc.deleted_since(since, Some(owner), &mut |d| {
+                let Some(kind) = IndicatorType::parse(&d.type_name) else {
+                    return;
+                };
+                let key = intel::identity_of(&d.owner_name, kind, &d.summary)
+                    .ok()
+                    .and_then(|id| parse_uuid(&id));
+                if let Some(doc_id) = key.and_then(|k| index.take_for_removal(k)) {
+                    gone.push((
+                        doc_id,
+                        format!("{} {} ({})", d.type_name, d.summary, d.owner_name),
+                    ));
+                }
+            });
+            for (doc_id, what) in gone {
+                self.remove(doc_id, what, "deleted in ThreatConnect");
+            }
+            if let Err(e) = asked {
+                log::error!("could not read the indicators deleted in {owner}: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+        let tql = tql::removal_check(&self.config.filters, window);
+        log::debug!("removal check TQL: {tql}");
+        for page in tc.indicators(&tql) {
+            for ind in page? {
+                let Some(kind) = ind.kind() else { continue };
+                let key = intel::identity_of(&ind.owner_name, kind, &ind.summary)
+                    .ok()
+                    .and_then(|id| parse_uuid(&id));
+                if let Some(doc_id) = key.and_then(|k| index.take_for_removal(k)) {
+                    let why = self
+                        .config
+                        .filters
+                        .rejection(&ind)
+                        .unwrap_or_else(|| "no longer selected by the job's query".into());
+                    self.remove(doc_id, describe(&ind), &why);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
