@@ -1,7 +1,12 @@
 //! The Tanium side: session, API generation, source, intel documents, deploy.
 
+mod answers;
 pub mod client;
+mod generation;
+mod intels;
 pub mod model;
+mod session;
+mod source;
 
 pub use client::TaniumClient;
 pub use model::{ApiGeneration, IntelDoc, Source, Upload};

@@ -1,0 +1,175 @@
+//! Reading Tanium's answers: envelopes and listing shapes of both generations, status errors,
+//! and the permission each call needs when a 403 says it is missing.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result, Service};
+use crate::http::{self, Response};
+use crate::tanium::model::ApiGeneration;
+
+/// What a call needs the server's permission to do, and the permission's name. Only
+/// "threat response intels write" is a name on record (Splunk SOAR's Tanium TR README); the
+/// others follow its pattern.
+pub(super) fn permission_for(method: &str, path: &str) -> Option<(&'static str, &'static str)> {
+    let p = http::path_of(path);
+    let rest = [ApiGeneration::V4, ApiGeneration::V3]
+        .into_iter()
+        .find_map(|g| p.strip_prefix(g.base_path()))?;
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let read = method == "GET";
+    Some(match (segs.as_slice(), read) {
+        (["sources", _, "intels", ..], false) | (["intels", ..], false) => {
+            ("write intel documents", "threat response intels write")
+        }
+        (["sources", _, "intels", ..], true) | (["intels", ..], true) => {
+            ("read intel documents", "threat response intels read")
+        }
+        (["sources", ..], true) => ("read intel sources", "threat response sources read"),
+        (["sources", ..], false) => ("create intel sources", "threat response sources write"),
+        (["labels", ..], true) => ("read labels", "threat response labels read"),
+        (["labels", ..], false) => ("write labels", "threat response labels write"),
+        (["intel", "deploy"], _) => ("deploy intel", "threat response intel deploy"),
+        (["intel", "status"], _) => ("read intel status", "threat response intels read"),
+        _ => return None,
+    })
+}
+
+/// Says which permission a 403 to this call means is missing.
+pub(super) fn needed_for(method: &str, path: &str) -> String {
+    match permission_for(method, path) {
+        Some((action, name)) => format!("the account or API token needs '{name}' to {action}"),
+        None => "the account or API token lacks a Threat Response permission this call needs"
+            .to_string(),
+    }
+}
+
+/// A 403 that is not about the credentials themselves: a missing permission.
+pub(super) fn forbidden(method: &str, path: &str) -> Error {
+    Error::Forbidden {
+        service: Service::Tanium,
+        needed: needed_for(method, path),
+        answers: format!("{} answered 403", describe(method, path)),
+    }
+}
+
+/// `METHOD /path` without the query.
+pub(super) fn describe(method: &str, path: &str) -> String {
+    format!("{method} {}", http::path_of(path))
+}
+
+pub(super) fn status_error(resp: &Response, method: &str, path: &str) -> Error {
+    let mut message = resp.body_excerpt(300);
+    if message.is_empty() {
+        message = "(no details)".into();
+    }
+    Error::Status {
+        service: Service::Tanium,
+        request: describe(method, path),
+        status: resp.status,
+        message,
+    }
+}
+
+/// Parses a JSON body; an empty body is `null`. A non-JSON body is a protocol error that
+/// names the content type (Tanium answers text or XML on some routes).
+pub(super) fn json_body(resp: &Response, request: &str) -> Result<Value> {
+    if resp.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&resp.body).map_err(|e| Error::Protocol {
+        service: Service::Tanium,
+        request: request.to_string(),
+        detail: format!(
+            "expected JSON, got {} ({e})",
+            resp.header("content-type").unwrap_or("no content type")
+        ),
+    })
+}
+
+/// Removes the 4.x `{"data": ...}` envelope when present (3.x answers bare JSON).
+pub fn unwrap_data(v: Value) -> Value {
+    match v {
+        Value::Object(mut m) if m.contains_key("data") => m.remove("data").unwrap_or(Value::Null),
+        other => other,
+    }
+}
+
+/// The rows of a listing in any of the shapes seen or guessed: a bare array, `{"data": [...]}`,
+/// `{"data": {"intels"|"sources"|"items"|...: [...]}}`, or an object with one array field.
+pub fn rows_of(v: Value) -> Option<Vec<Value>> {
+    match unwrap_data(v) {
+        Value::Array(a) => Some(a),
+        Value::Null => Some(Vec::new()),
+        Value::Object(mut m) => {
+            for key in ["intels", "sources", "items", "results", "docs", "rows"] {
+                if let Some(Value::Array(a)) = m.remove(key) {
+                    return Some(a);
+                }
+            }
+            let mut arrays = m.into_iter().filter_map(|(_, v)| match v {
+                Value::Array(a) => Some(a),
+                _ => None,
+            });
+            match (arrays.next(), arrays.next()) {
+                (Some(a), None) => Some(a),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    pub(super) fn listing_shapes_are_all_understood() {
+        let one = json!([{"id": 1}]);
+        assert_eq!(rows_of(one.clone()).unwrap().len(), 1);
+        assert_eq!(rows_of(json!({"data": one.clone()})).unwrap().len(), 1);
+        assert_eq!(
+            rows_of(json!({"data": {"intels": one.clone(), "total": 1}}))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            rows_of(json!({"data": {"whatever": one.clone()}}))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(rows_of(json!({"data": null})).unwrap().len(), 0);
+        assert!(rows_of(json!({"data": {"a": [], "b": []}})).is_none());
+        assert!(rows_of(json!("text")).is_none());
+    }
+
+    #[test]
+    pub(super) fn envelope_is_removed_only_when_present() {
+        assert_eq!(unwrap_data(json!({"data": {"id": 3}})), json!({"id": 3}));
+        assert_eq!(unwrap_data(json!({"id": 3})), json!({"id": 3}));
+    }
+
+    #[test]
+    pub(super) fn a_403_names_the_permission_of_the_call() {
+        let base = ApiGeneration::V4.base_path();
+        let hint = |m: &str, p: &str| needed_for(m, &format!("{base}{p}"));
+        assert_eq!(
+            hint("POST", "/sources/3/intels"),
+            "the account or API token needs 'threat response intels write' to write intel documents"
+        );
+        assert!(hint("PUT", "/intels/9").ends_with("to write intel documents"));
+        assert!(hint("DELETE", "/intels/?id=9").ends_with("to write intel documents"));
+        assert!(hint("GET", "/intels?limit=500").ends_with("to read intel documents"));
+        assert!(hint("GET", "/sources").ends_with("to read intel sources"));
+        assert!(hint("POST", "/sources").ends_with("to create intel sources"));
+        assert!(hint("GET", "/labels").ends_with("to read labels"));
+        assert!(hint("POST", "/intel/deploy").ends_with("to deploy intel"));
+        assert!(hint("GET", "/intel/status").ends_with("to read intel status"));
+        let v3 = ApiGeneration::V3.base_path();
+        assert!(needed_for("GET", &format!("{v3}/labels")).ends_with("to read labels"));
+        assert!(needed_for("GET", "/api/v2/other").contains("lacks a Threat Response"));
+    }
+}
