@@ -230,3 +230,170 @@ pub fn package(opts: &Options) -> Result<ExitStatus> {
     println!("package ready: {}", path.display());
     Ok(ExitStatus::Success)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::{RunEnd, Stop, Tally};
+    use serde_json::json;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-28 12:00:00 UTC);
+
+    fn config() -> (JobConfig, Checkpoint) {
+        let raw: crate::params::RawParams = json!({
+            "tc_api_path": "https://tc/api", "tc_token": "t:1",
+            "tanium_address": "t", "tanium_username": "u", "tanium_password": "p",
+            "last_modified": "2026-11-28T10:00:00Z",
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+        .into_iter()
+        .collect();
+        let c = JobConfig::from_params(&raw).unwrap();
+        (c, Checkpoint::load(&raw, NOW).unwrap().0)
+    }
+
+    fn report(tally: Tally) -> SyncReport {
+        SyncReport {
+            tally,
+            full_reconcile: false,
+            removals_complete: true,
+            pull_complete: true,
+            stop: None,
+            errors: Vec::new(),
+            deployed: false,
+            deploy_error: None,
+            end: Some(RunEnd {
+                query_started: NOW,
+                oldest_undelivered: None,
+                pull_complete: true,
+                full_reconcile: false,
+                removals_complete: true,
+                deploy_failed: false,
+            }),
+            source: ("ThreatConnect".into(), Some(7)),
+        }
+    }
+
+    fn run(r: &SyncReport) -> Outcome {
+        let (c, k) = config();
+        outcome(&c, &k, r, false, NOW)
+    }
+
+    fn key<'a>(o: &'a Outcome, k: &str) -> Option<&'a Option<String>> {
+        o.results.iter().find(|(n, _)| *n == k).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn a_clean_run_exits_0_with_the_counters_and_moves_the_checkpoint() {
+        let r = report(Tally {
+            matched: 12,
+            created: 2,
+            updated: 1,
+            removed: 3,
+            unchanged: 9,
+            skipped_invalid: 1,
+            dropped_other_types: 4,
+            ..Tally::default()
+        });
+        let o = run(&r);
+        assert_eq!(o.status, ExitStatus::Success);
+        assert_eq!(
+            o.message,
+            "Synced 12 indicators to Tanium source \"ThreatConnect\": 2 created, 1 updated, 3 removed, 9 unchanged, 1 skipped (invalid), 4 not sent (type not Address/File/Host)"
+        );
+        assert_eq!(
+            key(&o, "last_modified"),
+            Some(&Some("2026-11-28T11:55:00Z".into()))
+        );
+        assert_eq!(key(&o, "deploy_pending"), Some(&Some(String::new())));
+    }
+
+    #[test]
+    fn partial_runs_exit_3_and_say_why_first_error_stop_or_deploy() {
+        let mut r = report(Tally {
+            matched: 5,
+            created: 3,
+            failed_writes: 2,
+            ..Tally::default()
+        });
+        r.errors = vec!["could not write X: Tanium answered 503".into()];
+        let o = run(&r);
+        assert_eq!(o.status, ExitStatus::Partial);
+        assert!(
+            o.message
+                .ends_with(", 2 failed; first error: could not write X: Tanium answered 503"),
+            "{}",
+            o.message
+        );
+        let mut stopped = report(Tally {
+            matched: 5,
+            unchanged: 5,
+            ..Tally::default()
+        });
+        stopped.pull_complete = false;
+        stopped.removals_complete = false;
+        stopped.stop = Some(Stop::Pull("record 3 of page 2 cannot be read".into()));
+        stopped.full_reconcile = true;
+        let o = run(&stopped);
+        assert_eq!(o.status, ExitStatus::Partial);
+        assert!(
+            o.message.ends_with(
+                "; ThreatConnect pull incomplete (nothing removed): record 3 of page 2 cannot be read (full reconcile)"
+            ),
+            "{}",
+            o.message
+        );
+        let mut deploy = report(Tally {
+            matched: 1,
+            created: 1,
+            ..Tally::default()
+        });
+        deploy.deploy_error = Some("intel deploy failed: Tanium answered 400".into());
+        if let Some(e) = deploy.end.as_mut() {
+            e.deploy_failed = true;
+        }
+        let o = run(&deploy);
+        assert_eq!(o.status, ExitStatus::Partial);
+        assert!(o
+            .message
+            .ends_with("; intel deploy failed: Tanium answered 400"));
+        assert_eq!(key(&o, "deploy_pending"), Some(&Some("true".into())));
+    }
+
+    #[test]
+    fn nothing_delivered_exits_1_leading_with_why_and_keeps_every_key() {
+        let mut r = report(Tally::default());
+        r.pull_complete = false;
+        r.removals_complete = false;
+        r.stop = Some(Stop::Pull("record 1 of page 1 cannot be read".into()));
+        let o = run(&r);
+        assert_eq!(o.status, ExitStatus::Failure);
+        assert_eq!(
+            o.message,
+            "Sync to Tanium source \"ThreatConnect\" failed: ThreatConnect pull incomplete (nothing removed): record 1 of page 1 cannot be read"
+        );
+        assert!(o.results.is_empty());
+    }
+
+    #[test]
+    fn a_dry_run_says_what_it_would_do_and_writes_no_results() {
+        let mut r = report(Tally {
+            created: 2,
+            removed: 1,
+            unchanged: 4,
+            ..Tally::default()
+        });
+        r.end = None;
+        let (c, k) = config();
+        let o = outcome(&c, &k, &r, true, NOW);
+        assert_eq!(o.status, ExitStatus::Success);
+        assert_eq!(
+            o.message,
+            "Dry run for Tanium source \"ThreatConnect\": would create 2, update 0, remove 1; 4 unchanged, 0 skipped (invalid)"
+        );
+        assert!(o.results.is_empty());
+    }
+}
