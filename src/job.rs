@@ -125,92 +125,79 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
     message
 }
 
-/// Verifies connectivity and credentials to both sides and the source; one line per check.
+/// Verifies connectivity and credentials to both sides and the source; one line per check,
+/// `ok   ...` or `FAIL ...`.
 pub fn check(config: &JobConfig, _opts: &Options) -> Result<Outcome> {
     let mut lines = Vec::new();
-    let mut ok = true;
     match TcClient::new(&config.tc, RetryPolicy::default()).and_then(|c| c.check()) {
         Ok(s) => lines.push(format!("ok   ThreatConnect: {s}")),
-        Err(e) => {
-            ok = false;
-            lines.push(format!("FAIL ThreatConnect: {e}"));
-        }
+        Err(e) => lines.push(format!("FAIL ThreatConnect: {e}")),
     }
     match TaniumClient::connect(&config.tanium, RetryPolicy::default()) {
         Ok(t) => {
-            let summary = t.check();
-            let mut readable = Vec::new();
-            let mut unreadable = Vec::new();
-            for (what, r) in t.check_access() {
-                match r {
-                    Ok(s) => readable.push(format!("{what} {s}")),
-                    Err(e) => unreadable.push(format!("FAIL Tanium {what}: {e}")),
-                }
-            }
-            match summary {
-                Ok(s) if readable.is_empty() => lines.push(format!("ok   Tanium: {s}")),
-                Ok(s) => lines.push(format!("ok   Tanium: {s}; {}", readable.join("; "))),
-                Err(e) => {
-                    ok = false;
-                    lines.push(format!("FAIL Tanium: {e}"));
-                }
-            }
-            ok &= unreadable.is_empty();
-            lines.extend(unreadable);
-            match t.find_source(&config.tanium.source_name) {
-                Ok(Some(s)) => {
-                    let mut n = 0u64;
-                    let count = t.list_docs(s.id, &mut |_| n += 1);
-                    match count {
-                        Ok(_) => lines.push(format!(
-                            "ok   Tanium source \"{}\": id {}, {n} documents",
-                            s.name, s.id
-                        )),
-                        Err(e) => {
-                            ok = false;
-                            lines.push(format!("FAIL Tanium source \"{}\": {e}", s.name));
-                        }
-                    }
-                }
-                Ok(None) => lines.push(format!(
-                    "ok   Tanium source \"{}\": not there yet; the first run creates it",
-                    config.tanium.source_name
-                )),
-                Err(e) => {
-                    ok = false;
-                    lines.push(format!("FAIL Tanium source lookup: {e}"));
-                }
-            }
+            check_tanium(&t, &mut lines);
+            check_source(&t, &config.tanium.source_name, &mut lines);
         }
-        Err(e) => {
-            ok = false;
-            lines.push(format!("FAIL Tanium: {e}"));
-        }
+        Err(e) => lines.push(format!("FAIL Tanium: {e}")),
     }
     for l in &lines {
         println!("{l}");
         log::info!("check: {l}");
     }
-    let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
+    let failed = lines.iter().find_map(|l| l.strip_prefix("FAIL "));
     Ok(Outcome {
-        status: if ok {
+        status: if failed.is_none() {
             ExitStatus::Success
         } else {
             ExitStatus::Failure
         },
-        message: if ok {
-            "All checks passed: ThreatConnect, Tanium and the intel source are reachable".into()
-        } else {
-            format!(
-                "Check failed: {}",
-                failed
-                    .first()
-                    .map(|s| s.trim_start_matches("FAIL "))
-                    .unwrap_or("")
-            )
+        message: match failed {
+            None => {
+                "All checks passed: ThreatConnect, Tanium and the intel source are reachable".into()
+            }
+            Some(f) => format!("Check failed: {f}"),
         },
         results: Vec::new(),
     })
+}
+
+/// The server and what the credentials may read (intel status, labels).
+fn check_tanium(t: &TaniumClient, lines: &mut Vec<String>) {
+    let summary = t.check();
+    let mut readable = Vec::new();
+    let mut unreadable = Vec::new();
+    for (what, r) in t.check_access() {
+        match r {
+            Ok(s) => readable.push(format!("{what} {s}")),
+            Err(e) => unreadable.push(format!("FAIL Tanium {what}: {e}")),
+        }
+    }
+    match summary {
+        Ok(s) if readable.is_empty() => lines.push(format!("ok   Tanium: {s}")),
+        Ok(s) => lines.push(format!("ok   Tanium: {s}; {}", readable.join("; "))),
+        Err(e) => lines.push(format!("FAIL Tanium: {e}")),
+    }
+    lines.extend(unreadable);
+}
+
+/// The app's source: there (and listable) or not yet.
+fn check_source(t: &TaniumClient, name: &str, lines: &mut Vec<String>) {
+    match t.find_source(name) {
+        Ok(Some(s)) => {
+            let mut n = 0u64;
+            match t.list_docs(s.id, &mut |_| n += 1) {
+                Ok(_) => lines.push(format!(
+                    "ok   Tanium source \"{}\": id {}, {n} documents",
+                    s.name, s.id
+                )),
+                Err(e) => lines.push(format!("FAIL Tanium source \"{}\": {e}", s.name)),
+            }
+        }
+        Ok(None) => lines.push(format!(
+            "ok   Tanium source \"{name}\": not there yet; the first run creates it"
+        )),
+        Err(e) => lines.push(format!("FAIL Tanium source lookup: {e}")),
+    }
 }
 
 /// `demo`: runs the job against the built-in simulators.

@@ -146,21 +146,12 @@ impl Doc {
     }
 }
 
-/// Renders one indicator in `format`, or says why it cannot be sent.
-pub fn render(ind: &Indicator, format: IntelFormat) -> Result<Package, Invalid> {
-    let invalid = |reason: String| Invalid {
-        indicator_id: ind.id,
-        owner: ind.owner_name.clone(),
-        type_name: ind.type_name.clone(),
-        summary: ind.summary.clone(),
-        reason,
-    };
-    let kind = ind.kind().ok_or_else(|| {
-        invalid(format!(
-            "type '{}' is not sent to Tanium (only Address, File and Host)",
-            xml::for_log(&ind.type_name, 40)
-        ))
-    })?;
+/// The observable of an indicator of `kind`, its identity key and its value for logs; the
+/// type's own field (ip, hostName, hashes) wins over the summary.
+fn observable_of(
+    ind: &Indicator,
+    kind: IndicatorType,
+) -> Result<(Observable, String, String), String> {
     let pick = |field: &Option<String>| {
         field
             .as_deref()
@@ -168,13 +159,13 @@ pub fn render(ind: &Indicator, format: IntelFormat) -> Result<Package, Invalid> 
             .unwrap_or(&ind.summary)
             .to_string()
     };
-    let (observable, key, value) = match kind {
+    Ok(match kind {
         IndicatorType::Address => {
-            let ip = identity::normalise_ip(&pick(&ind.ip)).map_err(invalid)?;
+            let ip = identity::normalise_ip(&pick(&ind.ip))?;
             (Observable::Address(ip), ip.to_string(), ip.to_string())
         }
         IndicatorType::Host => {
-            let h = identity::normalise_host(&pick(&ind.host_name)).map_err(invalid)?;
+            let h = identity::normalise_host(&pick(&ind.host_name))?;
             (Observable::Host(h.clone()), h.clone(), h)
         }
         IndicatorType::File => {
@@ -190,13 +181,30 @@ pub fn render(ind: &Indicator, format: IntelFormat) -> Result<Package, Invalid> 
                 )
             } else {
                 identity::hashes_from_summary(&ind.summary)
-            }
-            .map_err(invalid)?;
+            }?;
             let key = hashes.key().unwrap_or_default().to_string();
             let value = hashes.joined();
             (Observable::File(hashes), key, value)
         }
+    })
+}
+
+/// Renders one indicator in `format`, or says why it cannot be sent.
+pub fn render(ind: &Indicator, format: IntelFormat) -> Result<Package, Invalid> {
+    let invalid = |reason: String| Invalid {
+        indicator_id: ind.id,
+        owner: ind.owner_name.clone(),
+        type_name: ind.type_name.clone(),
+        summary: ind.summary.clone(),
+        reason,
     };
+    let kind = ind.kind().ok_or_else(|| {
+        invalid(format!(
+            "type '{}' is not sent to Tanium (only Address, File and Host)",
+            xml::for_log(&ind.type_name, 40)
+        ))
+    })?;
+    let (observable, key, value) = observable_of(ind, kind).map_err(invalid)?;
     let id = identity::identity(&ind.owner_name, kind, &key);
     let name = format!("ThreatConnect {} {}", kind.as_str(), key);
     let timestamp = canonical_time(&ind.last_modified);

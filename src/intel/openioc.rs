@@ -23,12 +23,11 @@ pub const AUTHOR: &str = "ThreatConnect via tanium-tr-indicators";
 /// Date used when TC's lastModified does not parse (the schema requires one).
 const NO_DATE: &str = "1970-01-01T00:00:00Z";
 
-/// Renders `doc` as an OpenIOC 1.1 document, with `rev` in the description marker.
-pub(crate) fn write(doc: &Doc, rev: &str) -> String {
-    let id = attr(&doc.identity);
-    let date = attr(doc.timestamp.as_deref().unwrap_or(NO_DATE));
-    // (document, search, content type, value)
-    let items: Vec<(&str, &str, &str, String)> = match &doc.observable {
+/// One `IndicatorItem`: (Context document, Context search, Content type, value).
+type Item = (&'static str, &'static str, &'static str, String);
+
+fn items_of(observable: &Observable) -> Vec<Item> {
+    match observable {
         Observable::Address(ip) => vec![("PortItem", "PortItem/remoteIP", "IP", ip.to_string())],
         Observable::Host(h) => vec![
             ("Network", "Network/DNS", "string", h.clone()),
@@ -43,14 +42,27 @@ pub(crate) fn write(doc: &Doc, rev: &str) -> String {
                 _ => ("FileItem", "FileItem/Sha256sum", "string", v.to_string()),
             })
             .collect(),
-    };
+    }
+}
 
+/// Renders `doc` as an OpenIOC 1.1 document, with `rev` in the description marker.
+pub(crate) fn write(doc: &Doc, rev: &str) -> String {
+    let id = attr(&doc.identity);
+    let date = attr(doc.timestamp.as_deref().unwrap_or(NO_DATE));
     let mut x = String::with_capacity(2048 + doc.context.len());
     x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
         r#"<OpenIOC xmlns="{NS}" id="{id}" last-modified="{date}" published-date="{date}">"#
     );
+    write_metadata(&mut x, doc, rev, &date);
+    write_criteria(&mut x, doc);
+    let _ = writeln!(x, "  <parameters/>");
+    x.push_str("</OpenIOC>\n");
+    x
+}
+
+fn write_metadata(x: &mut String, doc: &Doc, rev: &str, date: &str) {
     let _ = writeln!(x, "  <metadata>");
     let _ = writeln!(
         x,
@@ -83,13 +95,16 @@ pub(crate) fn write(doc: &Doc, rev: &str) -> String {
         }
     }
     let _ = writeln!(x, "  </metadata>");
+}
+
+fn write_criteria(x: &mut String, doc: &Doc) {
     let _ = writeln!(x, "  <criteria>");
     let _ = writeln!(
         x,
         r#"    <Indicator operator="OR" id="{}">"#,
         derived(&doc.identity, "indicator")
     );
-    for (n, (document, search, ctype, value)) in items.iter().enumerate() {
+    for (n, (document, search, ctype, value)) in items_of(&doc.observable).iter().enumerate() {
         let _ = writeln!(
             x,
             r#"      <IndicatorItem id="{}" condition="is" preserve-case="false" negate="false">"#,
@@ -108,7 +123,4 @@ pub(crate) fn write(doc: &Doc, rev: &str) -> String {
     }
     let _ = writeln!(x, "    </Indicator>");
     let _ = writeln!(x, "  </criteria>");
-    let _ = writeln!(x, "  <parameters/>");
-    x.push_str("</OpenIOC>\n");
-    x
 }

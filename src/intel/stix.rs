@@ -70,7 +70,18 @@ pub(crate) fn write(doc: &Doc, rev: &str) -> String {
         r#"      <indicator:Observable id="{NS_PREFIX}:Observable-{id}">"#
     );
     let _ = writeln!(x, r#"        <cybox:Object id="{NS_PREFIX}:Object-{id}">"#);
-    match &doc.observable {
+    write_properties(&mut x, &doc.observable);
+    let _ = writeln!(x, "        </cybox:Object>");
+    let _ = writeln!(x, "      </indicator:Observable>");
+    let _ = writeln!(x, "    </stix:Indicator>");
+    let _ = writeln!(x, "  </stix:Indicators>");
+    x.push_str("</stix:STIX_Package>\n");
+    x
+}
+
+/// The CybOX object's properties for the observable.
+fn write_properties(x: &mut String, observable: &Observable) {
+    match observable {
         Observable::Address(ip) => {
             let category = if ip.is_ipv4() {
                 "ipv4-addr"
@@ -121,10 +132,4 @@ pub(crate) fn write(doc: &Doc, rev: &str) -> String {
         }
     }
     let _ = writeln!(x, "          </cybox:Properties>");
-    let _ = writeln!(x, "        </cybox:Object>");
-    let _ = writeln!(x, "      </indicator:Observable>");
-    let _ = writeln!(x, "    </stix:Indicator>");
-    let _ = writeln!(x, "  </stix:Indicators>");
-    x.push_str("</stix:STIX_Package>\n");
-    x
 }

@@ -273,6 +273,25 @@ fn reconcile(
     Ok((pull, removals_complete))
 }
 
+fn print_plan_summary(t: &Tally) {
+    println!(
+        "plan: {} to create, {} to update, {} to remove; {} unchanged, {} skipped (invalid), {} not sent (other types)",
+        t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid, t.dropped_other_types
+    );
+}
+
+/// Deploys intel: whether a deploy was started, and the error when it failed.
+fn deploy(tanium: &TaniumClient) -> (bool, Option<String>) {
+    match tanium.deploy() {
+        Ok(started) => (started, None),
+        Err(e) => {
+            let msg = format!("intel deploy failed: {e}");
+            log::error!("{msg}");
+            (false, Some(msg))
+        }
+    }
+}
+
 /// Runs one sync with already-connected clients.
 pub fn run(
     config: &JobConfig,
@@ -314,26 +333,17 @@ pub fn run(
     }
     let tally = Tally::new(&counts, &results);
     if opts.dry_run {
-        println!(
-            "plan: {} to create, {} to update, {} to remove; {} unchanged, {} skipped (invalid), {} not sent (other types)",
-            tally.created, tally.updated, tally.removed, tally.unchanged, tally.skipped_invalid, tally.dropped_other_types
-        );
+        print_plan_summary(&tally);
     }
 
-    // Deploy once if anything changed, or when an earlier run's deploy failed (its writes are
-    // not on the endpoints yet).
-    let mut deployed = false;
-    let mut deploy_error = None;
-    if !opts.dry_run && (results.wrote_anything || checkpoint.deploy_owed) {
-        match tanium.deploy() {
-            Ok(d) => deployed = d,
-            Err(e) => {
-                let msg = format!("intel deploy failed: {e}");
-                log::error!("{msg}");
-                deploy_error = Some(msg);
-            }
-        }
-    }
+    // Once if anything changed, or when an earlier run's deploy failed (its writes are not on
+    // the endpoints yet).
+    let (deployed, deploy_error) =
+        if !opts.dry_run && (results.wrote_anything || checkpoint.deploy_owed) {
+            deploy(tanium)
+        } else {
+            (false, None)
+        };
 
     let pull_complete = pull.complete;
     let removals_complete = removals_complete && pull_complete;

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
+use serde_json::Value;
+
 use crate::compact::IdSet;
 use crate::error::{Error, Result, Service};
 use crate::http::{self, Response};
@@ -10,6 +12,59 @@ use crate::tanium::model::{IntelDoc, Upload};
 
 use super::answers::{describe, json_body, rows_of, status_error, unwrap_data};
 use super::client::{Payload, TaniumClient, PAGE_LIMIT};
+
+/// What one listing met: ids (to notice repeats), and the rows kept, of other sources, and
+/// unreadable.
+#[derive(Default)]
+struct Listing {
+    seen: IdSet,
+    kept: u64,
+    foreign: u64,
+    unreadable: u64,
+}
+
+impl Listing {
+    /// Passes on the page's rows of `source_id` not met before; how many rows were new.
+    fn take(&mut self, rows: Vec<Value>, source_id: i64, each: &mut dyn FnMut(IntelDoc)) -> usize {
+        let mut fresh = 0;
+        for row in rows {
+            let doc = match serde_json::from_value::<IntelDoc>(row) {
+                Ok(d) if d.id > 0 => d,
+                _ => {
+                    self.unreadable += 1;
+                    continue;
+                }
+            };
+            if !self.seen.insert(doc.id) {
+                continue;
+            }
+            fresh += 1;
+            if doc.source_id != Some(source_id) {
+                self.foreign += 1;
+                continue;
+            }
+            self.kept += 1;
+            each(doc);
+        }
+        fresh
+    }
+
+    fn log(&self, source_id: i64) {
+        if self.foreign > 0 {
+            log::debug!(
+                "the Tanium intel listing held {} documents of other sources (sourceId \
+                 not applied by the server); only source {source_id} is ours",
+                self.foreign
+            );
+        }
+        if self.unreadable > 0 {
+            log::warn!(
+                "ignored {} unreadable rows (no id) in the Tanium intel listing",
+                self.unreadable
+            );
+        }
+    }
+}
 
 impl TaniumClient {
     /// Calls `each` for every document of `source_id` and returns how many there were.
@@ -26,74 +81,38 @@ impl TaniumClient {
     pub fn list_docs(&self, source_id: i64, each: &mut dyn FnMut(IntelDoc)) -> Result<u64> {
         let base = format!("{}/intels", self.generation.base_path());
         let max_rows = self.max_listed_rows.load(Ordering::SeqCst);
-        let mut seen = IdSet::new();
-        let mut offset: u64 = 0;
-        let mut rows_total: u64 = 0;
-        let mut largest_page = 0usize;
+        let mut listing = Listing::default();
+        let (mut offset, mut rows_total, mut largest_page) = (0u64, 0u64, 0usize);
         let mut with_filter = true;
-        let (mut kept, mut foreign, mut unreadable) = (0u64, 0u64, 0u64);
         loop {
-            let path = if with_filter {
-                format!("{base}?sourceId={source_id}&limit={PAGE_LIMIT}&offset={offset}")
-            } else {
-                format!("{base}?limit={PAGE_LIMIT}&offset={offset}")
-            };
-            let resp = self.send("GET", &path, None)?;
-            if resp.status == 400 && with_filter && offset == 0 {
-                log::info!("Tanium rejected the sourceId filter on the intel listing; filtering here instead");
-                with_filter = false;
+            let Some(rows) = self.listing_page(&base, source_id, offset, &mut with_filter)? else {
                 continue;
-            }
-            if http::classify(resp.status) != http::Verdict::Ok {
-                return Err(status_error(&resp, "GET", &path));
-            }
-            let what = describe("GET", &path);
-            let rows = rows_of(json_body(&resp, &what)?).ok_or_else(|| Error::Protocol {
-                service: Service::Tanium,
-                request: what.clone(),
-                detail: "the intel listing is not a JSON list".into(),
-            })?;
+            };
             let n = rows.len();
-            let mut fresh = 0usize;
-            for row in rows {
-                let doc = match serde_json::from_value::<IntelDoc>(row) {
-                    Ok(d) if d.id > 0 => d,
-                    _ => {
-                        unreadable += 1;
-                        continue;
-                    }
-                };
-                if !seen.insert(doc.id) {
-                    continue;
-                }
-                fresh += 1;
-                if doc.source_id != Some(source_id) {
-                    foreign += 1;
-                    continue;
-                }
-                kept += 1;
+            let fresh = listing.take(rows, source_id, &mut |doc| {
                 self.own(doc.id);
-                each(doc);
-            }
+                each(doc)
+            });
             rows_total += n as u64;
             offset += n as u64;
             if n == 0 {
                 break;
             }
+            let partial = |detail: String| Error::Protocol {
+                service: Service::Tanium,
+                request: describe("GET", &base),
+                detail,
+            };
             if fresh == 0 {
                 if largest_page != PAGE_LIMIT as usize {
                     // The server sent everything at once (ignoring limit or offset): done.
                     break;
                 }
-                return Err(Error::Protocol {
-                    service: Service::Tanium,
-                    request: describe("GET", &base),
-                    detail: format!(
-                        "the intel listing repeats rows already seen at offset {} (the server \
-                         ignores offset?); refusing to act on a partial listing",
-                        offset - n as u64
-                    ),
-                });
+                return Err(partial(format!(
+                    "the intel listing repeats rows already seen at offset {} (the server \
+                     ignores offset?); refusing to act on a partial listing",
+                    offset - n as u64
+                )));
             }
             let short = n < largest_page;
             largest_page = largest_page.max(n);
@@ -101,25 +120,48 @@ impl TaniumClient {
                 break;
             }
             if rows_total >= max_rows {
-                return Err(Error::Protocol {
-                    service: Service::Tanium,
-                    request: describe("GET", &base),
-                    detail: format!(
-                        "the intel listing did not end after {rows_total} rows; refusing to act on a partial listing"
-                    ),
-                });
+                return Err(partial(format!(
+                    "the intel listing did not end after {rows_total} rows; refusing to act on a partial listing"
+                )));
             }
         }
-        if foreign > 0 {
-            log::debug!(
-                "the Tanium intel listing held {foreign} documents of other sources (sourceId \
-                 not applied by the server); only source {source_id} is ours"
+        listing.log(source_id);
+        Ok(listing.kept)
+    }
+
+    /// One page of the listing; None when the server refused the `sourceId` hint (then
+    /// `with_filter` is off and the caller asks again).
+    fn listing_page(
+        &self,
+        base: &str,
+        source_id: i64,
+        offset: u64,
+        with_filter: &mut bool,
+    ) -> Result<Option<Vec<Value>>> {
+        let path = if *with_filter {
+            format!("{base}?sourceId={source_id}&limit={PAGE_LIMIT}&offset={offset}")
+        } else {
+            format!("{base}?limit={PAGE_LIMIT}&offset={offset}")
+        };
+        let resp = self.send("GET", &path, None)?;
+        if resp.status == 400 && *with_filter && offset == 0 {
+            log::info!(
+                "Tanium rejected the sourceId filter on the intel listing; filtering here instead"
             );
+            *with_filter = false;
+            return Ok(None);
         }
-        if unreadable > 0 {
-            log::warn!("ignored {unreadable} unreadable rows (no id) in the Tanium intel listing");
+        if http::classify(resp.status) != http::Verdict::Ok {
+            return Err(status_error(&resp, "GET", &path));
         }
-        Ok(kept)
+        let what = describe("GET", &path);
+        rows_of(json_body(&resp, &what)?)
+            .map(Some)
+            .ok_or_else(|| Error::Protocol {
+                service: Service::Tanium,
+                request: what,
+                detail: "the intel listing is not a JSON list".into(),
+            })
     }
 
     /// Reads one document of the app's source with its `description` (listings leave it out):
