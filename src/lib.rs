@@ -17,6 +17,7 @@ pub mod package;
 pub mod param_names;
 pub mod params;
 pub mod platform;
+pub mod safety;
 pub mod secret;
 pub mod sim;
 pub mod sync;
