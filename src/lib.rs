@@ -1,8 +1,6 @@
 //! tanium-tr-indicators: a ThreatConnect Job App that keeps a Tanium Threat Response intel
 //! source in step with the Address, File and Host indicators a job's filters select.
 
-#![warn(missing_docs)]
-
 pub mod app;
 pub mod cli;
 pub mod compact;
