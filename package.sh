@@ -7,7 +7,8 @@
 # Idempotent: reuses target/venv-zig (ziglang + cargo-zigbuild from PyPI, pinned below) and
 # cargo's incremental state. Steps:
 #   1. release binary against glibc 2.17 (cargo zigbuild, target x86_64-unknown-linux-gnu.2.17),
-#      so it loads on the TC job executor's older Linux;
+#      so it loads on the TC job executor's older Linux, without the default `sim` feature, so it
+#      holds only the job (no simulators, no demo);
 #   2. checks the highest GLIBC symbol version it needs is <= 2.17 (fails otherwise);
 #   3. zips install.json, layout.json (if present), README.md, a generated run.py and the binary
 #      into one folder TaniumTrIndicators_v<major>/ (reproducible bytes), and lists it;
@@ -60,9 +61,9 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "
     rustup target add "$TRIPLE"
 fi
 
-# 2. Release binary against glibc 2.17.
+# 2. Release binary against glibc 2.17, the job only.
 start=$(date +%s)
-cargo zigbuild --release --target "$TRIPLE.$GLIBC" "$@"
+cargo zigbuild --release --no-default-features --target "$TRIPLE.$GLIBC" "$@"
 built=$(date +%s)
 BINARY="$TARGET_DIR/$TRIPLE/release/tanium-tr-indicators"
 [ -f "$BINARY" ] || die "cargo zigbuild did not produce $BINARY"

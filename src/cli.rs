@@ -57,6 +57,7 @@ COMMANDS:
     run        run the job once (the default, what the platform does)
     check      validate the params and test ThreatConnect, Tanium and the intel source
     demo       run the job against built-in ThreatConnect and Tanium simulators
+               (development builds; not in the packaged app)
     package    build the .tcx app package around this binary
 
 run and check read their params from the platform's encrypted param file

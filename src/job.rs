@@ -240,8 +240,19 @@ pub fn check(config: &JobConfig, _opts: &Options) -> Result<Outcome> {
 }
 
 /// `demo`: runs the job against the built-in simulators.
+#[cfg(feature = "sim")]
 pub fn demo(opts: &Options) -> Result<ExitStatus> {
     crate::demo::run(opts)
+}
+
+/// `demo` in a build without the simulators (the packaged app).
+#[cfg(not(feature = "sim"))]
+pub fn demo(_opts: &Options) -> Result<ExitStatus> {
+    Err(crate::error::Error::Other(
+        "demo is not in this build: the packaged app holds only the job; \
+         run the demo from the sources with `cargo run --release -- demo`"
+            .into(),
+    ))
 }
 
 /// `package`: builds the .tcx from the app folder (the current directory) around this binary.

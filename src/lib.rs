@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod compact;
 pub mod config;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod error;
 pub mod http;
@@ -18,6 +19,7 @@ pub mod param_names;
 pub mod params;
 pub mod platform;
 pub mod secret;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod sync;
 pub mod tanium;

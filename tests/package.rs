@@ -380,3 +380,62 @@ fn zigbuild_binary_needs_glibc_2_17_at_most() {
         binary.display()
     );
 }
+
+/// The `.tcx` package.sh wrote (CI runs it before the tests), unpacked into `dest` the way
+/// some unzippers do it (no modes).
+fn shipped_package(dest: &Path) -> PathBuf {
+    let target_dir = Path::new(BIN).parent().unwrap().parent().unwrap();
+    let tcx = target_dir.join(format!("{FOLDER}.tcx"));
+    assert!(
+        tcx.is_file(),
+        "{} is missing: run ./package.sh first",
+        tcx.display()
+    );
+    let app = unpack(&tcx, dest, false);
+    let binary = app.join(BINARY_NAME);
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+    app
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+#[ignore = "needs ./package.sh first; CI runs it after package.sh"]
+fn the_packaged_binary_holds_only_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = shipped_package(dir.path()).join(BINARY_NAME);
+
+    let out = Command::new(&binary)
+        .args(["demo", "--out", "demo-out"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("demo is not in this build"), "{stderr}");
+    assert!(!dir.path().join("demo-out").exists());
+
+    // Panic locations of simulator code and strings only the simulators and the demo use: the
+    // test build (with the simulators) must hold each, or the marker proves nothing.
+    let with_sims = fs::read(BIN).unwrap();
+    let shipped = fs::read(&binary).unwrap();
+    for marker in [
+        "src/sim/",
+        "sim-conn",
+        "injected ",
+        "ThreatConnect simulator: ",
+    ] {
+        assert!(
+            holds(&with_sims, marker),
+            "{marker:?} is not in the test build: choose another marker"
+        );
+        assert!(
+            !holds(&shipped, marker),
+            "the packaged binary holds simulator code ({marker:?})"
+        );
+    }
+}
