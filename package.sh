@@ -3,7 +3,7 @@
 #
 #   ./package.sh [extra cargo zigbuild args, e.g. --locked]
 #
-# Needs: rustup/cargo, python3 (with venv), objdump (binutils), PyPI access on first run.
+# Needs: rustup/cargo, python3 (with venv), PyPI access on first run.
 # Idempotent: reuses target/venv-zig (ziglang + cargo-zigbuild from PyPI, pinned below) and
 # cargo's incremental state. Steps:
 #   1. release binary against glibc 2.17 (cargo zigbuild, target x86_64-unknown-linux-gnu.2.17),
@@ -38,7 +38,6 @@ TCEX_PINS=(tcex-cli==2.0.0)
 
 die() { echo "package.sh: $*" >&2; exit 1; }
 command -v cargo >/dev/null || die "cargo not found (install Rust via rustup)"
-command -v objdump >/dev/null || die "objdump not found (install binutils)"
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found (install Python 3 with venv)"
 
 # 1. Toolchain: zig + cargo-zigbuild in a private venv, reinstalled only when the pins change.
