@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
+use crate::support::BIN;
 use tanium_tr_indicators::package::{
     build_tcx, glibc_max_version, PackageOptions, APP_NAME, BINARY_NAME, MAX_GLIBC, RUN_PY,
 };
 use tempfile::TempDir;
 use zip::ZipArchive;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
 const FOLDER: &str = "TaniumTrIndicators_v1";
 
 fn fixture_dir() -> PathBuf {
