@@ -3,11 +3,12 @@
 #
 #   ./package.sh [extra cargo zigbuild args, e.g. --locked]
 #
-# Needs: rustup/cargo, python3 (with venv), objdump (binutils), PyPI access on first run.
+# Needs: rustup/cargo, python3 (with venv), PyPI access on first run.
 # Idempotent: reuses target/venv-zig (ziglang + cargo-zigbuild from PyPI, pinned below) and
 # cargo's incremental state. Steps:
 #   1. release binary against glibc 2.17 (cargo zigbuild, target x86_64-unknown-linux-gnu.2.17),
-#      so it loads on the TC job executor's older Linux;
+#      so it loads on the TC job executor's older Linux, without the default `sim` feature, so it
+#      holds only the job (no simulators, no demo);
 #   2. checks the highest GLIBC symbol version it needs is <= 2.17 (fails otherwise);
 #   3. zips install.json, layout.json (if present), README.md, a generated run.py and the binary
 #      into one folder TaniumTrIndicators_v<major>/ (reproducible bytes), and lists it;
@@ -37,7 +38,6 @@ TCEX_PINS=(tcex-cli==2.0.0)
 
 die() { echo "package.sh: $*" >&2; exit 1; }
 command -v cargo >/dev/null || die "cargo not found (install Rust via rustup)"
-command -v objdump >/dev/null || die "objdump not found (install binutils)"
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found (install Python 3 with venv)"
 
 # 1. Toolchain: zig + cargo-zigbuild in a private venv, reinstalled only when the pins change.
@@ -60,9 +60,9 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "
     rustup target add "$TRIPLE"
 fi
 
-# 2. Release binary against glibc 2.17.
+# 2. Release binary against glibc 2.17, the job only.
 start=$(date +%s)
-cargo zigbuild --release --target "$TRIPLE.$GLIBC" "$@"
+cargo zigbuild --release --no-default-features --target "$TRIPLE.$GLIBC" "$@"
 built=$(date +%s)
 BINARY="$TARGET_DIR/$TRIPLE/release/tanium-tr-indicators"
 [ -f "$BINARY" ] || die "cargo zigbuild did not produce $BINARY"

@@ -20,7 +20,7 @@ if [ -z "$out" ]; then
     out="$(mktemp -d)"
     trap 'rm -rf "$out"' EXIT
 fi
-INTEL_SAMPLE_DIR="$out" cargo test --quiet --test intel -- --ignored --exact write_samples
+INTEL_SAMPLE_DIR="$out" cargo test --quiet --test integration -- --ignored --exact intel::write_samples
 
 shopt -s nullglob
 stix=("$out"/*.stix.xml)

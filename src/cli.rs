@@ -57,7 +57,9 @@ COMMANDS:
     run        run the job once (the default, what the platform does)
     check      validate the params and test ThreatConnect, Tanium and the intel source
     demo       run the job against built-in ThreatConnect and Tanium simulators
-    package    build the .tcx app package around this binary
+               (development builds; not in the packaged app)
+    package    build the .tcx app package around this binary (one that needs glibc
+               2.17 at most, as ./package.sh builds it)
 
 run and check read their params from the platform's encrypted param file
 (TC_APP_PARAM_FILE + TC_APP_PARAM_KEY), then --params FILE, then legacy --<param> args

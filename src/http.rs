@@ -126,9 +126,11 @@ impl Sleep for RealSleep {
 }
 
 /// Records the delays it is asked for instead of waiting, so tests see the backoff for free.
+#[cfg(any(test, feature = "sim"))]
 #[derive(Debug, Default)]
 pub struct RecordedSleep(std::sync::Mutex<Vec<Duration>>);
 
+#[cfg(any(test, feature = "sim"))]
 impl RecordedSleep {
     /// The delays asked for so far, in order.
     pub fn delays(&self) -> Vec<Duration> {
@@ -136,6 +138,7 @@ impl RecordedSleep {
     }
 }
 
+#[cfg(any(test, feature = "sim"))]
 impl Sleep for RecordedSleep {
     fn sleep(&self, d: Duration) {
         if let Ok(mut v) = self.0.lock() {
@@ -181,6 +184,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Four attempts, 100 ms doubling, with `sleeper` doing (or recording) the waits: what the
     /// client tests use to check the backoff without spending it.
+    #[cfg(any(test, feature = "sim"))]
     pub fn quick(sleeper: Arc<dyn Sleep>) -> Self {
         RetryPolicy {
             max_attempts: 4,

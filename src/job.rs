@@ -201,14 +201,35 @@ fn check_source(t: &TaniumClient, name: &str, lines: &mut Vec<String>) {
 }
 
 /// `demo`: runs the job against the built-in simulators.
+#[cfg(feature = "sim")]
 pub fn demo(opts: &Options) -> Result<ExitStatus> {
     crate::demo::run(opts)
 }
 
-/// `package`: builds the .tcx from the app folder (the current directory) around this binary.
+/// `demo` in a build without the simulators (the packaged app).
+#[cfg(not(feature = "sim"))]
+pub fn demo(_opts: &Options) -> Result<ExitStatus> {
+    Err(crate::error::Error::Other(
+        "demo is not in this build: the packaged app holds only the job; \
+         run the demo from the sources with `cargo run --release -- demo`"
+            .into(),
+    ))
+}
+
+/// `package`: builds the .tcx from the app folder (the current directory) around this binary,
+/// unless the binary needs a newer glibc than the job executors have.
 pub fn package(opts: &Options) -> Result<ExitStatus> {
     let binary = std::env::current_exe()
         .map_err(|e| crate::error::Error::Other(format!("cannot find myself: {e}")))?;
+    let max = crate::package::MAX_GLIBC;
+    if let Some(needed) = crate::package::glibc_max_version(&binary)?.filter(|v| *v > max) {
+        return Err(crate::error::Error::Other(format!(
+            "package: this binary needs GLIBC {}.{}, but ThreatConnect's job executors can be \
+             counted on for {}.{} only, so the app would not start there; build the package \
+             with ./package.sh, which builds the binary against glibc {}.{}",
+            needed.0, needed.1, max.0, max.1, max.0, max.1
+        )));
+    }
     let path = crate::package::build_tcx(&crate::package::PackageOptions {
         app_dir: std::path::PathBuf::from("."),
         binary,

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod compact;
 pub mod config;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod error;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod params;
 pub mod platform;
 pub mod safety;
 pub mod secret;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod sync;
 pub mod tanium;

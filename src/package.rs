@@ -7,9 +7,8 @@
 //! same inputs always give the same bytes.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
@@ -182,69 +181,262 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-/// Highest `GLIBC_x.y` symbol version the binary needs (`objdump -T`), so packaging can refuse
-/// a binary the TC job executor's older glibc cannot load; `None` for a static or musl binary.
+/// The newest glibc ThreatConnect's job executors can be counted on to have: a binary that
+/// needs a newer `GLIBC_x.y` version does not start there.
+pub const MAX_GLIBC: (u32, u32) = (2, 17);
+
+/// Highest `GLIBC_x.y` version the binary needs from the C library, as the dynamic loader
+/// checks it (the ELF's version needs); `None` for a static or musl binary.
 pub fn glibc_max_version(binary: &Path) -> Result<Option<(u32, u32)>> {
-    let output = Command::new("objdump")
-        .arg("-T")
-        .arg(binary)
-        .output()
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                Error::Other("objdump not found: install binutils to check glibc versions".into())
-            }
-            _ => Error::Other(format!("running objdump -T {}: {e}", binary.display())),
-        })?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        // A static binary has no dynamic symbol table: nothing from glibc is needed at load time.
-        if stderr.contains("not a dynamic object") {
-            return Ok(None);
-        }
-        return Err(Error::Other(format!(
-            "objdump -T {} failed: {}",
-            binary.display(),
-            stderr.trim()
-        )));
-    }
-    Ok(max_glibc_in(&String::from_utf8_lossy(&output.stdout)))
+    let names = version_needs(&read_file(binary)?)
+        .map_err(|why| Error::Other(format!("{}: {why}", binary.display())))?;
+    Ok(names.iter().filter_map(|n| glibc_version(n)).max())
 }
 
-/// The highest `GLIBC_major.minor[.patch]` named in `objdump -T` output (patch ignored).
-pub fn max_glibc_in(objdump_output: &str) -> Option<(u32, u32)> {
-    objdump_output
-        .split("GLIBC_")
-        .skip(1)
-        .filter_map(|rest| {
-            let version: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.')
-                .collect();
-            let mut parts = version.split('.');
-            let major = parts.next()?.parse().ok()?;
-            let minor = parts.next()?.parse().ok()?;
-            Some((major, minor))
+/// `(2, 17)` from `GLIBC_2.17` (or `GLIBC_2.17.1`); None for `GLIBC_PRIVATE` and other names.
+fn glibc_version(name: &str) -> Option<(u32, u32)> {
+    let mut parts = name.strip_prefix("GLIBC_")?.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+const SHT_GNU_VERNEED: u64 = 0x6fff_fffe;
+const MALFORMED: &str = "truncated or malformed ELF file";
+
+/// The version names (`GLIBC_2.17`, `GCC_3.0`, ...) an ELF file needs from shared libraries:
+/// every Vernaux entry of its SHT_GNU_verneed section (`.gnu.version_r`), named in the string
+/// table that section links to.
+fn version_needs(elf: &[u8]) -> std::result::Result<Vec<String>, &'static str> {
+    if !elf.starts_with(b"\x7fELF") {
+        return Err("not an ELF file");
+    }
+    let wide = match elf.get(4) {
+        Some(1) => false,
+        Some(2) => true,
+        _ => return Err("unknown ELF class"),
+    };
+    let little = match elf.get(5) {
+        Some(1) => true,
+        Some(2) => false,
+        _ => return Err("unknown ELF byte order"),
+    };
+    let int = |at: u64, len: u64| -> std::result::Result<u64, &'static str> {
+        let start = usize::try_from(at).map_err(|_| MALFORMED)?;
+        let bytes = elf
+            .get(start..start.saturating_add(len as usize))
+            .filter(|b| b.len() == len as usize)
+            .ok_or(MALFORMED)?;
+        let fold = |n: u64, b: &u8| n << 8 | u64::from(*b);
+        Ok(if little {
+            bytes.iter().rev().fold(0, fold)
+        } else {
+            bytes.iter().fold(0, fold)
         })
-        .max()
+    };
+    let word = if wide { 8 } else { 4 };
+    let (shoff, shentsize, mut shnum) = if wide {
+        (int(0x28, 8)?, int(0x3a, 2)?, int(0x3c, 2)?)
+    } else {
+        (int(0x20, 4)?, int(0x2e, 2)?, int(0x30, 2)?)
+    };
+    // Section header fields: (type, offset, link, info).
+    let section = |i: u64| -> std::result::Result<(u64, u64, u64, u64), &'static str> {
+        let at = shoff.saturating_add(i.saturating_mul(shentsize));
+        Ok((
+            int(at + 4, 4)?,
+            int(at + 8 + 2 * word, word)?,
+            int(at + 8 + 4 * word, 4)?,
+            int(at + 12 + 4 * word, 4)?,
+        ))
+    };
+    if shnum == 0 && shoff != 0 {
+        // More sections than e_shnum can count: section 0's size holds the number.
+        shnum = int(shoff.saturating_add(8 + 3 * word), word)?;
+    }
+    let c_string = |at: u64| -> std::result::Result<String, &'static str> {
+        let tail = usize::try_from(at)
+            .ok()
+            .and_then(|at| elf.get(at..))
+            .ok_or(MALFORMED)?;
+        let end = tail.iter().position(|b| *b == 0).ok_or(MALFORMED)?;
+        Ok(String::from_utf8_lossy(&tail[..end]).into_owned())
+    };
+    let mut names = Vec::new();
+    for i in 0..shnum {
+        let (kind, offset, link, info) = section(i)?;
+        if kind != SHT_GNU_VERNEED {
+            continue;
+        }
+        let strings = section(link)?.1;
+        // Verneed: version u16, cnt u16, file u32, aux u32, next u32; Vernaux: hash u32,
+        // flags u16, other u16, name u32, next u32. `aux` and `next` are relative offsets.
+        let mut need = offset;
+        for _ in 0..info {
+            let mut aux = need.saturating_add(int(need.saturating_add(8), 4)?);
+            for _ in 0..int(need.saturating_add(2), 2)? {
+                names.push(c_string(
+                    strings.saturating_add(int(aux.saturating_add(8), 4)?),
+                )?);
+                match int(aux.saturating_add(12), 4)? {
+                    0 => break,
+                    next => aux = aux.saturating_add(next),
+                }
+            }
+            match int(need.saturating_add(12), 4)? {
+                0 => break,
+                next => need = need.saturating_add(next),
+            }
+        }
+    }
+    Ok(names)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A minimal ELF file (no code, no program headers) whose version needs list `needs`:
+    /// the header, a string table, the verneed section and three section headers.
+    fn elf(wide: bool, little: bool, needs: &[(&str, &[&str])]) -> Vec<u8> {
+        let put = |out: &mut Vec<u8>, n: u64, len: usize| {
+            let bytes = n.to_be_bytes();
+            let mut b = bytes[8 - len..].to_vec();
+            if little {
+                b.reverse();
+            }
+            out.extend(b);
+        };
+        let word = if wide { 8 } else { 4 };
+        let header = if wide { 64 } else { 52 };
+        let mut strings = vec![0u8];
+        let mut add = |s: &str| {
+            let at = strings.len() as u64;
+            strings.extend(s.as_bytes());
+            strings.push(0);
+            at
+        };
+        let mut verneed = Vec::new();
+        for (i, (file, versions)) in needs.iter().enumerate() {
+            let next = if i + 1 == needs.len() {
+                0
+            } else {
+                16 + 16 * versions.len() as u64
+            };
+            put(&mut verneed, 1, 2);
+            put(&mut verneed, versions.len() as u64, 2);
+            put(&mut verneed, add(file), 4);
+            put(&mut verneed, 16, 4);
+            put(&mut verneed, next, 4);
+            for (j, v) in versions.iter().enumerate() {
+                put(&mut verneed, 0, 4);
+                put(&mut verneed, 0, 4);
+                put(&mut verneed, add(v), 4);
+                put(
+                    &mut verneed,
+                    if j + 1 == versions.len() { 0 } else { 16 },
+                    4,
+                );
+            }
+        }
+        let strings_at = header as u64;
+        let verneed_at = strings_at + strings.len() as u64;
+        let shoff = verneed_at + verneed.len() as u64;
+        let mut out = b"\x7fELF".to_vec();
+        out.extend([if wide { 2 } else { 1 }, if little { 1 } else { 2 }, 1]);
+        out.resize(if wide { 0x28 } else { 0x20 }, 0);
+        put(&mut out, shoff, word);
+        out.resize(if wide { 0x3a } else { 0x2e }, 0);
+        put(&mut out, if wide { 64 } else { 40 }, 2);
+        put(&mut out, 3, 2);
+        out.resize(header, 0);
+        out.extend(&strings);
+        out.extend(&verneed);
+        let sections = [
+            (0, 0, 0, 0, 0),
+            (3, strings_at, strings.len() as u64, 0, 0),
+            (
+                0x6fff_fffe,
+                verneed_at,
+                verneed.len() as u64,
+                1,
+                needs.len() as u64,
+            ),
+        ];
+        for (kind, offset, size, link, info) in sections {
+            put(&mut out, 0, 4);
+            put(&mut out, kind, 4);
+            put(&mut out, 0, word);
+            put(&mut out, 0, word);
+            put(&mut out, offset, word);
+            put(&mut out, size, word);
+            put(&mut out, link, 4);
+            put(&mut out, info, 4);
+            put(&mut out, 0, word);
+            put(&mut out, 0, word);
+        }
+        out
+    }
+
     #[test]
-    fn max_glibc_reads_symbol_versions_and_ignores_private() {
-        let out = "\
-0000000000000000      DF *UND*  0000000000000000 (GLIBC_2.2.5) write
-0000000000000000      DF *UND*  0000000000000000 (GLIBC_2.17) clock_gettime
-0000000000000000      DF *UND*  0000000000000000 (GLIBC_2.3) __tls_get_addr
-0000000000000000      DF *UND*  0000000000000000 (GLIBC_PRIVATE) _dl_foo
-0000000000000000  w   D  *UND*  0000000000000000  Base        __gmon_start__
-";
-        assert_eq!(max_glibc_in(out), Some((2, 17)));
-        assert_eq!(max_glibc_in("GLIBC_2.9 GLIBC_2.10"), Some((2, 10)));
-        assert_eq!(max_glibc_in("DYNAMIC SYMBOL TABLE:\nno symbols\n"), None);
-        assert_eq!(max_glibc_in("(GLIBC_PRIVATE) x"), None);
+    fn version_needs_are_read_from_the_elf_in_every_class_and_byte_order() {
+        let needs: &[(&str, &[&str])] = &[
+            ("libgcc_s.so.1", &["GCC_3.0"]),
+            ("libm.so.6", &["GLIBC_2.29"]),
+            (
+                "libc.so.6",
+                &["GLIBC_2.2.5", "GLIBC_2.34", "GLIBC_PRIVATE", "GLIBC_2.9"],
+            ),
+        ];
+        for (wide, little) in [(true, true), (false, false), (false, true), (true, false)] {
+            let file = elf(wide, little, needs);
+            assert_eq!(
+                version_needs(&file).unwrap(),
+                [
+                    "GCC_3.0",
+                    "GLIBC_2.29",
+                    "GLIBC_2.2.5",
+                    "GLIBC_2.34",
+                    "GLIBC_PRIVATE",
+                    "GLIBC_2.9"
+                ],
+                "wide {wide}, little-endian {little}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bin");
+        fs::write(&path, elf(true, true, needs)).unwrap();
+        assert_eq!(glibc_max_version(&path).unwrap(), Some((2, 34)));
+        fs::write(
+            &path,
+            elf(true, true, &[("libc.so.6", &["GLIBC_2.17", "GLIBC_2.3.4"])]),
+        )
+        .unwrap();
+        assert_eq!(glibc_max_version(&path).unwrap(), Some((2, 17)));
+        // A static binary has no version needs.
+        fs::write(&path, elf(true, true, &[])).unwrap();
+        assert_eq!(glibc_max_version(&path).unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_whole_elf_is_an_error_not_a_panic() {
+        let file = elf(true, true, &[("libc.so.6", &["GLIBC_2.17"])]);
+        for len in 0..file.len() {
+            let _ = version_needs(&file[..len]);
+        }
+        assert_eq!(version_needs(&file[..100]), Err(MALFORMED));
+        assert_eq!(version_needs(b"#!/bin/sh\n"), Err("not an ELF file"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("script");
+        fs::write(&path, "#!/bin/sh\n").unwrap();
+        let e = glibc_max_version(&path).unwrap_err().to_string();
+        assert!(e.contains("script") && e.contains("not an ELF file"), "{e}");
+    }
+
+    #[test]
+    fn glibc_versions_are_major_minor() {
+        assert_eq!(glibc_version("GLIBC_2.17"), Some((2, 17)));
+        assert_eq!(glibc_version("GLIBC_2.3.4"), Some((2, 3)));
+        assert_eq!(glibc_version("GLIBC_PRIVATE"), None);
+        assert_eq!(glibc_version("GCC_3.0"), None);
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aes::cipher::block_padding::Pkcs7;
-use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+#[cfg(any(test, feature = "sim"))]
+use aes::cipher::BlockEncryptMut;
+use aes::cipher::{BlockDecryptMut, KeyIvInit};
 use serde_json::Value;
 
 use crate::config::{TcAuth, TcSettings};
@@ -33,8 +35,11 @@ pub const PARAM_KEY_ENV: &str = "TC_APP_PARAM_KEY";
 /// The platform encrypts with a zero IV.
 const IV: [u8; 16] = [0u8; 16];
 
+#[cfg(any(test, feature = "sim"))]
 type Enc128 = cbc::Encryptor<aes::Aes128>;
+#[cfg(any(test, feature = "sim"))]
 type Enc192 = cbc::Encryptor<aes::Aes192>;
+#[cfg(any(test, feature = "sim"))]
 type Enc256 = cbc::Encryptor<aes::Aes256>;
 type Dec128 = cbc::Decryptor<aes::Aes128>;
 type Dec192 = cbc::Decryptor<aes::Aes192>;
@@ -48,6 +53,7 @@ fn key_length_error(len: usize) -> Error {
 
 /// Encrypts a param file exactly as the platform does (AES-CBC, zero IV, PKCS#7, raw bytes),
 /// so tests, the demo and the package test produce the platform's files.
+#[cfg(any(test, feature = "sim"))]
 pub fn encrypt_param_file(key: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
     let k = key.as_bytes();
     let out = match k.len() {

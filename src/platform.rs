@@ -122,7 +122,6 @@ pub fn init_logging(level: log::LevelFilter, log_dir: &Path) -> Result<()> {
         .filter_module("ureq", level.min(log::LevelFilter::Warn))
         .filter_module("ureq_proto", level.min(log::LevelFilter::Warn))
         .filter_module("rustls", level.min(log::LevelFilter::Warn))
-        .filter_module("tiny_http", level.min(log::LevelFilter::Warn))
         .format(move |buf, record| {
             let now = time::OffsetDateTime::now_utc();
             let ts = now.format(&fmt).unwrap_or_default();

@@ -4,15 +4,15 @@
 //! `benches/baseline.json` (never on wall time), or a no-change rerun that writes anything.
 //!
 //! Ignored by a plain `cargo test` (it takes a while in a debug build); CI runs
-//! `cargo test --test bench_smoke -- --ignored`. `BENCH_RECORD=1` rewrites the baseline.
+//! `cargo test --test integration -- --ignored bench_smoke::`. `BENCH_RECORD=1` rewrites the baseline.
 //! The quick test here pins what the memory-lean sync index must still get right.
 
+use crate::support::{empty_lab, BIN};
 use std::path::PathBuf;
 
 use serde_json::{json, Map};
 use std::time::Duration;
 use tanium_tr_indicators::sim::dataset;
-use tanium_tr_indicators::sim::lab::Lab;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 
 use tanium_tr_indicators::sim::bench::{self, Baseline, BenchOptions, Phase};
@@ -25,7 +25,7 @@ fn baseline_path() -> PathBuf {
 }
 
 #[test]
-#[ignore = "CI smoke benchmark: cargo test --test bench_smoke -- --ignored"]
+#[ignore = "CI smoke benchmark: cargo test --test integration -- --ignored bench_smoke::"]
 fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
     assert!(
         std::path::Path::new(RSS_TOOL).exists(),
@@ -33,7 +33,7 @@ fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
     );
     let dir = tempfile::tempdir().unwrap();
     let opts = BenchOptions {
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_tanium-tr-indicators")),
+        binary: PathBuf::from(BIN),
         dir: dir.path().to_path_buf(),
         latency: Duration::ZERO,
         workers: None,
@@ -86,7 +86,7 @@ fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
 
     if std::env::var_os("BENCH_RECORD").is_some() {
         let note = format!(
-            "cargo test --test bench_smoke -- --ignored (debug build of the app), {SIZE} indicators, \
+            "cargo test --test integration -- --ignored bench_smoke:: (debug build of the app), {SIZE} indicators, \
              {} cores; counts are exact, RSS is GNU time's %M in KiB; wall time is never compared",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
@@ -108,9 +108,7 @@ fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
 
 #[test]
 fn same_identity_twice_in_one_run_creates_one_document_and_reruns_write_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_tanium-tr-indicators"));
-    let mut lab = Lab::start(dir.path(), &exe, ApiGeneration::V4).unwrap();
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V4);
     let mut hosts: Vec<_> = dataset::generate(300, 3)
         .filter(|i| i.type_name == "Host" && i.active)
         .collect();

@@ -12,20 +12,20 @@
 //! document per identity; a second fault-free run writes nothing.
 //!
 //! CI runs a few fixed seeds. Locally:
-//!   CHAOS_SEEDS=1000 CHAOS_RUNS=12 CHAOS_JOBS=6 cargo test --test chaos chaos -- --nocapture
-//! Replay one seed: CHAOS_SEED=<seed> [CHAOS_RUNS=<runs>] cargo test --test chaos -- --nocapture
+//!   CHAOS_SEEDS=1000 CHAOS_RUNS=12 CHAOS_JOBS=6 cargo test --test integration chaos::chaos -- --nocapture
+//! Replay one seed: CHAOS_SEED=<seed> [CHAOS_RUNS=<runs>] cargo test --test integration chaos::chaos -- --nocapture
 //! CHAOS_BIN=<copy of the app binary> keeps a long run immune to rebuilds; CHAOS_KEEP=1 keeps
 //! the run folders (logs, message.tc, results.tc); CHAOS_VERBOSE=1 prints job edits.
 //! (Faults fire on request counts, so a replay meets the same faults; which worker thread meets
 //! a write fault can differ between replays.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::support::{empty_lab, expected_name, BIN};
 use serde_json::{json, Map, Value};
 use tanium_tr_indicators::intel::{self, IntelFormat};
 use tanium_tr_indicators::sim::dataset::{self, Rng, OWNERS, TAGS};
@@ -36,8 +36,6 @@ use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::model::Indicator;
 use tanium_tr_indicators::tc::tql::format_time;
 use time::OffsetDateTime;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
 
 /// The app binary the chaos runs start: `CHAOS_BIN` (a copy, so a long run survives rebuilds)
 /// or the one cargo built.
@@ -232,54 +230,8 @@ impl Job {
                 .max_fp
                 .is_none_or(|m| i.false_positives.unwrap_or(0) <= i64::from(m))
             && epoch(&i.last_modified) >= self.horizon
-            && name_of(i).is_some()
+            && expected_name(i).is_some()
     }
-}
-
-/// "ThreatConnect <Type> <normalised value>", or None for a value that cannot be sent.
-fn name_of(i: &Indicator) -> Option<String> {
-    let field = |f: &Option<String>| {
-        f.as_deref()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or(&i.summary)
-            .trim()
-            .to_string()
-    };
-    let value = match i.type_name.as_str() {
-        "Address" => field(&i.ip).parse::<IpAddr>().ok()?.to_string(),
-        "Host" => {
-            let h = field(&i.host_name);
-            let h = h.strip_suffix('.').unwrap_or(&h).to_lowercase();
-            let ok_char = |c: char| {
-                if c.is_ascii() {
-                    c.is_ascii_alphanumeric() || "-_.".contains(c)
-                } else {
-                    !c.is_whitespace() && !c.is_control()
-                }
-            };
-            let labels_ok = h
-                .split('.')
-                .all(|l| !l.is_empty() && l.chars().count() <= 63);
-            if h.is_empty() || h.chars().count() > 253 || !h.chars().all(ok_char) || !labels_ok {
-                return None;
-            }
-            h
-        }
-        "File" => {
-            let mut first = None;
-            for (f, len) in [(&i.md5, 32), (&i.sha1, 40), (&i.sha256, 64)] {
-                if let Some(v) = f.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-                    if v.len() != len || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return None;
-                    }
-                    first.get_or_insert(v.to_ascii_lowercase());
-                }
-            }
-            first?
-        }
-        _ => return None,
-    };
-    Some(format!("ThreatConnect {} {}", i.type_name, value))
 }
 
 /// What the app's source must hold for one indicator.
@@ -316,7 +268,7 @@ fn expected(
 ) -> Result<BTreeMap<String, Want>, String> {
     let mut out = BTreeMap::new();
     for i in snapshot.iter().filter(|i| job.wants(i)) {
-        let name = name_of(i).unwrap_or_default();
+        let name = expected_name(i).unwrap_or_default();
         let p = intel::render(&as_served(i, tc_url), job.format())
             .map_err(|e| format!("the test wants {name} but the renderer refuses it: {e}"))?;
         if p.name != name {
@@ -1440,7 +1392,7 @@ fn chaos() {
                     Err(e) => {
                         eprintln!("CHAOS FAILURE: {e}");
                         failures.lock().unwrap().push(format!(
-                            "{e}\n  replay: CHAOS_SEED={seed} CHAOS_RUNS={runs} cargo test --test chaos -- --nocapture"
+                            "{e}\n  replay: CHAOS_SEED={seed} CHAOS_RUNS={runs} cargo test --test integration chaos::chaos -- --nocapture"
                         ));
                     }
                 }
@@ -1490,19 +1442,18 @@ fn chaos() {
 // Regression tests for what the chaos runs found
 // ---------------------------------------------------------------------------------------------
 
-fn small_lab(dir: &Path, generation: ApiGeneration) -> Lab {
-    let lab = Lab::start(dir, Path::new(BIN), generation).expect("lab");
+fn small_lab(generation: ApiGeneration) -> (tempfile::TempDir, Lab) {
+    let (dir, lab) = empty_lab(generation);
     let now = OffsetDateTime::now_utc() - time::Duration::hours(1);
     lab.tc.load(dataset::generate_at(40, 11, now));
-    lab
+    (dir, lab)
 }
 
 /// Found by chaos: switching Intel Format left every unchanged indicator in the old format
 /// (an incremental run only re-renders what TC modified) while the run reported success.
 #[test]
 fn switching_the_intel_format_rewrites_every_document() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = small_lab(dir.path(), ApiGeneration::V4);
+    let (_dir, mut lab) = small_lab(ApiGeneration::V4);
     let first = lab.run(&Map::new(), &[]).unwrap();
     assert_eq!(first.code, 0, "{}", first.message);
     let before = app_docs(&lab);
@@ -1535,8 +1486,7 @@ fn switching_the_intel_format_rewrites_every_document() {
 /// when it has nothing to write (before, the run exited 0 and the deploy was never retried).
 #[test]
 fn a_failed_deploy_is_reported_and_retried_by_the_next_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = small_lab(dir.path(), ApiGeneration::V4);
+    let (_dir, mut lab) = small_lab(ApiGeneration::V4);
     let deploy = format!("{}/intel/deploy", ApiGeneration::V4.base_path());
     lab.tanium.server().inject(FaultRule::new(
         Some("POST"),
@@ -1579,14 +1529,13 @@ fn a_failed_deploy_is_reported_and_retried_by_the_next_run() {
 /// that read like a full success.
 #[test]
 fn exit_3_says_why_when_only_the_removal_check_failed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = small_lab(dir.path(), ApiGeneration::V3);
+    let (_dir, mut lab) = small_lab(ApiGeneration::V3);
     assert_eq!(lab.run(&Map::new(), &[]).unwrap().code, 0);
     let id = lab
         .tc
         .snapshot()
         .into_iter()
-        .find(|i| i.active && name_of(i).is_some())
+        .find(|i| i.active && expected_name(i).is_some())
         .unwrap()
         .id;
     lab.tc
@@ -1634,8 +1583,7 @@ fn an_indicator_deleted_during_a_full_pull_does_not_cost_another_its_document() 
 }
 
 fn pull_with_a_change_mid_way(change: impl FnOnce(&Lab)) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::start(dir.path(), Path::new(BIN), ApiGeneration::V4).unwrap();
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V4);
     let t0 = OffsetDateTime::now_utc() - time::Duration::hours(2);
     for n in 0..30i64 {
         let ip = format!("203.0.113.{}", n + 1);

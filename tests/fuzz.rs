@@ -2,7 +2,7 @@
 //! the TQL builder against the simulator's own TQL evaluator, and intel rendering.
 //!
 //! Cases per property: `FUZZ_CASES` (default 256). A long local run:
-//!   FUZZ_CASES=20000 cargo test --test fuzz
+//!   FUZZ_CASES=20000 cargo test --test integration fuzz::
 //! A failure prints the minimal input proptest found (nothing is written to disk: add it as a
 //! unit test next to the fix, as src/config.rs does for the Last Modified panic found here).
 

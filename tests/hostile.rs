@@ -7,10 +7,10 @@
 //!   (to the listing and to a write that went through), documents of another source that claim
 //!   the app's identities.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::support::empty_lab;
 use serde_json::{json, Map, Value};
 use tanium_tr_indicators::intel::{self, IntelFormat};
 use tanium_tr_indicators::sim::dataset;
@@ -20,12 +20,6 @@ use tanium_tr_indicators::sim::tanium::{ListingQuirk, SimDoc};
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::tql::format_time;
 use time::OffsetDateTime;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
-
-fn lab(dir: &Path, g: ApiGeneration) -> Lab {
-    Lab::start(dir, Path::new(BIN), g).expect("lab")
-}
 
 fn run(lab: &mut Lab) -> RunResult {
     lab.run(&Map::new(), &[]).expect("binary runs")
@@ -78,8 +72,7 @@ fn address(id: i64, ip: &str, lm: &str) -> Value {
 /// the run says what broke (exit 3) and Last Modified stays before the first record it never saw.
 #[test]
 fn hostile_tc_pages_are_survived_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = lab(dir.path(), ApiGeneration::V4);
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V4);
     let (t1, t2, t3) = (ago(3000), ago(2000), ago(1000));
     let tags: Vec<Value> = (0..3000)
         .map(|i| json!({"name": format!("tag-{i} <&>\"")}))
@@ -193,8 +186,7 @@ fn start_self_linked(pages_for: impl Fn(&str) -> Vec<Vec<u8>>) -> FakeTc {
 /// never fetched, so no request (and no credential) reaches it, and the pull goes on by key.
 #[test]
 fn a_next_link_to_another_host_is_never_followed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = lab(dir.path(), ApiGeneration::V3);
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V3);
     let evil_hits = Arc::new(AtomicU64::new(0));
     let seen = evil_hits.clone();
     let evil = Server::start(
@@ -242,8 +234,7 @@ fn a_next_link_to_another_host_is_never_followed() {
 /// valid ones delivered as well-formed documents, invalid ones skipped by name, exit 0.
 #[test]
 fn hostile_fixtures_sync_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = lab(dir.path(), ApiGeneration::V4);
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V4);
     lab.tc.load(dataset::hostile());
     // The fixtures were last modified in mid 2025.
     lab.set("last_modified", json!("2025-01-01"));
@@ -285,8 +276,7 @@ fn foreign_docs(lab: &Lab, app: i64) -> Vec<SimDoc> {
 /// with a clear error before writing anything, instead of acting on a partial listing.
 #[test]
 fn a_tanium_listing_that_never_ends_stops_the_run_before_any_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = lab(dir.path(), ApiGeneration::V4);
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V4);
     lab.tc.load(dataset::generate(30, 3));
     let other = lab.tanium.add_source("Other");
     for n in 0..600 {
@@ -311,8 +301,7 @@ fn a_tanium_listing_that_never_ends_stops_the_run_before_any_write() {
 /// delivers exactly that document, once.
 #[test]
 fn tanium_answers_that_are_not_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = lab(dir.path(), ApiGeneration::V3);
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V3);
     lab.tc.load(dataset::generate(30, 4));
     let base = ApiGeneration::V3.base_path();
     lab.tanium.server().inject(FaultRule::new(
@@ -352,8 +341,7 @@ fn tanium_answers_that_are_not_json() {
 /// filter) but never touched, and do not stop the app from keeping its own copy.
 #[test]
 fn documents_of_another_source_that_claim_our_identities_are_left_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = lab(dir.path(), ApiGeneration::V4);
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V4);
     lab.tc.load(dataset::generate(40, 5));
     let ours: Vec<_> = lab
         .tc
@@ -404,8 +392,7 @@ fn documents_of_another_source_that_claim_our_identities_are_left_alone() {
 /// same for a deploy. Both are failures now, and the next run finishes the job.
 #[test]
 fn a_delete_or_deploy_answered_with_a_non_json_200_is_not_success() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = lab(dir.path(), ApiGeneration::V4);
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V4);
     lab.tc.load(dataset::generate(30, 6));
     assert_eq!(run(&mut lab).code, 0);
     let base = ApiGeneration::V4.base_path();

@@ -1,7 +1,7 @@
 //! Intel rendering: golden documents, identities, invalid values, determinism, hostile values.
 //!
-//! `UPDATE_GOLDEN=1 cargo test --test intel` rewrites tests/golden/.
-//! `INTEL_SAMPLE_DIR=dir cargo test --test intel -- --ignored write_samples` writes every sample
+//! `UPDATE_GOLDEN=1 cargo test --test integration intel::` rewrites tests/golden/.
+//! `INTEL_SAMPLE_DIR=dir cargo test --test integration -- --ignored --exact intel::write_samples` writes every sample
 //! (used by .ci/stix-validate.sh).
 
 use std::path::PathBuf;

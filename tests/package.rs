@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
+use crate::support::BIN;
 use tanium_tr_indicators::package::{
-    build_tcx, glibc_max_version, PackageOptions, APP_NAME, BINARY_NAME, RUN_PY,
+    build_tcx, glibc_max_version, PackageOptions, APP_NAME, BINARY_NAME, MAX_GLIBC, RUN_PY,
 };
 use tempfile::TempDir;
 use zip::ZipArchive;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
 const FOLDER: &str = "TaniumTrIndicators_v1";
 
 fn fixture_dir() -> PathBuf {
@@ -354,29 +354,134 @@ fn the_packaged_app_syncs_when_started_like_the_platform_starts_it() {
 
 #[test]
 fn glibc_version_of_the_test_binary_is_read() {
-    // The test-profile binary links glibc dynamically, so objdump must find a version >= 2.2.
+    // The test-profile binary links glibc dynamically, so its version needs name one >= 2.2.
     let found = glibc_max_version(Path::new(BIN)).unwrap();
     assert!(matches!(found, Some((2, minor)) if minor >= 2), "{found:?}");
 }
 
 #[test]
+#[ignore = "needs ./package.sh first; CI runs it after package.sh"]
 fn zigbuild_binary_needs_glibc_2_17_at_most() {
     // target/<profile>/<bin> -> target/x86_64-unknown-linux-gnu/release/<bin> (package.sh builds it).
     let target_dir = Path::new(BIN).parent().unwrap().parent().unwrap();
     let binary = target_dir
         .join("x86_64-unknown-linux-gnu/release")
         .join(BINARY_NAME);
-    if !binary.exists() {
-        println!(
-            "SKIPPED zigbuild_binary_needs_glibc_2_17_at_most: {} not built; run ./package.sh first",
-            binary.display()
-        );
-        return;
-    }
+    assert!(
+        binary.exists(),
+        "{} is missing: run ./package.sh first",
+        binary.display()
+    );
     let found = glibc_max_version(&binary).unwrap();
     assert!(
         found.is_none_or(|v| v <= (2, 17)),
         "{} needs GLIBC {found:?}, newer than 2.17",
         binary.display()
     );
+}
+
+/// The `.tcx` package.sh wrote (CI runs it before the tests), unpacked into `dest` the way
+/// some unzippers do it (no modes).
+fn shipped_package(dest: &Path) -> PathBuf {
+    let target_dir = Path::new(BIN).parent().unwrap().parent().unwrap();
+    let tcx = target_dir.join(format!("{FOLDER}.tcx"));
+    assert!(
+        tcx.is_file(),
+        "{} is missing: run ./package.sh first",
+        tcx.display()
+    );
+    let app = unpack(&tcx, dest, false);
+    let binary = app.join(BINARY_NAME);
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+    app
+}
+
+/// Runs `binary package` in a copy of the fixture app dir; returns the run and the .tcx path.
+fn package_subcommand(binary: &Path) -> (TempDir, Output, PathBuf) {
+    let (dir, opts) = fixture_options(&fake_binary());
+    let out = Command::new(binary)
+        .args(["package", "--out"])
+        .arg(&opts.out_dir)
+        .current_dir(&opts.app_dir)
+        .output()
+        .unwrap();
+    let tcx = opts.out_dir.join(format!("{FOLDER}.tcx"));
+    (dir, out, tcx)
+}
+
+#[test]
+fn the_package_subcommand_refuses_a_binary_that_needs_a_newer_glibc() {
+    let (_dir, out, tcx) = package_subcommand(Path::new(BIN));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The test build links the build machine's glibc: newer than 2.17 on any current Linux.
+    match glibc_max_version(Path::new(BIN)).unwrap() {
+        Some(needed) if needed > MAX_GLIBC => {
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            let needs = format!("this binary needs GLIBC {}.{}", needed.0, needed.1);
+            assert!(
+                stderr.contains(&needs) && stderr.contains("./package.sh"),
+                "{stderr}"
+            );
+            assert!(!tcx.exists(), "no package from a refused binary");
+        }
+        _ => {
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+            assert!(tcx.is_file());
+        }
+    }
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+#[ignore = "needs ./package.sh first; CI runs it after package.sh"]
+fn the_packaged_binary_holds_only_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = shipped_package(dir.path()).join(BINARY_NAME);
+
+    let out = Command::new(&binary)
+        .args(["demo", "--out", "demo-out"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("demo is not in this build"), "{stderr}");
+    assert!(!dir.path().join("demo-out").exists());
+
+    // Panic locations of simulator code and strings only the simulators and the demo use: the
+    // test build (with the simulators) must hold each, or the marker proves nothing.
+    let with_sims = fs::read(BIN).unwrap();
+    let shipped = fs::read(&binary).unwrap();
+    for marker in [
+        "src/sim/",
+        "sim-conn",
+        "injected ",
+        "ThreatConnect simulator: ",
+    ] {
+        assert!(
+            holds(&with_sims, marker),
+            "{marker:?} is not in the test build: choose another marker"
+        );
+        assert!(
+            !holds(&shipped, marker),
+            "the packaged binary holds simulator code ({marker:?})"
+        );
+    }
+
+    // Built against glibc 2.17, it may package itself.
+    let (_app, out, tcx) = package_subcommand(&binary);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let mut zip = ZipArchive::new(fs::File::open(tcx).unwrap()).unwrap();
+    let mut packaged = vec![];
+    zip.by_name(&format!("{FOLDER}/{BINARY_NAME}"))
+        .unwrap()
+        .read_to_end(&mut packaged)
+        .unwrap();
+    assert!(packaged == shipped);
 }

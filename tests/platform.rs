@@ -2,11 +2,9 @@
 //! encrypted param file, legacy argv or a local JSON file; validation messages in message.tc;
 //! exit codes; app.log; and no secret anywhere it writes.
 
-mod support;
-
+use crate::support::*;
 use base64::Engine;
 use serde_json::{json, Value};
-use support::*;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult as LabRun};
 use tanium_tr_indicators::sim::tanium::TaniumSimOptions;
 use tanium_tr_indicators::sim::tc::{TcSim, TcSimOptions};
@@ -52,7 +50,7 @@ fn aes128_param_file_is_read_typed_and_deleted() {
 
 #[test]
 fn aes256_param_file_runs_the_job_and_reports() {
-    let (lab, _guard) = lab(40);
+    let (_guard, lab) = lab(ApiGeneration::V4, 40, 11);
     let sb = Sandbox::new();
     let params = with(lab_params(&lab), "tc_log_level", json!("debug"));
     std::fs::create_dir_all(sb.join("job/out")).unwrap();
@@ -253,7 +251,7 @@ fn local_json_file_and_precedence_of_sources() {
     assert_eq!(c["filters"]["min_confidence"], 50);
 
     // A local JSON file alone is a complete source for a run.
-    let (lab, _guard) = lab(20);
+    let (_guard, lab) = lab(ApiGeneration::V4, 20, 11);
     let sb = Sandbox::new();
     std::fs::write(sb.join("local.json"), lab_params(&lab).to_string()).unwrap();
     let r = sb.run(&["--params", "local.json"], &[]);
@@ -554,7 +552,7 @@ fn no_secret_appears_anywhere_the_app_writes() {
     let mut t = TaniumSimOptions::new(ApiGeneration::V4);
     t.password = tanium_pw.into();
     t.api_token = Some(tanium_token.into());
-    let (mut lab, _guard) = lab_with(
+    let (_guard, mut lab) = lab_with(
         TcSimOptions {
             secret_key: tc_secret.into(),
             token: tc_token.into(),
@@ -563,6 +561,7 @@ fn no_secret_appears_anywhere_the_app_writes() {
         },
         t,
         30,
+        11,
     );
     lab.param_key = param_key.into();
     lab.tc
@@ -818,7 +817,7 @@ fn help_version_and_subcommands() {
     assert_eq!((r.code, r.stdout.trim()), (0, "tanium-tr-indicators 1.0.0"));
 
     // check: one "ok" line per check, exit 0, nothing written to Tanium or results.tc.
-    let (mut lab, _guard) = lab(5);
+    let (_guard, mut lab) = lab(ApiGeneration::V4, 5, 11);
     let none = serde_json::Map::new();
     let r = lab.run(&none, &["check"]).unwrap();
     assert_eq!(r.code, 0, "{}\n{}", r.message, r.stderr);

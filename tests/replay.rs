@@ -15,15 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{expected, expected_name, lab};
 use serde_json::{json, Map, Value};
-use tanium_tr_indicators::sim::dataset;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Server, SimRequest, SimResponse};
 use tanium_tr_indicators::sim::tanium::SimDoc;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::model::Indicator;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recorded")
@@ -367,40 +365,6 @@ fn forward(to: SocketAddr, req: &SimRequest) -> io::Result<SimResponse> {
     })
 }
 
-/// The document name this indicator must have, written from the TC data alone.
-fn expected_name(i: &Indicator) -> Option<String> {
-    let value = match i.type_name.as_str() {
-        "Address" => {
-            let ip = i.ip.clone()?;
-            match ip.parse::<std::net::Ipv6Addr>() {
-                Ok(v6) => v6.to_string(),
-                Err(_) => ip,
-            }
-        }
-        "Host" => i.host_name.clone()?.to_lowercase(),
-        "File" => i
-            .md5
-            .clone()
-            .or(i.sha1.clone())
-            .or(i.sha256.clone())?
-            .to_lowercase(),
-        _ => return None,
-    };
-    Some(format!("ThreatConnect {} {value}", i.type_name))
-}
-
-fn expected(lab: &Lab) -> Vec<String> {
-    let mut v: Vec<String> = lab
-        .tc
-        .snapshot()
-        .iter()
-        .filter(|i| i.active)
-        .filter_map(expected_name)
-        .collect();
-    v.sort();
-    v
-}
-
 fn by_name(lab: &Lab) -> BTreeMap<String, SimDoc> {
     let docs = lab.source_docs();
     let n = docs.len();
@@ -483,9 +447,7 @@ struct Replay {
 
 impl Replay {
     fn start(c: Config) -> Replay {
-        let dir = tempfile::tempdir().unwrap();
-        let mut lab = Lab::start(dir.path(), Path::new(BIN), c.generation).unwrap();
-        lab.tc.load(dataset::generate(150, c.seed));
+        let (dir, mut lab) = lab(c.generation, 150, c.seed);
         let trap = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let tc = Proxy::start(
             Side::Tc,
@@ -549,7 +511,7 @@ fn replay(c: Config) {
     let g = c.generation;
 
     let r = x.ok("first sync");
-    let want = expected(&x.lab);
+    let want = expected(&x.lab, |_| true);
     assert!(want.len() > 100, "{c:?}: dataset too small: {}", want.len());
     assert_eq!(held(&x.lab), want, "{c:?}: first sync");
     assert!(
@@ -644,7 +606,7 @@ fn replay(c: Config) {
     assert_ne!(a.md5, b.md5, "{c:?}: new content");
     want_after.insert(name(&changed), a.clone());
     assert_eq!(after, want_after, "{c:?}: exactly those three changed");
-    assert_eq!(held(&x.lab), expected(&x.lab));
+    assert_eq!(held(&x.lab), expected(&x.lab, |_| true));
     assert_eq!(deploys(&x.lab, g), u64::from(g == ApiGeneration::V4));
 
     let r = x.ok("no-change run after changes");

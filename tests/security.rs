@@ -4,18 +4,16 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::support::empty_lab;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Map};
-use tanium_tr_indicators::sim::lab::Lab;
 use tanium_tr_indicators::sim::server::{Server, SimRequest, SimResponse};
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
 /// A self-signed certificate for localhost / 127.0.0.1 (no CA anyone trusts signed it).
 const CERT: &[u8] = include_bytes!("fixtures/tls/cert.pem");
 const KEY: &[u8] = include_bytes!("fixtures/tls/key.pem");
@@ -83,8 +81,7 @@ fn tls_server() -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
 #[test]
 fn tls_certificates_are_verified_unless_the_job_turns_it_off() {
     let (url, requests, connections) = tls_server();
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::start(dir.path(), Path::new(BIN), ApiGeneration::V4).unwrap();
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V4);
     lab.set("tanium_address", json!(url));
     lab.set("http_timeout_secs", json!("5"));
     lab.params.remove("verify_ssl");
@@ -139,8 +136,7 @@ fn redirects_are_never_followed() {
         }),
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::start(dir.path(), Path::new(BIN), ApiGeneration::V3).unwrap();
+    let (_dir, mut lab) = empty_lab(ApiGeneration::V3);
     lab.set("tc_api_path", json!(format!("{}/api", redirecting.url())));
     let r = lab.run(&Map::new(), &[]).unwrap();
     assert_ne!(r.code, 0, "{}", r.message);

@@ -3,8 +3,8 @@
 //! job — computed here independently, from the TC simulator's data, with plain closures.
 
 use std::collections::BTreeMap;
-use std::net::Ipv6Addr;
 
+use crate::support::{expected, expected_name, held, lab};
 use serde_json::{json, Map, Value};
 use tanium_tr_indicators::sim::dataset;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
@@ -12,15 +12,6 @@ use tanium_tr_indicators::sim::server::{Fault, FaultRule};
 use tanium_tr_indicators::sim::tanium::SimDoc;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::model::Indicator;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
-
-fn lab(generation: ApiGeneration, n: usize, seed: u64) -> (tempfile::TempDir, Lab) {
-    let dir = tempfile::tempdir().unwrap();
-    let lab = Lab::start(dir.path(), BIN.as_ref(), generation).unwrap();
-    lab.tc.load(dataset::generate(n, seed));
-    (dir, lab)
-}
 
 fn none() -> Map<String, Value> {
     Map::new()
@@ -46,52 +37,6 @@ fn ok(lab: &mut Lab, extra: &Map<String, Value>) -> RunResult {
     let r = run(lab, extra);
     assert_eq!(r.code, 0, "message: {}\nlog:\n{}", r.message, r.log);
     r
-}
-
-/// The document name this indicator must have, written from the TC data alone.
-fn expected_name(i: &Indicator) -> Option<String> {
-    let value = match i.type_name.as_str() {
-        "Address" => {
-            let ip = i.ip.clone()?;
-            match ip.parse::<Ipv6Addr>() {
-                Ok(v6) => v6.to_string(),
-                Err(_) => ip,
-            }
-        }
-        "Host" => i.host_name.clone()?.to_lowercase(),
-        "File" => i
-            .md5
-            .clone()
-            .or(i.sha1.clone())
-            .or(i.sha256.clone())?
-            .to_lowercase(),
-        _ => return None,
-    };
-    Some(format!("ThreatConnect {} {value}", i.type_name))
-}
-
-fn expected(lab: &Lab, keep: impl Fn(&Indicator) -> bool) -> Vec<String> {
-    let mut v: Vec<String> = lab
-        .tc
-        .snapshot()
-        .iter()
-        .filter(|i| i.active && keep(i))
-        .filter_map(expected_name)
-        .collect();
-    v.sort();
-    v
-}
-
-fn held(lab: &Lab) -> Vec<String> {
-    let docs = lab.source_docs();
-    let mut ids: Vec<&str> = docs.iter().map(|d| d.intrinsic_id.as_str()).collect();
-    ids.sort();
-    let before = ids.len();
-    ids.dedup();
-    assert_eq!(before, ids.len(), "two documents share an intrinsic id");
-    let mut v: Vec<String> = docs.into_iter().map(|d| d.name).collect();
-    v.sort();
-    v
 }
 
 fn tanium_writes(lab: &Lab) -> u64 {

@@ -3,28 +3,15 @@
 //! on (Cloud login, refused token, missing permission, `check`), deletes answered without JSON,
 //! identities under either intrinsicId source, other sources' documents in the listing.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-
+use crate::support::{lab, ConnectProxy};
 use serde_json::{json, Map, Value};
-use tanium_tr_indicators::sim::dataset;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
 use tanium_tr_indicators::sim::tanium::IntrinsicFrom;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
-
 /// What the platform shows of message.tc.
 const MESSAGE_LIMIT: usize = 255;
-
-fn lab(g: ApiGeneration, n: usize, seed: u64) -> (tempfile::TempDir, Lab) {
-    let dir = tempfile::tempdir().unwrap();
-    let lab = Lab::start(dir.path(), Path::new(BIN), g).unwrap();
-    lab.tc.load(dataset::generate(n, seed));
-    (dir, lab)
-}
 
 fn run(lab: &mut Lab, extra: &[(&str, Value)]) -> RunResult {
     let extra: Map<String, Value> = extra
@@ -147,55 +134,6 @@ fn a_wrong_fixed_api_version_stops_the_run_suggesting_auto() {
     }
 }
 
-/// A CONNECT proxy that sends every tunnel to 127.0.0.1 on the requested port, so the app can
-/// be given a Tanium Cloud host name while it talks to the simulator.
-fn loopback_proxy() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let _ = tunnel(client);
-            });
-        }
-    });
-    addr
-}
-
-fn tunnel(mut client: TcpStream) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if client.read(&mut byte)? == 0 || head.len() > 16 * 1024 {
-            return Ok(());
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let port = head
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("CONNECT "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|target| target.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse::<u16>().ok());
-    let Some(port) = port else {
-        return client.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
-    };
-    let upstream = TcpStream::connect(("127.0.0.1", port))?;
-    client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
-    let (mut c_read, mut u_write) = (client.try_clone()?, upstream.try_clone()?);
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c_read, &mut u_write);
-        let _ = u_write.shutdown(std::net::Shutdown::Write);
-    });
-    let (mut u_read, mut c_write) = (upstream, client);
-    let _ = std::io::copy(&mut u_read, &mut c_write);
-    let _ = c_write.shutdown(std::net::Shutdown::Write);
-    let _ = up.join();
-    Ok(())
-}
-
 #[test]
 fn a_refused_login_on_tanium_cloud_says_it_takes_api_tokens_only() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 20, 5);
@@ -206,14 +144,14 @@ fn a_refused_login_on_tanium_cloud_says_it_takes_api_tokens_only() {
     assert!(shown(&r).contains("login refused (401)"), "{}", r.message);
     assert!(!r.message.contains("Cloud"), "{}", r.message);
 
-    let proxy = loopback_proxy();
+    let proxy = ConnectProxy::to_loopback();
     let port = lab.tanium.server().addr().port();
     lab.set(
         "tanium_address",
         json!(format!("http://acme-api.cloud.tanium.com:{port}")),
     );
     lab.set("tc_proxy_host", json!("127.0.0.1"));
-    lab.set("tc_proxy_port", json!(proxy.port().to_string()));
+    lab.set("tc_proxy_port", json!(proxy.addr.port().to_string()));
     lab.set("tc_proxy_external", json!(true));
     let r = run(&mut lab, &[]);
     assert_eq!(r.code, 1, "{}", r.message);

@@ -903,7 +903,7 @@ fn rss_mib() -> u64 {
         / 1024
 }
 
-/// Scale check, run on demand: `cargo test --release --test tc -- --ignored --nocapture`.
+/// Scale check, run on demand: `cargo test --release --test integration -- --ignored --exact tc::million_indicators_scale --nocapture`.
 #[test]
 #[ignore]
 fn million_indicators_scale() {

@@ -1,6 +1,15 @@
 //! The tiny HTTP/1.1 server under both simulators: loopback only, thread per connection, with
-//! wire-level fault injection (status bursts, dropped connections, truncated bodies, delays)
-//! that a higher-level server crate would not let us produce.
+//! wire-level fault injection (status bursts, dropped connections, truncated bodies, delays).
+//!
+//! Hand-written on purpose. `Fault::Drop` (close without answering), `Fault::DropAfterHandling`
+//! (a write whose answer is lost) and `Fault::TruncateBody` (a head that promises more body than
+//! comes, then a close) need the socket itself, and the lab reads state only once
+//! `open_connections()` is 0. tiny_http, the synchronous server crate that would fit, hands a
+//! request only a writer into a connection it keeps open: it can neither close a connection
+//! unanswered nor end one after half a body (the client would wait for its read timeout), and
+//! it does not say which connections are still open. Since a fault is chosen per request on a
+//! connection the server already reads, one server has to own the raw stream for every request;
+//! what that costs is the request parsing below (~100 lines).
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -175,6 +175,7 @@ impl TaniumClient {
     }
 
     /// Caps the rows one listing may return before it is judged never-ending (an error).
+    #[cfg(any(test, feature = "sim"))]
     pub fn set_max_listed_rows(&self, rows: u64) {
         self.max_listed_rows.store(rows.max(1), Ordering::SeqCst);
     }

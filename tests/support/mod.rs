@@ -1,11 +1,9 @@
 //! Helpers for the integration tests: run the real binary in a fresh temp dir with a clean
-//! environment, write param files the way the platform does, start the shared lab (both
-//! simulators) and an authenticating CONNECT proxy.
-
-#![allow(dead_code)]
+//! environment, write param files the way the platform does, start the lab (both simulators),
+//! say which documents the app's source must hold (and which it holds), and CONNECT proxies.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +17,7 @@ use tanium_tr_indicators::sim::lab::Lab;
 use tanium_tr_indicators::sim::tanium::TaniumSimOptions;
 use tanium_tr_indicators::sim::tc::TcSimOptions;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
+use tanium_tr_indicators::tc::model::Indicator;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tanium-tr-indicators");
@@ -139,22 +138,110 @@ pub fn config_of(r: &RunResult) -> Value {
     })
 }
 
-/// The shared lab (TC simulator with `n` generated indicators, Tanium TR 4.x simulator) with
-/// the simulators' default credentials; the folder lives as long as the returned guard.
-pub fn lab(n: usize) -> (Lab, tempfile::TempDir) {
+/// A lab (both simulators, Tanium speaking `generation`, the simulators' default credentials)
+/// in a fresh folder, TC holding the `n` indicators `dataset::generate` makes from `seed`; the
+/// folder lives as long as the returned guard.
+pub fn lab(generation: ApiGeneration, n: usize, seed: u64) -> (tempfile::TempDir, Lab) {
     lab_with(
         TcSimOptions::default(),
-        TaniumSimOptions::new(ApiGeneration::V4),
+        TaniumSimOptions::new(generation),
         n,
+        seed,
     )
 }
 
-/// [`lab`] with the simulators' credentials chosen by the test.
-pub fn lab_with(tc: TcSimOptions, tanium: TaniumSimOptions, n: usize) -> (Lab, tempfile::TempDir) {
+/// [`lab`] with TC holding nothing yet, for tests that load their own records.
+pub fn empty_lab(generation: ApiGeneration) -> (tempfile::TempDir, Lab) {
+    lab(generation, 0, 0)
+}
+
+/// [`lab`] with the simulators' options (credentials, switches) chosen by the test.
+pub fn lab_with(
+    tc: TcSimOptions,
+    tanium: TaniumSimOptions,
+    n: usize,
+    seed: u64,
+) -> (tempfile::TempDir, Lab) {
     let dir = tempfile::tempdir().expect("temp dir");
     let lab = Lab::start_with(dir.path(), Path::new(BIN), tc, tanium).expect("lab starts");
-    lab.tc.load(dataset::generate(n, 11));
-    (lab, dir)
+    lab.tc.load(dataset::generate(n, seed));
+    (dir, lab)
+}
+
+/// The name of the document an indicator must have ("ThreatConnect <Type> <normalised
+/// value>"), written from the TC data alone, independently of the app's code; None for a value
+/// that cannot be sent.
+pub fn expected_name(i: &Indicator) -> Option<String> {
+    let field = |f: &Option<String>| {
+        f.as_deref()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or(&i.summary)
+            .trim()
+            .to_string()
+    };
+    let value = match i.type_name.as_str() {
+        "Address" => field(&i.ip).parse::<IpAddr>().ok()?.to_string(),
+        "Host" => {
+            let h = field(&i.host_name);
+            let h = h.strip_suffix('.').unwrap_or(&h).to_lowercase();
+            let ok_char = |c: char| {
+                if c.is_ascii() {
+                    c.is_ascii_alphanumeric() || "-_.".contains(c)
+                } else {
+                    !c.is_whitespace() && !c.is_control()
+                }
+            };
+            let labels_ok = h
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().count() <= 63);
+            if h.is_empty() || h.chars().count() > 253 || !h.chars().all(ok_char) || !labels_ok {
+                return None;
+            }
+            h
+        }
+        "File" => {
+            let mut first = None;
+            for (f, len) in [(&i.md5, 32), (&i.sha1, 40), (&i.sha256, 64)] {
+                if let Some(v) = f.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                    if v.len() != len || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return None;
+                    }
+                    first.get_or_insert(v.to_ascii_lowercase());
+                }
+            }
+            first?
+        }
+        _ => return None,
+    };
+    Some(format!("ThreatConnect {} {}", i.type_name, value))
+}
+
+/// The sorted names of the documents the app's source must hold: one per active indicator in
+/// TC that `keep` selects and that can be sent.
+pub fn expected(lab: &Lab, keep: impl Fn(&Indicator) -> bool) -> Vec<String> {
+    let mut v: Vec<String> = lab
+        .tc
+        .snapshot()
+        .iter()
+        .filter(|i| i.active && keep(i))
+        .filter_map(expected_name)
+        .collect();
+    v.sort();
+    v
+}
+
+/// The sorted names of the documents the app's source holds, after checking that no two share
+/// an identity (intrinsic id).
+pub fn held(lab: &Lab) -> Vec<String> {
+    let docs = lab.source_docs();
+    let mut ids: Vec<&str> = docs.iter().map(|d| d.intrinsic_id.as_str()).collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "two documents share an intrinsic id");
+    let mut v: Vec<String> = docs.into_iter().map(|d| d.name).collect();
+    v.sort();
+    v
 }
 
 /// The lab's params (both simulators, their credentials) with the job folders of
@@ -193,26 +280,37 @@ pub fn assert_synced(message: &str, results: &str) {
     assert!(!value("filter_fingerprint").is_empty(), "{results}");
 }
 
-/// A CONNECT proxy on 127.0.0.1 that asks for Basic credentials (407 otherwise) and tunnels
-/// only to 127.0.0.1; counts what it did.
+/// A CONNECT proxy on 127.0.0.1; counts what it did.
 pub struct ConnectProxy {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// `host:port` of every tunnel opened with the right credentials.
+    /// `host:port` of every tunnel it opened.
     pub targets: Arc<Mutex<Vec<String>>>,
     /// CONNECTs refused for missing or wrong credentials.
     pub refused: Arc<AtomicU64>,
 }
 
 impl ConnectProxy {
-    /// Starts the proxy; it lives until the test process ends.
+    /// A proxy that asks for Basic credentials (407 otherwise) and tunnels only to 127.0.0.1;
+    /// it lives until the test process ends.
     pub fn start(user: &str, password: &str) -> ConnectProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
-        let addr = listener.local_addr().expect("proxy address");
         let expected = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
+        ConnectProxy::serve(Some(expected))
+    }
+
+    /// A proxy that asks for no credentials and sends every tunnel to 127.0.0.1 on the port
+    /// asked for, whatever the host, so the app can be given a host name (a Tanium Cloud one)
+    /// while it talks to a simulator.
+    pub fn to_loopback() -> ConnectProxy {
+        ConnectProxy::serve(None)
+    }
+
+    fn serve(credentials: Option<String>) -> ConnectProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
+        let addr = listener.local_addr().expect("proxy address");
         let (targets, refused) = (
             Arc::new(Mutex::new(Vec::new())),
             Arc::new(AtomicU64::new(0)),
@@ -220,9 +318,9 @@ impl ConnectProxy {
         let (t, r) = (targets.clone(), refused.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (expected, t, r) = (expected.clone(), t.clone(), r.clone());
+                let (credentials, t, r) = (credentials.clone(), t.clone(), r.clone());
                 std::thread::spawn(move || {
-                    let _ = tunnel(client, &expected, &t, &r);
+                    let _ = tunnel(client, credentials.as_deref(), &t, &r);
                 });
             }
         });
@@ -245,10 +343,11 @@ impl ConnectProxy {
 }
 
 /// Serves one proxy connection: read the CONNECT head byte by byte (nothing of the tunnel is
-/// read early), check credentials, then copy both ways until either side closes.
+/// read early), check the credentials when there are any, then copy both ways until either
+/// side closes.
 fn tunnel(
     mut client: TcpStream,
-    expected: &str,
+    credentials: Option<&str>,
     targets: &Mutex<Vec<String>>,
     refused: &AtomicU64,
 ) -> std::io::Result<()> {
@@ -268,19 +367,27 @@ fn tunnel(
         .and_then(|l| l.split(' ').next())
         .unwrap_or("")
         .to_string();
-    let auth_ok = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("proxy-authorization") && v.trim() == expected
-        })
-    });
-    if !auth_ok || !target.starts_with("127.0.0.1:") {
-        refused.fetch_add(1, Ordering::SeqCst);
-        client.write_all(
-            b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )?;
-        return Ok(());
+    if let Some(expected) = credentials {
+        let auth_ok = lines.any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("proxy-authorization") && v.trim() == expected
+            })
+        });
+        if !auth_ok || !target.starts_with("127.0.0.1:") {
+            refused.fetch_add(1, Ordering::SeqCst);
+            client.write_all(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+            return Ok(());
+        }
     }
-    let upstream = TcpStream::connect(&target)?;
+    let Some(port) = target
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+    else {
+        return client.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    };
+    let upstream = TcpStream::connect(("127.0.0.1", port))?;
     targets.lock().unwrap().push(target);
     client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
     let (mut c_read, mut u_write) = (client.try_clone()?, upstream.try_clone()?);

@@ -1,0 +1,19 @@
+//! The integration tests, one binary: each module drives the real library or the real binary
+//! against the in-repo simulators on 127.0.0.1. `cargo test --test integration <module>::` runs
+//! one module.
+
+mod support;
+
+mod bench_smoke;
+mod chaos;
+mod fuzz;
+mod hostile;
+mod intel;
+mod package;
+mod platform;
+mod replay;
+mod security;
+mod sync;
+mod tanium;
+mod tanium_real;
+mod tc;
