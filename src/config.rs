@@ -149,7 +149,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::http::ProxySettings;
+use crate::http::{Origin, OriginError, ProxySettings};
 use crate::param_names::{self as pn, ParamSpec};
 use crate::params::RawParams;
 use crate::secret::REDACTED;
@@ -383,64 +383,16 @@ fn spec_whole(
 /// when written explicitly, any path is dropped.
 pub fn normalize_tanium_address(input: &str) -> std::result::Result<String, String> {
     let label = pn::TANIUM_ADDRESS.label;
-    let s = input.trim();
-    let bad = |why: &str| format!("{label} {why}, got '{}'", shown(s));
-    if s.is_empty() {
-        return Err(format!("{label} is required"));
-    }
-    let (scheme, rest) = match s.split_once("://") {
-        Some((sch, rest)) => match sch.to_ascii_lowercase().as_str() {
-            "https" => ("https", rest),
-            "http" => ("http", rest),
-            _ => return Err(bad("must be an https:// or http:// URL or a host name")),
-        },
-        None => ("https", s),
+    let why = match Origin::of_address(input) {
+        Ok(origin) => return Ok(origin.to_string()),
+        Err(OriginError::Empty) => return Err(format!("{label} is required")),
+        Err(OriginError::Scheme) => "must be an https:// or http:// URL or a host name",
+        Err(OriginError::Credentials) => "must not contain credentials",
+        Err(OriginError::Host) => "must be a URL or host name",
+        Err(OriginError::Ipv6) => "has an invalid IPv6 address",
+        Err(OriginError::Port) => "has an invalid port",
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.contains('@') {
-        return Err(bad("must not contain credentials"));
-    }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("has an unclosed IPv6 bracket"))?;
-        if h.is_empty()
-            || !h
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return Err(bad("has an invalid IPv6 address"));
-        }
-        let port = match after {
-            "" => None,
-            p => Some(
-                p.strip_prefix(':')
-                    .ok_or_else(|| bad("has text after the IPv6 address"))?,
-            ),
-        };
-        (format!("[{}]", h.to_ascii_lowercase()), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_ascii_lowercase(), Some(p)),
-            None => (authority.to_ascii_lowercase(), None),
-        }
-    };
-    let host_ok = host.starts_with('[')
-        || (!host.is_empty()
-            && !host.starts_with(['.', '-'])
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
-    if !host_ok {
-        return Err(bad("must be a URL or host name"));
-    }
-    match port {
-        None => Ok(format!("{scheme}://{host}")),
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => Ok(format!("{scheme}://{host}:{n}")),
-            _ => Err(bad("has an invalid port")),
-        },
-    }
+    Err(format!("{label} {why}, got '{}'", shown(input)))
 }
 
 /// `tc_api_path`: an http(s) URL, kept with its path, without a trailing slash.
@@ -448,14 +400,9 @@ fn api_path(raw: &RawParams) -> std::result::Result<String, String> {
     let name = pn::TC_API_PATH;
     let s = scalar(raw, &[name], name, true)?
         .ok_or_else(|| format!("{name} (the ThreatConnect API URL) is missing"))?;
-    let lower = s.to_ascii_lowercase();
-    let host = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-        .map(|r| r.split('/').next().unwrap_or(""));
-    match host {
-        Some(h) if !h.is_empty() => Ok(s.trim_end_matches('/').to_string()),
-        _ => Err(format!(
+    match Origin::of_url(&s) {
+        Ok(_) => Ok(s.trim_end_matches('/').to_string()),
+        Err(_) => Err(format!(
             "{name} must be an http(s) URL such as https://host/api, got '{}'",
             shown(&s)
         )),

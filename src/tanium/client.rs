@@ -658,7 +658,7 @@ impl TaniumClient {
                 ),
             ));
         }
-        if http::classify(v4.status) == http::Verdict::Retry {
+        if matches!(http::classify(v4.status), http::Verdict::Retry(_)) {
             // Maybe a passing failure of a 4.x server: give it the full retries now.
             let again = probe(ApiGeneration::V4, &self.policy)?;
             if ok(&again) {
