@@ -16,11 +16,11 @@ use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use serde_json::Value;
 
-use crate::config::{TcAuth, TcSettings};
 use crate::error::{Error, Result, Service};
 use crate::http::{self, Request, RetryPolicy};
 use crate::param_names;
 use crate::secret::Secret;
+use crate::tc::{Auth as TcAuth, Settings as TcSettings};
 
 /// Parameters by name, values as delivered: strings, lists of strings, booleans (or numbers).
 pub type RawParams = BTreeMap<String, Value>;

@@ -3,13 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tanium_tr_indicators::config::TaniumSettings;
 use tanium_tr_indicators::error::{Error, Service};
 use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy};
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
 use tanium_tr_indicators::sim::tanium::{IntrinsicFrom, ListingQuirk, TaniumSim, TaniumSimOptions};
-use tanium_tr_indicators::tanium::{ApiGeneration, IntelDoc, TaniumClient, Upload};
+use tanium_tr_indicators::tanium::{self, ApiGeneration, IntelDoc, TaniumClient, Upload};
 
 const SOURCE: &str = "ThreatConnect Indicators";
 
@@ -21,9 +20,9 @@ fn sim(generation: ApiGeneration) -> TaniumSim {
     TaniumSim::start(TaniumSimOptions::new(generation)).unwrap()
 }
 
-fn settings(sim: &TaniumSim, username: &str, password: &str) -> TaniumSettings {
-    TaniumSettings {
-        base_url: sim.url(),
+fn settings(sim: &TaniumSim, username: &str, password: &str) -> tanium::Settings {
+    tanium::Settings {
+        base_url: sim.url().parse().unwrap(),
         username: username.into(),
         password: Secret::new(password),
         http: HttpSettings {
@@ -727,8 +726,8 @@ fn check_summarises_connection_and_source() {
     assert!(after.contains(&format!("exists (id {id})")), "{after}");
 }
 
-fn with_version(s: TaniumSettings, v: Option<ApiGeneration>) -> TaniumSettings {
-    TaniumSettings {
+fn with_version(s: tanium::Settings, v: Option<ApiGeneration>) -> tanium::Settings {
+    tanium::Settings {
         api_version: v,
         ..s
     }

@@ -19,7 +19,7 @@ use crate::secret::Secret;
 pub const MAX_BODY_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Proxy to route a side's calls through (the TC platform's `tc_proxy_*` settings).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProxySettings {
     /// Proxy host name or address.
     pub host: String,
@@ -32,11 +32,13 @@ pub struct ProxySettings {
 }
 
 /// Connection settings for one side, so TLS and proxy choices are made once, in config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct HttpSettings {
     /// Limit for establishing a TCP/TLS connection.
+    #[serde(rename = "connect_timeout_secs", serialize_with = "whole_seconds")]
     pub connect_timeout: Duration,
     /// Limit for waiting on the response head and on each part of the body.
+    #[serde(rename = "read_timeout_secs", serialize_with = "whole_seconds")]
     pub read_timeout: Duration,
     /// Check server certificates (on unless the job says otherwise).
     pub verify_tls: bool,
@@ -53,6 +55,10 @@ impl Default for HttpSettings {
             proxy: None,
         }
     }
+}
+
+fn whole_seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 /// Builds the blocking agent for one side; statuses are data, not errors, so the retry loop sees them.

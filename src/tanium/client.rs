@@ -28,11 +28,11 @@ use std::sync::{Mutex, RwLock};
 use serde_json::{json, Value};
 
 use crate::compact::IdSet;
-use crate::config::TaniumSettings;
 use crate::error::{Error, Result, Service};
 use crate::http::{self, Request, Response, RetryPolicy};
 use crate::secret::Secret;
 use crate::tanium::model::{int_of, ApiGeneration, IntelDoc, Source, Upload};
+use crate::tanium::Settings;
 
 /// Largest page the intel listing accepts (Tanium answers 400 above 500).
 pub const PAGE_LIMIT: u32 = 500;
@@ -117,7 +117,7 @@ pub fn is_token_auth(username: &str, password: &Secret) -> bool {
 
 impl TaniumClient {
     /// Builds the agent, authenticates and detects the API generation once.
-    pub fn connect(settings: &TaniumSettings, policy: RetryPolicy) -> Result<TaniumClient> {
+    pub fn connect(settings: &Settings, policy: RetryPolicy) -> Result<TaniumClient> {
         if settings.password.is_empty() {
             return Err(Error::Param(
                 "Tanium Password / API Token (tanium_password) is empty".into(),
@@ -133,7 +133,7 @@ impl TaniumClient {
                 password: settings.password.clone(),
             }
         };
-        let base_url = settings.base_url.trim_end_matches('/').to_string();
+        let base_url = settings.base_url.to_string();
         let mut client = TaniumClient {
             agent,
             policy,

@@ -11,13 +11,13 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::compact::IdSet;
-use crate::config::{TcAuth, TcSettings};
 use crate::error::{Error, Result, Service};
 use crate::http::{self, path_of, Origin, Request, Response, RetryPolicy};
 use crate::secret::Secret;
 use crate::tc::auth::{hmac_authorization, path_and_query};
 use crate::tc::model::{DeletedIndicator, Indicator};
 use crate::tc::tql::{encode_query_value, format_time};
+use crate::tc::{Auth, Settings};
 
 /// Smallest page a pull shrinks to when TC cannot serve larger ones in time.
 pub const MIN_PAGE_SIZE: u32 = 100;
@@ -35,7 +35,7 @@ struct TokenState {
 }
 
 #[derive(Debug)]
-enum Auth {
+enum Signer {
     Hmac {
         access_id: String,
         secret_key: Secret,
@@ -50,7 +50,7 @@ pub struct TcClient {
     policy: RetryPolicy,
     api_path: String,
     origin: Origin,
-    auth: Auth,
+    signer: Signer,
     page_size: u32,
     requests: AtomicU64,
 }
@@ -195,7 +195,7 @@ fn parse_envelope_borrowed<'a, T: serde::Deserialize<'a>>(
 
 impl TcClient {
     /// Builds a client from validated settings; fails on an unusable URL or missing credentials.
-    pub fn new(settings: &TcSettings, policy: RetryPolicy) -> Result<TcClient> {
+    pub fn new(settings: &Settings, policy: RetryPolicy) -> Result<TcClient> {
         let api_path = settings.api_path.trim().trim_end_matches('/').to_string();
         let origin = Origin::of_url(&api_path).map_err(|_| {
             Error::Param(format!(
@@ -203,8 +203,8 @@ impl TcClient {
                 path_of(&api_path)
             ))
         })?;
-        let auth = match &settings.auth {
-            TcAuth::Hmac {
+        let signer = match &settings.auth {
+            Auth::Hmac {
                 access_id,
                 secret_key,
             } => {
@@ -213,19 +213,19 @@ impl TcClient {
                         "ThreatConnect API access id and secret key must both be set".into(),
                     ));
                 }
-                Auth::Hmac {
+                Signer::Hmac {
                     access_id: access_id.trim().to_string(),
                     secret_key: secret_key.clone(),
                 }
             }
-            TcAuth::Token { token, expires } => {
+            Auth::Token { token, expires } => {
                 if token.is_empty() {
                     return Err(Error::Param(
                         "ThreatConnect credentials missing: no tc_token and no API access id / secret key"
                             .into(),
                     ));
                 }
-                Auth::Token(Mutex::new(TokenState {
+                Signer::Token(Mutex::new(TokenState {
                     token: token.clone(),
                     expires: *expires,
                     generation: 0,
@@ -237,7 +237,7 @@ impl TcClient {
             policy,
             api_path,
             origin,
-            auth,
+            signer,
             page_size: settings.page_size.clamp(1, 10_000),
             requests: AtomicU64::new(0),
         })
@@ -249,9 +249,9 @@ impl TcClient {
     }
 
     fn token_state(&self) -> Option<std::sync::MutexGuard<'_, TokenState>> {
-        match &self.auth {
-            Auth::Token(m) => Some(m.lock().unwrap_or_else(|e| e.into_inner())),
-            Auth::Hmac { .. } => None,
+        match &self.signer {
+            Signer::Token(m) => Some(m.lock().unwrap_or_else(|e| e.into_inner())),
+            Signer::Hmac { .. } => None,
         }
     }
 
@@ -259,8 +259,8 @@ impl TcClient {
     fn build(&self, url: &str) -> Result<Request> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         let req = Request::new("GET", url).header("Accept", "application/json");
-        Ok(match &self.auth {
-            Auth::Hmac {
+        Ok(match &self.signer {
+            Signer::Hmac {
                 access_id,
                 secret_key,
             } => {
@@ -270,7 +270,7 @@ impl TcClient {
                 req.header("Authorization", value)
                     .header("Timestamp", ts.to_string())
             }
-            Auth::Token(m) => {
+            Signer::Token(m) => {
                 let t = m.lock().unwrap_or_else(|e| e.into_inner());
                 req.header("Authorization", format!("TC-Token {}", t.token.expose()))
             }
@@ -384,7 +384,7 @@ impl TcClient {
         loop {
             let generation = self.generation();
             let resp = http::call(&self.agent, policy, SVC, &mut || self.build(&url))?;
-            if resp.status == 401 && !renewed && matches!(self.auth, Auth::Token(_)) {
+            if resp.status == 401 && !renewed && matches!(self.signer, Signer::Token(_)) {
                 renewed = true;
                 log::info!("ThreatConnect answered 401 to {what}; renewing the job token");
                 self.renew(generation)?;
@@ -562,9 +562,9 @@ impl TcClient {
         let url = format!("{}/v3/security/owners?resultLimit=1", self.api_path);
         let resp = self.get(&url)?;
         let env: Envelope<serde_json::Value> = parse_envelope(&resp, "GET /v3/security/owners")?;
-        let kind = match self.auth {
-            Auth::Hmac { .. } => "API access id / secret key",
-            Auth::Token(_) => "job token",
+        let kind = match self.signer {
+            Signer::Hmac { .. } => "API access id / secret key",
+            Signer::Token(_) => "job token",
         };
         let owner = env
             .data
