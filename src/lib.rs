@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clients;
 pub mod compact;
 pub mod config;
 pub mod demo;

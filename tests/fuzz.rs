@@ -4,7 +4,7 @@
 //! Cases per property: `FUZZ_CASES` (default 256). A long local run:
 //!   FUZZ_CASES=20000 cargo test --test fuzz
 //! A failure prints the minimal input proptest found (nothing is written to disk: add it as a
-//! unit test next to the fix, as src/config.rs does for the Last Modified panic found here).
+//! unit test next to the fix, as src/config/timestamp.rs does for the Last Modified panic found here).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -13,7 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tanium_tr_indicators::cli;
-use tanium_tr_indicators::config::{parse_last_modified, JobConfig};
+use tanium_tr_indicators::config::timestamp::parse_last_modified;
+use tanium_tr_indicators::config::JobConfig;
 use tanium_tr_indicators::intel::{self, identity_from_doc, rev_from_doc};
 use tanium_tr_indicators::params::{
     decrypt_param_file, encrypt_param_file, parse_legacy_args, parse_params_json, RawParams,

@@ -367,6 +367,25 @@ impl TcClient {
 
     /// [`Self::get`] with its own retry policy.
     fn get_with(&self, url: &str, policy: &RetryPolicy) -> Result<Response> {
+        let resp = self.answer_with(url, policy)?;
+        if (200..300).contains(&resp.status) {
+            Ok(resp)
+        } else {
+            Err(status_error(
+                &resp,
+                &format!("GET {}", path_of(&wire_safe(url))),
+            ))
+        }
+    }
+
+    /// TC's final answer to a GET of `url`, whatever its status: signed per attempt, retried per
+    /// the shared rule, a job token renewed ahead of expiry and once on 401. Refused before
+    /// anything is sent when `url` is not on the `tc_api_path` origin.
+    pub(super) fn answer(&self, url: &str) -> Result<Response> {
+        self.answer_with(url, &self.policy)
+    }
+
+    fn answer_with(&self, url: &str, policy: &RetryPolicy) -> Result<Response> {
         let url = wire_safe(url);
         let what = format!("GET {}", path_of(&url));
         if Origin::of_url(&url).ok().as_ref() != Some(&self.origin) {
@@ -390,11 +409,13 @@ impl TcClient {
                 self.renew(generation)?;
                 continue;
             }
-            if (200..300).contains(&resp.status) {
-                return Ok(resp);
-            }
-            return Err(status_error(&resp, &what));
+            return Ok(resp);
         }
+    }
+
+    /// `tc_api_path` without a trailing slash.
+    pub(super) fn api_path(&self) -> &str {
+        &self.api_path
     }
 
     /// Streams the indicators `tql` selects, one page at a time (see [`Pages`]).

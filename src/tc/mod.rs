@@ -1,5 +1,5 @@
 //! The ThreatConnect side: its settings, request signing, TQL, the job filters, the indicator
-//! model and the paging client.
+//! model, the paging client and the resolution of the job's `&{TC:...}` variables.
 
 pub mod auth;
 pub mod client;
@@ -7,6 +7,7 @@ pub mod filter;
 pub mod model;
 mod settings;
 pub mod tql;
+pub mod variables;
 
 pub use filter::Filters;
 pub use settings::{Auth, Settings};
