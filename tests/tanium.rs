@@ -777,6 +777,10 @@ fn listing_rows_carry_no_description_and_get_doc_reads_it() {
     let foreign = sim.add_doc(theirs, "theirs", &stix("x:Package-9", "theirs"));
     sim.server().reset_counters();
     let err = client.get_doc(foreign).unwrap_err();
+    assert!(
+        matches!(err, Error::NotOwned { action: "read", doc_id } if doc_id == foreign),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("refusing to read"), "{err}");
     assert_eq!(sim.server().total_requests(), 0);
 }
@@ -870,6 +874,7 @@ fn a_delete_answered_without_json_is_checked_by_reading_the_document_back() {
         Fault::Garbage,
     ));
     let err = client.delete_doc(ids[1]).unwrap_err();
+    assert!(matches!(err, Error::DeleteUnconfirmed { .. }), "{err:?}");
     assert!(
         err.to_string().contains("Tanium delete did not take"),
         "{err}"
@@ -942,6 +947,7 @@ fn when_neither_generation_answers_the_error_names_both() {
         404,
     );
     let err = TaniumClient::connect(&settings(&sim, "admin", "s3cret!"), policy()).unwrap_err();
+    assert!(matches!(err, Error::NoThreatResponse { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
         text.contains("4.x answered 500, 3.x answered 404"),

@@ -508,7 +508,10 @@ impl TaniumClient {
                  failed ({e})"
             ),
         };
-        Err(Error::Other(format!("Tanium {message}")))
+        Err(Error::DeleteUnconfirmed {
+            service: Service::Tanium,
+            detail: message,
+        })
     }
 
     /// Deploys intel to endpoints once: 4.x `POST {base}/intel/deploy` (true); 3.x deploys on
@@ -695,10 +698,7 @@ impl TaniumClient {
                 };
             }
         }
-        Error::Other(format!(
-            "no Tanium Threat Response API found ({answers}): is Threat Response installed and \
-             running?"
-        ))
+        Error::NoThreatResponse { answers }
     }
 
     /// Asks `GET /api/v2/session/current` whether the session or token itself is refused:
@@ -793,7 +793,7 @@ impl TaniumClient {
         }
     }
 
-    fn ensure_owned(&self, action: &str, doc_id: i64) -> Result<()> {
+    fn ensure_owned(&self, action: &'static str, doc_id: i64) -> Result<()> {
         let owned = self
             .owned
             .lock()
@@ -802,9 +802,7 @@ impl TaniumClient {
         if owned {
             Ok(())
         } else {
-            Err(Error::Other(format!(
-                "refusing to {action} Tanium intel {doc_id}: it was not listed in the app's own source"
-            )))
+            Err(Error::NotOwned { action, doc_id })
         }
     }
 
