@@ -19,7 +19,7 @@ pub const DEFAULT_SOURCE: &str = "ThreatConnect";
 pub const MAX_PAGE_SIZE: u32 = 10_000;
 /// Default TC page size: the top of what production clients use (100 to 1,000; TC's docs warn
 /// that large TQL queries time out), ten requests per 10,000 indicators. A page TC still cannot
-/// serve in time is asked for again at half the size (see `tc::client::Pages`).
+/// serve in time is asked for again at half the size (see `tc::pages::Pages`).
 pub const DEFAULT_PAGE_SIZE: u32 = 1_000;
 /// Largest accepted HTTP timeout (an hour), seconds.
 pub const MAX_HTTP_TIMEOUT_SECS: u32 = 3600;

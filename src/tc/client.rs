@@ -1,8 +1,8 @@
-//! The ThreatConnect v3 client: signed (HMAC or token) GETs, page-by-page indicator pulls that
-//! follow `next`, deleted indicators and a credentials check.
+//! The ThreatConnect v3 client: signed (HMAC or token) GETs, indicator pulls (the pages are in
+//! [`crate::tc::pages`]), deleted indicators, owners and a credentials check.
 //!
 //! Every URL is built fully percent-encoded and sent exactly as signed (crate::http does not
-//! re-encode); `next` links are signed as received and only followed on the `tc_api_path` origin.
+//! re-encode); a URL off the `tc_api_path` origin is refused before anything is signed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -10,22 +10,19 @@ use std::sync::Mutex;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::compact::IdSet;
 use crate::error::{Error, Result, Service};
 use crate::http::{self, path_of, Origin, Request, Response, RetryPolicy};
 use crate::secret::Secret;
 use crate::tc::auth::{hmac_authorization, path_and_query};
-use crate::tc::model::{DeletedIndicator, Indicator};
+use crate::tc::model::DeletedIndicator;
+use crate::tc::pages::Pages;
 use crate::tc::tql::{encode_query_value, format_time};
 use crate::tc::{Auth, Settings};
-
-/// Smallest page a pull shrinks to when TC cannot serve larger ones in time.
-pub const MIN_PAGE_SIZE: u32 = 100;
 
 /// Renew a job token this long before it expires.
 pub const TOKEN_RENEW_MARGIN_SECS: i64 = 600;
 
-const SVC: Service = Service::ThreatConnect;
+pub(super) const SVC: Service = Service::ThreatConnect;
 
 #[derive(Debug)]
 struct TokenState {
@@ -75,13 +72,13 @@ fn now() -> i64 {
 }
 
 #[derive(Deserialize)]
-struct Envelope<T> {
+pub(super) struct Envelope<T> {
     #[serde(default)]
     status: Option<String>,
     #[serde(default = "Vec::new")]
-    data: Vec<T>,
+    pub(super) data: Vec<T>,
     #[serde(default)]
-    next: Option<String>,
+    pub(super) next: Option<String>,
     #[serde(default)]
     count: Option<u64>,
 }
@@ -173,7 +170,7 @@ fn parse_envelope<T: serde::de::DeserializeOwned>(
 }
 
 /// [`parse_envelope`] for records that may borrow from the body (raw JSON text).
-fn parse_envelope_borrowed<'a, T: serde::Deserialize<'a>>(
+pub(super) fn parse_envelope_borrowed<'a, T: serde::Deserialize<'a>>(
     resp: &'a Response,
     request: &str,
 ) -> Result<Envelope<T>> {
@@ -361,12 +358,12 @@ impl TcClient {
 
     /// GETs `url` (signed per attempt, retried per the shared rule, renewing a token once on
     /// 401) and returns the 2xx answer, or the mapped error.
-    fn get(&self, url: &str) -> Result<Response> {
+    pub(super) fn get(&self, url: &str) -> Result<Response> {
         self.get_with(url, &self.policy)
     }
 
     /// [`Self::get`] with its own retry policy.
-    fn get_with(&self, url: &str, policy: &RetryPolicy) -> Result<Response> {
+    pub(super) fn get_with(&self, url: &str, policy: &RetryPolicy) -> Result<Response> {
         let resp = self.answer_with(url, policy)?;
         if (200..300).contains(&resp.status) {
             Ok(resp)
@@ -418,6 +415,16 @@ impl TcClient {
         &self.api_path
     }
 
+    /// The retry policy every call follows.
+    pub(super) fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// `resultLimit` of a pull's first page.
+    pub(super) fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
     /// Streams the indicators `tql` selects, one page at a time (see [`Pages`]).
     ///
     /// Sorted by id and paged by key (`(<tql>) AND id > <last id of the page>`), never by
@@ -427,18 +434,7 @@ impl TcClient {
     /// may name a proxy or an internal host there), so credentials never go to it either.
     pub fn indicators(&self, tql: &str) -> Pages<'_> {
         log::info!("ThreatConnect TQL: {tql}");
-        Pages {
-            client: self,
-            tql: tql.to_string(),
-            page_size: self.page_size,
-            last_id: None,
-            more: true,
-            pending: None,
-            seen: IdSet::new(),
-            dropped: 0,
-            duplicates: 0,
-            pages: 0,
-        }
+        Pages::new(self, tql)
     }
 
     /// How many indicators `tql` selects (one request, `count=true`; no records are read).
@@ -459,7 +455,7 @@ impl TcClient {
     }
 
     /// The URL of one page of `tql`, exactly as it goes on the wire.
-    fn page_url(&self, tql: &str, size: u32) -> String {
+    pub(super) fn page_url(&self, tql: &str, size: u32) -> String {
         format!(
             "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&resultLimit={size}&sorting=id%20asc",
             self.api_path,
@@ -598,179 +594,6 @@ impl TcClient {
             "ThreatConnect at {} accepted the {kind}{owner}",
             self.api_path.split('?').next().unwrap_or("")
         ))
-    }
-}
-
-/// Pages of indicators, fetched lazily: at most one page is held, ids seen so far are kept
-/// to drop repeats, and indicators of types other than Address / File / Host are dropped.
-///
-/// A page TC cannot serve in time (a timeout, 408 or 5xx) is asked for again at half the size,
-/// down to [`MIN_PAGE_SIZE`], before the shared retry rule gets its full say. A record that
-/// cannot be read ends the pull after the readable records of its page, with an error: the
-/// caller must treat the pull as incomplete. After an error the iterator ends.
-pub struct Pages<'a> {
-    client: &'a TcClient,
-    tql: String,
-    page_size: u32,
-    last_id: Option<i64>,
-    more: bool,
-    pending: Option<Error>,
-    seen: IdSet,
-    dropped: u64,
-    duplicates: u64,
-    pages: u64,
-}
-
-/// How a failed page fetch is handled.
-enum Failure {
-    /// TC could not serve the page in time: a smaller page may work.
-    Overload,
-    /// Worth more attempts at the same size (429, a refused or dropped connection).
-    Transient,
-    Final,
-}
-
-fn failure(e: &Error) -> Failure {
-    match e {
-        Error::Transport {
-            timed_out: true, ..
-        } => Failure::Overload,
-        Error::Status { status, .. }
-            if *status == 408 || ((500..600).contains(status) && *status != 501) =>
-        {
-            Failure::Overload
-        }
-        Error::Transport { .. } | Error::Status { status: 429, .. } => Failure::Transient,
-        _ => Failure::Final,
-    }
-}
-
-impl Pages<'_> {
-    /// Indicators dropped because their type is not Address, File or Host (user TQL).
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
-    /// Indicators dropped because an earlier page already delivered their id.
-    pub fn duplicates(&self) -> u64 {
-        self.duplicates
-    }
-
-    /// Pages fetched so far.
-    pub fn pages(&self) -> u64 {
-        self.pages
-    }
-
-    /// The page size in use (smaller than configured after TC failed to serve a page).
-    pub fn page_size(&self) -> u32 {
-        self.page_size
-    }
-
-    fn get_page(&mut self) -> Result<Response> {
-        let tql = match self.last_id {
-            None => self.tql.clone(),
-            Some(id) => format!("({}) AND id > {id}", self.tql),
-        };
-        loop {
-            let url = self.client.page_url(&tql, self.page_size);
-            if self.page_size <= MIN_PAGE_SIZE {
-                return self.client.get(&url);
-            }
-            let probe = RetryPolicy {
-                max_attempts: self.client.policy.max_attempts.min(2),
-                ..self.client.policy.clone()
-            };
-            let err = match self.client.get_with(&url, &probe) {
-                Ok(resp) => return Ok(resp),
-                Err(e) => e,
-            };
-            match failure(&err) {
-                Failure::Overload => {
-                    let smaller = (self.page_size / 2).max(MIN_PAGE_SIZE);
-                    log::warn!(
-                        "ThreatConnect could not serve a page of {} indicators ({err}); asking for {smaller} per page from here on",
-                        self.page_size
-                    );
-                    self.page_size = smaller;
-                }
-                Failure::Transient => return self.client.get(&url),
-                Failure::Final => return Err(err),
-            }
-        }
-    }
-
-    fn fetch(&mut self) -> Result<Vec<Indicator>> {
-        let resp = self.get_page()?;
-        let what = "GET /api/v3/indicators";
-        // Records stay raw JSON text borrowed from the body until each is read: a page of
-        // 10,000 as `serde_json::Value` trees would cost several times the body's size.
-        let env: Envelope<&serde_json::value::RawValue> = parse_envelope_borrowed(&resp, what)?;
-        self.pages += 1;
-        let received = env.data.len();
-        let more = env.next.as_deref().is_some_and(|n| !n.is_empty())
-            || received as u64 >= u64::from(self.page_size);
-        let mut out = Vec::with_capacity(received);
-        let mut max_id: Option<i64> = None;
-        for (n, v) in env.data.into_iter().enumerate() {
-            let problem = match serde_json::from_str::<Indicator>(v.get()) {
-                Ok(ind) => match ind.unreadable() {
-                    None => {
-                        max_id = Some(max_id.map_or(ind.id, |m| m.max(ind.id)));
-                        if ind.kind().is_none() {
-                            self.dropped += 1;
-                        } else if !self.seen.insert(ind.id) {
-                            self.duplicates += 1;
-                        } else {
-                            out.push(ind);
-                        }
-                        continue;
-                    }
-                    Some(why) if ind.id > 0 => format!("indicator {}: {why}", ind.id),
-                    Some(why) => why.to_string(),
-                },
-                Err(e) => e.to_string(),
-            };
-            log::error!(
-                "record {} of ThreatConnect page {} cannot be read: {problem}",
-                n + 1,
-                self.pages
-            );
-            self.pending.get_or_insert_with(|| Error::Protocol {
-                service: SVC,
-                request: what.into(),
-                detail: format!(
-                    "record {} of page {} cannot be read ({problem})",
-                    n + 1,
-                    self.pages
-                ),
-            });
-        }
-        self.more = self.pending.is_none()
-            && more
-            && max_id.is_some_and(|m| self.last_id.is_none_or(|last| m > last));
-        if self.more {
-            self.last_id = max_id;
-        }
-        Ok(out)
-    }
-}
-
-impl Iterator for Pages<'_> {
-    type Item = Result<Vec<Indicator>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.pending.take() {
-            self.more = false;
-            return Some(Err(e));
-        }
-        if !self.more {
-            return None;
-        }
-        let page = self.fetch();
-        if page.is_err() {
-            self.more = false;
-        }
-        Some(page)
     }
 }
 
