@@ -138,46 +138,29 @@ mod tests {
 
     #[test]
     fn last_modified_forms() {
-        let ok = |s: &str| parse_last_modified(s, NOW).unwrap();
-        assert_eq!(ok("30 days ago"), datetime!(2026-10-29 12:00:00 UTC));
-        assert_eq!(ok("1 day ago"), datetime!(2026-11-27 12:00:00 UTC));
-        assert_eq!(ok("90 Minutes Ago"), datetime!(2026-11-28 10:30:00 UTC));
-        assert_eq!(ok("1 hour ago"), datetime!(2026-11-28 11:00:00 UTC));
-        assert_eq!(ok("2 weeks ago"), datetime!(2026-11-14 12:00:00 UTC));
-        assert_eq!(ok("12 hours"), datetime!(2026-11-28 00:00:00 UTC));
-        assert_eq!(ok("now"), NOW);
-        assert_eq!(ok("2024-01-31"), datetime!(2024-01-31 00:00:00 UTC));
-        assert_eq!(
-            ok("2024-01-31T08:00:00Z"),
-            datetime!(2024-01-31 08:00:00 UTC)
-        );
-        assert_eq!(
-            ok("2024-01-31T08:00:00"),
-            datetime!(2024-01-31 08:00:00 UTC)
-        );
-        assert_eq!(ok("2024-01-31T08:00"), datetime!(2024-01-31 08:00:00 UTC));
-        assert_eq!(
-            ok("2024-01-31 08:00:00"),
-            datetime!(2024-01-31 08:00:00 UTC)
-        );
-        assert_eq!(
-            ok("2024-01-31 08:00:00 UTC"),
-            datetime!(2024-01-31 08:00:00 UTC)
-        );
-        assert_eq!(
-            ok("2024-01-31T10:00:00+02:00"),
-            datetime!(2024-01-31 08:00:00 UTC)
-        );
-        assert_eq!(
-            ok("2024-01-31T03:00:00-0500"),
-            datetime!(2024-01-31 08:00:00 UTC)
-        );
-        assert_eq!(
-            ok("2024-01-31T08:00:00.250Z"),
-            datetime!(2024-01-31 08:00:00 UTC)
-        );
-        assert_eq!(ok("1706688000"), datetime!(2024-01-31 08:00:00 UTC));
-        assert_eq!(ok("1706688000000"), datetime!(2024-01-31 08:00:00 UTC));
+        let eight = datetime!(2024-01-31 08:00:00 UTC);
+        for (input, want) in [
+            ("30 days ago", datetime!(2026-10-29 12:00:00 UTC)),
+            ("1 day ago", datetime!(2026-11-27 12:00:00 UTC)),
+            ("90 Minutes Ago", datetime!(2026-11-28 10:30:00 UTC)),
+            ("1 hour ago", datetime!(2026-11-28 11:00:00 UTC)),
+            ("2 weeks ago", datetime!(2026-11-14 12:00:00 UTC)),
+            ("12 hours", datetime!(2026-11-28 00:00:00 UTC)),
+            ("now", NOW),
+            ("2024-01-31", datetime!(2024-01-31 00:00:00 UTC)),
+            ("2024-01-31T08:00:00Z", eight),
+            ("2024-01-31T08:00:00", eight),
+            ("2024-01-31T08:00", eight),
+            ("2024-01-31 08:00:00", eight),
+            ("2024-01-31 08:00:00 UTC", eight),
+            ("2024-01-31T10:00:00+02:00", eight),
+            ("2024-01-31T03:00:00-0500", eight),
+            ("2024-01-31T08:00:00.250Z", eight),
+            ("1706688000", eight),
+            ("1706688000000", eight),
+        ] {
+            assert_eq!(parse_last_modified(input, NOW), Ok(want), "{input}");
+        }
         for bad in [
             "yesterday",
             "30 fortnights ago",

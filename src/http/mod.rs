@@ -142,12 +142,18 @@ impl Request {
 
 /// The path of a URL without its query (queries may carry tokens and never reach logs).
 pub fn path_of(url: &str) -> &str {
+    path_and_query(url).split('?').next().unwrap_or("/")
+}
+
+/// `path?query` of an absolute URL exactly as written (no decoding, no re-encoding): what the
+/// request line carries, and what TC's HMAC signs.
+pub fn path_and_query(url: &str) -> &str {
     let after_scheme = url.find("://").map(|i| &url[i + 3..]).unwrap_or(url);
-    let path_and_query = after_scheme
+    let pq = after_scheme
         .find('/')
         .map(|i| &after_scheme[i..])
         .unwrap_or("/");
-    path_and_query.split(['?', '#']).next().unwrap_or("/")
+    pq.split('#').next().unwrap_or(pq)
 }
 
 /// A fully read answer.
