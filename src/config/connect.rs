@@ -25,7 +25,6 @@ pub const DEFAULT_PAGE_SIZE: u32 = 1_000;
 pub const MAX_HTTP_TIMEOUT_SECS: u32 = 3600;
 
 /// What the Tanium side takes from params read with the ThreatConnect side.
-#[derive(Default)]
 pub(super) struct Shared {
     proxy: Option<ProxySettings>,
     for_tanium: bool,

@@ -3,7 +3,7 @@
 
 use crate::compact::IdSet;
 use crate::error::{Error, Result};
-use crate::http::{Response, RetryPolicy};
+use crate::http::{classify, Response, RetryPolicy, Verdict};
 use crate::tc::client::{parse_envelope_borrowed, Envelope, TcClient, SVC};
 use crate::tc::model::Indicator;
 
@@ -39,17 +39,17 @@ enum Failure {
     Final,
 }
 
+/// The shared retry rule, with "too slow" (a timeout, 408, 5xx) told apart from "not now".
 fn failure(e: &Error) -> Failure {
     match e {
         Error::Transport {
             timed_out: true, ..
         } => Failure::Overload,
-        Error::Status { status, .. }
-            if *status == 408 || ((500..600).contains(status) && *status != 501) =>
-        {
+        Error::Transport { .. } => Failure::Transient,
+        Error::Status { status: 429, .. } => Failure::Transient,
+        Error::Status { status, .. } if matches!(classify(*status), Verdict::Retry(_)) => {
             Failure::Overload
         }
-        Error::Transport { .. } | Error::Status { status: 429, .. } => Failure::Transient,
         _ => Failure::Final,
     }
 }
