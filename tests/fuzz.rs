@@ -4,7 +4,8 @@
 //! Cases per property: `FUZZ_CASES` (default 256). A long local run:
 //!   FUZZ_CASES=20000 cargo test --test fuzz
 //! A failure prints the minimal input proptest found (nothing is written to disk: add it as a
-//! unit test next to the fix, as src/config/timestamp.rs does for the Last Modified panic found here).
+//! unit test next to the fix, as src/config/timestamp.rs does for the Last Modified panic found
+//! here).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
