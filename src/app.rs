@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use crate::cli::{self, Command, Options};
-use crate::config::{self, JobConfig};
+use crate::clients::Clients;
+use crate::config::{JobConfig, Loader};
 use crate::error::{Error, Result};
 use crate::http::RetryPolicy;
 use crate::job;
 use crate::params::{self, RawParams};
 use crate::platform::{self, ExitStatus};
 use crate::sync::Checkpoint;
+use crate::tc::variables::has_variables;
 
 /// Runs the binary with argv (without the program name) and the process environment;
 /// returns the exit code.
@@ -126,28 +128,28 @@ fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
     }
     let (mut raw, load_error) = load_raw(opts, env);
     mask_raw_secrets(&raw);
-    let early_paths = config::paths_from_raw(&raw);
-    let level = config::log_level_from_raw(&raw);
-    if let Err(e) = platform::init_logging(level, &early_paths.log) {
+    let loader = Loader::new(&raw);
+    let out = loader.paths().out.clone();
+    if let Err(e) = platform::init_logging(loader.log_level(), &loader.paths().log) {
         eprintln!("warning: logging to a file is unavailable: {e}");
     }
     if let Some(e) = load_error {
-        return fail(&early_paths.out, &e);
+        return fail(&out, &e);
     }
     log::info!(
         "tanium-tr-indicators {} starting{}",
         env!("CARGO_PKG_VERSION"),
-        raw.get(crate::param_names::TC_JOB_ID)
-            .and_then(|v| v
-                .as_str()
-                .map(str::to_string)
-                .or_else(|| v.as_i64().map(|n| n.to_string())))
+        loader
+            .job_id()
             .map(|id| format!(" (job {id})"))
             .unwrap_or_default()
     );
-    if params::has_variables(&raw) {
-        let resolved = config::tc_settings(&raw)
-            .and_then(|tc| params::resolve_variables(&mut raw, &tc, &RetryPolicy::default()));
+    let clients = Clients::new(RetryPolicy::default());
+    if has_variables(&raw) {
+        let resolved = loader
+            .tc()
+            .and_then(|tc| clients.tc(tc))
+            .and_then(|tc| tc.resolve_variables(&mut raw));
         match resolved {
             Ok(r) => {
                 for s in &r.sensitive {
@@ -156,11 +158,11 @@ fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
                 mask_raw_secrets(&raw);
                 log::info!("resolved {} ThreatConnect variable(s)", r.count);
             }
-            Err(e) => return fail(&early_paths.out, &e),
+            Err(e) => return fail(&out, &e),
         }
     }
     let now = OffsetDateTime::now_utc();
-    let loaded = match (JobConfig::load(&raw), Checkpoint::load(&raw, now)) {
+    let loaded = match (loader.finish(&raw), Checkpoint::load(&raw, now)) {
         (Ok(c), Ok(k)) => Ok((c, k)),
         // Every bad param at once, the job's and the checkpoint's (Last Modified).
         (Err(Error::Param(a)), Err(Error::Param(b))) => Err(Error::Param(format!("{a}; {b}"))),
@@ -168,7 +170,7 @@ fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
     };
     let ((config, notes), (checkpoint, checkpoint_notes)) = match loaded {
         Ok(l) => l,
-        Err(e) => return fail(&early_paths.out, &e),
+        Err(e) => return fail(&out, &e),
     };
     for n in notes.iter().chain(&checkpoint_notes) {
         log::info!("{n}");
@@ -177,16 +179,14 @@ fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
     shown["checkpoint"] = checkpoint.to_json();
     log::debug!("config: {shown}");
     if opts.print_config {
-        match serde_json::to_string_pretty(&shown) {
-            Ok(s) => println!("{}", platform::redact(&s)),
-            Err(e) => return fail(&config.paths.out, &Error::Other(e.to_string())),
-        }
+        // `{:#}` is serde_json's pretty printer.
+        println!("{}", platform::redact(&format!("{shown:#}")));
         return ExitStatus::Success.code();
     }
     let result = if opts.command == Command::Check {
-        job::check(&config, opts)
+        job::check(&config, opts, &clients)
     } else {
-        job::execute(&config, &checkpoint, opts)
+        job::execute(&config, &checkpoint, opts, &clients)
     };
     let outcome = match result {
         Ok(o) => o,

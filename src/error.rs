@@ -78,6 +78,27 @@ pub enum Error {
         /// What was wrong with the body.
         detail: String,
     },
+    /// A delete the server answered, whose effect reading the document back does not confirm:
+    /// it is still there, or the answers are ambiguous. Leads with the verdict.
+    DeleteUnconfirmed {
+        /// The side that was asked.
+        service: Service,
+        /// The verdict, then the answers that led to it.
+        detail: String,
+    },
+    /// Neither Threat Response API generation answered as a working API.
+    NoThreatResponse {
+        /// What each generation's route answered.
+        answers: String,
+    },
+    /// A write or read refused before it was sent: the document is not one the app listed in
+    /// its own source, and only those are ever touched.
+    NotOwned {
+        /// What was refused (`read`, `update`, `delete`).
+        action: &'static str,
+        /// Tanium's document id.
+        doc_id: i64,
+    },
     /// A local file could not be read or written.
     Io {
         /// The file.
@@ -85,7 +106,13 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Anything else worth a sentence (simulator setup, packaging).
+    /// A failure outside the job's own work that no caller handles differently, worth a
+    /// sentence: the tooling around the job (demo, packaging, logging setup), or an invariant a
+    /// bug broke (a lock poisoned by a panicked worker).
+    ///
+    /// Never for the job's work itself (a request, a parameter, a record, a document): such a
+    /// failure gets a variant that names what failed, so callers and tests match on the
+    /// variant, not on the text.
     Other(String),
 }
 
@@ -124,6 +151,17 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "{service} sent an unexpected answer to {request}: {detail}"
+            ),
+            Error::DeleteUnconfirmed { service, detail } => write!(f, "{service} {detail}"),
+            Error::NoThreatResponse { answers } => write!(
+                f,
+                "no Tanium Threat Response API found ({answers}): is Threat Response installed \
+                 and running?"
+            ),
+            Error::NotOwned { action, doc_id } => write!(
+                f,
+                "refusing to {action} Tanium intel {doc_id}: it was not listed in the app's own \
+                 source"
             ),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Other(m) => f.write_str(m),

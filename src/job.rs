@@ -3,13 +3,12 @@
 use time::OffsetDateTime;
 
 use crate::cli::Options;
+use crate::clients::Clients;
 use crate::config::JobConfig;
 use crate::error::Result;
-use crate::http::RetryPolicy;
 use crate::platform::ExitStatus;
 use crate::sync::{self, Checkpoint, SyncOptions, SyncReport};
-use crate::tanium::client::TaniumClient;
-use crate::tc::client::TcClient;
+use crate::tanium::TaniumClient;
 
 /// What a mode hands back to the platform layer: exit status, message.tc and results.tc entries.
 #[derive(Debug, Clone)]
@@ -23,16 +22,21 @@ pub struct Outcome {
 }
 
 /// Runs the job (or its dry run): connect both sides, sync, and turn the report into an outcome.
-pub fn execute(config: &JobConfig, checkpoint: &Checkpoint, opts: &Options) -> Result<Outcome> {
+pub fn execute(
+    config: &JobConfig,
+    checkpoint: &Checkpoint,
+    opts: &Options,
+    clients: &Clients,
+) -> Result<Outcome> {
     let now = OffsetDateTime::now_utc();
-    let tc = TcClient::new(&config.tc, RetryPolicy::default())?;
-    let tanium = TaniumClient::connect(&config.tanium, RetryPolicy::default())?;
+    let tc = clients.tc(&config.tc)?;
+    let tanium = clients.tanium(&config.tanium)?;
     let sync_opts = SyncOptions {
         dry_run: opts.dry_run,
         out_dir: opts.out.clone(),
         now,
     };
-    let report = sync::run(config, checkpoint, &sync_opts, &tc, &tanium)?;
+    let report = sync::run(config, checkpoint, &sync_opts, tc, &tanium)?;
     Ok(outcome(config, checkpoint, &report, opts.dry_run, now))
 }
 
@@ -127,13 +131,13 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
 
 /// Verifies connectivity and credentials to both sides and the source; one line per check,
 /// `ok   ...` or `FAIL ...`.
-pub fn check(config: &JobConfig, _opts: &Options) -> Result<Outcome> {
+pub fn check(config: &JobConfig, _opts: &Options, clients: &Clients) -> Result<Outcome> {
     let mut lines = Vec::new();
-    match TcClient::new(&config.tc, RetryPolicy::default()).and_then(|c| c.check()) {
+    match clients.tc(&config.tc).and_then(|c| c.check()) {
         Ok(s) => lines.push(format!("ok   ThreatConnect: {s}")),
         Err(e) => lines.push(format!("FAIL ThreatConnect: {e}")),
     }
-    match TaniumClient::connect(&config.tanium, RetryPolicy::default()) {
+    match clients.tanium(&config.tanium) {
         Ok(t) => {
             check_tanium(&t, &mut lines);
             check_source(&t, &config.tanium.source_name, &mut lines);

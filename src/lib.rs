@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clients;
 pub mod compact;
 pub mod config;
 #[cfg(feature = "sim")]

@@ -7,7 +7,8 @@
 //! 3. legacy argv (`--name value`, bare `--flag`, repeated `--name`) from older platforms, which
 //!    never send a param file; given explicitly on the command line, it wins.
 //!
-//! `&{TC:TEXT:key}` / `&{TC:KEYCHAIN:key}` values are then resolved through the TC API.
+//! This module only reads them: `&{TC:TEXT:key}` / `&{TC:KEYCHAIN:key}` values are resolved by
+//! the ThreatConnect client ([`crate::tc::variables`]), the values validated by [`crate::config`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,10 +19,7 @@ use aes::cipher::BlockEncryptMut;
 use aes::cipher::{BlockDecryptMut, KeyIvInit};
 use serde_json::Value;
 
-use crate::config::{TcAuth, TcSettings};
-use crate::error::{Error, Result, Service};
-use crate::http::{self, Request, RetryPolicy};
-use crate::param_names;
+use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 /// Parameters by name, values as delivered: strings, lists of strings, booleans (or numbers).
@@ -209,166 +207,6 @@ pub fn merge(base: &mut RawParams, over: RawParams) {
     base.extend(over);
 }
 
-/// A `&{TC:TYPE:key}` reference found in a param value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Variable {
-    /// Who stores it: `TC` (others such as `Vault` are not supported).
-    pub provider: String,
-    /// `TEXT`, `KEYCHAIN` or `FILE`.
-    pub kind: String,
-    /// The variable's name.
-    pub key: String,
-}
-
-/// Parses a whole value as a TC variable reference (tcex matches the whole value too).
-pub fn parse_variable(value: &str) -> Option<Variable> {
-    let inner = value.trim().strip_prefix("&{")?.strip_suffix('}')?;
-    let mut parts = inner.splitn(3, ':');
-    let provider = parts.next()?.trim();
-    let kind = parts.next()?.trim();
-    let key = parts.next()?;
-    if provider.is_empty() || kind.is_empty() || key.is_empty() || key.contains('}') {
-        return None;
-    }
-    Some(Variable {
-        provider: provider.to_string(),
-        kind: kind.to_ascii_uppercase(),
-        key: key.to_string(),
-    })
-}
-
-/// Whether any value (or list element) is a variable reference, i.e. a TC call is needed.
-pub fn has_variables(raw: &RawParams) -> bool {
-    raw.values().any(|v| match v {
-        Value::String(s) => parse_variable(s).is_some(),
-        Value::Array(items) => items
-            .iter()
-            .any(|i| i.as_str().is_some_and(|s| parse_variable(s).is_some())),
-        _ => false,
-    })
-}
-
-fn label_of(name: &str) -> String {
-    param_names::JOB_PARAMS
-        .iter()
-        .find(|p| p.name == name)
-        .map(|p| p.label.to_string())
-        .unwrap_or_else(|| name.to_string())
-}
-
-/// What [`resolve_variables`] did.
-#[derive(Debug, Default)]
-pub struct Resolved {
-    /// How many values were replaced.
-    pub count: usize,
-    /// KEYCHAIN values: credentials wherever they land, so the caller masks them everywhere.
-    pub sensitive: Vec<Secret>,
-}
-
-/// Resolves every `&{TC:TEXT:..}` / `&{TC:KEYCHAIN:..}` value in place through
-/// `GET {api_path}/internal/variable/runtime/{provider}/{key}`, authenticated like every TC call.
-///
-/// Errors name the parameter, never the resolved value.
-pub fn resolve_variables(
-    raw: &mut RawParams,
-    tc: &TcSettings,
-    policy: &RetryPolicy,
-) -> Result<Resolved> {
-    let mut resolved = Resolved::default();
-    if !has_variables(raw) {
-        return Ok(resolved);
-    }
-    let agent = http::agent(&tc.http)?;
-    for (name, value) in raw.iter_mut() {
-        let slots: Vec<&mut Value> = match value {
-            Value::Array(items) => items.iter_mut().collect(),
-            other => vec![other],
-        };
-        for slot in slots {
-            let Some(var) = slot.as_str().and_then(parse_variable) else {
-                continue;
-            };
-            let label = label_of(name);
-            if !var.provider.eq_ignore_ascii_case("TC")
-                || !matches!(var.kind.as_str(), "TEXT" | "KEYCHAIN")
-            {
-                return Err(Error::Param(format!(
-                    "{label} refers to a {}:{} variable; only TC TEXT and KEYCHAIN variables are supported",
-                    var.provider, var.kind
-                )));
-            }
-            let text = fetch_variable(&agent, policy, tc, &var, &label)?;
-            log::debug!("resolved the {} variable of {label}", var.kind);
-            if var.kind == "KEYCHAIN" {
-                resolved.sensitive.push(Secret::new(text.clone()));
-            }
-            *slot = Value::String(text);
-            resolved.count += 1;
-        }
-    }
-    Ok(resolved)
-}
-
-fn fetch_variable(
-    agent: &ureq::Agent,
-    policy: &RetryPolicy,
-    tc: &TcSettings,
-    var: &Variable,
-    label: &str,
-) -> Result<String> {
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    let url = format!(
-        "{}/internal/variable/runtime/{}/{}",
-        tc.api_path.trim_end_matches('/'),
-        enc(&var.provider),
-        enc(&var.key)
-    );
-    let mut build = || -> Result<Request> {
-        let req = Request::new("GET", url.clone()).header("Accept", "application/json");
-        Ok(match &tc.auth {
-            TcAuth::Hmac {
-                access_id,
-                secret_key,
-            } => {
-                let ts = time::OffsetDateTime::now_utc().unix_timestamp();
-                let pq = crate::tc::auth::path_and_query(&url);
-                req.header(
-                    "Authorization",
-                    crate::tc::auth::hmac_authorization(access_id, secret_key, pq, "GET", ts),
-                )
-                .header("Timestamp", ts.to_string())
-            }
-            TcAuth::Token { token, .. } => {
-                req.header("Authorization", format!("TC-Token {}", token.expose()))
-            }
-        })
-    };
-    let resp = http::call(agent, policy, Service::ThreatConnect, &mut build)?;
-    let request = format!("GET {}", http::path_of(&url));
-    if !(200..300).contains(&resp.status) {
-        return Err(Error::Param(format!(
-            "{label}: ThreatConnect could not resolve its {} variable (HTTP {} from {request})",
-            var.kind, resp.status
-        )));
-    }
-    let body: Value = serde_json::from_slice(&resp.body).map_err(|_| Error::Protocol {
-        service: Service::ThreatConnect,
-        request: request.clone(),
-        detail: format!("the answer for {label}'s variable is not JSON"),
-    })?;
-    match body.get("data") {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(v.to_string()),
-        _ => Err(Error::Protocol {
-            service: Service::ThreatConnect,
-            request,
-            detail: format!("the answer for {label}'s variable has no \"data\" text"),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,19 +361,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("local.json"), "{e}");
-    }
-
-    #[test]
-    fn variables_are_recognised_only_as_whole_values() {
-        let v = parse_variable(" &{TC:KEYCHAIN:tanium pw} ").unwrap();
-        assert_eq!(
-            (v.provider.as_str(), v.kind.as_str(), v.key.as_str()),
-            ("TC", "KEYCHAIN", "tanium pw")
-        );
-        assert!(parse_variable("x &{TC:TEXT:a}").is_none());
-        assert!(parse_variable("&{TC:TEXT}").is_none());
-        let mut raw = RawParams::new();
-        raw.insert("owners".into(), serde_json::json!(["A", "&{TC:TEXT:o}"]));
-        assert!(has_variables(&raw));
     }
 }

@@ -38,6 +38,13 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Serialised as the placeholder too, so a printed config shows that a secret is set, never it.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
 impl From<&str> for Secret {
     fn from(s: &str) -> Self {
         Secret::new(s)
@@ -59,5 +66,6 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?} {s:#?}"), "*** *** ***");
         assert_eq!(s.expose(), "hunter2");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
     }
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{empty_lab, expected_name, BIN};
 use serde_json::{json, Map, Value};
-use tanium_tr_indicators::intel::{self, IntelFormat};
+use tanium_tr_indicators::intel;
 use tanium_tr_indicators::sim::dataset::{self, Rng, OWNERS, TAGS};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult, LAB_PARAM_KEY};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule, Server};
@@ -163,11 +163,11 @@ impl Job {
         }
     }
 
-    fn format(&self) -> IntelFormat {
+    fn format(&self) -> intel::Format {
         if self.openioc {
-            IntelFormat::OpenIoc
+            intel::Format::OpenIoc
         } else {
-            IntelFormat::Stix
+            intel::Format::Stix
         }
     }
 

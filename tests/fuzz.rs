@@ -4,7 +4,8 @@
 //! Cases per property: `FUZZ_CASES` (default 256). A long local run:
 //!   FUZZ_CASES=20000 cargo test --test integration fuzz::
 //! A failure prints the minimal input proptest found (nothing is written to disk: add it as a
-//! unit test next to the fix, as src/config.rs does for the Last Modified panic found here).
+//! unit test next to the fix, as src/config/timestamp.rs does for the Last Modified panic found
+//! here).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -13,7 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tanium_tr_indicators::cli;
-use tanium_tr_indicators::config::{parse_last_modified, Filters, IntelFormat, JobConfig};
+use tanium_tr_indicators::config::timestamp::parse_last_modified;
+use tanium_tr_indicators::config::JobConfig;
 use tanium_tr_indicators::intel::{self, identity_from_doc, rev_from_doc};
 use tanium_tr_indicators::params::{
     decrypt_param_file, encrypt_param_file, parse_legacy_args, parse_params_json, RawParams,
@@ -22,6 +24,7 @@ use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::tql_eval::{self, Field, Record};
 use tanium_tr_indicators::tc::model::{Indicator, IndicatorType};
 use tanium_tr_indicators::tc::tql::{build, format_time, Window};
+use tanium_tr_indicators::tc::Filters;
 use time::OffsetDateTime;
 
 fn cases() -> u32 {
@@ -541,7 +544,7 @@ proptest! {
     /// byte-stable (same input, same bytes; also after a JSON round trip of the indicator).
     #[test]
     fn rendering_is_well_formed_round_trips_and_is_stable(ind in indicator_strategy(), openioc in any::<bool>()) {
-        let format = if openioc { IntelFormat::OpenIoc } else { IntelFormat::Stix };
+        let format = if openioc { intel::Format::OpenIoc } else { intel::Format::Stix };
         let p = intel::render(&ind, format).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let again = intel::render(&ind, format).unwrap();
         prop_assert_eq!(&again, &p);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::support::empty_lab;
 use serde_json::{json, Map, Value};
-use tanium_tr_indicators::intel::{self, IntelFormat};
+use tanium_tr_indicators::intel;
 use tanium_tr_indicators::sim::dataset;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule, Server, SimRequest, SimResponse};
@@ -352,10 +352,10 @@ fn documents_of_another_source_that_claim_our_identities_are_left_alone() {
         .collect();
     let other = lab.tanium.add_source("Copied Intel");
     for i in &ours {
-        let p = intel::render(i, IntelFormat::Stix).unwrap();
+        let p = intel::render(i, intel::Format::Stix).unwrap();
         lab.tanium.add_doc(other, &p.name, &p.body);
     }
-    let p = intel::render(&ours[0], IntelFormat::OpenIoc).unwrap();
+    let p = intel::render(&ours[0], intel::Format::OpenIoc).unwrap();
     let marker_only = p
         .body
         .replace(&p.identity, "00000000-0000-4000-8000-000000000000");
@@ -368,7 +368,7 @@ fn documents_of_another_source_that_claim_our_identities_are_left_alone() {
     assert_eq!(before.len(), 4);
     let mine = lab.source_docs();
     for i in &ours {
-        let p = intel::render(i, IntelFormat::Stix).unwrap();
+        let p = intel::render(i, intel::Format::Stix).unwrap();
         assert!(
             mine.iter().any(|d| d.name == p.name),
             "{} is in the app's source",

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use tanium_tr_indicators::intel::{
-    identity_from_doc, identity_of, render, rev_from_doc, IntelFormat, Package,
+    identity_from_doc, identity_of, render, rev_from_doc, Format, Package,
 };
 use tanium_tr_indicators::tc::model::{Indicator, IndicatorType};
 
@@ -100,14 +100,11 @@ fn cases() -> Vec<(&'static str, Indicator)> {
     ]
 }
 
-fn formats() -> [(IntelFormat, &'static str); 2] {
-    [
-        (IntelFormat::Stix, "stix.xml"),
-        (IntelFormat::OpenIoc, "openioc.xml"),
-    ]
+fn formats() -> [(Format, &'static str); 2] {
+    [(Format::Stix, "stix.xml"), (Format::OpenIoc, "openioc.xml")]
 }
 
-fn ok(i: &Indicator, f: IntelFormat) -> Package {
+fn ok(i: &Indicator, f: Format) -> Package {
     render(i, f).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -189,7 +186,7 @@ fn check(p: &Package) -> (String, String) {
     let doc = roxmltree::Document::parse(&p.body).unwrap_or_else(|e| panic!("{e}\n{}", p.body));
     let root = doc.root_element();
     let (id, title, description) = match p.format {
-        IntelFormat::Stix => {
+        Format::Stix => {
             assert_eq!(root.tag_name().name(), "STIX_Package");
             assert_eq!(root.tag_name().namespace(), Some(STIX_NS));
             assert_eq!(root.attribute("version"), Some("1.2"));
@@ -210,7 +207,7 @@ fn check(p: &Package) -> (String, String) {
             );
             (root.attribute("id").unwrap().to_string(), title, d)
         }
-        IntelFormat::OpenIoc => {
+        Format::OpenIoc => {
             assert_eq!(root.tag_name().name(), "OpenIOC");
             assert_eq!(root.tag_name().namespace(), Some(IOC_NS));
             let crit = child(root, IOC_NS, "criteria");
@@ -298,7 +295,7 @@ fn hostile_values_round_trip_after_unescaping() {
     let mut h = host("a.example");
     h.owner_name = HOSTILE.into();
     h.tags = vec!["<b>&\"'".into()];
-    let p = ok(&h, IntelFormat::Stix);
+    let p = ok(&h, Format::Stix);
     let (_, d) = check(&p);
     let folded = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(d.contains(&format!("Owner: {folded}\n")), "{d:?}");
@@ -311,7 +308,7 @@ fn hostile_values_round_trip_after_unescaping() {
 
 #[test]
 fn huge_descriptions_and_thousands_of_tags_are_trimmed() {
-    let p = ok(&huge(), IntelFormat::Stix);
+    let p = ok(&huge(), Format::Stix);
     let (_, d) = check(&p);
     let tc = d
         .split("Description: ")
@@ -322,7 +319,7 @@ fn huge_descriptions_and_thousands_of_tags_are_trimmed() {
         .unwrap();
     assert_eq!(tc.chars().count(), 1000);
     assert!(tc.ends_with('…'));
-    let p = ok(&many_tags(), IntelFormat::OpenIoc);
+    let p = ok(&many_tags(), Format::OpenIoc);
     let (_, d) = check(&p);
     assert!(d.contains("(and 4950 more)"), "{d}");
     let mut sorted = many_tags().tags;
@@ -340,7 +337,7 @@ fn parse(p: &Package) -> roxmltree::Document<'_> {
 #[test]
 fn stix_objects_per_type() {
     let cyc = "http://cybox.mitre.org/common-2";
-    let p = ok(&address("2001:0DB8:0:0::0001"), IntelFormat::Stix);
+    let p = ok(&address("2001:0DB8:0:0::0001"), Format::Stix);
     assert_eq!(p.value, "2001:db8::1");
     assert_eq!(p.name, "ThreatConnect Address 2001:db8::1");
     let d = parse(&p);
@@ -354,10 +351,10 @@ fn stix_objects_per_type() {
         v[0].parent().unwrap().attribute("category"),
         Some("ipv6-addr")
     );
-    let p = ok(&address(" 203.0.113.7 "), IntelFormat::Stix);
+    let p = ok(&address(" 203.0.113.7 "), Format::Stix);
     assert!(p.body.contains(r#"category="ipv4-addr""#));
 
-    let p = ok(&host("Bad.Example.COM."), IntelFormat::Stix);
+    let p = ok(&host("Bad.Example.COM."), Format::Stix);
     assert_eq!(p.value, "bad.example.com");
     let d = parse(&p);
     let v = child(
@@ -374,7 +371,7 @@ fn stix_objects_per_type() {
         .map(|a| a.value());
     assert_eq!(plain_type, Some("FQDN"));
 
-    let p = ok(&file(Some(MD5), None, Some(SHA256)), IntelFormat::Stix);
+    let p = ok(&file(Some(MD5), None, Some(SHA256)), Format::Stix);
     assert_eq!(p.name, format!("ThreatConnect File {}", MD5.to_lowercase()));
     assert_eq!(
         p.value,
@@ -413,11 +410,11 @@ fn openioc_terms_per_type() {
     };
     let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
     assert_eq!(
-        terms(&ok(&address("203.0.113.7"), IntelFormat::OpenIoc)),
+        terms(&ok(&address("203.0.113.7"), Format::OpenIoc)),
         [t("PortItem/remoteIP", "IP", "203.0.113.7")]
     );
     assert_eq!(
-        terms(&ok(&host("BAD.example.com"), IntelFormat::OpenIoc)),
+        terms(&ok(&host("BAD.example.com"), Format::OpenIoc)),
         [
             t("Network/DNS", "string", "bad.example.com"),
             t("DnsEntryItem/Host", "string", "bad.example.com")
@@ -431,7 +428,7 @@ fn openioc_terms_per_type() {
     assert_eq!(
         terms(&ok(
             &file(Some(MD5), Some(SHA1), Some(SHA256)),
-            IntelFormat::OpenIoc
+            Format::OpenIoc
         )),
         [
             t("FileItem/Md5sum", "md5", &m),
@@ -439,7 +436,7 @@ fn openioc_terms_per_type() {
             t("FileItem/Sha256sum", "string", &s2)
         ]
     );
-    let p = ok(&full(address("203.0.113.7")), IntelFormat::OpenIoc);
+    let p = ok(&full(address("203.0.113.7")), Format::OpenIoc);
     assert_eq!(p.file_name, format!("{}.ioc", p.identity));
     assert_eq!(p.type_header(), "openioc");
     let d = parse(&p);
@@ -461,7 +458,7 @@ fn openioc_terms_per_type() {
 
 #[test]
 fn description_carries_the_tc_context() {
-    let p = ok(&full(address("203.0.113.7")), IntelFormat::Stix);
+    let p = ok(&full(address("203.0.113.7")), Format::Stix);
     let (_, d) = check(&p);
     let want = format!(
         "ThreatConnect Address 203.0.113.7\nOwner: Demo Org\nThreatConnect id: 42\nRating: 3.5 / 5\n\
@@ -481,7 +478,7 @@ fn description_carries_the_tc_context() {
 #[test]
 fn md5_is_of_the_body() {
     use md5::{Digest, Md5};
-    let p = ok(&address("203.0.113.7"), IntelFormat::Stix);
+    let p = ok(&address("203.0.113.7"), Format::Stix);
     let want: String = Md5::digest(p.body.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -501,10 +498,7 @@ fn rendering_is_deterministic_and_rev_tracks_every_change() {
     let a = full(address("203.0.113.7"));
     let mut reordered = a.clone();
     reordered.tags.reverse();
-    assert_eq!(
-        ok(&a, IntelFormat::Stix).body,
-        ok(&reordered, IntelFormat::Stix).body
-    );
+    assert_eq!(ok(&a, Format::Stix).body, ok(&reordered, Format::Stix).body);
 
     type Change = fn(&mut Indicator);
     let changes: [Change; 8] = [
@@ -531,10 +525,7 @@ fn rendering_is_deterministic_and_rev_tracks_every_change() {
             assert_ne!(after.md5_hex(), before.md5_hex());
         }
     }
-    assert_ne!(
-        ok(&a, IntelFormat::Stix).rev,
-        ok(&a, IntelFormat::OpenIoc).rev
-    );
+    assert_ne!(ok(&a, Format::Stix).rev, ok(&a, Format::OpenIoc).rev);
 }
 
 // ---- identity ----
@@ -543,20 +534,20 @@ fn rendering_is_deterministic_and_rev_tracks_every_change() {
 fn identity_matches_identity_of_the_summary() {
     for (name, ind) in cases() {
         let kind = ind.kind().unwrap();
-        let p = ok(&ind, IntelFormat::Stix);
+        let p = ok(&ind, Format::Stix);
         assert_eq!(
             identity_of(&ind.owner_name, kind, &ind.summary),
             Ok(p.identity.clone()),
             "{name}"
         );
         assert_eq!(
-            ok(&ind, IntelFormat::OpenIoc).identity,
+            ok(&ind, Format::OpenIoc).identity,
             p.identity,
             "format does not change identity"
         );
     }
     let f = file(Some(MD5), Some(SHA1), Some(SHA256));
-    let id = ok(&f, IntelFormat::Stix).identity;
+    let id = ok(&f, Format::Stix).identity;
     // TC's summary order and case do not matter; the first of md5, sha1, sha256 keys it
     for summary in [
         format!("{MD5} : {SHA1} : {SHA256}"),
@@ -570,16 +561,13 @@ fn identity_matches_identity_of_the_summary() {
         );
     }
     // adding a hash to an md5 file keeps its identity
+    assert_eq!(ok(&file(Some(MD5), None, None), Format::Stix).identity, id);
     assert_eq!(
-        ok(&file(Some(MD5), None, None), IntelFormat::Stix).identity,
-        id
-    );
-    assert_eq!(
-        ok(&file(Some(MD5), None, Some(SHA256)), IntelFormat::Stix).identity,
+        ok(&file(Some(MD5), None, Some(SHA256)), Format::Stix).identity,
         id
     );
     assert_ne!(
-        ok(&file(None, Some(SHA1), Some(SHA256)), IntelFormat::Stix).identity,
+        ok(&file(None, Some(SHA1), Some(SHA256)), Format::Stix).identity,
         id
     );
     // equivalent spellings of one value
@@ -637,7 +625,7 @@ proptest! {
             IndicatorType::File => file(Some(&v), None, None),
         };
         i.owner_name = owner.clone();
-        let p = render(&i, IntelFormat::OpenIoc).unwrap();
+        let p = render(&i, Format::OpenIoc).unwrap();
         prop_assert_eq!(Ok(p.identity.clone()), identity_of(&owner, kind, &v));
         let d = roxmltree::Document::parse(&p.body).unwrap();
         prop_assert_eq!(d.root_element().attribute("id"), Some(p.identity.as_str()));
@@ -702,7 +690,7 @@ fn invalid_values_are_skipped_with_a_reason() {
     // a File summary with an unknown hash length is invalid too
     let mut f = file(None, None, None);
     f.summary = format!("{MD5} : 1234");
-    assert!(render(&f, IntelFormat::Stix)
+    assert!(render(&f, Format::Stix)
         .unwrap_err()
         .reason
         .contains("4 characters"));
@@ -710,14 +698,14 @@ fn invalid_values_are_skipped_with_a_reason() {
 
 #[test]
 fn invalid_names_the_indicator_on_one_line() {
-    let e = render(&address("abc"), IntelFormat::Stix).unwrap_err();
+    let e = render(&address("abc"), Format::Stix).unwrap_err();
     assert_eq!(
         e.to_string(),
         "skipped Address 'abc' (id 42, owner 'Demo Org'): not an IP address"
     );
     let mut i = address("a\nb");
     i.summary = "a\nforged log line".into();
-    assert!(!render(&i, IntelFormat::Stix)
+    assert!(!render(&i, Format::Stix)
         .unwrap_err()
         .to_string()
         .contains('\n'));
@@ -727,7 +715,7 @@ fn invalid_names_the_indicator_on_one_line() {
 
 #[test]
 fn identity_from_doc_tolerates_every_intrinsic_id_shape() {
-    let p = ok(&full(host("a.example")), IntelFormat::Stix);
+    let p = ok(&full(host("a.example")), Format::Stix);
     let (_, description) = check(&p);
     let id = p.identity.clone();
     let some = |s: String| Some(s);
@@ -766,7 +754,7 @@ fn identity_from_doc_tolerates_every_intrinsic_id_shape() {
     let mut planted = full(host("a.example"));
     let other = identity_of("Demo Org", IndicatorType::Host, "b.example").unwrap();
     planted.description = Some(format!("tc-sync: {other} rev 0000000000000000"));
-    let q = ok(&planted, IntelFormat::OpenIoc);
+    let q = ok(&planted, Format::OpenIoc);
     let (_, d) = check(&q);
     assert_eq!(
         identity_from_doc(None, "", Some(&d)),

@@ -3,13 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tanium_tr_indicators::config::TaniumSettings;
 use tanium_tr_indicators::error::{Error, Service};
 use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy};
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
 use tanium_tr_indicators::sim::tanium::{IntrinsicFrom, ListingQuirk, TaniumSim, TaniumSimOptions};
-use tanium_tr_indicators::tanium::{ApiGeneration, IntelDoc, TaniumClient, Upload};
+use tanium_tr_indicators::tanium::{self, ApiGeneration, IntelDoc, TaniumClient, Upload};
 
 const SOURCE: &str = "ThreatConnect Indicators";
 
@@ -21,9 +20,9 @@ fn sim(generation: ApiGeneration) -> TaniumSim {
     TaniumSim::start(TaniumSimOptions::new(generation)).unwrap()
 }
 
-fn settings(sim: &TaniumSim, username: &str, password: &str) -> TaniumSettings {
-    TaniumSettings {
-        base_url: sim.url(),
+fn settings(sim: &TaniumSim, username: &str, password: &str) -> tanium::Settings {
+    tanium::Settings {
+        base_url: sim.url().parse().unwrap(),
         username: username.into(),
         password: Secret::new(password),
         http: HttpSettings {
@@ -727,8 +726,8 @@ fn check_summarises_connection_and_source() {
     assert!(after.contains(&format!("exists (id {id})")), "{after}");
 }
 
-fn with_version(s: TaniumSettings, v: Option<ApiGeneration>) -> TaniumSettings {
-    TaniumSettings {
+fn with_version(s: tanium::Settings, v: Option<ApiGeneration>) -> tanium::Settings {
+    tanium::Settings {
         api_version: v,
         ..s
     }
@@ -778,6 +777,10 @@ fn listing_rows_carry_no_description_and_get_doc_reads_it() {
     let foreign = sim.add_doc(theirs, "theirs", &stix("x:Package-9", "theirs"));
     sim.server().reset_counters();
     let err = client.get_doc(foreign).unwrap_err();
+    assert!(
+        matches!(err, Error::NotOwned { action: "read", doc_id } if doc_id == foreign),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("refusing to read"), "{err}");
     assert_eq!(sim.server().total_requests(), 0);
 }
@@ -871,6 +874,7 @@ fn a_delete_answered_without_json_is_checked_by_reading_the_document_back() {
         Fault::Garbage,
     ));
     let err = client.delete_doc(ids[1]).unwrap_err();
+    assert!(matches!(err, Error::DeleteUnconfirmed { .. }), "{err:?}");
     assert!(
         err.to_string().contains("Tanium delete did not take"),
         "{err}"
@@ -943,6 +947,7 @@ fn when_neither_generation_answers_the_error_names_both() {
         404,
     );
     let err = TaniumClient::connect(&settings(&sim, "admin", "s3cret!"), policy()).unwrap_err();
+    assert!(matches!(err, Error::NoThreatResponse { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
         text.contains("4.x answered 500, 3.x answered 404"),

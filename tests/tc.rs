@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tanium_tr_indicators::config::{Filters, TcAuth, TcSettings};
 use tanium_tr_indicators::error::Error;
 use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy};
 use tanium_tr_indicators::secret::Secret;
@@ -16,14 +15,15 @@ use tanium_tr_indicators::tc::auth::{hmac_authorization, path_and_query};
 use tanium_tr_indicators::tc::client::TcClient;
 use tanium_tr_indicators::tc::model::{Indicator, IndicatorType};
 use tanium_tr_indicators::tc::tql::{self, Window};
+use tanium_tr_indicators::tc::{self, Filters};
 use time::OffsetDateTime;
 
 fn policy() -> RetryPolicy {
     RetryPolicy::quick(Arc::new(RecordedSleep::default()))
 }
 
-fn settings(sim: &TcSim, auth: TcAuth, page_size: u32) -> TcSettings {
-    TcSettings {
+fn settings(sim: &TcSim, auth: tc::Auth, page_size: u32) -> tc::Settings {
+    tc::Settings {
         api_path: sim.api_path(),
         auth,
         http: HttpSettings {
@@ -35,8 +35,8 @@ fn settings(sim: &TcSim, auth: TcAuth, page_size: u32) -> TcSettings {
     }
 }
 
-fn hmac(opts: &TcSimOptions) -> TcAuth {
-    TcAuth::Hmac {
+fn hmac(opts: &TcSimOptions) -> tc::Auth {
+    tc::Auth::Hmac {
         access_id: opts.access_id.clone(),
         secret_key: Secret::new(opts.secret_key.clone()),
     }
@@ -477,7 +477,7 @@ fn hmac_failures_are_auth_errors_with_hints_and_not_retried() {
     let bad = TcClient::new(
         &settings(
             &sim,
-            TcAuth::Hmac {
+            tc::Auth::Hmac {
                 access_id: "12345678901234567890".into(),
                 secret_key: Secret::new("wrong-secret"),
             },
@@ -512,7 +512,7 @@ fn token_auth_renews_ahead_of_expiry_and_once_on_401() {
     };
     let sim = TcSim::start(opts.clone()).unwrap();
     sim.load(dataset::generate_at(30, 1, now()));
-    let tok = |sim: &TcSim| TcAuth::Token {
+    let tok = |sim: &TcSim| tc::Auth::Token {
         token: Secret::new(sim.token()),
         expires: Some(sim.token_expires()),
     };
@@ -544,7 +544,7 @@ fn token_auth_renews_ahead_of_expiry_and_once_on_401() {
     let stranger = TcClient::new(
         &settings(
             &sim,
-            TcAuth::Token {
+            tc::Auth::Token {
                 token: Secret::new("APIV2:stolen:token"),
                 expires: None,
             },
@@ -856,7 +856,7 @@ fn app_auth_success_may_be_a_string() {
     let c = TcClient::new(
         &settings(
             &sim,
-            TcAuth::Token {
+            tc::Auth::Token {
                 token: Secret::new(sim.token()),
                 expires: Some(sim.token_expires()),
             },
@@ -880,7 +880,7 @@ fn check_and_missing_credentials() {
     let missing = TcClient::new(
         &settings(
             &sim,
-            TcAuth::Hmac {
+            tc::Auth::Hmac {
                 access_id: String::new(),
                 secret_key: Secret::new(""),
             },

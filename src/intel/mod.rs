@@ -22,9 +22,29 @@ use std::net::IpAddr;
 use md5::{Digest, Md5};
 use sha2::Sha256;
 
-pub use crate::config::IntelFormat;
 use crate::tc::model::{Indicator, IndicatorType};
 pub use identity::{identity_from_doc, identity_of, rev_from_doc, Hashes};
+
+/// The intel document format sent to Tanium.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum Format {
+    /// STIX 1.2 with CybOX 2.1 observables (default).
+    #[default]
+    #[serde(rename = "STIX")]
+    Stix,
+    /// OpenIOC 1.1.
+    #[serde(rename = "OpenIOC")]
+    OpenIoc,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Stix => "STIX",
+            Format::OpenIoc => "OpenIOC",
+        })
+    }
+}
 
 /// Longest TC description copied into a document, in characters.
 pub const MAX_DESCRIPTION: usize = 1000;
@@ -49,7 +69,7 @@ pub struct Package {
     /// Readable name, e.g. `ThreatConnect Address 203.0.113.7` (Tanium shows it as the intel name).
     pub name: String,
     /// Document format.
-    pub format: IntelFormat,
+    pub format: Format,
     /// The UTF-8 XML document.
     pub body: String,
     /// 16 hex chars fingerprinting everything rendered; also written in the description marker.
@@ -69,8 +89,8 @@ impl Package {
     /// The `type` header value Tanium expects for this document (`stix` / `openioc`).
     pub fn type_header(&self) -> &'static str {
         match self.format {
-            IntelFormat::Stix => "stix",
-            IntelFormat::OpenIoc => "openioc",
+            Format::Stix => "stix",
+            Format::OpenIoc => "openioc",
         }
     }
 
@@ -190,7 +210,7 @@ fn observable_of(
 }
 
 /// Renders one indicator in `format`, or says why it cannot be sent.
-pub fn render(ind: &Indicator, format: IntelFormat) -> Result<Package, Invalid> {
+pub fn render(ind: &Indicator, format: Format) -> Result<Package, Invalid> {
     let invalid = |reason: String| Invalid {
         indicator_id: ind.id,
         owner: ind.owner_name.clone(),
@@ -223,8 +243,8 @@ pub fn render(ind: &Indicator, format: IntelFormat) -> Result<Package, Invalid> 
         owner: ind.owner_name.clone(),
     };
     let (write, ext): (fn(&Doc, &str) -> String, &str) = match format {
-        IntelFormat::Stix => (stix::write, "stix"),
-        IntelFormat::OpenIoc => (openioc::write, "ioc"),
+        Format::Stix => (stix::write, "stix"),
+        Format::OpenIoc => (openioc::write, "ioc"),
     };
     let rev = hex(&Sha256::digest(write(&doc, REV_PLACEHOLDER).as_bytes())[..8]);
     let body = write(&doc, &rev);

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::config::{self, Problems};
+use crate::config::timestamp::{parse_last_modified, parse_time};
+use crate::config::value::{boolean, shown, text, Problems};
 use crate::error::{Error, Result};
 use crate::param_names as pn;
 use crate::params::RawParams;
@@ -81,24 +82,23 @@ impl Checkpoint {
         notes: &mut Vec<String>,
     ) -> Option<Checkpoint> {
         let last_modified = problems.take(
-            config::text(raw, pn::LAST_MODIFIED)
+            text(raw, pn::LAST_MODIFIED)
                 .map(|v| v.unwrap_or_else(|| DEFAULT_LAST_MODIFIED.to_string()))
                 .and_then(|v| {
-                    config::parse_last_modified(&v, now)
+                    parse_last_modified(&v, now)
                         .map(Some)
                         .map_err(|e| format!("{} {e}", pn::LAST_MODIFIED.label))
                 }),
         )?;
-        let mut hidden_time = |spec: pn::ParamSpec, consequence: &str| match config::text(raw, spec)
-        {
+        let mut hidden_time = |spec: pn::ParamSpec, consequence: &str| match text(raw, spec) {
             Ok(Some(s)) if s.eq_ignore_ascii_case(HORIZON_NONE) => Some(None),
-            Ok(Some(s)) => match config::parse_time(&s, now) {
+            Ok(Some(s)) => match parse_time(&s, now) {
                 Some(t) => Some(Some(t)),
                 None => {
                     notes.push(format!(
                         "{} '{}' is not a time; {consequence}",
                         spec.name,
-                        config::shown(&s)
+                        shown(&s)
                     ));
                     Some(None)
                 }
@@ -127,9 +127,9 @@ impl Checkpoint {
             last_modified,
             horizon,
             last_full_reconcile,
-            filter_fingerprint: config::text(raw, pn::FILTER_FINGERPRINT).ok().flatten(),
+            filter_fingerprint: text(raw, pn::FILTER_FINGERPRINT).ok().flatten(),
             // Written by the app itself; anything unreadable means "no deploy owed".
-            deploy_owed: config::boolean(
+            deploy_owed: boolean(
                 raw,
                 &[pn::DEPLOY_PENDING.name],
                 pn::DEPLOY_PENDING.label,

@@ -2,8 +2,8 @@
 //! documents, with the bookkeeping a run adds (seen, removed, created).
 
 use crate::compact::CompactMap;
-use crate::config::IntelFormat;
 use crate::intel;
+use crate::intel::Format as IntelFormat;
 use crate::tanium::model::IntelDoc;
 
 /// The indicator was met in this run's pull (its document is current or being written).

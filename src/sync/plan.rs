@@ -1,9 +1,10 @@
 //! Planning one indicator: what its document needs, decided from the indicator, the job and
 //! what the source holds. No I/O here; the planner acts on the decision.
 
-use crate::config::{Filters, IntelFormat};
+use crate::intel::Format as IntelFormat;
 use crate::intel::{self, Invalid, Package};
 use crate::tc::model::Indicator;
+use crate::tc::Filters;
 
 use super::index::{parse_hex_u64, parse_md5, parse_uuid, SourceIndex, GONE, OTHER_FORMAT, SEEN};
 

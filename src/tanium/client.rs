@@ -28,11 +28,11 @@ use std::sync::{Mutex, RwLock};
 use serde_json::Value;
 
 use crate::compact::IdSet;
-use crate::config::TaniumSettings;
 use crate::error::{Error, Result, Service};
 use crate::http::{self, Request, Response, RetryPolicy};
 use crate::secret::Secret;
 use crate::tanium::model::ApiGeneration;
+use crate::tanium::Settings;
 
 use super::answers::{describe, forbidden, status_error};
 pub use super::answers::{rows_of, unwrap_data};
@@ -95,7 +95,7 @@ impl std::fmt::Debug for TaniumClient {
 
 impl TaniumClient {
     /// Builds the agent, authenticates and detects the API generation once.
-    pub fn connect(settings: &TaniumSettings, policy: RetryPolicy) -> Result<TaniumClient> {
+    pub fn connect(settings: &Settings, policy: RetryPolicy) -> Result<TaniumClient> {
         if settings.password.is_empty() {
             return Err(Error::Param(
                 "Tanium Password / API Token (tanium_password) is empty".into(),
@@ -111,7 +111,7 @@ impl TaniumClient {
                 password: settings.password.clone(),
             }
         };
-        let base_url = settings.base_url.trim_end_matches('/').to_string();
+        let base_url = settings.base_url.to_string();
         let mut client = TaniumClient {
             agent,
             policy,
@@ -192,7 +192,7 @@ impl TaniumClient {
         }
     }
 
-    pub(super) fn ensure_owned(&self, action: &str, doc_id: i64) -> Result<()> {
+    pub(super) fn ensure_owned(&self, action: &'static str, doc_id: i64) -> Result<()> {
         let owned = self
             .owned
             .lock()
@@ -201,9 +201,7 @@ impl TaniumClient {
         if owned {
             Ok(())
         } else {
-            Err(Error::Other(format!(
-                "refusing to {action} Tanium intel {doc_id}: it was not listed in the app's own source"
-            )))
+            Err(Error::NotOwned { action, doc_id })
         }
     }
 

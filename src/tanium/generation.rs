@@ -68,7 +68,7 @@ impl TaniumClient {
                 ),
             ));
         }
-        if http::classify(v4.status) == http::Verdict::Retry {
+        if matches!(http::classify(v4.status), http::Verdict::Retry(_)) {
             // Maybe a passing failure of a 4.x server: give it the full retries now.
             let again = probe(ApiGeneration::V4, &self.policy)?;
             if ok(&again) {
@@ -105,10 +105,7 @@ impl TaniumClient {
                 };
             }
         }
-        Error::Other(format!(
-            "no Tanium Threat Response API found ({answers}): is Threat Response installed and \
-             running?"
-        ))
+        Error::NoThreatResponse { answers }
     }
 
     /// Adds to errors on the sources route that a fixed `Tanium API Version` may be the cause.

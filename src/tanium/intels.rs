@@ -297,7 +297,10 @@ impl TaniumClient {
                  failed ({e})"
             ),
         };
-        Err(Error::Other(format!("Tanium {message}")))
+        Err(Error::DeleteUnconfirmed {
+            service: Service::Tanium,
+            detail: message,
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! The Tanium side: session, API generation, source, intel documents, deploy.
+//! The Tanium side: its settings, session, API generation, source, intel documents, deploy.
 
 mod answers;
 pub mod client;
@@ -6,7 +6,9 @@ mod generation;
 mod intels;
 pub mod model;
 mod session;
+mod settings;
 mod source;
 
 pub use client::TaniumClient;
 pub use model::{ApiGeneration, IntelDoc, Source, Upload};
+pub use settings::Settings;

@@ -4,6 +4,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+// What the signature covers, so it is found with the signer.
+pub use crate::http::path_and_query;
 use crate::secret::Secret;
 
 /// The `Authorization` value for HMAC auth over the exact `path?query` that goes on the wire.
@@ -20,14 +22,4 @@ pub fn hmac_authorization(
     mac.update(to_sign.as_bytes());
     let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     format!("TC {access_id}:{sig}")
-}
-
-/// `path?query` of an absolute URL exactly as written (no decoding, no re-encoding).
-pub fn path_and_query(url: &str) -> &str {
-    let after_scheme = url.find("://").map(|i| &url[i + 3..]).unwrap_or(url);
-    let pq = after_scheme
-        .find('/')
-        .map(|i| &after_scheme[i..])
-        .unwrap_or("/");
-    pq.split('#').next().unwrap_or(pq)
 }

@@ -1,8 +1,8 @@
-//! The ThreatConnect v3 client: signed (HMAC or token) GETs, page-by-page indicator pulls that
-//! follow `next`, deleted indicators and a credentials check.
+//! The ThreatConnect v3 client: signed (HMAC or token) GETs, indicator pulls (the pages are in
+//! [`crate::tc::pages`]), deleted indicators, owners and a credentials check.
 //!
 //! Every URL is built fully percent-encoded and sent exactly as signed (crate::http does not
-//! re-encode); `next` links are signed as received and only followed on the `tc_api_path` origin.
+//! re-encode); a URL off the `tc_api_path` origin is refused before anything is signed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -10,22 +10,19 @@ use std::sync::Mutex;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::compact::IdSet;
-use crate::config::{TcAuth, TcSettings};
 use crate::error::{Error, Result, Service};
-use crate::http::{self, path_of, Request, Response, RetryPolicy};
+use crate::http::{self, path_of, Origin, Request, Response, RetryPolicy};
 use crate::secret::Secret;
 use crate::tc::auth::{hmac_authorization, path_and_query};
-use crate::tc::model::{DeletedIndicator, Indicator};
+use crate::tc::model::DeletedIndicator;
+use crate::tc::pages::Pages;
 use crate::tc::tql::{encode_query_value, format_time};
-
-/// Smallest page a pull shrinks to when TC cannot serve larger ones in time.
-pub const MIN_PAGE_SIZE: u32 = 100;
+use crate::tc::{Auth, Settings};
 
 /// Renew a job token this long before it expires.
 pub const TOKEN_RENEW_MARGIN_SECS: i64 = 600;
 
-const SVC: Service = Service::ThreatConnect;
+pub(super) const SVC: Service = Service::ThreatConnect;
 
 #[derive(Debug)]
 struct TokenState {
@@ -35,7 +32,7 @@ struct TokenState {
 }
 
 #[derive(Debug)]
-enum Auth {
+enum Signer {
     Hmac {
         access_id: String,
         secret_key: Secret,
@@ -50,42 +47,9 @@ pub struct TcClient {
     policy: RetryPolicy,
     api_path: String,
     origin: Origin,
-    auth: Auth,
+    signer: Signer,
     page_size: u32,
     requests: AtomicU64,
-}
-
-/// scheme, lower-case host, port: what must match before credentials go to a URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Origin(String, String, u16);
-
-fn origin(url: &str) -> Option<Origin> {
-    let (scheme, rest) = url.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let hostport = authority.rsplit('@').next().unwrap_or(authority);
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
-    };
-    let (host, port) = if let Some(stripped) = hostport.strip_prefix('[') {
-        let (h, after) = stripped.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None => default_port,
-        };
-        (h.to_string(), port)
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().ok()?),
-            None => (hostport.to_string(), default_port),
-        }
-    };
-    if host.is_empty() {
-        return None;
-    }
-    Some(Origin(scheme, host.to_ascii_lowercase(), port))
 }
 
 /// Percent-encodes the bytes a URI may not carry raw (space, quotes, non-ASCII...), leaving
@@ -108,13 +72,13 @@ fn now() -> i64 {
 }
 
 #[derive(Deserialize)]
-struct Envelope<T> {
+pub(super) struct Envelope<T> {
     #[serde(default)]
     status: Option<String>,
     #[serde(default = "Vec::new")]
-    data: Vec<T>,
+    pub(super) data: Vec<T>,
     #[serde(default)]
-    next: Option<String>,
+    pub(super) next: Option<String>,
     #[serde(default)]
     count: Option<u64>,
 }
@@ -206,7 +170,7 @@ fn parse_envelope<T: serde::de::DeserializeOwned>(
 }
 
 /// [`parse_envelope`] for records that may borrow from the body (raw JSON text).
-fn parse_envelope_borrowed<'a, T: serde::Deserialize<'a>>(
+pub(super) fn parse_envelope_borrowed<'a, T: serde::Deserialize<'a>>(
     resp: &'a Response,
     request: &str,
 ) -> Result<Envelope<T>> {
@@ -228,16 +192,16 @@ fn parse_envelope_borrowed<'a, T: serde::Deserialize<'a>>(
 
 impl TcClient {
     /// Builds a client from validated settings; fails on an unusable URL or missing credentials.
-    pub fn new(settings: &TcSettings, policy: RetryPolicy) -> Result<TcClient> {
+    pub fn new(settings: &Settings, policy: RetryPolicy) -> Result<TcClient> {
         let api_path = settings.api_path.trim().trim_end_matches('/').to_string();
-        let origin = origin(&api_path).ok_or_else(|| {
+        let origin = Origin::of_url(&api_path).map_err(|_| {
             Error::Param(format!(
                 "tc_api_path must be an http(s) URL such as https://host/api, got {:?}",
                 path_of(&api_path)
             ))
         })?;
-        let auth = match &settings.auth {
-            TcAuth::Hmac {
+        let signer = match &settings.auth {
+            Auth::Hmac {
                 access_id,
                 secret_key,
             } => {
@@ -246,19 +210,19 @@ impl TcClient {
                         "ThreatConnect API access id and secret key must both be set".into(),
                     ));
                 }
-                Auth::Hmac {
+                Signer::Hmac {
                     access_id: access_id.trim().to_string(),
                     secret_key: secret_key.clone(),
                 }
             }
-            TcAuth::Token { token, expires } => {
+            Auth::Token { token, expires } => {
                 if token.is_empty() {
                     return Err(Error::Param(
                         "ThreatConnect credentials missing: no tc_token and no API access id / secret key"
                             .into(),
                     ));
                 }
-                Auth::Token(Mutex::new(TokenState {
+                Signer::Token(Mutex::new(TokenState {
                     token: token.clone(),
                     expires: *expires,
                     generation: 0,
@@ -270,7 +234,7 @@ impl TcClient {
             policy,
             api_path,
             origin,
-            auth,
+            signer,
             page_size: settings.page_size.clamp(1, 10_000),
             requests: AtomicU64::new(0),
         })
@@ -282,9 +246,9 @@ impl TcClient {
     }
 
     fn token_state(&self) -> Option<std::sync::MutexGuard<'_, TokenState>> {
-        match &self.auth {
-            Auth::Token(m) => Some(m.lock().unwrap_or_else(|e| e.into_inner())),
-            Auth::Hmac { .. } => None,
+        match &self.signer {
+            Signer::Token(m) => Some(m.lock().unwrap_or_else(|e| e.into_inner())),
+            Signer::Hmac { .. } => None,
         }
     }
 
@@ -292,8 +256,8 @@ impl TcClient {
     fn build(&self, url: &str) -> Result<Request> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         let req = Request::new("GET", url).header("Accept", "application/json");
-        Ok(match &self.auth {
-            Auth::Hmac {
+        Ok(match &self.signer {
+            Signer::Hmac {
                 access_id,
                 secret_key,
             } => {
@@ -303,7 +267,7 @@ impl TcClient {
                 req.header("Authorization", value)
                     .header("Timestamp", ts.to_string())
             }
-            Auth::Token(m) => {
+            Signer::Token(m) => {
                 let t = m.lock().unwrap_or_else(|e| e.into_inner());
                 req.header("Authorization", format!("TC-Token {}", t.token.expose()))
             }
@@ -394,15 +358,34 @@ impl TcClient {
 
     /// GETs `url` (signed per attempt, retried per the shared rule, renewing a token once on
     /// 401) and returns the 2xx answer, or the mapped error.
-    fn get(&self, url: &str) -> Result<Response> {
+    pub(super) fn get(&self, url: &str) -> Result<Response> {
         self.get_with(url, &self.policy)
     }
 
     /// [`Self::get`] with its own retry policy.
-    fn get_with(&self, url: &str, policy: &RetryPolicy) -> Result<Response> {
+    pub(super) fn get_with(&self, url: &str, policy: &RetryPolicy) -> Result<Response> {
+        let resp = self.answer_with(url, policy)?;
+        if (200..300).contains(&resp.status) {
+            Ok(resp)
+        } else {
+            Err(status_error(
+                &resp,
+                &format!("GET {}", path_of(&wire_safe(url))),
+            ))
+        }
+    }
+
+    /// TC's final answer to a GET of `url`, whatever its status: signed per attempt, retried per
+    /// the shared rule, a job token renewed ahead of expiry and once on 401. Refused before
+    /// anything is sent when `url` is not on the `tc_api_path` origin.
+    pub(super) fn answer(&self, url: &str) -> Result<Response> {
+        self.answer_with(url, &self.policy)
+    }
+
+    fn answer_with(&self, url: &str, policy: &RetryPolicy) -> Result<Response> {
         let url = wire_safe(url);
         let what = format!("GET {}", path_of(&url));
-        if origin(&url).as_ref() != Some(&self.origin) {
+        if Origin::of_url(&url).ok().as_ref() != Some(&self.origin) {
             return Err(Error::Protocol {
                 service: SVC,
                 request: what,
@@ -417,17 +400,29 @@ impl TcClient {
         loop {
             let generation = self.generation();
             let resp = http::call(&self.agent, policy, SVC, &mut || self.build(&url))?;
-            if resp.status == 401 && !renewed && matches!(self.auth, Auth::Token(_)) {
+            if resp.status == 401 && !renewed && matches!(self.signer, Signer::Token(_)) {
                 renewed = true;
                 log::info!("ThreatConnect answered 401 to {what}; renewing the job token");
                 self.renew(generation)?;
                 continue;
             }
-            if (200..300).contains(&resp.status) {
-                return Ok(resp);
-            }
-            return Err(status_error(&resp, &what));
+            return Ok(resp);
         }
+    }
+
+    /// `tc_api_path` without a trailing slash.
+    pub(super) fn api_path(&self) -> &str {
+        &self.api_path
+    }
+
+    /// The retry policy every call follows.
+    pub(super) fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// `resultLimit` of a pull's first page.
+    pub(super) fn page_size(&self) -> u32 {
+        self.page_size
     }
 
     /// Streams the indicators `tql` selects, one page at a time (see [`Pages`]).
@@ -439,18 +434,7 @@ impl TcClient {
     /// may name a proxy or an internal host there), so credentials never go to it either.
     pub fn indicators(&self, tql: &str) -> Pages<'_> {
         log::info!("ThreatConnect TQL: {tql}");
-        Pages {
-            client: self,
-            tql: tql.to_string(),
-            page_size: self.page_size,
-            last_id: None,
-            more: true,
-            pending: None,
-            seen: IdSet::new(),
-            dropped: 0,
-            duplicates: 0,
-            pages: 0,
-        }
+        Pages::new(self, tql)
     }
 
     /// How many indicators `tql` selects (one request, `count=true`; no records are read).
@@ -471,7 +455,7 @@ impl TcClient {
     }
 
     /// The URL of one page of `tql`, exactly as it goes on the wire.
-    fn page_url(&self, tql: &str, size: u32) -> String {
+    pub(super) fn page_url(&self, tql: &str, size: u32) -> String {
         format!(
             "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&resultLimit={size}&sorting=id%20asc",
             self.api_path,
@@ -595,9 +579,9 @@ impl TcClient {
         let url = format!("{}/v3/security/owners?resultLimit=1", self.api_path);
         let resp = self.get(&url)?;
         let env: Envelope<serde_json::Value> = parse_envelope(&resp, "GET /v3/security/owners")?;
-        let kind = match self.auth {
-            Auth::Hmac { .. } => "API access id / secret key",
-            Auth::Token(_) => "job token",
+        let kind = match self.signer {
+            Signer::Hmac { .. } => "API access id / secret key",
+            Signer::Token(_) => "job token",
         };
         let owner = env
             .data
@@ -613,204 +597,9 @@ impl TcClient {
     }
 }
 
-/// Pages of indicators, fetched lazily: at most one page is held, ids seen so far are kept
-/// to drop repeats, and indicators of types other than Address / File / Host are dropped.
-///
-/// A page TC cannot serve in time (a timeout, 408 or 5xx) is asked for again at half the size,
-/// down to [`MIN_PAGE_SIZE`], before the shared retry rule gets its full say. A record that
-/// cannot be read ends the pull after the readable records of its page, with an error: the
-/// caller must treat the pull as incomplete. After an error the iterator ends.
-pub struct Pages<'a> {
-    client: &'a TcClient,
-    tql: String,
-    page_size: u32,
-    last_id: Option<i64>,
-    more: bool,
-    pending: Option<Error>,
-    seen: IdSet,
-    dropped: u64,
-    duplicates: u64,
-    pages: u64,
-}
-
-/// How a failed page fetch is handled.
-enum Failure {
-    /// TC could not serve the page in time: a smaller page may work.
-    Overload,
-    /// Worth more attempts at the same size (429, a refused or dropped connection).
-    Transient,
-    Final,
-}
-
-fn failure(e: &Error) -> Failure {
-    match e {
-        Error::Transport {
-            timed_out: true, ..
-        } => Failure::Overload,
-        Error::Status { status, .. }
-            if *status == 408 || ((500..600).contains(status) && *status != 501) =>
-        {
-            Failure::Overload
-        }
-        Error::Transport { .. } | Error::Status { status: 429, .. } => Failure::Transient,
-        _ => Failure::Final,
-    }
-}
-
-impl Pages<'_> {
-    /// Indicators dropped because their type is not Address, File or Host (user TQL).
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
-    /// Indicators dropped because an earlier page already delivered their id.
-    pub fn duplicates(&self) -> u64 {
-        self.duplicates
-    }
-
-    /// Pages fetched so far.
-    pub fn pages(&self) -> u64 {
-        self.pages
-    }
-
-    /// The page size in use (smaller than configured after TC failed to serve a page).
-    pub fn page_size(&self) -> u32 {
-        self.page_size
-    }
-
-    fn get_page(&mut self) -> Result<Response> {
-        let tql = match self.last_id {
-            None => self.tql.clone(),
-            Some(id) => format!("({}) AND id > {id}", self.tql),
-        };
-        loop {
-            let url = self.client.page_url(&tql, self.page_size);
-            if self.page_size <= MIN_PAGE_SIZE {
-                return self.client.get(&url);
-            }
-            let probe = RetryPolicy {
-                max_attempts: self.client.policy.max_attempts.min(2),
-                ..self.client.policy.clone()
-            };
-            let err = match self.client.get_with(&url, &probe) {
-                Ok(resp) => return Ok(resp),
-                Err(e) => e,
-            };
-            match failure(&err) {
-                Failure::Overload => {
-                    let smaller = (self.page_size / 2).max(MIN_PAGE_SIZE);
-                    log::warn!(
-                        "ThreatConnect could not serve a page of {} indicators ({err}); asking for {smaller} per page from here on",
-                        self.page_size
-                    );
-                    self.page_size = smaller;
-                }
-                Failure::Transient => return self.client.get(&url),
-                Failure::Final => return Err(err),
-            }
-        }
-    }
-
-    fn fetch(&mut self) -> Result<Vec<Indicator>> {
-        let resp = self.get_page()?;
-        let what = "GET /api/v3/indicators";
-        // Records stay raw JSON text borrowed from the body until each is read: a page of
-        // 10,000 as `serde_json::Value` trees would cost several times the body's size.
-        let env: Envelope<&serde_json::value::RawValue> = parse_envelope_borrowed(&resp, what)?;
-        self.pages += 1;
-        let received = env.data.len();
-        let more = env.next.as_deref().is_some_and(|n| !n.is_empty())
-            || received as u64 >= u64::from(self.page_size);
-        let mut out = Vec::with_capacity(received);
-        let mut max_id: Option<i64> = None;
-        for (n, v) in env.data.into_iter().enumerate() {
-            let problem = match serde_json::from_str::<Indicator>(v.get()) {
-                Ok(ind) => match ind.unreadable() {
-                    None => {
-                        max_id = Some(max_id.map_or(ind.id, |m| m.max(ind.id)));
-                        if ind.kind().is_none() {
-                            self.dropped += 1;
-                        } else if !self.seen.insert(ind.id) {
-                            self.duplicates += 1;
-                        } else {
-                            out.push(ind);
-                        }
-                        continue;
-                    }
-                    Some(why) if ind.id > 0 => format!("indicator {}: {why}", ind.id),
-                    Some(why) => why.to_string(),
-                },
-                Err(e) => e.to_string(),
-            };
-            log::error!(
-                "record {} of ThreatConnect page {} cannot be read: {problem}",
-                n + 1,
-                self.pages
-            );
-            self.pending.get_or_insert_with(|| Error::Protocol {
-                service: SVC,
-                request: what.into(),
-                detail: format!(
-                    "record {} of page {} cannot be read ({problem})",
-                    n + 1,
-                    self.pages
-                ),
-            });
-        }
-        self.more = self.pending.is_none()
-            && more
-            && max_id.is_some_and(|m| self.last_id.is_none_or(|last| m > last));
-        if self.more {
-            self.last_id = max_id;
-        }
-        Ok(out)
-    }
-}
-
-impl Iterator for Pages<'_> {
-    type Item = Result<Vec<Indicator>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.pending.take() {
-            self.more = false;
-            return Some(Err(e));
-        }
-        if !self.more {
-            return None;
-        }
-        let page = self.fetch();
-        if page.is_err() {
-            self.more = false;
-        }
-        Some(page)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn origins_compare_scheme_host_and_port() {
-        let a = origin("https://TC.example.com/api").unwrap();
-        assert_eq!(
-            a,
-            origin("https://tc.example.com:443/api/v3/x?y=1").unwrap()
-        );
-        assert_ne!(a, origin("http://tc.example.com/api").unwrap());
-        assert_ne!(a, origin("https://tc.example.com:8443/api").unwrap());
-        assert_ne!(a, origin("https://evil.example.com/api").unwrap());
-        assert_ne!(
-            a,
-            origin("https://tc.example.com@evil.example.com/api").unwrap()
-        );
-        assert_eq!(
-            origin("http://[::1]:8080/api").unwrap(),
-            Origin("http".into(), "::1".into(), 8080)
-        );
-        assert!(origin("ftp://x/api").is_none());
-        assert!(origin("no-scheme").is_none());
-    }
 
     #[test]
     fn wire_safe_only_touches_illegal_bytes() {

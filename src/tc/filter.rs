@@ -1,12 +1,38 @@
-//! Client-side evaluation of the job filters, with exactly the meaning of the TQL that
-//! [`crate::tc::tql::build`] emits, plus the exclude tags that TQL does not carry.
+//! The job's indicator filters, and their client-side evaluation with exactly the meaning of
+//! the TQL that [`crate::tc::tql::build`] emits, plus the exclude tags that TQL does not carry.
 //!
 //! The sync runs every received indicator through [`Filters::matches`]: an indicator that does
 //! not match (an excluded tag, or it stopped qualifying) must not be in Tanium.
 
-use crate::config::Filters;
-use crate::tc::model::Indicator;
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::tc::model::{Indicator, IndicatorType};
 use crate::tc::tql::{effective_types, user_tql};
+
+/// The job's indicator filters (ignored, except types, when `tql` is set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Filters {
+    /// Owner names; empty means every owner the API user can read.
+    pub owners: Vec<String>,
+    /// Types to send; never empty (defaults to all three).
+    pub types: Vec<IndicatorType>,
+    /// Send only indicators with at least one of these tags (empty: no restriction).
+    pub include_tags: Vec<String>,
+    /// Never send indicators with any of these tags.
+    pub exclude_tags: Vec<String>,
+    /// Minimum ThreatAssess score, 0..=1000.
+    pub min_threatassess_score: Option<u32>,
+    /// Minimum confidence, 0..=100.
+    pub min_confidence: Option<u32>,
+    /// Minimum threat rating, 0..=5.
+    pub min_rating: Option<u32>,
+    /// Maximum false positive count.
+    pub max_false_positives: Option<u32>,
+    /// User TQL that replaces all of the above except the type restriction.
+    pub tql: Option<String>,
+}
 
 /// Tag names compare case-insensitively, as TQL's `hasTag(summary ...)` does.
 fn tag_key(s: &str) -> String {
@@ -35,6 +61,34 @@ fn shown(v: Option<f64>) -> String {
 }
 
 impl Filters {
+    /// A short stable hash of the filter set, so the sync notices when the job's filters
+    /// changed; the order of owners, types and tags does not matter.
+    pub fn fingerprint(&self) -> String {
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut types: Vec<&str> = self.types.iter().map(|t| t.as_str()).collect();
+        types.sort_unstable();
+        types.dedup();
+        let canonical = json!({
+            "v": 1,
+            "owners": sorted(&self.owners),
+            "types": types,
+            "include_tags": sorted(&self.include_tags),
+            "exclude_tags": sorted(&self.exclude_tags),
+            "min_threatassess_score": self.min_threatassess_score,
+            "min_confidence": self.min_confidence,
+            "min_rating": self.min_rating,
+            "max_false_positives": self.max_false_positives,
+            "tql": self.tql.as_deref().map(str::trim),
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Whether the job sends this indicator: type, owners, include / exclude tags, minimums,
     /// maximum false positives and active status, as the job's TQL means them.
     pub fn matches(&self, ind: &Indicator) -> bool {
@@ -100,7 +154,6 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tc::model::IndicatorType;
 
     fn ind() -> Indicator {
         Indicator {
@@ -290,5 +343,37 @@ mod tests {
         };
         assert_eq!(why(owner, ind()), "owner Org is not among the Owners");
         assert_eq!(d().rejection(&ind()), None);
+    }
+
+    #[test]
+    fn fingerprint_is_stable_order_free_and_sensitive() {
+        let f = Filters {
+            owners: vec!["B".into(), "A".into()],
+            types: vec![IndicatorType::Host, IndicatorType::Address],
+            include_tags: vec!["x".into()],
+            min_confidence: Some(50),
+            ..Filters::default()
+        };
+        let mut g = f.clone();
+        g.owners.reverse();
+        g.types.reverse();
+        assert_eq!(f.fingerprint(), g.fingerprint());
+        assert_eq!(f.fingerprint().len(), 16);
+        let changes: [fn(&mut Filters); 9] = [
+            (|f| f.owners.push("C".into())),
+            (|f| f.types.push(IndicatorType::File)),
+            (|f| f.include_tags.clear()),
+            (|f| f.exclude_tags.push("x".into())),
+            (|f| f.min_confidence = Some(51)),
+            (|f| f.min_rating = Some(1)),
+            (|f| f.min_threatassess_score = Some(1)),
+            (|f| f.max_false_positives = Some(0)),
+            (|f| f.tql = Some("rating > 1".into())),
+        ];
+        for change in changes {
+            let mut h = f.clone();
+            change(&mut h);
+            assert_ne!(f.fingerprint(), h.fingerprint(), "{h:?}");
+        }
     }
 }

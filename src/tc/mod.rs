@@ -1,7 +1,14 @@
-//! The ThreatConnect side: request signing, TQL, the indicator model and the paging client.
+//! The ThreatConnect side: its settings, request signing, TQL, the job filters, the indicator
+//! model, the paging client and the resolution of the job's `&{TC:...}` variables.
 
 pub mod auth;
 pub mod client;
 pub mod filter;
 pub mod model;
+pub mod pages;
+mod settings;
 pub mod tql;
+pub mod variables;
+
+pub use filter::Filters;
+pub use settings::{Auth, Settings};

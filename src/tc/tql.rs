@@ -3,14 +3,14 @@
 //! Exclude tags are deliberately NOT pushed into TQL: TQL has no documented "has none of these
 //! tags" form (`tag NOT IN (...)` on a multi-valued field is ambiguous), and an indicator that
 //! gains an excluded tag must still come back so the sync can remove it. The sync applies
-//! [`Filters::matches`](crate::config::Filters) to every indicator it receives instead.
+//! [`Filters::matches`] to every indicator it receives instead.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::config::Filters;
 use crate::tc::model::IndicatorType;
+use crate::tc::Filters;
 
 /// Quotes a TQL string value: double quotes, with `\`, `"`, `'` and backtick escaped by `\`.
 pub fn quote(s: &str) -> String {

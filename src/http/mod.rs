@@ -1,11 +1,17 @@
-//! One HTTP layer for both sides: agent settings, the retry policy and the retrying call loop.
-//!
-//! Retry rule (same for ThreatConnect and Tanium): transport errors, 408, 429 (honouring
-//! `Retry-After`) and 5xx except 501 are retried with capped exponential backoff; every other
-//! status is returned to the caller at once. The caller rebuilds (and so re-signs) every attempt.
+//! One HTTP layer for both sides: agent settings, origins, the retry policy and the retrying
+//! call loop. The caller rebuilds (and so re-signs) every attempt.
 
-use std::sync::Arc;
+mod origin;
+mod retry;
+
 use std::time::{Duration, Instant};
+
+pub use origin::{Origin, OriginError, Scheme};
+#[cfg(any(test, feature = "sim"))]
+pub use retry::RecordedSleep;
+pub use retry::{
+    classify, FullJitter, Jitter, NoJitter, RealSleep, Reason, RetryPolicy, Sleep, Verdict,
+};
 
 use crate::error::{Error, Result, Service};
 use crate::secret::Secret;
@@ -14,7 +20,7 @@ use crate::secret::Secret;
 pub const MAX_BODY_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Proxy to route a side's calls through (the TC platform's `tc_proxy_*` settings).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProxySettings {
     /// Proxy host name or address.
     pub host: String,
@@ -27,11 +33,13 @@ pub struct ProxySettings {
 }
 
 /// Connection settings for one side, so TLS and proxy choices are made once, in config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct HttpSettings {
     /// Limit for establishing a TCP/TLS connection.
+    #[serde(rename = "connect_timeout_secs", serialize_with = "whole_seconds")]
     pub connect_timeout: Duration,
     /// Limit for waiting on the response head and on each part of the body.
+    #[serde(rename = "read_timeout_secs", serialize_with = "whole_seconds")]
     pub read_timeout: Duration,
     /// Check server certificates (on unless the job says otherwise).
     pub verify_tls: bool,
@@ -48,6 +56,10 @@ impl Default for HttpSettings {
             proxy: None,
         }
     }
+}
+
+fn whole_seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 /// Builds the blocking agent for one side; statuses are data, not errors, so the retry loop sees them.
@@ -85,123 +97,6 @@ pub fn agent(settings: &HttpSettings) -> Result<ureq::Agent> {
         .user_agent(concat!("tanium-tr-indicators/", env!("CARGO_PKG_VERSION")))
         .build();
     Ok(ureq::Agent::new_with_config(config))
-}
-
-/// What to do with an answer, decided by status alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// 2xx: hand it to the caller.
-    Ok,
-    /// Transient: try again after a delay.
-    Retry,
-    /// Final error: hand it to the caller, never retry.
-    DontRetry,
-}
-
-/// The retry rule shared by both clients.
-pub fn classify(status: u16) -> Verdict {
-    match status {
-        200..=299 => Verdict::Ok,
-        408 | 429 => Verdict::Retry,
-        501 => Verdict::DontRetry,
-        500..=599 => Verdict::Retry,
-        _ => Verdict::DontRetry,
-    }
-}
-
-/// Lets tests and the benchmark replace real sleeping, so backoff costs no wall time there.
-pub trait Sleep: Send + Sync {
-    /// Waits for `d` (or pretends to).
-    fn sleep(&self, d: Duration);
-}
-
-/// Sleeps for real.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RealSleep;
-
-impl Sleep for RealSleep {
-    fn sleep(&self, d: Duration) {
-        std::thread::sleep(d)
-    }
-}
-
-/// Records the delays it is asked for instead of waiting, so tests see the backoff for free.
-#[cfg(any(test, feature = "sim"))]
-#[derive(Debug, Default)]
-pub struct RecordedSleep(std::sync::Mutex<Vec<Duration>>);
-
-#[cfg(any(test, feature = "sim"))]
-impl RecordedSleep {
-    /// The delays asked for so far, in order.
-    pub fn delays(&self) -> Vec<Duration> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
-#[cfg(any(test, feature = "sim"))]
-impl Sleep for RecordedSleep {
-    fn sleep(&self, d: Duration) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(d);
-        }
-    }
-}
-
-/// How many times and how long to wait between attempts.
-#[derive(Clone)]
-pub struct RetryPolicy {
-    /// Total attempts including the first (1 = no retry).
-    pub max_attempts: u32,
-    /// Delay before the second attempt; doubles after that.
-    pub base_delay: Duration,
-    /// Largest delay between attempts, also the cap on `Retry-After`.
-    pub max_delay: Duration,
-    /// How waiting is done.
-    pub sleeper: Arc<dyn Sleep>,
-}
-
-impl std::fmt::Debug for RetryPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RetryPolicy")
-            .field("max_attempts", &self.max_attempts)
-            .field("base_delay", &self.base_delay)
-            .field("max_delay", &self.max_delay)
-            .finish()
-    }
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(60),
-            sleeper: Arc::new(RealSleep),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Four attempts, 100 ms doubling, with `sleeper` doing (or recording) the waits: what the
-    /// client tests use to check the backoff without spending it.
-    #[cfg(any(test, feature = "sim"))]
-    pub fn quick(sleeper: Arc<dyn Sleep>) -> Self {
-        RetryPolicy {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(60),
-            sleeper,
-        }
-    }
-
-    /// Delay before attempt `attempt + 1`, where `attempt` (1-based) just failed.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(ra) = retry_after {
-            return ra.min(self.max_delay);
-        }
-        let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
-    }
 }
 
 /// One request, built fresh for every attempt so signatures and timestamps are current.
@@ -248,12 +143,18 @@ impl Request {
 
 /// The path of a URL without its query (queries may carry tokens and never reach logs).
 pub fn path_of(url: &str) -> &str {
+    path_and_query(url).split('?').next().unwrap_or("/")
+}
+
+/// `path?query` of an absolute URL exactly as written (no decoding, no re-encoding): what the
+/// request line carries, and what TC's HMAC signs.
+pub fn path_and_query(url: &str) -> &str {
     let after_scheme = url.find("://").map(|i| &url[i + 3..]).unwrap_or(url);
-    let path_and_query = after_scheme
+    let pq = after_scheme
         .find('/')
         .map(|i| &after_scheme[i..])
         .unwrap_or("/");
-    path_and_query.split(['?', '#']).next().unwrap_or("/")
+    pq.split('#').next().unwrap_or(pq)
 }
 
 /// A fully read answer.
@@ -320,22 +221,29 @@ fn timed_out(e: &ureq::Error) -> bool {
     }
 }
 
-/// Why a transport attempt failed, and whether another attempt could help.
-fn transport_retryable(e: &ureq::Error) -> bool {
-    if let ureq::Error::Io(io) = e {
-        return !certificate_rejected(io);
+/// The retry rule for an attempt that got no answer.
+fn classify_transport(e: &ureq::Error) -> Verdict {
+    let final_ = match e {
+        ureq::Error::Io(io) => certificate_rejected(io),
+        _ => matches!(
+            e,
+            ureq::Error::BadUri(_)
+                | ureq::Error::Http(_)
+                | ureq::Error::InvalidProxyUrl
+                | ureq::Error::Tls(_)
+                | ureq::Error::Rustls(_)
+                | ureq::Error::RequireHttpsOnly(_)
+                | ureq::Error::TlsRequired
+                | ureq::Error::BodyExceedsLimit(_)
+        ),
+    };
+    if final_ {
+        Verdict::DontRetry
+    } else if timed_out(e) {
+        Verdict::Retry(Reason::Timeout)
+    } else {
+        Verdict::Retry(Reason::Transport)
     }
-    !matches!(
-        e,
-        ureq::Error::BadUri(_)
-            | ureq::Error::Http(_)
-            | ureq::Error::InvalidProxyUrl
-            | ureq::Error::Tls(_)
-            | ureq::Error::Rustls(_)
-            | ureq::Error::RequireHttpsOnly(_)
-            | ureq::Error::TlsRequired
-            | ureq::Error::BodyExceedsLimit(_)
-    )
 }
 
 fn send_once(agent: &ureq::Agent, req: &Request) -> std::result::Result<Response, ureq::Error> {
@@ -371,7 +279,8 @@ fn send_once(agent: &ureq::Agent, req: &Request) -> std::result::Result<Response
     })
 }
 
-/// Sends a request built by `build` (called once per attempt), retrying per [`classify`].
+/// Sends a request built by `build` (called once per attempt), retrying per [`classify`] and
+/// `classify_transport`, each retry logged with its reason.
 ///
 /// Returns the first non-retryable answer, or the last retryable one when attempts run out.
 /// Transport failures that outlast the attempts become [`Error::Transport`].
@@ -388,87 +297,46 @@ pub fn call(
         let req = build()?;
         let what = req.describe();
         let started = Instant::now();
-        match send_once(agent, &req) {
+        let outcome = send_once(agent, &req);
+        let verdict = match &outcome {
             Ok(resp) => {
                 log::debug!(
                     "{what} -> {} in {} ms",
                     resp.status,
                     started.elapsed().as_millis()
                 );
-                if classify(resp.status) == Verdict::Retry && attempt < max {
-                    let d = policy.delay(attempt, resp.retry_after());
-                    log::warn!(
-                        "{service} answered {} to {what}; retrying in {:.1} s (attempt {}/{max})",
-                        resp.status,
-                        d.as_secs_f64(),
-                        attempt + 1
-                    );
-                    policy.sleeper.sleep(d);
-                    continue;
-                }
-                return Ok(resp);
+                classify(resp.status)
             }
-            Err(e) => {
-                let detail = e.to_string();
-                if transport_retryable(&e) && attempt < max {
-                    let d = policy.delay(attempt, None);
-                    log::warn!(
-                        "{what} to {service} failed: {detail}; retrying in {:.1} s (attempt {}/{max})",
-                        d.as_secs_f64(),
-                        attempt + 1
-                    );
-                    policy.sleeper.sleep(d);
-                    continue;
-                }
-                return Err(Error::Transport {
-                    service,
-                    request: what,
-                    detail,
-                    timed_out: timed_out(&e),
-                });
-            }
+            Err(e) => classify_transport(e),
+        };
+        if let (Verdict::Retry(reason), true) = (verdict, attempt < max) {
+            let retry_after = outcome.as_ref().ok().and_then(Response::retry_after);
+            let d = policy.delay(attempt, retry_after);
+            let detail = outcome
+                .as_ref()
+                .err()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            log::warn!(
+                "{what} to {service}: {reason}{detail}; retrying in {:.1} s (attempt {}/{max})",
+                d.as_secs_f64(),
+                attempt + 1
+            );
+            policy.sleeper.sleep(d);
+            continue;
         }
+        return outcome.map_err(|e| Error::Transport {
+            service,
+            request: what,
+            detail: e.to_string(),
+            timed_out: timed_out(&e),
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classify_follows_the_retry_rule() {
-        for s in [200, 201, 204] {
-            assert_eq!(classify(s), Verdict::Ok);
-        }
-        for s in [408, 429, 500, 502, 503, 504, 599] {
-            assert_eq!(classify(s), Verdict::Retry, "{s}");
-        }
-        for s in [400, 401, 403, 404, 409, 422, 501] {
-            assert_eq!(classify(s), Verdict::DontRetry, "{s}");
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps_and_honours_retry_after() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
-            sleeper: Arc::new(RealSleep),
-        };
-        assert_eq!(p.delay(1, None), Duration::from_millis(100));
-        assert_eq!(p.delay(2, None), Duration::from_millis(200));
-        assert_eq!(p.delay(3, None), Duration::from_millis(400));
-        assert_eq!(p.delay(9, None), Duration::from_secs(1));
-        assert_eq!(
-            p.delay(1, Some(Duration::from_millis(300))),
-            Duration::from_millis(300)
-        );
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(120))),
-            Duration::from_secs(1)
-        );
-    }
 
     #[test]
     fn describe_never_shows_the_query() {

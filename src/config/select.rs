@@ -1,0 +1,131 @@
+//! What the job sends and how: the indicator filters ([`Filters`]) and the intel format.
+
+use crate::intel;
+use crate::param_names as pn;
+use crate::params::RawParams;
+use crate::tc::{model::IndicatorType, Filters};
+
+use super::value::{list, shown, spec_whole, text, Problems};
+
+/// The job's filters; a bad one is recorded and reads as unset.
+pub(super) fn filters(raw: &RawParams, p: &mut Problems) -> Filters {
+    Filters {
+        owners: p.take(list(raw, pn::OWNERS, false)),
+        types: p.take(indicator_types(raw)),
+        include_tags: p.take(list(raw, pn::INCLUDE_TAGS, true)),
+        exclude_tags: p.take(list(raw, pn::EXCLUDE_TAGS, true)),
+        min_threatassess_score: p.take(spec_whole(raw, pn::MIN_THREATASSESS_SCORE, 0, 1000)),
+        min_confidence: p.take(spec_whole(raw, pn::MIN_CONFIDENCE, 0, 100)),
+        min_rating: p.take(spec_whole(raw, pn::MIN_RATING, 0, 5)),
+        max_false_positives: p.take(spec_whole(raw, pn::MAX_FALSE_POSITIVES, 0, u32::MAX)),
+        tql: p.take(text(raw, pn::TQL)),
+    }
+}
+
+fn indicator_types(raw: &RawParams) -> Result<Vec<IndicatorType>, String> {
+    let spec = pn::INDICATOR_TYPES;
+    let names = list(raw, spec, true)?;
+    let mut chosen = Vec::new();
+    for n in &names {
+        match IndicatorType::parse(n) {
+            Some(t) => chosen.push(t),
+            None => {
+                return Err(format!(
+                    "{} must be among Address, File, Host, got '{}'",
+                    spec.label,
+                    shown(n)
+                ))
+            }
+        }
+    }
+    if chosen.is_empty() {
+        return Ok(IndicatorType::ALL.to_vec());
+    }
+    Ok(IndicatorType::ALL
+        .into_iter()
+        .filter(|t| chosen.contains(t))
+        .collect())
+}
+
+pub(super) fn intel_format(raw: &RawParams) -> Result<intel::Format, String> {
+    let spec = pn::INTEL_FORMAT;
+    match text(raw, spec)? {
+        None => Ok(intel::Format::Stix),
+        Some(s) => {
+            let k: String = s
+                .to_ascii_lowercase()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect();
+            match k.as_str() {
+                "stix" | "stix12" => Ok(intel::Format::Stix),
+                "openioc" | "openioc11" | "ioc" => Ok(intel::Format::OpenIoc),
+                _ => Err(format!(
+                    "{} must be STIX or OpenIOC, got '{}'",
+                    spec.label,
+                    shown(&s)
+                )),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::config::tests::{good, with};
+    use crate::config::JobConfig;
+    use crate::tc::model::IndicatorType;
+
+    #[test]
+    fn lists_tags_booleans_and_numbers() {
+        let r = with(
+            with(
+                with(
+                    with(
+                        with(
+                            with(good(), "owners", json!("Org A|Org, B| |Org A")),
+                            "include_tags",
+                            json!(["x, y", "z|x", " "]),
+                        ),
+                        "exclude_tags",
+                        json!("bad,worse"),
+                    ),
+                    "indicator_types",
+                    json!("host|ADDRESS"),
+                ),
+                "verify_ssl",
+                json!(false),
+            ),
+            "min_confidence",
+            json!(50),
+        );
+        let c = JobConfig::from_params(&r).unwrap();
+        assert_eq!(c.filters.owners, vec!["Org A", "Org, B"]);
+        assert_eq!(c.filters.include_tags, vec!["x", "y", "z"]);
+        assert_eq!(c.filters.exclude_tags, vec!["bad", "worse"]);
+        assert_eq!(
+            c.filters.types,
+            vec![IndicatorType::Address, IndicatorType::Host]
+        );
+        assert!(!c.tanium.http.verify_tls);
+        assert_eq!(c.filters.min_confidence, Some(50));
+        let r = with(
+            with(good(), "owners", json!("[\"A|1\", \"B\"]")),
+            "verify_ssl",
+            json!(true),
+        );
+        let c = JobConfig::from_params(&r).unwrap();
+        assert_eq!(c.filters.owners, vec!["A|1", "B"]);
+        assert!(c.tanium.http.verify_tls);
+        for (v, want) in [
+            (json!("TRUE"), true),
+            (json!("false"), false),
+            (json!(["true"]), true),
+        ] {
+            let c = JobConfig::from_params(&with(good(), "tc_verify", v)).unwrap();
+            assert_eq!(c.tc.http.verify_tls, want);
+        }
+    }
+}
