@@ -275,10 +275,10 @@ fn expected(
             return Err(format!("renderer names {name:?} as {:?}", p.name));
         }
         out.insert(
-            p.identity.clone(),
+            p.identity.to_string(),
             Want {
                 name,
-                rev: p.rev.clone(),
+                rev: p.rev.to_string(),
                 last_modified: epoch(&i.last_modified),
             },
         );
@@ -287,7 +287,9 @@ fn expected(
 }
 
 fn identity(i: &Indicator) -> Option<String> {
-    intel::identity_of(&i.owner_name, i.kind()?, &i.summary).ok()
+    intel::identity_of(&i.owner_name, i.kind()?, &i.summary)
+        .ok()
+        .map(|id| id.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -743,11 +745,13 @@ impl Diff {}
 /// The app identity a stored document carries (STIX root ids are namespaced).
 fn doc_identity(d: &SimDoc) -> String {
     intel::identity_from_doc(Some(&d.intrinsic_id), &d.name, Some(&d.description))
-        .unwrap_or_else(|| d.intrinsic_id.clone())
+        .map_or_else(|| d.intrinsic_id.clone(), |id| id.to_string())
 }
 
 fn doc_rev(d: &SimDoc) -> String {
-    intel::rev_from_doc(Some(&d.description)).unwrap_or_default()
+    intel::rev_from_doc(Some(&d.description))
+        .map(|r| r.to_string())
+        .unwrap_or_default()
 }
 
 fn diff(want: &BTreeMap<String, Want>, docs: &[SimDoc]) -> Diff {

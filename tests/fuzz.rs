@@ -565,11 +565,11 @@ proptest! {
         let root = doc.root_element();
         prop_assert_eq!(
             identity_from_doc(root.attribute("id"), "", None),
-            Some(p.identity.clone())
+            Some(p.identity)
         );
         let kind = ind.kind().unwrap();
         prop_assert_eq!(
-            Ok(p.identity.clone()),
+            Ok(p.identity),
             intel::identity_of(&ind.owner_name, kind, &ind.summary)
         );
         let (title, description) = if openioc {
@@ -579,8 +579,8 @@ proptest! {
         };
         prop_assert!(title.iter().all(|t| *t == p.name), "{:?} vs {}", title, p.name);
         let d = description.first().cloned().unwrap_or_default();
-        prop_assert_eq!(identity_from_doc(None, "", Some(&d)), Some(p.identity.clone()));
-        prop_assert_eq!(rev_from_doc(Some(&d)), Some(p.rev.clone()));
+        prop_assert_eq!(identity_from_doc(None, "", Some(&d)), Some(p.identity));
+        prop_assert_eq!(rev_from_doc(Some(&d)), Some(p.rev));
         let owner = one_line(&ind.owner_name);
         prop_assert!(d.contains(&format!("Owner: {owner}")), "owner {:?} not in {:?}", owner, d);
         // The observable value itself, normalised, is in the document.

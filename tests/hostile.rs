@@ -356,9 +356,10 @@ fn documents_of_another_source_that_claim_our_identities_are_left_alone() {
         lab.tanium.add_doc(other, &p.name, &p.body);
     }
     let p = intel::render(&ours[0], intel::Format::OpenIoc).unwrap();
-    let marker_only = p
-        .body
-        .replace(&p.identity, "00000000-0000-4000-8000-000000000000");
+    let marker_only = p.body.replace(
+        &p.identity.to_string(),
+        "00000000-0000-4000-8000-000000000000",
+    );
     lab.tanium
         .add_doc(other, "marker in description", &marker_only);
     let first = run(&mut lab);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use tanium_tr_indicators::intel::{
-    identity_from_doc, identity_of, render, rev_from_doc, Format, Package,
+    identity_from_doc, identity_of, render, rev_from_doc, Format, Identity, Package,
 };
 use tanium_tr_indicators::tc::model::{Indicator, IndicatorType};
 
@@ -224,7 +224,9 @@ fn check(p: &Package) -> (String, String) {
             ids.sort();
             ids.dedup();
             assert_eq!(ids.len(), n, "item ids are unique");
-            assert!(ids.iter().all(|i| i.len() == 36 && *i != p.identity));
+            assert!(ids
+                .iter()
+                .all(|i| i.len() == 36 && *i != p.identity.to_string()));
             for d in ["last-modified", "published-date"] {
                 assert!(root.attribute(d).unwrap().ends_with('Z'));
             }
@@ -238,9 +240,10 @@ fn check(p: &Package) -> (String, String) {
     assert_eq!(title, p.name);
     let marker = format!("tc-sync: {} rev {}", p.identity, p.rev);
     assert!(description.ends_with(&marker), "{description}");
-    assert_eq!(p.rev.len(), 16);
+    assert_eq!(p.rev.to_string().len(), 16);
     assert!(p
         .rev
+        .to_string()
         .bytes()
         .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     (id, description)
@@ -257,15 +260,15 @@ fn every_sample_is_well_formed_and_points_back_to_its_identity() {
             let (id, description) = check(&p);
             assert_eq!(
                 identity_from_doc(Some(&id), &p.name, None),
-                Some(p.identity.clone()),
+                Some(p.identity),
                 "{name}"
             );
             assert_eq!(
                 identity_from_doc(None, &p.name, Some(&description)),
-                Some(p.identity.clone())
+                Some(p.identity)
             );
-            assert_eq!(rev_from_doc(Some(&description)), Some(p.rev.clone()));
-            assert!(p.file_name.starts_with(&p.identity));
+            assert_eq!(rev_from_doc(Some(&description)), Some(p.rev));
+            assert!(p.file_name.starts_with(&p.identity.to_string()));
             assert!(p.body.len() < 16_000, "{name}: {} bytes", p.body.len());
         }
     }
@@ -440,7 +443,10 @@ fn openioc_terms_per_type() {
     assert_eq!(p.file_name, format!("{}.ioc", p.identity));
     assert_eq!(p.type_header(), "openioc");
     let d = parse(&p);
-    assert_eq!(d.root_element().attribute("id"), Some(p.identity.as_str()));
+    assert_eq!(
+        d.root_element().attribute("id"),
+        Some(p.identity.to_string().as_str())
+    );
     assert_eq!(
         d.root_element().attribute("last-modified"),
         Some("2021-11-02T14:58:55Z")
@@ -537,7 +543,7 @@ fn identity_matches_identity_of_the_summary() {
         let p = ok(&ind, Format::Stix);
         assert_eq!(
             identity_of(&ind.owner_name, kind, &ind.summary),
-            Ok(p.identity.clone()),
+            Ok(p.identity),
             "{name}"
         );
         assert_eq!(
@@ -556,7 +562,7 @@ fn identity_matches_identity_of_the_summary() {
     ] {
         assert_eq!(
             identity_of("Demo Org", IndicatorType::File, &summary),
-            Ok(id.clone()),
+            Ok(id),
             "{summary}"
         );
     }
@@ -613,7 +619,7 @@ proptest! {
         prop_assert_eq!(&a, &identity_of(&owner_a, kind_a, &value_for(kind_a, n_a)).unwrap());
         let same = owner_a == owner_b && kind_a == kind_b && n_a == n_b;
         prop_assert_eq!(a == b, same);
-        prop_assert_eq!(identity_from_doc(Some(&a), "", None), Some(a.clone()));
+        prop_assert_eq!(identity_from_doc(Some(&a.to_string()), "", None), Some(a));
     }
 
     #[test]
@@ -626,9 +632,10 @@ proptest! {
         };
         i.owner_name = owner.clone();
         let p = render(&i, Format::OpenIoc).unwrap();
-        prop_assert_eq!(Ok(p.identity.clone()), identity_of(&owner, kind, &v));
+        prop_assert_eq!(Ok(p.identity), identity_of(&owner, kind, &v));
         let d = roxmltree::Document::parse(&p.body).unwrap();
-        prop_assert_eq!(d.root_element().attribute("id"), Some(p.identity.as_str()));
+        let id = p.identity.to_string();
+        prop_assert_eq!(d.root_element().attribute("id"), Some(id.as_str()));
     }
 
     #[test]
@@ -717,18 +724,18 @@ fn invalid_names_the_indicator_on_one_line() {
 fn identity_from_doc_tolerates_every_intrinsic_id_shape() {
     let p = ok(&full(host("a.example")), Format::Stix);
     let (_, description) = check(&p);
-    let id = p.identity.clone();
-    let some = |s: String| Some(s);
+    let id = p.identity;
+    let some = Some::<Identity>;
     for intrinsic in [
         format!("tctr:Package-{id}"),
         format!("tctr:indicator-{id}"),
-        id.clone(),
-        id.to_uppercase(),
+        id.to_string(),
+        id.to_string().to_uppercase(),
         format!("  {id} "),
     ] {
         assert_eq!(
             identity_from_doc(Some(&intrinsic), "whatever", None),
-            some(id.clone()),
+            some(id),
             "{intrinsic}"
         );
     }
@@ -737,18 +744,18 @@ fn identity_from_doc_tolerates_every_intrinsic_id_shape() {
     for intrinsic in [None, Some(foreign), Some("file.yara"), Some("")] {
         assert_eq!(
             identity_from_doc(intrinsic, &p.name, Some(&description)),
-            some(id.clone())
+            some(id)
         );
         assert_eq!(identity_from_doc(intrinsic, &p.name, None), None);
     }
     // Tanium may fold the description onto one line
     let folded = description.replace('\n', " ");
-    assert_eq!(identity_from_doc(None, "", Some(&folded)), some(id.clone()));
-    assert_eq!(rev_from_doc(Some(&folded)), some(p.rev.clone()));
+    assert_eq!(identity_from_doc(None, "", Some(&folded)), some(id));
+    assert_eq!(rev_from_doc(Some(&folded)), Some(p.rev));
     // a marker in the name is the last resort
     assert_eq!(
         identity_from_doc(None, &format!("x tc-sync: {id}"), None),
-        some(id.clone())
+        some(id)
     );
     // the marker we append wins over one planted in the TC description
     let mut planted = full(host("a.example"));
@@ -756,11 +763,8 @@ fn identity_from_doc_tolerates_every_intrinsic_id_shape() {
     planted.description = Some(format!("tc-sync: {other} rev 0000000000000000"));
     let q = ok(&planted, Format::OpenIoc);
     let (_, d) = check(&q);
-    assert_eq!(
-        identity_from_doc(None, "", Some(&d)),
-        some(q.identity.clone())
-    );
-    assert_eq!(rev_from_doc(Some(&d)), some(q.rev.clone()));
+    assert_eq!(identity_from_doc(None, "", Some(&d)), some(q.identity));
+    assert_eq!(rev_from_doc(Some(&d)), Some(q.rev));
     assert_eq!(rev_from_doc(None), None);
     assert_eq!(rev_from_doc(Some("no marker")), None);
     assert_eq!(rev_from_doc(Some(&format!("tc-sync: {id}"))), None);

@@ -10,6 +10,7 @@
 //! `tc-sync: <identity> rev <rev>` at the end of their description; the functions at the
 //! bottom read those back from a Tanium listing row.
 
+use std::fmt;
 use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
@@ -18,6 +19,41 @@ use crate::tc::model::IndicatorType;
 
 /// The marker that starts the machine-readable line in every description.
 pub const MARKER: &str = "tc-sync:";
+
+/// A deterministic identity: 128 bits of SHA-256, shown as a version-8 UUID (lower case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity(u128);
+
+impl Identity {
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = format!("{:032x}", self.0);
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+}
+
+/// Fingerprint of everything a document renders: equal revs, equal documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rev(pub u64);
+
+impl fmt::Display for Rev {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
 
 /// Longest host name accepted (DNS limit, without the trailing dot).
 const MAX_HOST: usize = 253;
@@ -187,7 +223,7 @@ pub fn hashes_from_summary(summary: &str) -> Result<Hashes, String> {
 }
 
 /// The identity for an already-normalised value.
-pub fn identity(owner: &str, kind: IndicatorType, normalised: &str) -> String {
+pub fn identity(owner: &str, kind: IndicatorType, normalised: &str) -> Identity {
     let mut d = Sha256::new();
     d.update(owner.as_bytes());
     d.update([0]);
@@ -198,28 +234,20 @@ pub fn identity(owner: &str, kind: IndicatorType, normalised: &str) -> String {
 }
 
 /// A second deterministic UUID derived from an identity (OpenIOC Indicator / IndicatorItem ids).
-pub fn derived(identity: &str, label: &str) -> String {
+pub fn derived(identity: Identity, label: &str) -> String {
     let mut d = Sha256::new();
-    d.update(identity.as_bytes());
+    d.update(identity.to_string().as_bytes());
     d.update([0]);
     d.update(label.as_bytes());
-    uuid_from(&d.finalize())
+    uuid_from(&d.finalize()).to_string()
 }
 
-fn uuid_from(digest: &[u8]) -> String {
+fn uuid_from(digest: &[u8]) -> Identity {
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
     b[6] = (b[6] & 0x0f) | 0x80; // version 8: custom
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    Identity(u128::from_be_bytes(b))
 }
 
 /// The normalised value that keys an identity: canonical IP, lower-case host, or (File) the
@@ -241,13 +269,13 @@ pub fn identity_of(
     owner: &str,
     kind: IndicatorType,
     summary_or_value: &str,
-) -> Result<String, String> {
+) -> Result<Identity, String> {
     Ok(identity(owner, kind, &key_of(kind, summary_or_value)?))
 }
 
 /// `s` as one of our identities (lower-cased), when it is a version-8 UUID, optionally after a
 /// namespace prefix (`tctr:`) and `Package-` / `indicator-`.
-fn our_uuid(s: &str) -> Option<String> {
+fn our_uuid(s: &str) -> Option<Identity> {
     let s = s.trim();
     let s = s.rsplit(':').next().unwrap_or(s);
     let lower = s.to_ascii_lowercase();
@@ -261,20 +289,26 @@ fn our_uuid(s: &str) -> Option<String> {
             8 | 13 | 18 | 23 => c == b'-',
             _ => c.is_ascii_hexdigit(),
         });
-    (shape && b[14] == b'8' && matches!(b[19], b'8' | b'9' | b'a' | b'b')).then(|| u.to_string())
+    if !(shape && b[14] == b'8' && matches!(b[19], b'8' | b'9' | b'a' | b'b')) {
+        return None;
+    }
+    let hex: String = u.chars().filter(|c| *c != '-').collect();
+    u128::from_str_radix(&hex, 16).ok().map(Identity)
 }
 
 /// The (identity, rev) of the last well-formed marker in `text`. Newlines are not required:
 /// Tanium may fold the description onto one line.
-fn marker(text: &str) -> Option<(String, Option<String>)> {
+fn marker(text: &str) -> Option<(Identity, Option<Rev>)> {
     text.rmatch_indices(MARKER).find_map(|(i, _)| {
         let mut words = text[i + MARKER.len()..].split_whitespace();
         let id = our_uuid(words.next()?)?;
         let rev = match (words.next(), words.next()) {
             (Some("rev"), Some(r)) => {
                 let r: String = r.chars().take(16).collect();
-                (r.len() == 16 && r.bytes().all(|c| c.is_ascii_hexdigit()))
-                    .then(|| r.to_ascii_lowercase())
+                (r.len() == 16)
+                    .then(|| u64::from_str_radix(&r, 16).ok())
+                    .flatten()
+                    .map(Rev)
             }
             _ => None,
         };
@@ -289,7 +323,7 @@ pub fn identity_from_doc(
     intrinsic_id: Option<&str>,
     name: &str,
     description: Option<&str>,
-) -> Option<String> {
+) -> Option<Identity> {
     intrinsic_id
         .and_then(our_uuid)
         .or_else(|| description.and_then(marker).map(|m| m.0))
@@ -297,7 +331,7 @@ pub fn identity_from_doc(
 }
 
 /// The rev in a listing row's description marker, to tell whether the document is current.
-pub fn rev_from_doc(description: Option<&str>) -> Option<String> {
+pub fn rev_from_doc(description: Option<&str>) -> Option<Rev> {
     description.and_then(marker).and_then(|m| m.1)
 }
 
@@ -308,12 +342,13 @@ mod tests {
     #[test]
     fn identity_is_a_version_8_uuid() {
         let id = identity("Demo Org", IndicatorType::Address, "203.0.113.7");
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "8");
-        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
-        assert_eq!(our_uuid(&id), Some(id.clone()));
+        let text = id.to_string();
+        assert_eq!(text.len(), 36);
+        assert_eq!(&text[14..15], "8");
+        assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"));
+        assert_eq!(our_uuid(&id.to_string()), Some(id));
         assert_eq!(
-            our_uuid(&format!("tctr:Package-{}", id.to_uppercase())),
+            our_uuid(&format!("tctr:Package-{}", id.to_string().to_uppercase())),
             Some(id)
         );
     }
@@ -329,6 +364,6 @@ mod tests {
         let id = identity("o", IndicatorType::Host, "a.b");
         let other = identity("o", IndicatorType::Host, "c.d");
         let d = format!("tc-sync: {other} rev 0123456789abcdef\nctx tc-sync: {id} rev ABCDEF0123456789 tc-sync: junk");
-        assert_eq!(marker(&d), Some((id, Some("abcdef0123456789".to_string()))));
+        assert_eq!(marker(&d), Some((id, Some(Rev(0xabcdef0123456789)))));
     }
 }

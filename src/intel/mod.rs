@@ -23,7 +23,7 @@ use md5::{Digest, Md5};
 use sha2::Sha256;
 
 use crate::tc::model::{Indicator, IndicatorType};
-pub use identity::{identity_from_doc, identity_of, rev_from_doc, Hashes};
+pub use identity::{identity_from_doc, identity_of, rev_from_doc, Hashes, Identity, Rev};
 
 /// The intel document format sent to Tanium.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -59,7 +59,7 @@ const REV_PLACEHOLDER: &str = "rev-placeholder!";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
     /// Deterministic id (lower-case UUID) from (owner, type, normalised value); the root id.
-    pub identity: String,
+    pub identity: Identity,
     /// Indicator type.
     pub kind: IndicatorType,
     /// Normalised value for logs and plan output (File: present hashes joined by " : ").
@@ -73,7 +73,7 @@ pub struct Package {
     /// The UTF-8 XML document.
     pub body: String,
     /// 16 hex chars fingerprinting everything rendered; also written in the description marker.
-    pub rev: String,
+    pub rev: Rev,
     /// The description the document carries (TC context, then the marker line).
     pub description: String,
     /// File name for the upload's Content-Disposition (`<identity>.stix` / `<identity>.ioc`).
@@ -84,6 +84,14 @@ impl Package {
     /// MD5 of the body, lower-case hex: comparable with the md5 Tanium reports for a document.
     pub fn md5_hex(&self) -> String {
         hex(&Md5::digest(self.body.as_bytes()))
+    }
+
+    /// The first 64 bits of the body's MD5: enough to tell content apart, and small to keep.
+    pub fn md5_prefix(&self) -> u64 {
+        let d = Md5::digest(self.body.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(first)
     }
 
     /// The `type` header value Tanium expects for this document (`stix` / `openioc`).
@@ -142,7 +150,7 @@ pub(crate) enum Observable {
 /// Everything a renderer needs, prepared once; strings are raw (renderers escape them).
 #[derive(Debug, Clone)]
 pub(crate) struct Doc {
-    pub identity: String,
+    pub identity: Identity,
     pub name: String,
     /// Description without the marker line (renderers append it with the rev).
     pub context: String,
@@ -246,10 +254,13 @@ pub fn render(ind: &Indicator, format: Format) -> Result<Package, Invalid> {
         Format::Stix => (stix::write, "stix"),
         Format::OpenIoc => (openioc::write, "ioc"),
     };
-    let rev = hex(&Sha256::digest(write(&doc, REV_PLACEHOLDER).as_bytes())[..8]);
-    let body = write(&doc, &rev);
+    let digest = Sha256::digest(write(&doc, REV_PLACEHOLDER).as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let rev = Rev(u64::from_be_bytes(first));
+    let body = write(&doc, &rev.to_string());
     Ok(Package {
-        description: doc.description(&rev),
+        description: doc.description(&rev.to_string()),
         file_name: format!("{}.{ext}", doc.identity),
         identity: doc.identity,
         kind,
@@ -260,6 +271,14 @@ pub fn render(ind: &Indicator, format: Format) -> Result<Package, Invalid> {
         body,
         rev,
     })
+}
+
+/// The first 64 bits of an MD5 Tanium reports in hex (None when it is not one).
+pub fn md5_prefix(hex: &str) -> Option<u64> {
+    if hex.len() != 32 {
+        return None;
+    }
+    u64::from_str_radix(&hex[..16], 16).ok()
 }
 
 /// What differs between two document descriptions, by context line (`Rating`, `Tags`, ...), in

@@ -47,7 +47,7 @@ fn items_of(observable: &Observable) -> Vec<Item> {
 
 /// Renders `doc` as an OpenIOC 1.1 document, with `rev` in the description marker.
 pub(crate) fn write(doc: &Doc, rev: &str) -> String {
-    let id = attr(&doc.identity);
+    let id = attr(&doc.identity.to_string());
     let date = attr(doc.timestamp.as_deref().unwrap_or(NO_DATE));
     let mut x = String::with_capacity(2048 + doc.context.len());
     x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -102,13 +102,13 @@ fn write_criteria(x: &mut String, doc: &Doc) {
     let _ = writeln!(
         x,
         r#"    <Indicator operator="OR" id="{}">"#,
-        derived(&doc.identity, "indicator")
+        derived(doc.identity, "indicator")
     );
     for (n, (document, search, ctype, value)) in items_of(&doc.observable).iter().enumerate() {
         let _ = writeln!(
             x,
             r#"      <IndicatorItem id="{}" condition="is" preserve-case="false" negate="false">"#,
-            derived(&doc.identity, &format!("item-{n}"))
+            derived(doc.identity, &format!("item-{n}"))
         );
         let _ = writeln!(
             x,

@@ -18,7 +18,7 @@ pub const NS_URI: &str = "https://github.com/tanium-tr-indicators";
 
 /// Renders `doc` as a STIX 1.2 package, with `rev` in the description marker.
 pub(crate) fn write(doc: &Doc, rev: &str) -> String {
-    let id = attr(&doc.identity);
+    let id = attr(&doc.identity.to_string());
     let title = text(&doc.name);
     let description = text(&doc.description(rev));
     let (obj_ns, indicator_type) = match doc.observable {

@@ -3,7 +3,7 @@
 
 use crate::compact::CompactMap;
 use crate::intel;
-use crate::intel::Format as IntelFormat;
+use crate::intel::Format;
 use crate::tanium::model::IntelDoc;
 
 /// The indicator was met in this run's pull (its document is current or being written).
@@ -41,36 +41,15 @@ pub(super) struct SourceIndex {
     pub other_format: u64,
 }
 
-pub(super) fn parse_uuid(s: &str) -> Option<u128> {
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 {
-        return None;
-    }
-    u128::from_str_radix(&hex, 16).ok()
-}
-
-pub(super) fn parse_hex_u64(s: &str) -> Option<u64> {
-    u64::from_str_radix(s.get(..16.min(s.len()))?, 16).ok()
-}
-
-/// The first 64 bits of a hex MD5 (0 when it is not one): enough to tell content apart.
-pub(super) fn parse_md5(s: &str) -> u64 {
-    if s.len() == 32 {
-        u128::from_str_radix(s, 16).map_or(0, |v| (v >> 64) as u64)
-    } else {
-        0
-    }
-}
-
 impl SourceIndex {
-    pub fn add(&mut self, doc: IntelDoc, format: IntelFormat) {
+    pub fn add(&mut self, doc: IntelDoc, format: Format) {
         self.docs += 1;
         let identity = intel::identity_from_doc(
             doc.intrinsic_id.as_deref(),
             &doc.name,
             doc.description.as_deref(),
         )
-        .and_then(|s| parse_uuid(&s));
+        .map(intel::Identity::as_u128);
         let Some(key) = identity else {
             self.unidentified.push((doc.id, doc.name));
             return;
@@ -79,10 +58,8 @@ impl SourceIndex {
         self.other_format += u64::from(other);
         let entry = Entry {
             doc_id: doc.id,
-            rev: intel::rev_from_doc(doc.description.as_deref())
-                .and_then(|r| parse_hex_u64(&r))
-                .unwrap_or(0),
-            md5: doc.md5.as_deref().map(parse_md5).unwrap_or(0),
+            rev: intel::rev_from_doc(doc.description.as_deref()).map_or(0, |r| r.0),
+            md5: doc.md5.as_deref().and_then(intel::md5_prefix).unwrap_or(0),
             flags: if other { OTHER_FORMAT } else { 0 },
         };
         match self.map.get_mut(&key) {
@@ -130,12 +107,12 @@ impl SourceIndex {
 }
 
 /// The format of a listed document, from Tanium's `type` (or the name of the file it came from).
-fn doc_format(doc: &IntelDoc) -> Option<IntelFormat> {
+fn doc_format(doc: &IntelDoc) -> Option<Format> {
     let kind = doc.kind.as_deref()?.to_ascii_lowercase();
     if kind.contains("stix") {
-        Some(IntelFormat::Stix)
+        Some(Format::Stix)
     } else if kind.contains("ioc") {
-        Some(IntelFormat::OpenIoc)
+        Some(Format::OpenIoc)
     } else {
         None
     }
@@ -145,7 +122,7 @@ fn doc_format(doc: &IntelDoc) -> Option<IntelFormat> {
 mod tests {
     use super::*;
 
-    fn doc(id: i64, identity: &str, kind: &str) -> IntelDoc {
+    fn doc(id: i64, identity: &intel::Identity, kind: &str) -> IntelDoc {
         IntelDoc {
             id,
             source_id: Some(1),
@@ -161,10 +138,10 @@ mod tests {
     fn duplicates_keep_the_current_format_then_the_oldest() {
         let a = intel::identity::identity("o", crate::tc::model::IndicatorType::Host, "a.b");
         let mut index = SourceIndex::default();
-        index.add(doc(7, &a, "openioc"), IntelFormat::Stix);
-        index.add(doc(9, &a, "stix"), IntelFormat::Stix);
-        index.add(doc(8, &a, "stix"), IntelFormat::Stix);
-        let e = index.map.get(&parse_uuid(&a).unwrap()).unwrap();
+        index.add(doc(7, &a, "openioc"), Format::Stix);
+        index.add(doc(9, &a, "stix"), Format::Stix);
+        index.add(doc(8, &a, "stix"), Format::Stix);
+        let e = index.map.get(&a.as_u128()).unwrap();
         assert_eq!(e.doc_id, 8);
         assert_eq!(e.md5, 0x0123456789abcdef);
         let mut dropped: Vec<i64> = index.duplicates.iter().map(|d| d.0).collect();
@@ -175,7 +152,7 @@ mod tests {
                 intrinsic_id: Some("someone else's".into()),
                 ..doc(10, &a, "stix")
             },
-            IntelFormat::Stix,
+            Format::Stix,
         );
         assert_eq!(index.unidentified, vec![(10, "doc 10".to_string())]);
         assert_eq!(index.docs, 4);
@@ -186,9 +163,9 @@ mod tests {
         let a = intel::identity::identity("o", crate::tc::model::IndicatorType::Host, "a.b");
         let b = intel::identity::identity("o", crate::tc::model::IndicatorType::Host, "c.d");
         let mut index = SourceIndex::default();
-        index.add(doc(1, &a, "stix"), IntelFormat::Stix);
-        index.add(doc(2, &b, "stix"), IntelFormat::Stix);
-        let (ka, kb) = (parse_uuid(&a).unwrap(), parse_uuid(&b).unwrap());
+        index.add(doc(1, &a, "stix"), Format::Stix);
+        index.add(doc(2, &b, "stix"), Format::Stix);
+        let (ka, kb) = (a.as_u128(), b.as_u128());
         if let Some(e) = index.map.get_mut(&kb) {
             e.flags |= SEEN;
         }

@@ -1,12 +1,12 @@
 //! Planning one indicator: what its document needs, decided from the indicator, the job and
 //! what the source holds. No I/O here; the planner acts on the decision.
 
-use crate::intel::Format as IntelFormat;
+use crate::intel::Format;
 use crate::intel::{self, Invalid, Package};
 use crate::tc::model::Indicator;
 use crate::tc::Filters;
 
-use super::index::{parse_hex_u64, parse_md5, parse_uuid, SourceIndex, GONE, OTHER_FORMAT, SEEN};
+use super::index::{SourceIndex, GONE, OTHER_FORMAT, SEEN};
 
 /// What one indicator from the pull means for the source.
 #[derive(Debug)]
@@ -44,7 +44,7 @@ pub(super) enum Decision {
 pub(super) fn decide(
     ind: &Indicator,
     filters: &Filters,
-    format: IntelFormat,
+    format: Format,
     index: &mut SourceIndex,
 ) -> Decision {
     let Some(kind) = ind.kind() else {
@@ -53,26 +53,16 @@ pub(super) fn decide(
     if let Some(why) = filters.rejection(ind) {
         let doc_id = intel::identity_of(&ind.owner_name, kind, &ind.summary)
             .ok()
-            .and_then(|id| parse_uuid(&id))
-            .and_then(|key| index.take_for_removal(key));
+            .and_then(|id| index.take_for_removal(id.as_u128()));
         return Decision::Rejected { doc_id, why };
     }
     let pkg = match intel::render(ind, format) {
         Ok(p) => p,
         Err(invalid) => return Decision::Invalid(Box::new(invalid)),
     };
-    let Some(key) = parse_uuid(&pkg.identity) else {
-        // The renderer only makes well-formed identities; treat anything else as unsendable.
-        return Decision::Invalid(Box::new(Invalid {
-            indicator_id: ind.id,
-            owner: ind.owner_name.clone(),
-            type_name: ind.type_name.clone(),
-            summary: ind.summary.clone(),
-            reason: "no identity could be derived".into(),
-        }));
-    };
-    let rev = parse_hex_u64(&pkg.rev).unwrap_or(u64::MAX);
-    let md5 = parse_md5(&pkg.md5_hex());
+    let key = pkg.identity.as_u128();
+    let rev = pkg.rev.0;
+    let md5 = pkg.md5_prefix();
     let Some(e) = index.map.get_mut(&key) else {
         if index.created.insert(key, ()).is_some() {
             return Decision::Repeat;
@@ -121,7 +111,7 @@ mod tests {
     }
 
     /// A source holding `ind` as rendered in `format`, listed with or without its description.
-    fn holding(ind: &Indicator, format: IntelFormat, described: bool) -> SourceIndex {
+    fn holding(ind: &Indicator, format: Format, described: bool) -> SourceIndex {
         let p = intel::render(ind, format).unwrap();
         let mut index = SourceIndex::default();
         index.add(
@@ -129,13 +119,13 @@ mod tests {
                 id: 41,
                 source_id: Some(1),
                 name: p.name.clone(),
-                intrinsic_id: Some(p.identity.clone()),
+                intrinsic_id: Some(p.identity.to_string()),
                 md5: Some(p.md5_hex()),
                 description: described.then(|| p.description.clone()),
                 kind: Some(p.type_header().into()),
                 ..IntelDoc::default()
             },
-            IntelFormat::Stix,
+            Format::Stix,
         );
         index
     }
@@ -152,21 +142,21 @@ mod tests {
         let mut empty = SourceIndex::default();
         let a = host(1, "a.example");
         assert!(matches!(
-            decide(&a, &all(), IntelFormat::Stix, &mut empty),
+            decide(&a, &all(), Format::Stix, &mut empty),
             Decision::Create(_)
         ));
         assert!(matches!(
-            decide(&a, &all(), IntelFormat::Stix, &mut empty),
+            decide(&a, &all(), Format::Stix, &mut empty),
             Decision::Repeat
         ));
         for described in [true, false] {
-            let mut index = holding(&a, IntelFormat::Stix, described);
+            let mut index = holding(&a, Format::Stix, described);
             assert!(matches!(
-                decide(&a, &all(), IntelFormat::Stix, &mut index),
+                decide(&a, &all(), Format::Stix, &mut index),
                 Decision::Unchanged
             ));
             assert!(matches!(
-                decide(&a, &all(), IntelFormat::Stix, &mut index),
+                decide(&a, &all(), Format::Stix, &mut index),
                 Decision::Repeat
             ));
         }
@@ -180,8 +170,8 @@ mod tests {
             ..a.clone()
         };
         for (described, verify_wanted) in [(true, false), (false, true)] {
-            let mut index = holding(&a, IntelFormat::Stix, described);
-            match decide(&changed, &all(), IntelFormat::Stix, &mut index) {
+            let mut index = holding(&a, Format::Stix, described);
+            match decide(&changed, &all(), Format::Stix, &mut index) {
                 Decision::Update {
                     doc_id: 41, verify, ..
                 } => assert_eq!(verify, verify_wanted),
@@ -193,13 +183,13 @@ mod tests {
     #[test]
     fn another_format_is_replaced() {
         let a = host(1, "a.example");
-        let mut index = holding(&a, IntelFormat::OpenIoc, true);
-        match decide(&a, &all(), IntelFormat::Stix, &mut index) {
+        let mut index = holding(&a, Format::OpenIoc, true);
+        match decide(&a, &all(), Format::Stix, &mut index) {
             Decision::Replace {
                 old_doc_id: 41,
                 pkg,
             } => {
-                assert_eq!(pkg.format, IntelFormat::Stix)
+                assert_eq!(pkg.format, Format::Stix)
             }
             other => panic!("{other:?}"),
         }
@@ -216,8 +206,8 @@ mod tests {
             exclude_tags: vec!["apt".into()],
             ..all()
         };
-        let mut index = holding(&a, IntelFormat::Stix, false);
-        match decide(&a, &filters, IntelFormat::Stix, &mut index) {
+        let mut index = holding(&a, Format::Stix, false);
+        match decide(&a, &filters, Format::Stix, &mut index) {
             Decision::Rejected {
                 doc_id: Some(41),
                 why,
@@ -225,7 +215,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            decide(&a, &filters, IntelFormat::Stix, &mut index),
+            decide(&a, &filters, Format::Stix, &mut index),
             Decision::Rejected { doc_id: None, .. }
         ));
     }
@@ -238,7 +228,7 @@ mod tests {
             ..host(2, "http://x")
         };
         assert!(matches!(
-            decide(&url, &all(), IntelFormat::Stix, &mut index),
+            decide(&url, &all(), Format::Stix, &mut index),
             Decision::OtherType
         ));
         let bad = Indicator {
@@ -247,7 +237,7 @@ mod tests {
             ..host(3, "not-an-ip")
         };
         assert!(matches!(
-            decide(&bad, &all(), IntelFormat::Stix, &mut index),
+            decide(&bad, &all(), Format::Stix, &mut index),
             Decision::Invalid(_)
         ));
         assert!(index.created.is_empty());

@@ -228,7 +228,7 @@ impl Planner<'_> {
         let Some(description) = description else {
             return changed();
         };
-        if verify && intel::rev_from_doc(Some(&description)).as_deref() == Some(pkg.rev.as_str()) {
+        if verify && intel::rev_from_doc(Some(&description)) == Some(pkg.rev) {
             return None;
         }
         let fields = intel::changed_fields(&description, &pkg.description);

@@ -11,8 +11,6 @@ use crate::intel::{self, Package};
 use crate::tanium::client::TaniumClient;
 use crate::tanium::model::{IntelDoc, Upload};
 
-use super::index::parse_hex_u64;
-
 /// After this many consecutive failed writes Tanium is treated as down and dispatch stops.
 const CONSECUTIVE_FAILURES_TO_ABORT: u32 = 25;
 
@@ -175,11 +173,10 @@ fn upload_of(pkg: &Package) -> Upload<'_> {
 }
 
 /// The rev in a stored document's description marker (None: not there or not ours).
-fn current_rev(tanium: &TaniumClient, doc_id: i64) -> Result<Option<u64>> {
+fn current_rev(tanium: &TaniumClient, doc_id: i64) -> Result<Option<intel::Rev>> {
     Ok(tanium
         .get_doc(doc_id)?
-        .and_then(|d| intel::rev_from_doc(d.description.as_deref()))
-        .and_then(|r| parse_hex_u64(&r)))
+        .and_then(|d| intel::rev_from_doc(d.description.as_deref())))
 }
 
 impl State<'_> {
@@ -221,7 +218,7 @@ impl State<'_> {
             return false;
         }
         match current_rev(self.tanium, *doc_id) {
-            Ok(Some(rev)) if Some(rev) == parse_hex_u64(&pkg.rev) => {
+            Ok(Some(rev)) if rev == pkg.rev => {
                 if self.md5_trust.swap(MD5_UNTRUSTED, Ordering::SeqCst) != MD5_UNTRUSTED {
                     log::info!("Tanium's md5 differs from the uploaded bytes; documents are compared by the rev in their description instead");
                 }

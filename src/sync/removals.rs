@@ -9,7 +9,7 @@ use crate::tc::client::TcClient;
 use crate::tc::model::IndicatorType;
 use crate::tc::tql;
 
-use super::index::{parse_uuid, SourceIndex};
+use super::index::SourceIndex;
 use super::planner::{describe, Planner};
 
 impl Planner<'_> {
@@ -69,10 +69,8 @@ impl Planner<'_> {
                 let Some(kind) = IndicatorType::parse(&d.type_name) else {
                     return;
                 };
-                let key = intel::identity_of(&d.owner_name, kind, &d.summary)
-                    .ok()
-                    .and_then(|id| parse_uuid(&id));
-                if let Some(doc_id) = key.and_then(|k| index.take_for_removal(k)) {
+                let key = intel::identity_of(&d.owner_name, kind, &d.summary).ok();
+                if let Some(doc_id) = key.and_then(|k| index.take_for_removal(k.as_u128())) {
                     gone.push((
                         doc_id,
                         format!("{} {} ({})", d.type_name, d.summary, d.owner_name),
@@ -92,10 +90,8 @@ impl Planner<'_> {
         for page in tc.indicators(&tql) {
             for ind in page? {
                 let Some(kind) = ind.kind() else { continue };
-                let key = intel::identity_of(&ind.owner_name, kind, &ind.summary)
-                    .ok()
-                    .and_then(|id| parse_uuid(&id));
-                if let Some(doc_id) = key.and_then(|k| index.take_for_removal(k)) {
+                let key = intel::identity_of(&ind.owner_name, kind, &ind.summary).ok();
+                if let Some(doc_id) = key.and_then(|k| index.take_for_removal(k.as_u128())) {
                     let why = self
                         .config
                         .filters
