@@ -33,9 +33,7 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// `--print-config`: print the validated config (secrets redacted) as JSON and exit 0.
     pub print_config: bool,
-    /// `--help`.
     pub help: bool,
-    /// `--version`.
     pub version: bool,
     /// Legacy job params from argv (`--name value`, bare `--flag`, repeated `--name`).
     pub legacy: RawParams,

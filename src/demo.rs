@@ -71,36 +71,8 @@ fn prepare(dir: &Path) -> Result<()> {
     .map_err(io)
 }
 
-/// Runs the demo; returns Success when the Tanium source ends up holding exactly the expected set.
-pub fn run(opts: &Options) -> Result<ExitStatus> {
-    let dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("demo-out"));
-    prepare(&dir)?;
-    let exe =
-        std::env::current_exe().map_err(|e| Error::Other(format!("cannot find myself: {e}")))?;
-    let io = |e: std::io::Error| Error::Other(format!("demo: {e}"));
-    let mut lab = Lab::start(&dir, &exe, ApiGeneration::V4).map_err(io)?;
-    lab.tc.load(dataset::generate(DEMO_SIZE, 7));
-    lab.set("exclude_tags", json!(EXCLUDED.join(",")));
-
-    println!("tanium-tr-indicators demo");
-    println!(
-        "ThreatConnect simulator: {}  ({} indicators, 4 owners, Address/File/Host plus some URL)",
-        lab.tc.api_path(),
-        lab.tc.len()
-    );
-    println!("Tanium TR 4.x simulator: {}", lab.tanium.url());
-    println!(
-        "Job: all owners, all three types, excluding tags {}; params delivered as an encrypted param file",
-        EXCLUDED.join(", ")
-    );
-
-    let first = lab.run(&Map::new(), &[]).map_err(io)?;
-    show("run 1: first sync (full)", &first, &lab);
-
-    // Change ThreatConnect the way analysts do between two job runs.
+/// Changes ThreatConnect the way analysts do between two job runs; what changed, in words.
+fn change_tc(lab: &Lab) -> Vec<String> {
     let live: Vec<Indicator> = lab.tc.snapshot().into_iter().filter(qualifies).collect();
     let mut changes: BTreeMap<&str, usize> = BTreeMap::new();
     for ind in live.iter().take(15) {
@@ -136,7 +108,39 @@ pub fn run(opts: &Options) -> Result<ExitStatus> {
         lab.tc.insert(ind);
         *changes.entry("added").or_default() += 1;
     }
-    let summary: Vec<String> = changes.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    changes.iter().map(|(k, v)| format!("{v} {k}")).collect()
+}
+
+/// Runs the demo; returns Success when the Tanium source ends up holding exactly the expected set.
+pub fn run(opts: &Options) -> Result<ExitStatus> {
+    let dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("demo-out"));
+    prepare(&dir)?;
+    let exe =
+        std::env::current_exe().map_err(|e| Error::Other(format!("cannot find myself: {e}")))?;
+    let io = |e: std::io::Error| Error::Other(format!("demo: {e}"));
+    let mut lab = Lab::start(&dir, &exe, ApiGeneration::V4).map_err(io)?;
+    lab.tc.load(dataset::generate(DEMO_SIZE, 7));
+    lab.set("exclude_tags", json!(EXCLUDED.join(",")));
+
+    println!("tanium-tr-indicators demo");
+    println!(
+        "ThreatConnect simulator: {}  ({} indicators, 4 owners, Address/File/Host plus some URL)",
+        lab.tc.api_path(),
+        lab.tc.len()
+    );
+    println!("Tanium TR 4.x simulator: {}", lab.tanium.url());
+    println!(
+        "Job: all owners, all three types, excluding tags {}; params delivered as an encrypted param file",
+        EXCLUDED.join(", ")
+    );
+
+    let first = lab.run(&Map::new(), &[]).map_err(io)?;
+    show("run 1: first sync (full)", &first, &lab);
+
+    let summary = change_tc(&lab);
     println!("\nChanged ThreatConnect: {}", summary.join(", "));
 
     let second = lab.run(&Map::new(), &[]).map_err(io)?;

@@ -19,12 +19,10 @@ pub const API_USER: ParamSpec = ParamSpec {
     name: "api_user",
     label: "Api User",
 };
-/// Tanium Address.
 pub const TANIUM_ADDRESS: ParamSpec = ParamSpec {
     name: "tanium_address",
     label: "Tanium Address",
 };
-/// Tanium Username.
 pub const TANIUM_USERNAME: ParamSpec = ParamSpec {
     name: "tanium_username",
     label: "Tanium Username",
@@ -54,27 +52,22 @@ pub const OWNERS: ParamSpec = ParamSpec {
     name: "owners",
     label: "ThreatConnect Owners",
 };
-/// Indicator Types.
 pub const INDICATOR_TYPES: ParamSpec = ParamSpec {
     name: "indicator_types",
     label: "Indicator Types",
 };
-/// Last Modified.
 pub const LAST_MODIFIED: ParamSpec = ParamSpec {
     name: "last_modified",
     label: "Last Modified",
 };
-/// TQL.
 pub const TQL: ParamSpec = ParamSpec {
     name: "tql",
     label: "TQL",
 };
-/// Include Tags.
 pub const INCLUDE_TAGS: ParamSpec = ParamSpec {
     name: "include_tags",
     label: "Include Tags",
 };
-/// Exclude Tags.
 pub const EXCLUDE_TAGS: ParamSpec = ParamSpec {
     name: "exclude_tags",
     label: "Exclude Tags",
@@ -99,7 +92,6 @@ pub const MAX_FALSE_POSITIVES: ParamSpec = ParamSpec {
     name: "max_false_positives",
     label: "Maximum False Positive Count",
 };
-/// Intel Format.
 pub const INTEL_FORMAT: ParamSpec = ParamSpec {
     name: "intel_format",
     label: "Intel Format",
@@ -219,13 +211,10 @@ pub const TC_TEMP_PATH: &str = "tc_temp_path";
 pub const TC_IN_PATH: &str = "tc_in_path";
 /// `tc_job_id`: the job's id, for log lines.
 pub const TC_JOB_ID: &str = "tc_job_id";
-/// Proxy host.
 pub const TC_PROXY_HOST: &str = "tc_proxy_host";
-/// Proxy port.
 pub const TC_PROXY_PORT: &str = "tc_proxy_port";
 /// Proxy user.
 pub const TC_PROXY_USERNAME: &str = "tc_proxy_username";
-/// Proxy password.
 pub const TC_PROXY_PASSWORD: &str = "tc_proxy_password";
 /// Use the proxy for TC calls.
 pub const TC_PROXY_TC: &str = "tc_proxy_tc";

@@ -65,7 +65,6 @@ pub struct Indicator {
     /// Owner id.
     #[serde(deserialize_with = "lenient_i64")]
     pub owner_id: Option<i64>,
-    /// Owner name.
     pub owner_name: String,
     /// `typeName` as TC sends it (user TQL may select other types; those are dropped).
     #[serde(rename = "type")]
@@ -245,7 +244,6 @@ fn tag_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 pub struct DeletedIndicator {
-    /// Owner name.
     pub owner_name: String,
     /// `typeName`.
     #[serde(rename = "type")]
