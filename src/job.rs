@@ -70,7 +70,7 @@ pub fn outcome(
     };
     let results = match (&r.end, status) {
         (Some(end), ExitStatus::Success | ExitStatus::Partial) => {
-            checkpoint.results(end, &config.filters.fingerprint(), now)
+            checkpoint.results(end, &config.selection_fingerprint(), now)
         }
         _ => Vec::new(),
     };

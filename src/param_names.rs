@@ -145,6 +145,31 @@ pub const JOB_HORIZON: ParamSpec = ParamSpec {
     label: "Job Horizon",
 };
 
+pub const SAFEGUARDS: ParamSpec = ParamSpec {
+    name: "safeguards",
+    label: "Block Unsafe Indicators",
+};
+pub const NEVER_SEND: ParamSpec = ParamSpec {
+    name: "never_send",
+    label: "Never Send",
+};
+pub const MAX_REMOVAL_PERCENT: ParamSpec = ParamSpec {
+    name: "max_removal_percent",
+    label: "Maximum Removal Percent",
+};
+pub const MAX_INDICATORS: ParamSpec = ParamSpec {
+    name: "max_indicators",
+    label: "Maximum Indicators",
+};
+pub const MAX_INDICATOR_AGE_DAYS: ParamSpec = ParamSpec {
+    name: "max_indicator_age_days",
+    label: "Maximum Indicator Age (days)",
+};
+pub const DEPLOY_INTEL: ParamSpec = ParamSpec {
+    name: "deploy_intel",
+    label: "Deploy Intel",
+};
+
 /// Every param install.json declares, in install.json order; build.rs checks both ways.
 pub const JOB_PARAMS: &[ParamSpec] = &[
     API_USER,
@@ -164,6 +189,12 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     MIN_CONFIDENCE,
     MIN_RATING,
     MAX_FALSE_POSITIVES,
+    SAFEGUARDS,
+    NEVER_SEND,
+    MAX_REMOVAL_PERCENT,
+    MAX_INDICATORS,
+    MAX_INDICATOR_AGE_DAYS,
+    DEPLOY_INTEL,
     INTEL_FORMAT,
     RECONCILE_INTERVAL_HOURS,
     TANIUM_WORKERS,

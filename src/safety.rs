@@ -10,6 +10,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use serde::{Serialize, Serializer};
+
 use crate::intel::identity::{normalise_hash, normalise_host, normalise_ip};
 use crate::tc::model::IndicatorType;
 
@@ -166,6 +168,12 @@ enum Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NeverSend(Vec<(Entry, String)>);
 
+impl Serialize for NeverSend {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(_, shown)| shown))
+    }
+}
+
 impl NeverSend {
     /// Parses entries: an IP, a CIDR range, an MD5 / SHA1 / SHA256, or a host name; the error
     /// names the entry that is none of these.
@@ -183,6 +191,14 @@ impl NeverSend {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The entries as given, sorted: what the job's selection depends on.
+    pub fn canonical(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.0.iter().map(|(_, s)| s.to_ascii_lowercase()).collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     fn find(&self, kind: IndicatorType, value: &str) -> Option<&str> {
@@ -234,7 +250,7 @@ fn matches_entry(entry: &Entry, kind: IndicatorType, value: &str) -> bool {
 }
 
 /// The rails the job applies to every indicator it would send.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Guard {
     /// Block Unsafe Indicators.
     pub safeguards: bool,
@@ -260,10 +276,87 @@ impl Guard {
     }
 }
 
+/// Default of Maximum Removal Percent.
+pub const DEFAULT_MAX_REMOVAL_PERCENT: u32 = 50;
+/// Below this many documents in the source the mass-removal guard does not apply: a handful
+/// of removals there is a large share and still no disaster.
+pub const REMOVAL_GUARD_MIN_DOCS: u64 = 20;
+
+/// Every safety rail of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rails {
+    #[serde(flatten)]
+    pub guard: Guard,
+    /// A run that would remove more than this share of the source removes nothing.
+    pub max_removal_percent: u32,
+    /// Keep at most this many documents, the best ranked first.
+    pub max_indicators: Option<u64>,
+    /// Indicators last modified longer ago than this are not sent.
+    pub max_indicator_age_days: Option<u32>,
+    pub deploy_intel: bool,
+}
+
+impl Default for Rails {
+    fn default() -> Self {
+        Rails {
+            guard: Guard {
+                safeguards: true,
+                never_send: NeverSend::default(),
+            },
+            max_removal_percent: DEFAULT_MAX_REMOVAL_PERCENT,
+            max_indicators: None,
+            max_indicator_age_days: None,
+            deploy_intel: true,
+        }
+    }
+}
+
+impl Rails {
+    /// Whether removing `removals` of a source holding `docs` documents is more than the job
+    /// allows (then the run removes none of them).
+    pub fn too_many_removals(&self, removals: u64, docs: u64) -> bool {
+        docs >= REMOVAL_GUARD_MIN_DOCS
+            && removals.saturating_mul(100)
+                > docs.saturating_mul(u64::from(self.max_removal_percent))
+    }
+
+    /// What of the rails decides which indicators the job sends (a change forces a full
+    /// reconcile, as a change of filters does).
+    pub fn selection(&self) -> serde_json::Value {
+        serde_json::json!({
+            "safeguards": self.guard.safeguards,
+            "never_send": self.guard.never_send.canonical(),
+            "max_indicators": self.max_indicators,
+            "max_indicator_age_days": self.max_indicator_age_days,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_removal_guard_needs_a_share_over_the_limit_of_a_source_of_twenty() {
+        let r = Rails::default();
+        assert!(
+            !r.too_many_removals(19, 19),
+            "small sources are not guarded"
+        );
+        assert!(!r.too_many_removals(10, 20), "exactly half is allowed");
+        assert!(r.too_many_removals(11, 20));
+        let all = Rails {
+            max_removal_percent: 100,
+            ..Rails::default()
+        };
+        assert!(!all.too_many_removals(100, 100));
+        let none = Rails {
+            max_removal_percent: 0,
+            ..Rails::default()
+        };
+        assert!(none.too_many_removals(1, 20));
+    }
 
     fn on() -> Guard {
         Guard {

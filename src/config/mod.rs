@@ -7,6 +7,7 @@
 
 mod address;
 mod connect;
+mod rails;
 mod select;
 pub mod timestamp;
 pub(crate) mod value;
@@ -62,6 +63,8 @@ pub struct JobConfig {
     pub filters: Filters,
     /// Document format.
     pub intel_format: intel::Format,
+    /// Safety rails.
+    pub rails: crate::safety::Rails,
     /// How often a full reconcile runs (0 = every run).
     #[serde(rename = "reconcile_interval_hours", serialize_with = "whole_hours")]
     pub reconcile_interval: Duration,
@@ -182,6 +185,7 @@ impl Loader {
         let tanium = connect::tanium_side(raw, p, shared);
         let filters = select::filters(raw, p);
         let intel_format = p.take(select::intel_format(raw));
+        let rails = rails::rails(raw, p);
         let reconcile_hours = p
             .take(spec_whole(
                 raw,
@@ -207,6 +211,7 @@ impl Loader {
             tanium,
             filters,
             intel_format,
+            rails,
             reconcile_interval: Duration::from_secs(u64::from(reconcile_hours) * 3600),
             workers: workers as usize,
             log_level,
@@ -219,6 +224,18 @@ impl Loader {
 }
 
 impl JobConfig {
+    /// A short stable hash of everything that decides which indicators the job sends (the
+    /// filters and the rails that select); a change forces a full reconcile.
+    pub fn selection_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::json!({
+            "filters": self.filters.fingerprint(),
+            "rails": self.rails.selection(),
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Validates every param once, up front, into the typed config; errors name each bad
     /// param by its install.json label (all problems at once, joined by "; ").
     pub fn from_params(raw: &RawParams) -> Result<JobConfig> {

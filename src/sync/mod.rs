@@ -207,7 +207,7 @@ fn full_reconcile_reason(
     let reason = checkpoint.full_reconcile_reason(
         now,
         config.reconcile_interval,
-        &config.filters.fingerprint(),
+        &config.selection_fingerprint(),
     );
     // A changed Intel Format must reach every document, not only the ones TC modified since.
     match reason {
