@@ -7,7 +7,7 @@ use crate::clients::Clients;
 use crate::config::JobConfig;
 use crate::error::Result;
 use crate::platform::ExitStatus;
-use crate::sync::{self, Checkpoint, SyncOptions, SyncReport};
+use crate::sync::{self, Checkpoint, Deploy, SyncOptions, SyncReport};
 use crate::tanium::TaniumClient;
 
 /// What a mode hands back to the platform layer: exit status, message.tc and results.tc entries.
@@ -50,7 +50,7 @@ pub fn outcome(
 ) -> Outcome {
     let status = if !r.has_failures() {
         ExitStatus::Success
-    } else if r.delivered_anything() {
+    } else if r.delivered_anything() || r.tally.held_back > 0 {
         ExitStatus::Partial
     } else {
         ExitStatus::Failure
@@ -62,7 +62,10 @@ pub fn outcome(
             .as_ref()
             .map(ToString::to_string)
             .or_else(|| r.errors.first().cloned())
-            .or_else(|| r.deploy_error.clone())
+            .or_else(|| match &r.deploy {
+                Deploy::Failed(e) => Some(e.clone()),
+                _ => None,
+            })
             .unwrap_or_else(|| "nothing could be delivered".into());
         format!("Sync to Tanium source \"{}\" failed: {why}", r.source.0)
     } else {
@@ -102,12 +105,23 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
             t.dropped_other_types
         ));
     }
+    if t.blocked > 0 {
+        message.push_str(&format!(", {} blocked (unsafe or Never Send)", t.blocked));
+    }
+    if t.over_cap > 0 {
+        message.push_str(&format!(", {} over Maximum Indicators", t.over_cap));
+    }
     let failed = t.failed_writes + t.failed_removals;
     if failed > 0 {
         message.push_str(&format!(", {failed} failed"));
     }
     if let Some(stop) = &r.stop {
         message.push_str(&format!("; {stop}"));
+    } else if t.held_back > 0 {
+        message.push_str(&format!(
+            "; held back {} removals, more than Maximum Removal Percent allows: raise it to perform them",
+            t.held_back
+        ));
     } else if failed > 0 {
         if let Some(e) = r.errors.first() {
             message.push_str(&format!("; first error: {e}"));
@@ -120,8 +134,13 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
         }
     }
     // Said even when other trouble came first: the endpoints lack the new intel.
-    if let Some(e) = &r.deploy_error {
-        message.push_str(&format!("; {e}"));
+    match &r.deploy {
+        Deploy::Failed(e) => message.push_str(&format!("; {e}")),
+        Deploy::AlreadyRunning => {
+            message.push_str("; intel deploy owed to the next run (one was already running)")
+        }
+        Deploy::Disabled => message.push_str("; intel awaits a deploy (Deploy Intel is off)"),
+        Deploy::NotNeeded | Deploy::Done { .. } => {}
     }
     if r.full_reconcile && !dry_run {
         message.push_str(" (full reconcile)");
@@ -275,15 +294,14 @@ mod tests {
             pull_complete: true,
             stop: None,
             errors: Vec::new(),
-            deployed: false,
-            deploy_error: None,
+            deploy: Deploy::NotNeeded,
             end: Some(RunEnd {
                 query_started: NOW,
                 oldest_undelivered: None,
                 pull_complete: true,
                 full_reconcile: false,
                 removals_complete: true,
-                deploy_failed: false,
+                deploy_owed: false,
             }),
             source: ("ThreatConnect".into(), Some(7)),
         }
@@ -363,9 +381,9 @@ mod tests {
             created: 1,
             ..Tally::default()
         });
-        deploy.deploy_error = Some("intel deploy failed: Tanium answered 400".into());
+        deploy.deploy = Deploy::Failed("intel deploy failed: Tanium answered 400".into());
         if let Some(e) = deploy.end.as_mut() {
-            e.deploy_failed = true;
+            e.deploy_owed = true;
         }
         let o = run(&deploy);
         assert_eq!(o.status, ExitStatus::Partial);

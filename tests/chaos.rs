@@ -230,6 +230,7 @@ impl Job {
                 .max_fp
                 .is_none_or(|m| i.false_positives.unwrap_or(0) <= i64::from(m))
             && epoch(&i.last_modified) >= self.horizon
+            && !unsafe_value(i)
             && expected_name(i).is_some()
     }
 }
@@ -569,6 +570,27 @@ fn now_secs() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Values the safety rails must keep out of Tanium (by default), written out here so the
+/// test's idea of "unsafe" does not come from the code under test.
+const UNSAFE_ADDRESSES: [&str; 7] = [
+    "10.9.8.7",
+    "127.0.0.1",
+    "192.168.1.1",
+    "169.254.169.254",
+    "8.8.8.8",
+    "::1",
+    "fe80::1",
+];
+const UNSAFE_HOSTS: [&str; 3] = ["localhost", "intranet", "co.uk"];
+const EMPTY_FILE_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
+fn unsafe_value(i: &Indicator) -> bool {
+    let v = i.summary.to_ascii_lowercase();
+    UNSAFE_ADDRESSES.contains(&v.as_str())
+        || UNSAFE_HOSTS.contains(&v.as_str())
+        || v.split(" : ").any(|h| h == EMPTY_FILE_MD5)
+}
+
 fn new_indicator(rng: &mut Rng, w: &mut World) -> Indicator {
     let id = w.next_id;
     w.next_id += 1;
@@ -596,23 +618,38 @@ fn new_indicator(rng: &mut Rng, w: &mut World) -> Indicator {
     };
     match rng.below(3) {
         0 => {
-            let ip = if chance(rng, 30) {
+            let ip = if chance(rng, 10) {
+                pick(rng, &UNSAFE_ADDRESSES).to_string()
+            } else if chance(rng, 30) {
                 format!("2001:db8:c4a0::{:x}", id)
             } else {
-                format!("10.{}.{}.{}", (id >> 16) & 255, (id >> 8) & 255, id & 255)
+                format!(
+                    "198.{}.{}.{}",
+                    18 + ((id >> 16) & 1),
+                    (id >> 8) & 255,
+                    id & 255
+                )
             };
             i.type_name = "Address".into();
             i.summary = ip.clone();
             i.ip = Some(ip);
         }
         1 => {
-            let h = format!("new{id}.chaos.example");
+            let h = if chance(rng, 10) {
+                pick(rng, &UNSAFE_HOSTS).to_string()
+            } else {
+                format!("new{id}.chaos.example")
+            };
             i.type_name = "Host".into();
             i.summary = h.clone();
             i.host_name = Some(h);
         }
         _ => {
-            let md5 = format!("{:032x}", (id as u128) * 0x9E37_79B9_7F4A_7C15_u128);
+            let md5 = if chance(rng, 5) {
+                EMPTY_FILE_MD5.to_string()
+            } else {
+                format!("{:032x}", (id as u128) * 0x9E37_79B9_7F4A_7C15_u128)
+            };
             i.type_name = "File".into();
             i.summary = md5.clone();
             i.md5 = Some(md5);
@@ -1182,7 +1219,9 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
         if r.message.is_empty() || r.message.contains('\n') || r.message.chars().count() > 255 {
             return fail("message.tc must be one non-empty line of at most 255 characters".into());
         }
-        let says_failed = r.message.contains(" failed") || r.message.contains("incomplete");
+        let held_back = r.message.contains("held back");
+        let says_failed =
+            r.message.contains(" failed") || r.message.contains("incomplete") || held_back;
         match r.code {
             0 => {
                 if !r.message.starts_with("Synced ") || says_failed {
@@ -1235,7 +1274,8 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
             }
             other => return fail(format!("unexpected exit code {other}")),
         }
-        if !fatal_possible && r.code != 0 {
+        // The mass-removal guard at its default holds back what a job edit removes in bulk.
+        if !fatal_possible && r.code != 0 && !held_back {
             return fail(
                 "every fault was retryable within the attempts, yet the run did not succeed".into(),
             );
@@ -1341,7 +1381,7 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
 
         // The final fault-free runs.
         if run == runs {
-            if r.code != 0 {
+            if r.code != 0 && !(r.code == 3 && held_back) {
                 return fail("the first fault-free run did not succeed".into());
             }
             if deploy_owed {
@@ -1356,7 +1396,8 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
         }
         if run == runs + 1 {
             let wrote = writes(&lab, generation) - writes_before;
-            if r.code != 0 || wrote != 0 || lab.tanium.deploy_count() != deploys_before {
+            let settled = r.code == 0 || (r.code == 3 && held_back);
+            if !settled || wrote != 0 || lab.tanium.deploy_count() != deploys_before {
                 return fail(format!(
                     "a second fault-free run must write nothing, it sent {wrote} writes"
                 ));

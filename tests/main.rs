@@ -11,6 +11,7 @@ mod hostile;
 mod intel;
 mod package;
 mod platform;
+mod rails;
 mod replay;
 mod security;
 mod sync;

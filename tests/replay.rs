@@ -48,7 +48,7 @@ const fn route(name: &'static str, fixture: &'static str) -> Route {
     }
 }
 
-const ROUTES: [Route; 13] = [
+const ROUTES: [Route; 14] = [
     route("tc appAuth", "tc-appauth.json"),
     route("tc indicators", "tc-indicators-page.json"),
     route("tc deleted", "tc-deleted.json"),
@@ -66,6 +66,7 @@ const ROUTES: [Route; 13] = [
     route("tanium intel update", "tanium-intel-update.json"),
     route("tanium intel delete", "tanium-delete.json"),
     route("tanium deploy", "tanium-deploy.json"),
+    route("tanium intel status", "tanium-intel-status.json"),
 ];
 
 #[derive(Clone, Copy, PartialEq)]
@@ -104,6 +105,7 @@ fn route_of(side: Side, method: &str, path: &str) -> Option<(&'static str, bool)
         ("PUT", ["intels", _]) => "tanium intel update",
         ("DELETE", ["intels"] | ["intels", _]) => "tanium intel delete",
         ("POST", ["intel", "deploy"]) => "tanium deploy",
+        ("GET", ["intel", "status"]) => "tanium intel status",
         _ => return None,
     };
     Some((name, bare))
@@ -432,7 +434,10 @@ fn expected_routes(c: Config) -> BTreeSet<&'static str> {
         .iter()
         .map(|r| r.name)
         .filter(|n| *n != "tc appAuth" || c.token)
-        .filter(|n| *n != "tanium deploy" || c.generation == ApiGeneration::V4)
+        .filter(|n| {
+            !matches!(*n, "tanium deploy" | "tanium intel status")
+                || c.generation == ApiGeneration::V4
+        })
         .collect()
 }
 

@@ -154,7 +154,9 @@ fn deselected_types_and_owners_are_removed_by_a_full_reconcile() {
         held(&lab),
         expected(&lab, |i| i.type_name == "Address" || i.type_name == "Host")
     );
+    // Half the owners go: more than the mass-removal guard allows by default.
     lab.set("owners", json!("Demo Organization|Vendor Feed"));
+    lab.set("max_removal_percent", json!("100"));
     ok(&mut lab, &none());
     assert_eq!(
         held(&lab),

@@ -159,6 +159,9 @@ struct State {
     /// The next session issued is already expired (as if it timed out before its first use).
     next_session_stale: bool,
     deploys: u64,
+    /// A deploy is running: the status says so and another deploy is refused with 400 (what
+    /// a Cloud tenant answered to deploys in quick succession, OpenCTI connectors issue 3593).
+    deploy_running: bool,
     fail_writes: u32,
     mutations: u64,
     cursor: Option<Cursor>,
@@ -310,6 +313,11 @@ impl TaniumSim {
         let mut st = self.inner.lock();
         st.docs.remove(&id);
         st.mutations += 1;
+    }
+
+    /// Makes a deploy look in progress (or done).
+    pub fn set_deploy_running(&self, on: bool) {
+        self.inner.lock().deploy_running = on;
     }
 
     /// `POST /intel/deploy` calls accepted.
@@ -520,6 +528,9 @@ impl Inner {
                     return error(400, "Bad Request");
                 }
                 let mut st = self.lock();
+                if st.deploy_running {
+                    return error(400, "Bad Request: an intel deploy is in progress");
+                }
                 st.deploys += 1;
                 let task = 700 + st.deploys;
                 self.reply(200, json!({ "taskId": task }))
@@ -537,11 +548,13 @@ impl Inner {
             ("GET", ["intel", "status"]) => {
                 let st = self.lock();
                 let size: u64 = st.docs.values().map(|d| d.size).sum();
-                self.reply(
-                    200,
-                    json!({"createdAt": STAMP, "modifiedAt": STAMP,
-                           "currentRevision": st.deploys, "currentSize": size}),
-                )
+                let mut status = json!({"createdAt": STAMP, "modifiedAt": STAMP,
+                       "currentRevision": st.deploys, "currentSize": size});
+                // Which field says so is unconfirmed; the client reads several.
+                if st.deploy_running {
+                    status["status"] = json!("Deploy in progress");
+                }
+                self.reply(200, status)
             }
             _ => error(404, "not found"),
         }

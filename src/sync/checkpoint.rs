@@ -50,8 +50,9 @@ pub struct RunEnd {
     pub full_reconcile: bool,
     /// Every removal candidate was examined and every removal went through.
     pub removals_complete: bool,
-    /// The intel deploy this run needed failed.
-    pub deploy_failed: bool,
+    /// This run's intel deploy did not happen (failed, one was running, or Deploy Intel is
+    /// off): the next run deploys even if it changes nothing.
+    pub deploy_owed: bool,
 }
 
 fn iso(t: OffsetDateTime) -> String {
@@ -202,7 +203,7 @@ impl Checkpoint {
             // A failed deploy is owed by the next run even when that run changes nothing.
             (
                 pn::DEPLOY_PENDING.name,
-                Some(if end.deploy_failed { "true" } else { "" }.to_string()),
+                Some(if end.deploy_owed { "true" } else { "" }.to_string()),
             ),
         ];
         if end.full_reconcile && end.removals_complete && end.pull_complete {
@@ -251,7 +252,7 @@ mod tests {
             pull_complete: true,
             full_reconcile: false,
             removals_complete: true,
-            deploy_failed: false,
+            deploy_owed: false,
         }
     }
 
@@ -394,7 +395,7 @@ mod tests {
             );
         }
         let owed = RunEnd {
-            deploy_failed: true,
+            deploy_owed: true,
             ..end()
         };
         assert!(c

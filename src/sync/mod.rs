@@ -27,6 +27,7 @@ use crate::tc::tql;
 
 pub use checkpoint::{Checkpoint, RunEnd};
 use index::SourceIndex;
+use plan::Selection;
 use planner::{Counts, Planner, PullEnd};
 use pool::Results;
 
@@ -62,6 +63,12 @@ pub struct Tally {
     pub failed_writes: u64,
     /// Removals that failed.
     pub failed_removals: u64,
+    /// Indicators not sent because a safety rail blocks them (unsafe, or Never Send).
+    pub blocked: u64,
+    /// Indicators not sent because of Maximum Indicators.
+    pub over_cap: u64,
+    /// Removals the mass-removal guard held back.
+    pub held_back: u64,
 }
 
 impl Tally {
@@ -76,6 +83,9 @@ impl Tally {
             dropped_other_types: counts.dropped_other_types,
             failed_writes: results.failed_writes,
             failed_removals: results.failed_removals,
+            blocked: counts.blocked,
+            over_cap: counts.over_cap,
+            held_back: counts.held_back,
         }
     }
 }
@@ -84,7 +94,7 @@ impl fmt::Display for Tally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} matched, {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid), {} not sent (type not Address/File/Host), {} writes and {} removals failed",
+            "{} matched, {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid), {} not sent (type not Address/File/Host), {} blocked (unsafe or Never Send), {} over Maximum Indicators, {} removals held back, {} writes and {} removals failed",
             self.matched,
             self.created,
             self.updated,
@@ -92,6 +102,9 @@ impl fmt::Display for Tally {
             self.unchanged,
             self.skipped_invalid,
             self.dropped_other_types,
+            self.blocked,
+            self.over_cap,
+            self.held_back,
             self.failed_writes,
             self.failed_removals
         )
@@ -116,6 +129,31 @@ impl fmt::Display for Stop {
     }
 }
 
+/// What became of the intel deploy this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deploy {
+    /// Nothing changed and no deploy was owed (or a dry run).
+    NotNeeded,
+    /// Started (4.x), or not a step of this server (3.x deploys on its own): `started` says.
+    Done { started: bool },
+    /// A deploy was already running; starting another would not help: owed to the next run.
+    AlreadyRunning,
+    /// Deploy Intel is off: the intel waits for the admin's own deploy.
+    Disabled,
+    /// The deploy failed: written intel may not reach endpoints until one works.
+    Failed(String),
+}
+
+impl Deploy {
+    /// Whether the next run must deploy even if it changes nothing.
+    pub fn owed(&self) -> bool {
+        matches!(
+            self,
+            Deploy::AlreadyRunning | Deploy::Disabled | Deploy::Failed(_)
+        )
+    }
+}
+
 /// Result of a run: what `job` turns into message.tc, results.tc and the exit code.
 #[derive(Debug, Clone)]
 pub struct SyncReport {
@@ -131,10 +169,8 @@ pub struct SyncReport {
     pub stop: Option<Stop>,
     /// The first few failures, for the log and message.
     pub errors: Vec<String>,
-    /// Whether deploy was called.
-    pub deployed: bool,
-    /// The deploy this run needed failed: written intel may not reach endpoints until one works.
-    pub deploy_error: Option<String>,
+    /// What became of the intel deploy.
+    pub deploy: Deploy,
     /// How the run ended for the checkpoint (None in a dry run).
     pub end: Option<RunEnd>,
     /// Tanium source name and id.
@@ -146,9 +182,10 @@ impl SyncReport {
     pub fn has_failures(&self) -> bool {
         self.tally.failed_writes > 0
             || self.tally.failed_removals > 0
+            || self.tally.held_back > 0
             || !self.pull_complete
             || !self.removals_complete
-            || self.deploy_error.is_some()
+            || matches!(self.deploy, Deploy::Failed(_))
     }
 
     /// True when at least one document change went through (or nothing needed doing).
@@ -243,23 +280,44 @@ fn reconcile(
     checkpoint: &Checkpoint,
     full: bool,
 ) -> Result<(PullEnd, bool)> {
+    let config = planner.config;
+    // The age window narrows the horizon: neither is ever pulled from behind.
+    let age_floor = config
+        .rails
+        .max_indicator_age_days
+        .map(|d| planner.opts.now - time::Duration::days(i64::from(d)));
+    let floor = match (checkpoint.horizon, age_floor) {
+        (Some(h), Some(a)) => Some(h.max(a)),
+        (h, a) => h.or(a),
+    };
     let window = tql::Window {
         after: (!full).then_some(checkpoint.last_modified),
-        horizon: checkpoint.horizon,
+        horizon: floor,
         until: None,
     };
-    let pull = planner.pull(tc, &tql::build(&planner.config.filters, &window), index)?;
+    let tql = tql::build(&config.filters, &window);
+    let mut sel = Selection {
+        filters: &config.filters,
+        format: config.intel_format,
+        guard: &config.rails.guard,
+        cutoff: None,
+        cap: (!full).then_some(config.rails.max_indicators).flatten(),
+    };
+    if let (true, Some(cap)) = (full, config.rails.max_indicators) {
+        sel.cutoff = planner.rank_cutoff(tc, &tql, &sel, cap)?;
+    }
+    let pull = planner.pull(tc, &tql, &sel, index)?;
     planner.count_other_types(tc, &window);
     if !pull.complete || planner.broken() {
         return Ok((pull, false));
     }
     let mut removals_complete = true;
     if full {
-        planner.sweep(index, checkpoint.horizon);
+        planner.sweep(index, floor);
     } else {
         let window = tql::Window {
             after: Some(checkpoint.last_modified),
-            horizon: checkpoint.horizon,
+            horizon: floor,
             until: Some(planner.opts.now),
         };
         if let Err(e) = planner.incremental_removals(tc, index, checkpoint.last_modified, &window) {
@@ -270,6 +328,8 @@ fn reconcile(
         }
     }
     planner.remove_duplicates(index);
+    // Held back, the removals must be found again: the next run reconciles fully.
+    removals_complete &= planner.settle_removals(index.docs);
     Ok((pull, removals_complete))
 }
 
@@ -280,14 +340,22 @@ fn print_plan_summary(t: &Tally) {
     );
 }
 
-/// Deploys intel: whether a deploy was started, and the error when it failed.
-fn deploy(tanium: &TaniumClient) -> (bool, Option<String>) {
+/// Deploys intel unless the job says not to or one is running already.
+fn deploy(tanium: &TaniumClient, enabled: bool) -> Deploy {
+    if !enabled {
+        log::info!("Deploy Intel is off: the intel written awaits a deploy");
+        return Deploy::Disabled;
+    }
+    if tanium.deploy_running() == Some(true) {
+        log::info!("an intel deploy is already running; the next run deploys this run's intel");
+        return Deploy::AlreadyRunning;
+    }
     match tanium.deploy() {
-        Ok(started) => (started, None),
+        Ok(started) => Deploy::Done { started },
         Err(e) => {
             let msg = format!("intel deploy failed: {e}");
             log::error!("{msg}");
-            (false, Some(msg))
+            Deploy::Failed(msg)
         }
     }
 }
@@ -316,6 +384,7 @@ pub fn run(
             pool,
             counts: Counts::default(),
             removal_error: None,
+            removals: Vec::new(),
         };
         let r = reconcile(&mut p, tc, &mut index, checkpoint, full.is_some());
         r.map(|r| (r, p.counts, p.removal_error))
@@ -338,12 +407,11 @@ pub fn run(
 
     // Once if anything changed, or when an earlier run's deploy failed (its writes are not on
     // the endpoints yet).
-    let (deployed, deploy_error) =
-        if !opts.dry_run && (results.wrote_anything || checkpoint.deploy_owed) {
-            deploy(tanium)
-        } else {
-            (false, None)
-        };
+    let deploy = if !opts.dry_run && (results.wrote_anything || checkpoint.deploy_owed) {
+        deploy(tanium, config.rails.deploy_intel)
+    } else {
+        Deploy::NotNeeded
+    };
 
     let pull_complete = pull.complete;
     let removals_complete = removals_complete && pull_complete;
@@ -352,16 +420,15 @@ pub fn run(
         removals_complete,
         pull_complete,
         stop: pull.stop,
-        deployed,
         end: (!opts.dry_run).then_some(RunEnd {
             query_started: opts.now,
             oldest_undelivered: results.oldest_undelivered,
             pull_complete,
             full_reconcile: full.is_some(),
             removals_complete: removals_complete && tally.failed_removals == 0,
-            deploy_failed: deploy_error.is_some(),
+            deploy_owed: deploy.owed(),
         }),
-        deploy_error,
+        deploy,
         errors: results.errors,
         tally,
         source: (source.name, source.id),
@@ -370,7 +437,11 @@ pub fn run(
         "run finished in {:.1} s: {}{}",
         started.elapsed().as_secs_f64(),
         report.tally,
-        if deployed { "; intel deployed" } else { "" }
+        if report.deploy == (Deploy::Done { started: true }) {
+            "; intel deployed"
+        } else {
+            ""
+        }
     );
     Ok(report)
 }

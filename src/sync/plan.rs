@@ -3,6 +3,7 @@
 
 use crate::intel::Format;
 use crate::intel::{self, Invalid, Package};
+use crate::safety::{Block, Guard};
 use crate::tc::model::Indicator;
 use crate::tc::Filters;
 
@@ -21,6 +22,18 @@ pub(super) enum Decision {
     },
     /// Its value cannot be sent (not an IP, a malformed hash...).
     Invalid(Box<Invalid>),
+    /// A safety rail says never (unsafe, or on the Never Send list): its document, if any, goes.
+    Blocked {
+        doc_id: Option<i64>,
+        name: String,
+        block: Block,
+    },
+    /// Beyond Maximum Indicators: ranked after the cap (full reconcile: its document goes), or
+    /// new while the source is full (incremental: nothing is evicted).
+    OverCap {
+        doc_id: Option<i64>,
+        name: String,
+    },
     /// Met already in this run (TC paging overlap, or two indicators with one identity).
     Repeat,
     /// The source holds it as it would be rendered now.
@@ -40,13 +53,35 @@ pub(super) enum Decision {
     },
 }
 
+/// Where an indicator ranks for Maximum Indicators: the highest ThreatAssess score first, then
+/// the highest rating, the highest confidence, the lowest (oldest) id; unset values rank below
+/// any set one. Smaller is better, and ids make it a total order.
+pub(super) type Rank = (i64, i64, i64, i64);
+
+pub(super) fn rank(ind: &Indicator) -> Rank {
+    let rating = ind.rating.map_or(-1, |r| (r * 100.0).round() as i64);
+    (
+        -ind.threat_assess_score.unwrap_or(0),
+        -rating,
+        -ind.confidence.unwrap_or(-1),
+        ind.id,
+    )
+}
+
+/// What decides, besides the indicator and the source, whether and how it is sent.
+pub(super) struct Selection<'a> {
+    pub filters: &'a Filters,
+    pub format: Format,
+    pub guard: &'a Guard,
+    /// A full reconcile under a cap: the rank of the last indicator that fits.
+    pub cutoff: Option<Rank>,
+    /// An incremental run under a cap: new documents only while the source holds fewer.
+    pub cap: Option<u64>,
+}
+
 /// Decides for one indicator and records in `index` that the run met it.
-pub(super) fn decide(
-    ind: &Indicator,
-    filters: &Filters,
-    format: Format,
-    index: &mut SourceIndex,
-) -> Decision {
+pub(super) fn decide(ind: &Indicator, sel: &Selection, index: &mut SourceIndex) -> Decision {
+    let (filters, format) = (sel.filters, sel.format);
     let Some(kind) = ind.kind() else {
         return Decision::OtherType;
     };
@@ -61,12 +96,33 @@ pub(super) fn decide(
         Err(invalid) => return Decision::Invalid(Box::new(invalid)),
     };
     let key = pkg.identity.as_u128();
+    if let Some(block) = sel.guard.check(kind, &pkg.value) {
+        return Decision::Blocked {
+            doc_id: index.take_for_removal(key),
+            name: pkg.name,
+            block,
+        };
+    }
+    if sel.cutoff.is_some_and(|c| rank(ind) > c) {
+        return Decision::OverCap {
+            doc_id: index.take_for_removal(key),
+            name: pkg.name,
+        };
+    }
     let rev = pkg.rev.0;
     let md5 = pkg.md5_prefix();
     let Some(e) = index.map.get_mut(&key) else {
-        if index.created.insert(key, ()).is_some() {
+        if index.created.contains_key(&key) {
             return Decision::Repeat;
         }
+        let held = (index.map.len() + index.created.len()) as u64;
+        if sel.cap.is_some_and(|cap| held >= cap) {
+            return Decision::OverCap {
+                doc_id: None,
+                name: pkg.name,
+            };
+        }
+        index.created.insert(key, ());
         return Decision::Create(Box::new(pkg));
     };
     if e.flags & SEEN != 0 {
@@ -130,6 +186,18 @@ mod tests {
         index
     }
 
+    fn d(ind: &Indicator, filters: &Filters, format: Format, index: &mut SourceIndex) -> Decision {
+        let guard = Guard::default();
+        let sel = Selection {
+            filters,
+            format,
+            guard: &guard,
+            cutoff: None,
+            cap: None,
+        };
+        decide(ind, &sel, index)
+    }
+
     fn all() -> Filters {
         Filters {
             types: IndicatorType::ALL.to_vec(),
@@ -142,21 +210,21 @@ mod tests {
         let mut empty = SourceIndex::default();
         let a = host(1, "a.example");
         assert!(matches!(
-            decide(&a, &all(), Format::Stix, &mut empty),
+            d(&a, &all(), Format::Stix, &mut empty),
             Decision::Create(_)
         ));
         assert!(matches!(
-            decide(&a, &all(), Format::Stix, &mut empty),
+            d(&a, &all(), Format::Stix, &mut empty),
             Decision::Repeat
         ));
         for described in [true, false] {
             let mut index = holding(&a, Format::Stix, described);
             assert!(matches!(
-                decide(&a, &all(), Format::Stix, &mut index),
+                d(&a, &all(), Format::Stix, &mut index),
                 Decision::Unchanged
             ));
             assert!(matches!(
-                decide(&a, &all(), Format::Stix, &mut index),
+                d(&a, &all(), Format::Stix, &mut index),
                 Decision::Repeat
             ));
         }
@@ -171,7 +239,7 @@ mod tests {
         };
         for (described, verify_wanted) in [(true, false), (false, true)] {
             let mut index = holding(&a, Format::Stix, described);
-            match decide(&changed, &all(), Format::Stix, &mut index) {
+            match d(&changed, &all(), Format::Stix, &mut index) {
                 Decision::Update {
                     doc_id: 41, verify, ..
                 } => assert_eq!(verify, verify_wanted),
@@ -184,7 +252,7 @@ mod tests {
     fn another_format_is_replaced() {
         let a = host(1, "a.example");
         let mut index = holding(&a, Format::OpenIoc, true);
-        match decide(&a, &all(), Format::Stix, &mut index) {
+        match d(&a, &all(), Format::Stix, &mut index) {
             Decision::Replace {
                 old_doc_id: 41,
                 pkg,
@@ -207,7 +275,7 @@ mod tests {
             ..all()
         };
         let mut index = holding(&a, Format::Stix, false);
-        match decide(&a, &filters, Format::Stix, &mut index) {
+        match d(&a, &filters, Format::Stix, &mut index) {
             Decision::Rejected {
                 doc_id: Some(41),
                 why,
@@ -215,7 +283,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            decide(&a, &filters, Format::Stix, &mut index),
+            d(&a, &filters, Format::Stix, &mut index),
             Decision::Rejected { doc_id: None, .. }
         ));
     }
@@ -228,7 +296,7 @@ mod tests {
             ..host(2, "http://x")
         };
         assert!(matches!(
-            decide(&url, &all(), Format::Stix, &mut index),
+            d(&url, &all(), Format::Stix, &mut index),
             Decision::OtherType
         ));
         let bad = Indicator {
@@ -237,9 +305,102 @@ mod tests {
             ..host(3, "not-an-ip")
         };
         assert!(matches!(
-            decide(&bad, &all(), Format::Stix, &mut index),
+            d(&bad, &all(), Format::Stix, &mut index),
             Decision::Invalid(_)
         ));
         assert!(index.created.is_empty());
+    }
+
+    #[test]
+    fn rails_block_unsafe_values_and_take_their_documents() {
+        let a = Indicator {
+            type_name: "Address".into(),
+            summary: "10.0.0.1".into(),
+            ip: Some("10.0.0.1".into()),
+            host_name: None,
+            ..host(5, "x")
+        };
+        let mut index = holding(&a, Format::Stix, false);
+        let guard = Guard {
+            safeguards: true,
+            ..Guard::default()
+        };
+        let sel = Selection {
+            filters: &all(),
+            format: Format::Stix,
+            guard: &guard,
+            cutoff: None,
+            cap: None,
+        };
+        match decide(&a, &sel, &mut index) {
+            Decision::Blocked {
+                doc_id: Some(41),
+                block,
+                ..
+            } => assert_eq!(block.to_string(), "unsafe: private 10.0.0.0/8"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_cap_ranks_by_score_rating_confidence_then_id() {
+        let scored = |id: i64, score: i64, rating: Option<f64>, conf: Option<i64>| Indicator {
+            threat_assess_score: Some(score),
+            rating,
+            confidence: conf,
+            ..host(id, &format!("h{id}.example"))
+        };
+        let mut ranked = [
+            scored(1, 500, Some(3.0), Some(50)),
+            scored(2, 900, None, None),
+            scored(3, 500, Some(4.0), Some(10)),
+            scored(4, 500, Some(4.0), Some(90)),
+            scored(5, 500, Some(4.0), Some(90)),
+            scored(6, 500, None, Some(99)),
+        ]
+        .to_vec();
+        ranked.sort_by_key(rank);
+        let order: Vec<i64> = ranked.iter().map(|i| i.id).collect();
+        assert_eq!(order, vec![2, 4, 5, 3, 1, 6]);
+        // A full reconcile under a cap of 3: the fourth and later are over it.
+        let guard = Guard::default();
+        let sel = Selection {
+            filters: &all(),
+            format: Format::Stix,
+            guard: &guard,
+            cutoff: Some(rank(&ranked[2])),
+            cap: None,
+        };
+        let mut index = holding(&ranked[3], Format::Stix, false);
+        assert!(matches!(
+            decide(&ranked[3], &sel, &mut index),
+            Decision::OverCap {
+                doc_id: Some(41),
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(&ranked[0], &sel, &mut index),
+            Decision::Create(_)
+        ));
+        // An incremental run adds while the source holds fewer than the cap, never evicts.
+        let sel = Selection {
+            cutoff: None,
+            cap: Some(2),
+            ..sel
+        };
+        let mut index = holding(&ranked[3], Format::Stix, false);
+        assert!(matches!(
+            decide(&ranked[0], &sel, &mut index),
+            Decision::Create(_)
+        ));
+        assert!(matches!(
+            decide(&ranked[1], &sel, &mut index),
+            Decision::OverCap { doc_id: None, .. }
+        ));
+        assert!(matches!(
+            decide(&ranked[3], &sel, &mut index),
+            Decision::Unchanged
+        ));
     }
 }

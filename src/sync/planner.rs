@@ -14,7 +14,7 @@ use crate::tc::model::Indicator;
 use crate::tc::tql;
 
 use super::index::SourceIndex;
-use super::plan::{decide, Decision};
+use super::plan::{decide, rank, Decision, Rank, Selection};
 use super::pool::{Op, Pool};
 use super::{Stop, SyncOptions};
 
@@ -28,6 +28,21 @@ pub(super) struct Counts {
     pub would_create: u64,
     pub would_update: u64,
     pub would_remove: u64,
+    /// Not sent: unsafe, or on the Never Send list.
+    pub blocked: u64,
+    /// Not sent: beyond Maximum Indicators.
+    pub over_cap: u64,
+    /// Removals the mass-removal guard held back.
+    pub held_back: u64,
+}
+
+/// At most this many blocked indicators are logged one by one per run (then a count).
+const BLOCKED_LINES: u64 = 50;
+
+/// A removal waiting for the mass-removal guard: the document and what the plan said of it.
+pub(super) struct Removal {
+    doc_id: i64,
+    what: String,
 }
 
 /// How the pull ended.
@@ -46,6 +61,8 @@ pub(super) struct Planner<'a> {
     pub counts: Counts,
     /// Why the removal check could not finish, for the run's errors.
     pub removal_error: Option<String>,
+    /// Removals planned this run, sent only when the guard allows them all.
+    pub removals: Vec<Removal>,
 }
 
 impl Planner<'_> {
@@ -81,7 +98,13 @@ impl Planner<'_> {
 
     /// Pulls `tql` page by page and plans every indicator. An error before the first page is
     /// the run's error (bad TQL, credentials, TC down); a later one ends the pull incomplete.
-    pub fn pull(&mut self, tc: &TcClient, tql: &str, index: &mut SourceIndex) -> Result<PullEnd> {
+    pub fn pull(
+        &mut self,
+        tc: &TcClient,
+        tql: &str,
+        sel: &Selection,
+        index: &mut SourceIndex,
+    ) -> Result<PullEnd> {
         let started = Instant::now();
         let mut seen = 0u64;
         let mut pages = tc.indicators(tql);
@@ -103,7 +126,7 @@ impl Planner<'_> {
                 }
             };
             seen += page.len() as u64;
-            if let Some(undelivered) = self.plan_page(page, index)? {
+            if let Some(undelivered) = self.plan_page(page, sel, index)? {
                 // Tanium is down: everything from here on is undelivered.
                 if let Some(pool) = self.pool {
                     pool.note_undelivered(undelivered.last_modified_at().or(Some(self.opts.now)));
@@ -125,20 +148,67 @@ impl Planner<'_> {
             );
         }
         self.counts.dropped_other_types += pages.dropped();
+        if self.counts.blocked > BLOCKED_LINES {
+            log::info!(
+                "... and {} more indicators not sent (unsafe or on the Never Send list)",
+                self.counts.blocked - BLOCKED_LINES
+            );
+        }
         Ok(end)
+    }
+
+    /// A full reconcile under Maximum Indicators reads the match set once more first, to know
+    /// the rank of the last indicator that fits (None: all of them fit).
+    pub fn rank_cutoff(
+        &self,
+        tc: &TcClient,
+        tql: &str,
+        sel: &Selection,
+        cap: u64,
+    ) -> Result<Option<Rank>> {
+        let mut ranks: Vec<Rank> = Vec::new();
+        for page in tc.indicators(tql) {
+            for ind in page? {
+                let Some(kind) = ind.kind() else { continue };
+                if !sel.filters.matches(&ind) {
+                    continue;
+                }
+                let sendable = intel::render(&ind, sel.format)
+                    .is_ok_and(|p| sel.guard.check(kind, &p.value).is_none());
+                if sendable {
+                    ranks.push(rank(&ind));
+                }
+            }
+        }
+        ranks.sort_unstable();
+        ranks.dedup_by_key(|r| r.3);
+        log::info!(
+            "Maximum Indicators {cap}: {} indicators qualify{}",
+            ranks.len(),
+            if ranks.len() as u64 > cap {
+                ", the best ranked are kept"
+            } else {
+                ""
+            }
+        );
+        Ok(usize::try_from(cap)
+            .ok()
+            .and_then(|c| ranks.get(c.saturating_sub(1)).copied())
+            .filter(|_| ranks.len() as u64 > cap))
     }
 
     /// Plans one page; the first indicator it could not hand over when Tanium is down.
     fn plan_page(
         &mut self,
         page: Vec<Indicator>,
+        sel: &Selection,
         index: &mut SourceIndex,
     ) -> Result<Option<Indicator>> {
         for ind in page {
             if self.broken() {
                 return Ok(Some(ind));
             }
-            let decision = decide(&ind, &self.config.filters, self.config.intel_format, index);
+            let decision = decide(&ind, sel, index);
             self.act(&ind, decision)?;
         }
         Ok(None)
@@ -156,6 +226,26 @@ impl Planner<'_> {
             Decision::Invalid(invalid) => {
                 log::warn!("{invalid}");
                 self.counts.skipped_invalid += 1;
+            }
+            Decision::Blocked {
+                doc_id,
+                name,
+                block,
+            } => {
+                self.counts.blocked += 1;
+                if self.counts.blocked <= BLOCKED_LINES {
+                    log::info!("not sent: {name} ({}): {block}", ind.owner_name);
+                }
+                if let Some(doc_id) = doc_id {
+                    self.remove(doc_id, describe(ind), &block.to_string());
+                }
+            }
+            Decision::OverCap { doc_id, name } => {
+                self.counts.over_cap += 1;
+                log::debug!("not sent: {name}: beyond Maximum Indicators");
+                if let Some(doc_id) = doc_id {
+                    self.remove(doc_id, describe(ind), "ranked beyond Maximum Indicators");
+                }
             }
             Decision::Repeat => self.counts.matched += 1,
             Decision::Unchanged => {
@@ -208,9 +298,34 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// Plans a removal; it is sent by [`Planner::settle_removals`], when the guard allows.
     pub fn remove(&mut self, doc_id: i64, what: String, why: &str) {
         self.plan(format!("remove {what}: {why}"));
-        self.dispatch(Op::Delete { doc_id, what });
+        self.removals.push(Removal { doc_id, what });
+    }
+
+    /// Sends the planned removals, or none of them when they would take more of the source
+    /// (which held `docs` documents) than Maximum Removal Percent allows; false then.
+    pub fn settle_removals(&mut self, docs: u64) -> bool {
+        let removals = std::mem::take(&mut self.removals);
+        let n = removals.len() as u64;
+        let rails = &self.config.rails;
+        if rails.too_many_removals(n, docs) {
+            self.counts.held_back = n;
+            let line = format!(
+                "held back all {n} removals: more than {}% of the {docs} documents in the source (Maximum Removal Percent); nothing was removed",
+                rails.max_removal_percent
+            );
+            log::warn!("{line}");
+            if self.opts.dry_run {
+                println!("guard: {line}");
+            }
+            return false;
+        }
+        for Removal { doc_id, what } in removals {
+            self.dispatch(Op::Delete { doc_id, what });
+        }
+        true
     }
 
     /// Why a dry run would update this document, from the stored copy's description (None:

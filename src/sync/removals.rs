@@ -18,7 +18,7 @@ impl Planner<'_> {
     pub fn sweep(&mut self, index: &mut SourceIndex, horizon: Option<OffsetDateTime>) {
         let why = match horizon {
             Some(h) => format!(
-                "not selected any more (deleted, inactive, filtered out, or last modified before the horizon {})",
+                "not selected any more (deleted, inactive, filtered out, or last modified before {}: the horizon or Maximum Indicator Age)",
                 tql::format_time(h)
             ),
             None => "not selected any more (deleted, inactive or filtered out)".to_string(),

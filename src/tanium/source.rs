@@ -1,10 +1,10 @@
 //! The app's intel source (found by exact name, created when missing), the intel deploy, and
 //! what `check` reads.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::error::{Error, Result, Service};
-use crate::http::{self};
+use crate::http;
 use crate::tanium::model::{int_of, ApiGeneration, Source};
 
 use super::answers::{describe, json_body, rows_of, status_error, unwrap_data};
@@ -109,6 +109,26 @@ impl TaniumClient {
         Ok(true)
     }
 
+    /// Whether TR reports an intel deploy in progress (`GET {base}/intel/status`); None when
+    /// the status cannot be read or says neither (then deploying is the old behaviour).
+    /// 3.x has no deploy step: never running.
+    pub fn deploy_running(&self) -> Option<bool> {
+        if self.generation == ApiGeneration::V3 {
+            return Some(false);
+        }
+        let path = format!("{}/intel/status", self.generation.base_path());
+        let status = self
+            .expect_ok("GET", &path, None)
+            .and_then(|resp| json_body(&resp, &describe("GET", &path)));
+        match status {
+            Ok(v) => deploying(&unwrap_data(v)),
+            Err(e) => {
+                log::info!("could not read the intel status before deploying: {e}");
+                None
+            }
+        }
+    }
+
     /// Checks connectivity, credentials and the source; a one-line summary for `check` mode.
     pub fn check(&self) -> Result<String> {
         let resp = self.send("GET", CURRENT_PATH, None)?;
@@ -167,5 +187,62 @@ impl TaniumClient {
             })
             .map(|rows| format!("readable ({} listed)", rows.len()));
         vec![("intel status", status), ("labels", labels)]
+    }
+}
+
+/// Whether an intel status says a deploy is in progress. Which field says so is UNCONFIRMED
+/// (the recorded status shows createdAt, modifiedAt, currentRevision and currentSize): a
+/// `status`/`state` text naming progress, a true `inProgress`/`deploying`/`pending`-like flag,
+/// or a pending revision above the current one all count; a status with none of these says
+/// nothing (None) unless it has the recorded fields (then: not running).
+pub(super) fn deploying(status: &Value) -> Option<bool> {
+    let obj = status.as_object()?;
+    let busy = |t: &str| {
+        let t = t.to_ascii_lowercase();
+        ["progress", "running", "deploying", "pending", "compiling"]
+            .iter()
+            .any(|w| t.contains(w))
+    };
+    for (k, v) in obj {
+        let key = k.to_ascii_lowercase();
+        match v {
+            Value::String(t) if (key == "status" || key == "state") && busy(t) => {
+                return Some(true)
+            }
+            Value::Bool(true) if busy(&key) => return Some(true),
+            _ => {}
+        }
+    }
+    let revision = |k: &str| obj.get(k).and_then(int_of);
+    if let (Some(p), Some(c)) = (revision("pendingRevision"), revision("currentRevision")) {
+        return Some(p > c);
+    }
+    obj.contains_key("currentRevision").then_some(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_deploy_in_progress_is_read_from_any_plausible_status() {
+        let recorded = json!({"createdAt": "x", "modifiedAt": "y", "currentRevision": 855, "currentSize": 1187840});
+        assert_eq!(deploying(&recorded), Some(false));
+        for busy in [
+            json!({"currentRevision": 1, "status": "Deploy in progress"}),
+            json!({"state": "RUNNING"}),
+            json!({"inProgress": true}),
+            json!({"isDeploying": true, "currentRevision": 3}),
+            json!({"pendingRevision": 4, "currentRevision": 3}),
+        ] {
+            assert_eq!(deploying(&busy), Some(true), "{busy}");
+        }
+        assert_eq!(
+            deploying(&json!({"status": "idle", "currentRevision": 3})),
+            Some(false)
+        );
+        assert_eq!(deploying(&json!({"something": "else"})), None);
+        assert_eq!(deploying(&json!([1])), None);
     }
 }

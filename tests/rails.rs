@@ -1,0 +1,313 @@
+//! The safety rails through the real binary: unsafe and Never Send values never reach Tanium,
+//! the mass-removal guard holds back a run that would empty the source, Maximum Indicators ranks
+//! and caps, the age window ages documents out, and deploys are governed.
+
+use serde_json::{json, Map, Value};
+use tanium_tr_indicators::sim::lab::{Lab, RunResult};
+use tanium_tr_indicators::tanium::model::ApiGeneration;
+use tanium_tr_indicators::tc::model::Indicator;
+use tanium_tr_indicators::tc::tql::format_time;
+use time::OffsetDateTime;
+
+use crate::support::{empty_lab, expected, held, lab};
+
+fn run(lab: &mut Lab, extra: &[(&str, Value)]) -> RunResult {
+    let extra: Map<String, Value> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    lab.run(&extra, &[]).unwrap()
+}
+
+fn ok(lab: &mut Lab) -> RunResult {
+    let r = run(lab, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.message, r.log);
+    r
+}
+
+fn ago(days: i64) -> String {
+    format_time(OffsetDateTime::now_utc() - time::Duration::days(days))
+}
+
+fn indicator(id: i64, type_name: &str, value: &str) -> Indicator {
+    let mut i = Indicator {
+        id,
+        owner_id: Some(1),
+        owner_name: "Demo Organization".into(),
+        type_name: type_name.into(),
+        summary: value.into(),
+        rating: Some(3.0),
+        confidence: Some(60),
+        threat_assess_score: Some(500),
+        last_modified: ago(1),
+        ..Indicator::default()
+    };
+    match type_name {
+        "Address" => i.ip = Some(value.into()),
+        "Host" => i.host_name = Some(value.into()),
+        _ if value.len() == 64 => i.sha256 = Some(value.into()),
+        _ => i.md5 = Some(value.into()),
+    }
+    i
+}
+
+/// Every class of unsafe value (written out here, not taken from the code under test).
+const UNSAFE: [(&str, &str); 25] = [
+    ("Address", "10.1.2.3"),
+    ("Address", "172.16.5.5"),
+    ("Address", "192.168.0.10"),
+    ("Address", "127.0.0.1"),
+    ("Address", "169.254.169.254"),
+    ("Address", "100.64.1.1"),
+    ("Address", "0.0.0.0"),
+    ("Address", "224.0.0.251"),
+    ("Address", "240.1.1.1"),
+    ("Address", "255.255.255.255"),
+    ("Address", "::"),
+    ("Address", "::1"),
+    ("Address", "fe80::1"),
+    ("Address", "fd12::1"),
+    ("Address", "ff02::1"),
+    ("Address", "::ffff:192.168.1.1"),
+    ("Address", "8.8.8.8"),
+    ("Address", "1.1.1.1"),
+    ("Address", "9.9.9.9"),
+    ("Address", "208.67.222.222"),
+    ("Host", "intranet"),
+    ("Host", "localhost"),
+    ("Host", "co.uk"),
+    ("File", "d41d8cd98f00b204e9800998ecf8427e"),
+    (
+        "File",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    ),
+];
+
+/// Safe values that look close to unsafe ones: documentation ranges and reserved names.
+const SAFE: [(&str, &str); 6] = [
+    ("Address", "192.0.2.10"),
+    ("Address", "198.51.100.10"),
+    ("Address", "203.0.113.10"),
+    ("Address", "2001:db8::10"),
+    ("Host", "evil.example"),
+    ("Host", "bad.test"),
+];
+
+#[test]
+fn unsafe_and_never_send_values_never_reach_tanium() {
+    let (_d, mut lab) = empty_lab(ApiGeneration::V4);
+    let mut id = 1;
+    for (t, v) in UNSAFE.iter().chain(SAFE.iter()) {
+        lab.tc.insert(indicator(id, t, v));
+        id += 1;
+    }
+    let never = [
+        ("Address", "203.0.113.77"),
+        ("Address", "198.18.4.4"),
+        ("Host", "vpn.corp.example"),
+        ("File", "0123456789abcdef0123456789abcdef"),
+    ];
+    for (t, v) in never {
+        lab.tc.insert(indicator(id, t, v));
+        id += 1;
+    }
+    lab.set(
+        "never_send",
+        json!("203.0.113.77, 198.18.0.0/15|corp.example, 0123456789ABCDEF0123456789ABCDEF"),
+    );
+    let r = ok(&mut lab);
+    let blocked = UNSAFE.len() + never.len();
+    assert!(
+        r.message.contains(&format!(
+            "{} created, 0 updated, 0 removed, 0 unchanged, 0 skipped (invalid), {blocked} blocked (unsafe or Never Send)",
+            SAFE.len()
+        )),
+        "{}",
+        r.message
+    );
+    let kept = held(&lab);
+    assert_eq!(kept.len(), SAFE.len(), "{kept:?}");
+    for (t, v) in SAFE {
+        assert!(kept.iter().any(|n| n.ends_with(&format!("{t} {v}"))), "{v}");
+    }
+    assert!(r.log.contains(
+        "not sent: ThreatConnect Address 10.1.2.3 (Demo Organization): unsafe: private 10.0.0.0/8"
+    ));
+    assert!(r.log.contains(
+        "not sent: ThreatConnect Host vpn.corp.example (Demo Organization): on the Never Send list (corp.example)"
+    ));
+    // A check lists the rails; with them off, everything is sent, and on again, the unsafe
+    // documents go at the next (full: the rails changed) run.
+    let off = run(
+        &mut lab,
+        &[("safeguards", json!(false)), ("never_send", json!(""))],
+    );
+    assert_eq!(off.code, 0, "{}", off.message);
+    assert_eq!(held(&lab).len(), SAFE.len() + blocked);
+    // (Most of this small source goes: more than the removal guard allows by default.)
+    let on = run(&mut lab, &[("max_removal_percent", json!("100"))]);
+    assert_eq!(on.code, 0, "{}", on.message);
+    assert!(
+        on.message.contains(&format!(" {blocked} removed")),
+        "{}",
+        on.message
+    );
+    assert!(on.message.contains("(full reconcile)"), "{}", on.message);
+    assert_eq!(held(&lab).len(), SAFE.len());
+}
+
+#[test]
+fn a_run_that_would_empty_the_source_removes_nothing_until_the_guard_is_raised() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 130, 41);
+    ok(&mut lab);
+    let before = held(&lab);
+    assert!(before.len() >= 100, "{}", before.len());
+    // A TQL typo that selects nothing.
+    lab.set("tql", json!("summary = \"no such indicator\""));
+    let r = run(&mut lab, &[]);
+    assert_eq!(r.code, 3, "{}", r.message);
+    assert!(
+        r.message.contains(&format!(
+            "held back {} removals, more than Maximum Removal Percent allows",
+            before.len()
+        )),
+        "{}",
+        r.message
+    );
+    assert_eq!(held(&lab), before, "nothing was removed");
+    assert_eq!(
+        r.results["last_full_reconcile"], "",
+        "the next run looks again"
+    );
+    // A dry run shows what the guard would do.
+    let dry = lab.run(&Map::new(), &["--dry-run"]).unwrap();
+    assert_eq!(dry.code, 3, "{}", dry.message);
+    assert!(
+        dry.stdout.contains("guard: held back all"),
+        "{}",
+        dry.stdout
+    );
+    // Raised, the same run removes them all.
+    lab.set("max_removal_percent", json!("100"));
+    let r = run(&mut lab, &[]);
+    assert_eq!(r.code, 0, "{}", r.message);
+    assert!(r.message.contains(&format!(" {} removed", before.len())));
+    assert!(held(&lab).is_empty());
+}
+
+#[test]
+fn maximum_indicators_keeps_the_best_ranked_and_never_evicts_between_reconciles() {
+    let (_d, mut lab) = empty_lab(ApiGeneration::V4);
+    let scores = [900, 100, 500, 500, 700, 300, 800, 500];
+    for (n, s) in scores.iter().enumerate() {
+        let mut i = indicator(n as i64 + 1, "Host", &format!("h{n}.example"));
+        i.threat_assess_score = Some(*s);
+        // Among the three 500s: rating decides, then confidence, then the lower id.
+        i.rating = Some(if n == 2 { 2.0 } else { 4.0 });
+        i.confidence = Some(if n == 7 { 90 } else { 60 });
+        lab.tc.insert(i);
+    }
+    lab.set("max_indicators", json!("5"));
+    let r = ok(&mut lab);
+    assert!(
+        r.message.contains("3 over Maximum Indicators"),
+        "{}",
+        r.message
+    );
+    let names = |ns: &[usize]| {
+        let mut v: Vec<String> = ns
+            .iter()
+            .map(|n| format!("ThreatConnect Host h{n}.example"))
+            .collect();
+        v.sort();
+        v
+    };
+    // 900 (h0), 800 (h6), 700 (h4), then the 500s: h7 (confidence 90), h3 (rating 4).
+    assert_eq!(held(&lab), names(&[0, 6, 4, 7, 3]));
+    // Incremental: a better new indicator is not added while the source is full, nothing goes.
+    let mut better = indicator(100, "Host", "h100.example");
+    better.threat_assess_score = Some(1000);
+    better.last_modified = format_time(OffsetDateTime::now_utc());
+    lab.tc.insert(better);
+    let r = ok(&mut lab);
+    assert!(!r.message.contains("full reconcile"), "{}", r.message);
+    assert!(
+        r.message.contains("1 over Maximum Indicators"),
+        "{}",
+        r.message
+    );
+    assert_eq!(held(&lab), names(&[0, 6, 4, 7, 3]));
+    // The next full reconcile is exact again: it takes the new one and drops the last.
+    lab.set("reconcile_interval_hours", json!("0"));
+    let r = ok(&mut lab);
+    assert!(
+        r.message.contains("1 created") && r.message.contains("1 removed"),
+        "{}",
+        r.message
+    );
+    assert_eq!(held(&lab), names(&[100, 0, 6, 4, 7]));
+}
+
+#[test]
+fn the_age_window_ages_documents_out_at_the_next_full_reconcile() {
+    let (_d, mut lab) = empty_lab(ApiGeneration::V4);
+    let mut old = indicator(1, "Host", "old.example");
+    old.last_modified = ago(20);
+    lab.tc.insert(old);
+    lab.tc.insert(indicator(2, "Host", "fresh.example"));
+    ok(&mut lab);
+    assert_eq!(held(&lab).len(), 2);
+    lab.set("max_indicator_age_days", json!("10"));
+    let r = ok(&mut lab);
+    assert!(
+        r.message.contains("(full reconcile)"),
+        "the window selects: {}",
+        r.message
+    );
+    assert_eq!(
+        held(&lab),
+        vec!["ThreatConnect Host fresh.example".to_string()]
+    );
+    assert!(r.log.contains("lastModified >= "), "{}", r.log);
+}
+
+#[test]
+fn a_running_deploy_is_not_doubled_and_deploys_can_be_left_to_the_admin() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 40, 42);
+    lab.tanium.set_deploy_running(true);
+    let r = ok(&mut lab);
+    assert_eq!(lab.tanium.deploy_count(), 0);
+    assert_eq!(
+        lab.tanium
+            .server()
+            .hits("POST /plugin/products/threat-response/api/v1/intel/deploy"),
+        0
+    );
+    assert!(
+        r.message
+            .contains("intel deploy owed to the next run (one was already running)"),
+        "{}",
+        r.message
+    );
+    assert_eq!(r.results["deploy_pending"], "true");
+    // Done running: the next run deploys what it owes, though nothing changed.
+    lab.tanium.set_deploy_running(false);
+    let r = ok(&mut lab);
+    assert!(r.message.contains("0 created, 0 updated"), "{}", r.message);
+    assert_eq!(lab.tanium.deploy_count(), 1);
+    assert_eq!(r.results["deploy_pending"], "");
+    // Deploy Intel off: never deployed, and the summary says the intel waits.
+    lab.set("deploy_intel", json!(false));
+    let id = lab.tc.snapshot().into_iter().find(|i| i.active).unwrap().id;
+    lab.tc.update(id, |i| i.confidence = Some(77));
+    let r = ok(&mut lab);
+    assert_eq!(lab.tanium.deploy_count(), 1);
+    assert!(
+        r.message
+            .contains("intel awaits a deploy (Deploy Intel is off)"),
+        "{}",
+        r.message
+    );
+    let want = expected(&lab, |_| true);
+    assert_eq!(held(&lab), want);
+}
