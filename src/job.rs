@@ -156,6 +156,10 @@ pub fn check(config: &JobConfig, _opts: &Options, clients: &Clients) -> Result<O
         Ok(s) => lines.push(format!("ok   ThreatConnect: {s}")),
         Err(e) => lines.push(format!("FAIL ThreatConnect: {e}")),
     }
+    lines.push(format!(
+        "ok   Safety rails: {}",
+        rails_summary(&config.rails)
+    ));
     match clients.tanium(&config.tanium) {
         Ok(t) => {
             check_tanium(&t, &mut lines);
@@ -182,6 +186,22 @@ pub fn check(config: &JobConfig, _opts: &Options, clients: &Clients) -> Result<O
         },
         results: Vec::new(),
     })
+}
+
+/// The rails in the words of the job's params, for `check`.
+fn rails_summary(r: &crate::safety::Rails) -> String {
+    let on = |b: bool| if b { "on" } else { "off" };
+    let never = r.guard.never_send.canonical().len();
+    format!(
+        "Block Unsafe Indicators {}; Never Send {never} entr{}; Maximum Removal Percent {}; Maximum Indicators {}; Maximum Indicator Age {}; Deploy Intel {}",
+        on(r.guard.safeguards),
+        if never == 1 { "y" } else { "ies" },
+        r.max_removal_percent,
+        r.max_indicators.map_or("none".to_string(), |n| n.to_string()),
+        r.max_indicator_age_days
+            .map_or("none".to_string(), |d| format!("{d} days")),
+        on(r.deploy_intel)
+    )
 }
 
 /// The server and what the credentials may read (intel status, labels).

@@ -822,9 +822,13 @@ fn help_version_and_subcommands() {
     let r = lab.run(&none, &["check"]).unwrap();
     assert_eq!(r.code, 0, "{}\n{}", r.message, r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    assert_eq!(lines.len(), 4, "{}", r.stdout);
     assert!(lines.iter().all(|l| l.starts_with("ok ")), "{}", r.stdout);
-    assert!(lines[0].contains("ThreatConnect") && lines[1].contains("Tanium"));
+    assert!(lines[0].contains("ThreatConnect") && lines[2].contains("Tanium"));
+    assert_eq!(
+        lines[1],
+        "ok   Safety rails: Block Unsafe Indicators on; Never Send 0 entries; Maximum Removal Percent 50; Maximum Indicators none; Maximum Indicator Age none; Deploy Intel on"
+    );
     assert!(r.message.starts_with("All checks passed"), "{}", r.message);
     assert!(r.results.is_empty());
     assert_eq!(lab.tanium.doc_count(), 0);

@@ -235,6 +235,9 @@ impl Planner<'_> {
                 self.counts.blocked += 1;
                 if self.counts.blocked <= BLOCKED_LINES {
                     log::info!("not sent: {name} ({}): {block}", ind.owner_name);
+                    if self.opts.dry_run {
+                        println!("not sent {name} ({}): {block}", ind.owner_name);
+                    }
                 }
                 if let Some(doc_id) = doc_id {
                     self.remove(doc_id, describe(ind), &block.to_string());
