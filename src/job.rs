@@ -32,12 +32,12 @@ pub fn execute(
     let tc = clients.tc(&config.tc)?;
     let tanium = clients.tanium(&config.tanium)?;
     let sync_opts = SyncOptions {
-        dry_run: opts.dry_run,
+        dry_run: opts.dry_run || config.dry_run,
         out_dir: opts.out.clone(),
         now,
     };
     let report = sync::run(config, checkpoint, &sync_opts, tc, &tanium)?;
-    Ok(outcome(config, checkpoint, &report, opts.dry_run, now))
+    Ok(outcome(config, checkpoint, &report, sync_opts.dry_run, now))
 }
 
 /// Maps a sync report to exit status, message and results (pure, so it is tested directly).

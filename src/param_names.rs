@@ -170,6 +170,15 @@ pub const DEPLOY_INTEL: ParamSpec = ParamSpec {
     label: "Deploy Intel",
 };
 
+pub const TAKE_OVER_SOURCE: ParamSpec = ParamSpec {
+    name: "take_over_source",
+    label: "Take Over Source",
+};
+pub const DRY_RUN: ParamSpec = ParamSpec {
+    name: "dry_run",
+    label: "Dry Run",
+};
+
 /// Every param install.json declares, in install.json order; build.rs checks both ways.
 pub const JOB_PARAMS: &[ParamSpec] = &[
     API_USER,
@@ -178,6 +187,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     TANIUM_PASSWORD,
     VERIFY_SSL,
     TANIUM_SOURCE,
+    TAKE_OVER_SOURCE,
     TANIUM_API_VERSION,
     OWNERS,
     INDICATOR_TYPES,
@@ -195,6 +205,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     MAX_INDICATORS,
     MAX_INDICATOR_AGE_DAYS,
     DEPLOY_INTEL,
+    DRY_RUN,
     INTEL_FORMAT,
     RECONCILE_INTERVAL_HOURS,
     TANIUM_WORKERS,

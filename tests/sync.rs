@@ -692,3 +692,32 @@ fn invalid_tql_exits_1_quoting_tcs_reason() {
     assert!(r.results.is_empty());
     assert_eq!(lab.persisted["last_modified"], lm);
 }
+
+/// The Dry Run param, for admins without a shell: the same plan as `--dry-run`, nothing
+/// written, the checkpoint kept.
+#[test]
+fn the_dry_run_param_previews_from_the_job_ui() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 60, 15);
+    lab.set("dry_run", json!(true));
+    let r = run(&mut lab, &none());
+    assert_eq!(r.code, 0, "{}", r.message);
+    assert!(
+        r.message.starts_with("Dry run for Tanium source"),
+        "{}",
+        r.message
+    );
+    let want = expected(&lab, |_| true);
+    assert!(
+        r.message.contains(&format!("would create {}", want.len())),
+        "{}",
+        r.message
+    );
+    assert!(r.log.contains("plan: create "), "{}", r.log);
+    assert!(r.results.is_empty(), "no results.tc");
+    assert_eq!(lab.tanium.doc_count(), 0);
+    assert_eq!(lab.tanium.source_id("ThreatConnect"), None);
+    assert_eq!(lab.tanium.deploy_count(), 0);
+    lab.set("dry_run", json!(false));
+    ok(&mut lab, &none());
+    assert_eq!(held(&lab), want);
+}

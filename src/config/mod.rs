@@ -65,6 +65,10 @@ pub struct JobConfig {
     pub intel_format: intel::Format,
     /// Safety rails.
     pub rails: crate::safety::Rails,
+    /// Adopt or replace documents in the source that this job did not make.
+    pub take_over_source: bool,
+    /// The job's own dry run: read both sides, write nothing (the `--dry-run` flag's twin).
+    pub dry_run: bool,
     /// How often a full reconcile runs (0 = every run).
     #[serde(rename = "reconcile_interval_hours", serialize_with = "whole_hours")]
     pub reconcile_interval: Duration,
@@ -186,6 +190,9 @@ impl Loader {
         let filters = select::filters(raw, p);
         let intel_format = p.take(select::intel_format(raw));
         let rails = rails::rails(raw, p);
+        let flag = |spec: pn::ParamSpec| value::boolean(raw, &[spec.name], spec.label, false);
+        let take_over_source = p.take(flag(pn::TAKE_OVER_SOURCE));
+        let dry_run = p.take(flag(pn::DRY_RUN));
         let reconcile_hours = p
             .take(spec_whole(
                 raw,
@@ -212,6 +219,8 @@ impl Loader {
             filters,
             intel_format,
             rails,
+            take_over_source,
+            dry_run,
             reconcile_interval: Duration::from_secs(u64::from(reconcile_hours) * 3600),
             workers: workers as usize,
             log_level,
