@@ -118,8 +118,41 @@ fn mask_raw_secrets(raw: &RawParams) {
 
 fn fail(out: &Path, e: &Error) -> i32 {
     log::error!("{e}");
-    write_message_or_warn(out, &e.to_string());
+    let message = match e {
+        Error::Param(problems) => param_summary(problems),
+        e => e.to_string(),
+    };
+    write_message_or_warn(out, &message);
     ExitStatus::Failure.code()
+}
+
+/// message.tc for bad params: one problem as it is; several by the labels the admin sees in
+/// the job wizard, since all of them rarely fit in 255 characters (app.log has each).
+fn param_summary(problems: &str) -> String {
+    let names: Vec<&str> = crate::param_names::JOB_PARAMS
+        .iter()
+        .map(|p| p.label)
+        .chain(crate::param_names::PLATFORM_PARAMS.iter().copied())
+        .collect();
+    // A problem starts with the name of its param; "; " inside one (a quoted value) does not.
+    let named: Vec<&str> = problems
+        .split("; ")
+        .filter_map(|part| {
+            names
+                .iter()
+                .filter(|n| part.starts_with(*n))
+                .max_by_key(|n| n.len())
+                .copied()
+        })
+        .collect();
+    if named.len() < 2 {
+        return problems.to_string();
+    }
+    format!(
+        "{} invalid parameters: {} (details in app.log)",
+        named.len(),
+        named.join(", ")
+    )
 }
 
 fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
@@ -285,6 +318,19 @@ mod tests {
         assert_eq!(finish(&c, &opts, outcome(ExitStatus::Success)), 0);
         assert!(!dir.path().join("results.tc").exists());
         assert!(dir.path().join("message.tc").exists());
+    }
+
+    #[test]
+    fn several_bad_params_are_named_by_label_one_is_shown_whole() {
+        let one = "Minimum Confidence Rating must be a whole number from 0 to 100, got 'abc'";
+        assert_eq!(param_summary(one), one);
+        let three = "Minimum Confidence Rating must be a whole number from 0 to 100, got 'x; y'; \
+                     Include Tags must be a list of names; Parallel Tanium Writes must be a whole \
+                     number from 1 to 32, got '99'";
+        assert_eq!(
+            param_summary(three),
+            "3 invalid parameters: Minimum Confidence Rating, Include Tags, Parallel Tanium Writes (details in app.log)"
+        );
     }
 
     #[test]

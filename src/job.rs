@@ -95,8 +95,8 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
         )
     } else {
         format!(
-            "Synced {} indicators to Tanium source \"{source}\": {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid)",
-            t.matched, t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
+            "Synced: Tanium source \"{source}\" now holds {} documents; this run: {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid)",
+            r.source_docs, t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
         )
     };
     if t.dropped_other_types > 0 {
@@ -324,6 +324,7 @@ mod tests {
                 deploy_owed: false,
             }),
             source: ("ThreatConnect".into(), Some(7)),
+            source_docs: 1159,
         }
     }
 
@@ -352,7 +353,7 @@ mod tests {
         assert_eq!(o.status, ExitStatus::Success);
         assert_eq!(
             o.message,
-            "Synced 12 indicators to Tanium source \"ThreatConnect\": 2 created, 1 updated, 3 removed, 9 unchanged, 1 skipped (invalid), 4 not sent (type not Address/File/Host)"
+            "Synced: Tanium source \"ThreatConnect\" now holds 1159 documents; this run: 2 created, 1 updated, 3 removed, 9 unchanged, 1 skipped (invalid), 4 not sent (type not Address/File/Host)"
         );
         assert_eq!(
             key(&o, "last_modified"),

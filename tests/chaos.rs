@@ -1224,7 +1224,7 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
             r.message.contains(" failed") || r.message.contains("incomplete") || held_back;
         match r.code {
             0 => {
-                if !r.message.starts_with("Synced ") || says_failed {
+                if !r.message.starts_with("Synced: ") || says_failed {
                     return fail("exit 0 with a message that reports trouble".into());
                 }
                 let undelivered: Vec<String> = d

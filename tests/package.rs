@@ -343,8 +343,9 @@ fn the_packaged_app_syncs_when_started_like_the_platform_starts_it() {
         .filter(|i| i.active && matches!(i.type_name.as_str(), "Address" | "File" | "Host"))
         .count();
     assert!(
-        r.message
-            .starts_with(&format!("Synced {expected} indicators")),
+        r.message.starts_with(&format!(
+            "Synced: Tanium source \"ThreatConnect\" now holds {expected} documents"
+        )),
         "{}",
         r.message
     );

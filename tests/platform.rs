@@ -85,11 +85,11 @@ fn aes256_param_file_runs_the_job_and_reports() {
         "{log}"
     );
     assert!(log.contains("DEBUG config: {"), "{log}");
-    assert!(log.contains("INFO  finished: Synced "), "{log}");
+    assert!(log.contains("INFO  finished: Synced: "), "{log}");
     assert_log_format(&log);
     // stderr gets the same lines.
     assert!(r.stderr.contains("starting (job 77)"));
-    assert!(r.stderr.contains("finished: Synced "));
+    assert!(r.stderr.contains("finished: Synced: "));
     // A second run appends to app.log, and writes nothing to Tanium: nothing changed.
     let file = sb.param_file("in.bin", KEY_256, &params);
     let f = file.display().to_string();

@@ -57,7 +57,7 @@ fn first_sync_is_the_expected_set_and_a_rerun_writes_nothing() {
     assert_eq!(held(&lab), want);
     assert!(
         r1.message.starts_with(&format!(
-            "Synced {} indicators to Tanium source \"ThreatConnect\": {} created, 0 updated, 0 removed, 0 unchanged, 0 skipped (invalid)",
+            "Synced: Tanium source \"ThreatConnect\" now holds {} documents; this run: {} created, 0 updated, 0 removed, 0 unchanged, 0 skipped (invalid)",
             want.len(),
             want.len()
         )),

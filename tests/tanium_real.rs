@@ -70,7 +70,7 @@ fn auto_finds_3x_behind_a_403_or_500_on_the_4x_path() {
             }
             let r = run(&mut lab, &[]);
             assert_eq!(r.code, 0, "{status} token={token}: {}", r.message);
-            assert!(r.message.starts_with("Synced "), "{}", r.message);
+            assert!(r.message.starts_with("Synced: "), "{}", r.message);
             assert!(!lab.source_docs().is_empty());
             assert!(
                 r.log.contains(&format!(

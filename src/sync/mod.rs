@@ -175,6 +175,8 @@ pub struct SyncReport {
     pub end: Option<RunEnd>,
     /// Tanium source name and id.
     pub source: (String, Option<i64>),
+    /// Documents the source holds after the run (would hold, in a dry run).
+    pub source_docs: u64,
 }
 
 impl SyncReport {
@@ -430,6 +432,7 @@ pub fn run(
         }),
         deploy,
         errors: results.errors,
+        source_docs: (index.docs + tally.created).saturating_sub(tally.removed),
         tally,
         source: (source.name, source.id),
     };

@@ -263,7 +263,7 @@ pub fn lab_params(lab: &Lab) -> Value {
 /// Asserts message.tc and results.tc of a run that really synced: the summary, and the
 /// checkpoint entries the next run reads (Last Modified and the full-reconcile time as ISO UTC).
 pub fn assert_synced(message: &str, results: &str) {
-    assert!(message.starts_with("Synced "), "message.tc: {message}");
+    assert!(message.starts_with("Synced: "), "message.tc: {message}");
     let value = |k: &str| {
         results
             .lines()
