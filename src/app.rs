@@ -233,6 +233,9 @@ fn finish(config: &JobConfig, opts: &Options, outcome: job::Outcome) -> i32 {
     let mut status = outcome.status;
     let keeps_results = matches!(status, ExitStatus::Success | ExitStatus::Partial);
     if keeps_results && opts.command == Command::Run && !outcome.results.is_empty() {
+        for (k, v) in &outcome.results {
+            log::info!("results.tc: {k} = {}", v.as_deref().unwrap_or(""));
+        }
         if let Err(e) = platform::update_results(out, &outcome.results) {
             log::error!("cannot write results.tc: {e}");
             status = ExitStatus::Failure;

@@ -256,6 +256,81 @@ fn full_reconcile_reason(
     }
 }
 
+/// The job as this run applies it, in one line of the words the admin set it with.
+fn describe_job(config: &JobConfig) -> String {
+    let f = &config.filters;
+    let list = |v: &[String], none: &str| {
+        if v.is_empty() {
+            none.to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let selection = match tql::user_tql(f) {
+        Some(t) => format!("TQL {t} (replaces every other filter)"),
+        None => {
+            let types: Vec<&str> = f.types.iter().map(|t| t.as_str()).collect();
+            let min = |v: Option<u32>| v.map_or("none".to_string(), |n| n.to_string());
+            format!(
+                "Indicator Types {}; Owners {}; Include Tags {}; Exclude Tags {}; Minimum ThreatAssess Score {}, Confidence {}, Rating {}; Maximum False Positives {}",
+                types.join(", "),
+                list(&f.owners, "all the Api User can read"),
+                list(&f.include_tags, "none"),
+                list(&f.exclude_tags, "none"),
+                min(f.min_threatassess_score),
+                min(f.min_confidence),
+                min(f.min_rating),
+                min(f.max_false_positives)
+            )
+        }
+    };
+    let r = &config.rails;
+    format!(
+        "job: {selection}; Intel Format {}; Block Unsafe Indicators {}; Never Send {}; Maximum Indicators {}; Maximum Indicator Age {}",
+        config.intel_format,
+        if r.guard.safeguards { "on" } else { "off" },
+        list(&r.guard.never_send.canonical(), "none"),
+        r.max_indicators.map_or("none".to_string(), |n| n.to_string()),
+        r.max_indicator_age_days
+            .map_or("none".to_string(), |d| format!("{d} days"))
+    )
+}
+
+/// What the run did, in counts that add up: what TC returned and where each went, and the
+/// removals by reason.
+fn log_counts(counts: &Counts, tally: &Tally) {
+    let by = |m: &std::collections::BTreeMap<&str, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let excluded: u64 = counts.excluded.values().sum();
+    log::info!(
+        "ThreatConnect sent {} indicators: {} matched ({} created, {} updated, {} unchanged, the rest met twice), {excluded} left out by the filters ({}), {} blocked (unsafe or Never Send), {} over Maximum Indicators, {} invalid values, {} of other types",
+        counts.matched + excluded + counts.blocked + counts.over_cap + counts.skipped_invalid,
+        counts.matched,
+        tally.created,
+        tally.updated,
+        tally.unchanged,
+        by(&counts.excluded),
+        counts.blocked,
+        counts.over_cap,
+        counts.skipped_invalid,
+        counts.dropped_other_types
+    );
+    let planned: u64 = counts.removals.values().sum();
+    if planned > 0 {
+        log::info!(
+            "removals planned {planned} ({}); removed {}, failed {}, held back {}",
+            by(&counts.removals),
+            tally.removed,
+            tally.failed_removals,
+            tally.held_back
+        );
+    }
+}
+
 fn log_mode(checkpoint: &Checkpoint, full: Option<&str>) {
     match checkpoint.horizon {
         Some(h) => log::info!(
@@ -298,6 +373,15 @@ fn reconcile(
         until: None,
     };
     let tql = tql::build(&config.filters, &window);
+    log::info!("{}", describe_job(config));
+    log::info!(
+        "matching query ({}): {tql}",
+        if full {
+            "every indicator the job selects"
+        } else {
+            "indicators modified since the last run"
+        }
+    );
     let mut sel = Selection {
         filters: &config.filters,
         format: config.intel_format,
@@ -403,6 +487,7 @@ pub fn run(
         results.note_error(e);
     }
     let tally = Tally::new(&counts, &results);
+    log_counts(&counts, &tally);
     if opts.dry_run {
         print_plan_summary(&tally);
     }

@@ -4,6 +4,7 @@
 use crate::intel::Format;
 use crate::intel::{self, Invalid, Package};
 use crate::safety::{Block, Guard};
+use crate::tc::filter::Rejection;
 use crate::tc::model::Indicator;
 use crate::tc::Filters;
 
@@ -18,7 +19,7 @@ pub(super) enum Decision {
     /// source holds one that is not already handled, goes.
     Rejected {
         doc_id: Option<i64>,
-        why: String,
+        why: Rejection,
     },
     /// Its value cannot be sent (not an IP, a malformed hash...).
     Invalid(Box<Invalid>),
@@ -279,7 +280,7 @@ mod tests {
             Decision::Rejected {
                 doc_id: Some(41),
                 why,
-            } => assert_eq!(why, "has the exclude tag APT"),
+            } => assert_eq!(why.to_string(), "has the exclude tag APT"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(

@@ -1,6 +1,7 @@
 //! The planner: walks the TC pull, decides for each indicator (see `plan`), says why in the
 //! plan, and hands writes to the pool. Its counters stay on its own thread.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,6 +9,7 @@ use std::time::Instant;
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::intel::{self, Package};
+use crate::safety::Block;
 use crate::tanium::client::TaniumClient;
 use crate::tc::client::TcClient;
 use crate::tc::model::Indicator;
@@ -34,6 +36,10 @@ pub(super) struct Counts {
     pub over_cap: u64,
     /// Removals the mass-removal guard held back.
     pub held_back: u64,
+    /// Indicators TC returned that the job's filters leave out, by filter.
+    pub excluded: BTreeMap<&'static str, u64>,
+    /// Removals planned, by reason.
+    pub removals: BTreeMap<&'static str, u64>,
 }
 
 /// At most this many blocked indicators are logged one by one per run (then a count).
@@ -166,6 +172,7 @@ impl Planner<'_> {
         sel: &Selection,
         cap: u64,
     ) -> Result<Option<Rank>> {
+        log::info!("ranking pass for Maximum Indicators: {tql}");
         let mut ranks: Vec<Rank> = Vec::new();
         for page in tc.indicators(tql) {
             for ind in page? {
@@ -219,8 +226,9 @@ impl Planner<'_> {
         match decision {
             Decision::OtherType => self.counts.dropped_other_types += 1,
             Decision::Rejected { doc_id, why } => {
+                *self.counts.excluded.entry(why.filter).or_default() += 1;
                 if let Some(doc_id) = doc_id {
-                    self.remove(doc_id, describe(ind), &why);
+                    self.remove(doc_id, describe(ind), &why.detail, why.filter);
                 }
             }
             Decision::Invalid(invalid) => {
@@ -240,14 +248,23 @@ impl Planner<'_> {
                     }
                 }
                 if let Some(doc_id) = doc_id {
-                    self.remove(doc_id, describe(ind), &block.to_string());
+                    let kind = match block {
+                        Block::Unsafe(_) => "unsafe",
+                        Block::NeverSend(_) => "Never Send",
+                    };
+                    self.remove(doc_id, describe(ind), &block.to_string(), kind);
                 }
             }
             Decision::OverCap { doc_id, name } => {
                 self.counts.over_cap += 1;
                 log::debug!("not sent: {name}: beyond Maximum Indicators");
                 if let Some(doc_id) = doc_id {
-                    self.remove(doc_id, describe(ind), "ranked beyond Maximum Indicators");
+                    self.remove(
+                        doc_id,
+                        describe(ind),
+                        "ranked beyond Maximum Indicators",
+                        "Maximum Indicators",
+                    );
                 }
             }
             Decision::Repeat => self.counts.matched += 1,
@@ -302,8 +319,9 @@ impl Planner<'_> {
     }
 
     /// Plans a removal; it is sent by [`Planner::settle_removals`], when the guard allows.
-    pub fn remove(&mut self, doc_id: i64, what: String, why: &str) {
+    pub fn remove(&mut self, doc_id: i64, what: String, why: &str, reason: &'static str) {
         self.plan(format!("remove {what}: {why}"));
+        *self.counts.removals.entry(reason).or_default() += 1;
         self.removals.push(Removal { doc_id, what });
     }
 
@@ -369,6 +387,7 @@ impl Planner<'_> {
     /// job's query leaves them out, so TC says how many there were.
     pub fn count_other_types(&mut self, tc: &TcClient, window: &tql::Window) {
         if let Some(q) = tql::other_types(&self.config.filters, window) {
+            log::info!("count of the other types the TQL selects: {q}");
             match tc.count(&q) {
                 Ok(n) => self.counts.dropped_other_types += n,
                 Err(e) => log::warn!("could not count the indicators of other types: {e}"),

@@ -24,12 +24,17 @@ impl Planner<'_> {
             None => "not selected any more (deleted, inactive or filtered out)".to_string(),
         };
         for (key, doc_id) in index.take_unseen() {
-            self.remove(doc_id, format!("document {doc_id} ({key:032x})"), &why);
+            self.remove(
+                doc_id,
+                format!("document {doc_id} ({key:032x})"),
+                &why,
+                "not selected any more",
+            );
         }
         for (doc_id, name) in std::mem::take(&mut index.unidentified) {
             let what = format!("document {doc_id} \"{name}\" (not made by this app)");
             log::warn!("removing {what} from the app's own source");
-            self.remove(doc_id, what, "not made by this job");
+            self.remove(doc_id, what, "not made by this job", "not made by this job");
         }
     }
 
@@ -40,6 +45,7 @@ impl Planner<'_> {
                 doc_id,
                 format!("duplicate document {doc_id} \"{name}\""),
                 "another document holds the same indicator",
+                "duplicate",
             );
         }
     }
@@ -62,6 +68,11 @@ impl Planner<'_> {
         } else {
             tc.owners()?.into_iter().map(|o| o.name).collect()
         };
+        log::info!(
+            "deleted indicators since {}: asking each of {} owners",
+            tql::format_time(since),
+            owners.len()
+        );
         let mut first_error = None;
         for owner in &owners {
             let mut gone = Vec::new();
@@ -78,7 +89,12 @@ impl Planner<'_> {
                 }
             });
             for (doc_id, what) in gone {
-                self.remove(doc_id, what, "deleted in ThreatConnect");
+                self.remove(
+                    doc_id,
+                    what,
+                    "deleted in ThreatConnect",
+                    "deleted in ThreatConnect",
+                );
             }
             if let Err(e) = asked {
                 log::error!("could not read the indicators deleted in {owner}: {e}");
@@ -86,18 +102,20 @@ impl Planner<'_> {
             }
         }
         let tql = tql::removal_check(&self.config.filters, window);
-        log::debug!("removal check TQL: {tql}");
+        log::info!("removal check (modified since the last run, active or not): {tql}");
         for page in tc.indicators(&tql) {
             for ind in page? {
                 let Some(kind) = ind.kind() else { continue };
                 let key = intel::identity_of(&ind.owner_name, kind, &ind.summary).ok();
                 if let Some(doc_id) = key.and_then(|k| index.take_for_removal(k.as_u128())) {
-                    let why = self
-                        .config
-                        .filters
-                        .rejection(&ind)
-                        .unwrap_or_else(|| "no longer selected by the job's query".into());
-                    self.remove(doc_id, describe(&ind), &why);
+                    let (why, reason) = match self.config.filters.rejection(&ind) {
+                        Some(r) => (r.detail, r.filter),
+                        None => (
+                            "no longer selected by the job's query".to_string(),
+                            "no longer selected",
+                        ),
+                    };
+                    self.remove(doc_id, describe(&ind), &why, reason);
                 }
             }
         }

@@ -433,7 +433,7 @@ impl TcClient {
     /// says that more pages exist; it is never fetched, whatever origin it names (real servers
     /// may name a proxy or an internal host there), so credentials never go to it either.
     pub fn indicators(&self, tql: &str) -> Pages<'_> {
-        log::info!("ThreatConnect TQL: {tql}");
+        log::debug!("ThreatConnect TQL: {tql}");
         Pages::new(self, tql)
     }
 

@@ -99,55 +99,100 @@ impl Filters {
     ///
     /// With user TQL only the type and the active status can be checked here (user TQL is
     /// evaluated by ThreatConnect alone); everything else TC returned for it is accepted.
-    pub fn rejection(&self, ind: &Indicator) -> Option<String> {
+    pub fn rejection(&self, ind: &Indicator) -> Option<Rejection> {
+        let no = |filter, detail: String| Some(Rejection { filter, detail });
         let Some(kind) = ind.kind() else {
-            return Some(format!("type {} is never sent", ind.type_name));
+            return no(
+                "Indicator Types",
+                format!("type {} is never sent", ind.type_name),
+            );
         };
         if !ind.active {
-            return Some("inactive in ThreatConnect".into());
+            return no("inactive", "inactive in ThreatConnect".into());
         }
         if !effective_types(self).contains(&kind) {
-            return Some(format!("type {kind} is not among the Indicator Types"));
+            return no(
+                "Indicator Types",
+                format!("type {kind} is not among the Indicator Types"),
+            );
         }
         if user_tql(self).is_some() {
             return None;
         }
         if !self.owners.is_empty() && !self.owners.contains(&ind.owner_name) {
-            return Some(format!("owner {} is not among the Owners", ind.owner_name));
+            return no(
+                "ThreatConnect Owners",
+                format!("owner {} is not among the Owners", ind.owner_name),
+            );
         }
         if !self.include_tags.is_empty() && !has_any_tag(ind, &self.include_tags) {
-            return Some("has none of the Include Tags".into());
+            return no("Include Tags", "has none of the Include Tags".into());
         }
         if let Some(t) = ind
             .tags
             .iter()
             .find(|t| has_any_tag_named(t, &self.exclude_tags))
         {
-            return Some(format!("has the exclude tag {t}"));
+            return no("Exclude Tags", format!("has the exclude tag {t}"));
         }
         let score = Some(ind.threat_assess_score.unwrap_or(0) as f64);
         let confidence = ind.confidence.map(|c| c as f64);
         let minimums = [
-            ("ThreatAssess score", score, self.min_threatassess_score),
-            ("confidence", confidence, self.min_confidence),
-            ("rating", ind.rating, self.min_rating),
+            (
+                "Minimum ThreatAssess Score",
+                "ThreatAssess score",
+                score,
+                self.min_threatassess_score,
+            ),
+            (
+                "Minimum Confidence Rating",
+                "confidence",
+                confidence,
+                self.min_confidence,
+            ),
+            (
+                "Minimum Threat Rating",
+                "rating",
+                ind.rating,
+                self.min_rating,
+            ),
         ];
-        for (what, value, min) in minimums {
+        for (filter, what, value, min) in minimums {
             if !at_least(value, min) {
-                return Some(format!(
-                    "{what} {} is below the minimum {}",
-                    shown(value),
-                    min.unwrap_or(0)
-                ));
+                return no(
+                    filter,
+                    format!(
+                        "{what} {} is below the minimum {}",
+                        shown(value),
+                        min.unwrap_or(0)
+                    ),
+                );
             }
         }
         match self.max_false_positives {
-            Some(max) if ind.false_positives.unwrap_or(0) > i64::from(max) => Some(format!(
-                "{} false positives, above the maximum {max}",
-                ind.false_positives.unwrap_or(0)
-            )),
+            Some(max) if ind.false_positives.unwrap_or(0) > i64::from(max) => no(
+                "Maximum False Positive Count",
+                format!(
+                    "{} false positives, above the maximum {max}",
+                    ind.false_positives.unwrap_or(0)
+                ),
+            ),
             _ => None,
         }
+    }
+}
+
+/// Why the job's filters leave an indicator out: which filter (by the label the admin sees,
+/// or `inactive`), and the details for the plan and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub filter: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
     }
 }
 
@@ -305,7 +350,7 @@ mod tests {
 
     #[test]
     fn rejections_say_why() {
-        let why = |f: Filters, i: Indicator| f.rejection(&i).unwrap_or_default();
+        let why = |f: Filters, i: Indicator| f.rejection(&i).map(|r| r.detail).unwrap_or_default();
         let d = Filters::default;
         assert_eq!(
             why(
