@@ -111,6 +111,15 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
     if t.over_cap > 0 {
         message.push_str(&format!(", {} over Maximum Indicators", t.over_cap));
     }
+    if t.adopted > 0 {
+        message.push_str(&format!(", {} adopted", t.adopted));
+    }
+    if t.foreign_left > 0 {
+        message.push_str(&format!(
+            ", {} documents this job did not make left alone (see Take Over Source)",
+            t.foreign_left
+        ));
+    }
     let failed = t.failed_writes + t.failed_removals;
     if failed > 0 {
         message.push_str(&format!(", {failed} failed"));

@@ -15,6 +15,7 @@ mod rails;
 mod replay;
 mod security;
 mod sync;
+mod takeover;
 mod tanium;
 mod tanium_real;
 mod tc;

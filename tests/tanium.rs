@@ -346,6 +346,7 @@ fn create_update_delete(g: ApiGeneration) {
     assert_eq!(created.description.as_deref(), Some("Owner: Example Org"));
     let row = IntelDoc {
         description: None,
+        contents: None,
         ..created.clone()
     };
     assert_eq!(listed, vec![row]);

@@ -301,7 +301,8 @@ fn our_uuid(s: &str) -> Option<Identity> {
 fn marker(text: &str) -> Option<(Identity, Option<Rev>)> {
     text.rmatch_indices(MARKER).find_map(|(i, _)| {
         let mut words = text[i + MARKER.len()..].split_whitespace();
-        let id = our_uuid(words.next()?)?;
+        // An adopted document's name carries the marker in parentheses.
+        let id = our_uuid(words.next()?.trim_end_matches(')'))?;
         let rev = match (words.next(), words.next()) {
             (Some("rev"), Some(r)) => {
                 let r: String = r.chars().take(16).collect();

@@ -11,6 +11,7 @@
 //! cut to [`MAX_DESCRIPTION`] characters; timestamps come from the indicator's `lastModified`,
 //! never from the clock.
 
+pub mod foreign;
 pub mod identity;
 pub mod openioc;
 pub mod stix;
@@ -62,6 +63,8 @@ pub struct Package {
     pub identity: Identity,
     /// Indicator type.
     pub kind: IndicatorType,
+    /// The normalised value the identity is derived from (a File's first hash).
+    pub key: String,
     /// Normalised value for logs and plan output (File: present hashes joined by " : ").
     pub value: String,
     /// TC owner name.
@@ -151,6 +154,9 @@ pub(crate) enum Observable {
 #[derive(Debug, Clone)]
 pub(crate) struct Doc {
     pub identity: Identity,
+    /// The root id to write instead of the identity's: an adopted document keeps the id it
+    /// had, since Tanium replaces in place only when the root id stays.
+    pub root: Option<String>,
     pub name: String,
     /// Description without the marker line (renderers append it with the rev).
     pub context: String,
@@ -219,6 +225,17 @@ fn observable_of(
 
 /// Renders one indicator in `format`, or says why it cannot be sent.
 pub fn render(ind: &Indicator, format: Format) -> Result<Package, Invalid> {
+    render_doc(ind, format, None)
+}
+
+/// Renders one indicator for a document this job adopts: the document keeps its root id (so
+/// Tanium replaces it in place), and its name carries the identity marker, since the listing
+/// shows the root id and the name but no description.
+pub fn render_adopted(ind: &Indicator, format: Format, root: &str) -> Result<Package, Invalid> {
+    render_doc(ind, format, Some(root))
+}
+
+fn render_doc(ind: &Indicator, format: Format, root: Option<&str>) -> Result<Package, Invalid> {
     let invalid = |reason: String| Invalid {
         indicator_id: ind.id,
         owner: ind.owner_name.clone(),
@@ -236,9 +253,14 @@ pub fn render(ind: &Indicator, format: Format) -> Result<Package, Invalid> {
     let id = identity::identity(&ind.owner_name, kind, &key);
     let name = format!("ThreatConnect {} {}", kind.as_str(), key);
     let timestamp = canonical_time(&ind.last_modified);
+    let name = match root {
+        Some(_) => format!("{name} ({} {id})", identity::MARKER),
+        None => name,
+    };
     let doc = Doc {
         context: context(ind, &name, timestamp.as_deref()),
         identity: id,
+        root: root.map(str::to_string),
         name,
         observable,
         timestamp,
@@ -264,6 +286,7 @@ pub fn render(ind: &Indicator, format: Format) -> Result<Package, Invalid> {
         file_name: format!("{}.{ext}", doc.identity),
         identity: doc.identity,
         kind,
+        key,
         value,
         owner: doc.owner,
         name: doc.name,

@@ -47,7 +47,10 @@ fn items_of(observable: &Observable) -> Vec<Item> {
 
 /// Renders `doc` as an OpenIOC 1.1 document, with `rev` in the description marker.
 pub(crate) fn write(doc: &Doc, rev: &str) -> String {
-    let id = attr(&doc.identity.to_string());
+    let id = doc
+        .root
+        .as_deref()
+        .map_or_else(|| attr(&doc.identity.to_string()), attr);
     let date = attr(doc.timestamp.as_deref().unwrap_or(NO_DATE));
     let mut x = String::with_capacity(2048 + doc.context.len());
     x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");

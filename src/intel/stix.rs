@@ -19,6 +19,10 @@ pub const NS_URI: &str = "https://github.com/tanium-tr-indicators";
 /// Renders `doc` as a STIX 1.2 package, with `rev` in the description marker.
 pub(crate) fn write(doc: &Doc, rev: &str) -> String {
     let id = attr(&doc.identity.to_string());
+    let root = doc
+        .root
+        .as_deref()
+        .map_or_else(|| format!("{NS_PREFIX}:Package-{id}"), attr);
     let title = text(&doc.name);
     let description = text(&doc.description(rev));
     let (obj_ns, indicator_type) = match doc.observable {
@@ -45,7 +49,7 @@ pub(crate) fn write(doc: &Doc, rev: &str) -> String {
     x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
-        r#"<stix:STIX_Package xmlns:stix="http://stix.mitre.org/stix-1" xmlns:indicator="http://stix.mitre.org/Indicator-2" xmlns:stixVocabs="http://stix.mitre.org/default_vocabularies-1" xmlns:cybox="http://cybox.mitre.org/cybox-2" xmlns:cyboxCommon="http://cybox.mitre.org/common-2" xmlns:cyboxVocabs="http://cybox.mitre.org/default_vocabularies-2" {obj_ns} xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:{NS_PREFIX}="{NS_URI}" id="{NS_PREFIX}:Package-{id}" version="1.2">"#
+        r#"<stix:STIX_Package xmlns:stix="http://stix.mitre.org/stix-1" xmlns:indicator="http://stix.mitre.org/Indicator-2" xmlns:stixVocabs="http://stix.mitre.org/default_vocabularies-1" xmlns:cybox="http://cybox.mitre.org/cybox-2" xmlns:cyboxCommon="http://cybox.mitre.org/common-2" xmlns:cyboxVocabs="http://cybox.mitre.org/default_vocabularies-2" {obj_ns} xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:{NS_PREFIX}="{NS_URI}" id="{root}" version="1.2">"#
     );
     let _ = writeln!(x, "  <stix:STIX_Header>");
     let _ = writeln!(x, "    <stix:Title>{title}</stix:Title>");

@@ -1,10 +1,13 @@
 //! What the app's Tanium source holds, keyed by identity, compact enough for a million
 //! documents, with the bookkeeping a run adds (seen, removed, created).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::compact::CompactMap;
 use crate::intel;
 use crate::intel::Format;
 use crate::tanium::model::IntelDoc;
+use crate::tc::model::IndicatorType;
 
 /// The indicator was met in this run's pull (its document is current or being written).
 pub(super) const SEEN: u8 = 1;
@@ -34,11 +37,18 @@ pub(super) struct SourceIndex {
     pub created: CompactMap<u128, ()>,
     /// Extra documents claiming an identity already present (same indicator twice).
     pub duplicates: Vec<(i64, String)>,
-    /// Documents in the app's source that carry no identity of ours.
-    pub unidentified: Vec<(i64, String)>,
+    /// Documents in the app's source that carry no identity of ours: id, name, intrinsic id.
+    pub unidentified: Vec<(i64, String, String)>,
     pub docs: u64,
     /// Documents in the other intel format than the job renders now.
     pub other_format: u64,
+    /// Taking the source over: documents this job did not make that cover exactly one
+    /// indicator, by (type, identity key), with the root id they keep when adopted.
+    pub adoptable: BTreeMap<(IndicatorType, String), (i64, String)>,
+    /// Documents adopted this run (no longer foreign).
+    pub adopted: BTreeSet<i64>,
+    /// Adopted documents (identified by the marker in their name) and the root id they keep.
+    pub roots: BTreeMap<u128, String>,
 }
 
 impl SourceIndex {
@@ -51,9 +61,14 @@ impl SourceIndex {
         )
         .map(intel::Identity::as_u128);
         let Some(key) = identity else {
-            self.unidentified.push((doc.id, doc.name));
+            self.unidentified
+                .push((doc.id, doc.name, doc.intrinsic_id.unwrap_or_default()));
             return;
         };
+        let root = doc.intrinsic_id.as_deref().unwrap_or("");
+        if !root.is_empty() && intel::identity_from_doc(Some(root), "", None).is_none() {
+            self.roots.insert(key, root.to_string());
+        }
         let other = doc_format(&doc).is_some_and(|f| f != format);
         self.other_format += u64::from(other);
         let entry = Entry {
@@ -154,7 +169,10 @@ mod tests {
             },
             Format::Stix,
         );
-        assert_eq!(index.unidentified, vec![(10, "doc 10".to_string())]);
+        assert_eq!(
+            index.unidentified,
+            vec![(10, "doc 10".to_string(), "someone else's".to_string())]
+        );
         assert_eq!(index.docs, 4);
     }
 

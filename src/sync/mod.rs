@@ -13,6 +13,7 @@ mod planner;
 mod pool;
 mod removals;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,8 +22,10 @@ use time::OffsetDateTime;
 
 use crate::config::JobConfig;
 use crate::error::Result;
+use crate::intel;
 use crate::tanium::client::TaniumClient;
 use crate::tc::client::TcClient;
+use crate::tc::model::IndicatorType;
 use crate::tc::tql;
 
 pub use checkpoint::{Checkpoint, RunEnd};
@@ -69,6 +72,10 @@ pub struct Tally {
     pub over_cap: u64,
     /// Removals the mass-removal guard held back.
     pub held_back: u64,
+    /// Documents this job did not make, adopted this run (taking the source over).
+    pub adopted: u64,
+    /// Documents this job did not make, left alone (not taking the source over).
+    pub foreign_left: u64,
 }
 
 impl Tally {
@@ -86,6 +93,8 @@ impl Tally {
             blocked: counts.blocked,
             over_cap: counts.over_cap,
             held_back: counts.held_back,
+            adopted: counts.adopted,
+            foreign_left: 0,
         }
     }
 }
@@ -230,6 +239,38 @@ fn open_source(
         index.unidentified.len()
     );
     Ok((Source { name, id, created }, index))
+}
+
+/// Taking the source over: reads each document this job did not make, and keeps those that
+/// cover exactly one indicator (and no other document covers the same) for adoption.
+fn scan_foreign(tanium: &TaniumClient, index: &mut SourceIndex) {
+    let mut found: BTreeMap<(IndicatorType, String), Option<(i64, String)>> = BTreeMap::new();
+    for (doc_id, name, root) in &index.unidentified {
+        let covered = match tanium.get_doc(*doc_id) {
+            Ok(d) => d
+                .and_then(|d| d.contents)
+                .and_then(|c| intel::foreign::covered(&c)),
+            Err(e) => {
+                log::debug!("could not read document {doc_id} \"{name}\": {e}");
+                None
+            }
+        };
+        if let (Some(key), false) = (covered, root.is_empty()) {
+            found
+                .entry(key)
+                .and_modify(|v| *v = None)
+                .or_insert_with(|| Some((*doc_id, root.clone())));
+        }
+    }
+    index.adoptable = found
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    log::info!(
+        "taking the source over: {} documents this job did not make, {} of them cover exactly one indicator and are adopted when the job sends it; the others are replaced",
+        index.unidentified.len(),
+        index.adoptable.len()
+    );
 }
 
 /// Why this run compares the whole match set with the source (None: incremental).
@@ -461,6 +502,14 @@ pub fn run(
     let (source, mut index) = open_source(config, opts, tanium)?;
     let full = full_reconcile_reason(config, checkpoint, &source, &index, opts.now);
     log_mode(checkpoint, full);
+    let foreign = index.unidentified.len() as u64;
+    if foreign > 0 && !config.take_over_source {
+        log::info!(
+            "the source holds {foreign} documents this job did not make: they are left alone (Take Over Source is off)"
+        );
+    } else if foreign > 0 && full.is_some() {
+        scan_foreign(tanium, &mut index);
+    }
 
     let mut plan_with = |pool: Option<&pool::Pool>| {
         let mut p = Planner {
@@ -486,7 +535,10 @@ pub fn run(
     if let Some(e) = removal_error {
         results.note_error(e);
     }
-    let tally = Tally::new(&counts, &results);
+    let mut tally = Tally::new(&counts, &results);
+    if !config.take_over_source {
+        tally.foreign_left = foreign;
+    }
     log_counts(&counts, &tally);
     if opts.dry_run {
         print_plan_summary(&tally);

@@ -47,6 +47,12 @@ pub(super) enum Decision {
         pkg: Box<Package>,
         verify: bool,
     },
+    /// Taking the source over: a document this job did not make covers exactly this
+    /// indicator; it is rewritten in place, keeping its Tanium id.
+    Adopt {
+        doc_id: i64,
+        pkg: Box<Package>,
+    },
     /// The document is in the other format: a new one first, then the old one goes.
     Replace {
         old_doc_id: i64,
@@ -97,6 +103,11 @@ pub(super) fn decide(ind: &Indicator, sel: &Selection, index: &mut SourceIndex) 
         Err(invalid) => return Decision::Invalid(Box::new(invalid)),
     };
     let key = pkg.identity.as_u128();
+    // An adopted document keeps its root id: rendered otherwise, Tanium would file it anew.
+    let pkg = match index.roots.get(&key) {
+        Some(root) => intel::render_adopted(ind, format, root).unwrap_or(pkg),
+        None => pkg,
+    };
     if let Some(block) = sel.guard.check(kind, &pkg.value) {
         return Decision::Blocked {
             doc_id: index.take_for_removal(key),
@@ -124,6 +135,15 @@ pub(super) fn decide(ind: &Indicator, sel: &Selection, index: &mut SourceIndex) 
             };
         }
         index.created.insert(key, ());
+        if let Some((doc_id, root)) = index.adoptable.remove(&(kind, pkg.key.clone())) {
+            if let Ok(adopted) = intel::render_adopted(ind, format, &root) {
+                index.adopted.insert(doc_id);
+                return Decision::Adopt {
+                    doc_id,
+                    pkg: Box::new(adopted),
+                };
+            }
+        }
         return Decision::Create(Box::new(pkg));
     };
     if e.flags & SEEN != 0 {

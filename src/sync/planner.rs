@@ -36,6 +36,8 @@ pub(super) struct Counts {
     pub over_cap: u64,
     /// Removals the mass-removal guard held back.
     pub held_back: u64,
+    /// Documents this job did not make, adopted (taking the source over).
+    pub adopted: u64,
     /// Indicators TC returned that the job's filters leave out, by filter.
     pub excluded: BTreeMap<&'static str, u64>,
     /// Removals planned, by reason.
@@ -49,6 +51,9 @@ const BLOCKED_LINES: u64 = 50;
 pub(super) struct Removal {
     doc_id: i64,
     what: String,
+    /// Counts toward the mass-removal guard (replacing documents this job did not make, when
+    /// the admin asked it to take the source over, does not).
+    guarded: bool,
 }
 
 /// How the pull ended.
@@ -87,7 +92,7 @@ impl Planner<'_> {
             Some(pool) => pool.send(op),
             None => match op {
                 Op::Create { .. } => self.counts.would_create += 1,
-                Op::Update { .. } => self.counts.would_update += 1,
+                Op::Update { .. } | Op::Adopt { .. } => self.counts.would_update += 1,
                 Op::Delete { .. } => self.counts.would_remove += 1,
                 Op::Replace { .. } => {
                     self.counts.would_create += 1;
@@ -278,6 +283,20 @@ impl Planner<'_> {
                 self.write_dry(&pkg)?;
                 self.dispatch(Op::Create { pkg, last_modified });
             }
+            Decision::Adopt { doc_id, pkg } => {
+                self.counts.matched += 1;
+                self.counts.adopted += 1;
+                self.plan(format!(
+                    "adopt document {doc_id}: it covers {} (updated in place, keeping its id)",
+                    pkg.name
+                ));
+                self.write_dry(&pkg)?;
+                self.dispatch(Op::Adopt {
+                    doc_id,
+                    pkg,
+                    last_modified,
+                });
+            }
             Decision::Replace { old_doc_id, pkg } => {
                 self.counts.matched += 1;
                 self.plan(format!(
@@ -322,14 +341,19 @@ impl Planner<'_> {
     pub fn remove(&mut self, doc_id: i64, what: String, why: &str, reason: &'static str) {
         self.plan(format!("remove {what}: {why}"));
         *self.counts.removals.entry(reason).or_default() += 1;
-        self.removals.push(Removal { doc_id, what });
+        let guarded = reason != "not made by this job";
+        self.removals.push(Removal {
+            doc_id,
+            what,
+            guarded,
+        });
     }
 
     /// Sends the planned removals, or none of them when they would take more of the source
     /// (which held `docs` documents) than Maximum Removal Percent allows; false then.
     pub fn settle_removals(&mut self, docs: u64) -> bool {
         let removals = std::mem::take(&mut self.removals);
-        let n = removals.len() as u64;
+        let n = removals.iter().filter(|r| r.guarded).count() as u64;
         let rails = &self.config.rails;
         if rails.too_many_removals(n, docs) {
             self.counts.held_back = n;
@@ -343,7 +367,7 @@ impl Planner<'_> {
             }
             return false;
         }
-        for Removal { doc_id, what } in removals {
+        for Removal { doc_id, what, .. } in removals {
             self.dispatch(Op::Delete { doc_id, what });
         }
         true

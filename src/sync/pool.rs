@@ -34,6 +34,13 @@ pub(super) enum Op {
         doc_id: i64,
         what: String,
     },
+    /// Taking a document over: rewritten in place under the root id it had. Should the server
+    /// file the content as a new document instead, the old one goes.
+    Adopt {
+        doc_id: i64,
+        pkg: Box<Package>,
+        last_modified: Option<OffsetDateTime>,
+    },
     /// A format switch: create the new document first, delete the old one only once the new
     /// one exists, so a failure never leaves the indicator without a document.
     Replace {
@@ -81,6 +88,7 @@ impl Results {
         match op {
             Op::Create { last_modified, .. }
             | Op::Update { last_modified, .. }
+            | Op::Adopt { last_modified, .. }
             | Op::Replace { last_modified, .. } => {
                 self.failed_writes += 1;
                 self.note_undelivered(last_modified);
@@ -232,8 +240,8 @@ impl State<'_> {
         }
     }
 
-    /// A write answer tells whether Tanium's md5 is that of the bytes sent.
-    fn learn(&self, doc: &IntelDoc, pkg: &Package) {
+    /// A write answer tells whether Tanium's md5 is that of the bytes sent; the id written.
+    fn learn(&self, doc: &IntelDoc, pkg: &Package) -> i64 {
         if let Some(md5) = doc.md5.as_deref() {
             let trusted = md5.eq_ignore_ascii_case(&pkg.md5_hex());
             let _ = self.md5_trust.compare_exchange(
@@ -243,49 +251,48 @@ impl State<'_> {
                 Ordering::SeqCst,
             );
         }
+        doc.id
     }
 
     fn write(&self, op: Op) {
         let tanium = self.tanium;
+        // The id of the document written (an update may answer with a new one).
         let result = match &op {
             Op::Create { pkg, .. } | Op::Replace { pkg, .. } => tanium
                 .create_doc(self.source_id, &upload_of(pkg))
                 .map(|d| self.learn(&d, pkg)),
-            Op::Update { doc_id, pkg, .. } => tanium
+            Op::Update { doc_id, pkg, .. } | Op::Adopt { doc_id, pkg, .. } => tanium
                 .update_doc(*doc_id, &upload_of(pkg))
                 .map(|d| self.learn(&d, pkg)),
-            Op::Delete { doc_id, .. } => tanium.delete_doc(*doc_id),
+            Op::Delete { doc_id, .. } => tanium.delete_doc(*doc_id).map(|()| *doc_id),
         };
         match (op, result) {
             (
                 Op::Replace {
                     old_doc_id, pkg, ..
                 },
-                Ok(()),
+                Ok(_),
             ) => {
                 self.succeeded(|r| r.created += 1);
                 // The new document exists; only now may the old-format one go.
-                let removed = tanium.delete_doc(old_doc_id);
-                let mut r = self.results();
-                match removed {
-                    Ok(()) => r.removed += 1,
-                    Err(e) => {
-                        r.failed_removals += 1;
-                        r.note_error(format!(
-                            "could not remove the old-format document of {}: {e}",
-                            pkg.name
-                        ));
-                    }
-                }
+                self.remove_replaced(old_doc_id, &pkg.name);
             }
-            (Op::Create { .. }, Ok(())) => self.succeeded(|r| r.created += 1),
-            (Op::Update { .. }, Ok(())) => self.succeeded(|r| r.updated += 1),
-            (Op::Delete { .. }, Ok(())) => self.succeeded(|r| r.removed += 1),
+            (Op::Adopt { doc_id, pkg, .. }, Ok(written)) if written != doc_id => {
+                // The server did not take the content in place: the new document replaces it.
+                self.succeeded(|r| r.created += 1);
+                self.remove_replaced(doc_id, &pkg.name);
+            }
+            (Op::Create { .. }, Ok(_)) => self.succeeded(|r| r.created += 1),
+            (Op::Update { .. } | Op::Adopt { .. }, Ok(_)) => self.succeeded(|r| r.updated += 1),
+            (Op::Delete { .. }, Ok(_)) => self.succeeded(|r| r.removed += 1),
             (
                 Op::Create {
                     pkg, last_modified, ..
                 }
                 | Op::Update {
+                    pkg, last_modified, ..
+                }
+                | Op::Adopt {
                     pkg, last_modified, ..
                 }
                 | Op::Replace {
@@ -301,6 +308,22 @@ impl State<'_> {
                 r.failed_removals += 1;
                 r.note_error(format!("could not remove {what}: {e}"));
             }),
+        }
+    }
+
+    /// Removes the document a new one replaced (format switch, or an adoption the server
+    /// filed as a new document).
+    fn remove_replaced(&self, old_doc_id: i64, name: &str) {
+        let removed = self.tanium.delete_doc(old_doc_id);
+        let mut r = self.results();
+        match removed {
+            Ok(()) => r.removed += 1,
+            Err(e) => {
+                r.failed_removals += 1;
+                r.note_error(format!(
+                    "could not remove the document {name} replaced: {e}"
+                ));
+            }
         }
     }
 

@@ -14,7 +14,8 @@ use super::planner::{describe, Planner};
 
 impl Planner<'_> {
     /// A full reconcile after a complete pull: every document the pull did not meet goes, and
-    /// so does every document in the source that this job did not make.
+    /// so does every document in the source that this job did not make, when it takes the
+    /// source over (and did not adopt it).
     pub fn sweep(&mut self, index: &mut SourceIndex, horizon: Option<OffsetDateTime>) {
         let why = match horizon {
             Some(h) => format!(
@@ -31,10 +32,27 @@ impl Planner<'_> {
                 "not selected any more",
             );
         }
-        for (doc_id, name) in std::mem::take(&mut index.unidentified) {
-            let what = format!("document {doc_id} \"{name}\" (not made by this app)");
-            log::warn!("removing {what} from the app's own source");
-            self.remove(doc_id, what, "not made by this job", "not made by this job");
+        if !self.config.take_over_source {
+            return;
+        }
+        let foreign: Vec<(i64, String, String)> = std::mem::take(&mut index.unidentified)
+            .into_iter()
+            .filter(|(id, _, _)| !index.adopted.contains(id))
+            .collect();
+        if !foreign.is_empty() {
+            log::info!(
+                "taking the source over: replacing {} documents this job did not make (each at debug level)",
+                foreign.len()
+            );
+        }
+        for (doc_id, name, _) in foreign {
+            let what = format!("document {doc_id} \"{name}\" (not made by this job)");
+            self.remove(
+                doc_id,
+                what,
+                "replaced: Take Over Source is on",
+                "not made by this job",
+            );
         }
     }
 

@@ -83,6 +83,9 @@ pub struct IntelDoc {
     /// Stored size in bytes.
     #[serde(deserialize_with = "lenient_opt_i64")]
     pub size: Option<i64>,
+    /// The document itself, in get-by-id answers (listings leave it out).
+    #[serde(deserialize_with = "lenient_opt_string")]
+    pub contents: Option<String>,
 }
 
 /// One document to send, as the renderer produced it; borrowed so a worker pool copies nothing.
