@@ -78,21 +78,16 @@ OPTIONS:
 /// Parses argv (without the program name).
 pub fn parse(args: &[String]) -> Result<Options> {
     let mut opts = Options::default();
-    let mut rest = args;
-    if let Some(first) = rest.first() {
-        let command = match first.as_str() {
-            "run" => Some(Command::Run),
-            "check" => Some(Command::Check),
-            "demo" => Some(Command::Demo),
-            "package" => Some(Command::Package),
-            _ => None,
-        };
-        if let Some(c) = command {
-            opts.command = c;
-            rest = &rest[1..];
-        }
-    }
-    let mut legacy = Vec::new();
+    let rest = args;
+    let command_of = |word: &str| match word {
+        "run" => Some(Command::Run),
+        "check" => Some(Command::Check),
+        "demo" => Some(Command::Demo),
+        "package" => Some(Command::Package),
+        _ => None,
+    };
+    let mut command_seen = false;
+    let mut legacy: Vec<String> = Vec::new();
     let mut i = 0;
     while i < rest.len() {
         let arg = rest[i].as_str();
@@ -117,6 +112,17 @@ pub fn parse(args: &[String]) -> Result<Options> {
             "--print-config" => opts.print_config = true,
             "--help" | "-h" => opts.help = true,
             "--version" | "-V" => opts.version = true,
+            // The command may come anywhere (`--params job.json check`), but a word right
+            // after a legacy `--name` is that param's value.
+            word if !command_seen
+                && command_of(word).is_some()
+                && !legacy
+                    .last()
+                    .is_some_and(|l| l.starts_with("--") && !l.contains('=')) =>
+            {
+                command_seen = true;
+                opts.command = command_of(word).unwrap_or_default();
+            }
             _ => legacy.push(rest[i].clone()),
         }
         i += 1;
@@ -131,6 +137,24 @@ mod tests {
 
     fn v(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_command_may_follow_the_options() {
+        for args in [
+            &["check", "--params", "job.json"][..],
+            &["--params", "job.json", "check"][..],
+            &["--dry-run", "check"][..],
+        ] {
+            assert_eq!(parse(&v(args)).unwrap().command, Command::Check, "{args:?}");
+        }
+        // A legacy param's value is never taken for the command.
+        let o = parse(&v(&["--tanium_source", "check"])).unwrap();
+        assert_eq!(o.command, Command::Run);
+        assert_eq!(
+            o.legacy.get("tanium_source"),
+            Some(&serde_json::json!("check"))
+        );
     }
 
     #[test]
@@ -160,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn subcommands_only_in_first_position() {
+    fn subcommands_in_any_position() {
         assert_eq!(parse(&v(&["check"])).unwrap().command, Command::Check);
         assert_eq!(
             parse(&v(&["run", "--dry-run"])).unwrap().command,
@@ -171,7 +195,11 @@ mod tests {
             Command::Demo
         );
         assert_eq!(parse(&v(&["package"])).unwrap().command, Command::Package);
-        assert!(parse(&v(&["--tql", "x", "check"])).is_err());
+        assert_eq!(
+            parse(&v(&["--tql", "x", "check"])).unwrap().command,
+            Command::Check
+        );
+        assert!(parse(&v(&["check", "run"])).is_err(), "one command");
         assert!(parse(&v(&["--version"])).unwrap().version);
         let e = parse(&v(&["--params"])).unwrap_err().to_string();
         assert!(e.contains("--params needs a file"), "{e}");
