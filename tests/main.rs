@@ -18,3 +18,4 @@ mod sync;
 mod tanium;
 mod tanium_real;
 mod tc;
+mod tls;
