@@ -422,4 +422,30 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn ca_certificate_is_trusted_by_both_sides_and_checked_up_front() {
+        use base64::Engine;
+        let der = webpki_root_certs::TLS_SERVER_ROOT_CERTS[0].as_ref();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        // Pasted into a one-line field: the line breaks became spaces.
+        let pem = format!("-----BEGIN CERTIFICATE----- {b64} -----END CERTIFICATE-----");
+        let c = JobConfig::from_params(&with(good(), "ca_certificate", json!(pem))).unwrap();
+        for h in [&c.tc.http, &c.tanium.http] {
+            assert_eq!(h.ca_certificates.len(), 1);
+        }
+        assert_eq!(
+            c.redacted_json()["tanium"]["http"]["ca_certificates"],
+            json!(1)
+        );
+        let c = JobConfig::from_params(&good()).unwrap();
+        assert!(c.tc.http.ca_certificates.is_empty() && c.tanium.http.ca_certificates.is_empty());
+        let e = err(&with(good(), "ca_certificate", json!("not a certificate")));
+        assert!(e.starts_with("CA Certificate holds no certificate"), "{e}");
+        let e = err(&with(good(), "ca_certificate", json!("&{TC:TEXT:corp_ca}")));
+        assert!(
+            e.starts_with("CA Certificate cannot be a ThreatConnect variable"),
+            "{e}"
+        );
+    }
 }
