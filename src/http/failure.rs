@@ -59,10 +59,12 @@ impl fmt::Display for Failure {
 /// Why a server's certificate was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertProblem {
-    /// No trusted CA signed it (a self-signed certificate not trusted directly included).
+    /// No trusted CA signed it.
     UnknownIssuer,
-    /// A CA certificate presented as the server's own (typical of a self-signed one).
+    /// It signs itself, and is not trusted as it is.
     SelfSigned,
+    /// A CA certificate presented as the server's own (what `openssl req -x509` makes).
+    CaAsServer,
     /// Past its end date (the date when known).
     Expired(Option<String>),
     /// Before its start date (the date when known).
@@ -177,7 +179,7 @@ impl CertProblem {
                 CertProblem::BadSignature
             }
             C::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
-                Some(webpki::Error::CaUsedAsEndEntity) => CertProblem::SelfSigned,
+                Some(webpki::Error::CaUsedAsEndEntity) => CertProblem::CaAsServer,
                 Some(w) => CertProblem::Other(words(&format!("{w:?}"))),
                 None => CertProblem::Other(words(&other.to_string())),
             },
@@ -339,7 +341,11 @@ impl fmt::Display for CertWords<'_> {
                 "unknown issuer: the server's certificate is not signed by a trusted CA; add it \
                  to CA Certificate or the system store",
             ),
-            CertProblem::SelfSigned => {
+            CertProblem::SelfSigned => f.write_str(
+                "self-signed: the server's certificate signs itself; add it to CA Certificate or \
+                 the system store",
+            ),
+            CertProblem::CaAsServer => {
                 f.write_str(
                     "self-signed CA certificate, never trusted as a server's own: issue the \
                      server one signed by a CA (in CA Certificate)",
@@ -423,7 +429,7 @@ mod tests {
         let other = rustls::OtherError(std::sync::Arc::new(webpki::Error::CaUsedAsEndEntity));
         assert_eq!(
             of(C::Other(other)),
-            Failure::Certificate(CertProblem::SelfSigned)
+            Failure::Certificate(CertProblem::CaAsServer)
         );
         let other = rustls::OtherError(std::sync::Arc::new(
             webpki::Error::PathLenConstraintViolated,
@@ -473,6 +479,10 @@ mod tests {
             ),
             (
                 cert(CertProblem::SelfSigned),
+                "add it to CA Certificate or the system store",
+            ),
+            (
+                cert(CertProblem::CaAsServer),
                 "issue the server one signed by a CA (in CA Certificate), or turn Verify SSL \
                  Cert off",
             ),

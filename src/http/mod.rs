@@ -410,7 +410,14 @@ pub fn call(
             policy.sleeper.sleep(d);
             continue;
         }
-        return outcome.map_err(|(_, failure)| {
+        return outcome.map_err(|(_, mut failure)| {
+            // Through a proxy the look would go elsewhere than the call did.
+            if failure == Failure::Certificate(CertProblem::UnknownIssuer)
+                && agent.proxy.is_none()
+                && trust::signs_itself(&req.url, agent.limits.0)
+            {
+                failure = Failure::Certificate(CertProblem::SelfSigned);
+            }
             Error::Transport(NoAnswer {
                 service,
                 host: host_of(&req.url),

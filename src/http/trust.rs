@@ -8,10 +8,14 @@
 //! param.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use base64::Engine;
-use rustls::pki_types::CertificateDer;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 /// The certificates of the CA Certificate param, checked; empty when the param is.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -114,6 +118,87 @@ pub fn root_certs(extra: &CaCertificates) -> ureq::tls::RootCerts {
         .chain(extra.0.iter())
         .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned());
     mozilla.chain(system).collect::<Vec<_>>().into()
+}
+
+/// Keeps the certificate a server presents and refuses it, so a handshake ends right there.
+#[derive(Debug)]
+struct Recorder {
+    seen: Mutex<Option<CertificateDer<'static>>>,
+    schemes: Vec<SignatureScheme>,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(end_entity.clone().into_owned());
+        }
+        Err(CertificateError::UnknownIssuer.into())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(CertificateError::UnknownIssuer.into())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.clone()
+    }
+}
+
+/// Whether the server at `url` presents a certificate that signs itself: one more handshake,
+/// ended as soon as the certificate arrives (no request is sent), so that an unknown issuer
+/// can be told apart from a self-signed certificate. False when that cannot be told.
+pub(super) fn signs_itself(url: &str, timeout: Duration) -> bool {
+    let look = || -> Option<bool> {
+        let uri = url.parse::<ureq::http::Uri>().ok()?;
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(443);
+        let name = ServerName::try_from(host.to_string()).ok()?;
+        let addr = (host, port).to_socket_addrs().ok()?.next()?;
+        let mut tcp = TcpStream::connect_timeout(&addr, timeout).ok()?;
+        tcp.set_read_timeout(Some(timeout)).ok()?;
+        tcp.set_write_timeout(Some(timeout)).ok()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let recorder = Arc::new(Recorder {
+            seen: Mutex::new(None),
+            schemes: provider
+                .signature_verification_algorithms
+                .supported_schemes(),
+        });
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .dangerous()
+            .with_custom_certificate_verifier(recorder.clone())
+            .with_no_client_auth();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+        // Ends in the recorder's refusal, by design.
+        let _ = conn.complete_io(&mut tcp);
+        let der = recorder.seen.lock().ok()?.take()?;
+        let cert = webpki::EndEntityCert::try_from(&der).ok()?;
+        Some(cert.issuer() == cert.subject())
+    };
+    look().unwrap_or(false)
 }
 
 #[cfg(test)]
