@@ -236,7 +236,7 @@ impl Error {
 }
 
 /// ` Bad Gateway` for 502: the status's standard reason, led by a space (none when unknown).
-fn reason_phrase(status: u16) -> String {
+pub(crate) fn reason_phrase(status: u16) -> String {
     ureq::http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())

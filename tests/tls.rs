@@ -14,7 +14,7 @@ use tanium_tr_indicators::tanium::model::ApiGeneration;
 use time::macros::datetime;
 
 use crate::support::tls::{self_signed, Ca, ServerCert, TlsFront};
-use crate::support::{lab, lab_params, Sandbox};
+use crate::support::{lab, lab_params, ConnectProxy, Sandbox};
 
 /// Lab whose Tanium simulator is reached through a TLS front serving `cert`.
 fn tanium_behind(cert: &ServerCert) -> (tempfile::TempDir, Lab, TlsFront) {
@@ -360,4 +360,28 @@ fn an_error_status_names_host_status_and_reason() {
         ),
         "no such route",
     );
+}
+
+#[test]
+fn a_proxy_that_opens_no_tunnel_is_named_with_its_answer() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 0, 0);
+    let proxy = ConnectProxy::start("proxy-user", "proxy-password");
+    for (k, v) in [
+        ("tc_proxy_host", json!("127.0.0.1")),
+        ("tc_proxy_port", json!(proxy.addr.port().to_string())),
+        ("tc_proxy_username", json!("proxy-user")),
+        ("tc_proxy_password", json!("not-the-password")),
+        ("tc_proxy_external", json!(true)),
+    ] {
+        lab.set(k, v);
+    }
+    let r = run(&mut lab, &[]);
+    let tanium = lab.tanium.server().addr();
+    assert_failed(
+        &r,
+        &format!("Tanium proxy {} opened no tunnel to {tanium}", proxy.addr),
+        "it answered 407 Proxy Authentication Required; check the platform's proxy settings",
+    );
+    assert!(proxy.refused() >= 1);
+    assert!(!r.message.contains("not-the-password") && !r.log.contains("not-the-password"));
 }

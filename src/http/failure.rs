@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::error::Service;
+use crate::error::{reason_phrase, Service};
 
 /// Why a request got no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,10 +109,22 @@ impl Failure {
             },
             ureq::Error::Rustls(t) => of_rustls(t),
             ureq::Error::Tls(why) => Failure::Tls(why.to_string()),
-            ureq::Error::ConnectProxyFailed(why) => Failure::Proxy(why.clone()),
+            ureq::Error::ConnectProxyFailed(why) => Failure::Proxy(proxy_words(why)),
             ureq::Error::Io(io) => of_io(io, read),
             other => Failure::Other(other.to_string()),
         }
+    }
+}
+
+/// ureq's `proxy server responded 407/407` as `it answered 407 Proxy Authentication Required`.
+fn proxy_words(why: &str) -> String {
+    let status = why
+        .strip_prefix("proxy server responded ")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|n| n.parse::<u16>().ok());
+    match status {
+        Some(n) => format!("it answered {n}{}", reason_phrase(n)),
+        None => why.to_string(),
     }
 }
 
