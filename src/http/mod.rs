@@ -440,4 +440,31 @@ mod tests {
         assert_eq!(r.describe(), "GET /api/appAuth");
         assert_eq!(path_of("http://h"), "/");
     }
+
+    fn answer(content_type: &str, body: &str) -> Response {
+        Response {
+            host: host_of("https://h.example:8443/x?token=SECRET"),
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_html_page_is_known_by_its_type_or_its_opening_and_shows_only_its_title() {
+        let page = answer(
+            "text/plain",
+            "\u{feff}  <!DOCTYPE html><HTML><head><TITLE>\n Sign in &amp; go\t</title>",
+        );
+        assert!(page.is_html());
+        assert_eq!(page.html_title().as_deref(), Some("Sign in & go"));
+        assert_eq!(page.host, "h.example:8443");
+        let long = answer("text/html", &format!("<title>{}</title>", "é".repeat(80)));
+        assert_eq!(long.html_title().unwrap().chars().count(), 60);
+        assert!(answer("text/html; charset=utf-8", "oops").is_html());
+        assert_eq!(answer("text/html", "no title").html_title(), None);
+        for api in [r#"{"data": "<html>"}"#, "<?xml version=\"1.0\"?><ioc/>", ""] {
+            assert!(!answer("application/json", api).is_html(), "{api}");
+        }
+    }
 }
