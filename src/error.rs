@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::http::failure::NoAnswer;
+
 /// Which remote side a request went to, so messages say who failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -10,6 +12,24 @@ pub enum Service {
     ThreatConnect,
     /// The Tanium server (session API and Threat Response plugin).
     Tanium,
+}
+
+impl Service {
+    /// Where an admin sets this side's address, for messages that say what to check.
+    pub fn address_param(self) -> &'static str {
+        match self {
+            Service::ThreatConnect => "the platform's API URL (tc_api_path)",
+            Service::Tanium => "Tanium Address",
+        }
+    }
+
+    /// The job param that turns certificate checks off for this side, when the job has one.
+    pub fn verify_param(self) -> Option<&'static str> {
+        match self {
+            Service::ThreatConnect => None,
+            Service::Tanium => Some("Verify SSL Cert"),
+        }
+    }
 }
 
 impl fmt::Display for Service {
@@ -28,21 +48,16 @@ pub enum Error {
     Param(String),
     /// The encrypted param file, its key, or the local params file is unusable.
     ParamFile(String),
-    /// A request could not reach the server (after retries): connect, timeout, reset.
-    Transport {
-        /// The side that was called.
-        service: Service,
-        /// Method and path, never the query (it may carry a token).
-        request: String,
-        /// What the transport said.
-        detail: String,
-        /// The server took longer than the timeout (as opposed to refusing or dropping).
-        timed_out: bool,
-    },
+    /// A request got no answer (after retries, unless the failure is final): the host has no
+    /// DNS record, refused, timed out or dropped the connection, or TLS failed (a refused
+    /// certificate among them).
+    Transport(NoAnswer),
     /// The server answered with an error status (after retries, or one that is never retried).
     Status {
         /// The side that was called.
         service: Service,
+        /// `host[:port]` that answered.
+        host: String,
         /// Method and path, never the query.
         request: String,
         /// HTTP status code.
@@ -66,6 +81,20 @@ pub enum Error {
         needed: String,
         /// What answered 403 (method and path, or the routes that were tried).
         answers: String,
+    },
+    /// An HTML page answered where the API should have (a login page, a proxy's page): the
+    /// address leads somewhere else. Only the page's title is kept, never its text.
+    NotTheApi {
+        /// The side that was called.
+        service: Service,
+        /// `host[:port]` that answered.
+        host: String,
+        /// Method and path.
+        request: String,
+        /// HTTP status of the page.
+        status: u16,
+        /// The page's `<title>`, shortened, when it has one.
+        title: Option<String>,
     },
     /// ThreatConnect could not parse the TQL (errCode 0x2001); carries TC's reason.
     TqlInvalid(String),
@@ -121,18 +150,36 @@ impl fmt::Display for Error {
         match self {
             Error::Param(m) => f.write_str(m),
             Error::ParamFile(m) => write!(f, "job parameters unusable: {m}"),
-            Error::Transport {
-                service,
-                request,
-                detail,
-                ..
-            } => write!(f, "{service} unreachable ({request}): {detail}"),
+            Error::Transport(e) => e.fmt(f),
             Error::Status {
                 service,
+                host,
                 request,
                 status,
                 message,
-            } => write!(f, "{service} answered {status} to {request}: {message}"),
+            } => write!(
+                f,
+                "{service} at {host} answered {status}{} to {request}: {message}",
+                reason_phrase(*status)
+            ),
+            Error::NotTheApi {
+                service,
+                host,
+                request,
+                status,
+                title,
+            } => {
+                write!(
+                    f,
+                    "{host} is not the {service} API: {request} answered {status} with an HTML \
+                     page (a login or proxy page); check {} and the proxy",
+                    service.address_param()
+                )?;
+                match title {
+                    Some(t) => write!(f, " (page title \"{t}\")"),
+                    None => Ok(()),
+                }
+            }
             Error::Auth { service, message } => {
                 write!(f, "{service} rejected the credentials: {message}")
             }
@@ -186,6 +233,15 @@ impl Error {
             source,
         }
     }
+}
+
+/// ` Bad Gateway` for 502: the status's standard reason, led by a space (none when unknown).
+pub(crate) fn reason_phrase(status: u16) -> String {
+    ureq::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default()
 }
 
 /// Short alias used across the crate.

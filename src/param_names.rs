@@ -42,6 +42,11 @@ pub const VERIFY_SSL: ParamSpec = ParamSpec {
     name: "verify_ssl",
     label: "Verify SSL Cert",
 };
+/// PEM certificates of CAs both sides also trust.
+pub const CA_CERTIFICATE: ParamSpec = ParamSpec {
+    name: "ca_certificate",
+    label: "CA Certificate",
+};
 /// Tanium Threat Response Source.
 pub const TANIUM_SOURCE: ParamSpec = ParamSpec {
     name: "tanium_source",
@@ -186,6 +191,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     TANIUM_USERNAME,
     TANIUM_PASSWORD,
     VERIFY_SSL,
+    CA_CERTIFICATE,
     TANIUM_SOURCE,
     TAKE_OVER_SOURCE,
     TANIUM_API_VERSION,

@@ -19,3 +19,4 @@ mod takeover;
 mod tanium;
 mod tanium_real;
 mod tc;
+mod tls;

@@ -703,13 +703,17 @@ fn failed_writes_are_retried_and_give_up_after_the_attempts() {
 }
 
 #[test]
-fn a_body_that_is_not_json_is_a_protocol_error() {
+fn a_body_that_is_not_json_is_an_error() {
     let sim = sim(ApiGeneration::V4);
     let client = connect(&sim);
     sim.server()
         .inject(FaultRule::new(Some("GET"), "/plugin", 1, Fault::Garbage));
     let err = client.find_source(SOURCE).unwrap_err();
-    assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+    // The simulator's garbage opens like an HTML page: a page, not the API, answered.
+    assert!(
+        matches!(err, Error::NotTheApi { status: 200, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]

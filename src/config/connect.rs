@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::http::{HttpSettings, ProxySettings};
+use crate::http::{CaCertificates, HttpSettings, ProxySettings};
 use crate::param_names as pn;
 use crate::params::RawParams;
 use crate::secret::Secret;
@@ -29,17 +29,23 @@ pub(super) struct Shared {
     proxy: Option<ProxySettings>,
     for_tanium: bool,
     timeout_secs: Option<u32>,
+    ca_certificates: CaCertificates,
 }
 
 /// Both sides' connection settings with the `http_timeout_secs` hidden param applied: the
 /// read timeout is the param, the connect timeout the smaller of it and the default.
-fn http_settings(timeout_secs: Option<u32>, verify_tls: bool) -> HttpSettings {
+fn http_settings(
+    timeout_secs: Option<u32>,
+    verify_tls: bool,
+    ca_certificates: &CaCertificates,
+) -> HttpSettings {
     let defaults = HttpSettings::default();
     let read = timeout_secs
         .map(|s| Duration::from_secs(u64::from(s)))
         .unwrap_or(defaults.read_timeout);
     HttpSettings {
         verify_tls,
+        ca_certificates: ca_certificates.clone(),
         connect_timeout: defaults.connect_timeout.min(read),
         read_timeout: read,
         ..defaults
@@ -66,13 +72,14 @@ pub(super) fn tc_side(
         1,
         MAX_HTTP_TIMEOUT_SECS,
     ));
+    let ca_certificates = problems.take(ca_certificates(raw));
     let settings = match (api_path, auth, verify_tls) {
         (Some(api_path), Some(auth), Some(verify_tls)) => Some(tc::Settings {
             api_path,
             auth,
             http: HttpSettings {
                 proxy: if for_tc { proxy.clone() } else { None },
-                ..http_settings(timeout_secs, verify_tls)
+                ..http_settings(timeout_secs, verify_tls, &ca_certificates)
             },
             page_size,
         }),
@@ -82,6 +89,7 @@ pub(super) fn tc_side(
         proxy,
         for_tanium,
         timeout_secs,
+        ca_certificates,
     };
     (settings, shared)
 }
@@ -119,11 +127,25 @@ pub(super) fn tanium_side(
             } else {
                 None
             },
-            ..http_settings(shared.timeout_secs, verify_tls?)
+            ..http_settings(shared.timeout_secs, verify_tls?, &shared.ca_certificates)
         },
         source_name,
         api_version,
     })
+}
+
+/// The CA Certificate param, read with the ThreatConnect side: the client that resolves
+/// `&{TC:...}` variables needs it first, so it cannot be one.
+fn ca_certificates(raw: &RawParams) -> Result<CaCertificates, String> {
+    let label = pn::CA_CERTIFICATE.label;
+    match text(raw, pn::CA_CERTIFICATE)? {
+        None => Ok(CaCertificates::default()),
+        Some(t) if t.starts_with("&{") => Err(format!(
+            "{label} cannot be a ThreatConnect variable: the job needs it to reach \
+             ThreatConnect, which resolves variables; paste the PEM text itself"
+        )),
+        Some(t) => CaCertificates::parse(&t).map_err(|e| format!("{label} {e}")),
+    }
 }
 
 fn tc_auth(raw: &RawParams, notes: &mut Vec<String>) -> Result<tc::Auth, String> {
@@ -397,6 +419,32 @@ mod tests {
             e.matches("HTTP Timeout (seconds) must be a whole number from 1 to 3600")
                 .count(),
             1,
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ca_certificate_is_trusted_by_both_sides_and_checked_up_front() {
+        use base64::Engine;
+        let der = webpki_root_certs::TLS_SERVER_ROOT_CERTS[0].as_ref();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        // Pasted into a one-line field: the line breaks became spaces.
+        let pem = format!("-----BEGIN CERTIFICATE----- {b64} -----END CERTIFICATE-----");
+        let c = JobConfig::from_params(&with(good(), "ca_certificate", json!(pem))).unwrap();
+        for h in [&c.tc.http, &c.tanium.http] {
+            assert_eq!(h.ca_certificates.len(), 1);
+        }
+        assert_eq!(
+            c.redacted_json()["tanium"]["http"]["ca_certificates"],
+            json!(1)
+        );
+        let c = JobConfig::from_params(&good()).unwrap();
+        assert!(c.tc.http.ca_certificates.is_empty() && c.tanium.http.ca_certificates.is_empty());
+        let e = err(&with(good(), "ca_certificate", json!("not a certificate")));
+        assert!(e.starts_with("CA Certificate holds no certificate"), "{e}");
+        let e = err(&with(good(), "ca_certificate", json!("&{TC:TEXT:corp_ca}")));
+        assert!(
+            e.starts_with("CA Certificate cannot be a ThreatConnect variable"),
             "{e}"
         );
     }

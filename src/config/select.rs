@@ -128,4 +128,22 @@ mod tests {
             assert_eq!(c.tc.http.verify_tls, want);
         }
     }
+
+    /// install.json's notes say how to enter a tag that holds a comma: the whole value as a
+    /// JSON list, in the text field or in one entry of a multiple one.
+    #[test]
+    fn a_tag_with_a_comma_is_entered_as_a_json_list() {
+        for v in [
+            json!(r#"["APT, Group 1", "crime"]"#),
+            json!([r#"["APT, Group 1", "crime"]"#]),
+        ] {
+            let c = JobConfig::from_params(&with(good(), "include_tags", v.clone())).unwrap();
+            assert_eq!(c.filters.include_tags, vec!["APT, Group 1", "crime"], "{v}");
+            let c = JobConfig::from_params(&with(good(), "exclude_tags", v.clone())).unwrap();
+            assert_eq!(c.filters.exclude_tags, vec!["APT, Group 1", "crime"], "{v}");
+        }
+        let c =
+            JobConfig::from_params(&with(good(), "include_tags", json!("APT, Group 1"))).unwrap();
+        assert_eq!(c.filters.include_tags, vec!["APT", "Group 1"]);
+    }
 }

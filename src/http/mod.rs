@@ -1,17 +1,21 @@
 //! One HTTP layer for both sides: agent settings, origins, the retry policy and the retrying
 //! call loop. The caller rebuilds (and so re-signs) every attempt.
 
+pub mod failure;
 mod origin;
 mod retry;
+mod trust;
 
 use std::time::{Duration, Instant};
 
+pub use failure::{CertProblem, Failure, NoAnswer};
 pub use origin::{Origin, OriginError, Scheme};
 #[cfg(any(test, feature = "sim"))]
 pub use retry::RecordedSleep;
 pub use retry::{
     classify, FullJitter, Jitter, NoJitter, RealSleep, Reason, RetryPolicy, Sleep, Verdict,
 };
+pub use trust::CaCertificates;
 
 use crate::error::{Error, Result, Service};
 use crate::secret::Secret;
@@ -43,6 +47,9 @@ pub struct HttpSettings {
     pub read_timeout: Duration,
     /// Check server certificates (on unless the job says otherwise).
     pub verify_tls: bool,
+    /// Certificate authorities trusted on top of Mozilla's list and the system store.
+    #[serde(rename = "ca_certificates", serialize_with = "how_many")]
+    pub ca_certificates: CaCertificates,
     /// Route calls through this proxy.
     pub proxy: Option<ProxySettings>,
 }
@@ -53,17 +60,35 @@ impl Default for HttpSettings {
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(300),
             verify_tls: true,
+            ca_certificates: CaCertificates::default(),
             proxy: None,
         }
     }
+}
+
+fn how_many<S: serde::Serializer>(
+    c: &CaCertificates,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(c.len() as u64)
 }
 
 fn whole_seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_secs())
 }
 
+/// One side's blocking agent, with what its failures are worded with.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    inner: ureq::Agent,
+    /// `host:port` of the proxy, when calls go through one.
+    proxy: Option<String>,
+    /// The connect and the read timeout.
+    limits: (Duration, Duration),
+}
+
 /// Builds the blocking agent for one side; statuses are data, not errors, so the retry loop sees them.
-pub fn agent(settings: &HttpSettings) -> Result<ureq::Agent> {
+pub fn agent(settings: &HttpSettings) -> Result<Agent> {
     let proxy = match &settings.proxy {
         None => None,
         Some(p) => {
@@ -82,13 +107,14 @@ pub fn agent(settings: &HttpSettings) -> Result<ureq::Agent> {
             )
         }
     };
-    let tls = ureq::tls::TlsConfig::builder()
-        .disable_verification(!settings.verify_tls)
-        .build();
+    let mut tls = ureq::tls::TlsConfig::builder().disable_verification(!settings.verify_tls);
+    if settings.verify_tls {
+        tls = tls.root_certs(trust::root_certs(&settings.ca_certificates));
+    }
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .proxy(proxy)
-        .tls_config(tls)
+        .tls_config(tls.build())
         .max_redirects(0)
         .timeout_connect(Some(settings.connect_timeout))
         .timeout_recv_response(Some(settings.read_timeout))
@@ -96,7 +122,14 @@ pub fn agent(settings: &HttpSettings) -> Result<ureq::Agent> {
         .timeout_send_body(Some(settings.read_timeout))
         .user_agent(concat!("tanium-tr-indicators/", env!("CARGO_PKG_VERSION")))
         .build();
-    Ok(ureq::Agent::new_with_config(config))
+    Ok(Agent {
+        inner: ureq::Agent::new_with_config(config),
+        proxy: settings
+            .proxy
+            .as_ref()
+            .map(|p| format!("{}:{}", p.host, p.port)),
+        limits: (settings.connect_timeout, settings.read_timeout),
+    })
 }
 
 /// One request, built fresh for every attempt so signatures and timestamps are current.
@@ -157,9 +190,22 @@ pub fn path_and_query(url: &str) -> &str {
     pq.split('#').next().unwrap_or(pq)
 }
 
+/// `host[:port]` of a URL as written, for messages (no user info: addresses never carry any).
+pub fn host_of(url: &str) -> String {
+    url.parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|u| {
+            u.authority()
+                .map(|a| a.as_str().rsplit('@').next().unwrap_or("").to_string())
+        })
+        .unwrap_or_default()
+}
+
 /// A fully read answer.
 #[derive(Debug, Clone)]
 pub struct Response {
+    /// `host[:port]` that answered.
+    pub host: String,
     /// HTTP status.
     pub status: u16,
     /// Headers with lower-cased names.
@@ -185,6 +231,68 @@ impl Response {
             .map(Duration::from_secs)
     }
 
+    /// An HTML page (a login page, a proxy's error page) rather than an API answer: by its
+    /// content type, or a body that opens like one.
+    pub fn is_html(&self) -> bool {
+        if self
+            .header("content-type")
+            .is_some_and(|t| t.to_ascii_lowercase().contains("text/html"))
+        {
+            return true;
+        }
+        let head: Vec<u8> = self
+            .body
+            .iter()
+            .take(1024)
+            .map(u8::to_ascii_lowercase)
+            .collect();
+        let head = String::from_utf8_lossy(&head);
+        let head = head.trim_start_matches('\u{feff}').trim_start();
+        head.starts_with('<')
+            && ["<!doctype html", "<html", "<head", "<body"]
+                .iter()
+                .any(|tag| head.contains(tag))
+    }
+
+    /// The `<title>` of an HTML page, entities decoded, blanks folded, at most 60 characters;
+    /// the rest of the page never reaches a message.
+    pub fn html_title(&self) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.body);
+        let lower = text.to_ascii_lowercase();
+        let open = lower.find("<title")?;
+        let start = open + lower[open..].find('>')? + 1;
+        let end = start + lower[start..].find("</title")?;
+        let raw = text[start..end]
+            .replace("&amp;", "&")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'");
+        let title: String = raw
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        match title.chars().count() {
+            0 => None,
+            n if n > 60 => Some(format!("{}...", title.chars().take(57).collect::<String>())),
+            _ => Some(title),
+        }
+    }
+
+    /// [`Error::NotTheApi`] when this answer is an HTML page.
+    pub fn not_the_api(&self, service: Service, request: &str) -> Option<Error> {
+        self.is_html().then(|| Error::NotTheApi {
+            service,
+            host: self.host.clone(),
+            request: request.to_string(),
+            status: self.status,
+            title: self.html_title(),
+        })
+    }
+
     /// The body as lossy UTF-8, trimmed to `max` characters, for error messages.
     pub fn body_excerpt(&self, max: usize) -> String {
         let s = String::from_utf8_lossy(&self.body);
@@ -198,48 +306,21 @@ impl Response {
     }
 }
 
-/// A server certificate the TLS layer refused: trying again cannot help.
-fn certificate_rejected(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|t| {
-            matches!(
-                t,
-                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
-            )
-        })
-}
-
-fn timed_out(e: &ureq::Error) -> bool {
-    match e {
-        ureq::Error::Timeout(_) => true,
-        ureq::Error::Io(io) => matches!(
-            io.kind(),
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-        ),
-        _ => false,
-    }
-}
-
 /// The retry rule for an attempt that got no answer.
-fn classify_transport(e: &ureq::Error) -> Verdict {
-    let final_ = match e {
-        ureq::Error::Io(io) => certificate_rejected(io),
-        _ => matches!(
+fn classify_transport(e: &ureq::Error, failure: &Failure) -> Verdict {
+    let final_ = failure.is_final()
+        || matches!(
             e,
             ureq::Error::BadUri(_)
                 | ureq::Error::Http(_)
                 | ureq::Error::InvalidProxyUrl
-                | ureq::Error::Tls(_)
-                | ureq::Error::Rustls(_)
                 | ureq::Error::RequireHttpsOnly(_)
                 | ureq::Error::TlsRequired
                 | ureq::Error::BodyExceedsLimit(_)
-        ),
-    };
+        );
     if final_ {
         Verdict::DontRetry
-    } else if timed_out(e) {
+    } else if failure.timed_out() {
         Verdict::Retry(Reason::Timeout)
     } else {
         Verdict::Retry(Reason::Transport)
@@ -273,6 +354,7 @@ fn send_once(agent: &ureq::Agent, req: &Request) -> std::result::Result<Response
         .limit(MAX_BODY_BYTES)
         .read_to_vec()?;
     Ok(Response {
+        host: host_of(&req.url),
         status,
         headers,
         body,
@@ -285,7 +367,7 @@ fn send_once(agent: &ureq::Agent, req: &Request) -> std::result::Result<Response
 /// Returns the first non-retryable answer, or the last retryable one when attempts run out.
 /// Transport failures that outlast the attempts become [`Error::Transport`].
 pub fn call(
-    agent: &ureq::Agent,
+    agent: &Agent,
     policy: &RetryPolicy,
     service: Service,
     build: &mut dyn FnMut() -> Result<Request>,
@@ -297,7 +379,10 @@ pub fn call(
         let req = build()?;
         let what = req.describe();
         let started = Instant::now();
-        let outcome = send_once(agent, &req);
+        let outcome = send_once(&agent.inner, &req).map_err(|e| {
+            let failure = Failure::of(&e, agent.limits);
+            (classify_transport(&e, &failure), failure)
+        });
         let verdict = match &outcome {
             Ok(resp) => {
                 log::debug!(
@@ -307,29 +392,40 @@ pub fn call(
                 );
                 classify(resp.status)
             }
-            Err(e) => classify_transport(e),
+            Err((verdict, _)) => *verdict,
         };
         if let (Verdict::Retry(reason), true) = (verdict, attempt < max) {
             let retry_after = outcome.as_ref().ok().and_then(Response::retry_after);
             let d = policy.delay(attempt, retry_after);
-            let detail = outcome
-                .as_ref()
-                .err()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default();
+            let detail = match &outcome {
+                Err((_, failure)) => format!(" ({failure})"),
+                Ok(_) => String::new(),
+            };
             log::warn!(
-                "{what} to {service}: {reason}{detail}; retrying in {:.1} s (attempt {}/{max})",
+                "{what} to {service} at {}: {reason}{detail}; retrying in {:.1} s (attempt {}/{max})",
+                host_of(&req.url),
                 d.as_secs_f64(),
                 attempt + 1
             );
             policy.sleeper.sleep(d);
             continue;
         }
-        return outcome.map_err(|e| Error::Transport {
-            service,
-            request: what,
-            detail: e.to_string(),
-            timed_out: timed_out(&e),
+        return outcome.map_err(|(_, mut failure)| {
+            // Through a proxy the look would go elsewhere than the call did.
+            if failure == Failure::Certificate(CertProblem::UnknownIssuer)
+                && agent.proxy.is_none()
+                && trust::signs_itself(&req.url, agent.limits.0)
+            {
+                failure = Failure::Certificate(CertProblem::SelfSigned);
+            }
+            Error::Transport(NoAnswer {
+                service,
+                host: host_of(&req.url),
+                proxy: agent.proxy.clone(),
+                request: what,
+                attempts: attempt,
+                failure,
+            })
         });
     }
 }
@@ -343,5 +439,32 @@ mod tests {
         let r = Request::new("GET", "https://h:8443/api/appAuth?expiredToken=SECRET");
         assert_eq!(r.describe(), "GET /api/appAuth");
         assert_eq!(path_of("http://h"), "/");
+    }
+
+    fn answer(content_type: &str, body: &str) -> Response {
+        Response {
+            host: host_of("https://h.example:8443/x?token=SECRET"),
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_html_page_is_known_by_its_type_or_its_opening_and_shows_only_its_title() {
+        let page = answer(
+            "text/plain",
+            "\u{feff}  <!DOCTYPE html><HTML><head><TITLE>\n Sign in &amp; go\t</title>",
+        );
+        assert!(page.is_html());
+        assert_eq!(page.html_title().as_deref(), Some("Sign in & go"));
+        assert_eq!(page.host, "h.example:8443");
+        let long = answer("text/html", &format!("<title>{}</title>", "é".repeat(80)));
+        assert_eq!(long.html_title().unwrap().chars().count(), 60);
+        assert!(answer("text/html; charset=utf-8", "oops").is_html());
+        assert_eq!(answer("text/html", "no title").html_title(), None);
+        for api in [r#"{"data": "<html>"}"#, "<?xml version=\"1.0\"?><ioc/>", ""] {
+            assert!(!answer("application/json", api).is_html(), "{api}");
+        }
     }
 }

@@ -58,13 +58,18 @@ pub(super) fn describe(method: &str, path: &str) -> String {
 }
 
 pub(super) fn status_error(resp: &Response, method: &str, path: &str) -> Error {
+    let request = describe(method, path);
+    if let Some(e) = resp.not_the_api(Service::Tanium, &request) {
+        return e;
+    }
     let mut message = resp.body_excerpt(300);
     if message.is_empty() {
         message = "(no details)".into();
     }
     Error::Status {
         service: Service::Tanium,
-        request: describe(method, path),
+        host: resp.host.clone(),
+        request,
         status: resp.status,
         message,
     }
@@ -75,6 +80,9 @@ pub(super) fn status_error(resp: &Response, method: &str, path: &str) -> Error {
 pub(super) fn json_body(resp: &Response, request: &str) -> Result<Value> {
     if resp.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
+    }
+    if let Some(e) = resp.not_the_api(Service::Tanium, request) {
+        return Err(e);
     }
     serde_json::from_slice(&resp.body).map_err(|e| Error::Protocol {
         service: Service::Tanium,

@@ -64,7 +64,7 @@ impl Payload {
 
 /// Talks to one Tanium server; `Send + Sync`, so a worker pool can share one client.
 pub struct TaniumClient {
-    pub(super) agent: ureq::Agent,
+    pub(super) agent: http::Agent,
     pub(super) policy: RetryPolicy,
     pub(super) base_url: String,
     pub(super) source_name: String,

@@ -41,7 +41,7 @@ impl TaniumClient {
         };
         let mut v4 = match probe(ApiGeneration::V4, &once) {
             Ok(r) => r,
-            Err(Error::Transport { .. }) => probe(ApiGeneration::V4, &self.policy)?,
+            Err(Error::Transport(_)) => probe(ApiGeneration::V4, &self.policy)?,
             Err(e) => return Err(e),
         };
         let v4_path = format!("{}/sources", ApiGeneration::V4.base_path());
@@ -109,7 +109,7 @@ impl TaniumClient {
     }
 
     /// Adds to errors on the sources route that a fixed `Tanium API Version` may be the cause.
-    pub(super) fn fixed_generation_hint(&self, e: Error) -> Error {
+    pub(super) fn fixed_generation_hint(&self, mut e: Error) -> Error {
         if !self.fixed_generation {
             return e;
         }
@@ -117,47 +117,28 @@ impl TaniumClient {
             ApiGeneration::V4 => "4.x",
             ApiGeneration::V3 => "3.x",
         };
-        match e {
+        match &mut e {
             Error::Status {
-                service,
-                request,
-                status,
-                message,
-            } if matches!(status, 400 | 404 | 405 | 501) => Error::Status {
-                service,
-                request,
-                status,
-                message: format!(
-                    "no Threat Response {version} API here, but Tanium API Version is {version}: \
-                     set it to auto ({})",
-                    message.chars().take(80).collect::<String>()
-                ),
-            },
-            Error::Status {
-                service,
-                request,
-                status,
-                message,
-            } => Error::Status {
-                service,
-                request,
-                status,
-                message: format!(
-                    "{message} (Tanium API Version is {version}; if that is wrong, set it to auto)"
-                ),
-            },
-            Error::Forbidden {
-                service,
-                needed,
-                answers,
-            } => Error::Forbidden {
-                service,
-                needed,
-                answers: format!(
-                    "{answers}; Tanium API Version is {version}: if that is wrong, set it to auto"
-                ),
-            },
-            other => other,
+                status, message, ..
+            } => {
+                *message = if matches!(status, 400 | 404 | 405 | 501) {
+                    format!(
+                        "no Threat Response {version} API here, but Tanium API Version is \
+                         {version}: set it to auto ({})",
+                        message.chars().take(80).collect::<String>()
+                    )
+                } else {
+                    format!(
+                        "{message} (Tanium API Version is {version}; if that is wrong, set it to \
+                         auto)"
+                    )
+                };
+            }
+            Error::Forbidden { answers, .. } => answers.push_str(&format!(
+                "; Tanium API Version is {version}: if that is wrong, set it to auto"
+            )),
+            _ => {}
         }
+        e
     }
 }

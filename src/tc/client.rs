@@ -43,7 +43,7 @@ enum Signer {
 /// A ThreatConnect API client; `Send + Sync`, so one instance can serve several threads.
 #[derive(Debug)]
 pub struct TcClient {
-    agent: ureq::Agent,
+    agent: http::Agent,
     policy: RetryPolicy,
     api_path: String,
     origin: Origin,
@@ -116,18 +116,29 @@ struct RenewBody {
     message: Option<String>,
 }
 
-/// TC's own message from an error body, or a trimmed excerpt of whatever came back.
+/// TC's own message from an error body, or a trimmed excerpt of whatever came back (of an
+/// HTML page, its title only).
 fn tc_message(resp: &Response) -> (Option<String>, String) {
     match serde_json::from_slice::<ErrorBody>(&resp.body) {
         Ok(b) if b.message.is_some() || b.err_code.is_some() => {
             (b.err_code, b.message.unwrap_or_default())
         }
+        _ if resp.is_html() => (
+            None,
+            match resp.html_title() {
+                Some(t) => format!("an HTML page (\"{t}\")"),
+                None => "an HTML page".into(),
+            },
+        ),
         _ => (None, resp.body_excerpt(300)),
     }
 }
 
 /// Maps a final non-2xx answer to the error the run reports.
 fn status_error(resp: &Response, request: &str) -> Error {
+    if let Some(e) = resp.not_the_api(SVC, request) {
+        return e;
+    }
     let (code, msg) = tc_message(resp);
     match resp.status {
         400 if code
@@ -146,6 +157,7 @@ fn status_error(resp: &Response, request: &str) -> Error {
         },
         403 => Error::Status {
             service: SVC,
+            host: resp.host.clone(),
             request: request.to_string(),
             status: 403,
             message: format!(
@@ -155,6 +167,7 @@ fn status_error(resp: &Response, request: &str) -> Error {
         },
         status => Error::Status {
             service: SVC,
+            host: resp.host.clone(),
             request: request.to_string(),
             status,
             message: msg,
@@ -179,6 +192,9 @@ pub(super) fn parse_envelope_borrowed<'a, T: serde::Deserialize<'a>>(
         request: request.to_string(),
         detail,
     };
+    if let Some(e) = resp.not_the_api(SVC, request) {
+        return Err(e);
+    }
     let env: Envelope<T> = serde_json::from_slice(&resp.body)
         .map_err(|e| protocol(format!("body is not the v3 JSON envelope: {e}")))?;
     if env.status.as_deref() != Some("Success") {

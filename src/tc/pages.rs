@@ -42,10 +42,8 @@ enum Failure {
 /// The shared retry rule, with "too slow" (a timeout, 408, 5xx) told apart from "not now".
 fn failure(e: &Error) -> Failure {
     match e {
-        Error::Transport {
-            timed_out: true, ..
-        } => Failure::Overload,
-        Error::Transport { .. } => Failure::Transient,
+        Error::Transport(e) if e.failure.timed_out() => Failure::Overload,
+        Error::Transport(e) if !e.failure.is_final() => Failure::Transient,
         Error::Status { status: 429, .. } => Failure::Transient,
         Error::Status { status, .. } if matches!(classify(*status), Verdict::Retry(_)) => {
             Failure::Overload

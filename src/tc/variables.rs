@@ -124,6 +124,9 @@ impl TcClient {
             request: request.clone(),
             detail,
         };
+        if let Some(e) = resp.not_the_api(Service::ThreatConnect, &request) {
+            return Err(e);
+        }
         let body: Value = serde_json::from_slice(&resp.body)
             .map_err(|_| protocol(format!("the answer for {label}'s variable is not JSON")))?;
         match body.get("data") {

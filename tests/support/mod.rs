@@ -2,6 +2,8 @@
 //! environment, write param files the way the platform does, start the lab (both simulators),
 //! say which documents the app's source must hold (and which it holds), and CONNECT proxies.
 
+pub mod tls;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
