@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use crate::cli::Options;
 use crate::clients::Clients;
 use crate::config::JobConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::platform::ExitStatus;
 use crate::sync::{self, Checkpoint, Deploy, SyncOptions, SyncReport};
 use crate::tanium::TaniumClient;
@@ -163,7 +163,7 @@ pub fn check(config: &JobConfig, _opts: &Options, clients: &Clients) -> Result<O
     let mut lines = Vec::new();
     match clients.tc(&config.tc).and_then(|c| c.check()) {
         Ok(s) => lines.push(format!("ok   ThreatConnect: {s}")),
-        Err(e) => lines.push(format!("FAIL ThreatConnect: {e}")),
+        Err(e) => lines.push(fail_line("ThreatConnect", &e)),
     }
     lines.push(format!(
         "ok   Safety rails: {}",
@@ -174,7 +174,7 @@ pub fn check(config: &JobConfig, _opts: &Options, clients: &Clients) -> Result<O
             check_tanium(&t, &mut lines);
             check_source(&t, &config.tanium.source_name, &mut lines);
         }
-        Err(e) => lines.push(format!("FAIL Tanium: {e}")),
+        Err(e) => lines.push(fail_line("Tanium", &e)),
     }
     for l in &lines {
         println!("{l}");
@@ -195,6 +195,16 @@ pub fn check(config: &JobConfig, _opts: &Options, clients: &Clients) -> Result<O
         },
         results: Vec::new(),
     })
+}
+
+/// A failed check's line; the side is named once, whether or not the error's text leads with it.
+fn fail_line(side: &str, e: &Error) -> String {
+    let text = e.to_string();
+    if text.starts_with(side) {
+        format!("FAIL {text}")
+    } else {
+        format!("FAIL {side}: {text}")
+    }
 }
 
 /// The rails in the words of the job's params, for `check`.
@@ -227,7 +237,7 @@ fn check_tanium(t: &TaniumClient, lines: &mut Vec<String>) {
     match summary {
         Ok(s) if readable.is_empty() => lines.push(format!("ok   Tanium: {s}")),
         Ok(s) => lines.push(format!("ok   Tanium: {s}; {}", readable.join("; "))),
-        Err(e) => lines.push(format!("FAIL Tanium: {e}")),
+        Err(e) => lines.push(fail_line("Tanium", &e)),
     }
     lines.extend(unreadable);
 }

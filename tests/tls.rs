@@ -35,8 +35,19 @@ fn assert_failed(r: &RunResult, lead: &str, action: &str) {
     assert_eq!(r.code, 1, "{}", r.message);
     let m = r
         .message
-        .strip_prefix("Check failed: Tanium: ")
+        .strip_prefix("Check failed: ")
         .unwrap_or(&r.message);
+    let m = ["Tanium: ", "ThreatConnect: "]
+        .iter()
+        .find_map(|side| m.strip_prefix(side))
+        .unwrap_or(m);
+    for side in ["Tanium", "ThreatConnect"] {
+        assert!(
+            !r.message.contains(&format!("{side}: {side} ")),
+            "the side is named once: {}",
+            r.message
+        );
+    }
     assert!(m.starts_with(lead), "{}", r.message);
     assert!(m.contains(action), "{}", r.message);
     assert!(r.message.chars().count() <= 255, "{}", r.message);

@@ -544,7 +544,7 @@ mod tests {
             ),
         ];
         for (e, action) in cases {
-            let shown = crate::platform::one_line(&format!("Check failed: Tanium: {e}"));
+            let shown = crate::platform::one_line(&format!("Check failed: {e}"));
             assert!(shown.contains(action), "{shown}");
             assert!(shown.chars().count() <= 255, "{shown}");
             assert!(!shown.contains("unreachable"), "{shown}");
