@@ -148,11 +148,29 @@ fn param_summary(problems: &str) -> String {
     if named.len() < 2 {
         return problems.to_string();
     }
-    format!(
-        "{} invalid parameters: {} (details in app.log)",
-        named.len(),
-        named.join(", ")
-    )
+    let lead = format!("{} invalid parameters: ", named.len());
+    let tail = " (details in app.log)";
+    let mut shown = 0;
+    let mut len = lead.chars().count() + tail.chars().count();
+    for (i, n) in named.iter().enumerate() {
+        let rest = named.len() - i - 1;
+        let more = if rest > 0 {
+            format!(", and {rest} more").len()
+        } else {
+            0
+        };
+        let add = n.chars().count() + if i > 0 { 2 } else { 0 };
+        if len + add + more > crate::platform::MESSAGE_MAX_CHARS {
+            break;
+        }
+        len += add;
+        shown += 1;
+    }
+    let mut list = named[..shown].join(", ");
+    if shown < named.len() {
+        list.push_str(&format!(", and {} more", named.len() - shown));
+    }
+    format!("{lead}{list}{tail}")
 }
 
 fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
@@ -334,6 +352,21 @@ mod tests {
             param_summary(three),
             "3 invalid parameters: Minimum Confidence Rating, Include Tags, Parallel Tanium Writes (details in app.log)"
         );
+    }
+
+    #[test]
+    fn many_bad_params_keep_the_count_and_the_pointer_to_the_log() {
+        let all: Vec<String> = crate::param_names::JOB_PARAMS
+            .iter()
+            .map(|p| format!("{} is wrong", p.label))
+            .collect();
+        let m = param_summary(&all.join("; "));
+        assert!(m.chars().count() <= 255, "{m}");
+        assert!(
+            m.starts_with(&format!("{} invalid parameters: Api User, ", all.len())),
+            "{m}"
+        );
+        assert!(m.ends_with(" more (details in app.log)"), "{m}");
     }
 
     #[test]

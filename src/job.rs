@@ -84,77 +84,109 @@ pub fn outcome(
     }
 }
 
-/// The one-line summary of a run that delivered something (or had nothing to do).
+/// The one-line summary of a run that delivered something (or had nothing to do). A run that
+/// needs the admin leads with what went wrong, so the platform's 255 characters keep it; the
+/// counters follow.
 fn summary(r: &SyncReport, dry_run: bool) -> String {
     let t = &r.tally;
-    let source = &r.source.0;
-    let mut message = if dry_run {
+    let source = shown_source(&r.source.0);
+    let mut counts = if dry_run {
         format!(
-            "Dry run for Tanium source \"{source}\": would create {}, update {}, remove {}; {} unchanged, {} skipped (invalid)",
+            "would create {}, update {}, remove {}; {} unchanged, {} skipped (invalid)",
             t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
         )
     } else {
         format!(
-            "Synced: Tanium source \"{source}\" now holds {} documents; this run: {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid)",
+            "now holds {} documents; this run: {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid)",
             r.source_docs, t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
         )
     };
-    if t.dropped_other_types > 0 {
-        message.push_str(&format!(
-            ", {} not sent (type not Address/File/Host)",
-            t.dropped_other_types
-        ));
+    for (n, what) in [
+        (
+            t.dropped_other_types,
+            "not sent (type not Address/File/Host)",
+        ),
+        (t.blocked, "blocked (unsafe or Never Send)"),
+        (t.over_cap, "over Maximum Indicators"),
+        (t.adopted, "adopted"),
+        (
+            t.foreign_left,
+            "documents this job did not make left alone (see Take Over Source)",
+        ),
+    ] {
+        if n > 0 {
+            counts.push_str(&format!(", {n} {what}"));
+        }
     }
-    if t.blocked > 0 {
-        message.push_str(&format!(", {} blocked (unsafe or Never Send)", t.blocked));
+    let trouble = trouble(r);
+    match &r.deploy {
+        Deploy::AlreadyRunning => {
+            counts.push_str("; intel deploy owed to the next run (one was already running)")
+        }
+        Deploy::Disabled => counts.push_str("; intel awaits a deploy (Deploy Intel is off)"),
+        Deploy::Failed(_) | Deploy::NotNeeded | Deploy::Done { .. } => {}
     }
-    if t.over_cap > 0 {
-        message.push_str(&format!(", {} over Maximum Indicators", t.over_cap));
+    if r.full_reconcile && !dry_run {
+        counts.push_str(" (full reconcile)");
     }
-    if t.adopted > 0 {
-        message.push_str(&format!(", {} adopted", t.adopted));
+    match (dry_run, trouble.is_empty()) {
+        (true, true) => format!("Dry run for Tanium source \"{source}\": {counts}"),
+        (true, false) => format!(
+            "Dry run for Tanium source \"{source}\": {}; {counts}",
+            trouble.join("; ")
+        ),
+        (false, true) => format!("Synced: Tanium source \"{source}\" {counts}"),
+        (false, false) => format!(
+            "Partial sync to Tanium source \"{source}\": {}; {counts}",
+            trouble.join("; ")
+        ),
     }
-    if t.foreign_left > 0 {
-        message.push_str(&format!(
-            ", {} documents this job did not make left alone (see Take Over Source)",
-            t.foreign_left
-        ));
-    }
+}
+
+/// What in a run that delivered something needs the admin, most urgent first.
+fn trouble(r: &SyncReport) -> Vec<String> {
+    let t = &r.tally;
     let failed = t.failed_writes + t.failed_removals;
-    if failed > 0 {
-        message.push_str(&format!(", {failed} failed"));
-    }
+    let mut trouble = Vec::new();
     if let Some(stop) = &r.stop {
-        message.push_str(&format!("; {stop}"));
-    } else if t.held_back > 0 {
-        message.push_str(&format!(
-            "; held back {} removals, more than Maximum Removal Percent allows: raise it to perform them",
+        trouble.push(stop.to_string());
+    }
+    if t.held_back > 0 {
+        trouble.push(format!(
+            "held back {} removals, more than Maximum Removal Percent allows: raise it to perform them",
             t.held_back
         ));
-    } else if failed > 0 {
-        if let Some(e) = r.errors.first() {
-            message.push_str(&format!("; first error: {e}"));
+    }
+    if failed > 0 {
+        match r.errors.first().filter(|_| r.stop.is_none()) {
+            Some(e) => trouble.push(format!("{failed} failed, first error: {e}")),
+            None => trouble.push(format!("{failed} failed")),
         }
-    } else if !r.removals_complete {
+    } else if !r.removals_complete && r.stop.is_none() && t.held_back == 0 {
         // Exit 3 must say why even when every write went through.
-        message.push_str("; removal check incomplete");
-        if let Some(e) = r.errors.first() {
-            message.push_str(&format!(": {e}"));
+        match r.errors.first() {
+            Some(e) => trouble.push(format!("removal check incomplete: {e}")),
+            None => trouble.push("removal check incomplete".into()),
         }
     }
     // Said even when other trouble came first: the endpoints lack the new intel.
-    match &r.deploy {
-        Deploy::Failed(e) => message.push_str(&format!("; {e}")),
-        Deploy::AlreadyRunning => {
-            message.push_str("; intel deploy owed to the next run (one was already running)")
-        }
-        Deploy::Disabled => message.push_str("; intel awaits a deploy (Deploy Intel is off)"),
-        Deploy::NotNeeded | Deploy::Done { .. } => {}
+    if let Deploy::Failed(e) = &r.deploy {
+        trouble.push(e.clone());
     }
-    if r.full_reconcile && !dry_run {
-        message.push_str(" (full reconcile)");
+    trouble
+}
+
+/// A source name as message.tc shows it: long names are cut in the middle, so the counters
+/// and what to do still fit in the platform's 255 characters.
+fn shown_source(name: &str) -> String {
+    const KEEP: usize = 24;
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= 2 * KEEP + 1 {
+        return name.to_string();
     }
-    message
+    let head: String = chars[..KEEP].iter().collect();
+    let tail: String = chars[chars.len() - KEEP..].iter().collect();
+    format!("{head}…{tail}")
 }
 
 /// Verifies connectivity and credentials to both sides and the source; one line per check,
@@ -394,7 +426,7 @@ mod tests {
         assert_eq!(o.status, ExitStatus::Partial);
         assert!(
             o.message
-                .ends_with(", 2 failed; first error: could not write X: Tanium answered 503"),
+                .starts_with("Partial sync to Tanium source \"ThreatConnect\": 2 failed, first error: could not write X: Tanium answered 503; now holds"),
             "{}",
             o.message
         );
@@ -410,9 +442,9 @@ mod tests {
         let o = run(&stopped);
         assert_eq!(o.status, ExitStatus::Partial);
         assert!(
-            o.message.ends_with(
-                "; ThreatConnect pull incomplete (nothing removed): record 3 of page 2 cannot be read (full reconcile)"
-            ),
+            o.message.starts_with(
+                "Partial sync to Tanium source \"ThreatConnect\": ThreatConnect pull incomplete (nothing removed): record 3 of page 2 cannot be read; now holds"
+            ) && o.message.ends_with(" (full reconcile)"),
             "{}",
             o.message
         );
@@ -427,10 +459,71 @@ mod tests {
         }
         let o = run(&deploy);
         assert_eq!(o.status, ExitStatus::Partial);
-        assert!(o
-            .message
-            .ends_with("; intel deploy failed: Tanium answered 400"));
+        assert!(
+            o.message.starts_with(
+                "Partial sync to Tanium source \"ThreatConnect\": intel deploy failed: Tanium answered 400; now holds"
+            ),
+            "{}",
+            o.message
+        );
         assert_eq!(key(&o, "deploy_pending"), Some(&Some("true".into())));
+    }
+
+    #[test]
+    fn the_longest_messages_keep_what_to_do_within_255_characters() {
+        let mut r = report(Tally {
+            matched: 9_999_999,
+            created: 1_234_567,
+            updated: 1_234_567,
+            removed: 1_234_567,
+            unchanged: 9_999_999,
+            skipped_invalid: 99_999,
+            dropped_other_types: 99_999,
+            blocked: 99_999,
+            over_cap: 99_999,
+            adopted: 99_999,
+            foreign_left: 99_999,
+            held_back: 1_234_567,
+            failed_writes: 99_999,
+            ..Tally::default()
+        });
+        r.source = (
+            "Threat Response intel for the EMEA production fleet, fed by ThreatConnect".repeat(3),
+            Some(7),
+        );
+        r.errors = vec!["could not write 1.2.3.4: Tanium answered 503 Service Unavailable".into()];
+        r.deploy = Deploy::Failed("intel deploy failed: Tanium answered 400".into());
+        r.full_reconcile = true;
+        let o = run(&r);
+        assert_eq!(o.status, ExitStatus::Partial);
+        let shown = crate::platform::one_line(&o.message);
+        assert!(shown.chars().count() <= 255, "{shown}");
+        assert!(
+            shown.starts_with(
+                "Partial sync to Tanium source \"Threat Response intel fo…et, fed by ThreatConnect\": held back"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(
+                "held back 1234567 removals, more than Maximum Removal Percent allows: raise it to perform them; 99999 failed, first error: could not write 1.2.3.4"
+            ),
+            "{shown}"
+        );
+
+        let mut clean = report(Tally {
+            created: 1_234_567,
+            updated: 1_234_567,
+            removed: 1_234_567,
+            unchanged: 9_999_999,
+            skipped_invalid: 99_999,
+            ..Tally::default()
+        });
+        clean.source = r.source.clone();
+        clean.source_docs = 12_345_678;
+        let shown = crate::platform::one_line(&run(&clean).message);
+        assert!(shown.chars().count() <= 255, "{shown}");
+        assert!(shown.ends_with("99999 skipped (invalid)"), "{shown}");
     }
 
     #[test]

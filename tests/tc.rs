@@ -639,7 +639,15 @@ fn final_statuses_are_not_retried_and_are_mapped() {
         assert_eq!(sim.server().hits("GET /api/v3/indicators"), 1, "{status}");
         match (status, &err) {
             (401, Error::Auth { message, .. }) => assert!(message.contains("injected 401")),
-            (403, Error::Status { message, .. }) => assert!(message.contains("owner")),
+            (
+                403,
+                Error::Forbidden {
+                    needed, answers, ..
+                },
+            ) => {
+                assert!(needed.starts_with("the Api User cannot read an owner"));
+                assert!(answers.contains("injected 403"));
+            }
             (
                 s,
                 Error::Status {

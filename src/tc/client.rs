@@ -150,20 +150,17 @@ fn status_error(resp: &Response, request: &str) -> Error {
         401 => Error::Auth {
             service: SVC,
             message: format!(
-                "401 to {request} ({msg}); check the API access id and secret key, that this \
-                 machine's clock is within 5 minutes of ThreatConnect's, that no proxy re-encodes \
-                 the URL, or that the job token has not expired"
+                "the job's Api User was refused (401 to {request}): check the Api User is \
+                 active and its secret key unchanged, the job server's clock (5-minute \
+                 tolerance) and that no proxy rewrites URLs ({msg})"
             ),
         },
-        403 => Error::Status {
+        403 => Error::Forbidden {
             service: SVC,
-            host: resp.host.clone(),
-            request: request.to_string(),
-            status: 403,
-            message: format!(
-                "{msg}; the API user cannot read an owner named in the query (check the Owners \
-                 parameter and the API user's owner memberships)"
-            ),
+            needed: "the Api User cannot read an owner the query names; make it a member of each \
+                     owner in ThreatConnect Owners (or those your TQL names)"
+                .into(),
+            answers: format!("403 to {request}: {msg}"),
         },
         status => Error::Status {
             service: SVC,

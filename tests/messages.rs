@@ -1,0 +1,153 @@
+//! message.tc as the TC admin reads it in the job's history: one line of at most 255
+//! characters that leads with what to do, for the longest and the credential cases, through
+//! the real binary.
+
+use crate::support::lab;
+use serde_json::{json, Map};
+use tanium_tr_indicators::sim::lab::{Lab, RunResult};
+use tanium_tr_indicators::sim::server::{Fault, FaultRule};
+use tanium_tr_indicators::tanium::model::ApiGeneration;
+
+fn run(lab: &mut Lab) -> RunResult {
+    lab.run(&Map::new(), &[]).unwrap()
+}
+
+fn one_short_line(r: &RunResult) {
+    assert_eq!(r.message.lines().count(), 1, "{}", r.message);
+    assert!(r.message.chars().count() <= 255, "{}", r.message);
+}
+
+fn status(status: u16) -> Fault {
+    Fault::Status {
+        status,
+        retry_after: Some(0),
+    }
+}
+
+#[test]
+fn a_refused_api_user_leads_with_the_api_user_and_what_to_check() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 5, 31);
+    lab.set("tc_api_secret_key", json!("a-secret-that-was-regenerated"));
+    let r = run(&mut lab);
+    assert_eq!(r.code, 1, "{}", r.message);
+    one_short_line(&r);
+    assert!(
+        r.message.starts_with(
+            "ThreatConnect rejected the credentials: the job's Api User was refused (401 to GET \
+             /api/v3/"
+        ),
+        "{}",
+        r.message
+    );
+    for action in [
+        "Api User is active",
+        "secret key unchanged",
+        "clock",
+        "proxy",
+    ] {
+        assert!(r.message.contains(action), "{action}: {}", r.message);
+    }
+    assert!(!r.message.contains("a-secret-that-was-regenerated"));
+    assert!(!r.log.contains("a-secret-that-was-regenerated"));
+    assert!(lab.source_docs().is_empty());
+}
+
+#[test]
+fn an_owner_the_api_user_cannot_read_names_the_owners_param() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 5, 32);
+    lab.tc.server().inject(FaultRule::new(
+        Some("GET"),
+        "/api/v3/indicators",
+        1,
+        status(403),
+    ));
+    let r = run(&mut lab);
+    assert_eq!(r.code, 1, "{}", r.message);
+    one_short_line(&r);
+    assert!(
+        r.message.contains(
+            "ThreatConnect permission missing: the Api User cannot read an owner the query \
+             names; make it a member of each owner in ThreatConnect Owners"
+        ),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn every_param_wrong_at_once_keeps_the_count_and_the_pointer_to_the_log() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 5, 33);
+    for (name, bad) in [
+        ("min_threatassess_score", "1001"),
+        ("min_confidence", "high"),
+        ("min_rating", "9"),
+        ("max_false_positives", "-1"),
+        ("max_removal_percent", "150"),
+        ("max_indicators", "many"),
+        ("max_indicator_age_days", "0.5"),
+        ("reconcile_interval_hours", "soon"),
+        ("tanium_workers", "1000"),
+        ("tc_page_size", "lots"),
+        ("last_modified", "yesterday-ish"),
+        ("tanium_api_version", "5.x"),
+        ("intel_format", "YARA"),
+    ] {
+        lab.set(name, json!(bad));
+    }
+    let r = run(&mut lab);
+    assert_eq!(r.code, 1, "{}", r.message);
+    one_short_line(&r);
+    assert!(
+        r.message.starts_with("13 invalid parameters: "),
+        "{}\n{}",
+        r.message,
+        r.log
+    );
+    assert!(
+        r.message.ends_with(" (details in app.log)"),
+        "{}",
+        r.message
+    );
+    for label in [
+        "Minimum ThreatAssess Score",
+        "Minimum Confidence Rating",
+        "Intel Format",
+    ] {
+        assert!(r.log.contains(label), "app.log names {label}");
+    }
+    assert!(lab.source_docs().is_empty());
+}
+
+#[test]
+fn a_partial_run_into_a_long_named_source_leads_with_the_failure() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 60, 34);
+    let source = "Threat Response intel for the EMEA production fleet, fed by ThreatConnect \
+                  (owners: Acme Corp, Common Community, Partner Feeds)";
+    lab.set("tanium_source", json!(source));
+    lab.set("tanium_workers", json!("1"));
+    lab.tanium.server().inject(
+        FaultRule::new(
+            Some("POST"),
+            "/plugin/products/threat-response/api/v1/sources/",
+            5,
+            status(503),
+        )
+        .after(10),
+    );
+    let r = run(&mut lab);
+    assert_eq!(r.code, 3, "{}", r.message);
+    one_short_line(&r);
+    assert!(
+        r.message
+            .starts_with("Partial sync to Tanium source \"Threat Response intel fo…"),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.message.contains("\": 1 failed, first error: "),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("503"), "{}", r.message);
+    assert!(r.log.contains(source), "app.log names the source in full");
+}
