@@ -7,6 +7,7 @@
 
 mod address;
 mod connect;
+mod labels;
 mod rails;
 mod select;
 pub mod timestamp;
@@ -65,6 +66,7 @@ pub struct JobConfig {
     pub intel_format: intel::Format,
     /// Safety rails.
     pub rails: crate::safety::Rails,
+    pub labels: crate::labels::LabelRules,
     /// How often a full reconcile runs (0 = every run).
     #[serde(rename = "reconcile_interval_hours", serialize_with = "whole_hours")]
     pub reconcile_interval: Duration,
@@ -186,6 +188,7 @@ impl Loader {
         let filters = select::filters(raw, p);
         let intel_format = p.take(select::intel_format(raw));
         let rails = rails::rails(raw, p);
+        let labels = labels::labels(raw, p);
         let reconcile_hours = p
             .take(spec_whole(
                 raw,
@@ -212,6 +215,7 @@ impl Loader {
             filters,
             intel_format,
             rails,
+            labels,
             reconcile_interval: Duration::from_secs(u64::from(reconcile_hours) * 3600),
             workers: workers as usize,
             log_level,

@@ -1,5 +1,6 @@
-//! The write pool: a few workers send creates, updates and deletes to Tanium in parallel, so
-//! WAN latency does not serialise a first sync. Only their results cross the mutex.
+//! The write pool: a few workers send creates, updates, deletes and label changes to Tanium in
+//! parallel, so WAN latency does not serialise a first sync. Only their results cross the
+//! mutex.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -11,6 +12,8 @@ use crate::intel::{self, Package};
 use crate::tanium::client::TaniumClient;
 use crate::tanium::model::{IntelDoc, Upload};
 
+use super::labels::LabelPlan;
+
 /// After this many consecutive failed writes Tanium is treated as down and dispatch stops.
 const CONSECUTIVE_FAILURES_TO_ABORT: u32 = 25;
 
@@ -18,10 +21,13 @@ const CONSECUTIVE_FAILURES_TO_ABORT: u32 = 25;
 const KEPT_ERRORS: usize = 5;
 
 /// One write.
+/// `labels` (None: labels are off this run) are brought to the plan right after the content
+/// is written, using the labels the write answer shows when it shows them.
 pub(super) enum Op {
     Create {
         pkg: Box<Package>,
         last_modified: Option<OffsetDateTime>,
+        labels: Option<LabelPlan>,
     },
     Update {
         doc_id: i64,
@@ -29,6 +35,7 @@ pub(super) enum Op {
         last_modified: Option<OffsetDateTime>,
         /// Read the stored marker first unless Tanium's md5 proved trustworthy this run.
         verify: bool,
+        labels: Option<LabelPlan>,
     },
     Delete {
         doc_id: i64,
@@ -40,6 +47,14 @@ pub(super) enum Op {
         old_doc_id: i64,
         pkg: Box<Package>,
         last_modified: Option<OffsetDateTime>,
+        labels: Option<LabelPlan>,
+    },
+    /// A label change alone: the content is current.
+    Labels {
+        doc_id: i64,
+        what: String,
+        labels: LabelPlan,
+        last_modified: Option<OffsetDateTime>,
     },
 }
 
@@ -49,6 +64,10 @@ pub(super) struct Results {
     pub created: u64,
     pub updated: u64,
     pub removed: u64,
+    /// Documents whose labels alone changed.
+    pub relabelled: u64,
+    /// Documents whose labels could not be brought to the rules (counted in `failed_writes`).
+    pub failed_labels: u64,
     /// Updates that reading the stored document showed to be unneeded.
     pub unchanged: u64,
     pub failed_writes: u64,
@@ -83,6 +102,11 @@ impl Results {
             | Op::Update { last_modified, .. }
             | Op::Replace { last_modified, .. } => {
                 self.failed_writes += 1;
+                self.note_undelivered(last_modified);
+            }
+            Op::Labels { last_modified, .. } => {
+                self.failed_writes += 1;
+                self.failed_labels += 1;
                 self.note_undelivered(last_modified);
             }
             Op::Delete { .. } => self.failed_removals += 1,
@@ -196,6 +220,16 @@ impl State<'_> {
             }
             if self.verified_unchanged(&op) {
                 self.results().unchanged += 1;
+                if let Op::Update {
+                    doc_id,
+                    pkg,
+                    last_modified,
+                    labels: Some(labels),
+                    ..
+                } = op
+                {
+                    self.write_labels(doc_id, &pkg.name, &labels, last_modified);
+                }
                 continue;
             }
             self.write(op);
@@ -245,17 +279,95 @@ impl State<'_> {
         }
     }
 
+    /// Brings one document's labels to `plan`; whether anything changed.
+    fn label(&self, doc_id: i64, plan: &LabelPlan, answered: Option<Vec<i64>>) -> Result<bool> {
+        let current = match answered.or_else(|| plan.current.as_ref().map(|c| c.to_vec())) {
+            Some(c) => c,
+            None => self.tanium.doc_label_ids(doc_id)?,
+        };
+        let change = plan.change(&current);
+        for id in &change.add {
+            self.tanium.add_doc_label(doc_id, *id)?;
+        }
+        for id in &change.remove {
+            self.tanium.remove_doc_label(doc_id, *id)?;
+        }
+        Ok(!change.is_empty())
+    }
+
+    /// The labels of a document just written; a failure is one more failed write of it (its
+    /// indicator is pulled again next run).
+    fn label_written(&self, doc: &IntelDoc, op: &Op) {
+        let (Op::Create {
+            labels: Some(plan),
+            pkg,
+            last_modified,
+        }
+        | Op::Update {
+            labels: Some(plan),
+            pkg,
+            last_modified,
+            ..
+        }
+        | Op::Replace {
+            labels: Some(plan),
+            pkg,
+            last_modified,
+            ..
+        }) = op
+        else {
+            return;
+        };
+        if let Err(e) = self.label(doc.id, plan, doc.label_ids.clone()) {
+            self.failed(|r| {
+                r.failed_writes += 1;
+                r.failed_labels += 1;
+                r.note_undelivered(*last_modified);
+                r.note_error(format!("could not label {}: {e}", pkg.name));
+            });
+        }
+    }
+
+    fn write_labels(
+        &self,
+        doc_id: i64,
+        what: &str,
+        plan: &LabelPlan,
+        last_modified: Option<OffsetDateTime>,
+    ) {
+        match self.label(doc_id, plan, None) {
+            Ok(true) => self.succeeded(|r| r.relabelled += 1),
+            Ok(false) => {}
+            Err(e) => self.failed(|r| {
+                r.failed_writes += 1;
+                r.failed_labels += 1;
+                r.note_undelivered(last_modified);
+                r.note_error(format!("could not label {what}: {e}"));
+            }),
+        }
+    }
+
     fn write(&self, op: Op) {
         let tanium = self.tanium;
         let result = match &op {
             Op::Create { pkg, .. } | Op::Replace { pkg, .. } => tanium
                 .create_doc(self.source_id, &upload_of(pkg))
-                .map(|d| self.learn(&d, pkg)),
+                .inspect(|d| self.learn(d, pkg)),
             Op::Update { doc_id, pkg, .. } => tanium
                 .update_doc(*doc_id, &upload_of(pkg))
-                .map(|d| self.learn(&d, pkg)),
-            Op::Delete { doc_id, .. } => tanium.delete_doc(*doc_id),
+                .inspect(|d| self.learn(d, pkg)),
+            Op::Delete { doc_id, .. } => tanium.delete_doc(*doc_id).map(|()| IntelDoc::default()),
+            Op::Labels {
+                doc_id,
+                what,
+                labels,
+                last_modified,
+            } => {
+                self.write_labels(*doc_id, what, labels, *last_modified);
+                return;
+            }
         };
+        let result = result.map(|doc| self.label_written(&doc, &op));
         match (op, result) {
             (
                 Op::Replace {
@@ -301,6 +413,8 @@ impl State<'_> {
                 r.failed_removals += 1;
                 r.note_error(format!("could not remove {what}: {e}"));
             }),
+            // (sent before the match)
+            (Op::Labels { .. }, _) => {}
         }
     }
 
