@@ -511,7 +511,7 @@ fn unreadable_labels_leave_the_sync_alone_and_the_next_run_labels_every_document
         r.message
     );
     assert_eq!(held(&lab), expected(&lab, |_| true));
-    assert_eq!(r.results["label_fingerprint"], "");
+    assert_eq!(r.results["label_fingerprint"], "unsettled");
     lab.tanium.clear_denials();
     let r = ok(&mut lab);
     assert!(r.message.contains("(full reconcile)"), "{}", r.message);

@@ -21,6 +21,9 @@ use crate::params::RawParams;
 pub const DEFAULT_LAST_MODIFIED: &str = "30 days ago";
 /// How results.tc says the job has no horizon (it pulls whatever its filters select).
 pub const HORIZON_NONE: &str = "none";
+/// The label fingerprint of a run that could not read or make labels: it matches no rules,
+/// not even none, so the next run looks at every document's labels.
+pub const LABELS_UNSETTLED: &str = "unsettled";
 /// Overlap kept between runs, so clock skew and same-second updates are never missed.
 pub const SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -190,7 +193,7 @@ impl Checkpoint {
                 self.managed_labels.union(&now).cloned().collect(),
                 match kept {
                     LabelsEnd::Kept => self.label_fingerprint.clone().unwrap_or_default(),
-                    _ => String::new(),
+                    _ => LABELS_UNSETTLED.to_string(),
                 },
             ),
         };
@@ -543,7 +546,13 @@ mod tests {
         );
         assert_eq!(kept[1].1, Some(old.fingerprint()), "still owes the pass");
         let unsettled = label_keys(&after, LabelsEnd::Unsettled, &old);
-        assert_eq!(unsettled[1].1, Some(String::new()), "the next run passes");
+        assert_eq!(unsettled[1].1.as_deref(), Some("unsettled"));
+        let (after_unsettled, _) = load(&[("label_fingerprint", "unsettled")]);
+        assert_eq!(
+            after_unsettled.label_pass_reason(&LabelRules::default()),
+            Some("the label params changed"),
+            "even a job left without label params passes over the documents"
+        );
         let done = label_keys(&after, LabelsEnd::Settled, &new);
         assert_eq!(done[0].1.as_deref(), Some(r#"["label:threatconnect"]"#));
         assert_eq!(done[1].1, Some(new.fingerprint()));

@@ -3,8 +3,8 @@
 //!
 //! Only this module knows the order of the steps (`run`); each stage has its own file: the
 //! source index, planning one indicator, the planner that walks the pull, the write pool,
-//! removals, labels and the checkpoint. `tc`, `tanium` and `intel` know nothing of each other; this
-//! module maps between them.
+//! removals, labels and the checkpoint. `tc`, `tanium` and `intel` know nothing of each other;
+//! this module maps between them.
 
 pub mod checkpoint;
 mod index;

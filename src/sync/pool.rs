@@ -20,9 +20,8 @@ const CONSECUTIVE_FAILURES_TO_ABORT: u32 = 25;
 /// How many failure descriptions are kept for the log summary and message.tc.
 const KEPT_ERRORS: usize = 5;
 
-/// One write.
-/// `labels` (None: labels are off this run) are brought to the plan right after the content
-/// is written, using the labels the write answer shows when it shows them.
+/// One write. `labels` (None: labels are off this run) are brought to their plan right after
+/// the content is written, from the labels the write's answer shows when it shows them.
 pub(super) enum Op {
     Create {
         pkg: Box<Package>,
