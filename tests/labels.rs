@@ -520,3 +520,30 @@ fn unreadable_labels_leave_the_sync_alone_and_the_next_run_labels_every_document
         wanted(&lab, &["ThreatConnect"], |_| false, false)
     );
 }
+
+#[test]
+fn a_label_tanium_refuses_to_make_is_asked_for_once_and_the_next_run_makes_it() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 80, 71);
+    lab.set("tags_as_labels", json!("APT28"));
+    lab.tanium.deny(Some("POST"), &format!("{BASE}/labels"));
+    let r = run(&mut lab, &[]);
+    assert_eq!(r.code, 3, "{}", r.message);
+    assert!(
+        r.message.contains("could not create the Tanium label"),
+        "{}",
+        r.message
+    );
+    assert_eq!(held(&lab), expected(&lab, |_| true));
+    // ThreatConnect and APT28, each once (a 403 is asked again after a fresh login).
+    assert_eq!(lab.tanium.server().hits(&format!("POST {BASE}/labels")), 4);
+    assert!(lab.tanium.labels().is_empty());
+    assert_eq!(r.results["label_fingerprint"], "unsettled");
+    lab.tanium.clear_denials();
+    let r = ok(&mut lab);
+    assert!(r.message.contains("(full reconcile)"), "{}", r.message);
+    assert_eq!(
+        labels_by_name(&lab),
+        wanted(&lab, &["ThreatConnect"], |t| t == "APT28", false)
+    );
+    quiet(&mut lab);
+}

@@ -3,10 +3,10 @@
 //! are the job's), and the difference a document's labels need. The rules themselves are in
 //! [`crate::labels`]; the planner decides per document, the pool writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::labels::{LabelRules, Managed};
+use crate::labels::{key, LabelRules, Managed};
 use crate::tanium::client::TaniumClient;
 use crate::tanium::labels::find;
 use crate::tanium::Label;
@@ -109,6 +109,8 @@ pub(super) struct LabelBook {
     /// share one.
     desired: HashMap<Vec<String>, Arc<[i64]>>,
     dry_run: bool,
+    /// Names Tanium refused to make this run, asked for once only.
+    refused: HashSet<String>,
     /// Ids a dry run gives the labels it would make (negative: never sent).
     next_placeholder: i64,
     /// Off: no label work this run (no rules and none before, or the labels cannot be read).
@@ -136,6 +138,7 @@ impl LabelBook {
             managed: Arc::from(Vec::new()),
             desired: HashMap::new(),
             dry_run,
+            refused: HashSet::new(),
             next_placeholder: -1,
             active: false,
             pass,
@@ -234,6 +237,9 @@ impl LabelBook {
         if let Some(l) = find(&self.labels, name) {
             return Some(l.id);
         }
+        if self.refused.contains(&key(name)) {
+            return None;
+        }
         let made = if self.dry_run {
             println!("new label {name}: not in Tanium yet");
             log::info!("plan: new label {name}: not in Tanium yet");
@@ -247,6 +253,7 @@ impl LabelBook {
             match tanium.create_label(name) {
                 Ok(l) => l,
                 Err(e) => {
+                    self.refused.insert(key(name));
                     let msg = format!("could not create the Tanium label {name:?}: {e}");
                     log::error!("{msg}");
                     self.error.get_or_insert(msg);
