@@ -6,6 +6,9 @@
 //!   --sizes 10k,100k[,1m]   dataset sizes (default 10k,100k)
 //!   --latency-ms N          latency both simulators add to every answer (default 0)
 //!   --workers N[,M...]      tanium_workers; several values run each and report the speed-up
+//!   --labels L[,M...]       off, default (every document labelled ThreatConnect, the app's
+//!                           default) or rich (also tags APT*, Malware and ThreatAssess bands);
+//!                           several run each and report the label requests' cost
 //!   --phases LIST           first,nochange,changed,full (default all four)
 //!   --json FILE             also write the results as JSON
 //!   --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
@@ -18,12 +21,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tanium_tr_indicators::sim::bench::{self, Baseline, BenchOptions, Phase, PhaseResult};
+use tanium_tr_indicators::sim::bench::{
+    self, Baseline, BenchLabels, BenchOptions, Phase, PhaseResult,
+};
 
 struct Args {
     sizes: Vec<usize>,
     latency_ms: u64,
     workers: Vec<Option<usize>>,
+    labels: Vec<BenchLabels>,
     phases: Vec<Phase>,
     json: Option<PathBuf>,
     check: Option<PathBuf>,
@@ -38,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         sizes: Vec::new(),
         latency_ms: 0,
         workers: vec![None],
+        labels: vec![BenchLabels::Default],
         phases: Phase::ALL.to_vec(),
         json: None,
         check: None,
@@ -64,6 +71,15 @@ fn parse_args() -> Result<Args, String> {
                     .map(|w| match w.trim().parse::<usize>() {
                         Ok(n) if (1..=32).contains(&n) => Ok(Some(n)),
                         _ => Err(format!("--workers: '{w}' is not a number from 1 to 32")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--labels" => {
+                a.labels = value("--labels")?
+                    .split(',')
+                    .map(|l| {
+                        BenchLabels::parse(l)
+                            .ok_or(format!("--labels: '{l}' is not off, default or rich"))
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -129,7 +145,11 @@ fn main() -> ExitCode {
     );
     let mut all: Vec<PhaseResult> = Vec::new();
     for &size in &args.sizes {
-        for &workers in &args.workers {
+        for (&workers, &labels) in args
+            .workers
+            .iter()
+            .flat_map(|w| args.labels.iter().map(move |l| (w, l)))
+        {
             let opts = BenchOptions {
                 binary: binary.clone(),
                 dir: args.dir.clone(),
@@ -138,18 +158,21 @@ fn main() -> ExitCode {
                 seed: args.seed,
                 phases: args.phases.clone(),
                 app_log_level: args.app_log.clone(),
+                labels,
             };
             let run = bench::run_size(&opts, size, &mut |r| {
                 eprintln!(
-                    "bench: {} {} (workers {}): {:.2} s, exit {}, TC {} req, Tanium {} req ({} writes), peak RSS {} KiB",
+                    "bench: {} {} (workers {}, labels {}): {:.2} s, exit {}, TC {} req, Tanium {} req ({} writes, {} of labels), peak RSS {} KiB",
                     bench::format_size(r.size),
                     r.phase.label(),
                     workers.map_or("default".into(), |w| w.to_string()),
+                    labels.label(),
                     r.wall_secs,
                     r.exit_code,
                     r.tc_requests,
                     r.tanium_requests,
                     r.tanium_writes,
+                    r.tanium_label_writes,
                     r.peak_rss_kb.unwrap_or(0)
                 )
             });
@@ -163,6 +186,34 @@ fn main() -> ExitCode {
         }
     }
     println!("\n{}", bench::table(&all));
+    if args.labels.len() > 1 {
+        for &size in &args.sizes {
+            for phase in [Phase::FirstSync, Phase::NoChange] {
+                let of = |l: BenchLabels| {
+                    all.iter()
+                        .find(|r| r.size == size && r.phase == phase && r.labels == l)
+                };
+                let Some(off) = of(BenchLabels::Off) else {
+                    continue;
+                };
+                for r in all
+                    .iter()
+                    .filter(|r| r.size == size && r.phase == phase && r.labels != BenchLabels::Off)
+                {
+                    println!(
+                        "{} of {}: labels {} cost {} more Tanium requests ({} vs {}), {:+.2} s",
+                        phase.label(),
+                        bench::format_size(size),
+                        r.labels.label(),
+                        r.tanium_requests as i64 - off.tanium_requests as i64,
+                        r.tanium_requests,
+                        off.tanium_requests,
+                        r.wall_secs - off.wall_secs
+                    );
+                }
+            }
+        }
+    }
     if args.workers.len() > 1 {
         for &size in &args.sizes {
             let first: Vec<&PhaseResult> = all

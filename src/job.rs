@@ -73,7 +73,9 @@ pub fn outcome(
     };
     let results = match (&r.end, status) {
         (Some(end), ExitStatus::Success | ExitStatus::Partial) => {
-            checkpoint.results(end, &config.selection_fingerprint(), now)
+            let mut keys = checkpoint.results(end, &config.selection_fingerprint(), now);
+            keys.extend(checkpoint.label_results(end, &config.labels));
+            keys
         }
         _ => Vec::new(),
     };
@@ -101,6 +103,13 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
             r.source_docs, t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
         )
     };
+    if t.relabelled > 0 {
+        counts.push_str(&if dry_run {
+            format!(", relabel {}", t.relabelled)
+        } else {
+            format!(", {} relabelled", t.relabelled)
+        });
+    }
     for (n, what) in [
         (
             t.dropped_other_types,
@@ -205,6 +214,7 @@ pub fn check(config: &JobConfig, _opts: &Options, clients: &Clients) -> Result<O
         Ok(t) => {
             check_tanium(&t, &mut lines);
             check_source(&t, &config.tanium.source_name, &mut lines);
+            lines.push(check_labels(&t, &config.labels));
         }
         Err(e) => lines.push(fail_line("Tanium", &e)),
     }
@@ -294,6 +304,19 @@ fn check_source(t: &TaniumClient, name: &str, lines: &mut Vec<String>) {
     }
 }
 
+/// The labels the job puts on documents whatever their indicator: which exist, and whether the
+/// account may make the missing ones.
+fn check_labels(t: &TaniumClient, rules: &crate::labels::LabelRules) -> String {
+    if rules.is_empty() {
+        return "ok   Tanium labels: none (Tanium Labels is empty)".into();
+    }
+    match t.check_labels(&rules.known_names()) {
+        Ok(s) if rules.tags.is_empty() => format!("ok   Tanium labels: {s}"),
+        Ok(s) => format!("ok   Tanium labels: {s}; labels of tags are made as the tags appear"),
+        Err(e) => format!("FAIL Tanium labels: {e}"),
+    }
+}
+
 /// `demo`: runs the job against the built-in simulators.
 #[cfg(feature = "sim")]
 pub fn demo(opts: &Options) -> Result<ExitStatus> {
@@ -373,6 +396,7 @@ mod tests {
                 full_reconcile: false,
                 removals_complete: true,
                 deploy_owed: false,
+                labels: crate::sync::LabelsEnd::Kept,
             }),
             source: ("ThreatConnect".into(), Some(7)),
             source_docs: 1159,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod intel;
 pub mod job;
+pub mod labels;
 pub mod package;
 /// The one list of param names and labels the code reads; build.rs checks it against install.json.
 pub mod param_names;

@@ -175,6 +175,28 @@ pub const DEPLOY_INTEL: ParamSpec = ParamSpec {
     label: "Deploy Intel",
 };
 
+pub const TANIUM_LABELS: ParamSpec = ParamSpec {
+    name: "tanium_labels",
+    label: "Tanium Labels",
+};
+pub const TAGS_AS_LABELS: ParamSpec = ParamSpec {
+    name: "tags_as_labels",
+    label: "Tags as Labels",
+};
+pub const THREATASSESS_LABELS: ParamSpec = ParamSpec {
+    name: "threatassess_labels",
+    label: "ThreatAssess Labels",
+};
+/// Hidden: the label rules of earlier runs whose labels may still be on documents.
+pub const MANAGED_LABELS: ParamSpec = ParamSpec {
+    name: "managed_labels",
+    label: "Managed Labels",
+};
+/// Hidden: the label rules every document's labels were last brought to.
+pub const LABEL_FINGERPRINT: ParamSpec = ParamSpec {
+    name: "label_fingerprint",
+    label: "Label Fingerprint",
+};
 pub const TAKE_OVER_SOURCE: ParamSpec = ParamSpec {
     name: "take_over_source",
     label: "Take Over Source",
@@ -211,6 +233,9 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     MAX_INDICATORS,
     MAX_INDICATOR_AGE_DAYS,
     DEPLOY_INTEL,
+    TANIUM_LABELS,
+    TAGS_AS_LABELS,
+    THREATASSESS_LABELS,
     DRY_RUN,
     INTEL_FORMAT,
     RECONCILE_INTERVAL_HOURS,
@@ -222,6 +247,8 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     HTTP_TIMEOUT_SECS,
     DEPLOY_PENDING,
     JOB_HORIZON,
+    MANAGED_LABELS,
+    LABEL_FINGERPRINT,
 ];
 
 /// Hidden params: kept between runs through results.tc, never shown in the job wizard.
@@ -231,6 +258,8 @@ pub const HIDDEN_PARAMS: &[&str] = &[
     "http_timeout_secs",
     "deploy_pending",
     "job_horizon",
+    "managed_labels",
+    "label_fingerprint",
 ];
 
 /// `tc_api_path`: the TC API base URL.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tanium_tr_indicators::sim::dataset;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 
-use tanium_tr_indicators::sim::bench::{self, Baseline, BenchOptions, Phase};
+use tanium_tr_indicators::sim::bench::{self, Baseline, BenchLabels, BenchOptions, Phase};
 use tanium_tr_indicators::sim::lab::RSS_TOOL;
 
 const SIZE: usize = 10_000;
@@ -40,6 +40,7 @@ fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
         seed: 7,
         phases: Phase::ALL.to_vec(),
         app_log_level: "warning".into(),
+        labels: BenchLabels::Default,
     };
     let results = bench::run_size(&opts, SIZE, &mut |r| {
         eprintln!(

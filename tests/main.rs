@@ -9,6 +9,7 @@ mod chaos;
 mod fuzz;
 mod hostile;
 mod intel;
+mod labels;
 mod messages;
 mod package;
 mod platform;

@@ -822,7 +822,7 @@ fn help_version_and_subcommands() {
     let r = lab.run(&none, &["check"]).unwrap();
     assert_eq!(r.code, 0, "{}\n{}", r.message, r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    assert_eq!(lines.len(), 5, "{}", r.stdout);
     assert!(lines.iter().all(|l| l.starts_with("ok ")), "{}", r.stdout);
     assert!(lines[0].contains("ThreatConnect") && lines[2].contains("Tanium"));
     assert_eq!(

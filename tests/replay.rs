@@ -48,7 +48,7 @@ const fn route(name: &'static str, fixture: &'static str) -> Route {
     }
 }
 
-const ROUTES: [Route; 14] = [
+const ROUTES: [Route; 17] = [
     route("tc appAuth", "tc-appauth.json"),
     route("tc indicators", "tc-indicators-page.json"),
     route("tc deleted", "tc-deleted.json"),
@@ -67,6 +67,9 @@ const ROUTES: [Route; 14] = [
     route("tanium intel delete", "tanium-delete.json"),
     route("tanium deploy", "tanium-deploy.json"),
     route("tanium intel status", "tanium-intel-status.json"),
+    route("tanium labels", "tanium-labels.json"),
+    route("tanium label create", "tanium-label-create.json"),
+    route("tanium intel label add", "tanium-intel-label-add.json"),
 ];
 
 #[derive(Clone, Copy, PartialEq)]
@@ -106,6 +109,9 @@ fn route_of(side: Side, method: &str, path: &str) -> Option<(&'static str, bool)
         ("DELETE", ["intels"] | ["intels", _]) => "tanium intel delete",
         ("POST", ["intel", "deploy"]) => "tanium deploy",
         ("GET", ["intel", "status"]) => "tanium intel status",
+        ("GET", ["labels"]) => "tanium labels",
+        ("POST", ["labels"]) => "tanium label create",
+        ("PUT", ["intels", _, "labels"]) => "tanium intel label add",
         _ => return None,
     };
     Some((name, bare))
@@ -174,7 +180,11 @@ fn conform(
             }
             Ok(Value::Object(out))
         }
-        (Value::Array(e), Value::Array(a)) if !e.is_empty() => a
+        // Lists of plain values (label ids) have no fields to cut.
+        (Value::Array(e), Value::Array(_)) if e.iter().all(|x| !x.is_object()) => {
+            Ok(answer.clone())
+        }
+        (Value::Array(e), Value::Array(a)) => a
             .iter()
             .enumerate()
             .map(|(i, av)| {
@@ -192,7 +202,6 @@ fn conform(
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
-        (Value::Array(_), Value::Array(_)) => Ok(answer.clone()),
         (Value::Object(_) | Value::Array(_), other) => Err(format!(
             "{at} is {}, recorded answers have {} there",
             kind(other),

@@ -665,7 +665,7 @@ fn check_reports_each_side_and_fails_on_bad_credentials() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 10, 13);
     let r = lab.run(&none(), &["check"]).unwrap();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.log);
-    assert_eq!(r.stdout.lines().filter(|l| l.starts_with("ok ")).count(), 4);
+    assert_eq!(r.stdout.lines().filter(|l| l.starts_with("ok ")).count(), 5);
     let r = lab
         .run(&with(&[("tanium_password", json!("wrong"))]), &["check"])
         .unwrap();

@@ -135,6 +135,11 @@ fn taking_a_source_over_adopts_in_place_and_replaces_the_rest() {
         let d = doc(&lab, *id).unwrap_or_else(|| panic!("{id} was adopted in place"));
         assert_eq!(d.revision_id, 2, "rewritten once, in place");
         assert!(d.intrinsic_id.starts_with("old-"), "keeps its root id");
+        assert_eq!(
+            lab.tanium.doc_label_names(*id),
+            ["ThreatConnect"],
+            "an adopted document carries the job's labels"
+        );
         assert!(
             d.name.starts_with(&expected_name(ind).unwrap()) && d.name.contains("tc-sync: "),
             "{}",

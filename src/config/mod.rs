@@ -7,6 +7,7 @@
 
 mod address;
 mod connect;
+mod labels;
 mod rails;
 mod select;
 pub mod timestamp;
@@ -69,6 +70,7 @@ pub struct JobConfig {
     pub take_over_source: bool,
     /// The job's own dry run: read both sides, write nothing (the `--dry-run` flag's twin).
     pub dry_run: bool,
+    pub labels: crate::labels::LabelRules,
     /// How often a full reconcile runs (0 = every run).
     #[serde(rename = "reconcile_interval_hours", serialize_with = "whole_hours")]
     pub reconcile_interval: Duration,
@@ -193,6 +195,7 @@ impl Loader {
         let flag = |spec: pn::ParamSpec| value::boolean(raw, &[spec.name], spec.label, false);
         let take_over_source = p.take(flag(pn::TAKE_OVER_SOURCE));
         let dry_run = p.take(flag(pn::DRY_RUN));
+        let labels = labels::labels(raw, p);
         let reconcile_hours = p
             .take(spec_whole(
                 raw,
@@ -221,6 +224,7 @@ impl Loader {
             rails,
             take_over_source,
             dry_run,
+            labels,
             reconcile_interval: Duration::from_secs(u64::from(reconcile_hours) * 3600),
             workers: workers as usize,
             log_level,

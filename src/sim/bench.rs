@@ -31,6 +31,51 @@ pub struct BenchOptions {
     pub phases: Vec<Phase>,
     /// The app's `tc_log_level` (`warning` keeps logging out of the figures).
     pub app_log_level: String,
+    pub labels: BenchLabels,
+}
+
+/// Which labels the job gives its documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchLabels {
+    /// Tanium Labels empty: no label request at all.
+    Off,
+    /// The app's default: every document labelled ThreatConnect.
+    #[default]
+    Default,
+    /// The default, labels for the dataset's tags APT* and Malware (about a fifth of the
+    /// indicators carry one) and a ThreatAssess band on every scored indicator.
+    Rich,
+}
+
+impl BenchLabels {
+    pub fn label(self) -> &'static str {
+        match self {
+            BenchLabels::Off => "off",
+            BenchLabels::Default => "default",
+            BenchLabels::Rich => "rich",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BenchLabels> {
+        Some(match s.trim() {
+            "off" => BenchLabels::Off,
+            "default" => BenchLabels::Default,
+            "rich" => BenchLabels::Rich,
+            _ => return None,
+        })
+    }
+
+    fn params(self) -> Vec<(&'static str, serde_json::Value)> {
+        match self {
+            BenchLabels::Off => vec![("tanium_labels", json!(""))],
+            BenchLabels::Default => Vec::new(),
+            BenchLabels::Rich => vec![
+                ("tags_as_labels", json!("apt*, Malware")),
+                ("threatassess_labels", json!(true)),
+            ],
+        }
+    }
 }
 
 /// A step of the benchmark.
@@ -90,6 +135,11 @@ pub struct PhaseResult {
     pub tanium_writes: u64,
     /// Of those, intel listing pages.
     pub tanium_listing: u64,
+    #[serde(default)]
+    pub labels: BenchLabels,
+    /// Of the writes, labels put on or taken off documents.
+    #[serde(default)]
+    pub tanium_label_writes: u64,
     /// Request bytes both simulators received (what the app sent).
     pub bytes_sent: u64,
     /// The app's peak RSS in KiB.
@@ -144,6 +194,12 @@ fn writes(lab: &Lab) -> u64 {
     s.hits(&format!("POST {base}/sources/")) + s.hits("PUT ") + s.hits("DELETE ")
 }
 
+fn label_writes(lab: &Lab) -> u64 {
+    lab.tanium.server().hits_where(|k| {
+        (k.starts_with("PUT ") || k.starts_with("DELETE ")) && k.contains("/labels")
+    })
+}
+
 /// Runs the phases against a fresh pair of simulators loaded with `size` generated indicators;
 /// `progress` sees each phase's result as soon as it is known.
 pub fn run_size(
@@ -151,7 +207,11 @@ pub fn run_size(
     size: usize,
     progress: &mut dyn FnMut(&PhaseResult),
 ) -> std::io::Result<Vec<PhaseResult>> {
-    let dir = opts.dir.join(format!("size-{}", format_size(size)));
+    let dir = opts.dir.join(format!(
+        "size-{}-labels-{}",
+        format_size(size),
+        opts.labels.label()
+    ));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -168,6 +228,9 @@ pub fn run_size(
         lab.set("tanium_workers", json!(w.to_string()));
     }
     lab.set("tc_log_level", json!(opts.app_log_level));
+    for (k, v) in opts.labels.params() {
+        lab.set(k, v);
+    }
     for s in [lab.tc.server(), lab.tanium.server()] {
         s.set_latency(opts.latency);
     }
@@ -209,6 +272,8 @@ pub fn run_size(
             tanium_requests: tn.total_requests(),
             tanium_writes: writes(&lab),
             tanium_listing: tn.hits(&format!("GET {}/intels", ApiGeneration::V4.base_path())),
+            labels: opts.labels,
+            tanium_label_writes: label_writes(&lab),
             bytes_sent: tc.bytes_received() + tn.bytes_received(),
             peak_rss_kb: r.peak_rss_kb,
             app_cpu_secs: r.cpu_secs,
@@ -236,18 +301,19 @@ pub fn table(results: &[PhaseResult]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| size | phase | workers | latency | exit | wall (s) | app CPU (s) | indicators/s | TC req | Tanium req (listing / writes) | bytes sent | app peak RSS |"
+        "| size | phase | labels | workers | latency | exit | wall (s) | app CPU (s) | indicators/s | TC req | Tanium req (listing / writes, of them labels) | bytes sent | app peak RSS |"
     );
     let _ = writeln!(
         s,
-        "|-----:|-------|--------:|--------:|-----:|---------:|------------:|-------------:|-------:|------------------------------:|-----------:|-------------:|"
+        "|-----:|-------|--------|--------:|--------:|-----:|---------:|------------:|-------------:|-------:|----------------------------------------------:|-----------:|-------------:|"
     );
     for r in results {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} ms | {} | {:.2} | {} | {:.0} | {} | {} ({} / {}) | {} | {} |",
+            "| {} | {} | {} | {} | {} ms | {} | {:.2} | {} | {:.0} | {} | {} ({} / {}, {}) | {} | {} |",
             format_size(r.size),
             r.phase.label(),
+            r.labels.label(),
             if r.workers == 0 {
                 "default".to_string()
             } else {
@@ -264,6 +330,7 @@ pub fn table(results: &[PhaseResult]) -> String {
             r.tanium_requests,
             r.tanium_listing,
             r.tanium_writes,
+            r.tanium_label_writes,
             format_bytes(r.bytes_sent),
             r.peak_rss_kb
                 .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
@@ -373,6 +440,8 @@ mod tests {
             tanium_requests: 10 + writes,
             tanium_writes: writes,
             tanium_listing: 1,
+            labels: BenchLabels::Default,
+            tanium_label_writes: 0,
             bytes_sent: 1000,
             peak_rss_kb: Some(rss),
             app_cpu_secs: None,

@@ -280,6 +280,19 @@ impl Server {
             .sum()
     }
 
+    /// Requests seen whose `METHOD decoded-path` satisfies `pred` (e.g. label writes, whose
+    /// paths share a prefix with document writes).
+    pub fn hits_where(&self, pred: impl Fn(&str) -> bool) -> u64 {
+        self.shared
+            .hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| pred(k))
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
     /// All requests seen.
     pub fn total_requests(&self) -> u64 {
         self.shared.total.load(Ordering::SeqCst)

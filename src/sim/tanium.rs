@@ -17,7 +17,12 @@
 //!   otherwise a NEW document in the same source, as the real server does
 //! - `DELETE {base}/intels/?id={id}` and `DELETE {base}/intels/{id}` (404 when absent)
 //! - `POST {base}/intel/deploy` (4.x only, 404 on 3.x) -> `{"taskId"}`; `GET {base}/intel/status`
-//! - `GET {base}/labels`, `POST {base}/labels` `{"name","description"}`
+//! - `GET {base}/labels`, `POST {base}/labels` `{"name","description"}` (a name held already
+//!   answers 409; compared exactly unless [`TaniumSim::set_label_names_ignore_case`])
+//! - `GET {base}/intels/{id}/labels`, `PUT {base}/intels/{id}/labels` `{"id"}` and
+//!   `DELETE {base}/intels/{id}/labels/{labelId}` (each answers the labels left on the
+//!   document); documents carry `labelIds` in listings and reads unless
+//!   [`TaniumSim::set_label_ids_listed`] says otherwise
 //!
 //! Every route but login needs a `session` header holding a live session or the API token;
 //! otherwise 4.x answers 401 and 3.x answers 403 (so clients meet both). Routes denied with
@@ -27,7 +32,9 @@
 //! Where reality is unconfirmed the simulator has a switch and tests cover both ways: where a
 //! STIX document's intrinsic id comes from ([`IntrinsicFrom`]), whether content is stored as
 //! uploaded ([`TaniumSim::set_reserialise`]), what a 3.x server answers on the 4.x path, and
-//! whether a delete answers JSON ([`TaniumSim::set_delete_reply_text`]).
+//! whether a delete answers JSON ([`TaniumSim::set_delete_reply_text`]), whether listings carry
+//! `labelIds`, whether a replaced document keeps its labels
+//! ([`TaniumSim::set_update_keeps_labels`]) and how label names compare.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -96,6 +103,8 @@ pub struct SimDoc {
     pub body: String,
     /// Stored size in bytes.
     pub size: u64,
+    /// Sorted.
+    pub label_ids: Vec<i64>,
 }
 
 /// Which element's `id` a STIX document's `intrinsicId` is read from (OpenIOC: always the root).
@@ -178,6 +187,9 @@ struct State {
     password_login: bool,
     labels: Vec<SimLabel>,
     next_label: i64,
+    label_ids_unlisted: bool,
+    update_drops_labels: bool,
+    label_names_ignore_case: bool,
     last_upload_headers: Vec<(String, String)>,
 }
 
@@ -404,6 +416,63 @@ impl TaniumSim {
         self.inner.lock().labels.clone()
     }
 
+    /// Puts a label on a document as a console user would.
+    pub fn label_doc(&self, doc_id: i64, label_id: i64) {
+        if let Some(d) = self.inner.lock().docs.get_mut(&doc_id) {
+            add_label_id(d, label_id);
+        }
+    }
+
+    /// Takes a label off a document as a console user would.
+    pub fn unlabel_doc(&self, doc_id: i64, label_id: i64) {
+        if let Some(d) = self.inner.lock().docs.get_mut(&doc_id) {
+            d.label_ids.retain(|l| *l != label_id);
+        }
+    }
+
+    /// The id of the label with exactly this name.
+    pub fn label_id(&self, name: &str) -> Option<i64> {
+        self.inner
+            .lock()
+            .labels
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.id)
+    }
+
+    /// The names of the labels on a document, sorted.
+    pub fn doc_label_names(&self, doc_id: i64) -> Vec<String> {
+        let st = self.inner.lock();
+        let mut names: Vec<String> = st
+            .docs
+            .get(&doc_id)
+            .map(|d| d.label_ids.clone())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| st.labels.iter().find(|l| l.id == *id))
+            .map(|l| l.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Whether listing rows carry `labelIds` (on by default, as recorded); off, a client must
+    /// read each document's labels on their own route.
+    pub fn set_label_ids_listed(&self, on: bool) {
+        self.inner.lock().label_ids_unlisted = !on;
+    }
+
+    /// Whether a document replaced in place keeps its labels (on by default; unconfirmed).
+    pub fn set_update_keeps_labels(&self, on: bool) {
+        self.inner.lock().update_drops_labels = !on;
+    }
+
+    /// Whether a label name held already in another case is refused as a duplicate (off by
+    /// default: names compare exactly; unconfirmed).
+    pub fn set_label_names_ignore_case(&self, on: bool) {
+        self.inner.lock().label_names_ignore_case = on;
+    }
+
     /// Headers (lower-case names) of the last intel upload (create or replace).
     pub fn last_upload_headers(&self) -> Vec<(String, String)> {
         self.inner.lock().last_upload_headers.clone()
@@ -474,7 +543,7 @@ impl Inner {
             (req.method.as_str(), segs.as_slice()),
             ("POST", ["sources", _, "intels"])
                 | ("PUT", ["intels", _])
-                | ("DELETE", ["intels", ..])
+                | ("DELETE", ["intels"] | ["intels", _])
         );
         if write {
             let mut st = self.lock();
@@ -521,6 +590,35 @@ impl Inner {
                 None => error(400, "id is required"),
             },
             ("DELETE", ["intels", id]) => self.delete(id),
+            ("GET", ["intels", id, "labels"]) => self.doc_labels(id, |_| Ok(())),
+            ("PUT", ["intels", id, "labels"]) => {
+                let label = serde_json::from_slice::<Value>(&req.body)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(crate::tanium::model::int_of));
+                let Some(label) = label else {
+                    return error(400, "body must be {\"id\": <label id>}");
+                };
+                let known = self.lock().labels.iter().any(|l| l.id == label);
+                if !known {
+                    return error(404, "label not found");
+                }
+                self.doc_labels(id, |d| {
+                    add_label_id(d, label);
+                    Ok(())
+                })
+            }
+            ("DELETE", ["intels", id, "labels", label]) => {
+                let label = id_of(label);
+                self.doc_labels(id, |d| {
+                    match d.label_ids.iter().position(|l| Some(*l) == label) {
+                        Some(i) => {
+                            d.label_ids.remove(i);
+                            Ok(())
+                        }
+                        None => Err(error(404, "label not on this intel")),
+                    }
+                })
+            }
             ("POST", ["intel", "deploy"]) if self.gen() == ApiGeneration::V4 => {
                 // A Cloud tenant answered 400 to every deploy sent with a JSON content type
                 // (OpenCTI connectors issue 3593); the recorded client sends neither type nor body.
@@ -638,7 +736,11 @@ impl Inner {
         let description = v.get("description").and_then(Value::as_str).unwrap_or("");
         let mut st = self.lock();
         // What a real server does with a duplicate name is UNCONFIRMED; sources answer 409.
-        if st.labels.iter().any(|l| l.name == name) {
+        let ignore_case = st.label_names_ignore_case;
+        let same = |l: &SimLabel| {
+            l.name == name || (ignore_case && l.name.to_lowercase() == name.to_lowercase())
+        };
+        if st.labels.iter().any(same) {
             return error(409, "a label with this name exists");
         }
         let id = add_label(&mut st, name, description);
@@ -646,6 +748,29 @@ impl Inner {
             Some(l) => self.reply(200, label_json(l, st.ids_as_strings)),
             None => error(500, "label vanished"),
         }
+    }
+
+    /// Applies `change` to a document's labels and answers the labels left on it.
+    fn doc_labels(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut SimDoc) -> Result<(), SimResponse>,
+    ) -> SimResponse {
+        let mut st = self.lock();
+        let Some(d) = id_of(id).and_then(|id| st.docs.get_mut(&id)) else {
+            return error(404, "intel not found");
+        };
+        if let Err(r) = change(d) {
+            return r;
+        }
+        let ids = d.label_ids.clone();
+        let rows: Vec<Value> = st
+            .labels
+            .iter()
+            .filter(|l| ids.contains(&l.id))
+            .map(|l| label_json(l, st.ids_as_strings))
+            .collect();
+        self.reply(200, Value::Array(rows))
     }
 
     fn list(&self, req: &SimRequest) -> SimResponse {
@@ -707,7 +832,19 @@ impl Inner {
                         .take(limit)
                         .collect(),
                 };
-                let rows = page.iter().map(|d| row_json(d, strings)).collect();
+                let unlisted = st.label_ids_unlisted;
+                let rows = page
+                    .iter()
+                    .map(|d| {
+                        let mut row = row_json(d, strings);
+                        if unlisted {
+                            if let Some(m) = row.as_object_mut() {
+                                m.remove("labelIds");
+                            }
+                        }
+                        row
+                    })
+                    .collect();
                 let next_id = page.last().map(|d| d.id + 1);
                 let cursor = next_id.map(|next_id| Cursor {
                     filter,
@@ -777,6 +914,7 @@ impl Inner {
         }
         st.mutations += 1;
         let drop_bodies = st.drop_bodies;
+        let drop_labels = st.update_drops_labels;
         let Some(d) = st.docs.get_mut(&id) else {
             return error(404, "intel not found");
         };
@@ -787,6 +925,9 @@ impl Inner {
         d.description = parsed.description;
         d.kind = parsed.kind;
         d.body = if drop_bodies { String::new() } else { body };
+        if drop_labels {
+            d.label_ids.clear();
+        }
         let v = doc_json(d, strings);
         self.reply(200, v)
     }
@@ -883,6 +1024,7 @@ fn insert_doc(st: &mut State, source_id: i64, p: Parsed, body: &str) -> SimDoc {
             body.to_string()
         },
         size: body.len() as u64,
+        label_ids: Vec::new(),
     };
     st.docs.insert(id, doc.clone());
     doc
@@ -897,6 +1039,12 @@ fn add_label(st: &mut State, name: &str, description: &str) -> i64 {
         description: description.into(),
     });
     id
+}
+
+fn add_label_id(d: &mut SimDoc, label: i64) {
+    if let Err(i) = d.label_ids.binary_search(&label) {
+        d.label_ids.insert(i, label);
+    }
 }
 
 fn label_json(l: &SimLabel, strings: bool) -> Value {
@@ -941,7 +1089,7 @@ fn doc_json(d: &SimDoc, strings: bool) -> Value {
         "typeVersion": if d.kind == "stix" { "1.2" } else { "1.1" }, "isSchemaValid": true,
         "intrinsicId": d.intrinsic_id, "md5": d.md5, "name": d.name, "description": d.description,
         "size": d.size, "alertCount": 0, "unresolvedAlertCount": 0, "compiled": null,
-        "labelIds": [], "sourceId": id_value(d.source_id, strings), "mitreAttack": null,
+        "labelIds": d.label_ids.iter().map(|id| id_value(*id, strings)).collect::<Vec<_>>(), "sourceId": id_value(d.source_id, strings), "mitreAttack": null,
         "platforms": null, "createdAt": STAMP, "updatedAt": STAMP
     })
 }

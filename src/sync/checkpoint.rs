@@ -1,7 +1,9 @@
 //! What a job carries from one run to the next: Last Modified, the job horizon, when the last
-//! full reconcile finished, the filters' fingerprint and whether a deploy is owed. This type
-//! alone reads those keys from the params and decides what goes back to `results.tc`.
+//! full reconcile finished, the filters' fingerprint, whether a deploy is owed, and which label
+//! rules the documents' labels follow. This type alone reads those keys from the params and
+//! decides what goes back to `results.tc`.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -11,6 +13,7 @@ use time::OffsetDateTime;
 use crate::config::timestamp::{parse_last_modified, parse_time};
 use crate::config::value::{boolean, shown, text, Problems};
 use crate::error::{Error, Result};
+use crate::labels::{LabelRules, Managed};
 use crate::param_names as pn;
 use crate::params::RawParams;
 
@@ -18,6 +21,9 @@ use crate::params::RawParams;
 pub const DEFAULT_LAST_MODIFIED: &str = "30 days ago";
 /// How results.tc says the job has no horizon (it pulls whatever its filters select).
 pub const HORIZON_NONE: &str = "none";
+/// The label fingerprint of a run that could not read or make labels: it matches no rules,
+/// not even none, so the next run looks at every document's labels.
+pub const LABELS_UNSETTLED: &str = "unsettled";
 /// Overlap kept between runs, so clock skew and same-second updates are never missed.
 pub const SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -35,6 +41,23 @@ pub struct Checkpoint {
     pub filter_fingerprint: Option<String>,
     /// The last run's deploy failed: deploy this run even if nothing changes.
     pub deploy_owed: bool,
+    /// Label rules of earlier runs whose labels may still be on documents.
+    pub managed_labels: BTreeSet<String>,
+    /// The label rules every document's labels were last brought to (None: never).
+    pub label_fingerprint: Option<String>,
+}
+
+/// How far a run brought the documents' labels, for the label keys of results.tc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelsEnd {
+    /// Every document's labels follow the current rules (a complete full reconcile without a
+    /// label failure): earlier rules no longer matter.
+    Settled,
+    /// The run looked at the documents it met only: where every document stands is what the
+    /// kept fingerprint says.
+    Kept,
+    /// Tanium's labels could not be read or made: the next run looks at every document's.
+    Unsettled,
 }
 
 /// How a run ended, as far as the next run's starting point is concerned.
@@ -53,6 +76,7 @@ pub struct RunEnd {
     /// This run's intel deploy did not happen (failed, one was running, or Deploy Intel is
     /// off): the next run deploys even if it changes nothing.
     pub deploy_owed: bool,
+    pub labels: LabelsEnd,
 }
 
 fn iso(t: OffsetDateTime) -> String {
@@ -137,7 +161,50 @@ impl Checkpoint {
                 false,
             )
             .unwrap_or(false),
+            managed_labels: managed_labels(raw, notes),
+            label_fingerprint: text(raw, pn::LABEL_FINGERPRINT).ok().flatten(),
         })
+    }
+
+    /// Why this run must look at every document's labels (None: the documents it meets are
+    /// enough). Only a full pull says every indicator's tags and score.
+    pub fn label_pass_reason(&self, rules: &LabelRules) -> Option<&'static str> {
+        (self.label_fingerprint.as_deref().unwrap_or("") != rules.fingerprint())
+            .then_some("the label params changed")
+    }
+
+    /// The labels the job may add and remove: those of its current rules and of the rules of
+    /// runs since every document's labels were last settled.
+    pub fn managed(&self, rules: &LabelRules) -> Managed {
+        let now = rules.tokens();
+        Managed::from_tokens(self.managed_labels.iter().chain(now.iter()))
+    }
+
+    /// The label keys for results.tc.
+    pub fn label_results(
+        &self,
+        end: &RunEnd,
+        rules: &LabelRules,
+    ) -> Vec<(&'static str, Option<String>)> {
+        let now = rules.tokens();
+        let (managed, fingerprint) = match end.labels {
+            LabelsEnd::Settled => (now, rules.fingerprint()),
+            kept => (
+                self.managed_labels.union(&now).cloned().collect(),
+                match kept {
+                    LabelsEnd::Kept => self.label_fingerprint.clone().unwrap_or_default(),
+                    _ => LABELS_UNSETTLED.to_string(),
+                },
+            ),
+        };
+        let managed: Vec<String> = managed.into_iter().collect();
+        vec![
+            (
+                pn::MANAGED_LABELS.name,
+                Some(serde_json::to_string(&managed).unwrap_or_default()),
+            ),
+            (pn::LABEL_FINGERPRINT.name, Some(fingerprint)),
+        ]
     }
 
     /// Whether this run must compare the whole match set with the source, and why (None:
@@ -223,7 +290,28 @@ impl Checkpoint {
             "last_full_reconcile": self.last_full_reconcile.map(iso),
             "filter_fingerprint": self.filter_fingerprint,
             "deploy_owed": self.deploy_owed,
+            "managed_labels": self.managed_labels,
+            "label_fingerprint": self.label_fingerprint,
         })
+    }
+}
+
+/// The rule tokens kept in Managed Labels (a JSON list); damaged, only a note: the labels of
+/// earlier rules may then stay on documents, nothing else goes wrong.
+fn managed_labels(raw: &RawParams, notes: &mut Vec<String>) -> BTreeSet<String> {
+    let Ok(Some(s)) = text(raw, pn::MANAGED_LABELS) else {
+        return BTreeSet::new();
+    };
+    match serde_json::from_str::<Vec<String>>(&s) {
+        Ok(tokens) => tokens.into_iter().collect(),
+        Err(_) => {
+            notes.push(format!(
+                "{} '{}' is not a list of label rules; labels earlier params gave may stay on documents",
+                pn::MANAGED_LABELS.name,
+                shown(&s)
+            ));
+            BTreeSet::new()
+        }
     }
 }
 
@@ -253,6 +341,7 @@ mod tests {
             full_reconcile: false,
             removals_complete: true,
             deploy_owed: false,
+            labels: LabelsEnd::Kept,
         }
     }
 
@@ -403,5 +492,73 @@ mod tests {
             .contains(&("deploy_pending", Some("true".into()))));
         let (k, _) = load(&[("deploy_pending", "true")]);
         assert!(k.deploy_owed);
+    }
+
+    fn rules(fixed: &[&str], tags: &[&str]) -> LabelRules {
+        LabelRules {
+            fixed: fixed.iter().map(|f| f.to_string()).collect(),
+            tags: tags
+                .iter()
+                .map(|t| crate::labels::TagRule::parse(t).unwrap())
+                .collect(),
+            threatassess: false,
+        }
+    }
+
+    fn label_keys(
+        c: &Checkpoint,
+        labels: LabelsEnd,
+        r: &LabelRules,
+    ) -> Vec<(&'static str, Option<String>)> {
+        c.label_results(&RunEnd { labels, ..end() }, r)
+    }
+
+    #[test]
+    fn a_change_of_the_label_rules_asks_for_a_pass_until_one_settles_them() {
+        let old = rules(&["ThreatConnect", "Old"], &["crime*"]);
+        let new = rules(&["ThreatConnect"], &[]);
+        // A job from before labels: its documents have none yet.
+        let (first, _) = load(&[]);
+        assert_eq!(
+            first.label_pass_reason(&new),
+            Some("the label params changed")
+        );
+        assert_eq!(first.label_pass_reason(&LabelRules::default()), None);
+        let settled = label_keys(&first, LabelsEnd::Settled, &old);
+        let carried: Vec<(&str, &str)> = settled
+            .iter()
+            .map(|(k, v)| (*k, v.as_deref().unwrap()))
+            .collect();
+        let (after, _) = load(&carried);
+        assert_eq!(after.label_pass_reason(&old), None);
+        // The params change: a pass, and the old rules stay managed until one settles.
+        assert_eq!(
+            after.label_pass_reason(&new),
+            Some("the label params changed")
+        );
+        let m = after.managed(&new);
+        assert!(m.manages("old") && m.manages("Crimeware") && m.manages("threatconnect"));
+        assert!(!m.manages("Pilot"));
+        let kept = label_keys(&after, LabelsEnd::Kept, &new);
+        assert_eq!(
+            kept[0].1.as_deref(),
+            Some(r#"["label:old","label:threatconnect","tag:crime*"]"#)
+        );
+        assert_eq!(kept[1].1, Some(old.fingerprint()), "still owes the pass");
+        let unsettled = label_keys(&after, LabelsEnd::Unsettled, &old);
+        assert_eq!(unsettled[1].1.as_deref(), Some("unsettled"));
+        let (after_unsettled, _) = load(&[("label_fingerprint", "unsettled")]);
+        assert_eq!(
+            after_unsettled.label_pass_reason(&LabelRules::default()),
+            Some("the label params changed"),
+            "even a job left without label params passes over the documents"
+        );
+        let done = label_keys(&after, LabelsEnd::Settled, &new);
+        assert_eq!(done[0].1.as_deref(), Some(r#"["label:threatconnect"]"#));
+        assert_eq!(done[1].1, Some(new.fingerprint()));
+        // Damaged, it is a note; the current rules still manage their own labels.
+        let (damaged, notes) = load(&[("managed_labels", "{oops")]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(damaged.managed(&new).manages("ThreatConnect"));
     }
 }

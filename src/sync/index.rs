@@ -9,6 +9,8 @@ use crate::intel::Format;
 use crate::tanium::model::IntelDoc;
 use crate::tc::model::IndicatorType;
 
+use super::labels::LabelSets;
+
 /// The indicator was met in this run's pull (its document is current or being written).
 pub(super) const SEEN: u8 = 1;
 /// The document is being removed or replaced.
@@ -25,6 +27,8 @@ pub(super) struct Entry {
     pub rev: u64,
     /// The first 64 bits of the document's MD5 (0: unknown).
     pub md5: u64,
+    /// The document's labels as listed, in [`SourceIndex::label_sets`] (in what was padding).
+    pub labels: u32,
     pub flags: u8,
 }
 
@@ -49,6 +53,7 @@ pub(super) struct SourceIndex {
     pub adopted: BTreeSet<i64>,
     /// Adopted documents (identified by the marker in their name) and the root id they keep.
     pub roots: BTreeMap<u128, String>,
+    pub label_sets: LabelSets,
 }
 
 impl SourceIndex {
@@ -75,6 +80,7 @@ impl SourceIndex {
             doc_id: doc.id,
             rev: intel::rev_from_doc(doc.description.as_deref()).map_or(0, |r| r.0),
             md5: doc.md5.as_deref().and_then(intel::md5_prefix).unwrap_or(0),
+            labels: self.label_sets.intern(doc.label_ids),
             flags: if other { OTHER_FORMAT } else { 0 },
         };
         match self.map.get_mut(&key) {
@@ -147,6 +153,11 @@ mod tests {
             kind: Some(kind.into()),
             ..IntelDoc::default()
         }
+    }
+
+    #[test]
+    fn an_entry_stays_32_bytes_with_its_labels() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //!
 //! Only this module knows the order of the steps (`run`); each stage has its own file: the
 //! source index, planning one indicator, the planner that walks the pull, the write pool,
-//! removals and the checkpoint. `tc`, `tanium` and `intel` know nothing of each other; this
-//! module maps between them.
+//! removals, labels and the checkpoint. `tc`, `tanium` and `intel` know nothing of each other;
+//! this module maps between them.
 
 pub mod checkpoint;
 mod index;
+mod labels;
 mod plan;
 mod planner;
 mod pool;
@@ -28,8 +29,9 @@ use crate::tc::client::TcClient;
 use crate::tc::model::IndicatorType;
 use crate::tc::tql;
 
-pub use checkpoint::{Checkpoint, RunEnd};
+pub use checkpoint::{Checkpoint, LabelsEnd, RunEnd};
 use index::SourceIndex;
+use labels::LabelBook;
 use plan::Selection;
 use planner::{Counts, Planner, PullEnd};
 use pool::Results;
@@ -56,6 +58,8 @@ pub struct Tally {
     pub updated: u64,
     /// Documents removed (no longer qualifying, deleted in TC, duplicates, unidentifiable).
     pub removed: u64,
+    /// Documents whose labels alone changed.
+    pub relabelled: u64,
     /// Indicators whose document was already identical.
     pub unchanged: u64,
     /// Indicators skipped because their value is invalid.
@@ -85,6 +89,7 @@ impl Tally {
             created: results.created + counts.would_create,
             updated: results.updated + counts.would_update,
             removed: results.removed + counts.would_remove,
+            relabelled: results.relabelled + counts.would_relabel,
             unchanged: counts.unchanged + results.unchanged,
             skipped_invalid: counts.skipped_invalid,
             dropped_other_types: counts.dropped_other_types,
@@ -103,11 +108,12 @@ impl fmt::Display for Tally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} matched, {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid), {} not sent (type not Address/File/Host), {} blocked (unsafe or Never Send), {} over Maximum Indicators, {} removals held back, {} writes and {} removals failed",
+            "{} matched, {} created, {} updated, {} removed, {} relabelled, {} unchanged, {} skipped (invalid), {} not sent (type not Address/File/Host), {} blocked (unsafe or Never Send), {} over Maximum Indicators, {} removals held back, {} writes and {} removals failed",
             self.matched,
             self.created,
             self.updated,
             self.removed,
+            self.relabelled,
             self.unchanged,
             self.skipped_invalid,
             self.dropped_other_types,
@@ -202,7 +208,7 @@ impl SyncReport {
     /// True when at least one document change went through (or nothing needed doing).
     pub fn delivered_anything(&self) -> bool {
         let t = &self.tally;
-        t.created + t.updated + t.removed + t.unchanged > 0
+        t.created + t.updated + t.removed + t.relabelled + t.unchanged > 0
     }
 }
 
@@ -290,11 +296,14 @@ fn full_reconcile_reason(
         &config.selection_fingerprint(),
     );
     // A changed Intel Format must reach every document, not only the ones TC modified since.
-    match reason {
+    let reason = match reason {
         Some("the job's filters changed") => reason,
         _ if index.other_format > 0 => Some("the intel format changed"),
         _ => reason,
-    }
+    };
+    // Only a full pull says every indicator's tags and score, so a change of the label rules
+    // costs one; the content is compared as always (no document is uploaded again for it).
+    reason.or_else(|| checkpoint.label_pass_reason(&config.labels))
 }
 
 /// The job as this run applies it, in one line of the words the admin set it with.
@@ -435,6 +444,9 @@ fn reconcile(
     }
     let pull = planner.pull(tc, &tql, &sel, index)?;
     planner.count_other_types(tc, &window);
+    if !full && !planner.broken() {
+        planner.sweep_labels(index);
+    }
     if !pull.complete || planner.broken() {
         return Ok((pull, false));
     }
@@ -462,8 +474,8 @@ fn reconcile(
 
 fn print_plan_summary(t: &Tally) {
     println!(
-        "plan: {} to create, {} to update, {} to remove; {} unchanged, {} skipped (invalid), {} not sent (other types)",
-        t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid, t.dropped_other_types
+        "plan: {} to create, {} to update, {} to remove, {} to relabel; {} unchanged, {} skipped (invalid), {} not sent (other types)",
+        t.created, t.updated, t.removed, t.relabelled, t.unchanged, t.skipped_invalid, t.dropped_other_types
     );
 }
 
@@ -510,8 +522,15 @@ pub fn run(
     } else if foreign > 0 && full.is_some() {
         scan_foreign(tanium, &mut index);
     }
+    let book = LabelBook::open(
+        tanium,
+        &config.labels,
+        checkpoint.managed(&config.labels),
+        checkpoint.label_pass_reason(&config.labels).is_some(),
+        opts.dry_run,
+    );
 
-    let mut plan_with = |pool: Option<&pool::Pool>| {
+    let plan_with = |pool: Option<&pool::Pool>| {
         let mut p = Planner {
             config,
             opts,
@@ -520,9 +539,10 @@ pub fn run(
             counts: Counts::default(),
             removal_error: None,
             removals: Vec::new(),
+            labels: book,
         };
         let r = reconcile(&mut p, tc, &mut index, checkpoint, full.is_some());
-        r.map(|r| (r, p.counts, p.removal_error))
+        r.map(|r| (r, p.counts, p.removal_error, p.labels.error))
     };
     let (planned, mut results) = if opts.dry_run {
         (plan_with(None), Results::default())
@@ -531,10 +551,19 @@ pub fn run(
             plan_with(Some(pool))
         })
     };
-    let ((pull, removals_complete), counts, removal_error) = planned?;
+    let ((pull, removals_complete), counts, removal_error, label_error) = planned?;
     if let Some(e) = removal_error {
         results.note_error(e);
     }
+    let labels_end = if let Some(e) = label_error {
+        results.failed_writes += 1;
+        results.note_error(e);
+        LabelsEnd::Unsettled
+    } else if full.is_some() && pull.complete && results.failed_labels == 0 && !results.gave_up {
+        LabelsEnd::Settled
+    } else {
+        LabelsEnd::Kept
+    };
     let mut tally = Tally::new(&counts, &results);
     if !config.take_over_source {
         tally.foreign_left = foreign;
@@ -566,6 +595,7 @@ pub fn run(
             full_reconcile: full.is_some(),
             removals_complete: removals_complete && tally.failed_removals == 0,
             deploy_owed: deploy.owed(),
+            labels: labels_end,
         }),
         deploy,
         errors: results.errors,

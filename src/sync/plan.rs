@@ -37,8 +37,11 @@ pub(super) enum Decision {
     },
     /// Met already in this run (TC paging overlap, or two indicators with one identity).
     Repeat,
-    /// The source holds it as it would be rendered now.
-    Unchanged,
+    /// The source holds it as it would be rendered now (`labels`: its labels as listed).
+    Unchanged {
+        doc_id: i64,
+        labels: u32,
+    },
     Create(Box<Package>),
     /// The content changed. `verify`: the listing could not tell (no rev, the md5 differs),
     /// so the stored marker is worth a look before rewriting.
@@ -46,6 +49,7 @@ pub(super) enum Decision {
         doc_id: i64,
         pkg: Box<Package>,
         verify: bool,
+        labels: u32,
     },
     /// Taking the source over: a document this job did not make covers exactly this
     /// indicator; it is rewritten in place, keeping its Tanium id.
@@ -158,12 +162,16 @@ pub(super) fn decide(ind: &Indicator, sel: &Selection, index: &mut SourceIndex) 
         };
     }
     if e.rev == rev || (e.md5 != 0 && e.md5 == md5) {
-        return Decision::Unchanged;
+        return Decision::Unchanged {
+            doc_id: e.doc_id,
+            labels: e.labels,
+        };
     }
     Decision::Update {
         doc_id: e.doc_id,
         pkg: Box::new(pkg),
         verify: e.rev == 0,
+        labels: e.labels,
     }
 }
 
@@ -242,7 +250,7 @@ mod tests {
             let mut index = holding(&a, Format::Stix, described);
             assert!(matches!(
                 d(&a, &all(), Format::Stix, &mut index),
-                Decision::Unchanged
+                Decision::Unchanged { .. }
             ));
             assert!(matches!(
                 d(&a, &all(), Format::Stix, &mut index),
@@ -421,7 +429,7 @@ mod tests {
         ));
         assert!(matches!(
             decide(&ranked[3], &sel, &mut index),
-            Decision::Unchanged
+            Decision::Unchanged { .. }
         ));
     }
 }

@@ -16,6 +16,7 @@ use crate::tc::model::Indicator;
 use crate::tc::tql;
 
 use super::index::SourceIndex;
+use super::labels::{LabelBook, LabelSets};
 use super::plan::{decide, rank, Decision, Rank, Selection};
 use super::pool::{Op, Pool};
 use super::{Stop, SyncOptions};
@@ -30,6 +31,7 @@ pub(super) struct Counts {
     pub would_create: u64,
     pub would_update: u64,
     pub would_remove: u64,
+    pub would_relabel: u64,
     /// Not sent: unsafe, or on the Never Send list.
     pub blocked: u64,
     /// Not sent: beyond Maximum Indicators.
@@ -74,6 +76,7 @@ pub(super) struct Planner<'a> {
     pub removal_error: Option<String>,
     /// Removals planned this run, sent only when the guard allows them all.
     pub removals: Vec<Removal>,
+    pub labels: LabelBook,
 }
 
 impl Planner<'_> {
@@ -94,6 +97,7 @@ impl Planner<'_> {
                 Op::Create { .. } => self.counts.would_create += 1,
                 Op::Update { .. } | Op::Adopt { .. } => self.counts.would_update += 1,
                 Op::Delete { .. } => self.counts.would_remove += 1,
+                Op::Labels { .. } => self.counts.would_relabel += 1,
                 Op::Replace { .. } => {
                     self.counts.would_create += 1;
                     self.counts.would_remove += 1;
@@ -221,12 +225,12 @@ impl Planner<'_> {
                 return Ok(Some(ind));
             }
             let decision = decide(&ind, sel, index);
-            self.act(&ind, decision)?;
+            self.act(&ind, decision, &index.label_sets)?;
         }
         Ok(None)
     }
 
-    fn act(&mut self, ind: &Indicator, decision: Decision) -> Result<()> {
+    fn act(&mut self, ind: &Indicator, decision: Decision, sets: &LabelSets) -> Result<()> {
         let last_modified = ind.last_modified_at();
         match decision {
             Decision::OtherType => self.counts.dropped_other_types += 1,
@@ -273,15 +277,21 @@ impl Planner<'_> {
                 }
             }
             Decision::Repeat => self.counts.matched += 1,
-            Decision::Unchanged => {
+            Decision::Unchanged { doc_id, labels } => {
                 self.counts.matched += 1;
                 self.counts.unchanged += 1;
+                self.relabel(ind, doc_id, sets.get(labels));
             }
             Decision::Create(pkg) => {
                 self.counts.matched += 1;
                 self.plan(format!("create {}: new match", pkg.name));
                 self.write_dry(&pkg)?;
-                self.dispatch(Op::Create { pkg, last_modified });
+                let labels = self.labels_of(ind, Some(&[]));
+                self.dispatch(Op::Create {
+                    pkg,
+                    last_modified,
+                    labels,
+                });
             }
             Decision::Adopt { doc_id, pkg } => {
                 self.counts.matched += 1;
@@ -291,10 +301,13 @@ impl Planner<'_> {
                     pkg.name
                 ));
                 self.write_dry(&pkg)?;
+                // Its labels are read before they are set: others' labels on it stay.
+                let labels = self.labels_of(ind, None);
                 self.dispatch(Op::Adopt {
                     doc_id,
                     pkg,
                     last_modified,
+                    labels,
                 });
             }
             Decision::Replace { old_doc_id, pkg } => {
@@ -304,16 +317,19 @@ impl Planner<'_> {
                     pkg.name, self.config.intel_format
                 ));
                 self.write_dry(&pkg)?;
+                let labels = self.labels_of(ind, Some(&[]));
                 self.dispatch(Op::Replace {
                     old_doc_id,
                     pkg,
                     last_modified,
+                    labels,
                 });
             }
             Decision::Update {
                 doc_id,
                 pkg,
                 verify,
+                labels,
             } => {
                 self.counts.matched += 1;
                 if self.opts.dry_run {
@@ -321,16 +337,19 @@ impl Planner<'_> {
                         Some(why) => self.plan(format!("update {}: {why}", pkg.name)),
                         None => {
                             self.counts.unchanged += 1;
+                            self.relabel(ind, doc_id, sets.get(labels));
                             return Ok(());
                         }
                     }
                     self.write_dry(&pkg)?;
                 }
+                let labels = self.labels_of(ind, sets.get(labels));
                 self.dispatch(Op::Update {
                     doc_id,
                     pkg,
                     last_modified,
                     verify,
+                    labels,
                 });
             }
         }

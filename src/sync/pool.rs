@@ -1,5 +1,6 @@
-//! The write pool: a few workers send creates, updates and deletes to Tanium in parallel, so
-//! WAN latency does not serialise a first sync. Only their results cross the mutex.
+//! The write pool: a few workers send creates, updates, deletes and label changes to Tanium in
+//! parallel, so WAN latency does not serialise a first sync. Only their results cross the
+//! mutex.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -11,17 +12,21 @@ use crate::intel::{self, Package};
 use crate::tanium::client::TaniumClient;
 use crate::tanium::model::{IntelDoc, Upload};
 
+use super::labels::LabelPlan;
+
 /// After this many consecutive failed writes Tanium is treated as down and dispatch stops.
 const CONSECUTIVE_FAILURES_TO_ABORT: u32 = 25;
 
 /// How many failure descriptions are kept for the log summary and message.tc.
 const KEPT_ERRORS: usize = 5;
 
-/// One write.
+/// One write. `labels` (None: labels are off this run) are brought to their plan right after
+/// the content is written, from the labels the write's answer shows when it shows them.
 pub(super) enum Op {
     Create {
         pkg: Box<Package>,
         last_modified: Option<OffsetDateTime>,
+        labels: Option<LabelPlan>,
     },
     Update {
         doc_id: i64,
@@ -29,6 +34,7 @@ pub(super) enum Op {
         last_modified: Option<OffsetDateTime>,
         /// Read the stored marker first unless Tanium's md5 proved trustworthy this run.
         verify: bool,
+        labels: Option<LabelPlan>,
     },
     Delete {
         doc_id: i64,
@@ -40,12 +46,21 @@ pub(super) enum Op {
         doc_id: i64,
         pkg: Box<Package>,
         last_modified: Option<OffsetDateTime>,
+        labels: Option<LabelPlan>,
     },
     /// A format switch: create the new document first, delete the old one only once the new
     /// one exists, so a failure never leaves the indicator without a document.
     Replace {
         old_doc_id: i64,
         pkg: Box<Package>,
+        last_modified: Option<OffsetDateTime>,
+        labels: Option<LabelPlan>,
+    },
+    /// A label change alone: the content is current.
+    Labels {
+        doc_id: i64,
+        what: String,
+        labels: LabelPlan,
         last_modified: Option<OffsetDateTime>,
     },
 }
@@ -56,6 +71,10 @@ pub(super) struct Results {
     pub created: u64,
     pub updated: u64,
     pub removed: u64,
+    /// Documents whose labels alone changed.
+    pub relabelled: u64,
+    /// Documents whose labels could not be brought to the rules (counted in `failed_writes`).
+    pub failed_labels: u64,
     /// Updates that reading the stored document showed to be unneeded.
     pub unchanged: u64,
     pub failed_writes: u64,
@@ -91,6 +110,11 @@ impl Results {
             | Op::Adopt { last_modified, .. }
             | Op::Replace { last_modified, .. } => {
                 self.failed_writes += 1;
+                self.note_undelivered(last_modified);
+            }
+            Op::Labels { last_modified, .. } => {
+                self.failed_writes += 1;
+                self.failed_labels += 1;
                 self.note_undelivered(last_modified);
             }
             Op::Delete { .. } => self.failed_removals += 1,
@@ -204,6 +228,16 @@ impl State<'_> {
             }
             if self.verified_unchanged(&op) {
                 self.results().unchanged += 1;
+                if let Op::Update {
+                    doc_id,
+                    pkg,
+                    last_modified,
+                    labels: Some(labels),
+                    ..
+                } = op
+                {
+                    self.write_labels(doc_id, &pkg.name, &labels, last_modified);
+                }
                 continue;
             }
             self.write(op);
@@ -240,8 +274,8 @@ impl State<'_> {
         }
     }
 
-    /// A write answer tells whether Tanium's md5 is that of the bytes sent; the id written.
-    fn learn(&self, doc: &IntelDoc, pkg: &Package) -> i64 {
+    /// A write answer tells whether Tanium's md5 is that of the bytes sent.
+    fn learn(&self, doc: &IntelDoc, pkg: &Package) {
         if let Some(md5) = doc.md5.as_deref() {
             let trusted = md5.eq_ignore_ascii_case(&pkg.md5_hex());
             let _ = self.md5_trust.compare_exchange(
@@ -251,7 +285,80 @@ impl State<'_> {
                 Ordering::SeqCst,
             );
         }
-        doc.id
+    }
+
+    /// Brings one document's labels to `plan`; whether anything changed.
+    fn label(&self, doc_id: i64, plan: &LabelPlan, answered: Option<Vec<i64>>) -> Result<bool> {
+        let current = match answered.or_else(|| plan.current.as_ref().map(|c| c.to_vec())) {
+            Some(c) => c,
+            None => self.tanium.doc_label_ids(doc_id)?,
+        };
+        let change = plan.change(&current);
+        for id in &change.add {
+            self.tanium.add_doc_label(doc_id, *id)?;
+        }
+        for id in &change.remove {
+            self.tanium.remove_doc_label(doc_id, *id)?;
+        }
+        Ok(!change.is_empty())
+    }
+
+    /// The labels of a document just written; a failure is one more failed write of it (its
+    /// indicator is pulled again next run).
+    fn label_written(&self, doc: &IntelDoc, op: &Op) {
+        let (Op::Create {
+            labels: Some(plan),
+            pkg,
+            last_modified,
+        }
+        | Op::Update {
+            labels: Some(plan),
+            pkg,
+            last_modified,
+            ..
+        }
+        | Op::Replace {
+            labels: Some(plan),
+            pkg,
+            last_modified,
+            ..
+        }
+        | Op::Adopt {
+            labels: Some(plan),
+            pkg,
+            last_modified,
+            ..
+        }) = op
+        else {
+            return;
+        };
+        if let Err(e) = self.label(doc.id, plan, doc.label_ids.clone()) {
+            self.failed(|r| {
+                r.failed_writes += 1;
+                r.failed_labels += 1;
+                r.note_undelivered(*last_modified);
+                r.note_error(format!("could not label {}: {e}", pkg.name));
+            });
+        }
+    }
+
+    fn write_labels(
+        &self,
+        doc_id: i64,
+        what: &str,
+        plan: &LabelPlan,
+        last_modified: Option<OffsetDateTime>,
+    ) {
+        match self.label(doc_id, plan, None) {
+            Ok(true) => self.succeeded(|r| r.relabelled += 1),
+            Ok(false) => {}
+            Err(e) => self.failed(|r| {
+                r.failed_writes += 1;
+                r.failed_labels += 1;
+                r.note_undelivered(last_modified);
+                r.note_error(format!("could not label {what}: {e}"));
+            }),
+        }
     }
 
     fn write(&self, op: Op) {
@@ -260,12 +367,28 @@ impl State<'_> {
         let result = match &op {
             Op::Create { pkg, .. } | Op::Replace { pkg, .. } => tanium
                 .create_doc(self.source_id, &upload_of(pkg))
-                .map(|d| self.learn(&d, pkg)),
+                .inspect(|d| self.learn(d, pkg)),
             Op::Update { doc_id, pkg, .. } | Op::Adopt { doc_id, pkg, .. } => tanium
                 .update_doc(*doc_id, &upload_of(pkg))
-                .map(|d| self.learn(&d, pkg)),
-            Op::Delete { doc_id, .. } => tanium.delete_doc(*doc_id).map(|()| *doc_id),
+                .inspect(|d| self.learn(d, pkg)),
+            Op::Delete { doc_id, .. } => tanium.delete_doc(*doc_id).map(|()| IntelDoc {
+                id: *doc_id,
+                ..IntelDoc::default()
+            }),
+            Op::Labels {
+                doc_id,
+                what,
+                labels,
+                last_modified,
+            } => {
+                self.write_labels(*doc_id, what, labels, *last_modified);
+                return;
+            }
         };
+        let result = result.map(|doc| {
+            self.label_written(&doc, &op);
+            doc.id
+        });
         match (op, result) {
             (
                 Op::Replace {
@@ -308,6 +431,8 @@ impl State<'_> {
                 r.failed_removals += 1;
                 r.note_error(format!("could not remove {what}: {e}"));
             }),
+            // (sent before the match)
+            (Op::Labels { .. }, _) => {}
         }
     }
 

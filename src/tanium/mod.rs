@@ -4,11 +4,12 @@ mod answers;
 pub mod client;
 mod generation;
 mod intels;
+pub mod labels;
 pub mod model;
 mod session;
 mod settings;
 mod source;
 
 pub use client::TaniumClient;
-pub use model::{ApiGeneration, IntelDoc, Source, Upload};
+pub use model::{ApiGeneration, IntelDoc, Label, Source, Upload};
 pub use settings::Settings;

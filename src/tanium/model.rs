@@ -86,6 +86,38 @@ pub struct IntelDoc {
     /// The document itself, in get-by-id answers (listings leave it out).
     #[serde(deserialize_with = "lenient_opt_string")]
     pub contents: Option<String>,
+    /// None when the server does not say (the field is missing or not a list): then the
+    /// document's labels are read on their own route when needed.
+    #[serde(deserialize_with = "lenient_label_ids")]
+    pub label_ids: Option<Vec<i64>>,
+}
+
+/// A Tanium label (`GET {base}/labels`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default)]
+pub struct Label {
+    #[serde(deserialize_with = "lenient_i64")]
+    pub id: i64,
+    #[serde(deserialize_with = "lenient_string")]
+    pub name: String,
+}
+
+/// Label ids as numbers, numeric strings or label objects with an `id`; entries that are none
+/// of these are dropped.
+fn lenient_label_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<i64>>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Object(o) => o.get("id").and_then(int_of),
+                    v => int_of(v),
+                })
+                .filter(|id| *id > 0)
+                .collect(),
+        ),
+        _ => None,
+    })
 }
 
 /// One document to send, as the renderer produced it; borrowed so a worker pool copies nothing.
@@ -160,5 +192,23 @@ mod tests {
         assert_eq!((s.id, s.kind), (3, None));
         let bad: IntelDoc = serde_json::from_value(json!({"id": "abc"})).unwrap();
         assert_eq!(bad.id, 0);
+    }
+
+    #[test]
+    fn label_ids_are_read_in_any_plausible_shape_and_absent_is_not_empty() {
+        let ids = |v: Value| {
+            serde_json::from_value::<IntelDoc>(json!({"id": 1, "labelIds": v}))
+                .unwrap()
+                .label_ids
+        };
+        assert_eq!(
+            ids(json!([3, "4", {"id": 5}, {"name": "x"}, null])),
+            Some(vec![3, 4, 5])
+        );
+        assert_eq!(ids(json!([])), Some(vec![]));
+        assert_eq!(ids(json!(null)), None);
+        assert_eq!(ids(json!("3")), None);
+        let d: IntelDoc = serde_json::from_value(json!({"id": 1})).unwrap();
+        assert_eq!(d.label_ids, None);
     }
 }

@@ -153,9 +153,9 @@ impl TaniumClient {
         ))
     }
 
-    /// Reads what a run needs besides sources and intels, `GET {base}/intel/status` and
-    /// `GET {base}/labels`, with the client's credentials: one `(what, outcome)` each, for
-    /// `check` mode. A 403 is an error naming the missing permission.
+    /// Reads what a run needs besides sources, intels and labels, `GET {base}/intel/status`,
+    /// with the client's credentials: one `(what, outcome)` each, for `check` mode. A 403 is
+    /// an error naming the missing permission.
     pub fn check_access(&self) -> Vec<(&'static str, Result<String>)> {
         let base = self.generation.base_path();
         let status_path = format!("{base}/intel/status");
@@ -174,19 +174,7 @@ impl TaniumClient {
                 _ => "readable".to_string(),
             })
         });
-        let labels_path = format!("{base}/labels");
-        let labels = self
-            .expect_ok("GET", &labels_path, None)
-            .and_then(|resp| {
-                let v = json_body(&resp, &describe("GET", &labels_path))?;
-                rows_of(v).ok_or_else(|| Error::Protocol {
-                    service: Service::Tanium,
-                    request: describe("GET", &labels_path),
-                    detail: "the label listing is not a JSON list".into(),
-                })
-            })
-            .map(|rows| format!("readable ({} listed)", rows.len()));
-        vec![("intel status", status), ("labels", labels)]
+        vec![("intel status", status)]
     }
 }
 
