@@ -14,6 +14,7 @@ mod messages;
 mod package;
 mod platform;
 mod rails;
+mod readme;
 mod replay;
 mod security;
 mod sync;
