@@ -205,6 +205,19 @@ impl SyncReport {
             || matches!(self.deploy, Deploy::Failed(_))
     }
 
+    fn log_finished(&self, started: Instant) {
+        log::info!(
+            "run finished in {:.1} s: {}{}",
+            started.elapsed().as_secs_f64(),
+            self.tally,
+            if self.deploy == (Deploy::Done { started: true }) {
+                "; intel deployed"
+            } else {
+                ""
+            }
+        );
+    }
+
     /// True when at least one document change went through (or nothing needed doing).
     pub fn delivered_anything(&self) -> bool {
         let t = &self.tally;
@@ -500,6 +513,8 @@ fn deploy(tanium: &TaniumClient, enabled: bool) -> Deploy {
 }
 
 /// Runs one sync with already-connected clients.
+// The stages in order, one call each; what is left inline is the hand-over between them
+// (counts, errors, the label outcome), which helpers would only pass around again.
 pub fn run(
     config: &JobConfig,
     checkpoint: &Checkpoint,
@@ -514,14 +529,7 @@ pub fn run(
     let (source, mut index) = open_source(config, opts, tanium)?;
     let full = full_reconcile_reason(config, checkpoint, &source, &index, opts.now);
     log_mode(checkpoint, full);
-    let foreign = index.unidentified.len() as u64;
-    if foreign > 0 && !config.take_over_source {
-        log::info!(
-            "the source holds {foreign} documents this job did not make: they are left alone (Take Over Source is off)"
-        );
-    } else if foreign > 0 && full.is_some() {
-        scan_foreign(tanium, &mut index);
-    }
+    let foreign = meet_foreign(config, tanium, &mut index, full.is_some());
     let book = LabelBook::open(
         tanium,
         &config.labels,
@@ -555,15 +563,7 @@ pub fn run(
     if let Some(e) = removal_error {
         results.note_error(e);
     }
-    let labels_end = if let Some(e) = label_error {
-        results.failed_writes += 1;
-        results.note_error(e);
-        LabelsEnd::Unsettled
-    } else if full.is_some() && pull.complete && results.failed_labels == 0 && !results.gave_up {
-        LabelsEnd::Settled
-    } else {
-        LabelsEnd::Kept
-    };
+    let labels_end = settle_labels(label_error, full.is_some() && pull.complete, &mut results);
     let mut tally = Tally::new(&counts, &results);
     if !config.take_over_source {
         tally.foreign_left = foreign;
@@ -603,15 +603,43 @@ pub fn run(
         tally,
         source: (source.name, source.id),
     };
-    log::info!(
-        "run finished in {:.1} s: {}{}",
-        started.elapsed().as_secs_f64(),
-        report.tally,
-        if report.deploy == (Deploy::Done { started: true }) {
-            "; intel deployed"
-        } else {
-            ""
-        }
-    );
+    report.log_finished(started);
     Ok(report)
+}
+
+/// Documents in the source this job did not make: left alone unless the job takes the source
+/// over, when a full reconcile reads them for what they cover. Their count.
+fn meet_foreign(
+    config: &JobConfig,
+    tanium: &TaniumClient,
+    index: &mut SourceIndex,
+    full: bool,
+) -> u64 {
+    let foreign = index.unidentified.len() as u64;
+    if foreign > 0 && !config.take_over_source {
+        log::info!(
+            "the source holds {foreign} documents this job did not make: they are left alone (Take Over Source is off)"
+        );
+    } else if foreign > 0 && full {
+        scan_foreign(tanium, index);
+    }
+    foreign
+}
+
+/// Whether every document's labels were brought to the rules this run: only a complete full
+/// pull without a label failure says so. A label book that could not be opened is a failure.
+fn settle_labels(
+    error: Option<String>,
+    complete_full_pull: bool,
+    results: &mut Results,
+) -> LabelsEnd {
+    if let Some(e) = error {
+        results.failed_writes += 1;
+        results.note_error(e);
+        LabelsEnd::Unsettled
+    } else if complete_full_pull && results.failed_labels == 0 && !results.gave_up {
+        LabelsEnd::Settled
+    } else {
+        LabelsEnd::Kept
+    }
 }

@@ -230,6 +230,7 @@ impl Planner<'_> {
         Ok(None)
     }
 
+    // One arm per decision, each short; the long arms live in their own methods.
     fn act(&mut self, ind: &Indicator, decision: Decision, sets: &LabelSets) -> Result<()> {
         let last_modified = ind.last_modified_at();
         match decision {
@@ -248,32 +249,13 @@ impl Planner<'_> {
                 doc_id,
                 name,
                 block,
-            } => {
-                self.counts.blocked += 1;
-                if self.counts.blocked <= BLOCKED_LINES {
-                    log::info!("not sent: {name} ({}): {block}", ind.owner_name);
-                    if self.opts.dry_run {
-                        println!("not sent {name} ({}): {block}", ind.owner_name);
-                    }
-                }
-                if let Some(doc_id) = doc_id {
-                    let kind = match block {
-                        Block::Unsafe(_) => "unsafe",
-                        Block::NeverSend(_) => "Never Send",
-                    };
-                    self.remove(doc_id, describe(ind), &block.to_string(), kind);
-                }
-            }
+            } => self.blocked(ind, doc_id, &name, &block),
             Decision::OverCap { doc_id, name } => {
                 self.counts.over_cap += 1;
                 log::debug!("not sent: {name}: beyond Maximum Indicators");
                 if let Some(doc_id) = doc_id {
-                    self.remove(
-                        doc_id,
-                        describe(ind),
-                        "ranked beyond Maximum Indicators",
-                        "Maximum Indicators",
-                    );
+                    let why = "ranked beyond Maximum Indicators";
+                    self.remove(doc_id, describe(ind), why, "Maximum Indicators");
                 }
             }
             Decision::Repeat => self.counts.matched += 1,
@@ -332,27 +314,58 @@ impl Planner<'_> {
                 labels,
             } => {
                 self.counts.matched += 1;
-                if self.opts.dry_run {
-                    match self.dry_update_reason(doc_id, &pkg, verify) {
-                        Some(why) => self.plan(format!("update {}: {why}", pkg.name)),
-                        None => {
-                            self.counts.unchanged += 1;
-                            self.relabel(ind, doc_id, sets.get(labels));
-                            return Ok(());
-                        }
-                    }
-                    self.write_dry(&pkg)?;
-                }
-                let labels = self.labels_of(ind, sets.get(labels));
-                self.dispatch(Op::Update {
-                    doc_id,
-                    pkg,
-                    last_modified,
-                    verify,
-                    labels,
-                });
+                self.update(ind, doc_id, pkg, verify, sets.get(labels))?;
             }
         }
+        Ok(())
+    }
+
+    fn blocked(&mut self, ind: &Indicator, doc_id: Option<i64>, name: &str, block: &Block) {
+        self.counts.blocked += 1;
+        if self.counts.blocked <= BLOCKED_LINES {
+            log::info!("not sent: {name} ({}): {block}", ind.owner_name);
+            if self.opts.dry_run {
+                println!("not sent {name} ({}): {block}", ind.owner_name);
+            }
+        }
+        if let Some(doc_id) = doc_id {
+            let kind = match block {
+                Block::Unsafe(_) => "unsafe",
+                Block::NeverSend(_) => "Never Send",
+            };
+            self.remove(doc_id, describe(ind), &block.to_string(), kind);
+        }
+    }
+
+    /// A dry run first reads the stored document when the listing could not tell whether it
+    /// changed, so the plan names what changed (or finds nothing did).
+    fn update(
+        &mut self,
+        ind: &Indicator,
+        doc_id: i64,
+        pkg: Box<Package>,
+        verify: bool,
+        listed_labels: Option<&[i64]>,
+    ) -> Result<()> {
+        if self.opts.dry_run {
+            match self.dry_update_reason(doc_id, &pkg, verify) {
+                Some(why) => self.plan(format!("update {}: {why}", pkg.name)),
+                None => {
+                    self.counts.unchanged += 1;
+                    self.relabel(ind, doc_id, listed_labels);
+                    return Ok(());
+                }
+            }
+            self.write_dry(&pkg)?;
+        }
+        let labels = self.labels_of(ind, listed_labels);
+        self.dispatch(Op::Update {
+            doc_id,
+            pkg,
+            last_modified: ind.last_modified_at(),
+            verify,
+            labels,
+        });
         Ok(())
     }
 
