@@ -162,6 +162,11 @@ fn a_run_that_would_empty_the_source_removes_nothing_until_the_guard_is_raised()
     ok(&mut lab);
     let before = held(&lab);
     assert!(before.len() >= 100, "{}", before.len());
+    // A duplicate (a create whose answer was lost, retried): it goes even when the guard holds
+    // the rest, since the indicator keeps its other document.
+    let copy = lab.source_docs()[0].clone();
+    let source = lab.tanium.source_id("ThreatConnect").unwrap();
+    let duplicate = lab.tanium.add_doc(source, &copy.name, &copy.body);
     // A TQL typo that selects nothing.
     lab.set("tql", json!("summary = \"no such indicator\""));
     let r = run(&mut lab, &[]);
@@ -174,7 +179,14 @@ fn a_run_that_would_empty_the_source_removes_nothing_until_the_guard_is_raised()
         "{}",
         r.message
     );
-    assert_eq!(held(&lab), before, "nothing was removed");
+    assert!(
+        r.log
+            .contains("(1 duplicates or replaced documents still go)"),
+        "{}",
+        r.log
+    );
+    assert!(lab.source_docs().iter().all(|d| d.id != duplicate));
+    assert_eq!(held(&lab), before, "nothing else was removed");
     assert_eq!(
         r.results["last_full_reconcile"], "",
         "the next run looks again"

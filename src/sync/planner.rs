@@ -373,7 +373,7 @@ impl Planner<'_> {
     pub fn remove(&mut self, doc_id: i64, what: String, why: &str, reason: &'static str) {
         self.plan(format!("remove {what}: {why}"));
         *self.counts.removals.entry(reason).or_default() += 1;
-        let guarded = reason != "not made by this job";
+        let guarded = !matches!(reason, "not made by this job" | "duplicate");
         self.removals.push(Removal {
             doc_id,
             what,
@@ -381,28 +381,43 @@ impl Planner<'_> {
         });
     }
 
-    /// Sends the planned removals, or none of them when they would take more of the source
-    /// (which held `docs` documents) than Maximum Removal Percent allows; false then.
+    /// Sends the planned removals, or, when those of indicators that left the selection would
+    /// take more of the source (which held `docs` documents) than Maximum Removal Percent
+    /// allows, none of those; false then. Duplicates and documents replaced by the job's own
+    /// still go: removing them leaves no indicator without a document.
     pub fn settle_removals(&mut self, docs: u64) -> bool {
         let removals = std::mem::take(&mut self.removals);
         let n = removals.iter().filter(|r| r.guarded).count() as u64;
         let rails = &self.config.rails;
-        if rails.too_many_removals(n, docs) {
+        let hold = rails.too_many_removals(n, docs);
+        if hold {
             self.counts.held_back = n;
+            let others = removals.len() as u64 - n;
             let line = format!(
-                "held back all {n} removals: more than {}% of the {docs} documents in the source (Maximum Removal Percent); nothing was removed",
-                rails.max_removal_percent
+                "held back all {n} removals: more than {}% of the {docs} documents in the source (Maximum Removal Percent); none of them was made{}",
+                rails.max_removal_percent,
+                if others > 0 {
+                    format!(" ({others} duplicates or replaced documents still go)")
+                } else {
+                    String::new()
+                }
             );
             log::warn!("{line}");
             if self.opts.dry_run {
                 println!("guard: {line}");
             }
-            return false;
         }
-        for Removal { doc_id, what, .. } in removals {
-            self.dispatch(Op::Delete { doc_id, what });
+        for Removal {
+            doc_id,
+            what,
+            guarded,
+        } in removals
+        {
+            if !(hold && guarded) {
+                self.dispatch(Op::Delete { doc_id, what });
+            }
         }
-        true
+        !hold
     }
 
     /// Why a dry run would update this document, from the stored copy's description (None:
