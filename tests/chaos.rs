@@ -1393,6 +1393,18 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
                     describe(&lab, &d.duplicated, &snapshot)
                 ));
             }
+            // The job's default Tanium Labels: every document carries it once the run settled.
+            if let Some(doc) = lab.source_docs().into_iter().find(|doc| {
+                !lab.tanium
+                    .doc_label_names(doc.id)
+                    .iter()
+                    .any(|l| l == "ThreatConnect")
+            }) {
+                return fail(format!(
+                    "after a fault-free run document {} \"{}\" lacks the ThreatConnect label",
+                    doc.id, doc.name
+                ));
+            }
         }
         if run == runs + 1 {
             let wrote = writes(&lab, generation) - writes_before;
