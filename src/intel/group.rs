@@ -121,6 +121,10 @@ impl BucketKey {
     /// Reads the key from a root id or indicator id of ours (`…group-<hex8>-b<bits>`).
     pub fn from_id(id: &str) -> Option<BucketKey> {
         let lower = id.trim().to_ascii_lowercase();
+        let ours = ["tctr:group-", "tctr:indicator-group-", "tc-group-"];
+        if !ours.iter().any(|p| lower.starts_with(p)) {
+            return None;
+        }
         let at = lower.rfind("group-")?;
         let rest = &lower[at + "group-".len()..];
         let (labels, bits) = rest.split_once("-b")?;

@@ -28,6 +28,11 @@ impl Identity {
     pub fn as_u128(self) -> u128 {
         self.0
     }
+
+    /// The identity whose bits these are (as [`Identity::as_u128`] gave them).
+    pub fn from_u128(bits: u128) -> Identity {
+        Identity(bits)
+    }
 }
 
 impl fmt::Display for Identity {
