@@ -856,6 +856,12 @@ pub(super) fn reconcile(
             }
         }
     }
+    let room = || {
+        (!full)
+            .then_some(config.rails.max_indicators)
+            .flatten()
+            .map(|cap| AtomicI64::new(cap as i64 - held_before as i64))
+    };
     let ctx = Ctx {
         tanium,
         source_id: source.1.unwrap_or(0),
@@ -871,10 +877,7 @@ pub(super) fn reconcile(
         gone: &pulled.gone,
         names: &pulled.names,
         label_plans: &label_plans,
-        room: (!full)
-            .then_some(config.rails.max_indicators)
-            .flatten()
-            .map(|cap| AtomicI64::new(cap as i64 - held_before as i64)),
+        room: room(),
         broken: AtomicBool::new(false),
         consecutive: AtomicU32::new(0),
     };
@@ -906,10 +909,7 @@ pub(super) fn reconcile(
             + plan.retired_members;
         ctx = Ctx {
             dry: opts.dry_run,
-            room: (!full)
-                .then_some(config.rails.max_indicators)
-                .flatten()
-                .map(|cap| AtomicI64::new(cap as i64 - held_before as i64)),
+            room: room(),
             broken: AtomicBool::new(false),
             consecutive: AtomicU32::new(0),
             ..assess

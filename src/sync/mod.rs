@@ -238,7 +238,10 @@ fn open_source(
     };
     let mut index = SourceIndex::default();
     if let Some(id) = id {
-        tanium.list_docs(id, &mut |doc| index.add(doc, config.intel_format))?;
+        // Listing pages do not depend on each other: they use the write pool's width.
+        tanium.list_docs_parallel(id, config.workers, &mut |doc| {
+            index.add(doc, config.intel_format)
+        })?;
     }
     log::info!(
         "Tanium source \"{name}\" holds {} documents ({} identified, {} duplicates, {} unidentified)",
