@@ -245,7 +245,8 @@ pub fn run_size(
     }
     let mut lab = Lab::start(&dir, &opts.binary, ApiGeneration::V4)?;
     lab.measure_rss = true;
-    lab.tanium.set_keep_bodies(false);
+    // Grouped documents are read back to be changed; they are few, so their bodies are kept.
+    lab.tanium.set_keep_bodies(opts.per_document > 1);
     let loaded = Instant::now();
     lab.tc.load(dataset::generate(size, opts.seed));
     log::info!(

@@ -313,8 +313,9 @@ struct Ctx<'a> {
     hold: bool,
     recs: &'a [Rec],
     spill: &'a Spill,
-    /// Every identity the job sends this run, sorted (full reconcile): a member missing from
-    /// its bucket but here moved; one not here is removed.
+    /// Every identity the job sends this run, sorted (full reconcile with several label sets;
+    /// empty: `recs` are in identity order and say it): a member missing from its bucket but
+    /// sent moved; one not sent is removed.
     desired: &'a [u128],
     gone: &'a [Gone],
     names: &'a HashMap<u32, Vec<String>>,
@@ -326,6 +327,15 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Whether this run sends `id` (a full reconcile's records are every identity it sends).
+    fn sent(&self, id: u128) -> bool {
+        if self.desired.is_empty() {
+            self.recs.binary_search_by_key(&id, |r| r.identity).is_ok()
+        } else {
+            self.desired.binary_search(&id).is_ok()
+        }
+    }
+
     fn run(&self, job: Job) -> Outcome {
         let mut out = Outcome::default();
         if self.broken.load(Ordering::SeqCst) {
@@ -497,7 +507,7 @@ impl Ctx<'_> {
                 next.insert(m.identity.as_u128(), m);
             }
             for (id, m) in stored {
-                if self.desired.binary_search(&id).is_ok() {
+                if self.sent(id) {
                     continue;
                 }
                 if self.hold {
@@ -797,20 +807,20 @@ pub(super) fn reconcile(
             p.removal_error = Some(msg);
         }
     }
-    // One record per identity, the first the pull met.
-    let mut order: Vec<usize> = (0..pulled.recs.len()).collect();
-    order.sort_by_key(|i| pulled.recs[*i].identity);
-    order.dedup_by_key(|i| pulled.recs[*i].identity);
-    let repeats = pulled.recs.len() - order.len();
-    let mut recs: Vec<Rec> = order.iter().map(|i| pulled.recs[*i]).collect();
-    drop(order);
-    pulled.recs = Vec::new();
-    let desired: Vec<u128> = if full {
+    // One record per identity, the first the pull met (scratch offsets grow with the pull).
+    let mut recs = std::mem::take(&mut pulled.recs);
+    let met = recs.len();
+    recs.sort_unstable_by_key(|r| (r.identity, r.off));
+    recs.dedup_by_key(|r| r.identity);
+    recs.shrink_to_fit();
+    let repeats = met - recs.len();
+    // With one label set the records stay in identity order and answer "is it sent?" alone.
+    let desired: Vec<u128> = if full && pulled.names.len() > 1 {
         recs.iter().map(|r| r.identity).collect()
     } else {
         Vec::new()
     };
-    recs.sort_by_key(|r| (r.labels, r.identity));
+    recs.sort_unstable_by_key(|r| (r.labels, r.identity));
     log::info!(
         "pull: {} indicators kept for {} label sets ({repeats} met twice)",
         recs.len(),
@@ -1154,7 +1164,11 @@ fn plan_full(
         }
     }
     for (key, e) in index.map.iter() {
-        let sent = desired.binary_search(key).is_ok();
+        let sent = if desired.is_empty() {
+            recs.binary_search_by_key(key, |r| r.identity).is_ok()
+        } else {
+            desired.binary_search(key).is_ok()
+        };
         if !sent {
             plan.removal_bound += 1;
             plan.retired_members += 1;
