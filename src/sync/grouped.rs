@@ -272,6 +272,9 @@ struct Outcome {
     updated: u64,
     removed: u64,
     unchanged: u64,
+    /// Members taken out because they now belong to another label set's bucket (where they
+    /// count as created: counted once, as updated, in the totals).
+    moved: u64,
     held: u64,
     over_cap: u64,
     docs_created: u64,
@@ -444,8 +447,12 @@ impl Ctx<'_> {
             }
         };
         let ids: Vec<u128> = members.keys().copied().collect();
+        // Held back, members that should have gone stay: the bucket keeps its place rather
+        // than split over them (a split now and a merge once they go would write every run).
         let parts = if ids.is_empty() {
             Vec::new()
+        } else if self.hold {
+            vec![w.key]
         } else {
             layout::split(w.key, &ids, self.size)
         };
@@ -507,7 +514,12 @@ impl Ctx<'_> {
                 next.insert(m.identity.as_u128(), m);
             }
             for (id, m) in stored {
+                if !w.key.covers(id) {
+                    // (a document this bucket was split from: the other halves' jobs count it)
+                    continue;
+                }
                 if self.sent(id) {
+                    out.moved += 1;
                     continue;
                 }
                 if self.hold {
@@ -549,7 +561,7 @@ impl Ctx<'_> {
         }
         for (id, why) in &w.drops {
             let Some(why) = why else {
-                next.remove(id);
+                out.moved += u64::from(next.remove(id).is_some());
                 continue;
             };
             if !next.contains_key(id) {
@@ -650,6 +662,7 @@ pub(super) struct Totals {
     pub updated: u64,
     pub removed: u64,
     pub unchanged: u64,
+    pub moved: u64,
     pub held: u64,
     pub over_cap: u64,
     pub relabelled: u64,
@@ -669,6 +682,7 @@ impl Totals {
         self.updated += o.updated;
         self.removed += o.removed;
         self.unchanged += o.unchanged;
+        self.moved += o.moved;
         self.held += o.held;
         self.over_cap += o.over_cap;
         self.relabelled += o.relabelled;
@@ -693,9 +707,10 @@ impl Totals {
 impl Totals {
     /// As the per-indicator pool would have counted it (indicators, not documents).
     pub fn into_results(self) -> Results {
+        let moved = self.moved.min(self.created);
         Results {
-            created: self.created,
-            updated: self.updated,
+            created: self.created - moved,
+            updated: self.updated + moved,
             removed: self.removed,
             relabelled: self.relabelled,
             failed_labels: 0,
