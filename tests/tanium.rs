@@ -1120,3 +1120,30 @@ fn a_listing_asked_for_in_parallel_reads_the_same_rows_and_stops_at_the_end() {
     assert!(err.to_string().contains("did not end"), "{err}");
     assert_eq!(seen, 5_000);
 }
+
+/// What asking for listing pages in parallel buys: a 100k-document source listed with 50 ms of
+/// latency on every answer, one page at a time and eight at a time. Prints the figures the
+/// README quotes: `cargo test --release --test integration -- --ignored --exact
+/// tanium::listing_pages_in_parallel_measured --nocapture`.
+#[test]
+#[ignore]
+fn listing_pages_in_parallel_measured() {
+    let docs = 100_000;
+    let (sim, client, mine) = seeded(ApiGeneration::V4, docs);
+    sim.server()
+        .set_latency(std::time::Duration::from_millis(50));
+    for parallel in [1, 8] {
+        sim.server().reset_counters();
+        let started = std::time::Instant::now();
+        let n = client
+            .list_docs_parallel(mine, parallel, &mut |_| {})
+            .unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        let pages = listing_hits(&sim, ApiGeneration::V4);
+        assert_eq!(n as usize, docs);
+        println!(
+            "listing {docs} documents at 50 ms, {parallel} at a time: {secs:.2} s, {pages} requests (limit {:.2} s)",
+            pages as f64 * 0.05 / parallel as f64
+        );
+    }
+}

@@ -70,23 +70,51 @@ pub(super) fn full_reason(index: &SourceIndex, format: Format) -> Option<&'stati
     None
 }
 
-/// One kept indicator: where its member line is in the scratch file.
+/// One kept indicator: where its member line is in the scratch file (40 bytes: a million
+/// of them are the largest thing a run holds).
 #[derive(Debug, Clone, Copy)]
 struct Rec {
-    identity: u128,
-    labels: u32,
+    /// The identity's bits, high half first (two words keep the record 8-byte aligned).
+    id: [u64; 2],
     rev: u64,
-    off: u64,
-    len: u32,
-    /// lastModified as Unix seconds (i64::MIN: unknown).
-    modified: i64,
+    /// Scratch file offset (low 40 bits) and line length (high 24 bits).
+    at: u64,
+    labels: u32,
+    /// lastModified, Unix seconds (0: unknown).
+    modified: u32,
 }
 
+const OFFSET_BITS: u32 = 40;
+
 impl Rec {
+    fn identity(&self) -> u128 {
+        (u128::from(self.id[0]) << 64) | u128::from(self.id[1])
+    }
+
+    fn off(&self) -> u64 {
+        self.at & ((1 << OFFSET_BITS) - 1)
+    }
+
+    fn len(&self) -> usize {
+        (self.at >> OFFSET_BITS) as usize
+    }
+
     fn modified(&self) -> Option<OffsetDateTime> {
-        (self.modified != i64::MIN)
-            .then(|| OffsetDateTime::from_unix_timestamp(self.modified).ok())
+        (self.modified != 0)
+            .then(|| OffsetDateTime::from_unix_timestamp(i64::from(self.modified)).ok())
             .flatten()
+    }
+}
+
+/// Records sorted by identity, as the layout reads identities.
+struct RecIds<'a>(&'a [Rec]);
+
+impl layout::Ids for RecIds<'_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn at(&self, i: usize) -> u128 {
+        self.0[i].identity()
     }
 }
 
@@ -121,13 +149,21 @@ impl Spill {
         })
     }
 
-    fn put(&mut self, line: &str) -> Result<(u64, u32)> {
+    /// Appends a line; where it is, as a record keeps it.
+    fn put(&mut self, line: &str) -> Result<u64> {
         let w = self.writer.as_mut().expect("spill open for writing");
         w.write_all(line.as_bytes())
             .map_err(|e| Error::io(&self.path, e))?;
         let at = self.len;
         self.len += line.len() as u64;
-        Ok((at, line.len() as u32))
+        let fits = at < (1 << OFFSET_BITS) && line.len() < (1 << (64 - OFFSET_BITS));
+        if !fits {
+            return Err(Error::io(
+                &self.path,
+                std::io::Error::other("scratch file or member line too large"),
+            ));
+        }
+        Ok(at | ((line.len() as u64) << OFFSET_BITS))
     }
 
     fn seal(&mut self) -> Result<()> {
@@ -142,8 +178,8 @@ impl Spill {
 
     fn member(&self, r: &Rec) -> std::result::Result<Member, String> {
         let f = self.reader.as_ref().ok_or("scratch file not sealed")?;
-        let mut buf = vec![0u8; r.len as usize];
-        f.read_exact_at(&mut buf, r.off)
+        let mut buf = vec![0u8; r.len()];
+        f.read_exact_at(&mut buf, r.off())
             .map_err(|e| format!("scratch file unreadable: {e}"))?;
         let line = String::from_utf8(buf).map_err(|_| "scratch file damaged".to_string())?;
         Member::from_line(&line).ok_or_else(|| "scratch file damaged".to_string())
@@ -222,16 +258,17 @@ fn take(p: &mut Planner, ind: &Indicator, sel: &Selection, pulled: &mut Pulled) 
     let names = p.config.labels.for_indicator(ind);
     let labels = group::label_set_hash(&names);
     pulled.names.entry(labels).or_insert(names);
-    let (off, len) = pulled.spill.put(&member.to_line())?;
+    let at = pulled.spill.put(&member.to_line())?;
+    let id = member.identity.as_u128();
     pulled.recs.push(Rec {
-        identity: member.identity.as_u128(),
+        id: [(id >> 64) as u64, id as u64],
         labels,
         rev: member.rev.0,
-        off,
-        len,
+        at,
         modified: ind
             .last_modified_at()
-            .map_or(i64::MIN, OffsetDateTime::unix_timestamp),
+            .and_then(|t| u32::try_from(t.unix_timestamp()).ok())
+            .unwrap_or(0),
     });
     Ok(())
 }
@@ -245,10 +282,26 @@ struct WriteJob {
     /// The document kept in place, when there is one.
     in_place: Option<i64>,
     /// Full reconcile: every member the bucket holds; incremental: the members to add or change.
-    recs: Vec<usize>,
+    recs: Recs,
     /// Incremental: identities to take out when present, with what a removal is (None: it moved
     /// to another label set's bucket, which is not a removal).
     drops: Vec<(u128, Option<usize>)>,
+}
+
+/// Positions in the run's records: a full reconcile's bucket is one run of them.
+#[derive(Debug, Clone)]
+enum Recs {
+    Run(std::ops::Range<usize>),
+    Some(Vec<usize>),
+}
+
+impl Recs {
+    fn iter(&self) -> Box<dyn Iterator<Item = usize> + '_> {
+        match self {
+            Recs::Run(r) => Box::new(r.clone()),
+            Recs::Some(v) => Box::new(v.iter().copied()),
+        }
+    }
 }
 
 enum Job {
@@ -333,7 +386,7 @@ impl Ctx<'_> {
     /// Whether this run sends `id` (a full reconcile's records are every identity it sends).
     fn sent(&self, id: u128) -> bool {
         if self.desired.is_empty() {
-            self.recs.binary_search_by_key(&id, |r| r.identity).is_ok()
+            self.recs.binary_search_by_key(&id, Rec::identity).is_ok()
         } else {
             self.desired.binary_search(&id).is_ok()
         }
@@ -394,8 +447,8 @@ impl Ctx<'_> {
     }
 
     fn undelivered(&self, w: &WriteJob, out: &mut Outcome) {
-        for r in &w.recs {
-            if let Some(t) = self.recs[*r].modified() {
+        for r in w.recs.iter() {
+            if let Some(t) = self.recs[r].modified() {
                 out.undelivered = Some(out.undelivered.map_or(t, |o: OffsetDateTime| o.min(t)));
             }
         }
@@ -504,8 +557,8 @@ impl Ctx<'_> {
     ) -> std::result::Result<BTreeMap<u128, Member>, String> {
         let mut next: BTreeMap<u128, Member> = BTreeMap::new();
         if self.full {
-            for r in &w.recs {
-                let m = self.spill.member(&self.recs[*r])?;
+            for r in w.recs.iter() {
+                let m = self.spill.member(&self.recs[r])?;
                 match stored.remove(&m.identity.as_u128()) {
                     Some(s) if s.rev == m.rev => out.unchanged += 1,
                     Some(_) => out.updated += 1,
@@ -538,8 +591,8 @@ impl Ctx<'_> {
             return Ok(next);
         }
         next = stored;
-        for r in &w.recs {
-            let m = self.spill.member(&self.recs[*r])?;
+        for r in w.recs.iter() {
+            let m = self.spill.member(&self.recs[r])?;
             let id = m.identity.as_u128();
             match next.get(&id) {
                 Some(s) if s.rev == m.rev => {
@@ -825,17 +878,16 @@ pub(super) fn reconcile(
     // One record per identity, the first the pull met (scratch offsets grow with the pull).
     let mut recs = std::mem::take(&mut pulled.recs);
     let met = recs.len();
-    recs.sort_unstable_by_key(|r| (r.identity, r.off));
-    recs.dedup_by_key(|r| r.identity);
-    recs.shrink_to_fit();
+    recs.sort_unstable_by_key(|r| (r.identity(), r.off()));
+    recs.dedup_by_key(|r| r.identity());
     let repeats = met - recs.len();
     // With one label set the records stay in identity order and answer "is it sent?" alone.
     let desired: Vec<u128> = if full && pulled.names.len() > 1 {
-        recs.iter().map(|r| r.identity).collect()
+        recs.iter().map(Rec::identity).collect()
     } else {
         Vec::new()
     };
-    recs.sort_unstable_by_key(|r| (r.labels, r.identity));
+    recs.sort_unstable_by_key(|r| (r.labels, r.identity()));
     log::info!(
         "pull: {} indicators kept for {} label sets ({repeats} met twice)",
         recs.len(),
@@ -1088,7 +1140,7 @@ fn plan_full(
         let slice = &recs[start..end];
         let base = start;
         start = end;
-        let ids: Vec<u128> = slice.iter().map(|r| r.identity).collect();
+        let ids = RecIds(slice);
         let old = by_labels.remove(&labels).unwrap_or_default();
         let old_keys: Vec<BucketKey> = old.iter().map(|g| g.key).collect();
         let leaves = layout::rebalance(labels, &old_keys, &ids, u64::from(size));
@@ -1096,7 +1148,7 @@ fn plan_full(
             let range = layout::range(&ids, &key);
             let pairs: Vec<(intel::Identity, intel::Rev)> = slice[range.clone()]
                 .iter()
-                .map(|r| (intel::Identity::from_u128(r.identity), intel::Rev(r.rev)))
+                .map(|r| (intel::Identity::from_u128(r.identity()), intel::Rev(r.rev)))
                 .collect();
             let digest = group::digest(format, &key, &pairs);
             let here = old
@@ -1129,7 +1181,7 @@ fn plan_full(
                 key,
                 old: overlapping,
                 in_place: here.map(|g| g.doc_id),
-                recs: (base + range.start..base + range.end).collect(),
+                recs: Recs::Run(base + range.start..base + range.end),
                 drops: Vec::new(),
             }));
         }
@@ -1180,7 +1232,7 @@ fn plan_full(
     }
     for (key, e) in index.map.iter() {
         let sent = if desired.is_empty() {
-            recs.binary_search_by_key(key, |r| r.identity).is_ok()
+            recs.binary_search_by_key(key, Rec::identity).is_ok()
         } else {
             desired.binary_search(key).is_ok()
         };
@@ -1279,20 +1331,21 @@ fn plan_incremental(p: &mut Planner, index: &SourceIndex, recs: &[Rec], gone: &[
                 key,
                 old: doc.map(|d| vec![(*d).clone()]).unwrap_or_default(),
                 in_place: doc.map(|d| d.doc_id),
-                recs: Vec::new(),
+                recs: Recs::Some(Vec::new()),
                 drops: Vec::new(),
             }
         })
     }
     let mut plan = Plan::default();
-    let upserted: HashSet<u128> = recs.iter().map(|r| r.identity).collect();
+    let upserted: HashSet<u128> = recs.iter().map(Rec::identity).collect();
     for (i, r) in recs.iter().enumerate() {
-        job(&mut jobs, &docs, layout.route(r.labels, r.identity))
-            .recs
-            .push(i);
-        for k in layout.covering(r.identity) {
+        if let Recs::Some(v) = &mut job(&mut jobs, &docs, layout.route(r.labels, r.identity())).recs
+        {
+            v.push(i);
+        }
+        for k in layout.covering(r.identity()) {
             if k.labels != r.labels {
-                job(&mut jobs, &docs, k).drops.push((r.identity, None));
+                job(&mut jobs, &docs, k).drops.push((r.identity(), None));
             }
         }
     }

@@ -93,27 +93,65 @@ impl Layout {
     }
 }
 
+/// Sorted identities, however they are kept (a million records need no copy of their own).
+pub(super) trait Ids {
+    fn count(&self) -> usize;
+    fn at(&self, i: usize) -> u128;
+}
+
+impl Ids for [u128] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, i: usize) -> u128 {
+        self[i]
+    }
+}
+
+impl Ids for Vec<u128> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, i: usize) -> u128 {
+        self[i]
+    }
+}
+
+/// The first position whose identity is not below `x`.
+fn lower_bound<I: Ids + ?Sized>(ids: &I, x: u128) -> usize {
+    let (mut lo, mut hi) = (0, ids.count());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if ids.at(mid) < x {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// The identities of `ids` (sorted) that fall in `k`.
-pub(super) fn range(ids: &[u128], k: &BucketKey) -> Range<usize> {
+pub(super) fn range<I: Ids + ?Sized>(ids: &I, k: &BucketKey) -> Range<usize> {
     let shift = 128 - u32::from(k.depth);
     let start: u128 = if k.depth == 0 {
         0
     } else {
         u128::from(k.bits) << shift
     };
-    let lo = ids.partition_point(|x| *x < start);
+    let lo = lower_bound(ids, start);
     let hi = if k.depth == 0 {
-        ids.len()
+        ids.count()
     } else {
         let end = start.checked_add(1u128 << shift);
-        end.map_or(ids.len(), |e| ids.partition_point(|x| *x < e))
+        end.map_or(ids.count(), |e| lower_bound(ids, e))
     };
     lo..hi
 }
 
 /// `k` split until every part holds at most `size` of `ids` (sorted); parts that would be
 /// empty are left out.
-pub(super) fn split(k: BucketKey, ids: &[u128], size: u64) -> Vec<BucketKey> {
+pub(super) fn split<I: Ids + ?Sized>(k: BucketKey, ids: &I, size: u64) -> Vec<BucketKey> {
     let n = range(ids, &k).len() as u64;
     if n == 0 {
         return Vec::new();
@@ -129,7 +167,12 @@ pub(super) fn split(k: BucketKey, ids: &[u128], size: u64) -> Vec<BucketKey> {
 
 /// A full reconcile's layout of one label set: its documents' buckets `old` and the
 /// identities it must hold (`ids`, sorted and distinct) -> the buckets its documents hold now.
-pub(super) fn rebalance(labels: u32, old: &[BucketKey], ids: &[u128], size: u64) -> Vec<BucketKey> {
+pub(super) fn rebalance<I: Ids + ?Sized>(
+    labels: u32,
+    old: &[BucketKey],
+    ids: &I,
+    size: u64,
+) -> Vec<BucketKey> {
     // Where documents overlap, the outer one stands (the run's writes settle the rest).
     let outer: Vec<BucketKey> = old
         .iter()
@@ -139,8 +182,8 @@ pub(super) fn rebalance(labels: u32, old: &[BucketKey], ids: &[u128], size: u64)
     let layout = Layout::from_keys(&outer);
     let mut buckets: BTreeSet<BucketKey> = outer.iter().copied().collect();
     let mut i = 0;
-    while i < ids.len() {
-        let k = layout.route(labels, ids[i]);
+    while i < ids.count() {
+        let k = layout.route(labels, ids.at(i));
         let r = range(ids, &k);
         buckets.insert(k);
         i = r.end.max(i + 1);
