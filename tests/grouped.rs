@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use tanium_tr_indicators::intel::group;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
-use tanium_tr_indicators::sim::tanium::SimDoc;
+use tanium_tr_indicators::sim::tanium::{IntrinsicFrom, SimDoc};
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 
 fn none() -> Map<String, Value> {
@@ -402,4 +402,98 @@ fn a_dry_run_says_what_it_would_group_and_writes_nothing() {
     assert_eq!(r.code, 0, "{}\n{}", r.message, r.log);
     assert!(r.stdout.contains("create group "), "{}", r.stdout);
     assert!(lab.source_docs().is_empty());
+}
+
+#[test]
+fn a_job_edit_that_would_empty_the_source_is_held_back_then_performed_when_allowed() {
+    let (_d, mut lab) = grouped_lab(ApiGeneration::V4, 300, 31, 40);
+    ok(&mut lab);
+    let before = covered(&lab);
+    // A typo-like edit: only Hosts any more, most of the source would go.
+    lab.set("indicator_types", json!("Host"));
+    lab.tanium.server().reset_counters();
+    let r = run(&mut lab);
+    assert_eq!(r.code, 3, "{}", r.message);
+    assert!(r.message.contains("held back"), "{}", r.message);
+    assert_eq!(covered(&lab), before, "nothing removed");
+    let (_, _, deletes) = writes(&lab);
+    assert_eq!(deletes, 0);
+    // Allowed, the next run (a full reconcile: the last one held removals back) removes them.
+    lab.set("max_removal_percent", json!("100"));
+    ok(&mut lab);
+    assert_exact(&lab, &expected(&lab, |i| i.type_name == "Host"));
+    lab.tanium.server().reset_counters();
+    ok(&mut lab);
+    assert_eq!(writes(&lab), (0, 0, 0));
+}
+
+#[test]
+fn never_send_and_a_raised_minimum_take_indicators_out_of_their_documents() {
+    let (_d, mut lab) = grouped_lab(ApiGeneration::V3, 250, 32, 30);
+    ok(&mut lab);
+    let host = lab
+        .tc
+        .snapshot()
+        .into_iter()
+        .find(|i| i.active && i.type_name == "Host")
+        .unwrap();
+    let value = host.host_name.clone().unwrap_or(host.summary.clone());
+    lab.set("never_send", json!(value));
+    lab.set("min_confidence", json!("30"));
+    ok(&mut lab);
+    let blocked = crate::support::expected_name(&host);
+    let want = expected(&lab, |i| {
+        i.confidence.is_some_and(|c| c >= 30) && crate::support::expected_name(i) != blocked
+    });
+    assert_exact(&lab, &want);
+}
+
+#[test]
+fn foreign_documents_are_left_alone_or_replaced_when_taking_the_source_over() {
+    let (_d, mut lab) = grouped_lab(ApiGeneration::V4, 120, 33, 50);
+    let source = lab.tanium.add_source("ThreatConnect");
+    let foreign = lab.tanium.add_doc(
+        source,
+        "legacy",
+        r#"<?xml version="1.0"?><ioc xmlns="http://schemas.mandiant.com/2010/ioc" id="legacy-1"><short_description>legacy</short_description><definition><Indicator operator="OR" id="i"><IndicatorItem id="a" condition="is"><Context document="PortItem" search="PortItem/remoteIP" type="mir"/><Content type="IP">203.0.113.250</Content></IndicatorItem></Indicator></definition></ioc>"#,
+    );
+    ok(&mut lab);
+    assert!(
+        lab.source_docs().iter().any(|d| d.id == foreign),
+        "left alone"
+    );
+    let mut want = expected(&lab, |_| true);
+    want.push("legacy".into());
+    want.sort();
+    assert_eq!(covered(&lab), want);
+    lab.set("take_over_source", json!(true));
+    lab.set("reconcile_interval_hours", json!("0"));
+    ok(&mut lab);
+    assert!(
+        !lab.source_docs().iter().any(|d| d.id == foreign),
+        "replaced"
+    );
+    assert_exact(&lab, &expected(&lab, |_| true));
+}
+
+#[test]
+fn a_document_renamed_by_hand_is_still_known_by_its_root_id_and_not_rewritten() {
+    for from in [IntrinsicFrom::PackageRoot, IntrinsicFrom::FirstIndicator] {
+        let (_d, mut lab) = grouped_lab(ApiGeneration::V4, 150, 34, 40);
+        lab.tanium.set_intrinsic_from(from);
+        lab.tanium.set_reserialise(true);
+        ok(&mut lab);
+        let docs = lab.source_docs();
+        lab.tanium
+            .tamper(docs[0].id, |d| d.name = "renamed by an analyst".into());
+        lab.set("reconcile_interval_hours", json!("0"));
+        lab.tanium.server().reset_counters();
+        ok(&mut lab);
+        assert_eq!(
+            writes(&lab),
+            (0, 0, 0),
+            "{from:?}: its content says it is current"
+        );
+        assert_exact(&lab, &expected(&lab, |_| true));
+    }
 }

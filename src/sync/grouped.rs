@@ -64,9 +64,6 @@ pub(super) fn full_reason(index: &SourceIndex, format: Format) -> Option<&'stati
     if distinct.len() != keys.len() || Layout::from_keys(&keys).overlaps() {
         return Some("a bucket is in two documents (a split or merge stopped half-way)");
     }
-    if index.groups.iter().any(|g| g.marker.is_none()) {
-        return Some("a grouped document's name does not say what it holds");
-    }
     None
 }
 
@@ -356,6 +353,9 @@ impl Outcome {
     }
 }
 
+/// The members the documents a job read hold, and what the one kept in place says of itself.
+type Stored = (BTreeMap<u128, Member>, Option<group::Marker>);
+
 /// What every job reads.
 struct Ctx<'a> {
     tanium: &'a TaniumClient,
@@ -455,8 +455,10 @@ impl Ctx<'_> {
     }
 
     /// The members the old documents hold, by identity; Err when one cannot be read.
-    fn stored(&self, w: &WriteJob) -> std::result::Result<BTreeMap<u128, Member>, String> {
+    /// Also what the document kept in place says of itself (its content, not the listing).
+    fn stored(&self, w: &WriteJob) -> std::result::Result<Stored, String> {
         let mut stored = BTreeMap::new();
+        let mut in_place = None;
         for d in &w.old {
             let doc = self
                 .tanium
@@ -471,16 +473,19 @@ impl Ctx<'_> {
                     d.doc_id, d.name
                 )
             })?;
+            if Some(d.doc_id) == w.in_place {
+                in_place = read.marker;
+            }
             for m in read.members {
                 stored.insert(m.identity.as_u128(), m);
             }
         }
-        Ok(stored)
+        Ok((stored, in_place))
     }
 
     fn write(&self, w: &WriteJob, out: &mut Outcome) {
         out.read = w.old.iter().map(|d| d.doc_id).collect();
-        let stored = match self.stored(w) {
+        let (stored, marker) = match self.stored(w) {
             Ok(s) => s,
             Err(msg) => {
                 out.unreadable = msg.contains("cannot be read");
@@ -529,7 +534,7 @@ impl Ctx<'_> {
                 .collect();
             let doc = group::render(self.format, part, &mut chunk, self.source_name, &names);
             let in_place = w.in_place.filter(|_| *part == w.key);
-            if let Err(e) = self.put(w, &doc, in_place, out) {
+            if let Err(e) = self.put(w, &doc, in_place, marker, out) {
                 out.failed_writes += 1;
                 out.fail(format!("could not write group {}: {e}", doc.key));
                 self.undelivered(w, out);
@@ -639,10 +644,11 @@ impl Ctx<'_> {
         w: &WriteJob,
         doc: &group::GroupDoc,
         in_place: Option<i64>,
+        stored: Option<group::Marker>,
         out: &mut Outcome,
     ) -> Result<()> {
         let listed = w.old.iter().find(|d| Some(d.doc_id) == in_place);
-        let current = listed.and_then(|d| d.marker);
+        let current = in_place.and(stored).or(listed.and_then(|d| d.marker));
         if current.is_some_and(|m| m.digest == doc.digest && m.count == doc.count) {
             return Ok(());
         }
@@ -919,6 +925,7 @@ pub(super) fn reconcile(
             &desired,
             &label_plans,
             config.per_document,
+            true,
         )
     } else {
         plan_incremental(&mut p, &index, &recs, &pulled.gone)
@@ -994,6 +1001,17 @@ pub(super) fn reconcile(
         if rails.too_many_removals(would, held_before) {
             held_back = would;
             ctx.hold = true;
+            if full {
+                plan = plan_full(
+                    &p,
+                    &mut index,
+                    &recs,
+                    &desired,
+                    &label_plans,
+                    config.per_document,
+                    false,
+                );
+            }
             plan.retire.retain(|r| !r.guarded);
             let line = format!(
                 "held back all {would} removals: more than {}% of the {held_before} indicators in the source (Maximum Removal Percent); nothing was removed",
@@ -1124,6 +1142,7 @@ fn plan_full(
     desired: &[u128],
     label_plans: &HashMap<u32, LabelPlan>,
     size: u32,
+    settle: bool,
 ) -> Plan {
     let format = p.config.intel_format;
     let mut plan = Plan::default();
@@ -1143,7 +1162,7 @@ fn plan_full(
         let ids = RecIds(slice);
         let old = by_labels.remove(&labels).unwrap_or_default();
         let old_keys: Vec<BucketKey> = old.iter().map(|g| g.key).collect();
-        let leaves = layout::rebalance(labels, &old_keys, &ids, u64::from(size));
+        let leaves = layout::rebalance(labels, &old_keys, &ids, u64::from(size), settle);
         for key in leaves.iter().copied() {
             let range = layout::range(&ids, &key);
             let pairs: Vec<(intel::Identity, intel::Rev)> = slice[range.clone()]
