@@ -9,6 +9,7 @@
 //!   --labels L[,M...]       off, default (every document labelled ThreatConnect, the app's
 //!                           default) or rich (also tags APT*, Malware and ThreatAssess bands);
 //!                           several run each and report the label requests' cost
+//!   --per-document N[,M...] indicators_per_document (default 1); several run each
 //!   --phases LIST           first,nochange,changed,full (default all four)
 //!   --json FILE             also write the results as JSON
 //!   --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
@@ -30,6 +31,7 @@ struct Args {
     latency_ms: u64,
     workers: Vec<Option<usize>>,
     labels: Vec<BenchLabels>,
+    per_document: Vec<u32>,
     phases: Vec<Phase>,
     json: Option<PathBuf>,
     check: Option<PathBuf>,
@@ -45,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         latency_ms: 0,
         workers: vec![None],
         labels: vec![BenchLabels::Default],
+        per_document: vec![1],
         phases: Phase::ALL.to_vec(),
         json: None,
         check: None,
@@ -80,6 +83,22 @@ fn parse_args() -> Result<Args, String> {
                     .map(|l| {
                         BenchLabels::parse(l)
                             .ok_or(format!("--labels: '{l}' is not off, default or rich"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--per-document" => {
+                a.per_document = value("--per-document")?
+                    .split(',')
+                    .map(|n| match n.trim().parse::<u32>() {
+                        Ok(n)
+                            if (1..=tanium_tr_indicators::config::MAX_PER_DOCUMENT)
+                                .contains(&n) =>
+                        {
+                            Ok(n)
+                        }
+                        _ => Err(format!(
+                            "--per-document: '{n}' is not a number from 1 to 1000"
+                        )),
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -145,11 +164,15 @@ fn main() -> ExitCode {
     );
     let mut all: Vec<PhaseResult> = Vec::new();
     for &size in &args.sizes {
-        for (&workers, &labels) in args
-            .workers
-            .iter()
-            .flat_map(|w| args.labels.iter().map(move |l| (w, l)))
-        {
+        let mut combos = Vec::new();
+        for &w in &args.workers {
+            for &l in &args.labels {
+                for &p in &args.per_document {
+                    combos.push((w, l, p));
+                }
+            }
+        }
+        for (workers, labels, per_document) in combos {
             let opts = BenchOptions {
                 binary: binary.clone(),
                 dir: args.dir.clone(),
@@ -159,12 +182,14 @@ fn main() -> ExitCode {
                 phases: args.phases.clone(),
                 app_log_level: args.app_log.clone(),
                 labels,
+                per_document,
             };
             let run = bench::run_size(&opts, size, &mut |r| {
                 eprintln!(
-                    "bench: {} {} (workers {}, labels {}): {:.2} s, exit {}, TC {} req, Tanium {} req ({} writes, {} of labels), peak RSS {} KiB",
+                    "bench: {} {} (per document {}, workers {}, labels {}): {:.2} s, exit {}, TC {} req, Tanium {} req ({} writes, {} of labels), peak RSS {} KiB",
                     bench::format_size(r.size),
                     r.phase.label(),
+                    r.per_document,
                     workers.map_or("default".into(), |w| w.to_string()),
                     labels.label(),
                     r.wall_secs,
@@ -211,6 +236,31 @@ fn main() -> ExitCode {
                         r.wall_secs - off.wall_secs
                     );
                 }
+            }
+        }
+    }
+    if args.per_document.len() > 1 {
+        for r in all.iter().filter(|r| r.per_document > 1) {
+            let single = all.iter().find(|s| {
+                s.size == r.size
+                    && s.phase == r.phase
+                    && s.per_document == 1
+                    && s.labels == r.labels
+            });
+            if let Some(s) = single {
+                println!(
+                    "{} of {}: {} per document {:.2} s, {} Tanium requests, {} documents; one per indicator {:.2} s, {} requests, {} documents ({:.1}x faster)",
+                    r.phase.label(),
+                    bench::format_size(r.size),
+                    r.per_document,
+                    r.wall_secs,
+                    r.tanium_requests,
+                    r.docs_after,
+                    s.wall_secs,
+                    s.tanium_requests,
+                    s.docs_after,
+                    s.wall_secs / r.wall_secs.max(1e-3)
+                );
             }
         }
     }

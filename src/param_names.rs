@@ -101,6 +101,11 @@ pub const INTEL_FORMAT: ParamSpec = ParamSpec {
     name: "intel_format",
     label: "Intel Format",
 };
+/// Indicators per Intel Document: 1 = one document per indicator, more = grouped documents.
+pub const INDICATORS_PER_DOCUMENT: ParamSpec = ParamSpec {
+    name: "indicators_per_document",
+    label: "Indicators per Intel Document",
+};
 /// Full Reconcile Interval (hours).
 pub const RECONCILE_INTERVAL_HOURS: ParamSpec = ParamSpec {
     name: "reconcile_interval_hours",
@@ -238,6 +243,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     THREATASSESS_LABELS,
     DRY_RUN,
     INTEL_FORMAT,
+    INDICATORS_PER_DOCUMENT,
     RECONCILE_INTERVAL_HOURS,
     TANIUM_WORKERS,
     TC_PAGE_SIZE,

@@ -41,6 +41,7 @@ fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
         phases: Phase::ALL.to_vec(),
         app_log_level: "warning".into(),
         labels: BenchLabels::Default,
+        per_document: 1,
     };
     let results = bench::run_size(&opts, SIZE, &mut |r| {
         eprintln!(

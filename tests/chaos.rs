@@ -11,6 +11,10 @@
 //! exactly the expected set (computed here from the TC snapshot with plain closures) with one
 //! document per identity; a second fault-free run writes nothing.
 //!
+//! `chaos_grouped` runs the same with indicators grouped (Indicators per Intel Document 3 to
+//! 500, so buckets split and merge): each grouped document counts as one document per member,
+//! and the same checks hold indicator by indicator (`CHAOS_GROUPED_SEEDS`, default 6).
+//!
 //! CI runs a few fixed seeds. Locally:
 //!   CHAOS_SEEDS=1000 CHAOS_RUNS=12 CHAOS_JOBS=6 cargo test --test integration chaos::chaos -- --nocapture
 //! Replay one seed: CHAOS_SEED=<seed> [CHAOS_RUNS=<runs>] cargo test --test integration chaos::chaos -- --nocapture
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{empty_lab, expected_name, BIN};
 use serde_json::{json, Map, Value};
-use tanium_tr_indicators::intel;
+use tanium_tr_indicators::intel::{self, group};
 use tanium_tr_indicators::sim::dataset::{self, Rng, OWNERS, TAGS};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult, LAB_PARAM_KEY};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule, Server};
@@ -75,6 +79,8 @@ struct Job {
     openioc: bool,
     /// The first Last Modified (epoch seconds): the job horizon no pull reaches behind.
     horizon: i64,
+    /// Indicators per Intel Document (1: one document each).
+    per_document: u32,
 }
 
 fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
@@ -111,6 +117,7 @@ impl Job {
             // 30 days cuts the generated data (60 days) in half; 600 days takes it all and
             // the hostile fixtures (mid 2025) too.
             horizon: now_secs() - if chance(rng, 50) { 30 } else { 600 } * 86_400,
+            per_document: 1,
         };
         for aspect in 0..6 {
             if chance(rng, 35) {
@@ -201,6 +208,10 @@ impl Job {
         );
         let horizon = OffsetDateTime::from_unix_timestamp(self.horizon).unwrap();
         lab.set("last_modified", json!(format_time(horizon)));
+        lab.set(
+            "indicators_per_document",
+            json!(self.per_document.to_string()),
+        );
     }
 
     /// Whether the job must send `i`: a plain reading of the job's documented filters.
@@ -275,11 +286,18 @@ fn expected(
         if p.name != name {
             return Err(format!("renderer names {name:?} as {:?}", p.name));
         }
+        let rev = if job.per_document > 1 {
+            group::member(&as_served(i, tc_url))
+                .map_err(|e| format!("{name} cannot be a member: {e}"))?
+                .rev
+        } else {
+            p.rev
+        };
         out.insert(
             p.identity.to_string(),
             Want {
                 name,
-                rev: p.rev.to_string(),
+                rev: rev.to_string(),
                 last_modified: epoch(&i.last_modified),
             },
         );
@@ -572,7 +590,7 @@ fn now_secs() -> i64 {
 
 /// Values the safety rails must keep out of Tanium (by default), written out here so the
 /// test's idea of "unsafe" does not come from the code under test.
-const UNSAFE_ADDRESSES: [&str; 7] = [
+const UNSAFE_ADDRESSES: [&str; 10] = [
     "10.9.8.7",
     "127.0.0.1",
     "192.168.1.1",
@@ -580,6 +598,10 @@ const UNSAFE_ADDRESSES: [&str; 7] = [
     "8.8.8.8",
     "::1",
     "fe80::1",
+    // Cloudflare's resolvers, which the dataset's `N.0.0.M` addresses can be.
+    "1.0.0.1",
+    "1.0.0.2",
+    "1.0.0.3",
 ];
 const UNSAFE_HOSTS: [&str; 3] = ["localhost", "intranet", "co.uk"];
 const EMPTY_FILE_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
@@ -750,11 +772,32 @@ fn mutate(
 // Checks
 // ---------------------------------------------------------------------------------------------
 
+/// The app's documents; a grouped document stands for one document per member (named, ided
+/// and marked as that indicator's own document would be), so every check reads per indicator.
 fn app_docs(lab: &Lab) -> Vec<SimDoc> {
-    lab.tanium
+    let docs = lab
+        .tanium
         .source_id(APP_SOURCE)
         .map(|id| lab.tanium.docs_in(id))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for d in docs {
+        let Some(g) = group::read(&d.body).ok().filter(|g| g.key.is_some()) else {
+            out.push(d);
+            continue;
+        };
+        for m in g.members {
+            out.push(SimDoc {
+                id: (m.identity.as_u128() >> 65) as i64,
+                name: m.title(),
+                intrinsic_id: m.identity.to_string(),
+                description: format!("tc-sync: {} rev {}", m.identity, m.rev),
+                revision_id: m.rev.0 as i64,
+                ..d.clone()
+            });
+        }
+    }
+    out
 }
 
 fn foreign_docs(lab: &Lab) -> Vec<SimDoc> {
@@ -1002,7 +1045,11 @@ fn run_with(
     })
 }
 
-fn seed_lab(seed: u64, dir: &Path) -> Result<(Lab, Job, ApiGeneration, Rng), String> {
+fn seed_lab(
+    seed: u64,
+    dir: &Path,
+    grouped: bool,
+) -> Result<(Lab, Job, ApiGeneration, Rng), String> {
     let mut rng = Rng::new(seed);
     let generation = if chance(&mut rng, 50) {
         ApiGeneration::V4
@@ -1016,7 +1063,10 @@ fn seed_lab(seed: u64, dir: &Path) -> Result<(Lab, Job, ApiGeneration, Rng), Str
     if chance(&mut rng, 40) {
         lab.tc.load(dataset::hostile());
     }
-    let job = Job::random(&mut rng);
+    let mut job = Job::random(&mut rng);
+    if grouped {
+        job.per_document = *pick(&mut rng, &[3, 10, 40, 500]);
+    }
     job.apply(&mut lab);
     lab.set("http_timeout_secs", json!(TIMEOUT_SECS.to_string()));
     lab.set("tanium_workers", json!((1 + rng.below(8)).to_string()));
@@ -1059,13 +1109,13 @@ fn seed_lab(seed: u64, dir: &Path) -> Result<(Lab, Job, ApiGeneration, Rng), Str
     Ok((lab, job, generation, rng))
 }
 
-fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
+fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
     let mut tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     if std::env::var_os("CHAOS_KEEP").is_some() {
         tmp.disable_cleanup(true);
         eprintln!("seed {seed}: run folders in {}", tmp.path().display());
     }
-    let (mut lab, mut job, generation, mut rng) = seed_lab(seed, tmp.path())?;
+    let (mut lab, mut job, generation, mut rng) = seed_lab(seed, tmp.path(), grouped)?;
     let mut stats = Stats::default();
     let mut world = World {
         next_id: 500_000,
@@ -1421,6 +1471,15 @@ fn run_seed(seed: u64, runs: u64) -> Result<Stats, String> {
 
 #[test]
 fn chaos() {
+    chaos_seeds(false, env_u64("CHAOS_SEEDS", 12));
+}
+
+#[test]
+fn chaos_grouped() {
+    chaos_seeds(true, env_u64("CHAOS_GROUPED_SEEDS", 6));
+}
+
+fn chaos_seeds(grouped: bool, count: u64) {
     let runs = env_u64("CHAOS_RUNS", 10);
     let seeds: Vec<u64> = match std::env::var("CHAOS_SEED")
         .ok()
@@ -1429,9 +1488,10 @@ fn chaos() {
         Some(s) => vec![s],
         None => {
             let base = env_u64("CHAOS_SEED_BASE", 1);
-            (base..base + env_u64("CHAOS_SEEDS", 12)).collect()
+            (base..base + count).collect()
         }
     };
+    let test = if grouped { "chaos_grouped" } else { "chaos" };
     let jobs = env_u64("CHAOS_JOBS", 4).max(1) as usize;
     let started = Instant::now();
     let queue = Mutex::new(seeds.clone().into_iter());
@@ -1444,12 +1504,12 @@ fn chaos() {
                 let Some(seed) = queue.lock().unwrap().next() else {
                     return;
                 };
-                match run_seed(seed, runs) {
+                match run_seed(seed, runs, grouped) {
                     Ok(st) => total.lock().unwrap().add(&st),
                     Err(e) => {
                         eprintln!("CHAOS FAILURE: {e}");
                         failures.lock().unwrap().push(format!(
-                            "{e}\n  replay: CHAOS_SEED={seed} CHAOS_RUNS={runs} cargo test --test integration chaos::chaos -- --nocapture"
+                            "{e}\n  replay: CHAOS_SEED={seed} CHAOS_RUNS={runs} cargo test --test integration chaos::{test} -- --exact --nocapture"
                         ));
                     }
                 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use tanium_tr_indicators::intel::{
-    identity_from_doc, identity_of, render, rev_from_doc, Format, Identity, Package,
+    group, identity_from_doc, identity_of, render, rev_from_doc, Format, Identity, Package,
 };
 use tanium_tr_indicators::tc::model::{Indicator, IndicatorType};
 
@@ -143,10 +143,84 @@ fn write_samples() {
     let mut all = cases();
     all.push(("huge_description", huge()));
     all.push(("many_tags", many_tags()));
-    for (name, ind) in all {
+    for (name, ind) in &all {
         for (f, ext) in formats() {
-            std::fs::write(dir.join(format!("{name}.{ext}")), ok(&ind, f).body).unwrap();
+            std::fs::write(dir.join(format!("{name}.{ext}")), ok(ind, f).body).unwrap();
         }
+    }
+    // Grouped documents: every case in one, and one at the upper bound of the size.
+    let inds: Vec<Indicator> = all.into_iter().map(|(_, i)| i).collect();
+    for (f, ext) in formats() {
+        let doc = grouped(&inds, f);
+        std::fs::write(dir.join(format!("grouped_cases.{ext}")), doc.body).unwrap();
+        let doc = grouped(
+            &many(tanium_tr_indicators::config::MAX_PER_DOCUMENT as usize),
+            f,
+        );
+        std::fs::write(dir.join(format!("grouped_largest.{ext}")), doc.body).unwrap();
+    }
+}
+
+fn grouped(inds: &[Indicator], f: Format) -> group::GroupDoc {
+    let mut members: Vec<group::Member> = inds
+        .iter()
+        .map(|i| group::member(i).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    // (some cases are the same indicator in other shapes)
+    members.sort_by_key(|m| m.identity);
+    members.dedup_by_key(|m| m.identity);
+    let labels = vec!["ThreatConnect".to_string(), HOSTILE.to_string()];
+    let key = group::BucketKey::root(group::label_set_hash(&labels));
+    group::render(f, &key, &mut members, HOSTILE, &labels)
+}
+
+/// `n` indicators of every type, each with the full context.
+fn many(n: usize) -> Vec<Indicator> {
+    (0..n)
+        .map(|k| {
+            let mut i = match k % 3 {
+                0 => full(address(&format!("198.51.{}.{}", k / 250 % 250, k % 250))),
+                1 => full(host(&format!("h{k}.example"))),
+                _ => {
+                    let hex = |len: usize| format!("{k:0len$x}");
+                    full(file(Some(&hex(32)), Some(&hex(40)), Some(&hex(64))))
+                }
+            };
+            i.id = k as i64;
+            i
+        })
+        .collect()
+}
+
+#[test]
+fn grouped_documents_hold_hostile_values_and_read_back() {
+    let mut inds: Vec<Indicator> = cases().into_iter().map(|(_, i)| i).collect();
+    inds.push(many_tags());
+    for (f, _) in formats() {
+        let doc = grouped(&inds, f);
+        roxmltree::Document::parse(&doc.body).unwrap_or_else(|e| panic!("{e}"));
+        let back = group::read(&doc.body).unwrap();
+        assert_eq!(back.members.len() as u64, doc.count);
+        let mut again = back.members.clone();
+        let key = back.key.unwrap();
+        let labels = vec!["ThreatConnect".to_string(), HOSTILE.to_string()];
+        assert_eq!(
+            group::render(f, &key, &mut again, HOSTILE, &labels).body,
+            doc.body,
+            "what is read back renders the same bytes"
+        );
+        assert_eq!(back.key, Some(doc.key));
+        for ind in &inds {
+            let m = group::member(ind).unwrap();
+            assert!(
+                back.members.iter().any(|b| b.identity == m.identity),
+                "{f}: {}",
+                m.line
+            );
+            // Each item carries an id derived from the indicator's identity.
+            assert!(doc.body.contains(&m.identity.to_string()));
+        }
+        assert!(!doc.body.contains('\u{0}') && !doc.body.contains("<script>"));
     }
 }
 

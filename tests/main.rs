@@ -7,6 +7,7 @@ mod support;
 mod bench_smoke;
 mod chaos;
 mod fuzz;
+mod grouped;
 mod hostile;
 mod intel;
 mod labels;

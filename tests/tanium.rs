@@ -1092,3 +1092,58 @@ fn a_session_that_expires_before_detection_gets_one_more_login() {
     assert_eq!(c.generation(), ApiGeneration::V4);
     assert_eq!(sim.login_count(), 2);
 }
+
+#[test]
+fn a_listing_asked_for_in_parallel_reads_the_same_rows_and_stops_at_the_end() {
+    let (sim, client, mine) = seeded(ApiGeneration::V4, 1234);
+    let mut one = Vec::new();
+    client.list_docs(mine, &mut |d| one.push(d.id)).unwrap();
+    sim.server().reset_counters();
+    let mut many = Vec::new();
+    let n = client
+        .list_docs_parallel(mine, 8, &mut |d| many.push(d.id))
+        .unwrap();
+    assert_eq!((n, &many), (1234, &one), "the same rows in the same order");
+    // The first page, then one batch of eight: the end is in it; the rest are past the end.
+    assert_eq!(listing_hits(&sim, ApiGeneration::V4), 9);
+
+    sim.set_listing_quirk(ListingQuirk::IgnoreOffset);
+    let err = client.list_docs_parallel(mine, 8, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("repeats"), "{err}");
+    sim.set_honour_source_filter(true);
+    sim.set_listing_quirk(ListingQuirk::Endless);
+    client.set_max_listed_rows(5_000);
+    let mut seen = 0;
+    let err = client
+        .list_docs_parallel(mine, 8, &mut |_| seen += 1)
+        .unwrap_err();
+    assert!(err.to_string().contains("did not end"), "{err}");
+    assert_eq!(seen, 5_000);
+}
+
+/// What asking for listing pages in parallel buys: a 100k-document source listed with 50 ms of
+/// latency on every answer, one page at a time and eight at a time. Prints the figures the
+/// README quotes: `cargo test --release --test integration -- --ignored --exact
+/// tanium::listing_pages_in_parallel_measured --nocapture`.
+#[test]
+#[ignore]
+fn listing_pages_in_parallel_measured() {
+    let docs = 100_000;
+    let (sim, client, mine) = seeded(ApiGeneration::V4, docs);
+    sim.server()
+        .set_latency(std::time::Duration::from_millis(50));
+    for parallel in [1, 8] {
+        sim.server().reset_counters();
+        let started = std::time::Instant::now();
+        let n = client
+            .list_docs_parallel(mine, parallel, &mut |_| {})
+            .unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        let pages = listing_hits(&sim, ApiGeneration::V4);
+        assert_eq!(n as usize, docs);
+        println!(
+            "listing {docs} documents at 50 ms, {parallel} at a time: {secs:.2} s, {pages} requests (limit {:.2} s)",
+            pages as f64 * 0.05 / parallel as f64
+        );
+    }
+}

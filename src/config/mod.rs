@@ -37,6 +37,11 @@ pub const MAX_RECONCILE_HOURS: u32 = 8760;
 pub const DEFAULT_WORKERS: u32 = 8;
 /// Most parallel Tanium writes.
 pub const MAX_WORKERS: u32 = 32;
+/// Most indicators one grouped intel document holds. Tanium publishes no document size limit;
+/// a grouped member renders to about 1 KB at most (a File with three hashes and its provenance
+/// line), so 1000 keeps a document near 1 MB, the size of the whole intel database a recorded
+/// Threat Response status reports, and keeps quick scans of one document possible.
+pub const MAX_PER_DOCUMENT: u32 = 1000;
 
 /// The platform's working folders.
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +69,8 @@ pub struct JobConfig {
     pub filters: Filters,
     /// Document format.
     pub intel_format: intel::Format,
+    /// Indicators per intel document: 1 = one document per indicator, more = grouped.
+    pub per_document: u32,
     /// Safety rails.
     pub rails: crate::safety::Rails,
     /// Adopt or replace documents in the source that this job did not make.
@@ -191,6 +198,14 @@ impl Loader {
         let tanium = connect::tanium_side(raw, p, shared);
         let filters = select::filters(raw, p);
         let intel_format = p.take(select::intel_format(raw));
+        let per_document = p
+            .take(spec_whole(
+                raw,
+                pn::INDICATORS_PER_DOCUMENT,
+                1,
+                MAX_PER_DOCUMENT,
+            ))
+            .unwrap_or(1);
         let rails = rails::rails(raw, p);
         let flag = |spec: pn::ParamSpec| value::boolean(raw, &[spec.name], spec.label, false);
         let take_over_source = p.take(flag(pn::TAKE_OVER_SOURCE));
@@ -221,6 +236,7 @@ impl Loader {
             tanium,
             filters,
             intel_format,
+            per_document,
             rails,
             take_over_source,
             dry_run,
@@ -241,10 +257,14 @@ impl JobConfig {
     /// filters and the rails that select); a change forces a full reconcile.
     pub fn selection_fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
-        let canonical = serde_json::json!({
+        let mut canonical = serde_json::json!({
             "filters": self.filters.fingerprint(),
             "rails": self.rails.selection(),
         });
+        // Only when grouped, so jobs that never group keep the fingerprint they had.
+        if self.per_document > 1 {
+            canonical["per_document"] = self.per_document.into();
+        }
         let digest = Sha256::digest(canonical.to_string().as_bytes());
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -401,6 +421,8 @@ mod tests {
             ("min_rating", json!("2.5"), "Minimum Threat Rating must be a whole number from 0 to 5, got '2.5'"),
             ("max_false_positives", json!("-1"), "Maximum False Positive Count must be a whole number, 0 or more, got '-1'"),
             ("verify_ssl", json!("maybe"), "Verify SSL Cert must be true or false, got 'maybe'"),
+            ("indicators_per_document", json!("1001"), "Indicators per Intel Document must be a whole number from 1 to 1000, got '1001'"),
+            ("indicators_per_document", json!("0"), "Indicators per Intel Document must be a whole number from 1 to 1000, got '0'"),
             ("indicator_types", json!(["Address", "Email"]), "Indicator Types must be among Address, File, Host, got 'Email'"),
             ("tanium_address", json!("ftp://t"), "Tanium Address must be an https:// or http:// URL"),
             ("tanium_address", json!("t:99999"), "Tanium Address has an invalid port, got 't:99999'"),

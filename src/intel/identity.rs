@@ -28,6 +28,11 @@ impl Identity {
     pub fn as_u128(self) -> u128 {
         self.0
     }
+
+    /// The identity whose bits these are (as [`Identity::as_u128`] gave them).
+    pub fn from_u128(bits: u128) -> Identity {
+        Identity(bits)
+    }
 }
 
 impl fmt::Display for Identity {
@@ -235,8 +240,13 @@ pub fn identity(owner: &str, kind: IndicatorType, normalised: &str) -> Identity 
 
 /// A second deterministic UUID derived from an identity (OpenIOC Indicator / IndicatorItem ids).
 pub fn derived(identity: Identity, label: &str) -> String {
+    derived_from(&identity.to_string(), label)
+}
+
+/// A deterministic UUID derived from any text (a group document's root id, say) and a label.
+pub fn derived_from(seed: &str, label: &str) -> String {
     let mut d = Sha256::new();
-    d.update(identity.to_string().as_bytes());
+    d.update(seed.as_bytes());
     d.update([0]);
     d.update(label.as_bytes());
     uuid_from(&d.finalize()).to_string()
@@ -294,6 +304,11 @@ fn our_uuid(s: &str) -> Option<Identity> {
     }
     let hex: String = u.chars().filter(|c| *c != '-').collect();
     u128::from_str_radix(&hex, 16).ok().map(Identity)
+}
+
+/// One of our identities written as a UUID (optionally after `tctr:indicator-` and the like).
+pub fn parse_identity(s: &str) -> Option<Identity> {
+    our_uuid(s)
 }
 
 /// The (identity, rev) of the last well-formed marker in `text`. Newlines are not required:

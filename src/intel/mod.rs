@@ -12,6 +12,7 @@
 //! never from the clock.
 
 pub mod foreign;
+pub mod group;
 pub mod identity;
 pub mod openioc;
 pub mod stix;
@@ -143,7 +144,7 @@ impl fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 /// The observable a document describes, normalised.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Observable {
     Address(IpAddr),
     Host(String),

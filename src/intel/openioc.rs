@@ -24,9 +24,9 @@ pub const AUTHOR: &str = "ThreatConnect via tanium-tr-indicators";
 const NO_DATE: &str = "1970-01-01T00:00:00Z";
 
 /// One `IndicatorItem`: (Context document, Context search, Content type, value).
-type Item = (&'static str, &'static str, &'static str, String);
+pub(super) type Item = (&'static str, &'static str, &'static str, String);
 
-fn items_of(observable: &Observable) -> Vec<Item> {
+pub(super) fn items_of(observable: &Observable) -> Vec<Item> {
     match observable {
         Observable::Address(ip) => vec![("PortItem", "PortItem/remoteIP", "IP", ip.to_string())],
         Observable::Host(h) => vec![

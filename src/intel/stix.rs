@@ -25,19 +25,15 @@ pub(crate) fn write(doc: &Doc, rev: &str) -> String {
         .map_or_else(|| format!("{NS_PREFIX}:Package-{id}"), attr);
     let title = text(&doc.name);
     let description = text(&doc.description(rev));
-    let (obj_ns, indicator_type) = match doc.observable {
-        Observable::Address(_) => (
-            r#"xmlns:AddressObj="http://cybox.mitre.org/objects#AddressObject-2""#,
-            "IP Watchlist",
-        ),
-        Observable::Host(_) => (
-            r#"xmlns:DomainNameObj="http://cybox.mitre.org/objects#DomainNameObject-1""#,
-            "Domain Watchlist",
-        ),
-        Observable::File(_) => (
-            r#"xmlns:FileObj="http://cybox.mitre.org/objects#FileObject-2""#,
-            "File Hash Watchlist",
-        ),
+    let indicator_type = indicator_type(&doc.observable);
+    let obj_ns = match doc.observable {
+        Observable::Address(_) => {
+            r#"xmlns:AddressObj="http://cybox.mitre.org/objects#AddressObject-2""#
+        }
+        Observable::Host(_) => {
+            r#"xmlns:DomainNameObj="http://cybox.mitre.org/objects#DomainNameObject-1""#
+        }
+        Observable::File(_) => r#"xmlns:FileObj="http://cybox.mitre.org/objects#FileObject-2""#,
     };
     let timestamp = doc
         .timestamp
@@ -83,8 +79,17 @@ pub(crate) fn write(doc: &Doc, rev: &str) -> String {
     x
 }
 
+/// The IndicatorTypeVocab-1.1 term for the observable.
+pub(super) fn indicator_type(observable: &Observable) -> &'static str {
+    match observable {
+        Observable::Address(_) => "IP Watchlist",
+        Observable::Host(_) => "Domain Watchlist",
+        Observable::File(_) => "File Hash Watchlist",
+    }
+}
+
 /// The CybOX object's properties for the observable.
-fn write_properties(x: &mut String, observable: &Observable) {
+pub(super) fn write_properties(x: &mut String, observable: &Observable) {
     match observable {
         Observable::Address(ip) => {
             let category = if ip.is_ipv4() {

@@ -32,6 +32,8 @@ pub struct BenchOptions {
     /// The app's `tc_log_level` (`warning` keeps logging out of the figures).
     pub app_log_level: String,
     pub labels: BenchLabels,
+    /// `indicators_per_document` for the job (1: one document per indicator).
+    pub per_document: u32,
 }
 
 /// Which labels the job gives its documents.
@@ -150,14 +152,39 @@ pub struct PhaseResult {
     pub app_cpu_secs: Option<f64>,
     /// Documents in the app's source afterwards.
     pub docs_after: usize,
+    /// `indicators_per_document` the job ran with.
+    #[serde(default = "one")]
+    pub per_document: u32,
     /// message.tc.
     pub message: String,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl PhaseResult {
     /// Indicators in the dataset per second of wall time.
     pub fn rate(&self) -> f64 {
         self.size as f64 / self.wall_secs.max(1e-3)
+    }
+
+    /// What latency alone costs, in seconds: TC requests one after another, Tanium requests
+    /// spread over the write pool (requests x latency / parallelism).
+    pub fn limit_secs(&self) -> f64 {
+        let workers = if self.workers == 0 {
+            crate::config::DEFAULT_WORKERS as f64
+        } else {
+            self.workers as f64
+        };
+        let latency = self.latency_ms as f64 / 1000.0;
+        self.tc_requests as f64 * latency + self.tanium_requests as f64 * latency / workers
+    }
+
+    /// Wall time over [`PhaseResult::limit_secs`] (None without latency).
+    pub fn limit_ratio(&self) -> Option<f64> {
+        let limit = self.limit_secs();
+        (limit > 0.0).then(|| self.wall_secs / limit)
     }
 }
 
@@ -208,16 +235,18 @@ pub fn run_size(
     progress: &mut dyn FnMut(&PhaseResult),
 ) -> std::io::Result<Vec<PhaseResult>> {
     let dir = opts.dir.join(format!(
-        "size-{}-labels-{}",
+        "size-{}-labels-{}-per-{}",
         format_size(size),
-        opts.labels.label()
+        opts.labels.label(),
+        opts.per_document
     ));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
     let mut lab = Lab::start(&dir, &opts.binary, ApiGeneration::V4)?;
     lab.measure_rss = true;
-    lab.tanium.set_keep_bodies(false);
+    // Grouped documents are read back to be changed; they are few, so their bodies are kept.
+    lab.tanium.set_keep_bodies(opts.per_document > 1);
     let loaded = Instant::now();
     lab.tc.load(dataset::generate(size, opts.seed));
     log::info!(
@@ -228,6 +257,10 @@ pub fn run_size(
         lab.set("tanium_workers", json!(w.to_string()));
     }
     lab.set("tc_log_level", json!(opts.app_log_level));
+    lab.set(
+        "indicators_per_document",
+        json!(opts.per_document.to_string()),
+    );
     for (k, v) in opts.labels.params() {
         lab.set(k, v);
     }
@@ -278,6 +311,7 @@ pub fn run_size(
             peak_rss_kb: r.peak_rss_kb,
             app_cpu_secs: r.cpu_secs,
             docs_after: lab.tanium.doc_count(),
+            per_document: opts.per_document,
             message: r.message.clone(),
         };
         if r.code != 0 {
@@ -301,17 +335,18 @@ pub fn table(results: &[PhaseResult]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| size | phase | labels | workers | latency | exit | wall (s) | app CPU (s) | indicators/s | TC req | Tanium req (listing / writes, of them labels) | bytes sent | app peak RSS |"
+        "| size | per doc | phase | labels | workers | latency | exit | wall (s) | limit (s) | wall / limit | app CPU (s) | indicators/s | TC req | Tanium req (listing / writes, of them labels) | bytes sent | app peak RSS | documents |"
     );
     let _ = writeln!(
         s,
-        "|-----:|-------|--------|--------:|--------:|-----:|---------:|------------:|-------------:|-------:|----------------------------------------------:|-----------:|-------------:|"
+        "|-----:|--------:|-------|--------|--------:|--------:|-----:|---------:|----------:|-------------:|------------:|-------------:|-------:|----------------------------------------------:|-----------:|-------------:|----------:|"
     );
     for r in results {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} ms | {} | {:.2} | {} | {:.0} | {} | {} ({} / {}, {}) | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} ms | {} | {:.2} | {:.2} | {} | {} | {:.0} | {} | {} ({} / {}, {}) | {} | {} | {} |",
             format_size(r.size),
+            r.per_document,
             r.phase.label(),
             r.labels.label(),
             if r.workers == 0 {
@@ -322,6 +357,10 @@ pub fn table(results: &[PhaseResult]) -> String {
             r.latency_ms,
             r.exit_code,
             r.wall_secs,
+            r.limit_secs(),
+            r.limit_ratio()
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "n/a".into()),
             r.app_cpu_secs
                 .map(|c| format!("{c:.2}"))
                 .unwrap_or_else(|| "n/a".into()),
@@ -335,6 +374,7 @@ pub fn table(results: &[PhaseResult]) -> String {
             r.peak_rss_kb
                 .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
                 .unwrap_or_else(|| "n/a".into()),
+            r.docs_after,
         );
     }
     s
@@ -446,6 +486,7 @@ mod tests {
             peak_rss_kb: Some(rss),
             app_cpu_secs: None,
             docs_after: 5,
+            per_document: 1,
             message: String::new(),
         }
     }

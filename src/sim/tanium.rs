@@ -257,6 +257,18 @@ impl TaniumSim {
         self.inner.lock().logins
     }
 
+    /// Changes a stored document behind the app's back (an admin's edit, a damaged store).
+    pub fn tamper(&self, doc_id: i64, f: impl FnOnce(&mut SimDoc)) -> bool {
+        let mut st = self.inner.lock();
+        match st.docs.get_mut(&doc_id) {
+            Some(d) => {
+                f(d);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// All documents of all sources, by id.
     pub fn docs(&self) -> Vec<SimDoc> {
         self.inner.lock().docs.values().cloned().collect()

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::compact::CompactMap;
 use crate::intel;
+use crate::intel::group::{self, BucketKey};
 use crate::intel::Format;
 use crate::tanium::model::IntelDoc;
 use crate::tc::model::IndicatorType;
@@ -54,11 +55,51 @@ pub(super) struct SourceIndex {
     /// Adopted documents (identified by the marker in their name) and the root id they keep.
     pub roots: BTreeMap<u128, String>,
     pub label_sets: LabelSets,
+    /// Grouped documents (Indicators per Intel Document above 1), as their names say.
+    pub groups: Vec<Listed>,
+}
+
+/// A grouped document as the listing shows it.
+#[derive(Debug, Clone)]
+pub(super) struct Listed {
+    pub doc_id: i64,
+    pub key: BucketKey,
+    /// What its name says (None: the server named it otherwise; its content says).
+    pub marker: Option<group::Marker>,
+    pub format: Option<Format>,
+    /// Its labels as listed, in [`SourceIndex::label_sets`].
+    pub labels: u32,
+    pub name: String,
+}
+
+impl Listed {
+    /// The indicators its name says it holds (0 when it does not say).
+    pub fn count(&self) -> u64 {
+        self.marker.map_or(0, |m| m.count)
+    }
 }
 
 impl SourceIndex {
     pub fn add(&mut self, doc: IntelDoc, format: Format) {
         self.docs += 1;
+        let marker = group::marker(&doc.name);
+        let key = marker.map(|m| m.key).or_else(|| {
+            doc.intrinsic_id
+                .as_deref()
+                .and_then(group::BucketKey::from_id)
+        });
+        if let Some(key) = key {
+            let format = doc_format(&doc);
+            self.groups.push(Listed {
+                doc_id: doc.id,
+                key,
+                marker,
+                format,
+                labels: self.label_sets.intern(doc.label_ids),
+                name: doc.name,
+            });
+            return;
+        }
         let identity = intel::identity_from_doc(
             doc.intrinsic_id.as_deref(),
             &doc.name,

@@ -98,6 +98,28 @@ impl LabelPlan {
     }
 }
 
+/// Brings one document's labels to `plan` (`answered`: its labels as a write's answer showed
+/// them); whether anything changed.
+pub(super) fn bring(
+    tanium: &TaniumClient,
+    doc_id: i64,
+    plan: &LabelPlan,
+    answered: Option<Vec<i64>>,
+) -> crate::error::Result<bool> {
+    let current = match answered.or_else(|| plan.current.as_ref().map(|c| c.to_vec())) {
+        Some(c) => c,
+        None => tanium.doc_label_ids(doc_id)?,
+    };
+    let change = plan.change(&current);
+    for id in &change.add {
+        tanium.add_doc_label(doc_id, *id)?;
+    }
+    for id in &change.remove {
+        tanium.remove_doc_label(doc_id, *id)?;
+    }
+    Ok(!change.is_empty())
+}
+
 /// The run's view of Tanium's labels.
 pub(super) struct LabelBook {
     rules: LabelRules,
@@ -210,6 +232,12 @@ impl LabelBook {
         Some(self.ids_of(tanium, names))
     }
 
+    /// The ids of the labels named `names` (a grouped document's label set); None when labels
+    /// are off this run.
+    pub fn ids_for(&mut self, tanium: &TaniumClient, names: &[String]) -> Option<Arc<[i64]>> {
+        self.active.then(|| self.ids_of(tanium, names.to_vec()))
+    }
+
     /// The ids of the job's own labels (Tanium Labels), for documents the pull did not meet.
     pub fn fixed(&mut self, tanium: &TaniumClient) -> Option<Arc<[i64]>> {
         if !self.active || self.rules.fixed.is_empty() {
@@ -278,7 +306,7 @@ impl Planner<'_> {
         })
     }
 
-    fn plan_change(&self, what: &str, change: &Change) {
+    pub fn plan_change(&self, what: &str, change: &Change) {
         let mut parts = Vec::new();
         if !change.add.is_empty() {
             parts.push(format!("add {}", self.labels.names(&change.add)));

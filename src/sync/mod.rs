@@ -7,8 +7,11 @@
 //! this module maps between them.
 
 pub mod checkpoint;
+mod grouped;
 mod index;
 mod labels;
+mod layout;
+
 mod plan;
 mod planner;
 mod pool;
@@ -248,7 +251,10 @@ fn open_source(
     };
     let mut index = SourceIndex::default();
     if let Some(id) = id {
-        tanium.list_docs(id, &mut |doc| index.add(doc, config.intel_format))?;
+        // Listing pages do not depend on each other: they use the write pool's width.
+        tanium.list_docs_parallel(id, config.workers, &mut |doc| {
+            index.add(doc, config.intel_format)
+        })?;
     }
     log::info!(
         "Tanium source \"{name}\" holds {} documents ({} identified, {} duplicates, {} unidentified)",
@@ -300,8 +306,18 @@ fn full_reconcile_reason(
     index: &SourceIndex,
     now: OffsetDateTime,
 ) -> Option<&'static str> {
-    if index.map.is_empty() || source.created {
+    if (index.map.is_empty() && index.groups.is_empty()) || source.created {
         return Some("the source is empty");
+    }
+    let layout = if config.per_document > 1 {
+        grouped::full_reason(index, config.intel_format)
+    } else if !index.groups.is_empty() {
+        Some("Indicators per Intel Document changed: grouped documents become single ones")
+    } else {
+        None
+    };
+    if layout.is_some() {
+        return layout;
     }
     let reason = checkpoint.full_reconcile_reason(
         now,
@@ -411,6 +427,30 @@ fn log_mode(checkpoint: &Checkpoint, full: Option<&str>) {
     }
 }
 
+/// What the run pulls (the floor under it: the horizon narrowed by the age window).
+fn pull_window(
+    config: &JobConfig,
+    checkpoint: &Checkpoint,
+    now: OffsetDateTime,
+    full: bool,
+) -> (tql::Window, Option<OffsetDateTime>) {
+    // The age window narrows the horizon: neither is ever pulled from behind.
+    let age_floor = config
+        .rails
+        .max_indicator_age_days
+        .map(|d| now - time::Duration::days(i64::from(d)));
+    let floor = match (checkpoint.horizon, age_floor) {
+        (Some(h), Some(a)) => Some(h.max(a)),
+        (h, a) => h.or(a),
+    };
+    let window = tql::Window {
+        after: (!full).then_some(checkpoint.last_modified),
+        horizon: floor,
+        until: None,
+    };
+    (window, floor)
+}
+
 /// Pulls, plans and removes with `planner`; how the pull ended and whether every removal
 /// candidate was examined.
 fn reconcile(
@@ -421,20 +461,7 @@ fn reconcile(
     full: bool,
 ) -> Result<(PullEnd, bool)> {
     let config = planner.config;
-    // The age window narrows the horizon: neither is ever pulled from behind.
-    let age_floor = config
-        .rails
-        .max_indicator_age_days
-        .map(|d| planner.opts.now - time::Duration::days(i64::from(d)));
-    let floor = match (checkpoint.horizon, age_floor) {
-        (Some(h), Some(a)) => Some(h.max(a)),
-        (h, a) => h.or(a),
-    };
-    let window = tql::Window {
-        after: (!full).then_some(checkpoint.last_modified),
-        horizon: floor,
-        until: None,
-    };
+    let (window, floor) = pull_window(config, checkpoint, planner.opts.now, full);
     let tql = tql::build(&config.filters, &window);
     log::info!("{}", describe_job(config));
     log::info!(
@@ -529,7 +556,12 @@ pub fn run(
     let (source, mut index) = open_source(config, opts, tanium)?;
     let full = full_reconcile_reason(config, checkpoint, &source, &index, opts.now);
     log_mode(checkpoint, full);
-    let foreign = meet_foreign(config, tanium, &mut index, full.is_some());
+    let foreign = meet_foreign(
+        config,
+        tanium,
+        &mut index,
+        full.is_some() && config.per_document == 1,
+    );
     let book = LabelBook::open(
         tanium,
         &config.labels,
@@ -538,6 +570,31 @@ pub fn run(
         opts.dry_run,
     );
 
+    if config.per_document > 1 {
+        let ended = grouped::reconcile(
+            config,
+            checkpoint,
+            opts,
+            tc,
+            tanium,
+            (&source.name, source.id),
+            index,
+            full.is_some(),
+            book,
+        )?;
+        let done = Finished {
+            pull: ended.pull,
+            removals_complete: ended.removals_complete,
+            counts: ended.counts,
+            removal_error: ended.removal_error,
+            label_error: ended.label_error,
+            results: ended.totals.into_results(),
+            docs_after: ended.docs_after,
+        };
+        return Ok(report(
+            config, checkpoint, opts, tanium, source, full, foreign, done, started,
+        ));
+    }
     let plan_with = |pool: Option<&pool::Pool>| {
         let mut p = Planner {
             config,
@@ -560,6 +617,82 @@ pub fn run(
         })
     };
     let ((pull, removals_complete), counts, removal_error, label_error) = planned?;
+    if pull.complete && removals_complete && results.failed_writes == 0 {
+        retire_groups(tanium, &index, opts.dry_run, &mut results);
+    }
+    let docs_after = (index.docs + results.created + counts.would_create)
+        .saturating_sub(results.removed + counts.would_remove);
+    let done = Finished {
+        pull,
+        removals_complete,
+        counts,
+        removal_error,
+        label_error,
+        docs_after,
+        results,
+    };
+    Ok(report(
+        config, checkpoint, opts, tanium, source, full, foreign, done, started,
+    ))
+}
+
+/// Switching back to one document per indicator: once every indicator has its own document,
+/// the grouped documents go.
+fn retire_groups(tanium: &TaniumClient, index: &SourceIndex, dry_run: bool, results: &mut Results) {
+    for g in &index.groups {
+        let what = format!("grouped document {} \"{}\"", g.doc_id, g.name);
+        if dry_run {
+            println!("remove {what}: its indicators have documents of their own now");
+            results.removed += 1;
+            continue;
+        }
+        match tanium.delete_doc(g.doc_id) {
+            Ok(()) => {
+                results.removed += 1;
+                results.wrote_anything = true;
+            }
+            Err(e) => {
+                results.failed_removals += 1;
+                results.note_error(format!("could not remove {what}: {e}"));
+            }
+        }
+    }
+}
+
+/// How the planning part of a run ended, in either mode.
+struct Finished {
+    pull: PullEnd,
+    removals_complete: bool,
+    counts: Counts,
+    removal_error: Option<String>,
+    label_error: Option<String>,
+    results: Results,
+    /// Documents the source holds after the run.
+    docs_after: u64,
+}
+
+/// The counters, the deploy and the checkpoint of a run.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    config: &JobConfig,
+    checkpoint: &Checkpoint,
+    opts: &SyncOptions,
+    tanium: &TaniumClient,
+    source: Source,
+    full: Option<&str>,
+    foreign: u64,
+    done: Finished,
+    started: Instant,
+) -> SyncReport {
+    let Finished {
+        pull,
+        removals_complete,
+        counts,
+        removal_error,
+        label_error,
+        mut results,
+        docs_after,
+    } = done;
     if let Some(e) = removal_error {
         results.note_error(e);
     }
@@ -599,12 +732,12 @@ pub fn run(
         }),
         deploy,
         errors: results.errors,
-        source_docs: (index.docs + tally.created).saturating_sub(tally.removed),
+        source_docs: docs_after,
         tally,
         source: (source.name, source.id),
     };
     report.log_finished(started);
-    Ok(report)
+    report
 }
 
 /// Documents in the source this job did not make: left alone unless the job takes the source

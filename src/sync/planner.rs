@@ -65,6 +65,10 @@ pub(super) struct PullEnd {
     pub stop: Option<Stop>,
 }
 
+/// Plans one page of the pull; returns the first indicator it could not hand over.
+pub(super) type PageFn<'f, 'a> =
+    dyn FnMut(&mut Planner<'a>, Vec<Indicator>) -> Result<Option<Indicator>> + 'f;
+
 pub(super) struct Planner<'a> {
     pub config: &'a JobConfig,
     pub opts: &'a SyncOptions,
@@ -79,7 +83,7 @@ pub(super) struct Planner<'a> {
     pub labels: LabelBook,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
     /// One plan line: printed (and logged) in a dry run, logged at debug otherwise.
     pub fn plan(&self, line: String) {
         if self.opts.dry_run {
@@ -120,6 +124,17 @@ impl Planner<'_> {
         sel: &Selection,
         index: &mut SourceIndex,
     ) -> Result<PullEnd> {
+        self.pull_with(tc, tql, &mut |p, page| p.plan_page(page, sel, index))
+    }
+
+    /// [`Planner::pull`] with `each` planning a page (it returns the first indicator it could
+    /// not hand over when Tanium is down).
+    pub fn pull_with(
+        &mut self,
+        tc: &TcClient,
+        tql: &str,
+        each: &mut PageFn<'_, 'a>,
+    ) -> Result<PullEnd> {
         let started = Instant::now();
         let mut seen = 0u64;
         let mut pages = tc.indicators(tql);
@@ -141,7 +156,7 @@ impl Planner<'_> {
                 }
             };
             seen += page.len() as u64;
-            if let Some(undelivered) = self.plan_page(page, sel, index)? {
+            if let Some(undelivered) = each(self, page)? {
                 // Tanium is down: everything from here on is undelivered.
                 if let Some(pool) = self.pool {
                     pool.note_undelivered(undelivered.last_modified_at().or(Some(self.opts.now)));

@@ -287,20 +287,8 @@ impl State<'_> {
         }
     }
 
-    /// Brings one document's labels to `plan`; whether anything changed.
     fn label(&self, doc_id: i64, plan: &LabelPlan, answered: Option<Vec<i64>>) -> Result<bool> {
-        let current = match answered.or_else(|| plan.current.as_ref().map(|c| c.to_vec())) {
-            Some(c) => c,
-            None => self.tanium.doc_label_ids(doc_id)?,
-        };
-        let change = plan.change(&current);
-        for id in &change.add {
-            self.tanium.add_doc_label(doc_id, *id)?;
-        }
-        for id in &change.remove {
-            self.tanium.remove_doc_label(doc_id, *id)?;
-        }
-        Ok(!change.is_empty())
+        super::labels::bring(self.tanium, doc_id, plan, answered)
     }
 
     /// The labels of a document just written; a failure is one more failed write of it (its

@@ -79,6 +79,22 @@ impl Planner<'_> {
         since: OffsetDateTime,
         window: &tql::Window,
     ) -> Result<()> {
+        self.removal_evidence(tc, since, window, &mut |p, key, what, why, reason| {
+            if let Some(doc_id) = index.take_for_removal(key) {
+                p.remove(doc_id, what, why, reason);
+            }
+        })
+    }
+
+    /// The evidence of [`Planner::incremental_removals`]: `found` is told each identity that
+    /// no longer qualifies, what it is, why and the reason's name.
+    pub fn removal_evidence(
+        &mut self,
+        tc: &TcClient,
+        since: OffsetDateTime,
+        window: &tql::Window,
+        found: &mut dyn FnMut(&mut Self, u128, String, &str, &'static str),
+    ) -> Result<()> {
         let filters = &self.config.filters;
         let owners: Vec<String> = if tql::user_tql(filters).is_none() && !filters.owners.is_empty()
         {
@@ -98,17 +114,17 @@ impl Planner<'_> {
                 let Some(kind) = IndicatorType::parse(&d.type_name) else {
                     return;
                 };
-                let key = intel::identity_of(&d.owner_name, kind, &d.summary).ok();
-                if let Some(doc_id) = key.and_then(|k| index.take_for_removal(k.as_u128())) {
+                if let Ok(key) = intel::identity_of(&d.owner_name, kind, &d.summary) {
                     gone.push((
-                        doc_id,
+                        key.as_u128(),
                         format!("{} {} ({})", d.type_name, d.summary, d.owner_name),
                     ));
                 }
             });
-            for (doc_id, what) in gone {
-                self.remove(
-                    doc_id,
+            for (key, what) in gone {
+                found(
+                    self,
+                    key,
                     what,
                     "deleted in ThreatConnect",
                     "deleted in ThreatConnect",
@@ -124,17 +140,17 @@ impl Planner<'_> {
         for page in tc.indicators(&tql) {
             for ind in page? {
                 let Some(kind) = ind.kind() else { continue };
-                let key = intel::identity_of(&ind.owner_name, kind, &ind.summary).ok();
-                if let Some(doc_id) = key.and_then(|k| index.take_for_removal(k.as_u128())) {
-                    let (why, reason) = match self.config.filters.rejection(&ind) {
-                        Some(r) => (r.detail, r.filter),
-                        None => (
-                            "no longer selected by the job's query".to_string(),
-                            "no longer selected",
-                        ),
-                    };
-                    self.remove(doc_id, describe(&ind), &why, reason);
-                }
+                let Ok(key) = intel::identity_of(&ind.owner_name, kind, &ind.summary) else {
+                    continue;
+                };
+                let (why, reason) = match self.config.filters.rejection(&ind) {
+                    Some(r) => (r.detail, r.filter),
+                    None => (
+                        "no longer selected by the job's query".to_string(),
+                        "no longer selected",
+                    ),
+                };
+                found(self, key.as_u128(), describe(&ind), &why, reason);
             }
         }
         first_error.map_or(Ok(()), Err)

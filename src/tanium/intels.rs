@@ -79,50 +79,90 @@ impl TaniumClient {
     /// after full pages: the server ignores `offset`), and so does the row cap (an error).
     /// Errors because acting on a partial listing would create duplicates.
     pub fn list_docs(&self, source_id: i64, each: &mut dyn FnMut(IntelDoc)) -> Result<u64> {
+        self.list_docs_parallel(source_id, 1, each)
+    }
+
+    /// [`TaniumClient::list_docs`] with up to `parallel` pages asked for at once once the
+    /// first page came back full (offsets do not depend on each other). Pages are read in
+    /// order, so the end of the listing is found as without; at most `parallel - 1` pages past
+    /// the end are asked for.
+    pub fn list_docs_parallel(
+        &self,
+        source_id: i64,
+        parallel: usize,
+        each: &mut dyn FnMut(IntelDoc),
+    ) -> Result<u64> {
         let base = format!("{}/intels", self.generation.base_path());
         let max_rows = self.max_listed_rows.load(Ordering::SeqCst);
         let mut listing = Listing::default();
         let (mut offset, mut rows_total, mut largest_page) = (0u64, 0u64, 0usize);
         let mut with_filter = true;
-        loop {
-            let Some(rows) = self.listing_page(&base, source_id, offset, &mut with_filter)? else {
-                continue;
+        'pages: loop {
+            let batch = if largest_page == PAGE_LIMIT as usize {
+                parallel.max(1)
+            } else {
+                1
             };
-            let n = rows.len();
-            let fresh = listing.take(rows, source_id, &mut |doc| {
-                self.own(doc.id);
-                each(doc)
-            });
-            rows_total += n as u64;
-            offset += n as u64;
-            if n == 0 {
-                break;
-            }
-            let partial = |detail: String| Error::Protocol {
-                service: Service::Tanium,
-                request: describe("GET", &base),
-                detail,
+            let pages = if batch == 1 {
+                vec![self.listing_page(&base, source_id, offset, &mut with_filter)]
+            } else {
+                let filter = with_filter;
+                std::thread::scope(|s| {
+                    let asked: Vec<_> = (0..batch as u64)
+                        .map(|i| {
+                            let (base, at) = (&base, offset + i * u64::from(PAGE_LIMIT));
+                            s.spawn(move || {
+                                let mut f = filter;
+                                self.listing_page(base, source_id, at, &mut f)
+                            })
+                        })
+                        .collect();
+                    asked
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        .collect::<Vec<_>>()
+                })
             };
-            if fresh == 0 {
-                if largest_page != PAGE_LIMIT as usize {
-                    // The server sent everything at once (ignoring limit or offset): done.
-                    break;
+            for page in pages {
+                let Some(rows) = page? else {
+                    continue 'pages;
+                };
+                let n = rows.len();
+                let fresh = listing.take(rows, source_id, &mut |doc| {
+                    self.own(doc.id);
+                    each(doc)
+                });
+                rows_total += n as u64;
+                offset += n as u64;
+                if n == 0 {
+                    break 'pages;
                 }
-                return Err(partial(format!(
-                    "the intel listing repeats rows already seen at offset {} (the server \
-                     ignores offset?); refusing to act on a partial listing",
-                    offset - n as u64
-                )));
-            }
-            let short = n < largest_page;
-            largest_page = largest_page.max(n);
-            if short {
-                break;
-            }
-            if rows_total >= max_rows {
-                return Err(partial(format!(
-                    "the intel listing did not end after {rows_total} rows; refusing to act on a partial listing"
-                )));
+                let partial = |detail: String| Error::Protocol {
+                    service: Service::Tanium,
+                    request: describe("GET", &base),
+                    detail,
+                };
+                if fresh == 0 {
+                    if largest_page != PAGE_LIMIT as usize {
+                        // The server sent everything at once (ignoring limit or offset): done.
+                        break 'pages;
+                    }
+                    return Err(partial(format!(
+                        "the intel listing repeats rows already seen at offset {} (the server \
+                         ignores offset?); refusing to act on a partial listing",
+                        offset - n as u64
+                    )));
+                }
+                let short = n < largest_page;
+                largest_page = largest_page.max(n);
+                if short {
+                    break 'pages;
+                }
+                if rows_total >= max_rows {
+                    return Err(partial(format!(
+                        "the intel listing did not end after {rows_total} rows; refusing to act on a partial listing"
+                    )));
+                }
             }
         }
         listing.log(source_id);
