@@ -1,7 +1,8 @@
 //! CI smoke variant of the benchmark (`benches/sync.rs`): 10k indicators through first sync,
 //! no-change rerun, 1% changed and full reconcile with the test build of the binary. Fails on a
 //! gross regression: requests, writes, bytes sent or the app's peak RSS over 2x the figures in
-//! `benches/baseline.json` (never on wall time), or a no-change rerun that writes anything.
+//! `benches/baseline.json` (never on wall time), or a no-change rerun that writes anything; the
+//! same at 500 indicators per document against `benches/baseline-grouped-500.json`.
 //!
 //! Ignored by a plain `cargo test` (it takes a while in a debug build); CI runs
 //! `cargo test --test integration -- --ignored bench_smoke::`. `BENCH_RECORD=1` rewrites the baseline.
@@ -20,13 +21,28 @@ use tanium_tr_indicators::sim::lab::RSS_TOOL;
 
 const SIZE: usize = 10_000;
 
-fn baseline_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/baseline.json")
+fn baseline_path(per_document: u32) -> PathBuf {
+    let name = if per_document == 1 {
+        "benches/baseline.json".to_string()
+    } else {
+        format!("benches/baseline-grouped-{per_document}.json")
+    };
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
 }
 
 #[test]
 #[ignore = "CI smoke benchmark: cargo test --test integration -- --ignored bench_smoke::"]
 fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
+    smoke(1);
+}
+
+#[test]
+#[ignore = "CI smoke benchmark: cargo test --test integration -- --ignored bench_smoke::"]
+fn smoke_10k_grouped_by_500_stays_within_2x_of_the_recorded_figures() {
+    smoke(500);
+}
+
+fn smoke(per_document: u32) {
     assert!(
         std::path::Path::new(RSS_TOOL).exists(),
         "{RSS_TOOL} is needed to measure the app's peak RSS (Debian: apt-get install time)"
@@ -41,7 +57,7 @@ fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
         phases: Phase::ALL.to_vec(),
         app_log_level: "warning".into(),
         labels: BenchLabels::Default,
-        per_document: 1,
+        per_document,
     };
     let results = bench::run_size(&opts, SIZE, &mut |r| {
         eprintln!(
@@ -68,7 +84,12 @@ fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
         );
     }
     let first = phase(Phase::FirstSync);
-    assert!(first.tanium_writes > SIZE as u64 * 8 / 10, "{first:?}");
+    let documents = if per_document == 1 {
+        SIZE as u64 * 8 / 10
+    } else {
+        SIZE as u64 * 8 / 10 / u64::from(per_document)
+    };
+    assert!(first.tanium_writes > documents, "{first:?}");
     let quiet = phase(Phase::NoChange);
     assert_eq!(quiet.tanium_writes, 0, "a no-change rerun wrote to Tanium");
     // The matching query, the removal check, the owners and one deleted list per owner.
@@ -77,8 +98,14 @@ fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
         "no-change rerun: {quiet:?}"
     );
     let changed = phase(Phase::Changed1Pct);
+    // One write per changed indicator, or per document the changes fall in.
+    let most = if per_document == 1 {
+        SIZE as u64 / 100
+    } else {
+        first.docs_after as u64
+    };
     assert!(
-        changed.tanium_writes > 0 && changed.tanium_writes <= SIZE as u64 / 100,
+        changed.tanium_writes > 0 && changed.tanium_writes <= most,
         "{changed:?}"
     );
     assert_eq!(phase(Phase::FullReconcile).tanium_writes, 0);
@@ -89,21 +116,22 @@ fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
     if std::env::var_os("BENCH_RECORD").is_some() {
         let note = format!(
             "cargo test --test integration -- --ignored bench_smoke:: (debug build of the app), {SIZE} indicators, \
-             {} cores; counts are exact, RSS is GNU time's %M in KiB; wall time is never compared",
+             {per_document} per document, {} cores; counts are exact, RSS is GNU time's %M in KiB; wall time is never compared",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         let text = serde_json::to_string_pretty(&bench::to_json(&note, &results)).unwrap();
-        std::fs::write(baseline_path(), text + "\n").unwrap();
-        eprintln!("recorded {}", baseline_path().display());
+        std::fs::write(baseline_path(per_document), text + "\n").unwrap();
+        eprintln!("recorded {}", baseline_path(per_document).display());
         return;
     }
     let baseline: Baseline =
-        serde_json::from_str(&std::fs::read_to_string(baseline_path()).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(baseline_path(per_document)).unwrap())
+            .unwrap();
     let bad = bench::regressions(&baseline, &results, 2.0);
     assert!(
         bad.is_empty(),
         "regressions against {}:\n{}",
-        baseline_path().display(),
+        baseline_path(per_document).display(),
         bad.join("\n")
     );
 }
