@@ -578,24 +578,9 @@ fn openioc(key: &BucketKey, members: &[Member], name: &str, description: &str) -
     let mut params = String::new();
     for m in members {
         let described = text(&m.described());
-        for (n, (document, search, ctype, value)) in
-            super::openioc::items_of(&m.observable).iter().enumerate()
-        {
+        for (n, found) in super::openioc::items_of(&m.observable).iter().enumerate() {
             let item = derived(m.identity, &format!("item-{n}"));
-            let _ = writeln!(
-                x,
-                r#"      <IndicatorItem id="{item}" condition="is" preserve-case="false" negate="false">"#
-            );
-            let _ = writeln!(
-                x,
-                r#"        <Context document="{document}" search="{search}" type="mir"/>"#
-            );
-            let _ = writeln!(
-                x,
-                r#"        <Content type="{ctype}">{}</Content>"#,
-                text(value)
-            );
-            let _ = writeln!(x, "      </IndicatorItem>");
+            super::openioc::write_item(&mut x, &item, found);
             let _ = writeln!(
                 params,
                 r#"    <param id="{}" ref-id="{item}" name="comment">"#,

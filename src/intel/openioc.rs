@@ -107,23 +107,26 @@ fn write_criteria(x: &mut String, doc: &Doc) {
         r#"    <Indicator operator="OR" id="{}">"#,
         derived(doc.identity, "indicator")
     );
-    for (n, (document, search, ctype, value)) in items_of(&doc.observable).iter().enumerate() {
-        let _ = writeln!(
-            x,
-            r#"      <IndicatorItem id="{}" condition="is" preserve-case="false" negate="false">"#,
-            derived(doc.identity, &format!("item-{n}"))
-        );
-        let _ = writeln!(
-            x,
-            r#"        <Context document="{document}" search="{search}" type="mir"/>"#
-        );
-        let _ = writeln!(
-            x,
-            r#"        <Content type="{ctype}">{}</Content>"#,
-            text(value)
-        );
-        let _ = writeln!(x, "      </IndicatorItem>");
+    for (n, item) in items_of(&doc.observable).iter().enumerate() {
+        write_item(x, &derived(doc.identity, &format!("item-{n}")), item);
     }
     let _ = writeln!(x, "    </Indicator>");
     let _ = writeln!(x, "  </criteria>");
+}
+
+pub(super) fn write_item(x: &mut String, id: &str, (document, search, ctype, value): &Item) {
+    let _ = writeln!(
+        x,
+        r#"      <IndicatorItem id="{id}" condition="is" preserve-case="false" negate="false">"#
+    );
+    let _ = writeln!(
+        x,
+        r#"        <Context document="{document}" search="{search}" type="mir"/>"#
+    );
+    let _ = writeln!(
+        x,
+        r#"        <Content type="{ctype}">{}</Content>"#,
+        text(value)
+    );
+    let _ = writeln!(x, "      </IndicatorItem>");
 }

@@ -917,16 +917,20 @@ pub(super) fn reconcile(
     }
     let held_before: u64 =
         index.groups.iter().map(Listed::count).sum::<u64>() + index.map.len() as u64;
-    let mut plan = if full {
+    // Unsettled when removals are held back (see layout::rebalance).
+    let replan = |p: &Planner, index: &mut SourceIndex, settle: bool| {
         plan_full(
-            &p,
-            &mut index,
+            p,
+            index,
             &recs,
             &desired,
             &label_plans,
             config.per_document,
-            true,
+            settle,
         )
+    };
+    let mut plan = if full {
+        replan(&p, &mut index, true)
     } else {
         plan_incremental(&mut p, &index, &recs, &pulled.gone)
     };
@@ -1002,15 +1006,7 @@ pub(super) fn reconcile(
             held_back = would;
             ctx.hold = true;
             if full {
-                plan = plan_full(
-                    &p,
-                    &mut index,
-                    &recs,
-                    &desired,
-                    &label_plans,
-                    config.per_document,
-                    false,
-                );
+                plan = replan(&p, &mut index, false);
             }
             plan.retire.retain(|r| !r.guarded);
             let line = format!(
