@@ -1364,8 +1364,14 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 count_in(&r.message, "removed"),
             );
             if said != (Some(created), Some(updated), Some(removed)) {
+                let gone: Vec<&str> = before
+                    .iter()
+                    .filter(|(k, _)| !after.contains_key(k))
+                    .map(|(_, d)| d.name.as_str())
+                    .collect();
                 return fail(format!(
-                    "message counts {said:?} but Tanium saw {created} created, {updated} updated, {removed} removed"
+                    "message counts {said:?} but Tanium saw {created} created, {updated} updated, {removed} removed ({})",
+                    gone.join("; ")
                 ));
             }
         }

@@ -497,3 +497,39 @@ fn a_document_renamed_by_hand_is_still_known_by_its_root_id_and_not_rewritten() 
         assert_exact(&lab, &expected(&lab, |_| true));
     }
 }
+
+/// The removals a full reconcile reports (and the guard weighs) are every member that left the
+/// source, also those in the part of a split bucket that no indicator holds any more.
+#[test]
+fn a_full_reconcile_counts_every_member_it_removes() {
+    for seed in 40..46 {
+        let (_d, mut lab) = grouped_lab(ApiGeneration::V4, 160, seed, 20);
+        ok(&mut lab);
+        let before = covered(&lab).len();
+        let live: Vec<i64> = lab
+            .tc
+            .snapshot()
+            .into_iter()
+            .filter(|i| i.active)
+            .map(|i| i.id)
+            .collect();
+        for id in live.iter().step_by(3) {
+            lab.tc.update(*id, |i| i.tags.push("Retired".into()));
+        }
+        lab.set("exclude_tags", json!("Retired"));
+        lab.set("max_removal_percent", json!("100"));
+        // Smaller documents: buckets split, and parts of them hold only what goes.
+        lab.set("indicators_per_document", json!("3"));
+        let r = ok(&mut lab);
+        assert_exact(
+            &lab,
+            &expected(&lab, |i| !i.tags.iter().any(|t| t == "Retired")),
+        );
+        let gone = before - covered(&lab).len();
+        assert!(
+            r.message.contains(&format!(" {gone} removed")),
+            "seed {seed}: {gone} left the source; {}",
+            r.message
+        );
+    }
+}

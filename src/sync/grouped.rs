@@ -283,6 +283,10 @@ struct WriteJob {
     /// Incremental: identities to take out when present, with what a removal is (None: it moved
     /// to another label set's bucket, which is not a removal).
     drops: Vec<(u128, Option<usize>)>,
+    /// Full reconcile: parts of the old documents it reads that no bucket of the new layout
+    /// reaches; their members are not selected any more, and this job (the first reader of the
+    /// document) counts their removal.
+    sweep: Vec<BucketKey>,
 }
 
 /// Positions in the run's records: a full reconcile's bucket is one run of them.
@@ -572,7 +576,7 @@ impl Ctx<'_> {
                 next.insert(m.identity.as_u128(), m);
             }
             for (id, m) in stored {
-                if !w.key.covers(id) {
+                if !w.key.covers(id) && !w.sweep.iter().any(|k| k.covers(id)) {
                     // (a document this bucket was split from: the other halves' jobs count it)
                     continue;
                 }
@@ -986,6 +990,7 @@ pub(super) fn reconcile(
                     in_place: w.in_place,
                     recs: w.recs.clone(),
                     drops: w.drops.clone(),
+                    sweep: w.sweep.clone(),
                 })),
                 _ => None,
             })
@@ -1185,8 +1190,13 @@ fn plan_full(
                 .filter(|g| g.key.contains(&key) || key.contains(&g.key))
                 .map(|g| (*g).clone())
                 .collect();
+            let mut sweep = Vec::new();
             for g in &overlapping {
-                plan.readers.entry(g.doc_id).or_default().push(key);
+                let readers = plan.readers.entry(g.doc_id).or_default();
+                if readers.is_empty() {
+                    sweep.extend(layout::uncovered(g.key, &leaves));
+                }
+                readers.push(key);
                 plan.removal_bound += g.count();
             }
             if let Some(g) = here {
@@ -1198,6 +1208,7 @@ fn plan_full(
                 in_place: here.map(|g| g.doc_id),
                 recs: Recs::Run(base + range.start..base + range.end),
                 drops: Vec::new(),
+                sweep,
             }));
         }
         for g in old {
@@ -1348,6 +1359,7 @@ fn plan_incremental(p: &mut Planner, index: &SourceIndex, recs: &[Rec], gone: &[
                 in_place: doc.map(|d| d.doc_id),
                 recs: Recs::Some(Vec::new()),
                 drops: Vec::new(),
+                sweep: Vec::new(),
             }
         })
     }

@@ -165,6 +165,20 @@ pub(super) fn split<I: Ids + ?Sized>(k: BucketKey, ids: &I, size: u64) -> Vec<Bu
         .collect()
 }
 
+/// The parts of `k` that no key of `leaves` reaches, largest first.
+pub(super) fn uncovered(k: BucketKey, leaves: &[BucketKey]) -> Vec<BucketKey> {
+    if leaves.iter().any(|l| l.contains(&k)) {
+        return Vec::new();
+    }
+    if !leaves.iter().any(|l| k.contains(l)) {
+        return vec![k];
+    }
+    k.children()
+        .into_iter()
+        .flat_map(|c| uncovered(c, leaves))
+        .collect()
+}
+
 /// A full reconcile's layout of one label set: its documents' buckets `old` and the
 /// identities it must hold (`ids`, sorted and distinct) -> the buckets its documents hold now.
 /// Unsettled (removals held back), old buckets stay as they are: their held members are not in
@@ -244,6 +258,24 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn uncovered_is_what_no_leaf_reaches() {
+        let k = |depth: u8, bits: u64| BucketKey {
+            labels: 9,
+            depth,
+            bits,
+        };
+        assert_eq!(uncovered(k(1, 1), &[k(1, 1)]), vec![]);
+        assert_eq!(uncovered(k(2, 2), &[k(1, 1)]), vec![]);
+        assert_eq!(uncovered(k(1, 0), &[k(1, 1)]), vec![k(1, 0)]);
+        // A bucket split in two with one half now empty: the other half is left.
+        assert_eq!(uncovered(k(1, 1), &[k(2, 2)]), vec![k(2, 3)]);
+        assert_eq!(
+            uncovered(k(0, 0), &[k(2, 1), k(3, 6)]),
+            vec![k(2, 0), k(2, 2), k(3, 7)]
+        );
+    }
 
     fn key(depth: u8, bits: u64) -> BucketKey {
         BucketKey {
