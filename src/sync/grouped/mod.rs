@@ -1,0 +1,463 @@
+//! The grouped sync (Indicators per Intel Document above 1): indicators share documents, one
+//! per bucket (see `layout`), and a run writes only the documents whose members changed.
+//!
+//! The listing says each document's bucket, member count and content digest (its name), so a
+//! full reconcile compares the digest of the members each bucket should hold with it and reads
+//! and writes only the buckets that differ; an incremental run reads the documents of the
+//! buckets its changes fall in, applies them and writes those back. The pull is written to a
+//! scratch file (one line a member) so a million members never sit in memory; a bucket's
+//! members are read back when its document is written, a few buckets at a time.
+//!
+//! Never destructive on surprise: a document that cannot be read is left as it is (its bucket
+//! is not written, nothing in it is removed, the checkpoint stays); documents are created
+//! before the ones they replace go (splits, merges, a format or size switch), and those go
+//! only when every bucket that took their members was written.
+
+mod plan;
+mod pull;
+mod write;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use time::OffsetDateTime;
+
+use crate::config::JobConfig;
+use crate::error::{Error, Result};
+use crate::intel::group::{self, BucketKey, Member};
+use crate::intel::{self, Format};
+use crate::safety::Block;
+use crate::tanium::client::TaniumClient;
+use crate::tanium::model::Upload;
+use crate::tc::client::TcClient;
+use crate::tc::model::Indicator;
+
+use super::index::{Listed, SourceIndex};
+use super::labels::{self, LabelBook, LabelPlan};
+use super::layout::{self, Layout};
+use super::plan::{rank, Selection};
+use super::planner::{describe, Counts, Planner, PullEnd};
+use super::pool::Results;
+use super::{Checkpoint, SyncOptions};
+
+/// After this many jobs failed in a row Tanium is treated as down.
+pub(super) const FAILURES_TO_ABORT: u32 = 25;
+/// Failures kept for the log summary and message.tc.
+pub(super) const KEPT_ERRORS: usize = 5;
+
+/// Why the run must compare everything, from what the listing shows of a grouped source
+/// (None: nothing of the kind).
+pub(super) fn full_reason(index: &SourceIndex, format: Format) -> Option<&'static str> {
+    if !index.map.is_empty() || !index.duplicates.is_empty() {
+        return Some("Indicators per Intel Document changed: single documents become groups");
+    }
+    if index
+        .groups
+        .iter()
+        .any(|g| g.format.is_some_and(|f| f != format))
+    {
+        return Some("the intel format changed");
+    }
+    let keys: Vec<BucketKey> = index.groups.iter().map(|g| g.key).collect();
+    let distinct: HashSet<&BucketKey> = keys.iter().collect();
+    if distinct.len() != keys.len() || Layout::from_keys(&keys).overlaps() {
+        return Some("a bucket is in two documents (a split or merge stopped half-way)");
+    }
+    None
+}
+
+use plan::*;
+use pull::*;
+use write::*;
+
+/// The grouped run's totals.
+#[derive(Debug, Default)]
+pub(super) struct Totals {
+    pub created: u64,
+    pub updated: u64,
+    pub removed: u64,
+    pub unchanged: u64,
+    pub moved: u64,
+    pub held: u64,
+    pub over_cap: u64,
+    pub relabelled: u64,
+    pub docs_created: u64,
+    pub docs_removed: u64,
+    pub failed_writes: u64,
+    pub failed_removals: u64,
+    pub unreadable: u64,
+    pub wrote: bool,
+    pub undelivered: Option<OffsetDateTime>,
+    pub errors: Vec<String>,
+}
+
+impl Totals {
+    fn add(&mut self, o: &Outcome) {
+        self.created += o.created;
+        self.updated += o.updated;
+        self.removed += o.removed;
+        self.unchanged += o.unchanged;
+        self.moved += o.moved;
+        self.held += o.held;
+        self.over_cap += o.over_cap;
+        self.relabelled += o.relabelled;
+        self.docs_created += o.docs_created;
+        self.docs_removed += o.docs_removed;
+        self.failed_writes += o.failed_writes;
+        self.failed_removals += o.failed_removals;
+        self.unreadable += u64::from(o.unreadable);
+        self.wrote |= o.wrote;
+        if let Some(t) = o.undelivered {
+            self.undelivered = Some(self.undelivered.map_or(t, |u| u.min(t)));
+        }
+        for e in &o.errors {
+            log::error!("{e}");
+            if self.errors.len() < KEPT_ERRORS {
+                self.errors.push(e.clone());
+            }
+        }
+    }
+}
+
+impl Totals {
+    /// As the per-indicator pool would have counted it (indicators, not documents).
+    pub fn into_results(self) -> Results {
+        let moved = self.moved.min(self.created);
+        Results {
+            created: self.created - moved,
+            updated: self.updated + moved,
+            removed: self.removed,
+            relabelled: self.relabelled,
+            failed_labels: 0,
+            unchanged: self.unchanged,
+            failed_writes: self.failed_writes,
+            failed_removals: self.failed_removals,
+            errors: self.errors,
+            oldest_undelivered: self.undelivered,
+            wrote_anything: self.wrote,
+            gave_up: false,
+        }
+    }
+}
+
+/// How the grouped part of a run ended.
+pub(super) struct Ended {
+    pub removal_error: Option<String>,
+    pub pull: PullEnd,
+    pub removals_complete: bool,
+    pub totals: Totals,
+    pub counts: Counts,
+    pub label_error: Option<String>,
+    pub docs_after: u64,
+}
+
+/// Pulls, plans per bucket, writes, and retires what was replaced.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn reconcile(
+    config: &JobConfig,
+    checkpoint: &Checkpoint,
+    opts: &SyncOptions,
+    tc: &TcClient,
+    tanium: &TaniumClient,
+    source: (&str, Option<i64>),
+    mut index: SourceIndex,
+    full: bool,
+    book: LabelBook,
+) -> Result<Ended> {
+    let mut p = Planner {
+        config,
+        opts,
+        tanium,
+        pool: None,
+        counts: Counts::default(),
+        removal_error: None,
+        removals: Vec::new(),
+        labels: book,
+    };
+    let (window, floor) = super::pull_window(config, checkpoint, opts.now, full);
+    let query = crate::tc::tql::build(&config.filters, &window);
+    log::info!("{}", super::describe_job(config));
+    log::info!(
+        "matching query ({}): {query}; grouped, {} indicators per document",
+        if full {
+            "every indicator the job selects"
+        } else {
+            "indicators modified since the last run"
+        },
+        config.per_document
+    );
+    let mut sel = Selection {
+        filters: &config.filters,
+        format: config.intel_format,
+        guard: &config.rails.guard,
+        cutoff: None,
+        cap: None,
+    };
+    if let (true, Some(cap)) = (full, config.rails.max_indicators) {
+        sel.cutoff = p.rank_cutoff(tc, &query, &sel, cap)?;
+    }
+    let mut pulled = Pulled {
+        recs: Vec::new(),
+        spill: Spill::open(&config.paths.temp)?,
+        names: HashMap::new(),
+        gone: Vec::new(),
+    };
+    let pull = p.pull_with(tc, &query, &mut |p, page| {
+        for ind in &page {
+            take(p, ind, &sel, &mut pulled)?;
+        }
+        Ok(None)
+    })?;
+    p.count_other_types(tc, &window);
+    pulled.spill.seal()?;
+    let mut removals_complete = pull.complete;
+    if !full && pull.complete {
+        let window = crate::tc::tql::Window {
+            after: Some(checkpoint.last_modified),
+            horizon: floor,
+            until: Some(opts.now),
+        };
+        let gone = &mut pulled.gone;
+        let found = p.removal_evidence(
+            tc,
+            checkpoint.last_modified,
+            &window,
+            &mut |_, identity, what, why, _| {
+                gone.push(Gone {
+                    identity,
+                    what,
+                    why: why.to_string(),
+                });
+            },
+        );
+        if let Err(e) = found {
+            removals_complete = false;
+            let msg = format!("could not check for removals: {e}");
+            log::error!("{msg}");
+            p.removal_error = Some(msg);
+        }
+    }
+    // One record per identity, the first the pull met (scratch offsets grow with the pull).
+    let mut recs = std::mem::take(&mut pulled.recs);
+    let met = recs.len();
+    recs.sort_unstable_by_key(|r| (r.identity(), r.off()));
+    recs.dedup_by_key(|r| r.identity());
+    let repeats = met - recs.len();
+    // With one label set the records stay in identity order and answer "is it sent?" alone.
+    let desired: Vec<u128> = if full && pulled.names.len() > 1 {
+        recs.iter().map(Rec::identity).collect()
+    } else {
+        Vec::new()
+    };
+    recs.sort_unstable_by_key(|r| (r.labels, r.identity()));
+    log::info!(
+        "pull: {} indicators kept for {} label sets ({repeats} met twice)",
+        recs.len(),
+        pulled.names.len()
+    );
+
+    let mut label_plans = HashMap::new();
+    if !(opts.dry_run && p.labels.error.is_some()) {
+        for (hash, names) in &pulled.names {
+            if let Some(ids) = p.labels.ids_for(tanium, names) {
+                label_plans.insert(
+                    *hash,
+                    LabelPlan {
+                        desired: ids,
+                        managed: p.labels.managed(),
+                        current: None,
+                    },
+                );
+            }
+        }
+    }
+    let held_before: u64 =
+        index.groups.iter().map(Listed::count).sum::<u64>() + index.map.len() as u64;
+    // Unsettled when removals are held back (see layout::rebalance).
+    let replan = |p: &Planner, index: &mut SourceIndex, settle: bool| {
+        plan_full(
+            p,
+            index,
+            &recs,
+            &desired,
+            &label_plans,
+            config.per_document,
+            settle,
+        )
+    };
+    let mut plan = if full {
+        replan(&p, &mut index, true)
+    } else {
+        plan_incremental(&mut p, &index, &recs, &pulled.gone)
+    };
+    let broken_pull = !pull.complete;
+    if broken_pull {
+        // An incomplete pull removes nothing: only the buckets it adds to or changes are written.
+        plan.retire.clear();
+        for j in &mut plan.jobs {
+            if let Job::Write(w) = j {
+                w.drops.retain(|d| d.1.is_none());
+            }
+        }
+    }
+    let room = || {
+        (!full)
+            .then_some(config.rails.max_indicators)
+            .flatten()
+            .map(|cap| AtomicI64::new(cap as i64 - held_before as i64))
+    };
+    let ctx = Ctx {
+        tanium,
+        source_id: source.1.unwrap_or(0),
+        source_name: source.0,
+        format: config.intel_format,
+        size: u64::from(config.per_document),
+        full,
+        dry: opts.dry_run,
+        hold: false,
+        recs: &recs,
+        spill: &pulled.spill,
+        desired: &desired,
+        gone: &pulled.gone,
+        names: &pulled.names,
+        label_plans: &label_plans,
+        room: room(),
+        broken: AtomicBool::new(false),
+        consecutive: AtomicU32::new(0),
+    };
+    // The removal guard: the most this run could remove; read what it would, when that much
+    // would be too many.
+    let mut ctx = ctx;
+    let rails = &config.rails;
+    let mut held_back = 0;
+    if !broken_pull && rails.too_many_removals(plan.removal_bound, held_before) {
+        let assess = Ctx { dry: true, ..ctx };
+        let jobs: Vec<Job> = plan
+            .jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Write(w) => Some(Job::Write(WriteJob {
+                    key: w.key,
+                    old: w.old.clone(),
+                    in_place: w.in_place,
+                    recs: w.recs.clone(),
+                    drops: w.drops.clone(),
+                    sweep: w.sweep.clone(),
+                })),
+                _ => None,
+            })
+            .collect();
+        let would: u64 = parallel(&assess, config.workers, jobs)
+            .iter()
+            .map(|o| o.removed)
+            .sum::<u64>()
+            + plan.retired_members;
+        ctx = Ctx {
+            dry: opts.dry_run,
+            room: room(),
+            broken: AtomicBool::new(false),
+            consecutive: AtomicU32::new(0),
+            ..assess
+        };
+        if rails.too_many_removals(would, held_before) {
+            held_back = would;
+            ctx.hold = true;
+            if full {
+                plan = replan(&p, &mut index, false);
+            }
+            plan.retire.retain(|r| !r.guarded);
+            let line = format!(
+                "held back all {would} removals: more than {}% of the {held_before} indicators in the source (Maximum Removal Percent); nothing was removed",
+                rails.max_removal_percent
+            );
+            log::warn!("{line}");
+            if opts.dry_run {
+                println!("guard: {line}");
+            }
+        }
+    }
+    let mut totals = Totals::default();
+    let mut blocked: HashSet<i64> = HashSet::new();
+    let mut replaced: BTreeSet<i64> = BTreeSet::new();
+    let written = parallel(&ctx, config.workers, std::mem::take(&mut plan.jobs));
+    for o in &written {
+        for line in &o.plan {
+            p.plan(line.clone());
+        }
+        totals.add(o);
+        if o.failed {
+            blocked.extend(o.read.iter().copied());
+        } else {
+            replaced.extend(o.replaced.iter().copied());
+        }
+    }
+    // Documents replaced go only once every write that took their members went through.
+    let clean = totals.failed_writes == 0 && !broken_pull;
+    let mut retire: Vec<Job> = Vec::new();
+    let mut seen: HashSet<i64> = HashSet::new();
+    for r in std::mem::take(&mut plan.retire) {
+        if (r.needs_clean && !clean) || blocked.contains(&r.doc_id) || !seen.insert(r.doc_id) {
+            continue;
+        }
+        p.plan(format!("remove {}: {}", r.what, r.why));
+        retire.push(Job::Delete {
+            doc_id: r.doc_id,
+            what: r.what,
+        });
+    }
+    for doc_id in replaced {
+        if blocked.contains(&doc_id) || !seen.insert(doc_id) {
+            continue;
+        }
+        retire.push(Job::Delete {
+            doc_id,
+            what: format!("document {doc_id}"),
+        });
+    }
+    let retired = parallel(&ctx, config.workers, retire);
+    for o in &retired {
+        totals.add(o);
+    }
+    if !ctx.hold {
+        totals.removed += plan.retired_members;
+    }
+    totals.unchanged += plan.unchanged;
+    let mut counts = p.counts;
+    counts.over_cap += totals.over_cap;
+    counts.held_back = held_back;
+    let label_error = p.labels.error.clone();
+    let docs_after = (index.docs + totals.docs_created).saturating_sub(totals.docs_removed);
+    log::info!(
+        "grouped: {} documents created, {} removed; {} indicators created, {} updated, {} removed, {} unchanged",
+        totals.docs_created,
+        totals.docs_removed,
+        totals.created,
+        totals.updated,
+        totals.removed,
+        totals.unchanged
+    );
+    if totals.unreadable > 0 {
+        // What the unreadable documents hold is unknown: the next run starts where this one did.
+        let keep = checkpoint.last_modified;
+        totals.undelivered = Some(totals.undelivered.map_or(keep, |u| u.min(keep)));
+    }
+    let removals_complete = removals_complete
+        && held_back == 0
+        && totals.unreadable == 0
+        && totals.failed_removals == 0
+        && blocked.is_empty();
+    Ok(Ended {
+        removal_error: p.removal_error,
+        pull,
+        removals_complete,
+        totals,
+        counts,
+        label_error,
+        docs_after,
+    })
+}

@@ -1,0 +1,323 @@
+//! Which buckets a run writes and which documents go: a full reconcile's layout, or an
+//! incremental run's changes routed to their buckets.
+
+use super::*;
+
+/// A document to remove once the run's writes are done.
+pub(super) struct Retire {
+    pub(super) doc_id: i64,
+    pub(super) what: String,
+    pub(super) why: String,
+    /// Counts toward the removal guard (its members are not sent any more).
+    pub(super) guarded: bool,
+    /// Goes only when every write of the run went through (its members moved elsewhere).
+    pub(super) needs_clean: bool,
+}
+
+#[derive(Default)]
+pub(super) struct Plan {
+    pub(super) jobs: Vec<Job>,
+    pub(super) retire: Vec<Retire>,
+    /// Documents read by jobs of other buckets (a split or merge in a full reconcile), by id.
+    pub(super) readers: BTreeMap<i64, Vec<BucketKey>>,
+    /// The most indicators this run may remove (for the guard).
+    pub(super) removal_bound: u64,
+    /// Indicators in documents retired whole (singles and groups no bucket takes).
+    pub(super) retired_members: u64,
+    /// Indicators in buckets whose document is current.
+    pub(super) unchanged: u64,
+}
+
+pub(super) fn what_group(d: &Listed) -> String {
+    format!("grouped document {} \"{}\"", d.doc_id, d.name)
+}
+
+/// A full reconcile: the layout from the old one and every member, then a job per bucket whose
+/// digest differs from what its document's name says.
+pub(super) fn plan_full(
+    p: &Planner,
+    index: &mut SourceIndex,
+    recs: &[Rec],
+    desired: &[u128],
+    label_plans: &HashMap<u32, LabelPlan>,
+    size: u32,
+    settle: bool,
+) -> Plan {
+    let format = p.config.intel_format;
+    let mut plan = Plan::default();
+    let mut by_labels: BTreeMap<u32, Vec<&Listed>> = BTreeMap::new();
+    for g in &index.groups {
+        by_labels.entry(g.key.labels).or_default().push(g);
+    }
+    let mut label_sets: BTreeSet<u32> = by_labels.keys().copied().collect();
+    label_sets.extend(recs.iter().map(|r| r.labels));
+    let mut kept: HashSet<i64> = HashSet::new();
+    let mut start = 0;
+    for labels in label_sets {
+        let end = start + recs[start..].partition_point(|r| r.labels == labels);
+        let slice = &recs[start..end];
+        let base = start;
+        start = end;
+        let ids = RecIds(slice);
+        let old = by_labels.remove(&labels).unwrap_or_default();
+        let old_keys: Vec<BucketKey> = old.iter().map(|g| g.key).collect();
+        let leaves = layout::rebalance(labels, &old_keys, &ids, u64::from(size), settle);
+        for key in leaves.iter().copied() {
+            let range = layout::range(&ids, &key);
+            let pairs: Vec<(intel::Identity, intel::Rev)> = slice[range.clone()]
+                .iter()
+                .map(|r| (intel::Identity::from_u128(r.identity()), intel::Rev(r.rev)))
+                .collect();
+            let digest = group::digest(format, &key, &pairs);
+            let here = old
+                .iter()
+                .filter(|g| g.key == key && g.format.is_none_or(|f| f == format))
+                .min_by_key(|g| g.doc_id);
+            let same = here.is_some_and(|g| {
+                g.marker
+                    .is_some_and(|m| m.digest == digest && m.count == pairs.len() as u64)
+            });
+            if let (true, Some(g)) = (same, here) {
+                kept.insert(g.doc_id);
+                plan.unchanged += pairs.len() as u64;
+                relabel(p, index, g, label_plans, &mut plan.jobs);
+                continue;
+            }
+            let overlapping: Vec<Listed> = old
+                .iter()
+                .filter(|g| g.key.contains(&key) || key.contains(&g.key))
+                .map(|g| (*g).clone())
+                .collect();
+            let mut sweep = Vec::new();
+            for g in &overlapping {
+                let readers = plan.readers.entry(g.doc_id).or_default();
+                if readers.is_empty() {
+                    sweep.extend(layout::uncovered(g.key, &leaves));
+                }
+                readers.push(key);
+                plan.removal_bound += g.count();
+            }
+            if let Some(g) = here {
+                kept.insert(g.doc_id);
+            }
+            plan.jobs.push(Job::Write(WriteJob {
+                key,
+                old: overlapping,
+                in_place: here.map(|g| g.doc_id),
+                recs: Recs::Run(base + range.start..base + range.end),
+                drops: Vec::new(),
+                sweep,
+            }));
+        }
+        for g in old {
+            if kept.contains(&g.doc_id) || plan.readers.contains_key(&g.doc_id) {
+                continue;
+            }
+            if leaves
+                .iter()
+                .any(|k| k.contains(&g.key) || g.key.contains(k))
+            {
+                // A stale copy of a bucket whose document is current.
+                plan.retire.push(Retire {
+                    doc_id: g.doc_id,
+                    what: what_group(g),
+                    why: "another document holds its bucket".into(),
+                    guarded: false,
+                    needs_clean: true,
+                });
+                continue;
+            }
+            // No bucket of the new layout overlaps it: none of its members is sent any more.
+            plan.removal_bound += g.count();
+            plan.retired_members += g.count();
+            plan.retire.push(Retire {
+                doc_id: g.doc_id,
+                what: what_group(g),
+                why: "none of its indicators is selected any more".into(),
+                guarded: true,
+                needs_clean: false,
+            });
+        }
+    }
+    // Documents read by a job but not kept in place go once their readers wrote.
+    for doc_id in plan.readers.keys() {
+        if kept.contains(doc_id) {
+            continue;
+        }
+        if let Some(g) = index.groups.iter().find(|g| g.doc_id == *doc_id) {
+            plan.retire.push(Retire {
+                doc_id: *doc_id,
+                what: what_group(g),
+                why: "its indicators are in the documents of the new layout".into(),
+                guarded: false,
+                needs_clean: true,
+            });
+        }
+    }
+    for (key, e) in index.map.iter() {
+        let sent = if desired.is_empty() {
+            recs.binary_search_by_key(key, Rec::identity).is_ok()
+        } else {
+            desired.binary_search(key).is_ok()
+        };
+        if !sent {
+            plan.removal_bound += 1;
+            plan.retired_members += 1;
+        }
+        plan.retire.push(Retire {
+            doc_id: e.doc_id,
+            what: format!("document {} ({key:032x})", e.doc_id),
+            why: if sent {
+                "its indicator is in a grouped document now".into()
+            } else {
+                "not selected any more".into()
+            },
+            guarded: !sent,
+            needs_clean: sent,
+        });
+    }
+    for (doc_id, name) in &index.duplicates {
+        plan.retire.push(Retire {
+            doc_id: *doc_id,
+            what: format!("duplicate document {doc_id} \"{name}\""),
+            why: "another document holds the same indicator".into(),
+            guarded: false,
+            needs_clean: true,
+        });
+    }
+    if p.config.take_over_source {
+        for (doc_id, name, _) in &index.unidentified {
+            plan.retire.push(Retire {
+                doc_id: *doc_id,
+                what: format!("document {doc_id} \"{name}\" (not made by this job)"),
+                why: "replaced: Take Over Source is on".into(),
+                guarded: false,
+                needs_clean: true,
+            });
+        }
+    }
+    plan
+}
+
+/// A label change for a document whose content is current, when its listed labels differ.
+pub(super) fn relabel(
+    p: &Planner,
+    index: &SourceIndex,
+    g: &Listed,
+    label_plans: &HashMap<u32, LabelPlan>,
+    jobs: &mut Vec<Job>,
+) {
+    let Some(plan) = label_plans.get(&g.key.labels) else {
+        return;
+    };
+    let mut plan = plan.clone();
+    match index.label_sets.get(g.labels) {
+        Some(current) => {
+            let change = plan.change(current);
+            if change.is_empty() {
+                return;
+            }
+            p.plan_change(&what_group(g), &change);
+            plan.current = Some(Arc::from(current));
+        }
+        None if p.labels.pass => plan.current = None,
+        None => return,
+    }
+    jobs.push(Job::Labels {
+        doc_id: g.doc_id,
+        what: what_group(g),
+        plan,
+    });
+}
+
+/// An incremental run: each changed indicator goes to the bucket on its path (and out of any
+/// other label set's bucket it may have been in); each indicator gone comes out of every bucket
+/// that may hold it.
+pub(super) fn plan_incremental(
+    p: &mut Planner,
+    index: &SourceIndex,
+    recs: &[Rec],
+    gone: &[Gone],
+) -> Plan {
+    let format = p.config.intel_format;
+    let keys: Vec<BucketKey> = index.groups.iter().map(|g| g.key).collect();
+    let layout = Layout::from_keys(&keys);
+    let docs: HashMap<BucketKey, &Listed> = index
+        .groups
+        .iter()
+        .filter(|g| g.format.is_none_or(|f| f == format))
+        .map(|g| (g.key, g))
+        .collect();
+    let mut jobs: BTreeMap<BucketKey, WriteJob> = BTreeMap::new();
+    pub(super) fn job<'j>(
+        jobs: &'j mut BTreeMap<BucketKey, WriteJob>,
+        docs: &HashMap<BucketKey, &Listed>,
+        key: BucketKey,
+    ) -> &'j mut WriteJob {
+        jobs.entry(key).or_insert_with(|| {
+            let doc = docs.get(&key);
+            WriteJob {
+                key,
+                old: doc.map(|d| vec![(*d).clone()]).unwrap_or_default(),
+                in_place: doc.map(|d| d.doc_id),
+                recs: Recs::Some(Vec::new()),
+                drops: Vec::new(),
+                sweep: Vec::new(),
+            }
+        })
+    }
+    let mut plan = Plan::default();
+    let upserted: HashSet<u128> = recs.iter().map(Rec::identity).collect();
+    for (i, r) in recs.iter().enumerate() {
+        if let Recs::Some(v) = &mut job(&mut jobs, &docs, layout.route(r.labels, r.identity())).recs
+        {
+            v.push(i);
+        }
+        for k in layout.covering(r.identity()) {
+            if k.labels != r.labels {
+                job(&mut jobs, &docs, k).drops.push((r.identity(), None));
+            }
+        }
+    }
+    for (i, g) in gone.iter().enumerate() {
+        if upserted.contains(&g.identity) {
+            continue;
+        }
+        for k in layout.covering(g.identity) {
+            plan.removal_bound += 1;
+            job(&mut jobs, &docs, k).drops.push((g.identity, Some(i)));
+        }
+    }
+    let touched: HashSet<i64> = jobs.values().filter_map(|j| j.in_place).collect();
+    plan.jobs = jobs.into_values().map(Job::Write).collect();
+    // Documents no change fell in keep the job's own labels (Tanium Labels).
+    if let Some(fixed) = p.labels.fixed(p.tanium) {
+        let managed = p.labels.managed();
+        for g in &index.groups {
+            if touched.contains(&g.doc_id) {
+                continue;
+            }
+            let Some(current) = index.label_sets.get(g.labels) else {
+                continue;
+            };
+            if fixed.iter().all(|id| current.binary_search(id).is_ok()) {
+                continue;
+            }
+            let mut want: Vec<i64> = current.iter().chain(fixed.iter()).copied().collect();
+            want.sort_unstable();
+            want.dedup();
+            let plan_l = LabelPlan {
+                desired: want.into(),
+                managed: managed.clone(),
+                current: Some(Arc::from(current)),
+            };
+            p.plan_change(&what_group(g), &plan_l.change(current));
+            plan.jobs.push(Job::Labels {
+                doc_id: g.doc_id,
+                what: what_group(g),
+                plan: plan_l,
+            });
+        }
+    }
+    plan
+}
