@@ -533,3 +533,55 @@ fn a_full_reconcile_counts_every_member_it_removes() {
         );
     }
 }
+
+/// A run cut short after writing the new layout leaves old documents behind that overlap
+/// current ones; the next run reads them, so what they hold that is not sent any more is counted
+/// as removed (and weighed by the guard), never dropped silently.
+#[test]
+fn documents_left_behind_by_a_failed_run_are_read_before_they_go() {
+    let (_d, mut lab) = grouped_lab(ApiGeneration::V4, 160, 47, 20);
+    ok(&mut lab);
+    let live: Vec<i64> = lab
+        .tc
+        .snapshot()
+        .into_iter()
+        .filter(|i| i.active)
+        .map(|i| i.id)
+        .collect();
+    for id in live.iter().step_by(3) {
+        lab.tc.update(*id, |i| i.tags.push("Retired".into()));
+    }
+    lab.set("exclude_tags", json!("Retired"));
+    lab.set("max_removal_percent", json!("100"));
+    lab.set("indicators_per_document", json!("3"));
+    lab.tanium.server().inject(FaultRule::new(
+        Some("DELETE"),
+        "/plugin/products/threat-response/api/v1/intels",
+        100_000,
+        Fault::Status {
+            status: 503,
+            retry_after: Some(0),
+        },
+    ));
+    let r = run(&mut lab);
+    assert_eq!(r.code, 3, "{}", r.message);
+    lab.tanium.server().clear_faults();
+    let distinct = |lab: &Lab| {
+        let mut v = covered(lab);
+        v.dedup();
+        v.len()
+    };
+    let before = distinct(&lab);
+    let r = ok(&mut lab);
+    assert_exact(
+        &lab,
+        &expected(&lab, |i| !i.tags.iter().any(|t| t == "Retired")),
+    );
+    let gone = before - distinct(&lab);
+    assert!(gone > 0);
+    assert!(
+        r.message.contains(&format!(" {gone} removed")),
+        "{gone} left the source; {}",
+        r.message
+    );
+}

@@ -73,21 +73,24 @@ pub(super) fn plan_full(
                 .iter()
                 .filter(|g| g.key == key && g.format.is_none_or(|f| f == format))
                 .min_by_key(|g| g.doc_id);
-            let same = here.is_some_and(|g| {
-                g.marker
-                    .is_some_and(|m| m.digest == digest && m.count == pairs.len() as u64)
-            });
+            let overlapping: Vec<Listed> = old
+                .iter()
+                .filter(|g| g.key.contains(&key) || key.contains(&g.key))
+                .map(|g| (*g).clone())
+                .collect();
+            // Current, and no other document reaches into the bucket (another one, left by a run
+            // cut short, must be read: what it holds that is not sent any more is a removal).
+            let same = overlapping.len() == 1
+                && here.is_some_and(|g| {
+                    g.marker
+                        .is_some_and(|m| m.digest == digest && m.count == pairs.len() as u64)
+                });
             if let (true, Some(g)) = (same, here) {
                 kept.insert(g.doc_id);
                 plan.unchanged += pairs.len() as u64;
                 relabel(p, index, g, label_plans, &mut plan.jobs);
                 continue;
             }
-            let overlapping: Vec<Listed> = old
-                .iter()
-                .filter(|g| g.key.contains(&key) || key.contains(&g.key))
-                .map(|g| (*g).clone())
-                .collect();
             let mut sweep = Vec::new();
             for g in &overlapping {
                 let readers = plan.readers.entry(g.doc_id).or_default();
@@ -113,21 +116,7 @@ pub(super) fn plan_full(
             if kept.contains(&g.doc_id) || plan.readers.contains_key(&g.doc_id) {
                 continue;
             }
-            if leaves
-                .iter()
-                .any(|k| k.contains(&g.key) || g.key.contains(k))
-            {
-                // A stale copy of a bucket whose document is current.
-                plan.retire.push(Retire {
-                    doc_id: g.doc_id,
-                    what: what_group(g),
-                    why: "another document holds its bucket".into(),
-                    guarded: false,
-                    needs_clean: true,
-                });
-                continue;
-            }
-            // No bucket of the new layout overlaps it: none of its members is sent any more.
+            // No bucket of the new layout overlaps it (one that does reads it): none of its members is sent any more.
             plan.removal_bound += g.count();
             plan.retired_members += g.count();
             plan.retire.push(Retire {
