@@ -1449,12 +1449,15 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                     describe(&lab, &d.duplicated, &snapshot)
                 ));
             }
-            // The job's default Tanium Labels: every document carries it once the run settled.
+            // The job's default Tanium Labels: every document carries it once the run settled,
+            // but for those whose removal the guard holds back (no run looks at them any more).
             if let Some(doc) = lab.source_docs().into_iter().find(|doc| {
-                !lab.tanium
-                    .doc_label_names(doc.id)
-                    .iter()
-                    .any(|l| l == "ThreatConnect")
+                !(held_back && d.extra.contains(&doc_identity(doc)))
+                    && !lab
+                        .tanium
+                        .doc_label_names(doc.id)
+                        .iter()
+                        .any(|l| l == "ThreatConnect")
             }) {
                 return fail(format!(
                     "after a fault-free run document {} \"{}\" lacks the ThreatConnect label",
