@@ -1451,14 +1451,18 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             }
             // The job's default Tanium Labels: every document carries it once the run settled,
             // but for those whose removal the guard holds back (no run looks at them any more).
-            if let Some(doc) = lab.source_docs().into_iter().find(|doc| {
-                !(held_back && d.extra.contains(&doc_identity(doc)))
-                    && !lab
-                        .tanium
-                        .doc_label_names(doc.id)
-                        .iter()
-                        .any(|l| l == "ThreatConnect")
-            }) {
+            let held = |doc: &SimDoc| held_back && d.extra.contains(&doc_identity(doc));
+            let labelled = |doc: &SimDoc| {
+                lab.tanium
+                    .doc_label_names(doc.id)
+                    .iter()
+                    .any(|l| l == "ThreatConnect")
+            };
+            if let Some(doc) = lab
+                .source_docs()
+                .into_iter()
+                .find(|doc| !held(doc) && !labelled(doc))
+            {
                 return fail(format!(
                     "after a fault-free run document {} \"{}\" lacks the ThreatConnect label",
                     doc.id, doc.name
