@@ -566,6 +566,11 @@ fn documents_left_behind_by_a_failed_run_are_read_before_they_go() {
     let r = run(&mut lab);
     assert_eq!(r.code, 3, "{}", r.message);
     lab.tanium.server().clear_faults();
+    // As if the run had been killed between writing documents and labelling them.
+    let label = lab.tanium.label_id("ThreatConnect").unwrap();
+    for d in lab.source_docs() {
+        lab.tanium.unlabel_doc(d.id, label);
+    }
     let distinct = |lab: &Lab| {
         let mut v = covered(lab);
         v.dedup();
@@ -579,6 +584,15 @@ fn documents_left_behind_by_a_failed_run_are_read_before_they_go() {
     );
     let gone = before - distinct(&lab);
     assert!(gone > 0);
+    for d in lab.source_docs() {
+        assert!(
+            lab.tanium
+                .doc_label_names(d.id)
+                .contains(&"ThreatConnect".to_string()),
+            "{}",
+            d.name
+        );
+    }
     assert!(
         r.message.contains(&format!(" {gone} removed")),
         "{gone} left the source; {}",

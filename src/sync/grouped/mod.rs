@@ -348,6 +348,7 @@ pub(super) fn reconcile(
                     recs: w.recs.clone(),
                     drops: w.drops.clone(),
                     sweep: w.sweep.clone(),
+                    labels_now: w.labels_now.clone(),
                 })),
                 _ => None,
             })

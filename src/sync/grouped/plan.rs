@@ -103,14 +103,17 @@ pub(super) fn plan_full(
             if let Some(g) = here {
                 kept.insert(g.doc_id);
             }
-            plan.jobs.push(Job::Write(WriteJob {
+            let mut w = WriteJob {
                 key,
                 old: overlapping,
                 in_place: here.map(|g| g.doc_id),
                 recs: Recs::Run(base + range.start..base + range.end),
                 drops: Vec::new(),
                 sweep,
-            }));
+                labels_now: None,
+            };
+            w.labels_now = labels_now(index, &w);
+            plan.jobs.push(Job::Write(w));
         }
         for g in old {
             if kept.contains(&g.doc_id) || plan.readers.contains_key(&g.doc_id) {
@@ -188,6 +191,12 @@ pub(super) fn plan_full(
     plan
 }
 
+/// The labels the listing shows on the document a job keeps in place (None: not shown).
+fn labels_now(index: &SourceIndex, w: &WriteJob) -> Option<Arc<[i64]>> {
+    let d = w.old.iter().find(|d| Some(d.doc_id) == w.in_place)?;
+    index.label_sets.get(d.labels).map(Arc::from)
+}
+
 /// A label change for a document whose content is current, when its listed labels differ.
 pub(super) fn relabel(
     p: &Planner,
@@ -238,7 +247,7 @@ pub(super) fn plan_incremental(
         .map(|g| (g.key, g))
         .collect();
     let mut jobs: BTreeMap<BucketKey, WriteJob> = BTreeMap::new();
-    pub(super) fn job<'j>(
+    fn job<'j>(
         jobs: &'j mut BTreeMap<BucketKey, WriteJob>,
         docs: &HashMap<BucketKey, &Listed>,
         key: BucketKey,
@@ -252,6 +261,7 @@ pub(super) fn plan_incremental(
                 recs: Recs::Some(Vec::new()),
                 drops: Vec::new(),
                 sweep: Vec::new(),
+                labels_now: None,
             }
         })
     }
@@ -278,7 +288,13 @@ pub(super) fn plan_incremental(
         }
     }
     let touched: HashSet<i64> = jobs.values().filter_map(|j| j.in_place).collect();
-    plan.jobs = jobs.into_values().map(Job::Write).collect();
+    plan.jobs = jobs
+        .into_values()
+        .map(|mut w| {
+            w.labels_now = labels_now(index, &w);
+            Job::Write(w)
+        })
+        .collect();
     // Documents no change fell in keep the job's own labels (Tanium Labels).
     if let Some(fixed) = p.labels.fixed(p.tanium) {
         let managed = p.labels.managed();

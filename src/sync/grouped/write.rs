@@ -19,6 +19,8 @@ pub(super) struct WriteJob {
     /// reaches; their members are not selected any more, and this job (the first reader of the
     /// document) counts their removal.
     pub(super) sweep: Vec<BucketKey>,
+    /// The labels the listing shows on the document kept in place (None: not shown).
+    pub(super) labels_now: Option<Arc<[i64]>>,
 }
 
 /// Positions in the run's records: a full reconcile's bucket is one run of them.
@@ -83,7 +85,7 @@ pub(super) struct Outcome {
 }
 
 impl Outcome {
-    pub(super) fn fail(&mut self, msg: String) {
+    fn fail(&mut self, msg: String) {
         self.failed = true;
         self.errors.push(msg);
     }
@@ -171,7 +173,7 @@ impl Ctx<'_> {
         self.settled(out)
     }
 
-    pub(super) fn settled(&self, out: Outcome) -> Outcome {
+    fn settled(&self, out: Outcome) -> Outcome {
         if out.failed && !out.unreadable {
             if self.consecutive.fetch_add(1, Ordering::SeqCst) + 1 >= FAILURES_TO_ABORT {
                 self.broken.store(true, Ordering::SeqCst);
@@ -182,7 +184,7 @@ impl Ctx<'_> {
         out
     }
 
-    pub(super) fn undelivered(&self, w: &WriteJob, out: &mut Outcome) {
+    fn undelivered(&self, w: &WriteJob, out: &mut Outcome) {
         for r in w.recs.iter() {
             if let Some(t) = self.recs[r].modified() {
                 out.undelivered = Some(out.undelivered.map_or(t, |o: OffsetDateTime| o.min(t)));
@@ -192,7 +194,7 @@ impl Ctx<'_> {
 
     /// The members the old documents hold, by identity; Err when one cannot be read.
     /// Also what the document kept in place says of itself (its content, not the listing).
-    pub(super) fn stored(&self, w: &WriteJob) -> std::result::Result<Stored, String> {
+    fn stored(&self, w: &WriteJob) -> std::result::Result<Stored, String> {
         let mut stored = BTreeMap::new();
         let mut in_place = None;
         for d in &w.old {
@@ -219,7 +221,7 @@ impl Ctx<'_> {
         Ok((stored, in_place))
     }
 
-    pub(super) fn write(&self, w: &WriteJob, out: &mut Outcome) {
+    fn write(&self, w: &WriteJob, out: &mut Outcome) {
         out.read = w.old.iter().map(|d| d.doc_id).collect();
         let (stored, marker) = match self.stored(w) {
             Ok(s) => s,
@@ -290,7 +292,7 @@ impl Ctx<'_> {
     }
 
     /// The members the bucket holds after this run, counting what changed.
-    pub(super) fn members(
+    fn members(
         &self,
         w: &WriteJob,
         mut stored: BTreeMap<u128, Member>,
@@ -375,7 +377,7 @@ impl Ctx<'_> {
     }
 
     /// Writes one document of the bucket (in place when it has one), then its labels.
-    pub(super) fn put(
+    fn put(
         &self,
         w: &WriteJob,
         doc: &group::GroupDoc,
@@ -386,6 +388,17 @@ impl Ctx<'_> {
         let listed = w.old.iter().find(|d| Some(d.doc_id) == in_place);
         let current = in_place.and(stored).or(listed.and_then(|d| d.marker));
         if current.is_some_and(|m| m.digest == doc.digest && m.count == doc.count) {
+            // The content is current; its labels may not be (a document read only because
+            // another one reached into its bucket, or one renamed by hand).
+            if let (Some(id), Some(plan), false) =
+                (in_place, self.label_plans.get(&doc.key.labels), self.dry)
+            {
+                let mut plan = plan.clone();
+                plan.current = w.labels_now.clone();
+                let changed = labels::bring(self.tanium, id, &plan, None)?;
+                out.relabelled += u64::from(changed);
+                out.wrote |= changed;
+            }
             return Ok(());
         }
         let verb = if in_place.is_some() {
