@@ -498,6 +498,28 @@ fn a_document_renamed_by_hand_is_still_known_by_its_root_id_and_not_rewritten() 
     }
 }
 
+/// Every third indicator tagged Retired and excluded, the guard off, and documents of 3 (from
+/// 20): buckets split, and parts of them hold only what goes.
+fn retire_a_third_and_shrink(lab: &mut Lab) {
+    let live: Vec<i64> = lab
+        .tc
+        .snapshot()
+        .into_iter()
+        .filter(|i| i.active)
+        .map(|i| i.id)
+        .collect();
+    for id in live.iter().step_by(3) {
+        lab.tc.update(*id, |i| i.tags.push("Retired".into()));
+    }
+    lab.set("exclude_tags", json!("Retired"));
+    lab.set("max_removal_percent", json!("100"));
+    lab.set("indicators_per_document", json!("3"));
+}
+
+fn not_retired(i: &tanium_tr_indicators::tc::model::Indicator) -> bool {
+    !i.tags.iter().any(|t| t == "Retired")
+}
+
 /// The removals a full reconcile reports (and the guard weighs) are every member that left the
 /// source, also those in the part of a split bucket that no indicator holds any more.
 #[test]
@@ -506,25 +528,9 @@ fn a_full_reconcile_counts_every_member_it_removes() {
         let (_d, mut lab) = grouped_lab(ApiGeneration::V4, 160, seed, 20);
         ok(&mut lab);
         let before = covered(&lab).len();
-        let live: Vec<i64> = lab
-            .tc
-            .snapshot()
-            .into_iter()
-            .filter(|i| i.active)
-            .map(|i| i.id)
-            .collect();
-        for id in live.iter().step_by(3) {
-            lab.tc.update(*id, |i| i.tags.push("Retired".into()));
-        }
-        lab.set("exclude_tags", json!("Retired"));
-        lab.set("max_removal_percent", json!("100"));
-        // Smaller documents: buckets split, and parts of them hold only what goes.
-        lab.set("indicators_per_document", json!("3"));
+        retire_a_third_and_shrink(&mut lab);
         let r = ok(&mut lab);
-        assert_exact(
-            &lab,
-            &expected(&lab, |i| !i.tags.iter().any(|t| t == "Retired")),
-        );
+        assert_exact(&lab, &expected(&lab, not_retired));
         let gone = before - covered(&lab).len();
         assert!(
             r.message.contains(&format!(" {gone} removed")),
@@ -541,19 +547,7 @@ fn a_full_reconcile_counts_every_member_it_removes() {
 fn documents_left_behind_by_a_failed_run_are_read_before_they_go() {
     let (_d, mut lab) = grouped_lab(ApiGeneration::V4, 160, 47, 20);
     ok(&mut lab);
-    let live: Vec<i64> = lab
-        .tc
-        .snapshot()
-        .into_iter()
-        .filter(|i| i.active)
-        .map(|i| i.id)
-        .collect();
-    for id in live.iter().step_by(3) {
-        lab.tc.update(*id, |i| i.tags.push("Retired".into()));
-    }
-    lab.set("exclude_tags", json!("Retired"));
-    lab.set("max_removal_percent", json!("100"));
-    lab.set("indicators_per_document", json!("3"));
+    retire_a_third_and_shrink(&mut lab);
     lab.tanium.server().inject(FaultRule::new(
         Some("DELETE"),
         "/plugin/products/threat-response/api/v1/intels",
@@ -578,10 +572,7 @@ fn documents_left_behind_by_a_failed_run_are_read_before_they_go() {
     };
     let before = distinct(&lab);
     let r = ok(&mut lab);
-    assert_exact(
-        &lab,
-        &expected(&lab, |i| !i.tags.iter().any(|t| t == "Retired")),
-    );
+    assert_exact(&lab, &expected(&lab, not_retired));
     let gone = before - distinct(&lab);
     assert!(gone > 0);
     for d in lab.source_docs() {
