@@ -97,6 +97,18 @@ pub(super) struct Totals {
 }
 
 impl Totals {
+    fn log(&self) {
+        log::info!(
+            "grouped: {} documents created, {} removed; {} indicators created, {} updated, {} removed, {} unchanged",
+            self.docs_created,
+            self.docs_removed,
+            self.created,
+            self.updated,
+            self.removed,
+            self.unchanged
+        );
+    }
+
     fn add(&mut self, o: &Outcome) {
         self.created += o.created;
         self.updated += o.updated;
@@ -179,6 +191,109 @@ pub(super) fn reconcile(
         removals: Vec::new(),
         labels: book,
     };
+    let (mut pulled, pull, removals_complete) = pull(&mut p, tc, checkpoint, full)?;
+    let (recs, desired) = kept(&mut pulled, full);
+    let label_plans = label_plans(&mut p, &pulled.names);
+    let held_before: u64 =
+        index.groups.iter().map(Listed::count).sum::<u64>() + index.map.len() as u64;
+    // Unsettled when removals are held back (see layout::rebalance).
+    let replan = |p: &Planner, index: &mut SourceIndex, settle: bool| {
+        plan_full(
+            p,
+            index,
+            &recs,
+            &desired,
+            &label_plans,
+            config.per_document,
+            settle,
+        )
+    };
+    let mut plan = if full {
+        replan(&p, &mut index, true)
+    } else {
+        plan_incremental(&mut p, &index, &recs, &pulled.gone)
+    };
+    let broken_pull = !pull.complete;
+    if broken_pull {
+        // An incomplete pull removes nothing: only the buckets it adds to or changes are written.
+        plan.retire.clear();
+        for j in &mut plan.jobs {
+            if let Job::Write(w) = j {
+                w.drops.retain(|d| d.1.is_none());
+            }
+        }
+    }
+    let ctx = |dry: bool| Ctx {
+        tanium,
+        source_id: source.1.unwrap_or(0),
+        source_name: source.0,
+        format: config.intel_format,
+        size: u64::from(config.per_document),
+        full,
+        dry,
+        hold: false,
+        recs: &recs,
+        spill: &pulled.spill,
+        desired: &desired,
+        gone: &pulled.gone,
+        names: &pulled.names,
+        label_plans: &label_plans,
+        room: (!full)
+            .then_some(config.rails.max_indicators)
+            .flatten()
+            .map(|cap| AtomicI64::new(cap as i64 - held_before as i64)),
+        broken: AtomicBool::new(false),
+        consecutive: AtomicU32::new(0),
+    };
+    let mut run = ctx(opts.dry_run);
+    let held_back = if broken_pull {
+        0
+    } else {
+        guard(config, opts, &ctx(true), &plan, held_before)
+    };
+    if held_back > 0 {
+        run.hold = true;
+        if full {
+            plan = replan(&p, &mut index, false);
+        }
+        plan.retire.retain(|r| !r.guarded);
+    }
+    let (mut totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
+    let mut counts = std::mem::take(&mut p.counts);
+    counts.over_cap += totals.over_cap;
+    counts.held_back = held_back;
+    let docs_after = (index.docs + totals.docs_created).saturating_sub(totals.docs_removed);
+    totals.log();
+    if totals.unreadable > 0 {
+        // What the unreadable documents hold is unknown: the next run starts where this one did.
+        let keep = checkpoint.last_modified;
+        totals.undelivered = Some(totals.undelivered.map_or(keep, |u| u.min(keep)));
+    }
+    let removals_complete = removals_complete
+        && held_back == 0
+        && totals.unreadable == 0
+        && totals.failed_removals == 0
+        && !blocked;
+    Ok(Ended {
+        removal_error: p.removal_error,
+        pull,
+        removals_complete,
+        totals,
+        counts,
+        label_error: p.labels.error.clone(),
+        docs_after,
+    })
+}
+
+/// Pulls what the job selects to records and the scratch file and, in an incremental run,
+/// what left the selection; whether that removal evidence is complete.
+fn pull(
+    p: &mut Planner,
+    tc: &TcClient,
+    checkpoint: &Checkpoint,
+    full: bool,
+) -> Result<(Pulled, PullEnd, bool)> {
+    let (config, opts) = (p.config, p.opts);
     let (window, floor) = super::pull_window(config, checkpoint, opts.now, full);
     let query = crate::tc::tql::build(&config.filters, &window);
     log::info!("{}", super::describe_job(config));
@@ -242,7 +357,13 @@ pub(super) fn reconcile(
             p.removal_error = Some(msg);
         }
     }
-    // One record per identity, the first the pull met (scratch offsets grow with the pull).
+    Ok((pulled, pull, removals_complete))
+}
+
+/// One record per identity (the first the pull met), by label set then identity; and, in a
+/// full reconcile with several label sets, every identity sent, sorted.
+fn kept(pulled: &mut Pulled, full: bool) -> (Vec<Rec>, Vec<u128>) {
+    // Scratch offsets grow with the pull, so the lowest is the first met.
     let mut recs = std::mem::take(&mut pulled.recs);
     let met = recs.len();
     recs.sort_unstable_by_key(|r| (r.identity(), r.off()));
@@ -260,133 +381,78 @@ pub(super) fn reconcile(
         recs.len(),
         pulled.names.len()
     );
+    (recs, desired)
+}
 
-    let mut label_plans = HashMap::new();
-    if !(opts.dry_run && p.labels.error.is_some()) {
-        for (hash, names) in &pulled.names {
-            if let Some(ids) = p.labels.ids_for(tanium, names) {
-                label_plans.insert(
-                    *hash,
-                    LabelPlan {
-                        desired: ids,
-                        managed: p.labels.managed(),
-                        current: None,
-                    },
-                );
-            }
-        }
+/// The label ids each label set of the pull stands for (made where missing).
+fn label_plans(p: &mut Planner, names: &HashMap<u32, Vec<String>>) -> HashMap<u32, LabelPlan> {
+    let mut plans = HashMap::new();
+    if p.opts.dry_run && p.labels.error.is_some() {
+        return plans;
     }
-    let held_before: u64 =
-        index.groups.iter().map(Listed::count).sum::<u64>() + index.map.len() as u64;
-    // Unsettled when removals are held back (see layout::rebalance).
-    let replan = |p: &Planner, index: &mut SourceIndex, settle: bool| {
-        plan_full(
-            p,
-            index,
-            &recs,
-            &desired,
-            &label_plans,
-            config.per_document,
-            settle,
-        )
-    };
-    let mut plan = if full {
-        replan(&p, &mut index, true)
-    } else {
-        plan_incremental(&mut p, &index, &recs, &pulled.gone)
-    };
-    let broken_pull = !pull.complete;
-    if broken_pull {
-        // An incomplete pull removes nothing: only the buckets it adds to or changes are written.
-        plan.retire.clear();
-        for j in &mut plan.jobs {
-            if let Job::Write(w) = j {
-                w.drops.retain(|d| d.1.is_none());
-            }
-        }
-    }
-    let room = || {
-        (!full)
-            .then_some(config.rails.max_indicators)
-            .flatten()
-            .map(|cap| AtomicI64::new(cap as i64 - held_before as i64))
-    };
-    let ctx = Ctx {
-        tanium,
-        source_id: source.1.unwrap_or(0),
-        source_name: source.0,
-        format: config.intel_format,
-        size: u64::from(config.per_document),
-        full,
-        dry: opts.dry_run,
-        hold: false,
-        recs: &recs,
-        spill: &pulled.spill,
-        desired: &desired,
-        gone: &pulled.gone,
-        names: &pulled.names,
-        label_plans: &label_plans,
-        room: room(),
-        broken: AtomicBool::new(false),
-        consecutive: AtomicU32::new(0),
-    };
-    // The removal guard: the most this run could remove; read what it would, when that much
-    // would be too many.
-    let mut ctx = ctx;
-    let rails = &config.rails;
-    let mut held_back = 0;
-    if !broken_pull && rails.too_many_removals(plan.removal_bound, held_before) {
-        let assess = Ctx { dry: true, ..ctx };
-        let jobs: Vec<Job> = plan
-            .jobs
-            .iter()
-            .filter_map(|j| match j {
-                Job::Write(w) => Some(Job::Write(WriteJob {
-                    key: w.key,
-                    old: w.old.clone(),
-                    in_place: w.in_place,
-                    recs: w.recs.clone(),
-                    drops: w.drops.clone(),
-                    sweep: w.sweep.clone(),
-                    labels_now: w.labels_now.clone(),
-                })),
-                _ => None,
-            })
-            .collect();
-        let would: u64 = parallel(&assess, config.workers, jobs)
-            .iter()
-            .map(|o| o.removed)
-            .sum::<u64>()
-            + plan.retired_members;
-        ctx = Ctx {
-            dry: opts.dry_run,
-            room: room(),
-            broken: AtomicBool::new(false),
-            consecutive: AtomicU32::new(0),
-            ..assess
-        };
-        if rails.too_many_removals(would, held_before) {
-            held_back = would;
-            ctx.hold = true;
-            if full {
-                plan = replan(&p, &mut index, false);
-            }
-            plan.retire.retain(|r| !r.guarded);
-            let line = format!(
-                "held back all {would} removals: more than {}% of the {held_before} indicators in the source (Maximum Removal Percent); nothing was removed",
-                rails.max_removal_percent
+    for (hash, names) in names {
+        if let Some(ids) = p.labels.ids_for(p.tanium, names) {
+            plans.insert(
+                *hash,
+                LabelPlan {
+                    desired: ids,
+                    managed: p.labels.managed(),
+                    current: None,
+                },
             );
-            log::warn!("{line}");
-            if opts.dry_run {
-                println!("guard: {line}");
-            }
         }
     }
+    plans
+}
+
+/// The removal guard: when the most this run could remove is too many, the write jobs are run
+/// dry to count what they would remove. The number held back (0: none).
+fn guard(
+    config: &JobConfig,
+    opts: &SyncOptions,
+    assess: &Ctx,
+    plan: &Plan,
+    held_before: u64,
+) -> u64 {
+    let rails = &config.rails;
+    if !rails.too_many_removals(plan.removal_bound, held_before) {
+        return 0;
+    }
+    let jobs: Vec<Job> = plan
+        .jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Write(w) => Some(Job::Write(w.clone())),
+            _ => None,
+        })
+        .collect();
+    let would: u64 = parallel(assess, config.workers, jobs)
+        .iter()
+        .map(|o| o.removed)
+        .sum::<u64>()
+        + plan.retired_members;
+    if !rails.too_many_removals(would, held_before) {
+        return 0;
+    }
+    let line = format!(
+        "held back all {would} removals: more than {}% of the {held_before} indicators in the source (Maximum Removal Percent); nothing was removed",
+        rails.max_removal_percent
+    );
+    log::warn!("{line}");
+    if opts.dry_run {
+        println!("guard: {line}");
+    }
+    would
+}
+
+/// Runs the bucket jobs, then removes the documents they replaced (only once every write that
+/// took their members went through) and those retired whole. Whether a failed job blocked any.
+fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Totals, bool) {
+    let workers = p.config.workers;
     let mut totals = Totals::default();
     let mut blocked: HashSet<i64> = HashSet::new();
     let mut replaced: BTreeSet<i64> = BTreeSet::new();
-    let written = parallel(&ctx, config.workers, std::mem::take(&mut plan.jobs));
-    for o in &written {
+    for o in &parallel(ctx, workers, std::mem::take(&mut plan.jobs)) {
         for line in &o.plan {
             p.plan(line.clone());
         }
@@ -397,7 +463,6 @@ pub(super) fn reconcile(
             replaced.extend(o.replaced.iter().copied());
         }
     }
-    // Documents replaced go only once every write that took their members went through.
     let clean = totals.failed_writes == 0 && !broken_pull;
     let mut retire: Vec<Job> = Vec::new();
     let mut seen: HashSet<i64> = HashSet::new();
@@ -420,45 +485,12 @@ pub(super) fn reconcile(
             what: format!("document {doc_id}"),
         });
     }
-    let retired = parallel(&ctx, config.workers, retire);
-    for o in &retired {
+    for o in &parallel(ctx, workers, retire) {
         totals.add(o);
     }
     if !ctx.hold {
         totals.removed += plan.retired_members;
     }
     totals.unchanged += plan.unchanged;
-    let mut counts = p.counts;
-    counts.over_cap += totals.over_cap;
-    counts.held_back = held_back;
-    let label_error = p.labels.error.clone();
-    let docs_after = (index.docs + totals.docs_created).saturating_sub(totals.docs_removed);
-    log::info!(
-        "grouped: {} documents created, {} removed; {} indicators created, {} updated, {} removed, {} unchanged",
-        totals.docs_created,
-        totals.docs_removed,
-        totals.created,
-        totals.updated,
-        totals.removed,
-        totals.unchanged
-    );
-    if totals.unreadable > 0 {
-        // What the unreadable documents hold is unknown: the next run starts where this one did.
-        let keep = checkpoint.last_modified;
-        totals.undelivered = Some(totals.undelivered.map_or(keep, |u| u.min(keep)));
-    }
-    let removals_complete = removals_complete
-        && held_back == 0
-        && totals.unreadable == 0
-        && totals.failed_removals == 0
-        && blocked.is_empty();
-    Ok(Ended {
-        removal_error: p.removal_error,
-        pull,
-        removals_complete,
-        totals,
-        counts,
-        label_error,
-        docs_after,
-    })
+    (totals, !blocked.is_empty())
 }

@@ -3,6 +3,7 @@
 use super::*;
 
 /// A bucket document to write (or to read, apply and write back).
+#[derive(Clone)]
 pub(super) struct WriteJob {
     pub(super) key: BucketKey,
     /// Documents whose members it reads: the one in place (same bucket, current format) and,
