@@ -258,23 +258,42 @@ pub(super) fn reconcile(
         }
         plan.retire.retain(|r| !r.guarded);
     }
-    let (mut totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
+    let (totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
+    let removals_complete = removals_complete && held_back == 0 && !blocked;
+    Ok(ended(
+        p,
+        pull,
+        removals_complete,
+        totals,
+        held_back,
+        index.docs,
+        checkpoint,
+    ))
+}
+
+/// How the run ended: its counts, and what the checkpoint and the removals may rely on.
+fn ended(
+    mut p: Planner,
+    pull: PullEnd,
+    removals_complete: bool,
+    mut totals: Totals,
+    held_back: u64,
+    docs_before: u64,
+    checkpoint: &Checkpoint,
+) -> Ended {
     let mut counts = std::mem::take(&mut p.counts);
     counts.over_cap += totals.over_cap;
     counts.held_back = held_back;
-    let docs_after = (index.docs + totals.docs_created).saturating_sub(totals.docs_removed);
+    let docs_after = (docs_before + totals.docs_created).saturating_sub(totals.docs_removed);
     totals.log();
     if totals.unreadable > 0 {
         // What the unreadable documents hold is unknown: the next run starts where this one did.
         let keep = checkpoint.last_modified;
         totals.undelivered = Some(totals.undelivered.map_or(keep, |u| u.min(keep)));
     }
-    let removals_complete = removals_complete
-        && held_back == 0
-        && totals.unreadable == 0
-        && totals.failed_removals == 0
-        && !blocked;
-    Ok(Ended {
+    let removals_complete =
+        removals_complete && totals.unreadable == 0 && totals.failed_removals == 0;
+    Ended {
         removal_error: p.removal_error,
         pull,
         removals_complete,
@@ -282,7 +301,7 @@ pub(super) fn reconcile(
         counts,
         label_error: p.labels.error.clone(),
         docs_after,
-    })
+    }
 }
 
 /// Pulls what the job selects to records and the scratch file and, in an incremental run,

@@ -146,6 +146,20 @@ pub(super) fn plan_full(
             });
         }
     }
+    retire_singles_and_strays(p, index, recs, desired, &mut plan);
+    plan
+}
+
+/// A full reconcile in grouped mode retires every per-indicator document (its indicator now
+/// in a group, or not selected any more), duplicates, and with Take Over Source the documents
+/// this job did not make.
+fn retire_singles_and_strays(
+    p: &Planner,
+    index: &mut SourceIndex,
+    recs: &[Rec],
+    desired: &[u128],
+    plan: &mut Plan,
+) {
     for (key, e) in index.map.iter() {
         let sent = if desired.is_empty() {
             recs.binary_search_by_key(key, Rec::identity).is_ok()
@@ -188,7 +202,6 @@ pub(super) fn plan_full(
             });
         }
     }
-    plan
 }
 
 /// The labels the listing shows on the document a job keeps in place (None: not shown).
