@@ -169,6 +169,8 @@ pub(super) struct Ended {
 }
 
 /// Pulls, plans per bucket, writes, and retires what was replaced.
+// The stages in order, one call each; what stays inline is the hand-over between them (the
+// records and label plans the Ctx borrows, the plan made again when removals are held back).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn reconcile(
     config: &JobConfig,

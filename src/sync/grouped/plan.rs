@@ -34,6 +34,9 @@ pub(super) fn what_group(d: &Listed) -> String {
 
 /// A full reconcile: the layout from the old one and every member, then a job per bucket whose
 /// digest differs from what its document's name says.
+// One pass per label set, then per bucket: each bucket's decision reads and extends the
+// readers map and the kept set the pass over old documents needs, which helpers would only
+// pass around.
 pub(super) fn plan_full(
     p: &Planner,
     index: &mut SourceIndex,
@@ -119,7 +122,8 @@ pub(super) fn plan_full(
             if kept.contains(&g.doc_id) || plan.readers.contains_key(&g.doc_id) {
                 continue;
             }
-            // No bucket of the new layout overlaps it (one that does reads it): none of its members is sent any more.
+            // No bucket of the new layout overlaps it (one that does reads it): none of its
+            // members is sent any more.
             plan.removal_bound += g.count();
             plan.retired_members += g.count();
             plan.retire.push(Retire {
@@ -244,6 +248,7 @@ pub(super) fn relabel(
 /// An incremental run: each changed indicator goes to the bucket on its path (and out of any
 /// other label set's bucket it may have been in); each indicator gone comes out of every bucket
 /// that may hold it.
+// Routing changes and removals to buckets shares the job map; the two loops stay together.
 pub(super) fn plan_incremental(
     p: &mut Planner,
     index: &SourceIndex,
