@@ -2,22 +2,14 @@
 //! the mass-removal guard holds back a run that would empty the source, Maximum Indicators ranks
 //! and caps, the age window ages documents out, and deploys are governed.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::model::Indicator;
 use tanium_tr_indicators::tc::tql::format_time;
 use time::OffsetDateTime;
 
-use crate::support::{empty_lab, expected, held, lab};
-
-fn run(lab: &mut Lab, extra: &[(&str, Value)]) -> RunResult {
-    let extra: Map<String, Value> = extra
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    lab.run(&extra, &[]).unwrap()
-}
+use crate::support::{empty_lab, expected, held, lab, run_with as run};
 
 fn ok(lab: &mut Lab) -> RunResult {
     let r = run(lab, &[]);

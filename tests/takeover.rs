@@ -1,20 +1,16 @@
 //! Taking over a source someone else filled (the previous ThreatConnect app's default source
 //! is also "ThreatConnect"): left alone by default, adopted or replaced when asked.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::tanium::SimDoc;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::model::Indicator;
 
-use crate::support::{expected, expected_name, lab};
+use crate::support::{expected, expected_name, lab, run_with};
 
 fn run(lab: &mut Lab, extra: &[(&str, Value)]) -> RunResult {
-    let extra: Map<String, Value> = extra
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let r = lab.run(&extra, &[]).unwrap();
+    let r = run_with(lab, extra);
     assert_eq!(r.code, 0, "{}\n{}", r.message, r.log);
     r
 }

@@ -3,8 +3,8 @@
 //! on (Cloud login, refused token, missing permission, `check`), deletes answered without JSON,
 //! identities under either intrinsicId source, other sources' documents in the listing.
 
-use crate::support::{lab, ConnectProxy};
-use serde_json::{json, Map, Value};
+use crate::support::{lab, run_with as run, ConnectProxy};
+use serde_json::{json, Map};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
 use tanium_tr_indicators::sim::tanium::IntrinsicFrom;
@@ -12,14 +12,6 @@ use tanium_tr_indicators::tanium::model::ApiGeneration;
 
 /// What the platform shows of message.tc.
 const MESSAGE_LIMIT: usize = 255;
-
-fn run(lab: &mut Lab, extra: &[(&str, Value)]) -> RunResult {
-    let extra: Map<String, Value> = extra
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    lab.run(&extra, &[]).unwrap()
-}
 
 fn check(lab: &mut Lab) -> RunResult {
     lab.run(&Map::new(), &["check"]).unwrap()

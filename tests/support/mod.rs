@@ -90,6 +90,18 @@ impl Sandbox {
     }
 }
 
+/// One run of the binary with `extra` params on top of the lab's.
+pub fn run_with(
+    lab: &mut Lab,
+    extra: &[(&str, Value)],
+) -> tanium_tr_indicators::sim::lab::RunResult {
+    let extra: serde_json::Map<String, Value> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    lab.run(&extra, &[]).unwrap()
+}
+
 /// A complete, valid set of job params (HMAC credentials).
 pub fn good_params() -> Value {
     json!({

@@ -261,7 +261,7 @@ pub(super) fn reconcile(
         plan.retire.retain(|r| !r.guarded);
     }
     let (totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
-    let removals_complete = removals_complete && held_back == 0 && !blocked;
+    let removals_complete = removals_complete && !blocked;
     Ok(ended(
         p,
         pull,
@@ -293,8 +293,10 @@ fn ended(
         let keep = checkpoint.last_modified;
         totals.undelivered = Some(totals.undelivered.map_or(keep, |u| u.min(keep)));
     }
-    let removals_complete =
-        removals_complete && totals.unreadable == 0 && totals.failed_removals == 0;
+    let removals_complete = removals_complete
+        && held_back == 0
+        && totals.unreadable == 0
+        && totals.failed_removals == 0;
     Ended {
         removal_error: p.removal_error,
         pull,
