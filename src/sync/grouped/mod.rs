@@ -17,38 +17,33 @@ mod plan;
 mod pull;
 mod write;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::File;
-use std::io::{BufWriter, Write as _};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32};
 
 use time::OffsetDateTime;
 
 use crate::config::JobConfig;
-use crate::error::{Error, Result};
-use crate::intel::group::{self, BucketKey, Member};
-use crate::intel::{self, Format};
-use crate::safety::Block;
+use crate::error::Result;
+use crate::intel::group::BucketKey;
+use crate::intel::Format;
 use crate::tanium::client::TaniumClient;
-use crate::tanium::model::Upload;
 use crate::tc::client::TcClient;
-use crate::tc::model::Indicator;
 
 use super::index::{Listed, SourceIndex};
-use super::labels::{self, LabelBook, LabelPlan};
-use super::layout::{self, Layout};
-use super::plan::{rank, Selection};
-use super::planner::{describe, Counts, Planner, PullEnd};
+use super::labels::{LabelBook, LabelPlan};
+use super::layout::Layout;
+use super::plan::Selection;
+use super::planner::{Counts, Planner, PullEnd};
 use super::pool::Results;
 use super::{Checkpoint, SyncOptions};
+use plan::{plan_full, plan_incremental, Plan};
+use pull::{take, Gone, Pulled, Rec, Spill};
+use write::{parallel, Ctx, Job, Outcome};
 
 /// After this many jobs failed in a row Tanium is treated as down.
-pub(super) const FAILURES_TO_ABORT: u32 = 25;
+const FAILURES_TO_ABORT: u32 = 25;
 /// Failures kept for the log summary and message.tc.
-pub(super) const KEPT_ERRORS: usize = 5;
+const KEPT_ERRORS: usize = 5;
 
 /// Why the run must compare everything, from what the listing shows of a grouped source
 /// (None: nothing of the kind).
@@ -70,10 +65,6 @@ pub(super) fn full_reason(index: &SourceIndex, format: Format) -> Option<&'stati
     }
     None
 }
-
-use plan::*;
-use pull::*;
-use write::*;
 
 /// The grouped run's totals.
 #[derive(Debug, Default)]

@@ -1,7 +1,18 @@
 //! Which buckets a run writes and which documents go: a full reconcile's layout, or an
 //! incremental run's changes routed to their buckets.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::intel;
+use crate::intel::group::{self, BucketKey};
+
+use super::pull::{Gone, Rec, RecIds};
+use super::write::{Job, Recs, WriteJob};
+use crate::sync::index::{Listed, SourceIndex};
+use crate::sync::labels::LabelPlan;
+use crate::sync::layout::{self, Layout};
+use crate::sync::planner::Planner;
 
 /// A document to remove once the run's writes are done.
 pub(super) struct Retire {

@@ -1,6 +1,22 @@
 //! The pull of a grouped run: one 40-byte record a kept indicator, members in a scratch file.
 
-use super::*;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::intel;
+use crate::intel::group::{self, Member};
+use crate::safety::Block;
+use crate::tc::model::Indicator;
+
+use crate::sync::layout;
+use crate::sync::plan::{rank, Selection};
+use crate::sync::planner::{describe, Planner};
 
 /// One kept indicator: where its member line is in the scratch file (40 bytes: a million
 /// of them are the largest thing a run holds).

@@ -1,6 +1,22 @@
 //! Writing bucket documents: read what they hold, apply the run, write them back.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use time::OffsetDateTime;
+
+use crate::error::Result;
+use crate::intel::group::{self, BucketKey, Member};
+use crate::intel::Format;
+use crate::tanium::client::TaniumClient;
+use crate::tanium::model::Upload;
+
+use super::pull::{Gone, Rec, Spill};
+use super::FAILURES_TO_ABORT;
+use crate::sync::index::Listed;
+use crate::sync::labels::{self, LabelPlan};
+use crate::sync::layout;
 
 /// A bucket document to write (or to read, apply and write back).
 #[derive(Clone)]
