@@ -118,16 +118,19 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
         (t.blocked, "blocked (unsafe or Never Send)"),
         (t.over_cap, "over Maximum Indicators"),
         (t.adopted, "adopted"),
-        (
-            t.foreign_left,
-            "documents this job did not make left alone (see Take Over Source)",
-        ),
     ] {
         if n > 0 {
             counts.push_str(&format!(", {n} {what}"));
         }
     }
-    let trouble = trouble(r);
+    let mut trouble = trouble(r);
+    // Not a failure, but the admin's to decide: said early, so the 255 characters keep it.
+    let notice = (t.foreign_left > 0).then(|| {
+        format!(
+            "{} documents this job did not make left alone (see Take Over Source)",
+            t.foreign_left
+        )
+    });
     match &r.deploy {
         Deploy::AlreadyRunning => {
             counts.push_str("; intel deploy owed to the next run (one was already running)")
@@ -138,17 +141,15 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
     if r.full_reconcile && !dry_run {
         counts.push_str(" (full reconcile)");
     }
-    match (dry_run, trouble.is_empty()) {
-        (true, true) => format!("Dry run for Tanium source \"{source}\": {counts}"),
-        (true, false) => format!(
-            "Dry run for Tanium source \"{source}\": {}; {counts}",
-            trouble.join("; ")
-        ),
-        (false, true) => format!("Synced: Tanium source \"{source}\" {counts}"),
-        (false, false) => format!(
-            "Partial sync to Tanium source \"{source}\": {}; {counts}",
-            trouble.join("; ")
-        ),
+    let failed = !trouble.is_empty();
+    trouble.extend(notice);
+    let lead = trouble.join("; ");
+    match (dry_run, failed, lead.is_empty()) {
+        (true, _, true) => format!("Dry run for Tanium source \"{source}\": {counts}"),
+        (true, _, false) => format!("Dry run for Tanium source \"{source}\": {lead}; {counts}"),
+        (false, false, true) => format!("Synced: Tanium source \"{source}\" {counts}"),
+        (false, false, false) => format!("Synced: Tanium source \"{source}\": {lead}; {counts}"),
+        (false, true, _) => format!("Partial sync to Tanium source \"{source}\": {lead}; {counts}"),
     }
 }
 
@@ -548,6 +549,36 @@ mod tests {
         let shown = crate::platform::one_line(&run(&clean).message);
         assert!(shown.chars().count() <= 255, "{shown}");
         assert!(shown.ends_with("99999 skipped (invalid)"), "{shown}");
+    }
+
+    #[test]
+    fn documents_left_alone_lead_the_message_so_the_cut_keeps_them() {
+        let mut r = report(Tally {
+            created: 1_234_567,
+            updated: 1_234_567,
+            removed: 1_234_567,
+            unchanged: 9_999_999,
+            skipped_invalid: 99_999,
+            dropped_other_types: 99_999,
+            blocked: 99_999,
+            over_cap: 99_999,
+            relabelled: 99_999,
+            foreign_left: 12,
+            ..Tally::default()
+        });
+        r.source = ("x".repeat(80), Some(7));
+        r.deploy = Deploy::Disabled;
+        let o = run(&r);
+        assert_eq!(o.status, ExitStatus::Success);
+        let shown = crate::platform::one_line(&o.message);
+        assert!(
+            shown.starts_with(&format!(
+                "Synced: Tanium source \"{}…{}\": 12 documents this job did not make left alone (see Take Over Source); now holds",
+                "x".repeat(24),
+                "x".repeat(24)
+            )),
+            "{shown}"
+        );
     }
 
     #[test]

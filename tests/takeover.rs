@@ -123,7 +123,7 @@ fn taking_a_source_over_adopts_in_place_and_replaces_the_rest() {
     assert!(r.message.contains(", 5 adopted"), "{}", r.message);
     assert!(
         r.log
-            .contains("7 documents this job did not make, 6 of them cover exactly one indicator"),
+            .contains("7 documents this job did not make; 6 cover exactly one indicator each"),
         "{}",
         r.log
     );
@@ -180,4 +180,232 @@ fn taking_a_source_over_adopts_in_place_and_replaces_the_rest() {
         r.message
     );
     assert_eq!(doc(&lab, *id).unwrap().revision_id, 3);
+}
+
+/// The admin's order: a first run into the previous app's source leaves its documents alone
+/// and makes its own; every later run says they are there; turning Take Over Source on acts on
+/// the very next run, adopting the old document of each value the job sends (its Tanium id kept)
+/// and removing the job's own copy of it.
+#[test]
+fn take_over_turned_on_after_the_first_run_adopts_on_the_very_next_run() {
+    let (_d, mut lab, covered, others) = legacy_lab(5);
+    let r = run(&mut lab, &[]);
+    assert!(
+        r.message
+            .contains("7 documents this job did not make left alone (see Take Over Source)"),
+        "{}",
+        r.message
+    );
+    // The job made its own document for every value, the five covered ones included.
+    let own: Vec<i64> = covered
+        .iter()
+        .map(|(_, ind)| {
+            let name = expected_name(ind).unwrap();
+            let docs: Vec<SimDoc> = lab
+                .source_docs()
+                .into_iter()
+                .filter(|d| d.name.starts_with(&name) && !d.name.starts_with("legacy"))
+                .collect();
+            assert_eq!(docs.len(), 1, "{name}: {docs:?}");
+            docs[0].id
+        })
+        .collect();
+    // Every run while they remain says so, not only the first.
+    let r = run(&mut lab, &[]);
+    assert!(
+        r.message
+            .contains("7 documents this job did not make left alone (see Take Over Source)"),
+        "second run: {}\n{}",
+        r.message,
+        r.log
+    );
+
+    lab.set("take_over_source", json!(true));
+    let r = run(&mut lab, &[]);
+    assert!(r.message.contains("(full reconcile)"), "{}", r.message);
+    assert!(r.message.contains(", 5 adopted"), "{}", r.message);
+    assert!(!r.message.contains("left alone"), "{}", r.message);
+    for (id, ind) in &covered {
+        let d = doc(&lab, *id).unwrap_or_else(|| panic!("{id} was adopted in place"));
+        assert!(d.intrinsic_id.starts_with("old-"), "keeps its root id");
+        assert!(
+            d.name.starts_with(&expected_name(ind).unwrap()) && d.name.contains("tc-sync: "),
+            "{}",
+            d.name
+        );
+        assert_eq!(lab.tanium.doc_label_names(*id), ["ThreatConnect"]);
+    }
+    for id in own.iter().chain(&others) {
+        assert!(doc(&lab, *id).is_none(), "{id} is removed");
+    }
+    // One document per indicator, and no log line calls a removed document adopted.
+    let names: Vec<String> = {
+        let mut v: Vec<String> = lab
+            .source_docs()
+            .iter()
+            .map(|d| d.name.split(" (tc-sync:").next().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names, expected(&lab, |_| true));
+    for id in others {
+        assert!(
+            !r.log
+                .lines()
+                .any(|l| l.contains("adopt") && l.contains(&format!("document {id} "))),
+            "{}",
+            r.log
+        );
+    }
+    let r = run(&mut lab, &[]);
+    assert!(
+        r.message.contains("0 created, 0 updated, 0 removed"),
+        "{}",
+        r.message
+    );
+    assert!(!r.message.contains("did not make"), "{}", r.message);
+}
+
+fn writes(lab: &Lab) -> u64 {
+    ["POST /plugin", "PUT /plugin", "DELETE /plugin"]
+        .iter()
+        .map(|p| lab.tanium.server().hits(p))
+        .sum()
+}
+
+/// Threat Response's own sources (analysts' uploads in id 1, Tanium Signals in id 2) are never
+/// taken over, whether the job names them as Threat Response does or the server calls them
+/// otherwise; with Take Over Source off, their documents are never touched.
+#[test]
+fn a_built_in_source_is_never_taken_over() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 30, 52);
+    let ind = lab
+        .tc
+        .snapshot()
+        .into_iter()
+        .find(|i| i.active && i.type_name == "Host" && expected_name(i).is_some())
+        .unwrap();
+    let (search, v) = search_of(&ind);
+    let uploaded = lab
+        .tanium
+        .add_doc(1, "analyst upload", &old_ioc("mine", &[(search, &v)]));
+    let before = lab
+        .tanium
+        .docs_in(1)
+        .into_iter()
+        .find(|d| d.id == uploaded)
+        .unwrap();
+
+    // Named as Threat Response names it: refused before any request.
+    lab.tanium.server().reset_counters();
+    let r = run_with(
+        &mut lab,
+        &[
+            ("tanium_source", json!("User")),
+            ("take_over_source", json!(true)),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.message);
+    assert!(
+        r.message.starts_with(
+            "Take Over Source must be off for Tanium Threat Response Source \"User\": it is Threat Response's own source for analysts' uploads"
+        ),
+        "{}",
+        r.message
+    );
+    assert_eq!(lab.tanium.server().total_requests(), 0);
+    assert_eq!(lab.tc.server().total_requests(), 0);
+
+    // Named otherwise by the server: known by its id, refused before any write.
+    lab.tanium.rename_source(1, "Analyst Intel");
+    let r = run_with(
+        &mut lab,
+        &[
+            ("tanium_source", json!("Analyst Intel")),
+            ("take_over_source", json!(true)),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.message);
+    assert!(
+        r.message.contains(
+            "\"Analyst Intel\": it is Threat Response's own source for analysts' uploads (id 1)"
+        ) && r.message.contains("nothing was changed"),
+        "{}",
+        r.message
+    );
+    assert_eq!(writes(&lab), 0);
+
+    // Off, the job adds its own documents there but leaves the analyst's alone, run after run.
+    for extra in [json!("24"), json!("0")] {
+        let r = run_with(
+            &mut lab,
+            &[
+                ("tanium_source", json!("Analyst Intel")),
+                ("reconcile_interval_hours", extra),
+            ],
+        );
+        assert_eq!(r.code, 0, "{}", r.message);
+        assert!(
+            r.message
+                .contains("1 documents this job did not make left alone"),
+            "{}",
+            r.message
+        );
+        let now = lab.tanium.docs_in(1).into_iter().find(|d| d.id == uploaded);
+        assert_eq!(
+            now.as_ref(),
+            Some(&before),
+            "the analyst's document is untouched"
+        );
+    }
+}
+
+/// A source holding `strays` documents of another integration (values TC does not have).
+fn stray_lab(strays: usize) -> (tempfile::TempDir, Lab, Vec<i64>) {
+    let (d, lab) = lab(ApiGeneration::V4, 20, 53);
+    let source = lab.tanium.add_source("ThreatConnect");
+    let ids = (0..strays)
+        .map(|n| {
+            lab.tanium.add_doc(
+                source,
+                &format!("legacy stray {n}"),
+                &old_ioc(
+                    &format!("stray-{n}"),
+                    &[("PortItem/remoteIP", &format!("198.51.100.{}", n + 1))],
+                ),
+            )
+        })
+        .collect();
+    (d, lab, ids)
+}
+
+/// Taking a source over removes what the job does not adopt, and those removals are weighed by
+/// Maximum Removal Percent like any other, in either layout of documents.
+#[test]
+fn take_over_removals_count_against_maximum_removal_percent() {
+    for per_document in ["1", "10"] {
+        let (_d, mut lab, strays) = stray_lab(60);
+        lab.set("take_over_source", json!(true));
+        lab.set("indicators_per_document", json!(per_document));
+        let r = run_with(&mut lab, &[]);
+        assert_eq!(r.code, 3, "{per_document}: {}\n{}", r.message, r.log);
+        assert!(
+            r.message
+                .contains("held back 60 removals, more than Maximum Removal Percent allows"),
+            "{per_document}: {}",
+            r.message
+        );
+        for id in &strays {
+            assert!(doc(&lab, *id).is_some(), "{per_document}: {id} stays");
+        }
+        let r = run_with(&mut lab, &[("max_removal_percent", json!("100"))]);
+        assert_eq!(r.code, 0, "{per_document}: {}\n{}", r.message, r.log);
+        for id in &strays {
+            assert!(doc(&lab, *id).is_none(), "{per_document}: {id} removed");
+        }
+        let r = run_with(&mut lab, &[]);
+        assert_eq!(r.code, 0, "{per_document}: {}", r.message);
+        assert!(!r.message.contains("did not make"), "{}", r.message);
+    }
 }

@@ -209,6 +209,16 @@ impl Loader {
         let rails = rails::rails(raw, p);
         let flag = |spec: pn::ParamSpec| value::boolean(raw, &[spec.name], spec.label, false);
         let take_over_source = p.take(flag(pn::TAKE_OVER_SOURCE));
+        if let (true, Some(t)) = (take_over_source, &tanium) {
+            if let Some(what) = crate::tanium::model::built_in_source(None, &t.source_name) {
+                p.take::<()>(Err(format!(
+                    "{} must be off for {} \"{}\": it is {what}, whose documents are not the job's to replace; give the job a source of its own",
+                    pn::TAKE_OVER_SOURCE.label,
+                    pn::TANIUM_SOURCE.label,
+                    t.source_name
+                )));
+            }
+        }
         let dry_run = p.take(flag(pn::DRY_RUN));
         let labels = labels::labels(raw, p);
         let reconcile_hours = p

@@ -205,16 +205,26 @@ pub struct TaniumSim {
 }
 
 impl TaniumSim {
-    /// Starts the simulator on 127.0.0.1 with one built-in source ("Tanium Signals", id 1).
+    /// Starts the simulator on 127.0.0.1 with Threat Response's built-in sources as recorded:
+    /// id 1 where documents posted without a source land (analysts' uploads), id 2 Tanium
+    /// Signals. Their `type` values are not recorded.
     pub fn start(opts: TaniumSimOptions) -> std::io::Result<TaniumSim> {
         let state = State {
-            sources: vec![SimSource {
-                id: 1,
-                name: "Tanium Signals".into(),
-                kind: "tanium-signal".into(),
-                description: "Built-in signals".into(),
-            }],
-            next_source: 2,
+            sources: vec![
+                SimSource {
+                    id: 1,
+                    name: "User".into(),
+                    kind: "user".into(),
+                    description: "Intel uploaded by users".into(),
+                },
+                SimSource {
+                    id: 2,
+                    name: "Tanium Signals".into(),
+                    kind: "tanium-signal".into(),
+                    description: "Built-in signals".into(),
+                },
+            ],
+            next_source: 3,
             next_doc: 1,
             next_label: 1,
             other_generation_status: 404,
@@ -314,6 +324,14 @@ impl TaniumSim {
     pub fn add_source(&self, name: &str) -> i64 {
         let mut st = self.inner.lock();
         add_source(&mut st, name, "user", "")
+    }
+
+    /// Renames a source, as a server that names its built-in sources otherwise would.
+    pub fn rename_source(&self, id: i64, name: &str) {
+        let mut st = self.inner.lock();
+        if let Some(s) = st.sources.iter_mut().find(|s| s.id == id) {
+            s.name = name.into();
+        }
     }
 
     /// Stores a hand-made document (XML is parsed when it is XML; anything else is kept as is).

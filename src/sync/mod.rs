@@ -243,6 +243,17 @@ fn open_source(
 ) -> Result<(Source, SourceIndex)> {
     let name = config.tanium.source_name.clone();
     let found = tanium.find_source(&name)?.map(|s| s.id);
+    if let (true, Some(what)) = (
+        config.take_over_source,
+        crate::tanium::model::built_in_source(found, &name),
+    ) {
+        return Err(crate::error::Error::Param(format!(
+            "{} must be off for {} \"{name}\": it is {what} (id {}), whose documents are not the job's to replace; nothing was changed: give the job a source of its own",
+            crate::param_names::TAKE_OVER_SOURCE.label,
+            crate::param_names::TANIUM_SOURCE.label,
+            found.map_or("?".to_string(), |id| id.to_string()),
+        )));
+    }
     let (id, created) = match found {
         Some(id) => (Some(id), false),
         None if opts.dry_run => (None, false),
@@ -292,7 +303,7 @@ fn scan_foreign(tanium: &TaniumClient, index: &mut SourceIndex) {
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
     log::info!(
-        "taking the source over: {} documents this job did not make, {} of them cover exactly one indicator and are adopted when the job sends it; the others are replaced",
+        "taking the source over: {} documents this job did not make; {} cover exactly one indicator each and are kept for it if the job sends it, the rest go",
         index.unidentified.len(),
         index.adoptable.len()
     );
@@ -308,6 +319,11 @@ fn full_reconcile_reason(
 ) -> Option<&'static str> {
     if (index.map.is_empty() && index.groups.is_empty()) || source.created {
         return Some("the source is empty");
+    }
+    // Only a full reconcile can tell which of them cover an indicator the job sends, and the
+    // admin who turns the setting on expects it to act now, not at the next interval.
+    if config.take_over_source && !index.unidentified.is_empty() {
+        return Some("Take Over Source is on and the source holds documents this job did not make");
     }
     let layout = if config.per_document > 1 {
         grouped::full_reason(index, config.intel_format)

@@ -52,10 +52,12 @@ pub(super) enum Decision {
         labels: u32,
     },
     /// Taking the source over: a document this job did not make covers exactly this
-    /// indicator; it is rewritten in place, keeping its Tanium id.
+    /// indicator; it is rewritten in place, keeping its Tanium id (and the alerts linked to
+    /// it). The job's own document for the indicator, when it made one before, then goes.
     Adopt {
         doc_id: i64,
         pkg: Box<Package>,
+        replaces: Option<i64>,
     },
     /// The document is in the other format: a new one first, then the old one goes.
     Replace {
@@ -145,6 +147,7 @@ pub(super) fn decide(ind: &Indicator, sel: &Selection, index: &mut SourceIndex) 
                 return Decision::Adopt {
                     doc_id,
                     pkg: Box::new(adopted),
+                    replaces: None,
                 };
             }
         }
@@ -154,6 +157,17 @@ pub(super) fn decide(ind: &Indicator, sel: &Selection, index: &mut SourceIndex) 
         return Decision::Repeat;
     }
     e.flags |= SEEN;
+    if let Some((doc_id, root)) = index.adoptable.remove(&(kind, pkg.key.clone())) {
+        if let Ok(adopted) = intel::render_adopted(ind, format, &root) {
+            e.flags |= GONE;
+            index.adopted.insert(doc_id);
+            return Decision::Adopt {
+                doc_id,
+                pkg: Box::new(adopted),
+                replaces: Some(e.doc_id),
+            };
+        }
+    }
     if e.flags & OTHER_FORMAT != 0 {
         e.flags |= GONE;
         return Decision::Replace {

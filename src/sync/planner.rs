@@ -53,8 +53,8 @@ const BLOCKED_LINES: u64 = 50;
 pub(super) struct Removal {
     doc_id: i64,
     what: String,
-    /// Counts toward the mass-removal guard (replacing documents this job did not make, when
-    /// the admin asked it to take the source over, does not).
+    /// Counts toward the mass-removal guard (a duplicate does not: its indicator keeps the
+    /// other document).
     guarded: bool,
 }
 
@@ -99,7 +99,11 @@ impl<'a> Planner<'a> {
             Some(pool) => pool.send(op),
             None => match op {
                 Op::Create { .. } => self.counts.would_create += 1,
-                Op::Update { .. } | Op::Adopt { .. } => self.counts.would_update += 1,
+                Op::Update { .. } => self.counts.would_update += 1,
+                Op::Adopt { replaces, .. } => {
+                    self.counts.would_update += 1;
+                    self.counts.would_remove += u64::from(replaces.is_some());
+                }
                 Op::Delete { .. } => self.counts.would_remove += 1,
                 Op::Labels { .. } => self.counts.would_relabel += 1,
                 Op::Replace { .. } => {
@@ -290,12 +294,19 @@ impl<'a> Planner<'a> {
                     labels,
                 });
             }
-            Decision::Adopt { doc_id, pkg } => {
+            Decision::Adopt {
+                doc_id,
+                pkg,
+                replaces,
+            } => {
                 self.counts.matched += 1;
                 self.counts.adopted += 1;
                 self.plan(format!(
-                    "adopt document {doc_id}: it covers {} (updated in place, keeping its id)",
-                    pkg.name
+                    "adopt document {doc_id}: it covers {} (updated in place, keeping its id){}",
+                    pkg.name,
+                    replaces.map_or(String::new(), |own| format!(
+                        "; the job's own document {own} for it goes"
+                    ))
                 ));
                 self.write_dry(&pkg)?;
                 // Its labels are read before they are set: others' labels on it stay.
@@ -305,6 +316,7 @@ impl<'a> Planner<'a> {
                     pkg,
                     last_modified,
                     labels,
+                    replaces,
                 });
             }
             Decision::Replace { old_doc_id, pkg } => {
@@ -388,7 +400,7 @@ impl<'a> Planner<'a> {
     pub fn remove(&mut self, doc_id: i64, what: String, why: &str, reason: &'static str) {
         self.plan(format!("remove {what}: {why}"));
         *self.counts.removals.entry(reason).or_default() += 1;
-        let guarded = !matches!(reason, "not made by this job" | "duplicate");
+        let guarded = reason != "duplicate";
         self.removals.push(Removal {
             doc_id,
             what,
@@ -398,8 +410,8 @@ impl<'a> Planner<'a> {
 
     /// Sends the planned removals, or, when those of indicators that left the selection would
     /// take more of the source (which held `docs` documents) than Maximum Removal Percent
-    /// allows, none of those; false then. Duplicates and documents replaced by the job's own
-    /// still go: removing them leaves no indicator without a document.
+    /// allows, none of those; false then. Duplicates still go: removing them leaves no
+    /// indicator without a document.
     pub fn settle_removals(&mut self, docs: u64) -> bool {
         let removals = std::mem::take(&mut self.removals);
         let n = removals.iter().filter(|r| r.guarded).count() as u64;
@@ -412,7 +424,7 @@ impl<'a> Planner<'a> {
                 "held back all {n} removals: more than {}% of the {docs} documents in the source (Maximum Removal Percent); none of them was made{}",
                 rails.max_removal_percent,
                 if others > 0 {
-                    format!(" ({others} duplicates or replaced documents still go)")
+                    format!(" ({others} duplicates still go)")
                 } else {
                     String::new()
                 }

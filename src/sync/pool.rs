@@ -41,12 +41,14 @@ pub(super) enum Op {
         what: String,
     },
     /// Taking a document over: rewritten in place under the root id it had. Should the server
-    /// file the content as a new document instead, the old one goes.
+    /// file the content as a new document instead, the old one goes. `replaces`: the job's own
+    /// document for the same indicator, removed once the adopted one holds it.
     Adopt {
         doc_id: i64,
         pkg: Box<Package>,
         last_modified: Option<OffsetDateTime>,
         labels: Option<LabelPlan>,
+        replaces: Option<i64>,
     },
     /// A format switch: create the new document first, delete the old one only once the new
     /// one exists, so a failure never leaves the indicator without a document.
@@ -388,13 +390,28 @@ impl State<'_> {
                 // The new document exists; only now may the old-format one go.
                 self.remove_replaced(old_doc_id, &pkg.name);
             }
-            (Op::Adopt { doc_id, pkg, .. }, Ok(written)) if written != doc_id => {
-                // The server did not take the content in place: the new document replaces it.
-                self.succeeded(|r| r.created += 1);
-                self.remove_replaced(doc_id, &pkg.name);
+            (
+                Op::Adopt {
+                    doc_id,
+                    pkg,
+                    replaces,
+                    ..
+                },
+                Ok(written),
+            ) => {
+                if written == doc_id {
+                    self.succeeded(|r| r.updated += 1);
+                } else {
+                    // The server did not take the content in place: the new document replaces it.
+                    self.succeeded(|r| r.created += 1);
+                    self.remove_replaced(doc_id, &pkg.name);
+                }
+                if let Some(own) = replaces {
+                    self.remove_replaced(own, &pkg.name);
+                }
             }
             (Op::Create { .. }, Ok(_)) => self.succeeded(|r| r.created += 1),
-            (Op::Update { .. } | Op::Adopt { .. }, Ok(_)) => self.succeeded(|r| r.updated += 1),
+            (Op::Update { .. }, Ok(_)) => self.succeeded(|r| r.updated += 1),
             (Op::Delete { .. }, Ok(_)) => self.succeeded(|r| r.removed += 1),
             (
                 Op::Create {

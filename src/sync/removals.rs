@@ -39,18 +39,17 @@ impl Planner<'_> {
             .into_iter()
             .filter(|(id, _, _)| !index.adopted.contains(id))
             .collect();
-        if !foreign.is_empty() {
-            log::info!(
-                "taking the source over: replacing {} documents this job did not make (each at debug level)",
-                foreign.len()
-            );
-        }
+        log::info!(
+            "taking the source over: {} documents this job did not make adopted, {} to remove (each at debug level)",
+            index.adopted.len(),
+            foreign.len()
+        );
         for (doc_id, name, _) in foreign {
             let what = format!("document {doc_id} \"{name}\" (not made by this job)");
             self.remove(
                 doc_id,
                 what,
-                "replaced: Take Over Source is on",
+                "Take Over Source is on and it covers no single indicator the job sends",
                 "not made by this job",
             );
         }

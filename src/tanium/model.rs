@@ -51,6 +51,20 @@ pub struct Source {
     pub description: Option<String>,
 }
 
+/// Why a source is one of Threat Response's own (None: it is not): documents posted without a
+/// source land in id 1 (analysts' uploads) and Tanium Signals live in id 2, as recorded answers
+/// show; reputation IOCs appear under a source named Reputation (Tanium's documentation).
+/// Names compare without case, so a job configured by name is refused before any request.
+pub fn built_in_source(id: Option<i64>, name: &str) -> Option<&'static str> {
+    let name = name.trim().to_lowercase();
+    match (id, name.as_str()) {
+        (Some(1), _) | (_, "user") => Some("Threat Response's own source for analysts' uploads"),
+        (Some(2), _) | (_, "tanium signals") => Some("Threat Response's own Tanium Signals source"),
+        (_, "reputation") => Some("Threat Response's own source for reputation intel"),
+        _ => None,
+    }
+}
+
 /// The listing view of one intel document: enough to decide create / update / skip / delete.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]

@@ -242,7 +242,12 @@ pub(super) fn reconcile(
     let held_back = if broken_pull {
         0
     } else {
-        guard(config, opts, &ctx(true), &plan, held_before)
+        let foreign = if config.take_over_source {
+            index.unidentified.len() as u64
+        } else {
+            0
+        };
+        guard(config, opts, &ctx(true), &plan, held_before + foreign)
     };
     if held_back > 0 {
         run.hold = true;

@@ -207,12 +207,15 @@ fn retire_singles_and_strays(
         });
     }
     if p.config.take_over_source {
+        // Weighed by the guard like any removal: what it holds is not known to be sent.
         for (doc_id, name, _) in &index.unidentified {
+            plan.removal_bound += 1;
+            plan.retired_members += 1;
             plan.retire.push(Retire {
                 doc_id: *doc_id,
                 what: format!("document {doc_id} \"{name}\" (not made by this job)"),
-                why: "replaced: Take Over Source is on".into(),
-                guarded: false,
+                why: "Take Over Source is on (grouped documents adopt none)".into(),
+                guarded: true,
                 needs_clean: true,
             });
         }
