@@ -92,6 +92,15 @@ fn load_raw(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> (RawParams,
         if let Some(f) = &opts.params_file {
             params::merge(&mut raw, params::read_local_json(f)?);
         }
+        if let Some(carried) = opts
+            .results_file
+            .as_deref()
+            .map(params::read_results)
+            .transpose()?
+            .flatten()
+        {
+            params::merge(&mut raw, carried);
+        }
         Ok(())
     };
     let err = load().err();
@@ -186,6 +195,12 @@ fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
     }
     if let Some(e) = load_error {
         return fail(&out, &e);
+    }
+    if let Some(f) = opts.results_file.as_deref().filter(|f| !f.exists()) {
+        log::info!(
+            "--results {}: no such file yet, so this run starts without a checkpoint (a first run)",
+            f.display()
+        );
     }
     log::info!(
         "tanium-tr-indicators {} starting{}",

@@ -27,6 +27,8 @@ pub struct Options {
     pub command: Command,
     /// `--params FILE`: a plain local JSON object of params.
     pub params_file: Option<PathBuf>,
+    /// `--results FILE`: an earlier run's results.tc, read as params after `--params`.
+    pub results_file: Option<PathBuf>,
     /// `--dry-run`: render and report, write nothing to Tanium.
     pub dry_run: bool,
     /// `--out DIR`: where a dry run (or a subcommand) puts what it produces.
@@ -60,11 +62,14 @@ COMMANDS:
                2.17 at most, as ./package.sh builds it)
 
 run and check read their params from the platform's encrypted param file
-(TC_APP_PARAM_FILE + TC_APP_PARAM_KEY), then --params FILE, then legacy --<param> args
-(later sources win).
+(TC_APP_PARAM_FILE + TC_APP_PARAM_KEY), then --params FILE, then --results FILE, then
+legacy --<param> args (later sources win).
 
 OPTIONS:
     --params FILE     read params from a plain JSON object file
+    --results FILE    carry an earlier run's results.tc (Last Modified and the job's other
+                      kept params), as the platform does between runs; a missing file is
+                      a first run
     --dry-run         do everything except writing to Tanium
     --out DIR         output folder for a dry run or a subcommand
     --print-config    validate the params, print the config (secrets redacted) and exit
@@ -107,6 +112,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
         };
         match name {
             "--params" => opts.params_file = Some(PathBuf::from(value_of("a file")?)),
+            "--results" => opts.results_file = Some(PathBuf::from(value_of("a file")?)),
             "--out" => opts.out = Some(PathBuf::from(value_of("a folder")?)),
             "--dry-run" => opts.dry_run = true,
             "--print-config" => opts.print_config = true,

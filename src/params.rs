@@ -161,6 +161,36 @@ pub fn read_local_json(path: &Path) -> Result<RawParams> {
     parse_params_json(&bytes, &path.display().to_string())
 }
 
+/// Reads a results.tc an earlier run wrote (`key = value` lines) as params, so runs from a
+/// shell carry their checkpoint as the platform does; None when the file is not there yet.
+pub fn read_results(path: &Path) -> Result<Option<RawParams>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::ParamFile(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let mut out = RawParams::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            return Err(Error::ParamFile(format!(
+                "{} line {}: not `key = value`",
+                path.display(),
+                n + 1
+            )));
+        };
+        out.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
+    }
+    Ok(Some(out))
+}
+
 /// Parses legacy argv params: `--name value`, `--name=value`, a bare `--flag` (followed by
 /// another `--` token or nothing) is Boolean true, and a repeated `--name` becomes a list.
 pub fn parse_legacy_args(args: &[String]) -> Result<RawParams> {
@@ -211,6 +241,25 @@ pub fn merge(base: &mut RawParams, over: RawParams) {
 mod tests {
     use super::*;
     use base64::Engine;
+
+    #[test]
+    fn results_tc_reads_back_as_params_and_a_missing_one_is_nothing_to_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.tc");
+        assert!(read_results(&path).unwrap().is_none());
+        std::fs::write(
+            &path,
+            "last_modified = 2026-12-01T00:00:00Z\ndeploy_pending = \n\nmanaged_labels = [\"a=b\"]\n",
+        )
+        .unwrap();
+        let p = read_results(&path).unwrap().unwrap();
+        assert_eq!(p["last_modified"], "2026-12-01T00:00:00Z");
+        assert_eq!(p["deploy_pending"], "");
+        assert_eq!(p["managed_labels"], "[\"a=b\"]");
+        std::fs::write(&path, "garbage\n").unwrap();
+        let e = read_results(&path).unwrap_err().to_string();
+        assert!(e.contains("line 1: not `key = value`"), "{e}");
+    }
 
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 

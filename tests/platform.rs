@@ -854,3 +854,41 @@ fn help_version_and_subcommands() {
         .read("o/message.tc")
         .contains("unexpected argument 'stray'"));
 }
+
+/// From a shell each run starts fresh unless the previous results.tc is carried: with
+/// `--results` the second run is incremental and writes nothing, as on the platform.
+#[test]
+fn shell_runs_carry_results_tc_with_the_results_option() {
+    let (_guard, lab) = lab(ApiGeneration::V4, 30, 12);
+    let sb = Sandbox::new();
+    std::fs::write(sb.join("job.json"), lab_params(&lab).to_string()).unwrap();
+    let args = ["--params", "job.json", "--results", "job/out/results.tc"];
+    let r = sb.run(&args, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let log = sb.read("job/log/app.log");
+    assert!(
+        log.contains("--results job/out/results.tc: no such file yet"),
+        "{log}"
+    );
+    assert!(log.contains("full reconcile: the source is empty"), "{log}");
+    std::fs::remove_file(sb.join("job/log/app.log")).unwrap();
+    lab.tanium.server().reset_counters();
+    let r = sb.run(&args, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let log = sb.read("job/log/app.log");
+    assert!(
+        log.contains("incremental run: indicators modified after"),
+        "{log}"
+    );
+    let message = sb.read("job/out/message.tc");
+    assert!(
+        message.contains(" 0 created, 0 updated, 0 removed"),
+        "{message}"
+    );
+    // Without it, the same command line starts over: a full reconcile.
+    std::fs::remove_file(sb.join("job/log/app.log")).unwrap();
+    let r = sb.run(&["--params", "job.json"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let log = sb.read("job/log/app.log");
+    assert!(log.contains("full reconcile: "), "{log}");
+}
