@@ -680,7 +680,10 @@ fn invalid_tql_exits_1_quoting_tcs_reason() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 20, 14);
     ok(&mut lab, &none());
     let lm = lab.persisted["last_modified"].clone();
-    let r = run(&mut lab, &with(&[("tql", json!("confidence >>> 5 AND ("))]));
+    let r = run(
+        &mut lab,
+        &with(&[("tql", json!("confidence >>> 5 AND (rating > 1)"))]),
+    );
     assert_eq!(r.code, 1, "{}", r.message);
     assert!(
         r.message.starts_with(
