@@ -665,7 +665,12 @@ fn check_reports_each_side_and_fails_on_bad_credentials() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 10, 13);
     let r = lab.run(&none(), &["check"]).unwrap();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.log);
-    assert_eq!(r.stdout.lines().filter(|l| l.starts_with("ok ")).count(), 5);
+    assert_eq!(r.stdout.lines().filter(|l| l.starts_with("ok ")).count(), 7);
+    assert!(
+        r.message.starts_with("Checks passed; not checked: "),
+        "{}",
+        r.message
+    );
     let r = lab
         .run(&with(&[("tanium_password", json!("wrong"))]), &["check"])
         .unwrap();
