@@ -250,7 +250,7 @@ fn run_job(opts: &Options, env: &dyn Fn(&str) -> Option<String>) -> i32 {
         return ExitStatus::Success.code();
     }
     let result = if opts.command == Command::Check {
-        job::check(&config, opts, &clients)
+        crate::check::run(&config, &checkpoint, &clients)
     } else {
         job::execute(&config, &checkpoint, opts, &clients)
     };

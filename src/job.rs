@@ -1,14 +1,14 @@
-//! The job's modes (run, dry run, check) on top of the sync, and what each reports back.
+//! The job's modes (run, dry run) on top of the sync, and what each reports back (`check` is
+//! [`crate::check`]).
 
 use time::OffsetDateTime;
 
 use crate::cli::Options;
 use crate::clients::Clients;
 use crate::config::JobConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::platform::ExitStatus;
 use crate::sync::{self, Checkpoint, Deploy, SyncOptions, SyncReport};
-use crate::tanium::TaniumClient;
 
 /// What a mode hands back to the platform layer: exit status, message.tc and results.tc entries.
 #[derive(Debug, Clone)]
@@ -197,125 +197,6 @@ fn shown_source(name: &str) -> String {
     let head: String = chars[..KEEP].iter().collect();
     let tail: String = chars[chars.len() - KEEP..].iter().collect();
     format!("{head}…{tail}")
-}
-
-/// Verifies connectivity and credentials to both sides and the source; one line per check,
-/// `ok   ...` or `FAIL ...`.
-pub fn check(config: &JobConfig, _opts: &Options, clients: &Clients) -> Result<Outcome> {
-    let mut lines = Vec::new();
-    match clients.tc(&config.tc).and_then(|c| c.check()) {
-        Ok(s) => lines.push(format!("ok   ThreatConnect: {s}")),
-        Err(e) => lines.push(fail_line("ThreatConnect", &e)),
-    }
-    lines.push(format!(
-        "ok   Safety rails: {}",
-        rails_summary(&config.rails)
-    ));
-    match clients.tanium(&config.tanium) {
-        Ok(t) => {
-            check_tanium(&t, &mut lines);
-            check_source(&t, &config.tanium.source_name, &mut lines);
-            lines.push(check_labels(&t, &config.labels));
-        }
-        Err(e) => lines.push(fail_line("Tanium", &e)),
-    }
-    for l in &lines {
-        println!("{l}");
-        log::info!("check: {l}");
-    }
-    let failed = lines.iter().find_map(|l| l.strip_prefix("FAIL "));
-    Ok(Outcome {
-        status: if failed.is_none() {
-            ExitStatus::Success
-        } else {
-            ExitStatus::Failure
-        },
-        message: match failed {
-            None => {
-                "All checks passed: ThreatConnect, Tanium and the intel source are reachable".into()
-            }
-            Some(f) => format!("Check failed: {f}"),
-        },
-        results: Vec::new(),
-    })
-}
-
-/// A failed check's line; the side is named once, whether or not the error's text leads with it.
-fn fail_line(side: &str, e: &Error) -> String {
-    let text = e.to_string();
-    if text.starts_with(side) {
-        format!("FAIL {text}")
-    } else {
-        format!("FAIL {side}: {text}")
-    }
-}
-
-/// The rails in the words of the job's params, for `check`.
-fn rails_summary(r: &crate::safety::Rails) -> String {
-    let on = |b: bool| if b { "on" } else { "off" };
-    let never = r.guard.never_send.canonical().len();
-    format!(
-        "Block Unsafe Indicators {}; Never Send {never} entr{}; Maximum Removal Percent {}; Maximum Indicators {}; Maximum Indicator Age {}; Deploy Intel {}",
-        on(r.guard.safeguards),
-        if never == 1 { "y" } else { "ies" },
-        r.max_removal_percent,
-        r.max_indicators.map_or("none".to_string(), |n| n.to_string()),
-        r.max_indicator_age_days
-            .map_or("none".to_string(), |d| format!("{d} days")),
-        on(r.deploy_intel)
-    )
-}
-
-/// The server and what the credentials may read (intel status, labels).
-fn check_tanium(t: &TaniumClient, lines: &mut Vec<String>) {
-    let summary = t.check();
-    let mut readable = Vec::new();
-    let mut unreadable = Vec::new();
-    for (what, r) in t.check_access() {
-        match r {
-            Ok(s) => readable.push(format!("{what} {s}")),
-            Err(e) => unreadable.push(format!("FAIL Tanium {what}: {e}")),
-        }
-    }
-    match summary {
-        Ok(s) if readable.is_empty() => lines.push(format!("ok   Tanium: {s}")),
-        Ok(s) => lines.push(format!("ok   Tanium: {s}; {}", readable.join("; "))),
-        Err(e) => lines.push(fail_line("Tanium", &e)),
-    }
-    lines.extend(unreadable);
-}
-
-/// The app's source: there (and listable) or not yet.
-fn check_source(t: &TaniumClient, name: &str, lines: &mut Vec<String>) {
-    match t.find_source(name) {
-        Ok(Some(s)) => {
-            let mut n = 0u64;
-            match t.list_docs(s.id, &mut |_| n += 1) {
-                Ok(_) => lines.push(format!(
-                    "ok   Tanium source \"{}\": id {}, {n} documents",
-                    s.name, s.id
-                )),
-                Err(e) => lines.push(format!("FAIL Tanium source \"{}\": {e}", s.name)),
-            }
-        }
-        Ok(None) => lines.push(format!(
-            "ok   Tanium source \"{name}\": not there yet; the first run creates it"
-        )),
-        Err(e) => lines.push(format!("FAIL Tanium source lookup: {e}")),
-    }
-}
-
-/// The labels the job puts on documents whatever their indicator: which exist, and whether the
-/// account may make the missing ones.
-fn check_labels(t: &TaniumClient, rules: &crate::labels::LabelRules) -> String {
-    if rules.is_empty() {
-        return "ok   Tanium labels: none (Tanium Labels is empty)".into();
-    }
-    match t.check_labels(&rules.known_names()) {
-        Ok(s) if rules.tags.is_empty() => format!("ok   Tanium labels: {s}"),
-        Ok(s) => format!("ok   Tanium labels: {s}; labels of tags are made as the tags appear"),
-        Err(e) => format!("FAIL Tanium labels: {e}"),
-    }
 }
 
 /// `demo`: runs the job against the built-in simulators.

@@ -2,6 +2,7 @@
 //! source in step with the Address, File and Host indicators a job's filters select.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod clients;
 pub mod compact;

@@ -23,7 +23,7 @@ use tanium_tr_indicators::params::{
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::tql_eval::{self, Field, Record};
 use tanium_tr_indicators::tc::model::{Indicator, IndicatorType};
-use tanium_tr_indicators::tc::tql::{build, format_time, Window};
+use tanium_tr_indicators::tc::tql::{build, check_shape, format_time, Window};
 use tanium_tr_indicators::tc::Filters;
 use time::OffsetDateTime;
 
@@ -413,6 +413,164 @@ proptest! {
         let i = Indicator { owner_name: owner, type_name: ty.into(), ..Indicator::default() };
         prop_assert!(!q.matches(&Rec(&i)));
     }
+}
+
+/// A comparison user TQL might hold, several of them trying to reach past the job's bounds:
+/// other types, old or future dates, inactive indicators, parentheses inside strings.
+fn tql_leaf() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "rating >= 5",
+        "rating >= 99",
+        "confidence < 50",
+        "typeName = \"URL\"",
+        "typeName IN (\"URL\", \"CIDR\", \"Host\")",
+        "lastModified < \"1990-01-01T00:00:00Z\"",
+        "lastModified > \"1970-01-01T00:00:00Z\"",
+        "lastModified >= \"2040-01-01T00:00:00Z\"",
+        "indicatorActive = false",
+        "indicatorActive = true",
+        "id > 0",
+        "summary = \"a) OR (b\"",
+        "summary = 'x\\') OR (lastModified > \"1970-01-01\"'",
+        "summary CONTAINS \"(\"",
+        "hasTag(summary IN (\"x\", 'y'))",
+    ])
+    .prop_map(str::to_string)
+}
+
+/// User TQL: expressions of [`tql_leaf`]s, some closing a parenthesis they never opened (the
+/// issue's `rating >= 5) OR (rating >= 99`) or opening one they never close, some then broken
+/// by one fragment (a parenthesis, a quote, an escape, an OR) inserted anywhere.
+fn user_tql_strategy() -> impl Strategy<Value = String> {
+    let expr = tql_leaf().prop_recursive(4, 16, 2, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|e| format!("({e})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} OR {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} AND {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a}) OR ({b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a}) AND ({b}")),
+            inner
+                .clone()
+                .prop_map(|e| format!("{e}) OR typeName = \"URL\" OR (id > 0")),
+            inner.clone().prop_map(|e| format!("{e} OR ({e}")),
+            inner.prop_map(|e| format!("{e}) OR ((id > 0)")),
+        ]
+    });
+    let fragment = prop::sample::select(vec![
+        "(",
+        ")",
+        "\"",
+        "'",
+        "\\",
+        "`",
+        ") OR (",
+        " OR ",
+        ") OR lastModified > \"1970-01-01\" OR (",
+    ]);
+    (
+        expr,
+        prop::option::of((fragment, any::<prop::sample::Index>())),
+    )
+        .prop_map(|(e, cut)| {
+            let Some((frag, at)) = cut else { return e };
+            let chars: Vec<char> = e.chars().collect();
+            let at = at.index(chars.len() + 1);
+            let mut out: String = chars[..at].iter().collect();
+            out.push_str(frag);
+            out.extend(&chars[at..]);
+            out
+        })
+}
+
+fn window_strategy() -> impl Strategy<Value = (Option<i64>, Option<i64>, Option<i64>)> {
+    let t = || prop::option::of(100_000_000i64..1_900_000_000);
+    (t(), t(), t()).prop_filter("a bound", |(a, h, u)| {
+        a.is_some() || h.is_some() || u.is_some()
+    })
+}
+
+fn at(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(secs).unwrap()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Issue 20: `rating >= 5) OR (rating >= 99` closed the job's parenthesis early and sent
+    /// indicators of every age. Whatever user TQL passes validation, the query the job builds
+    /// selects nothing outside Last Modified, the horizon, the run's start and the three types.
+    #[test]
+    fn no_user_tql_widens_the_time_bound_or_the_types(
+        user in user_tql_strategy(),
+        (after, horizon, until) in window_strategy(),
+        inds in prop::collection::vec(
+            (
+                prop::sample::select(vec!["Address", "File", "Host", "URL", "CIDR"]),
+                0i64..2_000_000_000,
+                any::<bool>(),
+                prop::option::of(0.0f64..=5.0),
+            ),
+            1..40,
+        ),
+    ) {
+        if check_shape(&user).is_err() {
+            return Ok(());
+        }
+        let f = Filters { tql: Some(user.clone()), ..Filters::default() };
+        let window = Window { after: after.map(at), horizon: horizon.map(at), until: until.map(at) };
+        let tql = build(&f, &window);
+        let q = match tql_eval::parse(&tql, 0) {
+            Ok(q) => q,
+            // TC refuses it with 0x2001: nothing is selected at all.
+            Err(_) => return Ok(()),
+        };
+        for (n, (ty, lm, active, rating)) in inds.into_iter().enumerate() {
+            let i = Indicator {
+                id: n as i64 + 1,
+                type_name: ty.into(),
+                summary: "a) OR (b".into(),
+                last_modified: format_time(at(lm)),
+                active,
+                rating,
+                ..Indicator::default()
+            };
+            if !q.matches(&Rec(&i)) {
+                continue;
+            }
+            let inside = after.is_none_or(|a| lm > a)
+                && horizon.is_none_or(|h| lm >= h)
+                && until.is_none_or(|u| lm <= u);
+            prop_assert!(inside, "{} selected {:?} outside the window", tql, i);
+            prop_assert!(IndicatorType::parse(ty).is_some(), "{} selected a {}", tql, ty);
+        }
+    }
+}
+
+#[test]
+fn the_issues_tql_is_refused_and_its_balanced_form_stays_inside_the_bounds() {
+    assert!(check_shape("rating >= 5) OR (rating >= 99").is_err());
+    let f = Filters {
+        tql: Some("(rating >= 5) OR (rating >= 99)".into()),
+        ..Filters::default()
+    };
+    let window = Window {
+        after: Some(at(1_700_000_000)),
+        ..Window::default()
+    };
+    let q = tql_eval::parse(&build(&f, &window), 0).unwrap();
+    let old = Indicator {
+        type_name: "Host".into(),
+        rating: Some(5.0),
+        active: true,
+        last_modified: format_time(at(1_600_000_000)),
+        ..Indicator::default()
+    };
+    let new = Indicator {
+        last_modified: format_time(at(1_800_000_000)),
+        ..old.clone()
+    };
+    assert!(!q.matches(&Rec(&old)));
+    assert!(q.matches(&Rec(&new)));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ mod support;
 
 mod bench_smoke;
 mod chaos;
+mod check;
 mod fuzz;
 mod grouped;
 mod hostile;

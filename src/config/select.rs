@@ -3,7 +3,7 @@
 use crate::intel;
 use crate::param_names as pn;
 use crate::params::RawParams;
-use crate::tc::{model::IndicatorType, Filters};
+use crate::tc::{model::IndicatorType, tql, Filters};
 
 use super::value::{list, shown, spec_whole, text, Problems};
 
@@ -18,8 +18,17 @@ pub(super) fn filters(raw: &RawParams, p: &mut Problems) -> Filters {
         min_confidence: p.take(spec_whole(raw, pn::MIN_CONFIDENCE, 0, 100)),
         min_rating: p.take(spec_whole(raw, pn::MIN_RATING, 0, 5)),
         max_false_positives: p.take(spec_whole(raw, pn::MAX_FALSE_POSITIVES, 0, u32::MAX)),
-        tql: p.take(text(raw, pn::TQL)),
+        tql: p.take(user_tql(raw)),
     }
+}
+
+/// The job's own TQL, refused when it could escape the bounds the job wraps it in.
+fn user_tql(raw: &RawParams) -> Result<Option<String>, String> {
+    let tql = text(raw, pn::TQL)?;
+    if let Some(t) = &tql {
+        tql::check_shape(t).map_err(|e| format!("{} {e}", pn::TQL.label))?;
+    }
+    Ok(tql)
 }
 
 fn indicator_types(raw: &RawParams) -> Result<Vec<IndicatorType>, String> {
@@ -127,6 +136,31 @@ mod tests {
             let c = JobConfig::from_params(&with(good(), "tc_verify", v)).unwrap();
             assert_eq!(c.tc.http.verify_tls, want);
         }
+    }
+
+    #[test]
+    fn a_tql_that_could_escape_the_jobs_bounds_is_refused_naming_the_param_and_position() {
+        let e = JobConfig::from_params(&with(
+            good(),
+            "tql",
+            json!("  rating >= 5) OR (rating >= 99"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("TQL has a ')' at position 12 with no '(' before it"),
+            "{e}"
+        );
+        let c = JobConfig::from_params(&with(
+            good(),
+            "tql",
+            json!("(rating >= 5) OR (rating >= 99)"),
+        ))
+        .unwrap();
+        assert_eq!(
+            c.filters.tql.as_deref(),
+            Some("(rating >= 5) OR (rating >= 99)")
+        );
     }
 
     /// install.json's notes say how to enter a tag that holds a comma: the whole value as a

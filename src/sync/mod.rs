@@ -467,6 +467,44 @@ fn pull_window(
     (window, floor)
 }
 
+/// The matching query a run sends, and the window it was built for.
+#[derive(Debug, Clone)]
+pub struct NextPull {
+    pub tql: String,
+    pub window: tql::Window,
+    /// Why the run reconciles fully (None: incremental).
+    pub full: Option<&'static str>,
+}
+
+/// For `check`: the matching query the next run sends, built as [`reconcile`] builds it. Full
+/// when the source is missing or empty or the checkpoint says so; a change of layout or format,
+/// which only the source's listing reveals, is not looked for (it would only drop the
+/// incremental bound, never the horizon).
+pub fn next_pull(
+    config: &JobConfig,
+    checkpoint: &Checkpoint,
+    source_empty: bool,
+    now: OffsetDateTime,
+) -> NextPull {
+    let full = if source_empty {
+        Some("the source is empty")
+    } else {
+        checkpoint
+            .full_reconcile_reason(
+                now,
+                config.reconcile_interval,
+                &config.selection_fingerprint(),
+            )
+            .or_else(|| checkpoint.label_pass_reason(&config.labels))
+    };
+    let (window, _) = pull_window(config, checkpoint, now, full.is_some());
+    NextPull {
+        tql: tql::build(&config.filters, &window),
+        window,
+        full,
+    }
+}
+
 /// Pulls, plans and removes with `planner`; how the pull ended and whether every removal
 /// candidate was examined.
 fn reconcile(

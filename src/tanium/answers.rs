@@ -127,6 +127,36 @@ pub fn rows_of(v: Value) -> Option<Vec<Value>> {
     }
 }
 
+/// A Threat Response permission a run may need, for `check`'s account of them; the names are
+/// those [`permission_for`] gives the calls that need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    UseApi,
+    SourcesRead,
+    SourcesWrite,
+    IntelsRead,
+    IntelsWrite,
+    LabelsRead,
+    LabelsWrite,
+    IntelDeploy,
+}
+
+impl Permission {
+    /// The permission's name as the job's messages (and the README) give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::UseApi => "threat response use api",
+            Permission::SourcesRead => "threat response sources read",
+            Permission::SourcesWrite => "threat response sources write",
+            Permission::IntelsRead => "threat response intels read",
+            Permission::IntelsWrite => "threat response intels write",
+            Permission::LabelsRead => "threat response labels read",
+            Permission::LabelsWrite => "threat response labels write",
+            Permission::IntelDeploy => "threat response intel deploy",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +188,24 @@ mod tests {
     pub(super) fn envelope_is_removed_only_when_present() {
         assert_eq!(unwrap_data(json!({"data": {"id": 3}})), json!({"id": 3}));
         assert_eq!(unwrap_data(json!({"id": 3})), json!({"id": 3}));
+    }
+
+    #[test]
+    fn permission_names_are_those_the_403_messages_give() {
+        let base = ApiGeneration::V4.base_path();
+        let named = |m: &str, p: &str| permission_for(m, &format!("{base}{p}")).map(|p| p.1);
+        for (p, method, path) in [
+            (Permission::SourcesRead, "GET", "/sources"),
+            (Permission::SourcesWrite, "POST", "/sources"),
+            (Permission::IntelsRead, "GET", "/intels"),
+            (Permission::IntelsWrite, "POST", "/sources/1/intels"),
+            (Permission::LabelsRead, "GET", "/labels"),
+            (Permission::LabelsWrite, "POST", "/labels"),
+            (Permission::IntelDeploy, "POST", "/intel/deploy"),
+        ] {
+            assert_eq!(named(method, path), Some(p.name()), "{p:?}");
+        }
+        assert_eq!(Permission::UseApi.name(), "threat response use api");
     }
 
     #[test]

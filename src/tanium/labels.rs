@@ -132,65 +132,6 @@ impl TaniumClient {
         ids.dedup();
         Ok(ids)
     }
-
-    /// For `check`: which of `names` exist, and whether the account may make the missing
-    /// ones. A 403 on the listing is an error naming the missing permission.
-    pub fn check_labels(&self, names: &[String]) -> Result<String> {
-        let labels = self.list_labels()?;
-        let mut parts = vec![format!("readable ({} listed)", labels.len())];
-        let mut missing = Vec::new();
-        for n in names {
-            match find(&labels, n) {
-                Some(l) => parts.push(format!("{} exists (id {})", l.name, l.id)),
-                None => missing.push(n.as_str()),
-            }
-        }
-        if !missing.is_empty() {
-            let may = match self.may_create_labels()? {
-                Some(true) => "the account may create labels",
-                Some(false) => {
-                    return Err(Error::Forbidden {
-                        service: Service::Tanium,
-                        needed: format!(
-                            "the account or API token needs 'threat response labels write' to create the missing labels ({})",
-                            missing.join(", ")
-                        ),
-                        answers: format!(
-                            "{} answered 403",
-                            describe("POST", &format!("{}/labels", self.generation.base_path()))
-                        ),
-                    })
-                }
-                None => "whether the account may create labels is unknown",
-            };
-            parts.push(format!(
-                "{} missing, made by the first run that needs {}: {may}",
-                missing.join(", "),
-                if missing.len() == 1 { "it" } else { "them" }
-            ));
-        }
-        Ok(parts.join("; "))
-    }
-
-    /// For `check`: whether the account may make labels, asked without making one: a
-    /// `POST {base}/labels` with no name. 403 says no; a refusal of the body (400, 422) says
-    /// the request got past the permission check. Which comes first on a real server is
-    /// UNCONFIRMED: anything else is None (unknown).
-    pub fn may_create_labels(&self) -> Result<Option<bool>> {
-        let path = format!("{}/labels", self.generation.base_path());
-        match self.send("POST", &path, Some(&Payload::json(&json!({})))) {
-            Ok(resp) if matches!(resp.status, 400 | 422) => Ok(Some(true)),
-            Ok(resp) => {
-                log::info!(
-                    "check: a nameless label was answered {}; whether labels can be made is unknown",
-                    resp.status
-                );
-                Ok(None)
-            }
-            Err(Error::Forbidden { .. }) => Ok(Some(false)),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod session;
 mod settings;
 mod source;
 
+pub use answers::Permission;
 pub use client::TaniumClient;
 pub use model::{ApiGeneration, IntelDoc, Label, Source, Upload};
 pub use settings::Settings;

@@ -153,28 +153,24 @@ impl TaniumClient {
         ))
     }
 
-    /// Reads what a run needs besides sources, intels and labels, `GET {base}/intel/status`,
-    /// with the client's credentials: one `(what, outcome)` each, for `check` mode. A 403 is
-    /// an error naming the missing permission.
-    pub fn check_access(&self) -> Vec<(&'static str, Result<String>)> {
-        let base = self.generation.base_path();
-        let status_path = format!("{base}/intel/status");
-        let status = self.send("GET", &status_path, None).and_then(|resp| {
-            if resp.status == 404 && self.generation == ApiGeneration::V3 {
-                return Ok("not offered (3.x deploys intel on its own)".to_string());
-            }
-            if http::classify(resp.status) != http::Verdict::Ok {
-                return Err(status_error(&resp, "GET", &status_path));
-            }
-            let v = unwrap_data(json_body(&resp, &describe("GET", &status_path))?);
-            let revision = v.get("currentRevision").and_then(int_of);
-            let size = v.get("currentSize").and_then(int_of);
-            Ok(match (revision, size) {
-                (Some(r), Some(s)) => format!("readable (revision {r}, {s} bytes deployed)"),
-                _ => "readable".to_string(),
-            })
-        });
-        vec![("intel status", status)]
+    /// For `check`: reads `GET {base}/intel/status` (a run reads it before deploying) and says
+    /// what it holds; None on 3.x, which offers none. A 403 is an error naming the permission.
+    pub fn check_intel_status(&self) -> Result<Option<String>> {
+        let path = format!("{}/intel/status", self.generation.base_path());
+        let resp = self.send("GET", &path, None)?;
+        if resp.status == 404 && self.generation == ApiGeneration::V3 {
+            return Ok(None);
+        }
+        if http::classify(resp.status) != http::Verdict::Ok {
+            return Err(status_error(&resp, "GET", &path));
+        }
+        let v = unwrap_data(json_body(&resp, &describe("GET", &path))?);
+        let revision = v.get("currentRevision").and_then(int_of);
+        let size = v.get("currentSize").and_then(int_of);
+        Ok(Some(match (revision, size) {
+            (Some(r), Some(s)) => format!("readable (revision {r}, {s} bytes deployed)"),
+            _ => "readable".to_string(),
+        }))
     }
 }
 

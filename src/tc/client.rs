@@ -467,6 +467,16 @@ impl TcClient {
         })
     }
 
+    /// For `check`: the first page a pull of `tql` asks for, one record long and with TC's count
+    /// of what the query selects (None when the answer carries no count).
+    pub fn try_query(&self, tql: &str) -> Result<Option<u64>> {
+        let url = format!("{}&count=true", self.page_url(tql, 1));
+        let what = "GET /api/v3/indicators";
+        let resp = self.get(&url)?;
+        let env: Envelope<&serde_json::value::RawValue> = parse_envelope_borrowed(&resp, what)?;
+        Ok(env.count)
+    }
+
     /// The URL of one page of `tql`, exactly as it goes on the wire.
     pub(super) fn page_url(&self, tql: &str, size: u32) -> String {
         format!(

@@ -43,6 +43,83 @@ pub fn user_tql(filters: &Filters) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Why user TQL cannot be put inside the job's bounds. The query is
+/// `(<user TQL>) AND typeName IN (...) AND lastModified ...`: a `)` the TQL does not open itself
+/// would close that group early and leave Last Modified, the horizon and the type restriction
+/// to one side of the user's `OR`. Positions count characters from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A `)` with no `(` of the TQL's own before it.
+    Unopened { at: usize },
+    /// A `(` that is never closed.
+    Unclosed { at: usize },
+    /// A quoted string that is never closed (it would swallow the job's own clauses).
+    Unterminated { at: usize, quote: char },
+    /// A backslash or backtick outside quotes: TQL gives them no meaning there, and a server
+    /// that read one as an escape or a quote would see other strings than these rules do.
+    Stray { at: usize, c: char },
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const WHY: &str = "parentheses outside quoted strings must balance, or the TQL would \
+                           escape Last Modified and the type restriction the job adds";
+        match self {
+            Shape::Unopened { at } => {
+                write!(f, "has a ')' at position {at} with no '(' before it: {WHY}")
+            }
+            Shape::Unclosed { at } => {
+                write!(f, "has a '(' at position {at} that is never closed: {WHY}")
+            }
+            Shape::Unterminated { at, quote } => write!(
+                f,
+                "has a quote ({quote}) at position {at} that is never closed: a quoted string \
+                 ends with the same quote (escape one inside it as \\{quote})"
+            ),
+            Shape::Stray { at, c } => write!(
+                f,
+                "has a {} at position {at} outside quotes: it escapes characters inside a \
+                 quoted string only",
+                if *c == '`' { "backtick" } else { "backslash" }
+            ),
+        }
+    }
+}
+
+/// Whether user TQL can be wrapped in the job's bounds (see [`Shape`]). Strings are read as
+/// [`quote`] writes them and TC documents them: in `"` or `'`, with `\` escaping the next
+/// character.
+pub fn check_shape(tql: &str) -> Result<(), Shape> {
+    let mut open: Vec<usize> = Vec::new();
+    let mut chars = tql.chars().enumerate().map(|(i, c)| (i + 1, c));
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '(' => open.push(at),
+            ')' => {
+                open.pop().ok_or(Shape::Unopened { at })?;
+            }
+            '\\' | '`' => return Err(Shape::Stray { at, c }),
+            '"' | '\'' => loop {
+                match chars.next() {
+                    None => return Err(Shape::Unterminated { at, quote: c }),
+                    Some((_, '\\')) => {
+                        if chars.next().is_none() {
+                            return Err(Shape::Unterminated { at, quote: c });
+                        }
+                    }
+                    Some((_, q)) if q == c => break,
+                    Some(_) => {}
+                }
+            },
+            _ => {}
+        }
+    }
+    match open.first() {
+        Some(&at) => Err(Shape::Unclosed { at }),
+        None => Ok(()),
+    }
+}
+
 /// The types to query: the job's types in canonical order, all three when none are set. With
 /// user TQL all three: the guide says TQL replaces every other filter, Indicator Types included,
 /// and only these three types can become intel.
@@ -102,7 +179,8 @@ impl Window {
 /// Builds the query for the job's filters within `window`.
 ///
 /// With user TQL set, only the type restriction (all three types) and the window are added to
-/// it: `(<user TQL>) AND typeName IN ("Address", "File", "Host") [AND lastModified ...]`.
+/// it: `(<user TQL>) AND typeName IN ("Address", "File", "Host") [AND lastModified ...]`. The
+/// config refuses user TQL that fails [`check_shape`], so it stays one group the bounds apply to.
 pub fn build(filters: &Filters, window: &Window) -> String {
     let mut clauses = Vec::new();
     match user_tql(filters) {
@@ -361,6 +439,60 @@ mod tests {
             ..f()
         };
         assert_eq!(build(&blank, &Window::default()), r#"typeName IN ("Host")"#);
+    }
+
+    #[test]
+    fn tql_that_would_close_the_jobs_group_is_refused_with_its_position() {
+        let shape = |s: &str| check_shape(s);
+        assert_eq!(
+            shape("rating >= 5) OR (rating >= 99"),
+            Err(Shape::Unopened { at: 12 })
+        );
+        assert_eq!(shape("(rating >= 5"), Err(Shape::Unclosed { at: 1 }));
+        assert_eq!(
+            shape("a = 1 AND (b IN (1, 2)"),
+            Err(Shape::Unclosed { at: 11 })
+        );
+        assert_eq!(
+            shape(r#"summary = "x) AND (y"#),
+            Err(Shape::Unterminated { at: 11, quote: '"' })
+        );
+        assert_eq!(
+            shape(r#"summary = 'x\'"#),
+            Err(Shape::Unterminated {
+                at: 11,
+                quote: '\''
+            })
+        );
+        assert_eq!(
+            shape(r#"summary = "x\"#),
+            Err(Shape::Unterminated { at: 11, quote: '"' })
+        );
+        assert_eq!(
+            shape(r#"summary = \"a" ) OR ( "b\""#),
+            Err(Shape::Stray { at: 11, c: '\\' })
+        );
+        assert_eq!(
+            shape("summary = `a) OR (b`"),
+            Err(Shape::Stray { at: 11, c: '`' })
+        );
+        assert_eq!(shape("ünï = 1) OR (x = 2"), Err(Shape::Unopened { at: 8 }));
+        for ok in [
+            "rating >= 4",
+            "(rating >= 5) OR (rating >= 99)",
+            r#"summary = "a) OR (b" OR tag = 'c) OR (d'"#,
+            r#"summary = "say \"hi\" (\\)" AND hasTag(summary IN ("x", 'it\'s'))"#,
+            r#"summary = "it's" OR summary = 'a "(" b'"#,
+            "",
+        ] {
+            assert_eq!(shape(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            Shape::Unopened { at: 12 }.to_string(),
+            "has a ')' at position 12 with no '(' before it: parentheses outside quoted strings \
+             must balance, or the TQL would escape Last Modified and the type restriction the \
+             job adds"
+        );
     }
 
     #[test]
