@@ -536,6 +536,26 @@ mod tests {
     }
 
     #[test]
+    fn the_run_lease_key_is_set_when_deletes_fail_and_cleared_once_one_works() {
+        let (fresh, _) = load(&[]);
+        assert!(!fresh.lease_deletes_failed);
+        assert_eq!(fresh.lease_results(Some(true)), Vec::new());
+        assert_eq!(fresh.lease_results(None), Vec::new());
+        let set = vec![("run_lease_unsupported", Some("true".to_string()))];
+        assert_eq!(fresh.lease_results(Some(false)), set);
+        let (failed, _) = load(&[("run_lease_unsupported", "true")]);
+        assert!(failed.lease_deletes_failed);
+        assert_eq!(failed.lease_results(None), Vec::new());
+        assert_eq!(failed.lease_results(Some(false)), set);
+        assert_eq!(
+            failed.lease_results(Some(true)),
+            vec![("run_lease_unsupported", Some(String::new()))]
+        );
+        let (damaged, _) = load(&[("run_lease_unsupported", "perhaps")]);
+        assert!(!damaged.lease_deletes_failed);
+    }
+
+    #[test]
     fn a_change_of_the_label_rules_asks_for_a_pass_until_one_settles_them() {
         let old = rules(&["ThreatConnect", "Old"], &["crime*"]);
         let new = rules(&["ThreatConnect"], &[]);

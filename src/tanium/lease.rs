@@ -156,8 +156,6 @@ pub enum Taken<'a> {
 pub struct LeaseEnd {
     /// What was learned of deleting sources (see [`Taken`]).
     pub deletes: Option<bool>,
-    /// The lease was found gone or expired at a renewal: another run may have written too.
-    pub lost: bool,
 }
 
 /// What a lease source's delete came to.
@@ -188,10 +186,11 @@ pub struct Lease<'a> {
     duration: Duration,
     first: i64,
     current: (i64, LeaseName),
-    /// Earlier leases of this run whose delete failed, deleted again at the end.
+    /// Other leases of this run (a create sent twice, a renewed one whose delete failed):
+    /// deleted at the end.
     stale: Vec<i64>,
     deletes: Option<bool>,
-    lost: bool,
+    /// False once the lease was lost or Tanium proved unable to delete the renewed one.
     renewing: bool,
 }
 
@@ -217,28 +216,7 @@ impl TaniumClient {
         let source = self.source_name.clone();
         let found = self.leases(&source)?;
         let start = now();
-        let mut deletes = None;
-        for f in found.iter().filter(|f| !f.live(start)) {
-            match self.remove_lease(f.id) {
-                Ok(r) => {
-                    deletes = deletes.max(r.learned());
-                    match r {
-                        Removal::Deleted => log::info!(
-                            "removed the expired run lease \"{}\" (id {}): that run ended without removing it",
-                            f.name.render(&source),
-                            f.id
-                        ),
-                        Removal::Gone => {}
-                        Removal::Kept(why) => log::info!(
-                            "the expired run lease \"{}\" (id {}) stays: Tanium cannot delete sources ({why})",
-                            f.name.render(&source),
-                            f.id
-                        ),
-                    }
-                }
-                Err(e) => log::warn!("could not remove the expired run lease {}: {e}", f.id),
-            }
-        }
+        let mut deletes = self.clear_expired(&source, &found, start);
         let cannot_delete = deletes == Some(false)
             || (settings.deletes_failed_before && deletes.is_none() && !found.is_empty());
         if cannot_delete {
@@ -256,39 +234,13 @@ impl TaniumClient {
             run: format!("{:08x}", fastrand::u32(..)),
             renews: None,
         };
-        let name = mine.render(&source);
-        let id = match self.create_source(&name, LEASE_DESCRIPTION) {
-            Ok(Some(s)) => s.id,
-            Ok(None) => {
-                // Unique names make this unlikely; whoever holds that name holds the lease.
-                let holder = self.leases(&source)?.into_iter().find(|f| f.live(now()));
-                return Ok(match holder {
-                    Some(h) => stood_down(&source, &h, deletes),
-                    None => {
-                        log::warn!("could not take a run lease: Tanium refused the name \"{name}\" as taken; this run goes on without one");
-                        Taken::Without { deletes }
-                    }
-                });
-            }
-            Err(e @ (Error::Forbidden { .. } | Error::Status { .. })) => {
-                log::warn!(
-                    "could not take a run lease ({e}); this run goes on without one: overlapping \
-                     runs of this job are not detected"
-                );
-                return Ok(Taken::Without { deletes });
-            }
-            Err(e) => {
-                // The create may have been done and its answer lost: no lease of this run stays.
-                if let Ok(listed) = self.leases(&source) {
-                    let ids: Vec<i64> = listed
-                        .iter()
-                        .filter(|f| f.name.run == mine.run)
-                        .map(|f| f.id)
-                        .collect();
-                    self.remove_own(&source, &ids, &mine);
-                }
-                return Err(e);
-            }
+        let Some(id) = self.create_lease(&source, &mine)? else {
+            // No lease of its own: another run's live one still means that run is writing.
+            let holder = self.leases(&source)?.into_iter().find(|f| f.live(now()));
+            return Ok(match holder {
+                Some(h) => stood_down(&source, &h, deletes),
+                None => Taken::Without { deletes },
+            });
         };
         let listed = match self.leases(&source) {
             Ok(l) => l,
@@ -315,7 +267,8 @@ impl TaniumClient {
             return Ok(stood_down(&source, h, deletes));
         }
         log::info!(
-            "run lease taken: \"{name}\" (source id {id}), renewed every {} s while the run lasts",
+            "run lease taken: \"{}\" (source id {id}), renewed every {} s while the run lasts",
+            mine.render(&source),
             (settings.duration / 3).as_secs().max(1)
         );
         Ok(Taken::Held(Lease {
@@ -326,9 +279,73 @@ impl TaniumClient {
             current: (id, mine),
             stale: ids.into_iter().filter(|i| *i != id).collect(),
             deletes,
-            lost: false,
             renewing: true,
         }))
+    }
+
+    /// Deletes the expired leases among `found` (runs that ended without deleting theirs);
+    /// what was learned of deleting sources.
+    fn clear_expired(&self, source: &str, found: &[Found], now: OffsetDateTime) -> Option<bool> {
+        let mut deletes = None;
+        for f in found.iter().filter(|f| !f.live(now)) {
+            let name = f.name.render(source);
+            match self.remove_lease(f.id) {
+                Ok(r) => {
+                    deletes = deletes.max(r.learned());
+                    match r {
+                        Removal::Deleted => log::info!(
+                            "removed the expired run lease \"{name}\" (id {}): that run ended without removing it",
+                            f.id
+                        ),
+                        Removal::Gone => {}
+                        Removal::Kept(why) => log::info!(
+                            "the expired run lease \"{name}\" (id {}) stays: Tanium cannot delete sources ({why})",
+                            f.id
+                        ),
+                    }
+                }
+                Err(e) => log::warn!("could not remove the expired run lease {}: {e}", f.id),
+            }
+        }
+        deletes
+    }
+
+    /// Creates this run's lease `mine`: its id; None when no lease can be had this way (the
+    /// name is taken, or Tanium refuses the create: then the run goes on without one).
+    fn create_lease(&self, source: &str, mine: &LeaseName) -> Result<Option<i64>> {
+        let name = mine.render(source);
+        let refused = match self.create_source(&name, LEASE_DESCRIPTION) {
+            Ok(Some(s)) => return Ok(Some(s.id)),
+            Ok(None) => {
+                log::warn!(
+                    "could not take a run lease: Tanium refused the name \"{name}\" as taken"
+                );
+                return Ok(None);
+            }
+            Err(e) => e,
+        };
+        // The create may have been done and its answer lost: no lease of this run stays.
+        if let Ok(listed) = self.leases(source) {
+            let ids: Vec<i64> = listed
+                .iter()
+                .filter(|f| f.name.run == mine.run)
+                .map(|f| f.id)
+                .collect();
+            self.remove_own(source, &ids, mine);
+        }
+        match refused {
+            Error::Forbidden { .. }
+            | Error::Status {
+                status: 400..=499, ..
+            } => {
+                log::warn!(
+                    "could not take a run lease ({refused}); this run goes on without one: \
+                     overlapping runs of this job are not detected"
+                );
+                Ok(None)
+            }
+            e => Err(e),
+        }
     }
 
     /// Deletes this run's leases `ids` (named `held`, for the log); what was learned of
@@ -456,7 +473,6 @@ impl Lease<'_> {
                 "the run lease \"{}\" was lost (expired or removed before it could be renewed): another run of this job may be writing to the source too",
                 held.render(&self.source)
             );
-            self.lost = true;
             self.renewing = false;
             return;
         }
@@ -525,7 +541,6 @@ impl Lease<'_> {
         log::info!("run lease released");
         LeaseEnd {
             deletes: self.deletes.max(learned),
-            lost: self.lost,
         }
     }
 }
