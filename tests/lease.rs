@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
+use tanium_tr_indicators::intel::group;
 use tanium_tr_indicators::sim::dataset;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
@@ -106,6 +107,48 @@ fn two_runs_started_together_on_a_fresh_source_write_once() {
         );
         assert_eq!(run_leases(&lab), Vec::new());
     }
+}
+
+/// What the source holds indicator by indicator (grouped documents by their members), sorted,
+/// every repeat kept.
+fn covered(lab: &Lab) -> Vec<String> {
+    let mut v = Vec::new();
+    for d in lab.source_docs() {
+        match group::read(&d.body).ok().filter(|g| g.key.is_some()) {
+            Some(g) => v.extend(g.members.iter().map(|m| m.title())),
+            None => v.push(d.name),
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn two_grouped_runs_started_together_write_once() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 300, 27);
+    lab.set("indicators_per_document", json!("10"));
+    lab.tanium.server().set_latency(Duration::from_millis(10));
+    let runs = lab.run_together(&[Map::new(), Map::new()]).unwrap();
+    assert_eq!(lab.tanium.sources_named(SOURCE), 1);
+    assert_eq!(
+        covered(&lab),
+        expected(&lab, |_| true),
+        "each indicator once"
+    );
+    assert_eq!(run_leases(&lab), Vec::new());
+    let down = runs.iter().filter(|r| stood_down(r)).count();
+    assert_eq!(
+        down,
+        1,
+        "{:?}",
+        runs.iter().map(|r| &r.message).collect::<Vec<_>>()
+    );
+    let later = run_with(&mut lab, &[]);
+    assert!(
+        later.message.contains(" 0 created, 0 updated, 0 removed"),
+        "{}",
+        later.message
+    );
 }
 
 #[test]
