@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::support::{
-    empty_lab, expected, expire_leases, held, lab, run_leases, run_with, LEASE_MARK,
+    empty_lab, expected, expire_leases, held, lab, run_leases, run_with, source_calls, LEASE_MARK,
 };
 
 const SOURCE: &str = "ThreatConnect";
@@ -98,6 +98,7 @@ fn two_runs_started_together_on_a_fresh_source_write_once() {
         assert_one_wrote(&lab, &runs);
         assert!(expected(&lab, |_| true).len() > 80);
 
+        lab.tanium.server().reset_counters();
         let later = run_with(&mut lab, &[]);
         assert_eq!(later.code, 0, "{}", later.message);
         assert!(
@@ -106,6 +107,18 @@ fn two_runs_started_together_on_a_fresh_source_write_once() {
             later.message
         );
         assert_eq!(run_leases(&lab), Vec::new());
+        // The lease's cost, as the README gives it: 3 source listings, a create and a delete
+        // on top of the generation probe's and the sync's listing.
+        let s = lab.tanium.server();
+        let sources = format!("{}/sources", ApiGeneration::V4.base_path());
+        assert_eq!(
+            (
+                s.hits_where(|k| k == format!("GET {sources}")),
+                source_calls(s, "POST"),
+                source_calls(s, "DELETE")
+            ),
+            (5, 1, 1)
+        );
     }
 }
 
