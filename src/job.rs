@@ -9,6 +9,7 @@ use crate::config::JobConfig;
 use crate::error::Result;
 use crate::platform::ExitStatus;
 use crate::sync::{self, Checkpoint, Deploy, SyncOptions, SyncReport};
+use crate::tanium::lease::{self, LeaseSettings, OtherRun, Taken};
 
 /// What a mode hands back to the platform layer: exit status, message.tc and results.tc entries.
 #[derive(Debug, Clone)]
@@ -21,7 +22,8 @@ pub struct Outcome {
     pub results: Vec<(&'static str, Option<String>)>,
 }
 
-/// Runs the job (or its dry run): connect both sides, sync, and turn the report into an outcome.
+/// Runs the job (or its dry run): connect both sides, take the run lease, sync, and turn the
+/// report into an outcome. A run that finds another run of the job writing stands down.
 pub fn execute(
     config: &JobConfig,
     checkpoint: &Checkpoint,
@@ -36,8 +38,53 @@ pub fn execute(
         out_dir: opts.out.clone(),
         now,
     };
-    let report = sync::run(config, checkpoint, &sync_opts, tc, &tanium)?;
-    Ok(outcome(config, checkpoint, &report, sync_opts.dry_run, now))
+    let sync = || sync::run(config, checkpoint, &sync_opts, tc, &tanium);
+    if sync_opts.dry_run {
+        // Writes nothing, so it neither takes the lease nor waits for one.
+        let report = sync()?;
+        return Ok(outcome(config, checkpoint, &report, true, now));
+    }
+    sync::refuse_built_in_source(config, &tanium)?;
+    let settings = LeaseSettings {
+        duration: config.run_lease,
+        deletes_failed_before: checkpoint.lease_deletes_failed,
+    };
+    let (report, deletes) = match tanium.take_lease(&settings)? {
+        Taken::StoodDown { holder, deletes } => {
+            return Ok(stood_down(config, checkpoint, &holder, deletes))
+        }
+        Taken::Without { deletes } => (sync(), deletes),
+        Taken::Held(lease) => {
+            let (report, end) = lease.hold(sync);
+            (report, end.deletes)
+        }
+    };
+    let mut o = outcome(config, checkpoint, &report?, false, now);
+    if o.status != ExitStatus::Failure {
+        o.results.extend(checkpoint.lease_results(deletes));
+    }
+    Ok(o)
+}
+
+/// The outcome of a run that found another run of the job writing: exit 0, since nothing
+/// failed and nothing is owed (the other run delivers; the next run starts where the last
+/// finished one left off), and a message that says so.
+fn stood_down(
+    config: &JobConfig,
+    checkpoint: &Checkpoint,
+    holder: &OtherRun,
+    deletes: Option<bool>,
+) -> Outcome {
+    Outcome {
+        status: ExitStatus::Success,
+        message: format!(
+            "Another run of this job is writing to Tanium source \"{}\" (since {}, lease until {}): this run stood down; nothing changed",
+            shown_source(&config.tanium.source_name),
+            lease::stamp(holder.since),
+            lease::stamp(holder.until)
+        ),
+        results: checkpoint.lease_results(deletes),
+    }
 }
 
 /// Maps a sync report to exit status, message and results (pure, so it is tested directly).

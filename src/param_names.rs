@@ -202,6 +202,16 @@ pub const LABEL_FINGERPRINT: ParamSpec = ParamSpec {
     name: "label_fingerprint",
     label: "Label Fingerprint",
 };
+/// Hidden, advanced: how long a run's lease on the source lasts unless renewed, seconds.
+pub const RUN_LEASE_SECS: ParamSpec = ParamSpec {
+    name: "run_lease_secs",
+    label: "Run Lease (seconds)",
+};
+/// Hidden: "true" when Tanium could not delete a run lease source.
+pub const RUN_LEASE_UNSUPPORTED: ParamSpec = ParamSpec {
+    name: "run_lease_unsupported",
+    label: "Run Lease Unsupported",
+};
 pub const TAKE_OVER_SOURCE: ParamSpec = ParamSpec {
     name: "take_over_source",
     label: "Take Over Source",
@@ -255,6 +265,8 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     JOB_HORIZON,
     MANAGED_LABELS,
     LABEL_FINGERPRINT,
+    RUN_LEASE_SECS,
+    RUN_LEASE_UNSUPPORTED,
 ];
 
 /// Hidden params: kept between runs through results.tc, never shown in the job wizard.
@@ -266,6 +278,8 @@ pub const HIDDEN_PARAMS: &[&str] = &[
     "job_horizon",
     "managed_labels",
     "label_fingerprint",
+    "run_lease_secs",
+    "run_lease_unsupported",
 ];
 
 /// `tc_api_path`: the TC API base URL.

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::support::{empty_lab, expected_name, BIN};
+use crate::support::{empty_lab, expected_name, expire_leases, BIN};
 use serde_json::{json, Map, Value};
 use tanium_tr_indicators::intel::{self, group};
 use tanium_tr_indicators::sim::dataset::{self, Rng, OWNERS, TAGS};
@@ -1088,6 +1088,15 @@ fn seed_lab(
     lab.tanium
         .set_other_generation_status(*pick(&mut rng, &[404, 403, 500]));
     lab.tc.set_ids_as_strings(chance(&mut rng, 20));
+    // Whether two sources may share a name and whether sources can be deleted (the run lease),
+    // drawn from a stream of their own so each seed's other choices stay as they were.
+    let mut lease_rng = Rng::new(seed ^ 0x1EA5E);
+    lab.tanium
+        .set_duplicate_source_names(chance(&mut lease_rng, 50));
+    if chance(&mut lease_rng, 20) {
+        lab.tanium
+            .set_source_delete_status(Some(*pick(&mut lease_rng, &[404, 405])));
+    }
 
     // Someone else's source: a copy of one of our documents (same intrinsic id), other intel,
     // and sometimes enough documents that the listing spans several pages.
@@ -1144,6 +1153,9 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 stats.job_changes += 1;
             }
         }
+        // Runs here follow one another: a lease left by an earlier one (killed, or its delete
+        // failed) is of a run that ended, as if its expiry had passed.
+        expire_leases(&lab);
         let plan = if fault_free {
             Plan::default()
         } else {

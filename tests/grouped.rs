@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::support::{expected, lab};
+use crate::support::{expected, lab, source_calls};
 use serde_json::{json, Map, Value};
 use tanium_tr_indicators::intel::group;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
@@ -35,7 +35,8 @@ fn writes(lab: &Lab) -> (u64, u64, u64) {
         )) + s.hits(&format!("{verb} /plugin/products/detect3/api/v1/{path}"))
     };
     let puts = s.hits_where(|k| k.starts_with("PUT /plugin") && !k.contains("/labels"));
-    let deletes = s.hits_where(|k| k.starts_with("DELETE /plugin") && !k.contains("/labels"));
+    let deletes = s.hits_where(|k| k.starts_with("DELETE /plugin") && !k.contains("/labels"))
+        - source_calls(s, "DELETE");
     (both("POST", "sources/"), puts, deletes)
 }
 

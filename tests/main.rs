@@ -12,6 +12,7 @@ mod grouped;
 mod hostile;
 mod intel;
 mod labels;
+mod lease;
 mod messages;
 mod package;
 mod platform;

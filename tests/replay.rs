@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{expected, expected_name, lab};
+use crate::support::{expected, expected_name, lab, lease_calls};
 use serde_json::{json, Map, Value};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Server, SimRequest, SimResponse};
@@ -48,7 +48,7 @@ const fn route(name: &'static str, fixture: &'static str) -> Route {
     }
 }
 
-const ROUTES: [Route; 17] = [
+const ROUTES: [Route; 18] = [
     route("tc appAuth", "tc-appauth.json"),
     route("tc indicators", "tc-indicators-page.json"),
     route("tc deleted", "tc-deleted.json"),
@@ -56,6 +56,7 @@ const ROUTES: [Route; 17] = [
     route("tanium login", "tanium-login.json"),
     route("tanium sources", "tanium-sources.json"),
     route("tanium source create", "tanium-source-create.json"),
+    route("tanium source delete", "tanium-source-delete.json"),
     route("tanium intel listing", "tanium-intel-listing.json"),
     route("tanium intel get", "tanium-intel-get.json"),
     Route {
@@ -102,6 +103,7 @@ fn route_of(side: Side, method: &str, path: &str) -> Option<(&'static str, bool)
     let name = match (method, segs.as_slice()) {
         ("GET", ["sources"]) => "tanium sources",
         ("POST", ["sources"]) => "tanium source create",
+        ("DELETE", ["sources", _]) => "tanium source delete",
         ("GET", ["intels"]) => "tanium intel listing",
         ("GET", ["intels", _]) => "tanium intel get",
         ("POST", ["sources", _, "intels"]) => "tanium intel create",
@@ -388,11 +390,13 @@ fn held(lab: &Lab) -> Vec<String> {
     by_name(lab).into_keys().collect()
 }
 
-/// Creates, updates and deletes of intel documents and sources, deploys left out.
+/// Creates, updates and deletes of intel documents and labels; deploys and the run lease's
+/// requests left out.
 fn tanium_writes(lab: &Lab, g: ApiGeneration) -> u64 {
     let s = lab.tanium.server();
     s.hits("POST /plugin") + s.hits("PUT /plugin") + s.hits("DELETE /plugin")
         - s.hits(&format!("POST {}/intel/deploy", g.base_path()))
+        - lease_calls(s)
 }
 
 fn deploys(lab: &Lab, g: ApiGeneration) -> u64 {
@@ -633,7 +637,18 @@ fn replay(c: Config) {
         expected_routes(c),
         "{c:?}: routes answered in a recorded shape: {hit:?}"
     );
-    assert_eq!(hit["tanium source create"], 1, "{c:?}");
+    // The app's source once; each run's lease made and deleted.
+    assert_eq!(
+        hit["tanium source create"],
+        hit["tanium source delete"] + 1,
+        "{c:?}"
+    );
+    assert_eq!(x.lab.tanium.sources_named("ThreatConnect"), 1, "{c:?}");
+    assert_eq!(
+        x.lab.tanium.sources().len(),
+        3,
+        "{c:?}: the two built-in and the app's"
+    );
     assert!(x.tc.nexts() > 0, "{c:?}: no page carried a next link");
     x.trap.set_nonblocking(true).unwrap();
     match x.trap.accept() {

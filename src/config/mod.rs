@@ -37,6 +37,13 @@ pub const MAX_RECONCILE_HOURS: u32 = 8760;
 pub const DEFAULT_WORKERS: u32 = 8;
 /// Most parallel Tanium writes.
 pub const MAX_WORKERS: u32 = 32;
+/// Default run lease, seconds: a killed run blocks the job for at most half an hour, and the
+/// holder renews every ten minutes, so a job server's clock may be minutes off.
+pub const DEFAULT_RUN_LEASE_SECS: u32 = 1800;
+/// Shortest run lease, seconds (tests expire one in a moment).
+pub const MIN_RUN_LEASE_SECS: u32 = 2;
+/// Longest run lease (a day), seconds.
+pub const MAX_RUN_LEASE_SECS: u32 = 86_400;
 /// Most indicators one grouped intel document holds. Tanium publishes no document size limit;
 /// a grouped member renders to about 1 KB at most (a File with three hashes and its provenance
 /// line), so 1000 keeps a document near 1 MB, the size of the whole intel database a recorded
@@ -83,6 +90,9 @@ pub struct JobConfig {
     pub reconcile_interval: Duration,
     /// Parallel Tanium writes.
     pub workers: usize,
+    /// How long a run's lease on the source lasts unless renewed.
+    #[serde(rename = "run_lease_secs", serialize_with = "whole_seconds")]
+    pub run_lease: Duration,
     /// Log level from `tc_log_level`.
     #[serde(serialize_with = "lower_case")]
     pub log_level: log::LevelFilter,
@@ -107,6 +117,10 @@ fn with_fingerprint<S: Serializer>(f: &Filters, s: S) -> std::result::Result<S::
         fingerprint: f.fingerprint(),
     }
     .serialize(s)
+}
+
+fn whole_seconds<S: Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 fn whole_hours<S: Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -232,6 +246,14 @@ impl Loader {
         let workers = p
             .take(spec_whole(raw, pn::TANIUM_WORKERS, 1, MAX_WORKERS))
             .unwrap_or(DEFAULT_WORKERS);
+        let run_lease = p
+            .take(spec_whole(
+                raw,
+                pn::RUN_LEASE_SECS,
+                MIN_RUN_LEASE_SECS,
+                MAX_RUN_LEASE_SECS,
+            ))
+            .unwrap_or(DEFAULT_RUN_LEASE_SECS);
         let log_level = p.take(log_level.map(Some));
         let job_id = p.take(job_id);
         let api_user = p.take(text(raw, pn::API_USER));
@@ -253,6 +275,7 @@ impl Loader {
             labels,
             reconcile_interval: Duration::from_secs(u64::from(reconcile_hours) * 3600),
             workers: workers as usize,
+            run_lease: Duration::from_secs(u64::from(run_lease)),
             log_level,
             paths,
             job_id,

@@ -236,6 +236,29 @@ impl Lab {
         })
     }
 
+    /// Starts one run per entry of `extras` at once, none waiting for another (as when the
+    /// platform starts a job while its last run still works), then collects them all in the
+    /// order they were started.
+    pub fn run_together(
+        &mut self,
+        extras: &[Map<String, Value>],
+    ) -> std::io::Result<Vec<RunResult>> {
+        let mut started: Vec<Running> = Vec::new();
+        for extra in extras {
+            match self.start_run(extra, &[]) {
+                Ok(r) => started.push(r),
+                Err(e) => {
+                    for mut r in started {
+                        let _ = r.kill();
+                        let _ = r.child.wait();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        started.into_iter().map(|r| self.finish(r)).collect()
+    }
+
     /// Waits for a started run and collects it; persists results.tc as the platform does.
     pub fn finish(&mut self, mut running: Running) -> std::io::Result<RunResult> {
         let status = running.child.wait()?;

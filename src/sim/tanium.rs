@@ -7,7 +7,10 @@
 //! - `POST /api/v2/session/login` `{"username","password"}` -> `{"data":{"session"}}`, 401 if wrong
 //! - `GET /api/v2/session/current`, `POST /api/v2/session/validate` `{"session"}`
 //! - `GET|POST {base}/sources` (rows with `indicatorCount` and `signalCount`, as Detect 3
-//!   lists them), `GET {base}/sources/{id}`
+//!   lists them; a name held already answers 409 unless
+//!   [`TaniumSim::set_duplicate_source_names`]), `GET {base}/sources/{id}`,
+//!   `DELETE {base}/sources/{id}` (the source and its documents; 404 when absent; documented
+//!   for Detect 3 only, so [`TaniumSim::set_source_delete_status`] makes the route missing)
 //! - `GET {base}/intels?limit=&offset=[&sourceId=]` (limit > 500 -> 400; `sourceId` ignored
 //!   unless [`TaniumSim::set_honour_source_filter`]; rows carry no `description`, as on real
 //!   servers), `GET {base}/intels/{id}` (with `description` and `contents`)
@@ -34,7 +37,8 @@
 //! uploaded ([`TaniumSim::set_reserialise`]), what a 3.x server answers on the 4.x path, and
 //! whether a delete answers JSON ([`TaniumSim::set_delete_reply_text`]), whether listings carry
 //! `labelIds`, whether a replaced document keeps its labels
-//! ([`TaniumSim::set_update_keeps_labels`]) and how label names compare.
+//! ([`TaniumSim::set_update_keeps_labels`]), how label names compare, whether two sources may
+//! share a name and whether sources can be deleted.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -191,6 +195,9 @@ struct State {
     update_drops_labels: bool,
     label_names_ignore_case: bool,
     last_upload_headers: Vec<(String, String)>,
+    duplicate_source_names: bool,
+    /// What `DELETE {base}/sources/{id}` answers when the server has no such route.
+    source_delete_missing: Option<u16>,
 }
 
 struct Inner {
@@ -326,12 +333,39 @@ impl TaniumSim {
         add_source(&mut st, name, "user", "")
     }
 
-    /// Renames a source, as a server that names its built-in sources otherwise would.
-    pub fn rename_source(&self, id: i64, name: &str) {
+    /// Every source as (id, name), by id.
+    pub fn sources(&self) -> Vec<(i64, String)> {
+        self.inner
+            .lock()
+            .sources
+            .iter()
+            .map(|s| (s.id, s.name.clone()))
+            .collect()
+    }
+
+    /// Renames a source behind the app's back (a console user's edit, or a test moving a
+    /// lease's expiry into the past).
+    pub fn rename_source(&self, id: i64, name: &str) -> bool {
         let mut st = self.inner.lock();
-        if let Some(s) = st.sources.iter_mut().find(|s| s.id == id) {
-            s.name = name.into();
+        match st.sources.iter_mut().find(|s| s.id == id) {
+            Some(s) => {
+                s.name = name.to_string();
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Whether a second source may take a name held already (off by default: 409, as the
+    /// label route answers; what a real server does is unconfirmed).
+    pub fn set_duplicate_source_names(&self, on: bool) {
+        self.inner.lock().duplicate_source_names = on;
+    }
+
+    /// `Some(404)` or `Some(405)`: `DELETE {base}/sources/{id}` is not a route of this server
+    /// and answers that; None (the default): sources can be deleted.
+    pub fn set_source_delete_status(&self, status: Option<u16>) {
+        self.inner.lock().source_delete_missing = status;
     }
 
     /// Stores a hand-made document (XML is parsed when it is XML; anything else is kept as is).
@@ -593,6 +627,7 @@ impl Inner {
                 self.reply(200, Value::Array(rows))
             }
             ("POST", ["sources"]) => self.create_source(req),
+            ("DELETE", ["sources", id]) => self.delete_source(id),
             ("GET", ["sources", id]) => {
                 let st = self.lock();
                 match id_of(id).and_then(|id| st.sources.iter().find(|s| s.id == id)) {
@@ -744,7 +779,7 @@ impl Inner {
             .unwrap_or("api-client");
         let description = v.get("description").and_then(Value::as_str).unwrap_or("");
         let mut st = self.lock();
-        if st.sources.iter().any(|s| s.name == name) {
+        if !st.duplicate_source_names && st.sources.iter().any(|s| s.name == name) {
             return error(409, "a source with this name exists");
         }
         let id = add_source(&mut st, name, kind, description);
@@ -753,6 +788,24 @@ impl Inner {
             Some(s) => self.reply(200, self.source_json(&st, &s)),
             None => error(500, "source vanished"),
         }
+    }
+
+    fn delete_source(&self, id: &str) -> SimResponse {
+        let mut st = self.lock();
+        if let Some(status) = st.source_delete_missing {
+            return error(status, "not found");
+        }
+        let Some(id) = id_of(id) else {
+            return error(400, "bad source id");
+        };
+        let before = st.sources.len();
+        st.sources.retain(|s| s.id != id);
+        if st.sources.len() == before {
+            return error(404, "source not found");
+        }
+        st.docs.retain(|_, d| d.source_id != id);
+        st.mutations += 1;
+        self.reply(200, json!({}))
     }
 
     fn create_label(&self, req: &SimRequest) -> SimResponse {

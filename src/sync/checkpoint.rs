@@ -1,6 +1,6 @@
 //! What a job carries from one run to the next: Last Modified, the job horizon, when the last
-//! full reconcile finished, the filters' fingerprint, whether a deploy is owed, and which label
-//! rules the documents' labels follow. This type alone reads those keys from the params and
+//! full reconcile finished, the filters' fingerprint, whether a deploy is owed, which label
+//! rules the documents' labels follow, and whether Tanium could delete the last run lease. This type alone reads those keys from the params and
 //! decides what goes back to `results.tc`.
 
 use std::collections::BTreeSet;
@@ -45,6 +45,8 @@ pub struct Checkpoint {
     pub managed_labels: BTreeSet<String>,
     /// The label rules every document's labels were last brought to (None: never).
     pub label_fingerprint: Option<String>,
+    /// Tanium could not delete a run lease source (see `tanium::lease`).
+    pub lease_deletes_failed: bool,
 }
 
 /// How far a run brought the documents' labels, for the label keys of results.tc.
@@ -163,6 +165,13 @@ impl Checkpoint {
             .unwrap_or(false),
             managed_labels: managed_labels(raw, notes),
             label_fingerprint: text(raw, pn::LABEL_FINGERPRINT).ok().flatten(),
+            lease_deletes_failed: boolean(
+                raw,
+                &[pn::RUN_LEASE_UNSUPPORTED.name],
+                pn::RUN_LEASE_UNSUPPORTED.label,
+                false,
+            )
+            .unwrap_or(false),
         })
     }
 
@@ -282,6 +291,18 @@ impl Checkpoint {
         out
     }
 
+    /// The run lease key for results.tc, from what a run learned of deleting sources
+    /// (Some(true): Tanium deleted one; Some(false): it could not; None: nothing learned).
+    pub fn lease_results(&self, deletes: Option<bool>) -> Vec<(&'static str, Option<String>)> {
+        match deletes {
+            Some(true) if self.lease_deletes_failed => {
+                vec![(pn::RUN_LEASE_UNSUPPORTED.name, Some(String::new()))]
+            }
+            Some(false) => vec![(pn::RUN_LEASE_UNSUPPORTED.name, Some("true".into()))],
+            _ => Vec::new(),
+        }
+    }
+
     /// The checkpoint as `--print-config` shows it.
     pub fn to_json(&self) -> Value {
         json!({
@@ -292,6 +313,7 @@ impl Checkpoint {
             "deploy_owed": self.deploy_owed,
             "managed_labels": self.managed_labels,
             "label_fingerprint": self.label_fingerprint,
+            "run_lease_unsupported": self.lease_deletes_failed,
         })
     }
 }
@@ -511,6 +533,26 @@ mod tests {
         r: &LabelRules,
     ) -> Vec<(&'static str, Option<String>)> {
         c.label_results(&RunEnd { labels, ..end() }, r)
+    }
+
+    #[test]
+    fn the_run_lease_key_is_set_when_deletes_fail_and_cleared_once_one_works() {
+        let (fresh, _) = load(&[]);
+        assert!(!fresh.lease_deletes_failed);
+        assert_eq!(fresh.lease_results(Some(true)), Vec::new());
+        assert_eq!(fresh.lease_results(None), Vec::new());
+        let set = vec![("run_lease_unsupported", Some("true".to_string()))];
+        assert_eq!(fresh.lease_results(Some(false)), set);
+        let (failed, _) = load(&[("run_lease_unsupported", "true")]);
+        assert!(failed.lease_deletes_failed);
+        assert_eq!(failed.lease_results(None), Vec::new());
+        assert_eq!(failed.lease_results(Some(false)), set);
+        assert_eq!(
+            failed.lease_results(Some(true)),
+            vec![("run_lease_unsupported", Some(String::new()))]
+        );
+        let (damaged, _) = load(&[("run_lease_unsupported", "perhaps")]);
+        assert!(!damaged.lease_deletes_failed);
     }
 
     #[test]

@@ -235,6 +235,29 @@ struct Source {
     created: bool,
 }
 
+/// Refuses, before anything is written, to take over one of Threat Response's own sources.
+pub fn refuse_built_in_source(config: &JobConfig, tanium: &TaniumClient) -> Result<()> {
+    if !config.take_over_source {
+        return Ok(());
+    }
+    let found = tanium
+        .find_source(&config.tanium.source_name)?
+        .map(|s| s.id);
+    built_in_refusal(config, found).map_or(Ok(()), Err)
+}
+
+fn built_in_refusal(config: &JobConfig, found: Option<i64>) -> Option<crate::error::Error> {
+    let name = &config.tanium.source_name;
+    let what =
+        crate::tanium::model::built_in_source(found, name).filter(|_| config.take_over_source)?;
+    Some(crate::error::Error::Param(format!(
+        "{} must be off for {} \"{name}\": it is {what} (id {}), whose documents are not the job's to replace; nothing was changed: give the job a source of its own",
+        crate::param_names::TAKE_OVER_SOURCE.label,
+        crate::param_names::TANIUM_SOURCE.label,
+        found.map_or("?".to_string(), |id| id.to_string()),
+    )))
+}
+
 /// Finds the source (a dry run never creates it) and lists what it holds.
 fn open_source(
     config: &JobConfig,
@@ -243,16 +266,8 @@ fn open_source(
 ) -> Result<(Source, SourceIndex)> {
     let name = config.tanium.source_name.clone();
     let found = tanium.find_source(&name)?.map(|s| s.id);
-    if let (true, Some(what)) = (
-        config.take_over_source,
-        crate::tanium::model::built_in_source(found, &name),
-    ) {
-        return Err(crate::error::Error::Param(format!(
-            "{} must be off for {} \"{name}\": it is {what} (id {}), whose documents are not the job's to replace; nothing was changed: give the job a source of its own",
-            crate::param_names::TAKE_OVER_SOURCE.label,
-            crate::param_names::TANIUM_SOURCE.label,
-            found.map_or("?".to_string(), |id| id.to_string()),
-        )));
+    if let Some(e) = built_in_refusal(config, found) {
+        return Err(e);
     }
     let (id, created) = match found {
         Some(id) => (Some(id), false),

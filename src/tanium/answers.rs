@@ -25,6 +25,9 @@ pub(super) fn permission_for(method: &str, path: &str) -> Option<(&'static str, 
             ("read intel documents", "threat response intels read")
         }
         (["sources", ..], true) => ("read intel sources", "threat response sources read"),
+        (["sources", _], false) if method == "DELETE" => {
+            ("delete intel sources", "threat response sources write")
+        }
         (["sources", ..], false) => ("create intel sources", "threat response sources write"),
         (["labels", ..], true) => ("read labels", "threat response labels read"),
         (["labels", ..], false) => ("write labels", "threat response labels write"),

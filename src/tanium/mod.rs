@@ -5,6 +5,7 @@ pub mod client;
 mod generation;
 mod intels;
 pub mod labels;
+pub mod lease;
 pub mod model;
 mod session;
 mod settings;

@@ -16,8 +16,8 @@ the tanium-tr-indicators job app. Managed automatically: documents here are crea
 and deleted by the app.";
 
 impl TaniumClient {
-    /// Finds the intel source with exactly this name; never writes (dry-run, check).
-    pub fn find_source(&self, name: &str) -> Result<Option<Source>> {
+    /// Every intel source the server lists (rows without a positive id left out).
+    pub fn list_sources(&self) -> Result<Vec<Source>> {
         let path = format!("{}/sources", self.generation.base_path());
         let resp = self
             .expect_ok("GET", &path, None)
@@ -28,10 +28,19 @@ impl TaniumClient {
             request: describe("GET", &path),
             detail: "the source listing is not a JSON list".into(),
         })?;
-        let mut found: Vec<Source> = rows
+        Ok(rows
             .into_iter()
             .filter_map(|r| serde_json::from_value::<Source>(r).ok())
-            .filter(|s| s.name == name && s.id > 0)
+            .filter(|s| s.id > 0)
+            .collect())
+    }
+
+    /// Finds the intel source with exactly this name; never writes (dry-run, check).
+    pub fn find_source(&self, name: &str) -> Result<Option<Source>> {
+        let mut found: Vec<Source> = self
+            .list_sources()?
+            .into_iter()
+            .filter(|s| s.name == name)
             .collect();
         found.sort_by_key(|s| s.id);
         if found.len() > 1 {
@@ -50,14 +59,29 @@ impl TaniumClient {
         if let Some(s) = self.find_source(name)? {
             return Ok(s);
         }
+        let source = match self.create_source(name, SOURCE_DESCRIPTION)? {
+            Some(s) => s,
+            // Someone created it between our listing and our POST.
+            None => {
+                return self.find_source(name)?.ok_or_else(|| Error::Protocol {
+                    service: Service::Tanium,
+                    request: describe("POST", &format!("{}/sources", self.generation.base_path())),
+                    detail: format!("source {name:?} was refused as existing but cannot be found"),
+                })
+            }
+        };
+        log::info!("created Tanium intel source {name:?} (id {})", source.id);
+        Ok(source)
+    }
+
+    /// Creates a source of type `api-client`; None when the server answers that the name is
+    /// taken (409).
+    pub(super) fn create_source(&self, name: &str, description: &str) -> Result<Option<Source>> {
         let path = format!("{}/sources", self.generation.base_path());
-        let body = json!({"type": "api-client", "name": name, "description": SOURCE_DESCRIPTION});
+        let body = json!({"type": "api-client", "name": name, "description": description});
         let resp = self.send("POST", &path, Some(&Payload::json(&body)))?;
         if resp.status == 409 {
-            // Someone created it between our listing and our POST.
-            return self
-                .find_source(name)?
-                .ok_or_else(|| status_error(&resp, "POST", &path));
+            return Ok(None);
         }
         if http::classify(resp.status) != http::Verdict::Ok {
             return Err(status_error(&resp, "POST", &path));
@@ -67,17 +91,18 @@ impl TaniumClient {
             .map(unwrap_data)
             .and_then(|v| serde_json::from_value::<Source>(v).ok())
             .filter(|s| s.id > 0);
-        let source = match created {
-            Some(s) => s,
+        match created {
+            Some(s) => Ok(Some(s)),
             // Unreadable answer to a write that succeeded: look it up instead.
-            None => self.find_source(name)?.ok_or_else(|| Error::Protocol {
-                service: Service::Tanium,
-                request: describe("POST", &path),
-                detail: format!("source {name:?} was accepted but cannot be found afterwards"),
-            })?,
-        };
-        log::info!("created Tanium intel source {name:?} (id {})", source.id);
-        Ok(source)
+            None => self
+                .find_source(name)?
+                .ok_or_else(|| Error::Protocol {
+                    service: Service::Tanium,
+                    request: describe("POST", &path),
+                    detail: format!("source {name:?} was accepted but cannot be found afterwards"),
+                })
+                .map(Some),
+        }
     }
 
     /// Deploys intel to endpoints once: 4.x `POST {base}/intel/deploy` (true); 3.x deploys on

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tanium_tr_indicators::params::encrypt_param_file;
 use tanium_tr_indicators::sim::dataset;
 use tanium_tr_indicators::sim::lab::Lab;
+use tanium_tr_indicators::sim::server::Server;
 use tanium_tr_indicators::sim::tanium::TaniumSimOptions;
 use tanium_tr_indicators::sim::tc::TcSimOptions;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
@@ -100,6 +101,65 @@ pub fn run_with(
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     lab.run(&extra, &[]).unwrap()
+}
+
+/// Creates (`POST {base}/sources`) or deletes (`DELETE {base}/sources/{id}`, with `method`
+/// `DELETE`) of sources, in both API generations: every run that may write takes a run lease
+/// and deletes it, so a run that writes no document still makes one of each.
+pub fn source_calls(s: &Server, method: &str) -> u64 {
+    s.hits_where(|k| {
+        [ApiGeneration::V4, ApiGeneration::V3].iter().any(|g| {
+            let sources = format!("{method} {}/sources", g.base_path());
+            k == sources
+                || k.strip_prefix(&format!("{sources}/"))
+                    .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        })
+    })
+}
+
+/// [`source_calls`] of both kinds: the run lease's requests (and the first run's source).
+pub fn lease_calls(s: &Server) -> u64 {
+    source_calls(s, "POST") + source_calls(s, "DELETE")
+}
+
+/// What starts the name of a run lease of the lab's source (see README, *Two runs at once*).
+pub const LEASE_MARK: &str = "ThreatConnect [tanium-tr-indicators run lease] ";
+
+/// The run leases of the lab's source, as (id, name).
+pub fn run_leases(lab: &Lab) -> Vec<(i64, String)> {
+    lab.tanium
+        .sources()
+        .into_iter()
+        .filter(|(_, n)| n.starts_with(LEASE_MARK))
+        .collect()
+}
+
+/// Moves the expiry of every run lease of the lab's source a minute into the past, as if the
+/// lease's time had run out (a lease's end is written in its name); how many there were.
+pub fn expire_leases(lab: &Lab) -> usize {
+    let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    let past = past
+        .replace_nanosecond(0)
+        .unwrap_or(past)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let leases = run_leases(lab);
+    for (id, name) in &leases {
+        let words: Vec<&str> = name.split(' ').collect();
+        let renamed: Vec<&str> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                if i > 0 && words[i - 1] == "until" {
+                    past.as_str()
+                } else {
+                    w
+                }
+            })
+            .collect();
+        lab.tanium.rename_source(*id, &renamed.join(" "));
+    }
+    leases.len()
 }
 
 /// A complete, valid set of job params (HMAC credentials).
