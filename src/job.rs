@@ -7,7 +7,7 @@ use crate::clients::Clients;
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::platform::ExitStatus;
-use crate::sync::{self, Checkpoint, Deploy, SyncOptions, SyncReport};
+use crate::sync::{self, Checkpoint, Deploy, Stop, SyncOptions, SyncReport};
 use crate::tanium::TaniumClient;
 
 /// What a mode hands back to the platform layer: exit status, message.tc and results.tc entries.
@@ -60,7 +60,10 @@ pub fn outcome(
         let why = r
             .stop
             .as_ref()
-            .map(ToString::to_string)
+            .map(|stop| match (stop, r.errors.first()) {
+                (Stop::TaniumDown, Some(e)) => format!("{stop}; first error: {e}"),
+                _ => stop.to_string(),
+            })
             .or_else(|| r.errors.first().cloned())
             .or_else(|| match &r.deploy {
                 Deploy::Failed(e) => Some(e.clone()),
@@ -167,7 +170,9 @@ fn trouble(r: &SyncReport) -> Vec<String> {
         ));
     }
     if failed > 0 {
-        match r.errors.first().filter(|_| r.stop.is_none()) {
+        // A stop that names the cause makes the first error a repeat.
+        let said = matches!(r.stop, Some(Stop::Pull(_) | Stop::Forbidden(_)));
+        match r.errors.first().filter(|_| !said) {
             Some(e) => trouble.push(format!("{failed} failed, first error: {e}")),
             None => trouble.push(format!("{failed} failed")),
         }
@@ -359,7 +364,7 @@ pub fn package(opts: &Options) -> Result<ExitStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::{RunEnd, Stop, Tally};
+    use crate::sync::{RunEnd, Tally};
     use serde_json::json;
     use time::macros::datetime;
 

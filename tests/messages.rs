@@ -151,3 +151,66 @@ fn a_partial_run_into_a_long_named_source_leads_with_the_failure() {
     assert!(r.message.contains("503"), "{}", r.message);
     assert!(r.log.contains(source), "app.log names the source in full");
 }
+
+/// Documents written to the app's source (creates, replacements, deletes; labels left out).
+fn document_writes(lab: &Lab, generation: ApiGeneration) -> u64 {
+    let base = generation.base_path();
+    lab.tanium.server().hits_where(|k| {
+        (k.starts_with(&format!("POST {base}/sources/"))
+            || k.starts_with(&format!("PUT {base}/intels"))
+            || k.starts_with(&format!("DELETE {base}/intels")))
+            && !k.contains("/labels")
+    })
+}
+
+#[test]
+fn an_account_that_may_not_write_intel_is_named_and_stops_the_writes_at_once() {
+    for (generation, per_document, workers) in [
+        (ApiGeneration::V4, "1", "1"),
+        (ApiGeneration::V3, "1", "1"),
+        (ApiGeneration::V4, "1", "8"),
+        (ApiGeneration::V4, "10", "4"),
+    ] {
+        let case = format!("{generation:?}, {per_document} per document, {workers} workers");
+        let (_d, mut lab) = lab(generation, 300, 35);
+        lab.set("tc_page_size", json!("50"));
+        lab.set("indicators_per_document", json!(per_document));
+        lab.set("tanium_workers", json!(workers));
+        let base = generation.base_path();
+        lab.tanium.deny(Some("POST"), &format!("{base}/sources/"));
+        lab.tanium.deny(Some("PUT"), &format!("{base}/intels"));
+        lab.tanium.deny(Some("DELETE"), &format!("{base}/intels"));
+        let r = run(&mut lab);
+        assert_eq!(r.code, 1, "{case}: {}\n{}", r.message, r.log);
+        one_short_line(&r);
+        assert!(
+            r.message.starts_with(
+                "Sync to Tanium source \"ThreatConnect\" failed: Tanium permission missing: the \
+                 account or API token needs 'threat response intels write' to write intel documents"
+            ),
+            "{case}: {}",
+            r.message
+        );
+        assert!(!r.message.contains("kept failing"), "{case}: {}", r.message);
+        // One login to start, one more that proved the 403 is not about the session.
+        assert_eq!(lab.tanium.login_count(), 2, "{case}\n{}", r.log);
+        assert_eq!(
+            r.log.matches("logging in again").count(),
+            1,
+            "{case}\n{}",
+            r.log
+        );
+        let writes = document_writes(&lab, generation);
+        if workers == "1" {
+            assert_eq!(
+                writes, 2,
+                "{case}: the write, and once more after the login"
+            );
+        } else {
+            // Each worker meets the 403 once or twice; 25 failures in a row would cost 50.
+            assert!(writes <= 3 * 8, "{case}: {writes} writes\n{}", r.log);
+        }
+        assert!(lab.source_docs().is_empty(), "{case}");
+        assert!(!r.results.contains_key("last_modified"), "{case}");
+    }
+}

@@ -136,6 +136,9 @@ pub enum Stop {
     Pull(String),
     /// Tanium writes kept failing, so the run stopped sending them.
     TaniumDown,
+    /// Tanium refused a write for a missing permission (the error, which names it), so the
+    /// run stopped sending them.
+    Forbidden(String),
 }
 
 impl fmt::Display for Stop {
@@ -143,6 +146,7 @@ impl fmt::Display for Stop {
         match self {
             Stop::Pull(why) => write!(f, "ThreatConnect pull incomplete (nothing removed): {why}"),
             Stop::TaniumDown => f.write_str("stopped early: Tanium writes kept failing"),
+            Stop::Forbidden(e) => f.write_str(e),
         }
     }
 }
@@ -716,11 +720,17 @@ fn report(
 
     let pull_complete = pull.complete;
     let removals_complete = removals_complete && pull_complete;
+    // What stopped the writes says more than the pull they cut short.
+    let stop = match results.forbidden.take() {
+        Some(e) => Some(Stop::Forbidden(e)),
+        None if results.gave_up => Some(Stop::TaniumDown),
+        None => pull.stop,
+    };
     let report = SyncReport {
         full_reconcile: full.is_some(),
         removals_complete,
         pull_complete,
-        stop: pull.stop,
+        stop,
         end: (!opts.dry_run).then_some(RunEnd {
             query_started: opts.now,
             oldest_undelivered: results.oldest_undelivered,

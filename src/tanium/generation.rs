@@ -19,7 +19,7 @@ impl TaniumClient {
             // A session can expire between the login and the probes: one more login decides.
             Err(Error::Auth { .. }) if matches!(self.credentials, Credentials::Login { .. }) => {
                 let (_, epoch) = self.current_session();
-                self.renew(epoch)?;
+                self.renew(epoch, false)?;
                 self.detect_once()
             }
             r => r,

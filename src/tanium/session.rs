@@ -111,8 +111,9 @@ impl TaniumClient {
         Ok(Secret::new(session))
     }
 
-    /// Logs in again unless another worker already did since `seen_epoch`.
-    pub(super) fn renew(&self, seen_epoch: u64) -> Result<Secret> {
+    /// Logs in again unless another worker already did since `seen_epoch`; `on_403` says
+    /// the session was refused with 403, not 401.
+    pub(super) fn renew(&self, seen_epoch: u64, on_403: bool) -> Result<Secret> {
         let mut guard = self
             .session
             .write()
@@ -125,6 +126,9 @@ impl TaniumClient {
         self.relogins.fetch_add(1, Ordering::SeqCst);
         guard.value = fresh.clone();
         guard.epoch += 1;
+        if on_403 {
+            self.renewed_on_403.store(guard.epoch + 1, Ordering::SeqCst);
+        }
         Ok(fresh)
     }
 }

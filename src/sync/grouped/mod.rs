@@ -18,7 +18,7 @@ mod pull;
 mod write;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 use time::OffsetDateTime;
 
@@ -85,6 +85,9 @@ pub(super) struct Totals {
     pub wrote: bool,
     pub undelivered: Option<OffsetDateTime>,
     pub errors: Vec<String>,
+    pub forbidden: Option<String>,
+    /// Writes stopped early (too many failures in a row, or a missing permission).
+    pub gave_up: bool,
 }
 
 impl Totals {
@@ -115,6 +118,9 @@ impl Totals {
         self.failed_removals += o.failed_removals;
         self.unreadable += u64::from(o.unreadable);
         self.wrote |= o.wrote;
+        if self.forbidden.is_none() {
+            self.forbidden.clone_from(&o.forbidden);
+        }
         if let Some(t) = o.undelivered {
             self.undelivered = Some(self.undelivered.map_or(t, |u| u.min(t)));
         }
@@ -143,7 +149,8 @@ impl Totals {
             errors: self.errors,
             oldest_undelivered: self.undelivered,
             wrote_anything: self.wrote,
-            gave_up: false,
+            gave_up: self.gave_up,
+            forbidden: self.forbidden,
         }
     }
 }
@@ -251,7 +258,8 @@ pub(super) fn reconcile(
         }
         plan.retire.retain(|r| !r.guarded);
     }
-    let (totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
+    let (mut totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
+    totals.gave_up = run.broken.load(Ordering::SeqCst);
     let removals_complete = removals_complete && !blocked;
     Ok(ended(
         p,
