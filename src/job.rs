@@ -30,6 +30,9 @@ pub fn execute(
 ) -> Result<Outcome> {
     let now = OffsetDateTime::now_utc();
     let tc = clients.tc(&config.tc)?;
+    // Both sides accept the job before anything is written: a first run with a refused TC
+    // credential must not leave a Tanium source behind.
+    log::info!("{}", tc.check()?);
     let tanium = clients.tanium(&config.tanium)?;
     let sync_opts = SyncOptions {
         dry_run: opts.dry_run || config.dry_run,

@@ -214,3 +214,30 @@ fn an_account_that_may_not_write_intel_is_named_and_stops_the_writes_at_once() {
         assert!(!r.results.contains_key("last_modified"), "{case}");
     }
 }
+
+#[test]
+fn a_first_run_with_a_refused_tc_credential_writes_nothing_to_tanium() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 20, 37);
+    lab.set("tc_api_secret_key", json!("a-secret-that-was-regenerated"));
+    let r = run(&mut lab);
+    assert_eq!(r.code, 1, "{}", r.message);
+    assert!(
+        r.message.starts_with(
+            "ThreatConnect rejected the credentials: the job's Api User was refused (401 to GET \
+             /api/v3/security/owners"
+        ),
+        "{}",
+        r.message
+    );
+    assert_eq!(
+        lab.tanium.source_id("ThreatConnect"),
+        None,
+        "no source made"
+    );
+    assert_eq!(
+        lab.tanium.server().total_requests(),
+        0,
+        "Tanium not even asked"
+    );
+    assert!(r.results.is_empty());
+}
