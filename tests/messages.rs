@@ -2,10 +2,12 @@
 //! characters that leads with what to do, for the longest and the credential cases, through
 //! the real binary.
 
-use crate::support::lab;
+use std::sync::Arc;
+
+use crate::support::{lab, run_with};
 use serde_json::{json, Map};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
-use tanium_tr_indicators::sim::server::{Fault, FaultRule};
+use tanium_tr_indicators::sim::server::{Fault, FaultRule, Server, SimRequest, SimResponse};
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 
 fn run(lab: &mut Lab) -> RunResult {
@@ -240,4 +242,71 @@ fn a_first_run_with_a_refused_tc_credential_writes_nothing_to_tanium() {
         "Tanium not even asked"
     );
     assert!(r.results.is_empty());
+}
+
+/// Another API where Tanium Address points: `login` answers the login, 404 everything else.
+fn other_api(login: SimResponse) -> Server {
+    Server::start(
+        0,
+        Arc::new(move |r: &SimRequest| {
+            if r.path == "/api/v2/session/login" {
+                login.clone()
+            } else {
+                SimResponse::json(404, &json!({"detail": "Not Found"}))
+            }
+        }),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_login_answer_tanium_would_not_give_says_the_address_may_not_be_tanium() {
+    let secret = "detail-with-a-token-abc123";
+    let challenge = SimResponse::json(401, &json!({ "detail": secret })).with_header(
+        "WWW-Authenticate",
+        "Bearer realm=\"api\", error=\"invalid_token\"",
+    );
+    let no_challenge = SimResponse::json(401, &json!({ "detail": secret }));
+    let no_session = SimResponse::json(200, &json!({ "data": {"user": secret} }));
+    for (login, says) in [
+        (
+            challenge,
+            "answered 401 Unauthorized (application/json, asking for Bearer authentication)",
+        ),
+        (
+            no_challenge,
+            "answered 401 Unauthorized (application/json; no Threat Response route there (404))",
+        ),
+        (
+            no_session,
+            "answered 200 OK (application/json without a session)",
+        ),
+    ] {
+        let (_d, mut lab) = lab(ApiGeneration::V4, 5, 38);
+        let other = other_api(login);
+        let r = run_with(&mut lab, &[("tanium_address", json!(other.url()))]);
+        assert_eq!(r.code, 1, "{}", r.message);
+        one_short_line(&r);
+        assert!(
+            r.message.starts_with(&format!(
+                "{} may not be a Tanium server: check Tanium Address, then Tanium Username and \
+                 Tanium Password; POST /api/v2/session/login {says}",
+                other.addr()
+            )),
+            "{}",
+            r.message
+        );
+        assert!(!r.message.contains(secret) && !r.log.contains(secret));
+    }
+
+    // Tanium itself refusing the password: the credentials, not the address.
+    let (_d, mut lab) = lab(ApiGeneration::V4, 5, 38);
+    let r = run_with(&mut lab, &[("tanium_password", json!("not-the-password"))]);
+    assert_eq!(r.code, 1, "{}", r.message);
+    assert!(
+        r.message
+            .starts_with("Tanium rejected the credentials: login refused (401): check Tanium Username and Tanium Password"),
+        "{}",
+        r.message
+    );
 }

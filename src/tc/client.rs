@@ -591,7 +591,8 @@ impl TcClient {
     pub fn check(&self) -> Result<String> {
         let url = format!("{}/v3/security/owners?resultLimit=1", self.api_path);
         let resp = self.get(&url)?;
-        let env: Envelope<serde_json::Value> = parse_envelope(&resp, "GET /v3/security/owners")?;
+        let env: Envelope<serde_json::Value> =
+            parse_envelope(&resp, "GET /api/v3/security/owners")?;
         let kind = match self.signer {
             Signer::Hmac { .. } => "API access id / secret key",
             Signer::Token(_) => "job token",
