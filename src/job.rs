@@ -6,6 +6,7 @@ use crate::cli::Options;
 use crate::clients::Clients;
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
+use crate::http::{HttpSettings, RetryPolicy};
 use crate::platform::ExitStatus;
 use crate::sync::{self, Checkpoint, Deploy, Stop, SyncOptions, SyncReport};
 use crate::tanium::TaniumClient;
@@ -29,6 +30,7 @@ pub fn execute(
     clients: &Clients,
 ) -> Result<Outcome> {
     let now = OffsetDateTime::now_utc();
+    log_limits(config, clients.policy());
     let tc = clients.tc(&config.tc)?;
     // Both sides accept the job before anything is written: a first run with a refused TC
     // credential must not leave a Tanium source behind.
@@ -209,6 +211,7 @@ fn shown_source(name: &str) -> String {
 /// Verifies connectivity and credentials to both sides and the source; one line per check,
 /// `ok   ...` or `FAIL ...`.
 pub fn check(config: &JobConfig, _opts: &Options, clients: &Clients) -> Result<Outcome> {
+    log_limits(config, clients.policy());
     let mut lines = Vec::new();
     match clients.tc(&config.tc).and_then(|c| c.check()) {
         Ok(s) => lines.push(format!("ok   ThreatConnect: {s}")),
@@ -245,6 +248,30 @@ pub fn check(config: &JobConfig, _opts: &Options, clients: &Clients) -> Result<O
         },
         results: Vec::new(),
     })
+}
+
+/// The time limits of a request, and what they add up to for a server that takes requests
+/// and never answers: what a schedule is sized by.
+fn log_limits(config: &JobConfig, policy: &RetryPolicy) {
+    let side = |h: &HttpSettings| {
+        format!(
+            "{} s to connect, {} s for an answer",
+            h.connect_timeout.as_secs(),
+            h.read_timeout.as_secs()
+        )
+    };
+    let bound = |h: &HttpSettings| {
+        (h.connect_timeout + h.read_timeout).as_secs() * u64::from(policy.max_timeouts)
+    };
+    log::info!(
+        "timeouts: ThreatConnect {}; Tanium {}; a request gives up after {} timeouts, so one a \
+         server never answers fails within {} s (ThreatConnect), {} s (Tanium)",
+        side(&config.tc.http),
+        side(&config.tanium.http),
+        policy.max_timeouts,
+        bound(&config.tc.http),
+        bound(&config.tanium.http)
+    );
 }
 
 /// A failed check's line; the side is named once, whether or not the error's text leads with it.

@@ -2,7 +2,9 @@
 //! characters that leads with what to do, for the longest and the credential cases, through
 //! the real binary.
 
+use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::support::{lab, run_with};
 use serde_json::{json, Map};
@@ -309,4 +311,67 @@ fn a_login_answer_tanium_would_not_give_says_the_address_may_not_be_tanium() {
         "{}",
         r.message
     );
+}
+
+#[test]
+fn a_server_that_takes_requests_and_never_answers_fails_the_run_within_the_logged_bound() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 0, 0);
+    let r = run(&mut lab);
+    assert_eq!(r.code, 0, "{}", r.message);
+    assert!(
+        r.log.contains(
+            "timeouts: ThreatConnect 15 s to connect, 120 s for an answer; Tanium 15 s to \
+             connect, 60 s for an answer; a request gives up after 2 timeouts, so one a server \
+             never answers fails within 270 s (ThreatConnect), 150 s (Tanium)"
+        ),
+        "{}",
+        r.log
+    );
+
+    let stalling = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = stalling.local_addr().unwrap();
+    // Accepts and holds every connection without a word, until the test process ends.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in stalling.incoming() {
+            held.push(c);
+        }
+    });
+    lab.set("http_timeout_secs", json!("1"));
+    for (param, value, says) in [
+        (
+            "tanium_address",
+            format!("http://{addr}"),
+            format!("Tanium timed out: {addr} did not answer POST /api/v2/session/login"),
+        ),
+        (
+            "tc_api_path",
+            format!("http://{addr}/api"),
+            format!("ThreatConnect timed out: {addr} did not answer GET /api/v3/security/owners"),
+        ),
+    ] {
+        lab.tanium.server().reset_counters();
+        let r = run_with(&mut lab, &[(param, json!(value))]);
+        assert_eq!(r.code, 1, "{}", r.message);
+        assert!(
+            r.message
+                .starts_with(&format!("{says} within 1 s (2 attempts)")),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.log.contains("a request gives up after 2 timeouts, so one a server never answers fails within 4 s (ThreatConnect), 4 s (Tanium)"),
+            "{}",
+            r.log
+        );
+        // Two attempts of 1 s, the wait between them (0.5 s at most), starting the binary.
+        assert!(
+            r.elapsed < Duration::from_millis(2 * 1000 + 500 + 2500),
+            "{param}: {:?}",
+            r.elapsed
+        );
+        if param == "tc_api_path" {
+            assert_eq!(lab.tanium.server().total_requests(), 0, "Tanium not asked");
+        }
+    }
 }

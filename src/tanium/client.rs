@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use crate::compact::IdSet;
 use crate::error::{Error, Result, Service};
-use crate::http::{self, Request, Response, RetryPolicy};
+use crate::http::{self, Request, Response, RetryPolicy, Tries};
 use crate::secret::Secret;
 use crate::tanium::model::ApiGeneration;
 use crate::tanium::Settings;
@@ -276,35 +276,41 @@ impl TaniumClient {
         session: Option<&Secret>,
         body: Option<&Payload>,
     ) -> Result<Response> {
-        self.raw_call_with(&self.policy, method, path, session, body)
+        self.raw_call_with(&mut Tries::default(), method, path, session, body)
     }
 
-    /// [`Self::raw_call`] with another retry policy.
+    /// [`Self::raw_call`] as part of a call that made `tries` so far (and may pause early).
     pub(super) fn raw_call_with(
         &self,
-        policy: &RetryPolicy,
+        tries: &mut Tries,
         method: &'static str,
         path: &str,
         session: Option<&Secret>,
         body: Option<&Payload>,
     ) -> Result<Response> {
         let url = format!("{}{path}", self.base_url);
-        http::call(&self.agent, policy, Service::Tanium, &mut || {
-            self.requests.fetch_add(1, Ordering::SeqCst);
-            let mut req = Request::new(method, url.clone())
-                .header("Accept", "application/json, text/plain, */*");
-            if let Some(s) = session {
-                req = req.header("session", s.expose());
-            }
-            if let Some(p) = body {
-                req = req.header("Content-Type", p.content_type);
-                for (k, v) in &p.headers {
-                    req = req.header(k, v.clone());
+        http::call_on(
+            &self.agent,
+            &self.policy,
+            Service::Tanium,
+            tries,
+            &mut || {
+                self.requests.fetch_add(1, Ordering::SeqCst);
+                let mut req = Request::new(method, url.clone())
+                    .header("Accept", "application/json, text/plain, */*");
+                if let Some(s) = session {
+                    req = req.header("session", s.expose());
                 }
-                req = req.body(p.bytes.clone());
-            }
-            Ok(req)
-        })
+                if let Some(p) = body {
+                    req = req.header("Content-Type", p.content_type);
+                    for (k, v) in &p.headers {
+                        req = req.header(k, v.clone());
+                    }
+                    req = req.body(p.bytes.clone());
+                }
+                Ok(req)
+            },
+        )
     }
 
     /// [`Self::send`] that turns any non-2xx answer into [`Error::Status`].

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result, Service};
-use crate::http::{self, Response, RetryPolicy};
+use crate::http::{self, Response, Tries};
 use crate::secret::Secret;
 use crate::tanium::model::ApiGeneration;
 
@@ -138,13 +138,10 @@ impl TaniumClient {
                 .collect();
             return Some(format!("{what}, asking for {scheme} authentication"));
         }
-        let once = RetryPolicy {
-            max_attempts: 1,
-            ..self.policy.clone()
-        };
         let absent = [ApiGeneration::V4, ApiGeneration::V3].iter().all(|g| {
             let path = format!("{}/sources", g.base_path());
-            self.raw_call_with(&once, "GET", &path, None, None)
+            let mut once = Tries::default().pausing_after(1);
+            self.raw_call_with(&mut once, "GET", &path, None, None)
                 .is_ok_and(|r| r.status == 404)
         });
         absent.then(|| format!("{what}; no Threat Response route there (404)"))
