@@ -10,6 +10,7 @@ use crate::http::{HttpSettings, RetryPolicy};
 use crate::platform::ExitStatus;
 use crate::sync::{self, Checkpoint, Deploy, Stop, SyncOptions, SyncReport};
 use crate::tanium::TaniumClient;
+use crate::words::counted;
 
 /// What a mode hands back to the platform layer: exit status, message.tc and results.tc entries.
 #[derive(Debug, Clone)]
@@ -99,7 +100,15 @@ pub fn outcome(
 /// counters follow.
 fn summary(r: &SyncReport, dry_run: bool) -> String {
     let t = &r.tally;
-    let source = shown_source(&r.source.0);
+    // Grouped, the counters are indicators and the total says both units.
+    let held = match r.grouped_indicators {
+        Some(n) => format!(
+            "{} in {}",
+            counted(n, "indicator"),
+            counted(r.source_docs, "document")
+        ),
+        None => counted(r.source_docs, "document"),
+    };
     let mut counts = if dry_run {
         format!(
             "would create {}, update {}, remove {}; {} unchanged, {} skipped (invalid)",
@@ -107,8 +116,8 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
         )
     } else {
         format!(
-            "now holds {} documents; this run: {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid)",
-            r.source_docs, t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
+            "now holds {held}; this run: {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid)",
+            t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
         )
     };
     if t.relabelled > 0 {
@@ -135,6 +144,19 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
             counts.push_str(&format!(", {n} {what}"));
         }
     }
+    if r.replaced > 0 {
+        let layout = if r.grouped_indicators.is_some() {
+            "single document"
+        } else {
+            "grouped document"
+        };
+        let replaced = counted(r.replaced, layout);
+        counts.push_str(&if dry_run {
+            format!("; would replace {replaced}")
+        } else {
+            format!("; {replaced} replaced")
+        });
+    }
     let trouble = trouble(r);
     match &r.deploy {
         Deploy::AlreadyRunning => {
@@ -146,7 +168,7 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
     if r.full_reconcile && !dry_run {
         counts.push_str(" (full reconcile)");
     }
-    match (dry_run, trouble.is_empty()) {
+    let line = |source: &str| match (dry_run, trouble.is_empty()) {
         (true, true) => format!("Dry run for Tanium source \"{source}\": {counts}"),
         (true, false) => format!(
             "Dry run for Tanium source \"{source}\": {}; {counts}",
@@ -157,7 +179,13 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
             "Partial sync to Tanium source \"{source}\": {}; {counts}",
             trouble.join("; ")
         ),
-    }
+    };
+    // A long source name gives up more of its middle when that keeps the counters whole.
+    [24, 12, 6]
+        .iter()
+        .map(|keep| line(&shown_source(&r.source.0, *keep)))
+        .find(|m| m.chars().count() <= crate::platform::MESSAGE_MAX_CHARS)
+        .unwrap_or_else(|| line(&shown_source(&r.source.0, 24)))
 }
 
 /// What in a run that delivered something needs the admin, most urgent first.
@@ -170,16 +198,21 @@ fn trouble(r: &SyncReport) -> Vec<String> {
     }
     if t.held_back > 0 {
         trouble.push(format!(
-            "held back {} removals, more than Maximum Removal Percent allows: raise it to perform them",
-            t.held_back
+            "held back {}, more than Maximum Removal Percent allows: raise it to perform them",
+            counted(t.held_back, "removal")
         ));
     }
     if failed > 0 {
         // A stop that names the cause makes the first error a repeat.
         let said = matches!(r.stop, Some(Stop::Pull(_) | Stop::Forbidden(_)));
+        // Grouped, a failure is a document's, not an indicator's.
+        let failed = match r.grouped_indicators {
+            Some(_) => format!("{} failed", counted(failed, "document write")),
+            None => format!("{failed} failed"),
+        };
         match r.errors.first().filter(|_| !said) {
-            Some(e) => trouble.push(format!("{failed} failed, first error: {e}")),
-            None => trouble.push(format!("{failed} failed")),
+            Some(e) => trouble.push(format!("{failed}, first error: {e}")),
+            None => trouble.push(failed),
         }
     } else if !r.removals_complete && r.stop.is_none() && t.held_back == 0 {
         // Exit 3 must say why even when every write went through.
@@ -197,14 +230,13 @@ fn trouble(r: &SyncReport) -> Vec<String> {
 
 /// A source name as message.tc shows it: long names are cut in the middle, so the counters
 /// and what to do still fit in the platform's 255 characters.
-fn shown_source(name: &str) -> String {
-    const KEEP: usize = 24;
+fn shown_source(name: &str, keep: usize) -> String {
     let chars: Vec<char> = name.chars().collect();
-    if chars.len() <= 2 * KEEP + 1 {
+    if chars.len() <= 2 * keep + 1 {
         return name.to_string();
     }
-    let head: String = chars[..KEEP].iter().collect();
-    let tail: String = chars[chars.len() - KEEP..].iter().collect();
+    let head: String = chars[..keep].iter().collect();
+    let tail: String = chars[chars.len() - keep..].iter().collect();
     format!("{head}…{tail}")
 }
 
@@ -326,8 +358,10 @@ fn check_source(t: &TaniumClient, name: &str, lines: &mut Vec<String>) {
             let mut n = 0u64;
             match t.list_docs(s.id, &mut |_| n += 1) {
                 Ok(_) => lines.push(format!(
-                    "ok   Tanium source \"{}\": id {}, {n} documents",
-                    s.name, s.id
+                    "ok   Tanium source \"{}\": id {}, {}",
+                    s.name,
+                    s.id,
+                    counted(n, "document")
                 )),
                 Err(e) => lines.push(format!("FAIL Tanium source \"{}\": {e}", s.name)),
             }
@@ -435,6 +469,8 @@ mod tests {
             }),
             source: ("ThreatConnect".into(), Some(7)),
             source_docs: 1159,
+            grouped_indicators: None,
+            replaced: 0,
         }
     }
 
@@ -583,6 +619,77 @@ mod tests {
         let shown = crate::platform::one_line(&run(&clean).message);
         assert!(shown.chars().count() <= 255, "{shown}");
         assert!(shown.ends_with("99999 skipped (invalid)"), "{shown}");
+    }
+
+    #[test]
+    fn a_grouped_run_names_indicators_and_documents_apart() {
+        let mut r = report(Tally {
+            matched: 94,
+            created: 94,
+            ..Tally::default()
+        });
+        r.grouped_indicators = Some(94);
+        r.source_docs = 8;
+        r.replaced = 94;
+        r.full_reconcile = true;
+        assert_eq!(
+            run(&r).message,
+            "Synced: Tanium source \"ThreatConnect\" now holds 94 indicators in 8 documents; this run: 94 created, 0 updated, 0 removed, 0 unchanged, 0 skipped (invalid); 94 single documents replaced (full reconcile)"
+        );
+        r.tally.failed_writes = 2;
+        r.errors = vec!["could not write group 1f/0*: Tanium answered 503".into()];
+        assert!(
+            run(&r).message.starts_with(
+                "Partial sync to Tanium source \"ThreatConnect\": 2 document writes failed, first error: could not write group 1f/0*"
+            ),
+            "{}",
+            run(&r).message
+        );
+        // Back to one document per indicator: the grouped documents are replaced, not removed.
+        let mut back = report(Tally {
+            created: 1,
+            ..Tally::default()
+        });
+        back.source_docs = 1;
+        back.replaced = 1;
+        assert_eq!(
+            run(&back).message,
+            "Synced: Tanium source \"ThreatConnect\" now holds 1 document; this run: 1 created, 0 updated, 0 removed, 0 unchanged, 0 skipped (invalid); 1 grouped document replaced"
+        );
+        let (c, k) = config();
+        back.end = None;
+        assert!(outcome(&c, &k, &back, true, NOW)
+            .message
+            .ends_with("; would replace 1 grouped document"));
+    }
+
+    #[test]
+    fn a_million_indicator_switch_to_groups_keeps_its_counters_within_255_characters() {
+        let mut r = report(Tally {
+            matched: 1_234_567,
+            created: 1_234_567,
+            removed: 99_999,
+            skipped_invalid: 99_999,
+            ..Tally::default()
+        });
+        r.source = (
+            "Threat Response intel for the EMEA production fleet, fed by ThreatConnect".repeat(3),
+            Some(7),
+        );
+        r.grouped_indicators = Some(1_234_567);
+        r.source_docs = 2_470;
+        r.replaced = 1_234_567;
+        r.full_reconcile = true;
+        let shown = crate::platform::one_line(&run(&r).message);
+        assert!(shown.chars().count() <= 255, "{shown}");
+        assert!(
+            shown.ends_with("; 1234567 single documents replaced (full reconcile)"),
+            "{shown}"
+        );
+        assert!(
+            shown.starts_with("Synced: Tanium source \"Threat Respo…hreatConnect\" now holds"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -375,3 +375,115 @@ fn a_server_that_takes_requests_and_never_answers_fails_the_run_within_the_logge
         }
     }
 }
+
+#[test]
+fn the_log_counts_in_plain_words() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 1, 39);
+    let r = run(&mut lab);
+    assert_eq!(r.code, 0, "{}", r.message);
+    assert!(
+        r.message
+            .contains("now holds 1 document; this run: 1 created"),
+        "{}",
+        r.message
+    );
+
+    // Last Modified emptied, and the next matching query's connection dropped three times.
+    lab.params.remove("last_modified");
+    lab.persisted.remove("last_modified");
+    lab.tc.server().inject(FaultRule::new(
+        Some("GET"),
+        "/api/v3/indicators",
+        3,
+        Fault::Drop,
+    ));
+    let r = run(&mut lab);
+    assert_eq!(r.code, 0, "{}\n{}", r.message, r.log);
+    assert!(
+        r.log
+            .contains("Last Modified is empty: using the default, 30 days ago (20"),
+        "{}",
+        r.log
+    );
+    assert!(
+        r.log.contains(
+            "Tanium source \"ThreatConnect\" holds 1 document (1 identified, 0 duplicates, 0 \
+             unidentified)"
+        ),
+        "{}",
+        r.log
+    );
+    // One call's retries count to one N.
+    for n in 2..=4 {
+        assert!(
+            r.log.contains(&format!("(attempt {n}/5)")),
+            "attempt {n}: {}",
+            r.log
+        );
+    }
+    assert!(!r.log.contains("/2)"), "{}", r.log);
+    // Nothing said that did not happen.
+    assert!(!r.log.contains("()"), "{}", r.log);
+    assert!(!r.log.contains("met twice"), "{}", r.log);
+    for plural_of_one in [
+        " 1 documents",
+        " 1 indicators",
+        " 1 owners",
+        " 1 label sets",
+    ] {
+        assert!(!r.log.contains(plural_of_one), "{plural_of_one}: {}", r.log);
+    }
+}
+
+#[test]
+fn a_grouped_run_names_indicators_documents_and_the_single_documents_it_replaced() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 100, 36);
+    let r = run(&mut lab);
+    assert_eq!(r.code, 0, "{}", r.message);
+    let singles = lab.source_docs().len();
+
+    lab.set("indicators_per_document", json!("12"));
+    let r = run(&mut lab);
+    assert_eq!(r.code, 0, "{}", r.message);
+    one_short_line(&r);
+    let groups = lab.source_docs().len();
+    assert!(groups < singles, "{groups} documents");
+    assert_eq!(
+        r.message,
+        format!(
+            "Synced: Tanium source \"ThreatConnect\" now holds {singles} indicators in {groups} \
+             documents; this run: {singles} created, 0 updated, 0 removed, 0 unchanged, 0 \
+             skipped (invalid); {singles} single documents replaced (full reconcile)"
+        )
+    );
+    assert!(
+        r.log.contains(&format!(
+            "grouped: documents {groups} created, {singles} removed ({singles} of them single \
+             documents replaced)"
+        )),
+        "{}",
+        r.log
+    );
+    let r = run(&mut lab);
+    assert!(
+        r.message.starts_with(&format!(
+            "Synced: Tanium source \"ThreatConnect\" now holds {singles} indicators in {groups} \
+             documents; this run: 0 created"
+        )),
+        "{}",
+        r.message
+    );
+
+    lab.set("indicators_per_document", json!("1"));
+    let r = run(&mut lab);
+    assert_eq!(r.code, 0, "{}", r.message);
+    assert_eq!(
+        r.message,
+        format!(
+            "Synced: Tanium source \"ThreatConnect\" now holds {singles} documents; this run: \
+             {singles} created, 0 updated, 0 removed, 0 unchanged, 0 skipped (invalid); {groups} \
+             grouped documents replaced (full reconcile)"
+        )
+    );
+    assert_eq!(lab.source_docs().len(), singles);
+}

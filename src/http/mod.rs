@@ -415,6 +415,10 @@ pub fn call_on(
 ) -> Result<Response> {
     let max = policy.max_attempts.max(1);
     loop {
+        if let Some((d, line)) = tries.next.take() {
+            log::warn!("{line}");
+            policy.sleeper.sleep(d);
+        }
         tries.made += 1;
         let attempt = tries.made;
         let req = build()?;
@@ -439,7 +443,6 @@ pub fn call_on(
             tries.timed_out += 1;
         }
         let more = attempt < max
-            && tries.pause_after.is_none_or(|n| attempt < n)
             && !(verdict == Verdict::Retry(Reason::Timeout)
                 && tries.timed_out >= policy.max_timeouts);
         if let (Verdict::Retry(reason), true) = (verdict, more) {
@@ -449,14 +452,17 @@ pub fn call_on(
                 Err((_, failure)) => format!(" ({failure})"),
                 Ok(_) => String::new(),
             };
-            log::warn!(
+            let line = format!(
                 "{what} to {service} at {}: {reason}{detail}; retrying in {:.1} s (attempt {}/{max})",
                 host_of(&req.url),
                 d.as_secs_f64(),
                 attempt + 1
             );
-            policy.sleeper.sleep(d);
-            continue;
+            tries.next = Some((d, line));
+            // Paused, the caller decides whether the call goes on (and the wait with it).
+            if tries.pause_after.is_none_or(|n| attempt < n) {
+                continue;
+            }
         }
         return outcome.map_err(|(_, mut failure)| {
             // Through a proxy the look would go elsewhere than the call did.

@@ -167,6 +167,9 @@ pub struct Tries {
     pub(super) made: u32,
     pub(super) timed_out: u32,
     pub(super) pause_after: Option<u32>,
+    /// The wait before the next attempt and the line that announces it, when the call
+    /// paused between two attempts (or is about to make the next).
+    pub(super) next: Option<(Duration, String)>,
 }
 
 impl Tries {

@@ -89,6 +89,9 @@ pub(super) struct Results {
     /// Tanium refused a write for a missing permission (the error, which names it): writes
     /// stopped there, since every other write needs the same permission.
     pub forbidden: Option<String>,
+    /// Documents of the other layout retired because their indicators have documents of this
+    /// one now (grouped ones, or single ones in a grouped run): not indicators removed.
+    pub replaced: u64,
 }
 
 impl Results {

@@ -8,6 +8,7 @@ use crate::intel;
 use crate::tc::client::TcClient;
 use crate::tc::model::IndicatorType;
 use crate::tc::tql;
+use crate::words::counted;
 
 use super::index::SourceIndex;
 use super::planner::{describe, Planner};
@@ -41,8 +42,8 @@ impl Planner<'_> {
             .collect();
         if !foreign.is_empty() {
             log::info!(
-                "taking the source over: replacing {} documents this job did not make (each at debug level)",
-                foreign.len()
+                "taking the source over: replacing {} this job did not make (each at debug level)",
+                counted(foreign.len() as u64, "document")
             );
         }
         for (doc_id, name, _) in foreign {
@@ -103,9 +104,9 @@ impl Planner<'_> {
             tc.owners()?.into_iter().map(|o| o.name).collect()
         };
         log::info!(
-            "deleted indicators since {}: asking each of {} owners",
+            "deleted indicators since {}: asking each of {}",
             tql::format_time(since),
-            owners.len()
+            counted(owners.len() as u64, "owner")
         );
         let mut first_error = None;
         for owner in &owners {

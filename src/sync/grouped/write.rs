@@ -17,6 +17,7 @@ use super::FAILURES_TO_ABORT;
 use crate::sync::index::Listed;
 use crate::sync::labels::{self, LabelPlan};
 use crate::sync::layout;
+use crate::words::counted;
 
 /// A bucket document to write (or to read, apply and write back).
 #[derive(Clone)]
@@ -67,6 +68,8 @@ pub(super) enum Job {
     Delete {
         doc_id: i64,
         what: String,
+        /// A single document whose indicator is in a grouped one now.
+        single: bool,
     },
 }
 
@@ -84,6 +87,8 @@ pub(super) struct Outcome {
     pub(super) over_cap: u64,
     pub(super) docs_created: u64,
     pub(super) docs_removed: u64,
+    /// Of `docs_removed`, single documents whose indicator is in a grouped one now.
+    pub(super) singles_replaced: u64,
     pub(super) relabelled: u64,
     pub(super) failed_writes: u64,
     pub(super) failed_removals: u64,
@@ -191,7 +196,11 @@ impl Ctx<'_> {
                     }
                 }
             }
-            Job::Delete { doc_id, what } => {
+            Job::Delete {
+                doc_id,
+                what,
+                single,
+            } => {
                 if !self.dry {
                     if let Err(e) = self.tanium.delete_doc(doc_id) {
                         out.failed_removals += 1;
@@ -201,6 +210,7 @@ impl Ctx<'_> {
                     out.wrote = true;
                 }
                 out.docs_removed += 1;
+                out.singles_replaced += u64::from(single);
             }
         }
         self.settled(out)
@@ -451,8 +461,10 @@ impl Ctx<'_> {
             "create"
         };
         out.plan.push(format!(
-            "{verb} group {}: {} indicators ({})",
-            doc.key, doc.count, doc.name
+            "{verb} group {}: {} ({})",
+            doc.key,
+            counted(doc.count, "indicator"),
+            doc.name
         ));
         if self.dry {
             out.docs_created += u64::from(in_place.is_none());
