@@ -592,9 +592,10 @@ impl TcClient {
         }
     }
 
-    /// A cheap authenticated call (one owner) proving the URL and credentials work.
+    /// A cheap authenticated call (the first page of owners) proving the URL and credentials
+    /// work.
     pub fn check(&self) -> Result<String> {
-        let url = format!("{}/v3/security/owners?resultLimit=1", self.api_path);
+        let url = format!("{}/v3/security/owners", self.api_path);
         let resp = self.get(&url)?;
         let env: Envelope<serde_json::Value> =
             parse_envelope(&resp, "GET /api/v3/security/owners")?;
