@@ -705,6 +705,27 @@ mod tests {
             "Sync to Tanium source \"ThreatConnect\" failed: ThreatConnect pull incomplete (nothing removed): record 1 of page 1 cannot be read"
         );
         assert!(o.results.is_empty());
+
+        // Writes that kept failing say how, not only that they did.
+        let mut down = report(Tally {
+            matched: 40,
+            failed_writes: 40,
+            ..Tally::default()
+        });
+        down.stop = Some(Stop::TaniumDown);
+        down.errors = vec!["could not write X: Tanium at t answered 502 Bad Gateway".into()];
+        assert_eq!(
+            run(&down).message,
+            "Sync to Tanium source \"ThreatConnect\" failed: stopped early: Tanium writes kept failing; first error: could not write X: Tanium at t answered 502 Bad Gateway"
+        );
+        // A missing permission is the whole story.
+        down.stop = Some(Stop::Forbidden(
+            "Tanium permission missing: the account or API token needs 'threat response intels write' to write intel documents".into(),
+        ));
+        assert_eq!(
+            run(&down).message,
+            "Sync to Tanium source \"ThreatConnect\" failed: Tanium permission missing: the account or API token needs 'threat response intels write' to write intel documents"
+        );
     }
 
     #[test]
