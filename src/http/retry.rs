@@ -1,8 +1,9 @@
 //! The retry rule and the backoff, shared by both clients.
 //!
 //! Transport errors, 408, 429 (honouring `Retry-After`) and 5xx except 501 are retried; every
-//! other status is final. An attempt that timed out is repeated once only (a server that
-//! takes the request and never answers must not hold a run for `max_attempts` timeouts). The wait before attempt n+1 is drawn at random from
+//! other status is final. An attempt that timed out is repeated once only by default (a
+//! server that takes the request and never answers must not hold a run for `max_attempts`
+//! timeouts). The wait before attempt n+1 is drawn at random from
 //! `[0, min(base * 2^(n-1), max)]` ("full jitter"): the parallel Tanium writers that meet the
 //! same 429 or outage together must not all come back at the same instant and meet it again.
 
@@ -185,11 +186,6 @@ impl Tries {
         self.pause_after = None;
     }
 
-    /// Attempts made so far.
-    pub fn made(&self) -> u32 {
-        self.made
-    }
-
     /// Attempts that timed out so far.
     pub fn timed_out(&self) -> u32 {
         self.timed_out
@@ -197,7 +193,8 @@ impl Tries {
 }
 
 impl RetryPolicy {
-    /// Four attempts (two of them timed out at most), 100 ms doubling, no jitter, with `sleeper` doing (or recording) the waits:
+    /// Four attempts (two of them timed out at most), 100 ms doubling, no jitter, with
+    /// `sleeper` doing (or recording) the waits:
     /// what the client tests use to check the backoff without spending it.
     #[cfg(any(test, feature = "sim"))]
     pub fn quick(sleeper: Arc<dyn Sleep>) -> Self {

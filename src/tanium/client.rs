@@ -6,8 +6,8 @@
 //! and other clients log in again on it) or a missing permission, so it costs at most one
 //! login per session: a 403 that survives a fresh login is a missing permission, and so is a
 //! 403 to a session a login after a 403 made, unless `GET /api/v2/session/current` refuses
-//! that session. A 403 to a token that endpoint still accepts is one too. The error names the permission the call
-//! needs; a token refused by the server is a credentials error.
+//! that session. A 403 to a token that endpoint still accepts is one too. The error names the
+//! permission the call needs; a token refused by the server is a credentials error.
 //!
 //! API generation: the `Tanium API Version` param fixes it, or (`auto`) the 4.x sources route
 //! is tried and, when it answers 400/401/403/404/405 or 5xx, the 3.x one; only when both fail
