@@ -86,6 +86,7 @@ enum SourceState {
 /// else 0, with what was not checked named in message.tc.
 pub fn run(config: &JobConfig, checkpoint: &Checkpoint, clients: &Clients) -> Result<Outcome> {
     let now = OffsetDateTime::now_utc();
+    crate::job::log_limits(config, clients.policy());
     let mut tc_lines = Vec::new();
     let tc = match clients
         .tc(&config.tc)

@@ -25,6 +25,11 @@ impl Clients {
         }
     }
 
+    /// The retry policy both clients follow.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
     /// The ThreatConnect client, built from `settings` on first use; a run reads its TC side
     /// once, so later calls pass the same settings.
     pub fn tc(&self, settings: &tc::Settings) -> Result<&TcClient> {

@@ -96,6 +96,19 @@ pub enum Error {
         /// The page's `<title>`, shortened, when it has one.
         title: Option<String>,
     },
+    /// The answer to the Tanium login is not one Tanium gives (an HTTP authentication
+    /// challenge, no Threat Response route, a 2xx without a session): the address may lead
+    /// to another server. Says what gave it away, never the body.
+    NotTanium {
+        /// `host[:port]` that answered.
+        host: String,
+        /// Method and path.
+        request: String,
+        /// HTTP status of the answer.
+        status: u16,
+        /// What gave it away: the content type and the sign.
+        why: String,
+    },
     /// ThreatConnect could not parse the TQL (errCode 0x2001); carries TC's reason.
     TqlInvalid(String),
     /// The server answered 2xx with a body we could not understand.
@@ -180,6 +193,17 @@ impl fmt::Display for Error {
                     None => Ok(()),
                 }
             }
+            Error::NotTanium {
+                host,
+                request,
+                status,
+                why,
+            } => write!(
+                f,
+                "{host} may not be a Tanium server: check Tanium Address, then Tanium Username \
+                 and Tanium Password; {request} answered {status}{} ({why})",
+                reason_phrase(*status)
+            ),
             Error::Auth { service, message } => {
                 write!(f, "{service} rejected the credentials: {message}")
             }

@@ -7,9 +7,11 @@ use crate::cli::Options;
 use crate::clients::Clients;
 use crate::config::JobConfig;
 use crate::error::Result;
+use crate::http::{HttpSettings, RetryPolicy};
 use crate::platform::ExitStatus;
-use crate::sync::{self, Checkpoint, Deploy, SyncOptions, SyncReport};
+use crate::sync::{self, Checkpoint, Deploy, Stop, SyncOptions, SyncReport};
 use crate::tanium::lease::{self, LeaseSettings, OtherRun, Taken};
+use crate::words::counted;
 
 /// What a mode hands back to the platform layer: exit status, message.tc and results.tc entries.
 #[derive(Debug, Clone)]
@@ -31,7 +33,11 @@ pub fn execute(
     clients: &Clients,
 ) -> Result<Outcome> {
     let now = OffsetDateTime::now_utc();
+    log_limits(config, clients.policy());
     let tc = clients.tc(&config.tc)?;
+    // Both sides accept the job before anything is written: a first run with a refused TC
+    // credential must not leave a Tanium source behind.
+    log::info!("{}", tc.check()?);
     let tanium = clients.tanium(&config.tanium)?;
     let sync_opts = SyncOptions {
         dry_run: opts.dry_run || config.dry_run,
@@ -79,7 +85,7 @@ fn stood_down(
         status: ExitStatus::Success,
         message: format!(
             "Another run of this job is writing to Tanium source \"{}\" (since {}, lease until {}): this run stood down; nothing changed",
-            shown_source(&config.tanium.source_name),
+            shown_source(&config.tanium.source_name, 24),
             lease::stamp(holder.since),
             lease::stamp(holder.until)
         ),
@@ -107,7 +113,10 @@ pub fn outcome(
         let why = r
             .stop
             .as_ref()
-            .map(ToString::to_string)
+            .map(|stop| match (stop, r.errors.first()) {
+                (Stop::TaniumDown, Some(e)) => format!("{stop}; first error: {e}"),
+                _ => stop.to_string(),
+            })
             .or_else(|| r.errors.first().cloned())
             .or_else(|| match &r.deploy {
                 Deploy::Failed(e) => Some(e.clone()),
@@ -138,7 +147,15 @@ pub fn outcome(
 /// counters follow.
 fn summary(r: &SyncReport, dry_run: bool) -> String {
     let t = &r.tally;
-    let source = shown_source(&r.source.0);
+    // Grouped, the counters are indicators and the total says both units.
+    let held = match r.grouped_indicators {
+        Some(n) => format!(
+            "{} in {}",
+            counted(n, "indicator"),
+            counted(r.source_docs, "document")
+        ),
+        None => counted(r.source_docs, "document"),
+    };
     let mut counts = if dry_run {
         format!(
             "would create {}, update {}, remove {}; {} unchanged, {} skipped (invalid)",
@@ -146,8 +163,8 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
         )
     } else {
         format!(
-            "now holds {} documents; this run: {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid)",
-            r.source_docs, t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
+            "now holds {held}; this run: {} created, {} updated, {} removed, {} unchanged, {} skipped (invalid)",
+            t.created, t.updated, t.removed, t.unchanged, t.skipped_invalid
         )
     };
     if t.relabelled > 0 {
@@ -170,6 +187,19 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
             counts.push_str(&format!(", {n} {what}"));
         }
     }
+    if r.replaced > 0 {
+        let layout = if r.grouped_indicators.is_some() {
+            "single document"
+        } else {
+            "grouped document"
+        };
+        let replaced = counted(r.replaced, layout);
+        counts.push_str(&if dry_run {
+            format!("; would replace {replaced}")
+        } else {
+            format!("; {replaced} replaced")
+        });
+    }
     let mut trouble = trouble(r);
     // Not a failure, but the admin's to decide: said early, so the 255 characters keep it.
     let notice = (t.foreign_left > 0).then(|| {
@@ -191,13 +221,19 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
     let failed = !trouble.is_empty();
     trouble.extend(notice);
     let lead = trouble.join("; ");
-    match (dry_run, failed, lead.is_empty()) {
+    let line = |source: &str| match (dry_run, failed, lead.is_empty()) {
         (true, _, true) => format!("Dry run for Tanium source \"{source}\": {counts}"),
         (true, _, false) => format!("Dry run for Tanium source \"{source}\": {lead}; {counts}"),
         (false, false, true) => format!("Synced: Tanium source \"{source}\" {counts}"),
         (false, false, false) => format!("Synced: Tanium source \"{source}\": {lead}; {counts}"),
         (false, true, _) => format!("Partial sync to Tanium source \"{source}\": {lead}; {counts}"),
-    }
+    };
+    // A long source name gives up more of its middle when that keeps the counters whole.
+    [24, 12, 6]
+        .iter()
+        .map(|keep| line(&shown_source(&r.source.0, *keep)))
+        .find(|m| m.chars().count() <= crate::platform::MESSAGE_MAX_CHARS)
+        .unwrap_or_else(|| line(&shown_source(&r.source.0, 24)))
 }
 
 /// What in a run that delivered something needs the admin, most urgent first.
@@ -210,14 +246,21 @@ fn trouble(r: &SyncReport) -> Vec<String> {
     }
     if t.held_back > 0 {
         trouble.push(format!(
-            "held back {} removals, more than Maximum Removal Percent allows: raise it to perform them",
-            t.held_back
+            "held back {}, more than Maximum Removal Percent allows: raise it to perform them",
+            counted(t.held_back, "removal")
         ));
     }
     if failed > 0 {
-        match r.errors.first().filter(|_| r.stop.is_none()) {
-            Some(e) => trouble.push(format!("{failed} failed, first error: {e}")),
-            None => trouble.push(format!("{failed} failed")),
+        // A stop that names the cause makes the first error a repeat.
+        let said = matches!(r.stop, Some(Stop::Pull(_) | Stop::Forbidden(_)));
+        // Grouped, a failure is a document's, not an indicator's.
+        let failed = match r.grouped_indicators {
+            Some(_) => format!("{} failed", counted(failed, "document write")),
+            None => format!("{failed} failed"),
+        };
+        match r.errors.first().filter(|_| !said) {
+            Some(e) => trouble.push(format!("{failed}, first error: {e}")),
+            None => trouble.push(failed),
         }
     } else if !r.removals_complete && r.stop.is_none() && t.held_back == 0 {
         // Exit 3 must say why even when every write went through.
@@ -235,15 +278,38 @@ fn trouble(r: &SyncReport) -> Vec<String> {
 
 /// A source name as message.tc shows it: long names are cut in the middle, so the counters
 /// and what to do still fit in the platform's 255 characters.
-fn shown_source(name: &str) -> String {
-    const KEEP: usize = 24;
+fn shown_source(name: &str, keep: usize) -> String {
     let chars: Vec<char> = name.chars().collect();
-    if chars.len() <= 2 * KEEP + 1 {
+    if chars.len() <= 2 * keep + 1 {
         return name.to_string();
     }
-    let head: String = chars[..KEEP].iter().collect();
-    let tail: String = chars[chars.len() - KEEP..].iter().collect();
+    let head: String = chars[..keep].iter().collect();
+    let tail: String = chars[chars.len() - keep..].iter().collect();
     format!("{head}…{tail}")
+}
+
+/// The time limits of a request, and what they add up to for a server that takes requests
+/// and never answers: what a schedule is sized by.
+pub(crate) fn log_limits(config: &JobConfig, policy: &RetryPolicy) {
+    let side = |h: &HttpSettings| {
+        format!(
+            "{} s to connect, {} s for an answer",
+            h.connect_timeout.as_secs(),
+            h.read_timeout.as_secs()
+        )
+    };
+    let bound = |h: &HttpSettings| {
+        (h.connect_timeout + h.read_timeout).as_secs() * u64::from(policy.max_timeouts)
+    };
+    log::info!(
+        "timeouts: ThreatConnect {}; Tanium {}; a request gives up after {} timeouts, so one a \
+         server never answers fails within {} s (ThreatConnect), {} s (Tanium)",
+        side(&config.tc.http),
+        side(&config.tanium.http),
+        policy.max_timeouts,
+        bound(&config.tc.http),
+        bound(&config.tanium.http)
+    );
 }
 
 /// `demo`: runs the job against the built-in simulators.
@@ -288,7 +354,7 @@ pub fn package(opts: &Options) -> Result<ExitStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::{RunEnd, Stop, Tally};
+    use crate::sync::{RunEnd, Tally};
     use serde_json::json;
     use time::macros::datetime;
 
@@ -329,6 +395,8 @@ mod tests {
             }),
             source: ("ThreatConnect".into(), Some(7)),
             source_docs: 1159,
+            grouped_indicators: None,
+            replaced: 0,
         }
     }
 
@@ -510,6 +578,77 @@ mod tests {
     }
 
     #[test]
+    fn a_grouped_run_names_indicators_and_documents_apart() {
+        let mut r = report(Tally {
+            matched: 94,
+            created: 94,
+            ..Tally::default()
+        });
+        r.grouped_indicators = Some(94);
+        r.source_docs = 8;
+        r.replaced = 94;
+        r.full_reconcile = true;
+        assert_eq!(
+            run(&r).message,
+            "Synced: Tanium source \"ThreatConnect\" now holds 94 indicators in 8 documents; this run: 94 created, 0 updated, 0 removed, 0 unchanged, 0 skipped (invalid); 94 single documents replaced (full reconcile)"
+        );
+        r.tally.failed_writes = 2;
+        r.errors = vec!["could not write group 1f/0*: Tanium answered 503".into()];
+        assert!(
+            run(&r).message.starts_with(
+                "Partial sync to Tanium source \"ThreatConnect\": 2 document writes failed, first error: could not write group 1f/0*"
+            ),
+            "{}",
+            run(&r).message
+        );
+        // Back to one document per indicator: the grouped documents are replaced, not removed.
+        let mut back = report(Tally {
+            created: 1,
+            ..Tally::default()
+        });
+        back.source_docs = 1;
+        back.replaced = 1;
+        assert_eq!(
+            run(&back).message,
+            "Synced: Tanium source \"ThreatConnect\" now holds 1 document; this run: 1 created, 0 updated, 0 removed, 0 unchanged, 0 skipped (invalid); 1 grouped document replaced"
+        );
+        let (c, k) = config();
+        back.end = None;
+        assert!(outcome(&c, &k, &back, true, NOW)
+            .message
+            .ends_with("; would replace 1 grouped document"));
+    }
+
+    #[test]
+    fn a_million_indicator_switch_to_groups_keeps_its_counters_within_255_characters() {
+        let mut r = report(Tally {
+            matched: 1_234_567,
+            created: 1_234_567,
+            removed: 99_999,
+            skipped_invalid: 99_999,
+            ..Tally::default()
+        });
+        r.source = (
+            "Threat Response intel for the EMEA production fleet, fed by ThreatConnect".repeat(3),
+            Some(7),
+        );
+        r.grouped_indicators = Some(1_234_567);
+        r.source_docs = 2_470;
+        r.replaced = 1_234_567;
+        r.full_reconcile = true;
+        let shown = crate::platform::one_line(&run(&r).message);
+        assert!(shown.chars().count() <= 255, "{shown}");
+        assert!(
+            shown.ends_with("; 1234567 single documents replaced (full reconcile)"),
+            "{shown}"
+        );
+        assert!(
+            shown.starts_with("Synced: Tanium source \"Threat Respo…hreatConnect\" now holds"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn nothing_delivered_exits_1_leading_with_why_and_keeps_every_key() {
         let mut r = report(Tally::default());
         r.pull_complete = false;
@@ -522,6 +661,27 @@ mod tests {
             "Sync to Tanium source \"ThreatConnect\" failed: ThreatConnect pull incomplete (nothing removed): record 1 of page 1 cannot be read"
         );
         assert!(o.results.is_empty());
+
+        // Writes that kept failing say how, not only that they did.
+        let mut down = report(Tally {
+            matched: 40,
+            failed_writes: 40,
+            ..Tally::default()
+        });
+        down.stop = Some(Stop::TaniumDown);
+        down.errors = vec!["could not write X: Tanium at t answered 502 Bad Gateway".into()];
+        assert_eq!(
+            run(&down).message,
+            "Sync to Tanium source \"ThreatConnect\" failed: stopped early: Tanium writes kept failing; first error: could not write X: Tanium at t answered 502 Bad Gateway"
+        );
+        // A missing permission is the whole story.
+        down.stop = Some(Stop::Forbidden(
+            "Tanium permission missing: the account or API token needs 'threat response intels write' to write intel documents".into(),
+        ));
+        assert_eq!(
+            run(&down).message,
+            "Sync to Tanium source \"ThreatConnect\" failed: Tanium permission missing: the account or API token needs 'threat response intels write' to write intel documents"
+        );
     }
 
     #[test]

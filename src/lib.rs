@@ -26,5 +26,6 @@ pub mod sim;
 pub mod sync;
 pub mod tanium;
 pub mod tc;
+pub mod words;
 
 pub use error::{Error, Result};

@@ -280,6 +280,17 @@ fn a_403_after_a_fresh_login_names_the_permission() {
         1,
         "3.x answers 403 to expired sessions too"
     );
+    // The session that login made is accepted: its 403s are permissions, not worth a login.
+    for _ in 0..3 {
+        let err = client.list_docs(7, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Forbidden { .. }), "{err:?}");
+    }
+    assert_eq!(client.relogin_count(), 1);
+    // Until the server refuses that session itself: then a login it is.
+    sim.expire_sessions();
+    let err = client.list_docs(7, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, Error::Forbidden { .. }), "{err:?}");
+    assert_eq!(client.relogin_count(), 2);
 }
 
 #[test]

@@ -803,12 +803,14 @@ fn a_page_tc_cannot_serve_in_time_is_asked_for_again_at_half_the_size() {
     use tanium_tr_indicators::sim::tc::HeavyPages;
     let sim = loaded_sim(900);
     let want = expected(&sim, |_| true);
-    for heavy in [
-        HeavyPages::Status(200, 504),
-        HeavyPages::Status(200, 500),
-        HeavyPages::Stall(200, Duration::from_millis(1500)),
+    for (heavy, size) in [
+        (HeavyPages::Status(200, 504), 125),
+        (HeavyPages::Status(200, 500), 125),
+        // A timeout is not asked for again at the same size: two timeouts, then 250 answers.
+        (HeavyPages::Stall(300, Duration::from_millis(1500)), 250),
     ] {
         sim.set_heavy_pages(Some(heavy));
+        sim.server().reset_counters();
         let mut s = settings(&sim, hmac(&TcSimOptions::default()), 1000);
         s.http.read_timeout = Duration::from_millis(700);
         let c = TcClient::new(&s, policy()).unwrap();
@@ -818,8 +820,31 @@ fn a_page_tc_cannot_serve_in_time_is_asked_for_again_at_half_the_size() {
             items.extend(p.unwrap());
         }
         assert_eq!(ids(&items), want, "{heavy:?}");
-        assert_eq!(pages.page_size(), 125, "1000 -> 500 -> 250 -> 125");
+        assert_eq!(pages.page_size(), size, "1000 -> 500 -> 250 ...");
+        if let HeavyPages::Stall(..) = heavy {
+            assert_eq!(
+                sim.server().hits("GET /api/v3/indicators"),
+                2 + 900 / 250 + 1
+            );
+        }
     }
+    // A TC that stops answering ends the pull after three timeouts of one page, not one (or
+    // two) per size down to 100.
+    sim.set_heavy_pages(Some(HeavyPages::Stall(0, Duration::from_millis(1500))));
+    sim.server().reset_counters();
+    let mut s = settings(&sim, hmac(&TcSimOptions::default()), 1000);
+    s.http.read_timeout = Duration::from_millis(300);
+    let c = TcClient::new(&s, policy()).unwrap();
+    let err = pull(&c, "id > 0").err().unwrap();
+    assert!(
+        matches!(&err, Error::Transport(e) if e.failure.timed_out()),
+        "{err:?}"
+    );
+    assert_eq!(
+        sim.server().hits("GET /api/v3/indicators"),
+        3,
+        "1000, 500, 250"
+    );
     // Never below 100: at the floor the shared retry rule decides, and the error is TC's.
     sim.set_heavy_pages(Some(HeavyPages::Status(50, 503)));
     let err = pull(&client(&sim, 150), "id > 0").err().unwrap();

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::error::Service;
 use crate::http::{CaCertificates, HttpSettings, ProxySettings};
 use crate::param_names as pn;
 use crate::params::RawParams;
@@ -32,14 +33,15 @@ pub(super) struct Shared {
     ca_certificates: CaCertificates,
 }
 
-/// Both sides' connection settings with the `http_timeout_secs` hidden param applied: the
-/// read timeout is the param, the connect timeout the smaller of it and the default.
+/// One side's connection settings with the `http_timeout_secs` hidden param applied: the
+/// answer timeout is the param, the connect timeout the smaller of it and the default.
 fn http_settings(
+    service: Service,
     timeout_secs: Option<u32>,
     verify_tls: bool,
     ca_certificates: &CaCertificates,
 ) -> HttpSettings {
-    let defaults = HttpSettings::default();
+    let defaults = HttpSettings::for_service(service);
     let read = timeout_secs
         .map(|s| Duration::from_secs(u64::from(s)))
         .unwrap_or(defaults.read_timeout);
@@ -79,7 +81,12 @@ pub(super) fn tc_side(
             auth,
             http: HttpSettings {
                 proxy: if for_tc { proxy.clone() } else { None },
-                ..http_settings(timeout_secs, verify_tls, &ca_certificates)
+                ..http_settings(
+                    Service::ThreatConnect,
+                    timeout_secs,
+                    verify_tls,
+                    &ca_certificates,
+                )
             },
             page_size,
         }),
@@ -127,7 +134,12 @@ pub(super) fn tanium_side(
             } else {
                 None
             },
-            ..http_settings(shared.timeout_secs, verify_tls?, &shared.ca_certificates)
+            ..http_settings(
+                Service::Tanium,
+                shared.timeout_secs,
+                verify_tls?,
+                &shared.ca_certificates,
+            )
         },
         source_name,
         api_version,
@@ -401,9 +413,10 @@ mod tests {
     #[test]
     fn http_timeout_is_a_hidden_param_for_both_sides() {
         let c = JobConfig::from_params(&good()).unwrap();
+        assert_eq!(c.tc.http.read_timeout, Duration::from_secs(120));
+        assert_eq!(c.tanium.http.read_timeout, Duration::from_secs(60));
         for h in [&c.tc.http, &c.tanium.http] {
-            assert_eq!(h.read_timeout, Duration::from_secs(300));
-            assert_eq!(h.connect_timeout, Duration::from_secs(30));
+            assert_eq!(h.connect_timeout, Duration::from_secs(15));
         }
         let c = JobConfig::from_params(&with(good(), "http_timeout_secs", json!("2"))).unwrap();
         for h in [&c.tc.http, &c.tanium.http] {

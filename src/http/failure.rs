@@ -542,6 +542,15 @@ mod tests {
                 },
                 "check Tanium Address and the proxy",
             ),
+            (
+                Error::NotTanium {
+                    host: host.into(),
+                    request: "POST /api/v2/session/login".into(),
+                    status: 401,
+                    why: "application/problem+json; no Threat Response route there (404)".into(),
+                },
+                "check Tanium Address, then Tanium Username and Tanium Password",
+            ),
         ];
         for (e, action) in cases {
             let shown = crate::platform::one_line(&format!("Check failed: {e}"));

@@ -13,7 +13,7 @@ pub use origin::{Origin, OriginError, Scheme};
 #[cfg(any(test, feature = "sim"))]
 pub use retry::RecordedSleep;
 pub use retry::{
-    classify, FullJitter, Jitter, NoJitter, RealSleep, Reason, RetryPolicy, Sleep, Verdict,
+    classify, FullJitter, Jitter, NoJitter, RealSleep, Reason, RetryPolicy, Sleep, Tries, Verdict,
 };
 pub use trust::CaCertificates;
 
@@ -22,6 +22,22 @@ use crate::secret::Secret;
 
 /// Largest response body we accept; a 10,000-indicator page is a few tens of MB at most.
 pub const MAX_BODY_BYTES: u64 = 512 * 1024 * 1024;
+
+/// How long opening a connection (TCP, TLS, a proxy's tunnel) may take. A reachable server
+/// opens one within a second or two even across a WAN; 15 s leaves room for that and keeps an
+/// address whose packets are dropped from costing a scheduled run minutes.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a side's answer may take to begin, and then to arrive whole. Tanium answers one
+/// document, a label or a listing page of 500 rows; ThreatConnect runs the TQL query of a
+/// page of up to 10,000 indicators first (its docs warn that large queries are slow), and a
+/// page it cannot serve in time is asked for again at half the size.
+pub fn answer_timeout(service: Service) -> Duration {
+    match service {
+        Service::ThreatConnect => Duration::from_secs(120),
+        Service::Tanium => Duration::from_secs(60),
+    }
+}
 
 /// Proxy to route a side's calls through (the TC platform's `tc_proxy_*` settings).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -42,7 +58,8 @@ pub struct HttpSettings {
     /// Limit for establishing a TCP/TLS connection.
     #[serde(rename = "connect_timeout_secs", serialize_with = "whole_seconds")]
     pub connect_timeout: Duration,
-    /// Limit for waiting on the response head and on each part of the body.
+    /// Limit for the answer to begin (from the request sent), and again for its whole body
+    /// (and for sending a request's body).
     #[serde(rename = "read_timeout_secs", serialize_with = "whole_seconds")]
     pub read_timeout: Duration,
     /// Check server certificates (on unless the job says otherwise).
@@ -54,15 +71,23 @@ pub struct HttpSettings {
     pub proxy: Option<ProxySettings>,
 }
 
-impl Default for HttpSettings {
-    fn default() -> Self {
+impl HttpSettings {
+    /// The defaults for one side: its timeouts, certificates checked, no proxy.
+    pub fn for_service(service: Service) -> HttpSettings {
         HttpSettings {
-            connect_timeout: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(300),
+            connect_timeout: CONNECT_TIMEOUT,
+            read_timeout: answer_timeout(service),
             verify_tls: true,
             ca_certificates: CaCertificates::default(),
             proxy: None,
         }
+    }
+}
+
+/// Tanium's defaults.
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings::for_service(Service::Tanium)
     }
 }
 
@@ -116,6 +141,7 @@ pub fn agent(settings: &HttpSettings) -> Result<Agent> {
         .proxy(proxy)
         .tls_config(tls.build())
         .max_redirects(0)
+        .timeout_resolve(Some(settings.connect_timeout))
         .timeout_connect(Some(settings.connect_timeout))
         .timeout_recv_response(Some(settings.read_timeout))
         .timeout_recv_body(Some(settings.read_timeout))
@@ -372,10 +398,29 @@ pub fn call(
     service: Service,
     build: &mut dyn FnMut() -> Result<Request>,
 ) -> Result<Response> {
+    call_on(agent, policy, service, &mut Tries::default(), build)
+}
+
+/// [`call`] as one part of a logical call: the count of attempts (and of timeouts) goes on
+/// from `tries`, and the call hands back early when `tries` says to pause.
+///
+/// At most `max_attempts` attempts, of which `max_timeouts` may time out: a call that gets no
+/// answer takes at most `max_timeouts` x (connect + answer limit) plus the waits between.
+pub fn call_on(
+    agent: &Agent,
+    policy: &RetryPolicy,
+    service: Service,
+    tries: &mut Tries,
+    build: &mut dyn FnMut() -> Result<Request>,
+) -> Result<Response> {
     let max = policy.max_attempts.max(1);
-    let mut attempt = 0;
     loop {
-        attempt += 1;
+        if let Some((d, line)) = tries.next.take() {
+            log::warn!("{line}");
+            policy.sleeper.sleep(d);
+        }
+        tries.made += 1;
+        let attempt = tries.made;
         let req = build()?;
         let what = req.describe();
         let started = Instant::now();
@@ -394,21 +439,30 @@ pub fn call(
             }
             Err((verdict, _)) => *verdict,
         };
-        if let (Verdict::Retry(reason), true) = (verdict, attempt < max) {
+        if verdict == Verdict::Retry(Reason::Timeout) {
+            tries.timed_out += 1;
+        }
+        let more = attempt < max
+            && !(verdict == Verdict::Retry(Reason::Timeout)
+                && tries.timed_out >= policy.max_timeouts);
+        if let (Verdict::Retry(reason), true) = (verdict, more) {
             let retry_after = outcome.as_ref().ok().and_then(Response::retry_after);
             let d = policy.delay(attempt, retry_after);
             let detail = match &outcome {
                 Err((_, failure)) => format!(" ({failure})"),
                 Ok(_) => String::new(),
             };
-            log::warn!(
+            let line = format!(
                 "{what} to {service} at {}: {reason}{detail}; retrying in {:.1} s (attempt {}/{max})",
                 host_of(&req.url),
                 d.as_secs_f64(),
                 attempt + 1
             );
-            policy.sleeper.sleep(d);
-            continue;
+            tries.next = Some((d, line));
+            // Paused, the caller decides whether the call goes on (and the wait with it).
+            if tries.pause_after.is_none_or(|n| attempt < n) {
+                continue;
+            }
         }
         return outcome.map_err(|(_, mut failure)| {
             // Through a proxy the look would go elsewhere than the call did.

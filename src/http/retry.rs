@@ -1,7 +1,9 @@
 //! The retry rule and the backoff, shared by both clients.
 //!
 //! Transport errors, 408, 429 (honouring `Retry-After`) and 5xx except 501 are retried; every
-//! other status is final. The wait before attempt n+1 is drawn at random from
+//! other status is final. An attempt that timed out is repeated once only by default (a
+//! server that takes the request and never answers must not hold a run for `max_attempts`
+//! timeouts). The wait before attempt n+1 is drawn at random from
 //! `[0, min(base * 2^(n-1), max)]` ("full jitter"): the parallel Tanium writers that meet the
 //! same 429 or outage together must not all come back at the same instant and meet it again.
 
@@ -122,6 +124,8 @@ impl Jitter for NoJitter {
 pub struct RetryPolicy {
     /// Total attempts including the first (1 = no retry).
     pub max_attempts: u32,
+    /// Attempts that may time out before the call gives up, at most `max_attempts`.
+    pub max_timeouts: u32,
     /// Cap of the delay before the second attempt; doubles after that.
     pub base_delay: Duration,
     /// Largest delay between attempts, also the cap on `Retry-After`.
@@ -136,6 +140,7 @@ impl fmt::Debug for RetryPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryPolicy")
             .field("max_attempts", &self.max_attempts)
+            .field("max_timeouts", &self.max_timeouts)
             .field("base_delay", &self.base_delay)
             .field("max_delay", &self.max_delay)
             .finish()
@@ -146,6 +151,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 5,
+            max_timeouts: 2,
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(60),
             sleeper: Arc::new(RealSleep),
@@ -154,13 +160,47 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The attempts one logical call made so far. A call made in parts under different limits (a
+/// first look with one or two attempts, then the rest) keeps one count, so its log lines read
+/// `attempt n/N` with one N and the timeout limit holds for the whole call.
+#[derive(Debug, Default, Clone)]
+pub struct Tries {
+    pub(super) made: u32,
+    pub(super) timed_out: u32,
+    pub(super) pause_after: Option<u32>,
+    /// The wait before the next attempt and the line that announces it, when the call
+    /// paused between two attempts (or is about to make the next).
+    pub(super) next: Option<(Duration, String)>,
+}
+
+impl Tries {
+    /// Hands the call back once `n` attempts in all were made (the policy's `max_attempts` is
+    /// still the N its log lines count to).
+    pub fn pausing_after(mut self, n: u32) -> Tries {
+        self.pause_after = Some(n);
+        self
+    }
+
+    /// Lets the call go on to the policy's limits.
+    pub fn resume(&mut self) {
+        self.pause_after = None;
+    }
+
+    /// Attempts that timed out so far.
+    pub fn timed_out(&self) -> u32 {
+        self.timed_out
+    }
+}
+
 impl RetryPolicy {
-    /// Four attempts, 100 ms doubling, no jitter, with `sleeper` doing (or recording) the waits:
+    /// Four attempts (two of them timed out at most), 100 ms doubling, no jitter, with
+    /// `sleeper` doing (or recording) the waits:
     /// what the client tests use to check the backoff without spending it.
     #[cfg(any(test, feature = "sim"))]
     pub fn quick(sleeper: Arc<dyn Sleep>) -> Self {
         RetryPolicy {
             max_attempts: 4,
+            max_timeouts: 2,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(60),
             sleeper,
@@ -205,6 +245,7 @@ mod tests {
     fn policy(jitter: Arc<dyn Jitter>) -> RetryPolicy {
         RetryPolicy {
             max_attempts: 10,
+            max_timeouts: 2,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             sleeper: Arc::new(RealSleep),

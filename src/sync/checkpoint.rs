@@ -108,8 +108,10 @@ impl Checkpoint {
         problems: &mut Problems,
         notes: &mut Vec<String>,
     ) -> Option<Checkpoint> {
+        let given = text(raw, pn::LAST_MODIFIED);
+        let defaulted = matches!(given, Ok(None));
         let last_modified = problems.take(
-            text(raw, pn::LAST_MODIFIED)
+            given
                 .map(|v| v.unwrap_or_else(|| DEFAULT_LAST_MODIFIED.to_string()))
                 .and_then(|v| {
                     parse_last_modified(&v, now)
@@ -117,6 +119,13 @@ impl Checkpoint {
                         .map_err(|e| format!("{} {e}", pn::LAST_MODIFIED.label))
                 }),
         )?;
+        if defaulted {
+            notes.push(format!(
+                "{} is empty: using the default, {DEFAULT_LAST_MODIFIED} ({})",
+                pn::LAST_MODIFIED.label,
+                iso(last_modified)
+            ));
+        }
         let mut hidden_time = |spec: pn::ParamSpec, consequence: &str| match text(raw, spec) {
             Ok(Some(s)) if s.eq_ignore_ascii_case(HORIZON_NONE) => Some(None),
             Ok(Some(s)) => match parse_time(&s, now) {
@@ -351,6 +360,9 @@ mod tests {
             .collect()
     }
 
+    /// A Last Modified the admin gave (an empty one is a note of its own).
+    const GIVEN: (&str, &str) = ("last_modified", "30 days ago");
+
     fn load(pairs: &[(&str, &str)]) -> (Checkpoint, Vec<String>) {
         Checkpoint::load(&raw(pairs), NOW).unwrap()
     }
@@ -370,7 +382,12 @@ mod tests {
     #[test]
     fn a_first_run_starts_at_last_modified_and_takes_it_as_horizon() {
         let (c, notes) = load(&[]);
-        assert!(notes.is_empty());
+        assert_eq!(
+            notes,
+            ["Last Modified is empty: using the default, 30 days ago (2026-10-29T12:00:00Z)"]
+        );
+        assert_eq!(load(&[("last_modified", " ")]).1, notes);
+        assert!(load(&[("last_modified", "30 days ago")]).1.is_empty());
         assert_eq!(c.last_modified, datetime!(2026-10-29 12:00:00 UTC));
         assert_eq!(c.horizon, Some(c.last_modified));
         assert_eq!(c.last_full_reconcile, None);
@@ -413,7 +430,7 @@ mod tests {
         let results = c.results(&end(), "abc", NOW);
         assert!(results.contains(&("job_horizon", Some("none".into()))));
         // A damaged horizon drops it for the run (never narrows what is sent) and says so.
-        let (c, notes) = load(&[("job_horizon", "garbage")]);
+        let (c, notes) = load(&[("job_horizon", "garbage"), GIVEN]);
         assert_eq!((c.horizon, notes.len()), (None, 1));
     }
 
@@ -438,7 +455,7 @@ mod tests {
             Some("the reconcile interval has passed"),
             "a clock that went backwards reconciles"
         );
-        let (damaged, notes) = load(&[("last_full_reconcile", "garbage")]);
+        let (damaged, notes) = load(&[("last_full_reconcile", "garbage"), GIVEN]);
         assert_eq!(notes.len(), 1);
         assert!(damaged.full_reconcile_reason(NOW, day, "f1").is_some());
     }
@@ -599,7 +616,7 @@ mod tests {
         assert_eq!(done[0].1.as_deref(), Some(r#"["label:threatconnect"]"#));
         assert_eq!(done[1].1, Some(new.fingerprint()));
         // Damaged, it is a note; the current rules still manage their own labels.
-        let (damaged, notes) = load(&[("managed_labels", "{oops")]);
+        let (damaged, notes) = load(&[("managed_labels", "{oops"), GIVEN]);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(damaged.managed(&new).manages("ThreatConnect"));
     }

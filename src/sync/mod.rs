@@ -31,6 +31,7 @@ use crate::tanium::client::TaniumClient;
 use crate::tc::client::TcClient;
 use crate::tc::model::IndicatorType;
 use crate::tc::tql;
+use crate::words::counted;
 
 pub use checkpoint::{Checkpoint, LabelsEnd, RunEnd};
 use index::SourceIndex;
@@ -136,6 +137,9 @@ pub enum Stop {
     Pull(String),
     /// Tanium writes kept failing, so the run stopped sending them.
     TaniumDown,
+    /// Tanium refused a write for a missing permission (the error, which names it), so the
+    /// run stopped sending them.
+    Forbidden(String),
 }
 
 impl fmt::Display for Stop {
@@ -143,6 +147,7 @@ impl fmt::Display for Stop {
         match self {
             Stop::Pull(why) => write!(f, "ThreatConnect pull incomplete (nothing removed): {why}"),
             Stop::TaniumDown => f.write_str("stopped early: Tanium writes kept failing"),
+            Stop::Forbidden(e) => f.write_str(e),
         }
     }
 }
@@ -195,6 +200,12 @@ pub struct SyncReport {
     pub source: (String, Option<i64>),
     /// Documents the source holds after the run (would hold, in a dry run).
     pub source_docs: u64,
+    /// Indicators those documents hold, when Indicators per Intel Document groups them (None:
+    /// one document per indicator).
+    pub grouped_indicators: Option<u64>,
+    /// Documents of the other layout retired because their indicators have documents of this
+    /// one now: single ones in a grouped run, grouped ones otherwise.
+    pub replaced: u64,
 }
 
 impl SyncReport {
@@ -283,10 +294,10 @@ fn open_source(
         })?;
     }
     log::info!(
-        "Tanium source \"{name}\" holds {} documents ({} identified, {} duplicates, {} unidentified)",
-        index.docs,
+        "Tanium source \"{name}\" holds {} ({} identified, {}, {} unidentified)",
+        counted(index.docs, "document"),
         index.map.len(),
-        index.duplicates.len(),
+        counted(index.duplicates.len() as u64, "duplicate"),
         index.unidentified.len()
     );
     Ok((Source { name, id, created }, index))
@@ -318,8 +329,8 @@ fn scan_foreign(tanium: &TaniumClient, index: &mut SourceIndex) {
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
     log::info!(
-        "taking the source over: {} documents this job did not make; {} cover exactly one indicator each and are kept for it if the job sends it, the rest go",
-        index.unidentified.len(),
+        "taking the source over: {} this job did not make; {} cover exactly one indicator each and are kept for it if the job sends it, the rest go",
+        counted(index.unidentified.len() as u64, "document"),
         index.adoptable.len()
     );
 }
@@ -406,29 +417,52 @@ fn describe_job(config: &JobConfig) -> String {
     )
 }
 
-/// What the run did, in counts that add up: what TC returned and where each went, and the
-/// removals by reason.
-fn log_counts(counts: &Counts, tally: &Tally) {
-    let by = |m: &std::collections::BTreeMap<&str, u64>| {
-        m.iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+/// `name count, ...` of counts by name.
+fn by(m: &BTreeMap<&str, u64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What TC returned and where each went, in counts that add up: the matched ones split into
+/// what became of them, the others by why they were not sent.
+fn counts_line(counts: &Counts, tally: &Tally) -> String {
     let excluded: u64 = counts.excluded.values().sum();
-    log::info!(
-        "ThreatConnect sent {} indicators: {} matched ({} created, {} updated, {} unchanged, the rest met twice), {excluded} left out by the filters ({}), {} blocked (unsafe or Never Send), {} over Maximum Indicators, {} invalid values, {} of other types",
-        counts.matched + excluded + counts.blocked + counts.over_cap + counts.skipped_invalid,
+    let sent =
+        counts.matched + excluded + counts.blocked + counts.over_cap + counts.skipped_invalid;
+    let mut matched = format!(
+        "{} created, {} updated, {} unchanged",
+        tally.created, tally.updated, tally.unchanged
+    );
+    if counts.repeats > 0 {
+        matched.push_str(&format!(", {} met twice", counts.repeats));
+    }
+    let rest = counts
+        .matched
+        .saturating_sub(tally.created + tally.updated + tally.unchanged + counts.repeats);
+    if rest > 0 {
+        matched.push_str(&format!(", {rest} not written"));
+    }
+    let filters = if excluded > 0 {
+        format!(" ({})", by(&counts.excluded))
+    } else {
+        String::new()
+    };
+    format!(
+        "ThreatConnect sent {}: {} matched ({matched}), {excluded} left out by the filters{filters}, {} blocked (unsafe or Never Send), {} over Maximum Indicators, {} invalid values, {} of other types",
+        counted(sent, "indicator"),
         counts.matched,
-        tally.created,
-        tally.updated,
-        tally.unchanged,
-        by(&counts.excluded),
         counts.blocked,
         counts.over_cap,
         counts.skipped_invalid,
         counts.dropped_other_types
-    );
+    )
+}
+
+/// What the run did, in counts that add up, and the removals by reason.
+fn log_counts(counts: &Counts, tally: &Tally) {
+    log::info!("{}", counts_line(counts, tally));
     let planned: u64 = counts.removals.values().sum();
     if planned > 0 {
         log::info!(
@@ -659,6 +693,7 @@ pub fn run(
             label_error: ended.label_error,
             results: ended.totals.into_results(),
             docs_after: ended.docs_after,
+            grouped_indicators: Some(ended.indicators_after),
         };
         return Ok(report(
             config, checkpoint, opts, tanium, source, full, foreign, done, started,
@@ -690,7 +725,7 @@ pub fn run(
         retire_groups(tanium, &index, opts.dry_run, &mut results);
     }
     let docs_after = (index.docs + results.created + counts.would_create)
-        .saturating_sub(results.removed + counts.would_remove);
+        .saturating_sub(results.removed + results.replaced + counts.would_remove);
     let done = Finished {
         pull,
         removals_complete,
@@ -698,6 +733,7 @@ pub fn run(
         removal_error,
         label_error,
         docs_after,
+        grouped_indicators: None,
         results,
     };
     Ok(report(
@@ -712,12 +748,12 @@ fn retire_groups(tanium: &TaniumClient, index: &SourceIndex, dry_run: bool, resu
         let what = format!("grouped document {} \"{}\"", g.doc_id, g.name);
         if dry_run {
             println!("remove {what}: its indicators have documents of their own now");
-            results.removed += 1;
+            results.replaced += 1;
             continue;
         }
         match tanium.delete_doc(g.doc_id) {
             Ok(()) => {
-                results.removed += 1;
+                results.replaced += 1;
                 results.wrote_anything = true;
             }
             Err(e) => {
@@ -738,6 +774,8 @@ struct Finished {
     results: Results,
     /// Documents the source holds after the run.
     docs_after: u64,
+    /// Indicators those documents hold, when they are grouped.
+    grouped_indicators: Option<u64>,
 }
 
 /// The counters, the deploy and the checkpoint of a run.
@@ -761,6 +799,7 @@ fn report(
         label_error,
         mut results,
         docs_after,
+        grouped_indicators,
     } = done;
     if let Some(e) = removal_error {
         results.note_error(e);
@@ -785,11 +824,17 @@ fn report(
 
     let pull_complete = pull.complete;
     let removals_complete = removals_complete && pull_complete;
+    // What stopped the writes says more than the pull they cut short.
+    let stop = match results.forbidden.take() {
+        Some(e) => Some(Stop::Forbidden(e)),
+        None if results.gave_up => Some(Stop::TaniumDown),
+        None => pull.stop,
+    };
     let report = SyncReport {
         full_reconcile: full.is_some(),
         removals_complete,
         pull_complete,
-        stop: pull.stop,
+        stop,
         end: (!opts.dry_run).then_some(RunEnd {
             query_started: opts.now,
             oldest_undelivered: results.oldest_undelivered,
@@ -802,6 +847,8 @@ fn report(
         deploy,
         errors: results.errors,
         source_docs: docs_after,
+        grouped_indicators,
+        replaced: results.replaced,
         tally,
         source: (source.name, source.id),
     };
@@ -820,7 +867,8 @@ fn meet_foreign(
     let foreign = index.unidentified.len() as u64;
     if foreign > 0 && !config.take_over_source {
         log::info!(
-            "the source holds {foreign} documents this job did not make: they are left alone (Take Over Source is off)"
+            "the source holds {} this job did not make: they are left alone (Take Over Source is off)",
+            counted(foreign, "document")
         );
     } else if foreign > 0 && full {
         scan_foreign(tanium, index);
@@ -843,5 +891,47 @@ fn settle_labels(
         LabelsEnd::Settled
     } else {
         LabelsEnd::Kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counts_line_says_only_what_happened() {
+        let quiet = Counts {
+            matched: 3,
+            ..Counts::default()
+        };
+        let tally = Tally {
+            created: 2,
+            unchanged: 1,
+            ..Tally::default()
+        };
+        assert_eq!(
+            counts_line(&quiet, &tally),
+            "ThreatConnect sent 3 indicators: 3 matched (2 created, 0 updated, 1 unchanged), 0 left out by the filters, 0 blocked (unsafe or Never Send), 0 over Maximum Indicators, 0 invalid values, 0 of other types"
+        );
+        let mut busy = Counts {
+            matched: 6,
+            repeats: 1,
+            ..Counts::default()
+        };
+        busy.excluded.insert("Minimum Confidence Rating", 2);
+        let line = counts_line(&busy, &tally);
+        assert!(
+            line.starts_with(
+                "ThreatConnect sent 8 indicators: 6 matched (2 created, 0 updated, 1 unchanged, 1 met twice, 2 not written), 2 left out by the filters (Minimum Confidence Rating 2),"
+            ),
+            "{line}"
+        );
+        let one = Counts {
+            matched: 1,
+            ..Counts::default()
+        };
+        assert!(
+            counts_line(&one, &Tally::default()).starts_with("ThreatConnect sent 1 indicator: ")
+        );
     }
 }

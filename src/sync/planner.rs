@@ -14,6 +14,7 @@ use crate::tanium::client::TaniumClient;
 use crate::tc::client::TcClient;
 use crate::tc::model::Indicator;
 use crate::tc::tql;
+use crate::words::counted;
 
 use super::index::SourceIndex;
 use super::labels::{LabelBook, LabelSets};
@@ -25,6 +26,8 @@ use super::{Stop, SyncOptions};
 #[derive(Debug, Default, Clone)]
 pub(super) struct Counts {
     pub matched: u64,
+    /// Matched indicators whose identity the pull had met already (one document serves both).
+    pub repeats: u64,
     pub unchanged: u64,
     pub skipped_invalid: u64,
     pub dropped_other_types: u64,
@@ -173,8 +176,9 @@ impl<'a> Planner<'a> {
             }
             let secs = started.elapsed().as_secs_f64().max(0.001);
             log::info!(
-                "page {}: {seen} indicators so far ({:.0}/s); {} matched, {} unchanged, {} skipped",
+                "page {}: {} so far ({:.0}/s); {} matched, {} unchanged, {} skipped",
                 pages.pages(),
+                counted(seen, "indicator"),
                 seen as f64 / secs,
                 self.counts.matched,
                 self.counts.unchanged,
@@ -218,8 +222,8 @@ impl<'a> Planner<'a> {
         ranks.sort_unstable();
         ranks.dedup_by_key(|r| r.3);
         log::info!(
-            "Maximum Indicators {cap}: {} indicators qualify{}",
-            ranks.len(),
+            "Maximum Indicators {cap}: {} qualify{}",
+            counted(ranks.len() as u64, "indicator"),
             if ranks.len() as u64 > cap {
                 ", the best ranked are kept"
             } else {
@@ -277,7 +281,10 @@ impl<'a> Planner<'a> {
                     self.remove(doc_id, describe(ind), why, "Maximum Indicators");
                 }
             }
-            Decision::Repeat => self.counts.matched += 1,
+            Decision::Repeat => {
+                self.counts.matched += 1;
+                self.counts.repeats += 1;
+            }
             Decision::Unchanged { doc_id, labels } => {
                 self.counts.matched += 1;
                 self.counts.unchanged += 1;
@@ -421,8 +428,10 @@ impl<'a> Planner<'a> {
             self.counts.held_back = n;
             let others = removals.len() as u64 - n;
             let line = format!(
-                "held back all {n} removals: more than {}% of the {docs} documents in the source (Maximum Removal Percent); none of them was made{}",
+                "held back all {}: more than {}% of the {} in the source (Maximum Removal Percent); none of them was made{}",
+                counted(n, "removal"),
                 rails.max_removal_percent,
+                counted(docs, "document"),
                 if others > 0 {
                     format!(" ({others} duplicates still go)")
                 } else {

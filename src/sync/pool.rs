@@ -7,7 +7,7 @@ use std::sync::{mpsc, Mutex};
 
 use time::OffsetDateTime;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::intel::{self, Package};
 use crate::tanium::client::TaniumClient;
 use crate::tanium::model::{IntelDoc, Upload};
@@ -86,8 +86,14 @@ pub(super) struct Results {
     /// The oldest lastModified among indicators whose document could not be written.
     pub oldest_undelivered: Option<OffsetDateTime>,
     pub wrote_anything: bool,
-    /// Writes stopped after too many failures in a row.
+    /// Writes stopped early: too many failures in a row, or a missing permission.
     pub gave_up: bool,
+    /// Tanium refused a write for a missing permission (the error, which names it): writes
+    /// stopped there, since every other write needs the same permission.
+    pub forbidden: Option<String>,
+    /// Documents of the other layout retired because their indicators have documents of this
+    /// one now (grouped ones, or single ones in a grouped run): not indicators removed.
+    pub replaced: u64,
 }
 
 impl Results {
@@ -102,6 +108,15 @@ impl Results {
         if let Some(lm) = lm {
             self.oldest_undelivered = Some(self.oldest_undelivered.map_or(lm, |o| o.min(lm)));
         }
+    }
+
+    /// Keeps the first missing permission a write met; true when `e` is one.
+    pub fn note_forbidden(&mut self, e: &Error) -> bool {
+        let forbidden = matches!(e, Error::Forbidden { .. });
+        if forbidden && self.forbidden.is_none() {
+            self.forbidden = Some(e.to_string());
+        }
+        forbidden
     }
 
     /// Counts an op that could not be attempted (Tanium is down).
@@ -327,6 +342,7 @@ impl State<'_> {
                 r.failed_writes += 1;
                 r.failed_labels += 1;
                 r.note_undelivered(*last_modified);
+                self.refused(&e, r);
                 r.note_error(format!("could not label {}: {e}", pkg.name));
             });
         }
@@ -346,6 +362,7 @@ impl State<'_> {
                 r.failed_writes += 1;
                 r.failed_labels += 1;
                 r.note_undelivered(last_modified);
+                self.refused(&e, r);
                 r.note_error(format!("could not label {what}: {e}"));
             }),
         }
@@ -430,10 +447,12 @@ impl State<'_> {
             ) => self.failed(|r| {
                 r.failed_writes += 1;
                 r.note_undelivered(last_modified);
+                self.refused(&e, r);
                 r.note_error(format!("could not write {}: {e}", pkg.name));
             }),
             (Op::Delete { what, .. }, Err(e)) => self.failed(|r| {
                 r.failed_removals += 1;
+                self.refused(&e, r);
                 r.note_error(format!("could not remove {what}: {e}"));
             }),
             // (sent before the match)
@@ -450,10 +469,20 @@ impl State<'_> {
             Ok(()) => r.removed += 1,
             Err(e) => {
                 r.failed_removals += 1;
+                self.refused(&e, &mut r);
                 r.note_error(format!(
                     "could not remove the document {name} replaced: {e}"
                 ));
             }
+        }
+    }
+
+    /// A missing permission stops the writes at once: trying the others would only meet it
+    /// again.
+    fn refused(&self, e: &Error, r: &mut Results) {
+        if r.note_forbidden(e) && !self.broken.swap(true, Ordering::SeqCst) {
+            r.gave_up = true;
+            log::error!("Tanium refuses writes to this account: stopping writes for this run");
         }
     }
 

@@ -8,6 +8,7 @@ use crate::intel;
 use crate::tc::client::TcClient;
 use crate::tc::model::IndicatorType;
 use crate::tc::tql;
+use crate::words::counted;
 
 use super::index::SourceIndex;
 use super::planner::{describe, Planner};
@@ -40,8 +41,8 @@ impl Planner<'_> {
             .filter(|(id, _, _)| !index.adopted.contains(id))
             .collect();
         log::info!(
-            "taking the source over: {} documents this job did not make adopted, {} to remove (each at debug level)",
-            index.adopted.len(),
+            "taking the source over: {} adopted, {} to remove (each at debug level)",
+            counted(index.adopted.len() as u64, "document"),
             foreign.len()
         );
         for (doc_id, name, _) in foreign {
@@ -102,9 +103,9 @@ impl Planner<'_> {
             tc.owners()?.into_iter().map(|o| o.name).collect()
         };
         log::info!(
-            "deleted indicators since {}: asking each of {} owners",
+            "deleted indicators since {}: asking each of {}",
             tql::format_time(since),
-            owners.len()
+            counted(owners.len() as u64, "owner")
         );
         let mut first_error = None;
         for owner in &owners {

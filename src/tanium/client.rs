@@ -2,9 +2,12 @@
 //!
 //! Every request goes through [`crate::http::call`] (so the shared retry rule applies) and
 //! through [`TaniumClient::send`], which adds the `session` header and, on 401/403, logs in
-//! again once and repeats the call. A 403 that survives a fresh login (or comes with a token
-//! that `GET /api/v2/session/current` still accepts) is a missing permission, and the error
-//! names the permission the call needs; a token refused by the server is a credentials error.
+//! again and repeats the call. A 403 can mean an expired session (3.x answers 403 to those,
+//! and other clients log in again on it) or a missing permission, so it costs at most one
+//! login per session: a 403 that survives a fresh login is a missing permission, and so is a
+//! 403 to a session a login after a 403 made, unless `GET /api/v2/session/current` refuses
+//! that session. A 403 to a token that endpoint still accepts is one too. The error names the
+//! permission the call needs; a token refused by the server is a credentials error.
 //!
 //! API generation: the `Tanium API Version` param fixes it, or (`auto`) the 4.x sources route
 //! is tried and, when it answers 400/401/403/404/405 or 5xx, the 3.x one; only when both fail
@@ -29,7 +32,7 @@ use serde_json::Value;
 
 use crate::compact::IdSet;
 use crate::error::{Error, Result, Service};
-use crate::http::{self, Request, Response, RetryPolicy};
+use crate::http::{self, Request, Response, RetryPolicy, Tries};
 use crate::secret::Secret;
 use crate::tanium::model::ApiGeneration;
 use crate::tanium::Settings;
@@ -77,6 +80,9 @@ pub struct TaniumClient {
     pub(super) cloud: bool,
     pub(super) requests: AtomicU64,
     pub(super) relogins: AtomicU64,
+    /// The epoch + 1 of a session a login made after a 403 (0: none): a 403 to it is not
+    /// worth another login.
+    pub(super) renewed_on_403: AtomicU64,
     /// Ids seen in (or written to) the app's own source: the only ones we update or delete.
     pub(super) owned: Mutex<IdSet>,
     /// Set once `DELETE /intels/?id=` proved unsupported (404/405 then `/intels/{id}` worked).
@@ -131,6 +137,7 @@ impl TaniumClient {
             fixed_generation: settings.api_version.is_some(),
             requests: AtomicU64::new(0),
             relogins: AtomicU64::new(0),
+            renewed_on_403: AtomicU64::new(0),
             owned: Mutex::new(IdSet::new()),
             delete_by_path: AtomicBool::new(false),
             max_listed_rows: AtomicU64::new(DEFAULT_MAX_LISTED_ROWS),
@@ -219,9 +226,10 @@ impl TaniumClient {
             .unwrap_or_default()
     }
 
-    /// Sends with the current session; on 401/403 logs in again once and repeats the call.
-    /// With an API token there is nothing to renew: 401 is a refused token, and 403 is a
-    /// missing permission unless the token itself is refused (3.x answers 403 to both).
+    /// Sends with the current session; on 401/403 logs in again (see the module docs for
+    /// when a 403 does not) and repeats the call. With an API token there is nothing to
+    /// renew: 401 is a refused token, and 403 is a missing permission unless the token itself
+    /// is refused (3.x answers 403 to both).
     pub(super) fn send(
         &self,
         method: &'static str,
@@ -239,7 +247,13 @@ impl TaniumClient {
             }
             return Err(token_refused());
         }
-        let session = self.renew(epoch)?;
+        if resp.status == 403
+            && self.renewed_on_403.load(Ordering::SeqCst) == epoch + 1
+            && self.credentials_refused() != Some(true)
+        {
+            return Err(forbidden(method, path));
+        }
+        let session = self.renew(epoch, resp.status == 403)?;
         let resp = self.raw_call(method, path, Some(&session), body)?;
         match resp.status {
             401 => Err(Error::Auth {
@@ -262,35 +276,41 @@ impl TaniumClient {
         session: Option<&Secret>,
         body: Option<&Payload>,
     ) -> Result<Response> {
-        self.raw_call_with(&self.policy, method, path, session, body)
+        self.raw_call_with(&mut Tries::default(), method, path, session, body)
     }
 
-    /// [`Self::raw_call`] with another retry policy.
+    /// [`Self::raw_call`] as part of a call that made `tries` so far (and may pause early).
     pub(super) fn raw_call_with(
         &self,
-        policy: &RetryPolicy,
+        tries: &mut Tries,
         method: &'static str,
         path: &str,
         session: Option<&Secret>,
         body: Option<&Payload>,
     ) -> Result<Response> {
         let url = format!("{}{path}", self.base_url);
-        http::call(&self.agent, policy, Service::Tanium, &mut || {
-            self.requests.fetch_add(1, Ordering::SeqCst);
-            let mut req = Request::new(method, url.clone())
-                .header("Accept", "application/json, text/plain, */*");
-            if let Some(s) = session {
-                req = req.header("session", s.expose());
-            }
-            if let Some(p) = body {
-                req = req.header("Content-Type", p.content_type);
-                for (k, v) in &p.headers {
-                    req = req.header(k, v.clone());
+        http::call_on(
+            &self.agent,
+            &self.policy,
+            Service::Tanium,
+            tries,
+            &mut || {
+                self.requests.fetch_add(1, Ordering::SeqCst);
+                let mut req = Request::new(method, url.clone())
+                    .header("Accept", "application/json, text/plain, */*");
+                if let Some(s) = session {
+                    req = req.header("session", s.expose());
                 }
-                req = req.body(p.bytes.clone());
-            }
-            Ok(req)
-        })
+                if let Some(p) = body {
+                    req = req.header("Content-Type", p.content_type);
+                    for (k, v) in &p.headers {
+                        req = req.header(k, v.clone());
+                    }
+                    req = req.body(p.bytes.clone());
+                }
+                Ok(req)
+            },
+        )
     }
 
     /// [`Self::send`] that turns any non-2xx answer into [`Error::Status`].

@@ -2,7 +2,7 @@
 //! detected from the sources route of each (see the client's module docs).
 
 use crate::error::{Error, Result, Service};
-use crate::http::{self, Response, RetryPolicy};
+use crate::http::{self, Response, Tries};
 use crate::tanium::model::ApiGeneration;
 
 use super::answers::{describe, needed_for, status_error};
@@ -19,7 +19,7 @@ impl TaniumClient {
             // A session can expire between the login and the probes: one more login decides.
             Err(Error::Auth { .. }) if matches!(self.credentials, Credentials::Login { .. }) => {
                 let (_, epoch) = self.current_session();
-                self.renew(epoch)?;
+                self.renew(epoch, false)?;
                 self.detect_once()
             }
             r => r,
@@ -28,20 +28,21 @@ impl TaniumClient {
 
     pub(super) fn detect_once(&self) -> Result<(ApiGeneration, String)> {
         let (session, _) = self.current_session();
-        let probe = |g: ApiGeneration, policy: &RetryPolicy| {
+        let probe = |g: ApiGeneration, tries: &mut Tries| {
             let path = format!("{}/sources", g.base_path());
-            self.raw_call_with(policy, "GET", &path, Some(&session), None)
+            self.raw_call_with(tries, "GET", &path, Some(&session), None)
         };
         let ok = |r: &Response| http::classify(r.status) == http::Verdict::Ok;
         // One attempt first: a 3.x server may answer 5xx on the 4.x path on every run, and
-        // retrying that would cost each run the whole backoff.
-        let once = RetryPolicy {
-            max_attempts: 1,
-            ..self.policy.clone()
-        };
-        let mut v4 = match probe(ApiGeneration::V4, &once) {
+        // retrying that would cost each run the whole backoff. The rest of the call follows
+        // when it got no answer, or when 3.x does not answer either.
+        let mut v4_tries = Tries::default().pausing_after(1);
+        let mut v4 = match probe(ApiGeneration::V4, &mut v4_tries) {
             Ok(r) => r,
-            Err(Error::Transport(_)) => probe(ApiGeneration::V4, &self.policy)?,
+            Err(Error::Transport(_)) => {
+                v4_tries.resume();
+                probe(ApiGeneration::V4, &mut v4_tries)?
+            }
             Err(e) => return Err(e),
         };
         let v4_path = format!("{}/sources", ApiGeneration::V4.base_path());
@@ -56,7 +57,7 @@ impl TaniumClient {
             return Err(status_error(&v4, "GET", &v4_path));
         }
         let v3_path = format!("{}/sources", ApiGeneration::V3.base_path());
-        let v3 = probe(ApiGeneration::V3, &self.policy)?;
+        let v3 = probe(ApiGeneration::V3, &mut Tries::default())?;
         if ok(&v3) {
             return Ok((
                 ApiGeneration::V3,
@@ -70,7 +71,8 @@ impl TaniumClient {
         }
         if matches!(http::classify(v4.status), http::Verdict::Retry(_)) {
             // Maybe a passing failure of a 4.x server: give it the full retries now.
-            let again = probe(ApiGeneration::V4, &self.policy)?;
+            v4_tries.resume();
+            let again = probe(ApiGeneration::V4, &mut v4_tries)?;
             if ok(&again) {
                 return Ok((
                     ApiGeneration::V4,

@@ -9,6 +9,7 @@ use crate::compact::IdSet;
 use crate::error::{Error, Result, Service};
 use crate::http::{self, Response};
 use crate::tanium::model::{IntelDoc, Upload};
+use crate::words::counted;
 
 use super::answers::{describe, json_body, rows_of, status_error, unwrap_data};
 use super::client::{Payload, TaniumClient, PAGE_LIMIT};
@@ -52,9 +53,9 @@ impl Listing {
     fn log(&self, source_id: i64) {
         if self.foreign > 0 {
             log::debug!(
-                "the Tanium intel listing held {} documents of other sources (sourceId \
-                 not applied by the server); only source {source_id} is ours",
-                self.foreign
+                "the Tanium intel listing held {} of other sources (sourceId not applied by \
+                 the server); only source {source_id} is ours",
+                counted(self.foreign, "document")
             );
         }
         if self.unreadable > 0 {

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result, Service};
-use crate::http::{self};
+use crate::http::{self, Response, Tries};
 use crate::secret::Secret;
+use crate::tanium::model::ApiGeneration;
 
 use super::answers::{describe, json_body, status_error, unwrap_data};
 use super::client::{Payload, TaniumClient};
@@ -72,7 +73,20 @@ impl TaniumClient {
         let body = json!({"username": username, "password": password.expose()});
         let payload = Payload::json(&body);
         let resp = self.raw_call("POST", LOGIN_PATH, None, Some(&payload))?;
+        let request = describe("POST", LOGIN_PATH);
+        if let Some(e) = resp.not_the_api(Service::Tanium, &request) {
+            return Err(e);
+        }
+        let not_tanium = |why: String| Error::NotTanium {
+            host: resp.host.clone(),
+            request: request.clone(),
+            status: resp.status,
+            why,
+        };
         if matches!(resp.status, 401 | 403) {
+            if let Some(why) = self.refusal_not_tanium(&resp) {
+                return Err(not_tanium(why));
+            }
             let message = if self.cloud {
                 "Tanium Cloud accepts only API tokens for the REST API: put the token in Tanium \
                  Password and _token in Tanium Username"
@@ -92,7 +106,7 @@ impl TaniumClient {
         if !(200..300).contains(&resp.status) {
             return Err(status_error(&resp, "POST", LOGIN_PATH));
         }
-        let v = json_body(&resp, &describe("POST", LOGIN_PATH))?;
+        let v = json_body(&resp, &request)?;
         let session = unwrap_data(v)
             .get("session")
             .and_then(Value::as_str)
@@ -103,16 +117,39 @@ impl TaniumClient {
                 (!t.is_empty() && !t.starts_with('{') && !t.contains(char::is_whitespace))
                     .then_some(t)
             })
-            .ok_or_else(|| Error::Protocol {
-                service: Service::Tanium,
-                request: describe("POST", LOGIN_PATH),
-                detail: "the login answer holds no session".into(),
-            })?;
+            .ok_or_else(|| not_tanium(format!("{} without a session", content_type(&resp))))?;
         Ok(Secret::new(session))
     }
 
-    /// Logs in again unless another worker already did since `seen_epoch`.
-    pub(super) fn renew(&self, seen_epoch: u64) -> Result<Secret> {
+    /// Why a refused login's answer is not Tanium's (None: it may well be). Tanium takes its
+    /// credentials in the login's body and sessions in its own header, so it asks for no HTTP
+    /// authentication; and a Tanium server has a Threat Response route that answers something
+    /// other than 404 (401 or 403 without a session), where another API has none.
+    fn refusal_not_tanium(&self, resp: &Response) -> Option<String> {
+        let what = content_type(resp);
+        if let Some(challenge) = resp.header("www-authenticate") {
+            let scheme: String = challenge
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(20)
+                .collect();
+            return Some(format!("{what}, asking for {scheme} authentication"));
+        }
+        let absent = [ApiGeneration::V4, ApiGeneration::V3].iter().all(|g| {
+            let path = format!("{}/sources", g.base_path());
+            let mut once = Tries::default().pausing_after(1);
+            self.raw_call_with(&mut once, "GET", &path, None, None)
+                .is_ok_and(|r| r.status == 404)
+        });
+        absent.then(|| format!("{what}; no Threat Response route there (404)"))
+    }
+
+    /// Logs in again unless another worker already did since `seen_epoch`; `on_403` says
+    /// the session was refused with 403, not 401.
+    pub(super) fn renew(&self, seen_epoch: u64, on_403: bool) -> Result<Secret> {
         let mut guard = self
             .session
             .write()
@@ -125,8 +162,29 @@ impl TaniumClient {
         self.relogins.fetch_add(1, Ordering::SeqCst);
         guard.value = fresh.clone();
         guard.epoch += 1;
+        if on_403 {
+            self.renewed_on_403.store(guard.epoch + 1, Ordering::SeqCst);
+        }
         Ok(fresh)
     }
+}
+
+/// The media type of an answer (without parameters), or that it has none, for messages.
+fn content_type(resp: &Response) -> String {
+    if resp.body.iter().all(u8::is_ascii_whitespace) {
+        return "no body".into();
+    }
+    resp.header("content-type")
+        .and_then(|t| t.split(';').next())
+        .map(|t| {
+            t.trim()
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(40)
+                .collect::<String>()
+        })
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "no content type".into())
 }
 
 pub(super) fn token_refused() -> Error {

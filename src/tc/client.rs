@@ -11,7 +11,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result, Service};
-use crate::http::{self, path_of, Origin, Request, Response, RetryPolicy};
+use crate::http::{self, path_of, Origin, Request, Response, RetryPolicy, Tries};
 use crate::secret::Secret;
 use crate::tc::auth::{hmac_authorization, path_and_query};
 use crate::tc::model::DeletedIndicator;
@@ -372,12 +372,17 @@ impl TcClient {
     /// GETs `url` (signed per attempt, retried per the shared rule, renewing a token once on
     /// 401) and returns the 2xx answer, or the mapped error.
     pub(super) fn get(&self, url: &str) -> Result<Response> {
-        self.get_with(url, &self.policy)
+        self.get_with(url, &self.policy, &mut Tries::default())
     }
 
-    /// [`Self::get`] with its own retry policy.
-    pub(super) fn get_with(&self, url: &str, policy: &RetryPolicy) -> Result<Response> {
-        let resp = self.answer_with(url, policy)?;
+    /// [`Self::get`] with its own retry policy, as part of a call that made `tries` so far.
+    pub(super) fn get_with(
+        &self,
+        url: &str,
+        policy: &RetryPolicy,
+        tries: &mut Tries,
+    ) -> Result<Response> {
+        let resp = self.answer_with(url, policy, tries)?;
         if (200..300).contains(&resp.status) {
             Ok(resp)
         } else {
@@ -392,10 +397,10 @@ impl TcClient {
     /// the shared rule, a job token renewed ahead of expiry and once on 401. Refused before
     /// anything is sent when `url` is not on the `tc_api_path` origin.
     pub(super) fn answer(&self, url: &str) -> Result<Response> {
-        self.answer_with(url, &self.policy)
+        self.answer_with(url, &self.policy, &mut Tries::default())
     }
 
-    fn answer_with(&self, url: &str, policy: &RetryPolicy) -> Result<Response> {
+    fn answer_with(&self, url: &str, policy: &RetryPolicy, tries: &mut Tries) -> Result<Response> {
         let url = wire_safe(url);
         let what = format!("GET {}", path_of(&url));
         if Origin::of_url(&url).ok().as_ref() != Some(&self.origin) {
@@ -412,7 +417,7 @@ impl TcClient {
         let mut renewed = false;
         loop {
             let generation = self.generation();
-            let resp = http::call(&self.agent, policy, SVC, &mut || self.build(&url))?;
+            let resp = http::call_on(&self.agent, policy, SVC, tries, &mut || self.build(&url))?;
             if resp.status == 401 && !renewed && matches!(self.signer, Signer::Token(_)) {
                 renewed = true;
                 log::info!("ThreatConnect answered 401 to {what}; renewing the job token");
@@ -597,11 +602,13 @@ impl TcClient {
         }
     }
 
-    /// A cheap authenticated call (one owner) proving the URL and credentials work.
+    /// A cheap authenticated call (the first page of owners) proving the URL and credentials
+    /// work.
     pub fn check(&self) -> Result<String> {
-        let url = format!("{}/v3/security/owners?resultLimit=1", self.api_path);
+        let url = format!("{}/v3/security/owners", self.api_path);
         let resp = self.get(&url)?;
-        let env: Envelope<serde_json::Value> = parse_envelope(&resp, "GET /v3/security/owners")?;
+        let env: Envelope<serde_json::Value> =
+            parse_envelope(&resp, "GET /api/v3/security/owners")?;
         let kind = match self.signer {
             Signer::Hmac { .. } => "API access id / secret key",
             Signer::Token(_) => "job token",

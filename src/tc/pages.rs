@@ -3,18 +3,23 @@
 
 use crate::compact::IdSet;
 use crate::error::{Error, Result};
-use crate::http::{classify, Response, RetryPolicy, Verdict};
+use crate::http::{classify, Response, RetryPolicy, Tries, Verdict};
 use crate::tc::client::{parse_envelope_borrowed, Envelope, TcClient, SVC};
 use crate::tc::model::Indicator;
 
 /// Smallest page a pull shrinks to when TC cannot serve larger ones in time.
 pub const MIN_PAGE_SIZE: u32 = 100;
 
+/// Timeouts one page may meet, whatever its sizes, before the pull stops: a TC that stopped
+/// answering costs three answer timeouts, not one per size down to [`MIN_PAGE_SIZE`].
+pub const PAGE_TIMEOUTS: u32 = 3;
+
 /// Pages of indicators, fetched lazily: at most one page is held, ids seen so far are kept
 /// to drop repeats, and indicators of types other than Address / File / Host are dropped.
 ///
 /// A page TC cannot serve in time (a timeout, 408 or 5xx) is asked for again at half the size,
-/// down to [`MIN_PAGE_SIZE`], before the shared retry rule gets its full say. A record that
+/// down to [`MIN_PAGE_SIZE`], before the shared retry rule gets its full say; a timeout is not
+/// asked for again at the same size above it, and [`PAGE_TIMEOUTS`] end the pull. A record that
 /// cannot be read ends the pull after the readable records of its page, with an error: the
 /// caller must treat the pull as incomplete. After an error the iterator ends.
 pub struct Pages<'a> {
@@ -93,21 +98,35 @@ impl<'a> Pages<'a> {
             None => self.tql.clone(),
             Some(id) => format!("({}) AND id > {id}", self.tql),
         };
+        let base = self.client.policy();
+        // Timeouts this page met at larger sizes.
+        let mut timeouts = 0;
         loop {
             let url = self.client.page_url(&tql, self.page_size);
-            if self.page_size <= MIN_PAGE_SIZE {
-                return self.client.get(&url);
-            }
-            let probe = RetryPolicy {
-                max_attempts: self.client.policy().max_attempts.min(2),
-                ..self.client.policy().clone()
+            let policy = RetryPolicy {
+                max_timeouts: base.max_timeouts.min(PAGE_TIMEOUTS - timeouts),
+                ..base.clone()
             };
-            let err = match self.client.get_with(&url, &probe) {
+            if self.page_size <= MIN_PAGE_SIZE {
+                return self.client.get_with(&url, &policy, &mut Tries::default());
+            }
+            // A first look of two attempts, one of which may time out: a page TC cannot serve
+            // in time is asked for smaller rather than again.
+            let look = RetryPolicy {
+                max_timeouts: 1,
+                ..policy.clone()
+            };
+            let mut tries = Tries::default().pausing_after(2);
+            let err = match self.client.get_with(&url, &look, &mut tries) {
                 Ok(resp) => return Ok(resp),
                 Err(e) => e,
             };
             match failure(&err) {
                 Failure::Overload => {
+                    timeouts += tries.timed_out();
+                    if timeouts >= PAGE_TIMEOUTS {
+                        return Err(err);
+                    }
                     let smaller = (self.page_size / 2).max(MIN_PAGE_SIZE);
                     log::warn!(
                         "ThreatConnect could not serve a page of {} indicators ({err}); asking for {smaller} per page from here on",
@@ -115,7 +134,11 @@ impl<'a> Pages<'a> {
                     );
                     self.page_size = smaller;
                 }
-                Failure::Transient => return self.client.get(&url),
+                Failure::Transient => {
+                    // The same call goes on: its attempts count on from the first look's.
+                    tries.resume();
+                    return self.client.get_with(&url, &policy, &mut tries);
+                }
                 Failure::Final => return Err(err),
             }
         }

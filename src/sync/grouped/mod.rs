@@ -18,7 +18,7 @@ mod pull;
 mod write;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 use time::OffsetDateTime;
 
@@ -28,6 +28,7 @@ use crate::intel::group::BucketKey;
 use crate::intel::Format;
 use crate::tanium::client::TaniumClient;
 use crate::tc::client::TcClient;
+use crate::words::counted;
 
 use super::index::{Listed, SourceIndex};
 use super::labels::{LabelBook, LabelPlan};
@@ -79,20 +80,25 @@ pub(super) struct Totals {
     pub relabelled: u64,
     pub docs_created: u64,
     pub docs_removed: u64,
+    pub singles_replaced: u64,
     pub failed_writes: u64,
     pub failed_removals: u64,
     pub unreadable: u64,
     pub wrote: bool,
     pub undelivered: Option<OffsetDateTime>,
     pub errors: Vec<String>,
+    pub forbidden: Option<String>,
+    /// Writes stopped early (too many failures in a row, or a missing permission).
+    pub gave_up: bool,
 }
 
 impl Totals {
     fn log(&self) {
         log::info!(
-            "grouped: {} documents created, {} removed; {} indicators created, {} updated, {} removed, {} unchanged",
+            "grouped: documents {} created, {} removed ({} of them single documents replaced); indicators {} created, {} updated, {} removed, {} unchanged",
             self.docs_created,
             self.docs_removed,
+            self.singles_replaced,
             self.created,
             self.updated,
             self.removed,
@@ -111,10 +117,14 @@ impl Totals {
         self.relabelled += o.relabelled;
         self.docs_created += o.docs_created;
         self.docs_removed += o.docs_removed;
+        self.singles_replaced += o.singles_replaced;
         self.failed_writes += o.failed_writes;
         self.failed_removals += o.failed_removals;
         self.unreadable += u64::from(o.unreadable);
         self.wrote |= o.wrote;
+        if self.forbidden.is_none() {
+            self.forbidden.clone_from(&o.forbidden);
+        }
         if let Some(t) = o.undelivered {
             self.undelivered = Some(self.undelivered.map_or(t, |u| u.min(t)));
         }
@@ -143,7 +153,9 @@ impl Totals {
             errors: self.errors,
             oldest_undelivered: self.undelivered,
             wrote_anything: self.wrote,
-            gave_up: false,
+            gave_up: self.gave_up,
+            forbidden: self.forbidden,
+            replaced: self.singles_replaced,
         }
     }
 }
@@ -157,6 +169,8 @@ pub(super) struct Ended {
     pub counts: Counts,
     pub label_error: Option<String>,
     pub docs_after: u64,
+    /// Indicators the documents hold after the run.
+    pub indicators_after: u64,
 }
 
 /// Pulls, plans per bucket, writes, and retires what was replaced.
@@ -185,7 +199,8 @@ pub(super) fn reconcile(
         labels: book,
     };
     let (mut pulled, pull, removals_complete) = pull(&mut p, tc, checkpoint, full)?;
-    let (recs, desired) = kept(&mut pulled, full);
+    let (recs, desired, repeats) = kept(&mut pulled, full);
+    p.counts.repeats = repeats;
     let label_plans = label_plans(&mut p, &pulled.names);
     let held_before: u64 =
         index.groups.iter().map(Listed::count).sum::<u64>() + index.map.len() as u64;
@@ -256,7 +271,8 @@ pub(super) fn reconcile(
         }
         plan.retire.retain(|r| !r.guarded);
     }
-    let (totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
+    let (mut totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
+    totals.gave_up = run.broken.load(Ordering::SeqCst);
     let removals_complete = removals_complete && !blocked;
     Ok(ended(
         p,
@@ -264,7 +280,7 @@ pub(super) fn reconcile(
         removals_complete,
         totals,
         held_back,
-        index.docs,
+        (index.docs, held_before),
         checkpoint,
     ))
 }
@@ -276,13 +292,17 @@ fn ended(
     removals_complete: bool,
     mut totals: Totals,
     held_back: u64,
-    docs_before: u64,
+    (docs_before, indicators_before): (u64, u64),
     checkpoint: &Checkpoint,
 ) -> Ended {
     let mut counts = std::mem::take(&mut p.counts);
     counts.over_cap += totals.over_cap;
     counts.held_back = held_back;
     let docs_after = (docs_before + totals.docs_created).saturating_sub(totals.docs_removed);
+    // A member that moved to another label set's bucket is created there and gone here; the
+    // indicator of a single document replaced is created in its bucket.
+    let indicators_after = (indicators_before + totals.created)
+        .saturating_sub(totals.moved + totals.removed + totals.singles_replaced);
     totals.log();
     if totals.unreadable > 0 {
         // What the unreadable documents hold is unknown: the next run starts where this one did.
@@ -301,6 +321,7 @@ fn ended(
         counts,
         label_error: p.labels.error.clone(),
         docs_after,
+        indicators_after,
     }
 }
 
@@ -379,9 +400,9 @@ fn pull(
     Ok((pulled, pull, removals_complete))
 }
 
-/// One record per identity (the first the pull met), by label set then identity; and, in a
-/// full reconcile with several label sets, every identity sent, sorted.
-fn kept(pulled: &mut Pulled, full: bool) -> (Vec<Rec>, Vec<u128>) {
+/// One record per identity (the first the pull met), by label set then identity; in a full
+/// reconcile with several label sets, every identity sent, sorted; and how many repeats went.
+fn kept(pulled: &mut Pulled, full: bool) -> (Vec<Rec>, Vec<u128>, u64) {
     // Scratch offsets grow with the pull, so the lowest is the first met.
     let mut recs = std::mem::take(&mut pulled.recs);
     let met = recs.len();
@@ -396,11 +417,11 @@ fn kept(pulled: &mut Pulled, full: bool) -> (Vec<Rec>, Vec<u128>) {
     };
     recs.sort_unstable_by_key(|r| (r.labels, r.identity()));
     log::info!(
-        "pull: {} indicators kept for {} label sets ({repeats} met twice)",
-        recs.len(),
-        pulled.names.len()
+        "pull: {} kept for {} ({repeats} met twice)",
+        counted(recs.len() as u64, "indicator"),
+        counted(pulled.names.len() as u64, "label set")
     );
-    (recs, desired)
+    (recs, desired, repeats as u64)
 }
 
 /// The label ids each label set of the pull stands for (made where missing).
@@ -493,6 +514,7 @@ fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Tot
         retire.push(Job::Delete {
             doc_id: r.doc_id,
             what: r.what,
+            single: r.single,
         });
     }
     for doc_id in replaced {
@@ -502,6 +524,7 @@ fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Tot
         retire.push(Job::Delete {
             doc_id,
             what: format!("document {doc_id}"),
+            single: false,
         });
     }
     for o in &parallel(ctx, workers, retire) {

@@ -23,6 +23,8 @@ pub(super) struct Retire {
     pub(super) guarded: bool,
     /// Goes only when every write of the run went through (its members moved elsewhere).
     pub(super) needs_clean: bool,
+    /// A single document (one per indicator) whose indicator is in a grouped one now.
+    pub(super) single: bool,
 }
 
 #[derive(Default)]
@@ -143,6 +145,7 @@ pub(super) fn plan_full(
                 why: "none of its indicators is selected any more".into(),
                 guarded: true,
                 needs_clean: false,
+                single: false,
             });
         }
     }
@@ -158,6 +161,7 @@ pub(super) fn plan_full(
                 why: "its indicators are in the documents of the new layout".into(),
                 guarded: false,
                 needs_clean: true,
+                single: false,
             });
         }
     }
@@ -195,6 +199,7 @@ fn retire_singles_and_strays(
             },
             guarded: !sent,
             needs_clean: sent,
+            single: sent,
         });
     }
     for (doc_id, name) in &index.duplicates {
@@ -204,6 +209,7 @@ fn retire_singles_and_strays(
             why: "another document holds the same indicator".into(),
             guarded: false,
             needs_clean: true,
+            single: false,
         });
     }
     if p.config.take_over_source {
@@ -217,6 +223,7 @@ fn retire_singles_and_strays(
                 why: "Take Over Source is on (grouped documents adopt none)".into(),
                 guarded: true,
                 needs_clean: true,
+                single: false,
             });
         }
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::intel::group::{self, BucketKey, Member};
 use crate::intel::Format;
 use crate::tanium::client::TaniumClient;
@@ -17,6 +17,7 @@ use super::FAILURES_TO_ABORT;
 use crate::sync::index::Listed;
 use crate::sync::labels::{self, LabelPlan};
 use crate::sync::layout;
+use crate::words::counted;
 
 /// A bucket document to write (or to read, apply and write back).
 #[derive(Clone)]
@@ -67,6 +68,8 @@ pub(super) enum Job {
     Delete {
         doc_id: i64,
         what: String,
+        /// A single document whose indicator is in a grouped one now.
+        single: bool,
     },
 }
 
@@ -84,6 +87,8 @@ pub(super) struct Outcome {
     pub(super) over_cap: u64,
     pub(super) docs_created: u64,
     pub(super) docs_removed: u64,
+    /// Of `docs_removed`, single documents whose indicator is in a grouped one now.
+    pub(super) singles_replaced: u64,
     pub(super) relabelled: u64,
     pub(super) failed_writes: u64,
     pub(super) failed_removals: u64,
@@ -99,12 +104,22 @@ pub(super) struct Outcome {
     pub(super) undelivered: Option<OffsetDateTime>,
     pub(super) errors: Vec<String>,
     pub(super) plan: Vec<String>,
+    /// Tanium refused a write for a missing permission: the error, which names it.
+    pub(super) forbidden: Option<String>,
 }
 
 impl Outcome {
     fn fail(&mut self, msg: String) {
         self.failed = true;
         self.errors.push(msg);
+    }
+
+    /// [`Outcome::fail`] for a write Tanium refused, keeping a missing permission apart.
+    fn refused(&mut self, e: &Error, msg: String) {
+        if let Error::Forbidden { .. } = e {
+            self.forbidden.get_or_insert_with(|| e.to_string());
+        }
+        self.fail(msg);
     }
 }
 
@@ -150,10 +165,16 @@ impl Ctx<'_> {
     pub(super) fn run(&self, job: Job) -> Outcome {
         let mut out = Outcome::default();
         if self.broken.load(Ordering::SeqCst) {
-            out.fail("not attempted: Tanium writes kept failing".into());
-            if let Job::Write(w) = &job {
-                out.failed_writes += 1;
-                self.undelivered(w, &mut out);
+            // Not attempted: failed, without an error of its own (the one that stopped the
+            // writes was logged).
+            out.failed = true;
+            match &job {
+                Job::Write(w) => {
+                    out.failed_writes += 1;
+                    self.undelivered(w, &mut out);
+                }
+                Job::Labels { .. } => out.failed_writes += 1,
+                Job::Delete { .. } => out.failed_removals += 1,
             }
             return out;
         }
@@ -170,30 +191,44 @@ impl Ctx<'_> {
                         }
                         Err(e) => {
                             out.failed_writes += 1;
-                            out.fail(format!("could not label {what}: {e}"));
+                            out.refused(&e, format!("could not label {what}: {e}"));
                         }
                     }
                 }
             }
-            Job::Delete { doc_id, what } => {
+            Job::Delete {
+                doc_id,
+                what,
+                single,
+            } => {
                 if !self.dry {
                     if let Err(e) = self.tanium.delete_doc(doc_id) {
                         out.failed_removals += 1;
-                        out.fail(format!("could not remove {what}: {e}"));
+                        out.refused(&e, format!("could not remove {what}: {e}"));
                         return self.settled(out);
                     }
                     out.wrote = true;
                 }
                 out.docs_removed += 1;
+                out.singles_replaced += u64::from(single);
             }
         }
         self.settled(out)
     }
 
     fn settled(&self, out: Outcome) -> Outcome {
-        if out.failed && !out.unreadable {
-            if self.consecutive.fetch_add(1, Ordering::SeqCst) + 1 >= FAILURES_TO_ABORT {
-                self.broken.store(true, Ordering::SeqCst);
+        if out.forbidden.is_some() {
+            // Every other write needs the same permission: none is sent after this one.
+            if !self.broken.swap(true, Ordering::SeqCst) {
+                log::error!("Tanium refuses writes to this account: stopping writes for this run");
+            }
+        } else if out.failed && !out.unreadable {
+            if self.consecutive.fetch_add(1, Ordering::SeqCst) + 1 >= FAILURES_TO_ABORT
+                && !self.broken.swap(true, Ordering::SeqCst)
+            {
+                log::error!(
+                    "{FAILURES_TO_ABORT} Tanium writes failed in a row; stopping writes for this run"
+                );
             }
         } else {
             self.consecutive.store(0, Ordering::SeqCst);
@@ -290,8 +325,10 @@ impl Ctx<'_> {
             let doc = group::render(self.format, part, &mut chunk, self.source_name, &names);
             let in_place = w.in_place.filter(|_| *part == w.key);
             if let Err(e) = self.put(w, &doc, in_place, marker, out) {
+                // The documents it read stay as they are: nothing it counted happened.
+                (out.created, out.updated, out.removed, out.moved) = (0, 0, 0, 0);
                 out.failed_writes += 1;
-                out.fail(format!("could not write group {}: {e}", doc.key));
+                out.refused(&e, format!("could not write group {}: {e}", doc.key));
                 self.undelivered(w, out);
                 return;
             }
@@ -424,8 +461,10 @@ impl Ctx<'_> {
             "create"
         };
         out.plan.push(format!(
-            "{verb} group {}: {} indicators ({})",
-            doc.key, doc.count, doc.name
+            "{verb} group {}: {} ({})",
+            doc.key,
+            counted(doc.count, "indicator"),
+            doc.name
         ));
         if self.dry {
             out.docs_created += u64::from(in_place.is_none());
