@@ -731,3 +731,20 @@ fn the_dry_run_param_previews_from_the_job_ui() {
     ok(&mut lab, &none());
     assert_eq!(held(&lab), want);
 }
+
+/// Parallel writers keep their connections between requests: a first sync of hundreds of
+/// documents over 8 writers opens a handful of connections to Tanium, not one per request (over
+/// TLS each new one is a handshake, two round trips to a Tanium across a WAN).
+#[test]
+fn parallel_writes_reuse_their_connections() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 400, 2);
+    lab.tanium.server().reset_counters();
+    let r = ok(&mut lab, &with(&[("tanium_workers", json!("8"))]));
+    let requests = lab.tanium.server().total_requests();
+    let opened = lab.tanium.server().accepted_connections();
+    assert!(requests > 600, "{requests}: {}", r.message);
+    assert!(
+        opened <= 8 + 4,
+        "{opened} connections for {requests} requests"
+    );
+}

@@ -23,6 +23,10 @@ use crate::secret::Secret;
 /// Largest response body we accept; a 10,000-indicator page is a few tens of MB at most.
 pub const MAX_BODY_BYTES: u64 = 512 * 1024 * 1024;
 
+/// Idle connections kept per host: the most parallel Tanium writes a job may use, and the
+/// listing pages read at that width.
+const MAX_IDLE_PER_HOST: usize = 32;
+
 /// How long opening a connection (TCP, TLS, a proxy's tunnel) may take. A reachable server
 /// opens one within a second or two even across a WAN; 15 s leaves room for that and keeps an
 /// address whose packets are dropped from costing a scheduled run minutes.
@@ -141,7 +145,13 @@ pub fn agent(settings: &HttpSettings) -> Result<Agent> {
         .proxy(proxy)
         .tls_config(tls.build())
         .max_redirects(0)
-        .timeout_resolve(Some(settings.connect_timeout))
+        // Every parallel writer keeps its connection between requests: ureq keeps 3 a host by
+        // default, so most of 8 writers would open (and TLS-handshake) one per request.
+        .max_idle_connections_per_host(MAX_IDLE_PER_HOST)
+        .max_idle_connections(2 * MAX_IDLE_PER_HOST)
+        // No resolve timeout: with one, ureq resolves on a thread of its own for every
+        // request, which took twice the CPU of a whole first sync; a lookup that hangs is
+        // bounded by the system resolver's own timeout and attempts.
         .timeout_connect(Some(settings.connect_timeout))
         .timeout_recv_response(Some(settings.read_timeout))
         .timeout_recv_body(Some(settings.read_timeout))

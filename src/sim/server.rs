@@ -177,6 +177,7 @@ struct Shared {
     latency: Mutex<Duration>,
     stop: AtomicBool,
     connections: AtomicUsize,
+    accepted: AtomicU64,
 }
 
 /// A running simulator server on 127.0.0.1; stops when dropped.
@@ -200,6 +201,7 @@ impl Server {
             latency: Mutex::new(Duration::ZERO),
             stop: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
         });
         let s2 = shared.clone();
         let accept = thread::Builder::new()
@@ -212,6 +214,7 @@ impl Server {
                     if let Ok(stream) = conn {
                         let s3 = s2.clone();
                         s3.connections.fetch_add(1, Ordering::SeqCst);
+                        s3.accepted.fetch_add(1, Ordering::SeqCst);
                         let spawned =
                             thread::Builder::new()
                                 .name("sim-conn".into())
@@ -256,6 +259,12 @@ impl Server {
     /// sent (including delayed ones) has been handled, so a test can check state without racing.
     pub fn open_connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted since the start (or the last counter reset): with keep-alive, about
+    /// one per parallel client, not one per request.
+    pub fn accepted_connections(&self) -> u64 {
+        self.shared.accepted.load(Ordering::SeqCst)
     }
 
     /// Disarms every fault.
@@ -308,6 +317,7 @@ impl Server {
         self.shared.hits.lock().unwrap().clear();
         self.shared.total.store(0, Ordering::SeqCst);
         self.shared.bytes_in.store(0, Ordering::SeqCst);
+        self.shared.accepted.store(0, Ordering::SeqCst);
     }
 }
 
