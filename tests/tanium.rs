@@ -1142,3 +1142,37 @@ fn listing_pages_in_parallel_measured() {
         );
     }
 }
+
+/// The label listing pages as recorded (100 without parameters, `limit` up to 500 with
+/// `offset`, everything with `noLimit=true`); the client reads every label whichever the
+/// server honours, in two requests at most for 250 labels, one when `meta.totalCount` proves
+/// the first answer complete.
+#[test]
+fn every_label_is_read_however_the_server_pages_them() {
+    for g in [ApiGeneration::V4, ApiGeneration::V3] {
+        let sim = sim(g);
+        for n in 0..250 {
+            sim.add_label(&format!("label {n}"));
+        }
+        let labels = format!("{}/labels", g.base_path());
+        assert_eq!(raw_status(&sim, "GET", &format!("{labels}?limit=501")), 400);
+        let client = connect(&sim);
+        for (no_limit, meta, requests) in [
+            (true, false, 2),
+            (false, false, 2),
+            (true, true, if g == ApiGeneration::V4 { 1 } else { 2 }),
+            (false, true, 2),
+        ] {
+            sim.set_labels_no_limit(no_limit);
+            sim.set_list_meta(meta);
+            let before = client.request_count();
+            let read = client.list_labels().unwrap();
+            assert_eq!(read.len(), 250, "{g:?} noLimit {no_limit} meta {meta}");
+            assert_eq!(
+                client.request_count() - before,
+                requests,
+                "{g:?} noLimit {no_limit} meta {meta}"
+            );
+        }
+    }
+}

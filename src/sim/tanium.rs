@@ -17,8 +17,11 @@
 //!   otherwise a NEW document in the same source, as the real server does
 //! - `DELETE {base}/intels/?id={id}` and `DELETE {base}/intels/{id}` (404 when absent)
 //! - `POST {base}/intel/deploy` (4.x only, 404 on 3.x) -> `{"taskId"}`; `GET {base}/intel/status`
-//! - `GET {base}/labels`, `POST {base}/labels` `{"name","description"}` (a name held already
-//!   answers 409; compared exactly unless [`TaniumSim::set_label_names_ignore_case`])
+//! - `GET {base}/labels`, paged as recorded: 100 labels without parameters, `limit` (at most
+//!   500) with `offset`, all with `noLimit=true` unless [`TaniumSim::set_labels_no_limit`]
+//!   says the server ignores it; `POST {base}/labels` `{"name","description"}` (a name held
+//!   already answers 409; compared exactly unless [`TaniumSim::set_label_names_ignore_case`])
+//! - 4.x listings carry `meta.totalCount` with [`TaniumSim::set_list_meta`]
 //! - `GET {base}/intels/{id}/labels`, `PUT {base}/intels/{id}/labels` `{"id"}` and
 //!   `DELETE {base}/intels/{id}/labels/{labelId}` (each answers the labels left on the
 //!   document); documents carry `labelIds` in listings and reads unless
@@ -138,6 +141,8 @@ pub enum ListingQuirk {
     IgnoreOffset,
     /// Every page is full of fresh ids, forever.
     Endless,
+    /// The source's newest document is never listed (a listing that ends short).
+    DropsLast,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +196,11 @@ struct State {
     update_drops_labels: bool,
     label_names_ignore_case: bool,
     last_upload_headers: Vec<(String, String)>,
+    /// `noLimit=true` on the label listing is ignored (the default page comes back).
+    labels_no_limit_ignored: bool,
+    /// Listings carry `meta.totalCount` (4.x).
+    list_meta: bool,
+    label_quirk: ListingQuirk,
 }
 
 struct Inner {
@@ -503,6 +513,25 @@ impl TaniumSim {
         self.inner.lock().label_names_ignore_case = on;
     }
 
+    /// Whether `GET {base}/labels?noLimit=true` answers every label (on by default, as the
+    /// OpenCTI connector relies on); off, the server answers its default page of 100, as it
+    /// does to a listing without parameters.
+    pub fn set_labels_no_limit(&self, honoured: bool) {
+        self.inner.lock().labels_no_limit_ignored = !honoured;
+    }
+
+    /// Makes the label listing misbehave (`IgnoreOffset`, `DropsLast`; `Endless` is not
+    /// simulated there).
+    pub fn set_label_listing_quirk(&self, q: ListingQuirk) {
+        self.inner.lock().label_quirk = q;
+    }
+
+    /// Whether 4.x listings (intels, labels) carry `meta.totalCount` next to `data` (off by
+    /// default; recorded for 4.x alert lists, unconfirmed for these).
+    pub fn set_list_meta(&self, on: bool) {
+        self.inner.lock().list_meta = on;
+    }
+
     /// Headers (lower-case names) of the last intel upload (create or replace).
     pub fn last_upload_headers(&self) -> Vec<(String, String)> {
         self.inner.lock().last_upload_headers.clone()
@@ -663,15 +692,7 @@ impl Inner {
                 let task = 700 + st.deploys;
                 self.reply(200, json!({ "taskId": task }))
             }
-            ("GET", ["labels"]) => {
-                let st = self.lock();
-                let rows: Vec<Value> = st
-                    .labels
-                    .iter()
-                    .map(|l| label_json(l, st.ids_as_strings))
-                    .collect();
-                self.reply(200, Value::Array(rows))
-            }
+            ("GET", ["labels"]) => self.list_labels(req),
             ("POST", ["labels"]) => self.create_label(req),
             ("GET", ["intel", "status"]) => {
                 let st = self.lock();
@@ -803,6 +824,50 @@ impl Inner {
         self.reply(200, Value::Array(rows))
     }
 
+    /// `GET {base}/labels`, paged as the Detect API pages: 100 labels without parameters,
+    /// `limit` up to 500 with `offset`, all of them with `noLimit=true` (unless the switch says
+    /// the server ignores it).
+    fn list_labels(&self, req: &SimRequest) -> SimResponse {
+        let st = self.lock();
+        let no_limit = ["noLimit", "nolimit"]
+            .iter()
+            .any(|k| req.param(k).is_some_and(|v| v.eq_ignore_ascii_case("true")));
+        let limit = match req.param("limit").map(str::parse::<usize>) {
+            _ if no_limit && !st.labels_no_limit_ignored => usize::MAX,
+            None => DEFAULT_LIMIT,
+            Some(Ok(l)) if l <= MAX_LIMIT => l,
+            Some(_) => return error(400, "limit must be a number no greater than 500"),
+        };
+        let offset = match (req.param("offset").map(str::parse::<usize>), st.label_quirk) {
+            (_, ListingQuirk::IgnoreOffset) | (None, _) => 0,
+            (Some(Ok(o)), _) => o,
+            (Some(Err(_)), _) => return error(400, "offset must be a number"),
+        };
+        let dropped = match st.label_quirk {
+            ListingQuirk::DropsLast => st.labels.last().map(|l| l.id),
+            _ => None,
+        };
+        let rows: Vec<Value> = st
+            .labels
+            .iter()
+            .filter(|l| Some(l.id) != dropped)
+            .skip(offset)
+            .take(limit)
+            .map(|l| label_json(l, st.ids_as_strings))
+            .collect();
+        self.list_reply(&st, rows, st.labels.len())
+    }
+
+    /// A listing answer; on 4.x with [`TaniumSim::set_list_meta`] it also carries
+    /// `meta.totalCount`, as 4.x alert lists are recorded to.
+    fn list_reply(&self, st: &State, rows: Vec<Value>, total: usize) -> SimResponse {
+        if st.list_meta && self.gen() == ApiGeneration::V4 {
+            let body = json!({"data": rows, "meta": {"totalCount": total, "filteredCount": total}});
+            return SimResponse::json(200, &body);
+        }
+        self.reply(200, Value::Array(rows))
+    }
+
     fn list(&self, req: &SimRequest) -> SimResponse {
         let limit = match req.param("limit").map(str::parse::<usize>) {
             None => DEFAULT_LIMIT,
@@ -822,6 +887,16 @@ impl Inner {
             None
         };
         let strings = st.ids_as_strings;
+        let keep = |d: &&SimDoc| filter.is_none_or(|f| d.source_id == f);
+        let total = if st.list_meta {
+            st.docs.values().filter(keep).count()
+        } else {
+            0
+        };
+        let dropped = match st.quirk {
+            ListingQuirk::DropsLast => st.docs.values().filter(keep).map(|d| d.id).max(),
+            _ => None,
+        };
         let rows: Vec<Value> = match st.quirk {
             ListingQuirk::Endless => {
                 let start = st.next_doc;
@@ -840,7 +915,6 @@ impl Inner {
                 } else {
                     offset
                 };
-                let keep = |d: &&SimDoc| filter.is_none_or(|f| d.source_id == f);
                 let page: Vec<&SimDoc> = match st.cursor {
                     Some(c)
                         if c.filter == filter
@@ -865,6 +939,7 @@ impl Inner {
                 let unlisted = st.label_ids_unlisted;
                 let rows = page
                     .iter()
+                    .filter(|d| Some(d.id) != dropped)
                     .map(|d| {
                         let mut row = row_json(d, strings);
                         if unlisted {
@@ -886,7 +961,11 @@ impl Inner {
                 rows
             }
         };
-        self.reply(200, Value::Array(rows))
+        let total = match st.quirk {
+            ListingQuirk::Endless => offset + 2 * limit,
+            _ => total,
+        };
+        self.list_reply(&st, rows, total)
     }
 
     fn create_doc(&self, req: &SimRequest, source: &str) -> SimResponse {
