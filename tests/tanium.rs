@@ -573,6 +573,38 @@ fn a_small_listing_from_a_server_that_ignores_offset_is_complete() {
     assert_eq!(client.list_docs(mine, &mut |_| {}).unwrap(), 30);
 }
 
+/// Where the answers carry `meta.totalCount` (recorded on 4.x lists), a listing that ends
+/// short of it is refused; one that reaches it is complete, whether or not the server applies
+/// the `sourceId` hint (the total then counts every source's documents).
+#[test]
+fn a_listing_short_of_its_total_count_is_refused() {
+    for honour in [false, true] {
+        let (sim, client, mine) = seeded(ApiGeneration::V4, 1_200);
+        let other = sim.add_source("Analyst Intel");
+        sim.add_doc(other, "analyst rule", "rule analyst { condition: true }");
+        sim.set_honour_source_filter(honour);
+        sim.set_list_meta(true);
+        assert_eq!(client.list_docs(mine, &mut |_| {}).unwrap(), 1_200);
+        sim.set_listing_quirk(ListingQuirk::DropsLast);
+        let err = client.list_docs(mine, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+        let total = if honour { 1_200 } else { 1_201 };
+        assert!(
+            err.to_string().contains(&format!(
+                "ended after {} documents but Tanium counts {total}",
+                total - 1
+            )),
+            "{err}"
+        );
+        // Without a total the listing cannot tell (the one it misses is not there for it).
+        sim.set_list_meta(false);
+        assert_eq!(
+            client.list_docs(mine, &mut |_| {}).unwrap(),
+            1_200 - u64::from(honour)
+        );
+    }
+}
+
 #[test]
 fn a_listing_that_never_ends_hits_the_row_cap() {
     let sim = sim(ApiGeneration::V4);
