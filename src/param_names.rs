@@ -143,7 +143,8 @@ pub const HTTP_TIMEOUT_SECS: ParamSpec = ParamSpec {
     label: "HTTP Timeout (seconds)",
 };
 
-/// Hidden: "true" when the last run's intel deploy failed, so the next run deploys again.
+/// Hidden: "true" when the last run's intel deploy failed or was owed, so the next run deploys
+/// again; "refused N" after N runs in a row whose deploy Tanium refused with 400.
 pub const DEPLOY_PENDING: ParamSpec = ParamSpec {
     name: "deploy_pending",
     label: "Deploy Pending",
@@ -202,6 +203,11 @@ pub const LABEL_FINGERPRINT: ParamSpec = ParamSpec {
     name: "label_fingerprint",
     label: "Label Fingerprint",
 };
+/// Hidden: the task id of the last intel deploy the job started, until it is seen completed.
+pub const DEPLOY_TASK: ParamSpec = ParamSpec {
+    name: "deploy_task",
+    label: "Deploy Task",
+};
 pub const TAKE_OVER_SOURCE: ParamSpec = ParamSpec {
     name: "take_over_source",
     label: "Take Over Source",
@@ -255,6 +261,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     JOB_HORIZON,
     MANAGED_LABELS,
     LABEL_FINGERPRINT,
+    DEPLOY_TASK,
 ];
 
 /// Hidden params: kept between runs through results.tc, never shown in the job wizard.
@@ -266,6 +273,7 @@ pub const HIDDEN_PARAMS: &[&str] = &[
     "job_horizon",
     "managed_labels",
     "label_fingerprint",
+    "deploy_task",
 ];
 
 /// `tc_api_path`: the TC API base URL.

@@ -48,7 +48,7 @@ const fn route(name: &'static str, fixture: &'static str) -> Route {
     }
 }
 
-const ROUTES: [Route; 17] = [
+const ROUTES: [Route; 18] = [
     route("tc appAuth", "tc-appauth.json"),
     route("tc indicators", "tc-indicators-page.json"),
     route("tc deleted", "tc-deleted.json"),
@@ -67,6 +67,7 @@ const ROUTES: [Route; 17] = [
     route("tanium intel delete", "tanium-delete.json"),
     route("tanium deploy", "tanium-deploy.json"),
     route("tanium intel status", "tanium-intel-status.json"),
+    route("tanium task", "tanium-task.json"),
     route("tanium labels", "tanium-labels.json"),
     route("tanium label create", "tanium-label-create.json"),
     route("tanium intel label add", "tanium-intel-label-add.json"),
@@ -109,6 +110,7 @@ fn route_of(side: Side, method: &str, path: &str) -> Option<(&'static str, bool)
         ("DELETE", ["intels"] | ["intels", _]) => "tanium intel delete",
         ("POST", ["intel", "deploy"]) => "tanium deploy",
         ("GET", ["intel", "status"]) => "tanium intel status",
+        ("GET", ["tasks", _]) => "tanium task",
         ("GET", ["labels"]) => "tanium labels",
         ("POST", ["labels"]) => "tanium label create",
         ("PUT", ["intels", _, "labels"]) => "tanium intel label add",
@@ -444,7 +446,7 @@ fn expected_routes(c: Config) -> BTreeSet<&'static str> {
         .map(|r| r.name)
         .filter(|n| *n != "tc appAuth" || c.token)
         .filter(|n| {
-            !matches!(*n, "tanium deploy" | "tanium intel status")
+            !matches!(*n, "tanium deploy" | "tanium intel status" | "tanium task")
                 || c.generation == ApiGeneration::V4
         })
         .collect()

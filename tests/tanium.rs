@@ -8,7 +8,9 @@ use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy};
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
 use tanium_tr_indicators::sim::tanium::{IntrinsicFrom, ListingQuirk, TaniumSim, TaniumSimOptions};
-use tanium_tr_indicators::tanium::{self, ApiGeneration, IntelDoc, TaniumClient, Upload};
+use tanium_tr_indicators::tanium::{
+    self, ApiGeneration, DeployAnswer, IntelDoc, TaniumClient, TaskState, Upload,
+};
 
 const SOURCE: &str = "ThreatConnect Indicators";
 
@@ -633,19 +635,83 @@ fn the_simulator_refuses_pages_over_500() {
 fn deploy_once_on_4x_and_not_at_all_on_3x() {
     let sim4 = sim(ApiGeneration::V4);
     let client = connect(&sim4);
-    assert!(client.deploy().unwrap());
+    assert_eq!(client.deploy().unwrap(), DeployAnswer::Started(Some(779)));
     assert_eq!(sim4.deploy_count(), 1);
 
     let sim3 = sim(ApiGeneration::V3);
     let client = connect(&sim3);
     let before = client.request_count();
-    assert!(!client.deploy().unwrap());
+    assert_eq!(client.deploy().unwrap(), DeployAnswer::NotAStep);
     assert_eq!(client.request_count(), before);
     assert_eq!(sim3.deploy_count(), 0);
     assert_eq!(sim3.server().hits("POST /plugin"), 0);
     // the 3.x simulator has no deploy route at all
     let deploy = format!("{}/intel/deploy", ApiGeneration::V3.base_path());
     assert_eq!(raw_status(&sim3, "POST", &deploy), 404);
+}
+
+/// Deploys are tasks (`POST {base}/intel/deploy` -> `taskId`; `GET {base}/tasks/{id}` ->
+/// `STARTED` until the deploy is done, `COMPLETED` with its end time after); while one runs
+/// the simulator refuses another with 400 (unless switched off), which the client reports as
+/// refused, not failed. A harmless `{}` body is not what makes a deploy fail.
+#[test]
+fn a_deploy_is_a_task_and_a_second_one_is_refused_while_it_runs() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    sim.set_deploy_duration(None);
+    let DeployAnswer::Started(Some(task)) = client.deploy().unwrap() else {
+        panic!("no task")
+    };
+    assert!(matches!(
+        client.deploy_task(task).unwrap(),
+        Some(TaskState::Running { started: Some(_) })
+    ));
+    assert!(
+        matches!(client.deploy().unwrap(), DeployAnswer::Refused(m) if m.contains("in progress"))
+    );
+    assert_eq!(sim.deploy_count(), 1);
+    sim.finish_deploys();
+    assert!(matches!(
+        client.deploy_task(task).unwrap(),
+        Some(TaskState::Completed { ended: Some(_) })
+    ));
+    assert_eq!(
+        client.deploy_task(task + 100).unwrap(),
+        None,
+        "unknown task"
+    );
+    // Side by side when the server does not refuse; a deploy of a given length completes.
+    sim.set_refuse_deploy_while_running(false);
+    sim.set_deploy_duration(Some(Duration::from_millis(150)));
+    let DeployAnswer::Started(Some(a)) = client.deploy().unwrap() else {
+        panic!()
+    };
+    assert!(matches!(client.deploy().unwrap(), DeployAnswer::Started(Some(b)) if b == a + 1));
+    assert!(matches!(
+        client.deploy_task(a).unwrap(),
+        Some(TaskState::Running { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(matches!(
+        client.deploy_task(a).unwrap(),
+        Some(TaskState::Completed { .. })
+    ));
+    let deploy = format!("{}/intel/deploy", ApiGeneration::V4.base_path());
+    let with_body = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    )
+    .post(format!("{}{deploy}", sim.url()))
+    .header("session", "token-simulated")
+    .header("Content-Type", "application/json")
+    .send("{}")
+    .unwrap();
+    assert_eq!(with_body.status().as_u16(), 200);
+    // 3.x has no tasks.
+    let sim3 = self::sim(ApiGeneration::V3);
+    let tasks = format!("{}/tasks/779", ApiGeneration::V3.base_path());
+    assert_eq!(raw_status(&sim3, "GET", &tasks), 404);
 }
 
 /// Injects `count` answers of `status` into the sources listing; returns the outcome and

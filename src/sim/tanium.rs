@@ -16,7 +16,11 @@
 //! - `PUT {base}/intels/{id}`: in place (revisionId + 1) only when the intrinsic id is unchanged,
 //!   otherwise a NEW document in the same source, as the real server does
 //! - `DELETE {base}/intels/?id={id}` and `DELETE {base}/intels/{id}` (404 when absent)
-//! - `POST {base}/intel/deploy` (4.x only, 404 on 3.x) -> `{"taskId"}`; `GET {base}/intel/status`
+//! - `POST {base}/intel/deploy` (4.x only, 404 on 3.x) -> `{"taskId"}`, a task that runs for
+//!   [`TaniumSim::set_deploy_duration`]; while one runs another is refused with 400 (switch
+//!   [`TaniumSim::set_refuse_deploy_while_running`]); `GET {base}/tasks/{id}` -> `status`
+//!   `STARTED` or `COMPLETED` with start and end times; `GET {base}/intel/status` in its
+//!   recorded shape (no progress field unless [`TaniumSim::set_status_reports_deploy`])
 //! - `GET {base}/labels`, paged as recorded: 100 labels without parameters, `limit` (at most
 //!   500) with `offset`, all with `noLimit=true` unless [`TaniumSim::set_labels_no_limit`]
 //!   says the server ignores it; `POST {base}/labels` `{"name","description"}` (a name held
@@ -172,10 +176,7 @@ struct State {
     logins: u64,
     /// The next session issued is already expired (as if it timed out before its first use).
     next_session_stale: bool,
-    deploys: u64,
-    /// A deploy is running: the status says so and another deploy is refused with 400 (what
-    /// a Cloud tenant answered to deploys in quick succession, OpenCTI connectors issue 3593).
-    deploy_running: bool,
+    deploys: Deploys,
     fail_writes: u32,
     mutations: u64,
     cursor: Option<Cursor>,
@@ -201,6 +202,105 @@ struct State {
     /// Listings carry `meta.totalCount` (4.x).
     list_meta: bool,
     label_quirk: ListingQuirk,
+}
+
+/// Intel deploys, each a task as recorded (`POST {base}/intel/deploy` answers its id).
+#[derive(Debug)]
+struct Deploys {
+    tasks: BTreeMap<i64, SimTask>,
+    next_task: i64,
+    /// Deploys the job started (accepted `POST`s).
+    accepted: u64,
+    /// How long a deploy the job starts runs; None: until finished by hand.
+    duration: Option<std::time::Duration>,
+    refuse_while_running: bool,
+    status_field: bool,
+}
+
+impl Default for Deploys {
+    fn default() -> Self {
+        Deploys {
+            tasks: BTreeMap::new(),
+            next_task: 779,
+            accepted: 0,
+            duration: Some(std::time::Duration::ZERO),
+            refuse_while_running: true,
+            status_field: false,
+        }
+    }
+}
+
+impl Deploys {
+    fn start(&mut self, by_job: bool, duration: Option<std::time::Duration>) -> i64 {
+        let id = self.next_task;
+        self.next_task += 1;
+        self.tasks.insert(
+            id,
+            SimTask {
+                id,
+                by_job,
+                started: std::time::Instant::now(),
+                started_at: time::OffsetDateTime::now_utc(),
+                duration,
+                finished_at: None,
+            },
+        );
+        id
+    }
+
+    fn running(&self) -> Option<&SimTask> {
+        self.tasks.values().find(|t| t.running())
+    }
+
+    fn completed(&self) -> usize {
+        self.tasks.values().filter(|t| !t.running()).count()
+    }
+
+    fn finish_all(&mut self) {
+        let now = time::OffsetDateTime::now_utc();
+        for t in self.tasks.values_mut().filter(|t| t.running()) {
+            t.finished_at = Some(now);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SimTask {
+    id: i64,
+    /// Started by the job's `POST` (else by hand, as in the console).
+    by_job: bool,
+    started: std::time::Instant,
+    started_at: time::OffsetDateTime,
+    duration: Option<std::time::Duration>,
+    finished_at: Option<time::OffsetDateTime>,
+}
+
+impl SimTask {
+    fn running(&self) -> bool {
+        self.finished_at.is_none() && self.duration.is_none_or(|d| self.started.elapsed() < d)
+    }
+
+    fn json(&self) -> Value {
+        let stamp = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        let ended = self
+            .finished_at
+            .or_else(|| {
+                let d = self.duration?;
+                (self.started.elapsed() >= d).then(|| self.started_at + d)
+            })
+            .map(stamp);
+        json!({
+            "id": self.id, "type": if self.by_job { "intelDeploy" } else { "intelDeployConsole" },
+            "status": if ended.is_some() { "COMPLETED" } else { "STARTED" },
+            "metadata": {}, "results": {}, "error": null,
+            "startTime": stamp(self.started_at), "endTime": ended,
+            "createdAt": stamp(self.started_at),
+            "updatedAt": ended.clone().unwrap_or_else(|| stamp(self.started_at)),
+        })
+    }
 }
 
 struct Inner {
@@ -367,14 +467,53 @@ impl TaniumSim {
         st.mutations += 1;
     }
 
-    /// Makes a deploy look in progress (or done).
+    /// Starts a deploy outside the job (an admin's, or another integration's), running until
+    /// [`TaniumSim::finish_deploys`]; off finishes every running deploy.
     pub fn set_deploy_running(&self, on: bool) {
-        self.inner.lock().deploy_running = on;
+        if on {
+            self.start_console_deploy();
+        } else {
+            self.finish_deploys();
+        }
+    }
+
+    /// Starts a deploy outside the job, running until [`TaniumSim::finish_deploys`]; its task id.
+    pub fn start_console_deploy(&self) -> i64 {
+        self.inner.lock().deploys.start(false, None)
+    }
+
+    /// How long each deploy the job starts runs (STARTED until then, COMPLETED after); None:
+    /// until [`TaniumSim::finish_deploys`]. Zero by default.
+    pub fn set_deploy_duration(&self, d: Option<std::time::Duration>) {
+        self.inner.lock().deploys.duration = d;
+    }
+
+    /// Completes every running deploy now.
+    pub fn finish_deploys(&self) {
+        self.inner.lock().deploys.finish_all();
+    }
+
+    /// Whether a deploy is running.
+    pub fn deploy_running(&self) -> bool {
+        self.inner.lock().deploys.running().is_some()
+    }
+
+    /// Whether `POST {base}/intel/deploy` answers 400 while a deploy runs (on by default: what
+    /// a Cloud tenant answered to deploys in quick succession is most plausibly that, OpenCTI
+    /// connectors issue 3593; the cause is unconfirmed). Off, deploys run side by side.
+    pub fn set_refuse_deploy_while_running(&self, on: bool) {
+        self.inner.lock().deploys.refuse_while_running = on;
+    }
+
+    /// Whether the intel status says a deploy is running (`"status": "Deploy in progress"`),
+    /// a field no recorded status has (off by default: the recorded shape).
+    pub fn set_status_reports_deploy(&self, on: bool) {
+        self.inner.lock().deploys.status_field = on;
     }
 
     /// `POST /intel/deploy` calls accepted.
     pub fn deploy_count(&self) -> u64 {
-        self.inner.lock().deploys
+        self.inner.lock().deploys.accepted
     }
 
     /// Answers 500 to the next `n` writes on intel documents (create, replace, delete).
@@ -678,35 +817,52 @@ impl Inner {
                     }
                 })
             }
-            ("POST", ["intel", "deploy"]) if self.gen() == ApiGeneration::V4 => {
-                // A Cloud tenant answered 400 to every deploy sent with a JSON content type
-                // (OpenCTI connectors issue 3593); the recorded client sends neither type nor body.
-                if req.header("content-type").is_some() || !req.body.is_empty() {
-                    return error(400, "Bad Request");
-                }
-                let mut st = self.lock();
-                if st.deploy_running {
-                    return error(400, "Bad Request: an intel deploy is in progress");
-                }
-                st.deploys += 1;
-                let task = 700 + st.deploys;
-                self.reply(200, json!({ "taskId": task }))
-            }
+            ("POST", ["intel", "deploy"]) if self.gen() == ApiGeneration::V4 => self.deploy(),
+            ("GET", ["tasks", id]) if self.gen() == ApiGeneration::V4 => self.task(id),
             ("GET", ["labels"]) => self.list_labels(req),
             ("POST", ["labels"]) => self.create_label(req),
-            ("GET", ["intel", "status"]) => {
-                let st = self.lock();
-                let size: u64 = st.docs.values().map(|d| d.size).sum();
-                let mut status = json!({"createdAt": STAMP, "modifiedAt": STAMP,
-                       "currentRevision": st.deploys, "currentSize": size});
-                // Which field says so is unconfirmed; the client reads several.
-                if st.deploy_running {
-                    status["status"] = json!("Deploy in progress");
-                }
-                self.reply(200, status)
-            }
+            ("GET", ["intel", "status"]) => self.intel_status(),
             _ => error(404, "not found"),
         }
+    }
+
+    /// `POST {base}/intel/deploy` -> `{"taskId"}`. The recorded client sends no body and no
+    /// content type; a harmless `{}` is accepted as well (the cause of the 400 a Cloud tenant
+    /// answered is not recorded). While a deploy runs, another is refused with 400 unless
+    /// [`TaniumSim::set_refuse_deploy_while_running`] is off.
+    fn deploy(&self) -> SimResponse {
+        let mut st = self.lock();
+        let d = &mut st.deploys;
+        if d.refuse_while_running && d.running().is_some() {
+            return error(400, "Bad Request: an intel deploy is in progress");
+        }
+        d.accepted += 1;
+        let duration = d.duration;
+        let task = d.start(true, duration);
+        self.reply(200, json!({ "taskId": task }))
+    }
+
+    /// `GET {base}/tasks/{id}`, as recorded: `{id, type, status: STARTED | COMPLETED, metadata,
+    /// results, error, startTime, endTime, createdAt, updatedAt}`.
+    fn task(&self, id: &str) -> SimResponse {
+        let st = self.lock();
+        match id_of(id).and_then(|id| st.deploys.tasks.get(&id)) {
+            Some(t) => self.reply(200, t.json()),
+            None => error(404, "task not found"),
+        }
+    }
+
+    /// `GET {base}/intel/status` in its recorded shape (createdAt, modifiedAt, currentRevision,
+    /// currentSize), plus the progress field of [`TaniumSim::set_status_reports_deploy`].
+    fn intel_status(&self) -> SimResponse {
+        let st = self.lock();
+        let size: u64 = st.docs.values().map(|d| d.size).sum();
+        let mut status = json!({"createdAt": STAMP, "modifiedAt": STAMP,
+               "currentRevision": st.deploys.completed(), "currentSize": size});
+        if st.deploys.status_field && st.deploys.running().is_some() {
+            status["status"] = json!("Deploy in progress");
+        }
+        self.reply(200, status)
     }
 
     fn login(&self, req: &SimRequest) -> SimResponse {

@@ -24,6 +24,8 @@ pub const HORIZON_NONE: &str = "none";
 /// The label fingerprint of a run that could not read or make labels: it matches no rules,
 /// not even none, so the next run looks at every document's labels.
 pub const LABELS_UNSETTLED: &str = "unsettled";
+/// How Deploy Pending counts the runs in a row whose deploy Tanium refused (`refused 2`).
+const REFUSED: &str = "refused";
 /// Overlap kept between runs, so clock skew and same-second updates are never missed.
 pub const SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -39,8 +41,12 @@ pub struct Checkpoint {
     pub last_full_reconcile: Option<OffsetDateTime>,
     /// The filters' fingerprint at the last successful run; a change forces a full reconcile.
     pub filter_fingerprint: Option<String>,
-    /// The last run's deploy failed: deploy this run even if nothing changes.
+    /// The last run's deploy failed or was owed: deploy this run even if nothing changes.
     pub deploy_owed: bool,
+    /// Runs in a row whose deploy Tanium refused with 400.
+    pub deploy_refusals: u32,
+    /// The last deploy the job started, not yet seen completed (its task id).
+    pub deploy_task: Option<i64>,
     /// Label rules of earlier runs whose labels may still be on documents.
     pub managed_labels: BTreeSet<String>,
     /// The label rules every document's labels were last brought to (None: never).
@@ -76,6 +82,11 @@ pub struct RunEnd {
     /// This run's intel deploy did not happen (failed, one was running, or Deploy Intel is
     /// off): the next run deploys even if it changes nothing.
     pub deploy_owed: bool,
+    /// Runs in a row, this one included, whose deploy Tanium refused with 400 (0: this run's
+    /// was not refused).
+    pub deploy_refusals: u32,
+    /// The deploy task the next run asks about (one this run started, or one still running).
+    pub deploy_task: Option<i64>,
     pub labels: LabelsEnd,
 }
 
@@ -139,6 +150,7 @@ impl Checkpoint {
             pn::LAST_FULL_RECONCILE,
             pn::FILTER_FINGERPRINT,
             pn::DEPLOY_PENDING,
+            pn::DEPLOY_TASK,
         ]
         .iter()
         .any(|p| raw.contains_key(p.name));
@@ -148,19 +160,20 @@ impl Checkpoint {
             None if ran_before => None,
             None => Some(last_modified),
         };
+        let (deploy_owed, deploy_refusals) = deploy_pending(raw);
         Some(Checkpoint {
             last_modified,
             horizon,
             last_full_reconcile,
             filter_fingerprint: text(raw, pn::FILTER_FINGERPRINT).ok().flatten(),
-            // Written by the app itself; anything unreadable means "no deploy owed".
-            deploy_owed: boolean(
-                raw,
-                &[pn::DEPLOY_PENDING.name],
-                pn::DEPLOY_PENDING.label,
-                false,
-            )
-            .unwrap_or(false),
+            deploy_owed,
+            deploy_refusals,
+            // Written by the app itself; anything unreadable means "no task to ask about".
+            deploy_task: text(raw, pn::DEPLOY_TASK)
+                .ok()
+                .flatten()
+                .and_then(|t| t.trim().parse().ok())
+                .filter(|t| *t > 0),
             managed_labels: managed_labels(raw, notes),
             label_fingerprint: text(raw, pn::LABEL_FINGERPRINT).ok().flatten(),
         })
@@ -270,7 +283,15 @@ impl Checkpoint {
             // A failed deploy is owed by the next run even when that run changes nothing.
             (
                 pn::DEPLOY_PENDING.name,
-                Some(if end.deploy_owed { "true" } else { "" }.to_string()),
+                Some(match (end.deploy_refusals, end.deploy_owed) {
+                    (n @ 1.., _) => format!("{REFUSED} {n}"),
+                    (0, true) => "true".to_string(),
+                    (0, false) => String::new(),
+                }),
+            ),
+            (
+                pn::DEPLOY_TASK.name,
+                Some(end.deploy_task.map(|t| t.to_string()).unwrap_or_default()),
             ),
         ];
         if end.full_reconcile && end.removals_complete && end.pull_complete {
@@ -290,9 +311,33 @@ impl Checkpoint {
             "last_full_reconcile": self.last_full_reconcile.map(iso),
             "filter_fingerprint": self.filter_fingerprint,
             "deploy_owed": self.deploy_owed,
+            "deploy_refusals": self.deploy_refusals,
+            "deploy_task": self.deploy_task,
             "managed_labels": self.managed_labels,
             "label_fingerprint": self.label_fingerprint,
         })
+    }
+}
+
+/// Deploy Pending: whether a deploy is owed, and after how many refused runs in a row
+/// (`refused N`). Written by the app itself: anything unreadable means "no deploy owed".
+fn deploy_pending(raw: &RawParams) -> (bool, u32) {
+    let refused = text(raw, pn::DEPLOY_PENDING)
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().strip_prefix(REFUSED)?.trim().parse::<u32>().ok());
+    match refused {
+        Some(n) => (true, n),
+        None => (
+            boolean(
+                raw,
+                &[pn::DEPLOY_PENDING.name],
+                pn::DEPLOY_PENDING.label,
+                false,
+            )
+            .unwrap_or(false),
+            0,
+        ),
     }
 }
 
@@ -341,6 +386,8 @@ mod tests {
             full_reconcile: false,
             removals_complete: true,
             deploy_owed: false,
+            deploy_refusals: 0,
+            deploy_task: None,
             labels: LabelsEnd::Kept,
         }
     }
@@ -492,6 +539,40 @@ mod tests {
             .contains(&("deploy_pending", Some("true".into()))));
         let (k, _) = load(&[("deploy_pending", "true")]);
         assert!(k.deploy_owed);
+    }
+
+    #[test]
+    fn deploy_refusals_and_the_deploy_task_are_carried_to_the_next_run() {
+        let (c, _) = load(&[]);
+        let value = |r: &[(&str, Option<String>)], k: &str| {
+            r.iter().find(|(n, _)| *n == k).and_then(|(_, v)| v.clone())
+        };
+        let refused = RunEnd {
+            deploy_owed: true,
+            deploy_refusals: 2,
+            deploy_task: Some(779),
+            ..end()
+        };
+        let r = c.results(&refused, "f", NOW);
+        assert_eq!(value(&r, "deploy_pending").as_deref(), Some("refused 2"));
+        assert_eq!(value(&r, "deploy_task").as_deref(), Some("779"));
+        let (k, notes) = load(&[("deploy_pending", "refused 2"), ("deploy_task", "779")]);
+        assert!(notes.is_empty());
+        assert_eq!(
+            (k.deploy_owed, k.deploy_refusals, k.deploy_task),
+            (true, 2, Some(779))
+        );
+        let r = c.results(&end(), "f", NOW);
+        assert_eq!(value(&r, "deploy_pending").as_deref(), Some(""));
+        assert_eq!(value(&r, "deploy_task").as_deref(), Some(""));
+        for damaged in ["refused", "refused x", "garbage"] {
+            let (k, _) = load(&[("deploy_pending", damaged), ("deploy_task", "task 7")]);
+            assert_eq!(
+                (k.deploy_owed, k.deploy_refusals, k.deploy_task),
+                (false, 0, None),
+                "{damaged}"
+            );
+        }
     }
 
     fn rules(fixed: &[&str], tags: &[&str]) -> LabelRules {

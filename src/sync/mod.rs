@@ -7,6 +7,7 @@
 //! this module maps between them.
 
 pub mod checkpoint;
+mod deploy;
 mod grouped;
 mod index;
 mod labels;
@@ -154,8 +155,11 @@ pub enum Deploy {
     NotNeeded,
     /// Started (4.x), or not a step of this server (3.x deploys on its own): `started` says.
     Done { started: bool },
-    /// A deploy was already running; starting another would not help: owed to the next run.
-    AlreadyRunning,
+    /// A deploy was already running (the job's last one, started `since`, or one the intel
+    /// status reports); starting another would not help: owed to the next run.
+    AlreadyRunning { since: Option<String> },
+    /// Tanium refused the deploy with 400, what it answers while another deploy runs: owed.
+    Refused,
     /// Deploy Intel is off: the intel waits for the admin's own deploy.
     Disabled,
     /// The deploy failed: written intel may not reach endpoints until one works.
@@ -167,7 +171,7 @@ impl Deploy {
     pub fn owed(&self) -> bool {
         matches!(
             self,
-            Deploy::AlreadyRunning | Deploy::Disabled | Deploy::Failed(_)
+            Deploy::AlreadyRunning { .. } | Deploy::Refused | Deploy::Disabled | Deploy::Failed(_)
         )
     }
 }
@@ -189,6 +193,8 @@ pub struct SyncReport {
     pub errors: Vec<String>,
     /// What became of the intel deploy.
     pub deploy: Deploy,
+    /// What became of the last deploy the job started before this run, when it asked.
+    pub last_deploy: Option<crate::tanium::TaskState>,
     /// How the run ended for the checkpoint (None in a dry run).
     pub end: Option<RunEnd>,
     /// Tanium source name and id.
@@ -573,26 +579,6 @@ fn print_plan_summary(t: &Tally) {
     );
 }
 
-/// Deploys intel unless the job says not to or one is running already.
-fn deploy(tanium: &TaniumClient, enabled: bool) -> Deploy {
-    if !enabled {
-        log::info!("Deploy Intel is off: the intel written awaits a deploy");
-        return Deploy::Disabled;
-    }
-    if tanium.deploy_running() == Some(true) {
-        log::info!("an intel deploy is already running; the next run deploys this run's intel");
-        return Deploy::AlreadyRunning;
-    }
-    match tanium.deploy() {
-        Ok(started) => Deploy::Done { started },
-        Err(e) => {
-            let msg = format!("intel deploy failed: {e}");
-            log::error!("{msg}");
-            Deploy::Failed(msg)
-        }
-    }
-}
-
 /// Runs one sync with already-connected clients.
 // The stages in order, one call each; what is left inline is the hand-over between them
 // (counts, errors, the label outcome), which helpers would only pass around again.
@@ -762,10 +748,11 @@ fn report(
 
     // Once if anything changed, or when an earlier run's deploy failed (its writes are not on
     // the endpoints yet).
-    let deploy = if !opts.dry_run && (results.wrote_anything || checkpoint.deploy_owed) {
-        deploy(tanium, config.rails.deploy_intel)
+    let deploy = if opts.dry_run {
+        deploy::Step::none(checkpoint)
     } else {
-        Deploy::NotNeeded
+        let needed = results.wrote_anything || checkpoint.deploy_owed;
+        deploy::step(tanium, checkpoint, config.rails.deploy_intel, needed)
     };
 
     let pull_complete = pull.complete;
@@ -781,10 +768,13 @@ fn report(
             pull_complete,
             full_reconcile: full.is_some(),
             removals_complete: removals_complete && tally.failed_removals == 0,
-            deploy_owed: deploy.owed(),
+            deploy_owed: deploy.outcome.owed(),
+            deploy_refusals: deploy.refusals,
+            deploy_task: deploy.task,
             labels: labels_end,
         }),
-        deploy,
+        deploy: deploy.outcome,
+        last_deploy: deploy.last,
         errors: results.errors,
         source_docs: docs_after,
         tally,

@@ -116,6 +116,75 @@ pub struct Label {
     pub name: String,
 }
 
+/// What `GET {base}/tasks/{id}` says of an intel deploy (recorded: `status` `STARTED` or
+/// `COMPLETED`, `startTime`, `endTime`, `error`). Times are the server's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    Running {
+        started: Option<String>,
+    },
+    Completed {
+        ended: Option<String>,
+    },
+    /// Ended otherwise: another status, or an error the task reports.
+    Ended {
+        status: String,
+        error: Option<String>,
+        ended: Option<String>,
+    },
+}
+
+impl TaskState {
+    /// Reads a task answer (the envelope removed); None when it names no status.
+    pub fn from_task(v: &Value) -> Option<TaskState> {
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        };
+        let status = text("status")?;
+        let error = match v.get("error") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(Value::String(s)) => Some(s.trim().to_string()),
+            Some(other) => Some(other.to_string()),
+        };
+        let upper = status.to_ascii_uppercase();
+        let busy = ["START", "RUN", "PEND", "QUEUE", "PROGRESS"]
+            .iter()
+            .any(|w| upper.contains(w));
+        Some(if busy {
+            TaskState::Running {
+                started: text("startTime"),
+            }
+        } else if upper.starts_with("COMPLETE") && error.is_none() {
+            TaskState::Completed {
+                ended: text("endTime"),
+            }
+        } else {
+            TaskState::Ended {
+                status,
+                error,
+                ended: text("endTime"),
+            }
+        })
+    }
+}
+
+/// What Threat Response answered to `POST {base}/intel/deploy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployAnswer {
+    /// A deploy started: its task id when the answer names one.
+    Started(Option<i64>),
+    /// 3.x (or a server without the route): intel reaches endpoints on its own schedule.
+    NotAStep,
+    /// 400, which Threat Response answers while another deploy runs (the recorded 400's cause
+    /// is unconfirmed): the server's words.
+    Refused(String),
+}
+
 /// Label ids as numbers, numeric strings or label objects with an `id`; entries that are none
 /// of these are dropped.
 fn lenient_label_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<i64>>, D::Error> {
@@ -206,6 +275,45 @@ mod tests {
         assert_eq!((s.id, s.kind), (3, None));
         let bad: IntelDoc = serde_json::from_value(json!({"id": "abc"})).unwrap();
         assert_eq!(bad.id, 0);
+    }
+
+    #[test]
+    fn a_deploy_task_is_running_completed_or_ended_otherwise() {
+        let recorded = json!({"id": 1, "type": "fileDownload", "status": "COMPLETED",
+            "metadata": {}, "results": {}, "error": null,
+            "startTime": "2021-09-05T13:46:16.606Z", "endTime": "2021-09-05T13:46:16.900Z"});
+        assert_eq!(
+            TaskState::from_task(&recorded),
+            Some(TaskState::Completed {
+                ended: Some("2021-09-05T13:46:16.900Z".into())
+            })
+        );
+        let started = json!({"status": "STARTED", "startTime": "t0", "endTime": null});
+        assert_eq!(
+            TaskState::from_task(&started),
+            Some(TaskState::Running {
+                started: Some("t0".into())
+            })
+        );
+        assert_eq!(
+            TaskState::from_task(&json!({"status": "running"})),
+            Some(TaskState::Running { started: None })
+        );
+        let failed = json!({"status": "COMPLETED", "error": "compile failed", "endTime": "t1"});
+        assert_eq!(
+            TaskState::from_task(&failed),
+            Some(TaskState::Ended {
+                status: "COMPLETED".into(),
+                error: Some("compile failed".into()),
+                ended: Some("t1".into())
+            })
+        );
+        assert!(matches!(
+            TaskState::from_task(&json!({"status": "FAILED", "error": {"code": 3}})),
+            Some(TaskState::Ended { error: Some(e), .. }) if e.contains("3")
+        ));
+        assert_eq!(TaskState::from_task(&json!({"id": 4})), None);
+        assert_eq!(TaskState::from_task(&json!([1])), None);
     }
 
     #[test]
