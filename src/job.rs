@@ -125,19 +125,31 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
         }
     }
     let mut trouble = trouble(r);
-    // Not a failure, but the admin's to decide: said early, so the 255 characters keep it.
-    let notice = (t.foreign_left > 0).then(|| {
-        format!(
+    // Not failures, but the admin's to decide: said early, so the 255 characters keep them.
+    let mut notices = Vec::new();
+    if t.foreign_left > 0 {
+        notices.push(format!(
             "{} documents this job did not make left alone (see Take Over Source)",
             t.foreign_left
-        )
-    });
+        ));
+    }
+    if t.disabled > 0 {
+        let members = match t.disabled_grouped_indicators {
+            0 => String::new(),
+            n => format!(" ({n} indicators)"),
+        };
+        notices.push(format!(
+            "{} document{}{members} disabled by Threat Response as noisy (see app.log)",
+            t.disabled,
+            if t.disabled == 1 { "" } else { "s" }
+        ));
+    }
     counts.push_str(&deploy_words(r));
     if r.full_reconcile && !dry_run {
         counts.push_str(" (full reconcile)");
     }
     let failed = !trouble.is_empty();
-    trouble.extend(notice);
+    trouble.extend(notices);
     let lead = trouble.join("; ");
     match (dry_run, failed, lead.is_empty()) {
         (true, _, true) => format!("Dry run for Tanium source \"{source}\": {counts}"),
@@ -438,6 +450,34 @@ mod tests {
             o.message
         );
         assert_eq!(key(&o, "deploy_pending"), Some(&Some("true".into())));
+    }
+
+    #[test]
+    fn documents_threat_response_disabled_are_a_notice_not_a_failure() {
+        let mut r = report(Tally {
+            unchanged: 40,
+            disabled: 2,
+            ..Tally::default()
+        });
+        let o = run(&r);
+        assert_eq!(o.status, ExitStatus::Success);
+        assert!(
+            o.message.starts_with(
+                "Synced: Tanium source \"ThreatConnect\": 2 documents disabled by Threat Response as noisy (see app.log); now holds"
+            ),
+            "{}",
+            o.message
+        );
+        r.tally.disabled_grouped_indicators = 730;
+        r.tally.foreign_left = 3;
+        let o = run(&r);
+        assert!(
+            o.message.contains(
+                ": 3 documents this job did not make left alone (see Take Over Source); 2 documents (730 indicators) disabled by Threat Response as noisy (see app.log); now holds"
+            ),
+            "{}",
+            o.message
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod chaos;
 mod check;
 mod fuzz;
 mod grouped;
+mod health;
 mod hostile;
 mod intel;
 mod labels;

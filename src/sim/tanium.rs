@@ -112,6 +112,19 @@ pub struct SimDoc {
     pub size: u64,
     /// Sorted.
     pub label_ids: Vec<i64>,
+    /// What Threat Response's intel health says of it (4.x).
+    pub health: DocHealth,
+}
+
+/// Intel health as 4.x intel objects carry it (`disabled`, `disabledEndpointCount`,
+/// `throttledFindingCount`, ...): Threat Response turns noisy intel off on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DocHealth {
+    /// Turned off everywhere.
+    pub disabled: bool,
+    /// Endpoints on which it is turned off.
+    pub disabled_endpoints: u64,
+    pub throttled_findings: u64,
 }
 
 /// Which element's `id` a STIX document's `intrinsicId` is read from (OpenIOC: always the root).
@@ -201,6 +214,8 @@ struct State {
     labels_no_limit_ignored: bool,
     /// Listings carry `meta.totalCount` (4.x).
     list_meta: bool,
+    /// 4.x listing rows leave the intel health fields out.
+    health_unlisted: bool,
     label_quirk: ListingQuirk,
 }
 
@@ -659,6 +674,19 @@ impl TaniumSim {
         self.inner.lock().labels_no_limit_ignored = !honoured;
     }
 
+    /// Whether 4.x listing rows carry the intel health fields (`disabled`,
+    /// `disabledEndpointCount`, ...); on by default. Recorded on a 4.x intel object (inside an
+    /// alert); whether the `/intels` listing carries them is unconfirmed. Reads by id always do.
+    pub fn set_health_listed(&self, on: bool) {
+        self.inner.lock().health_unlisted = !on;
+    }
+
+    /// Sets what Threat Response's intel health says of a document (as when it turns noisy
+    /// intel off); whether it was there.
+    pub fn set_doc_health(&self, doc_id: i64, health: DocHealth) -> bool {
+        self.tamper(doc_id, |d| d.health = health)
+    }
+
     /// Makes the label listing misbehave (`IgnoreOffset`, `DropsLast`; `Endless` is not
     /// simulated there).
     pub fn set_label_listing_quirk(&self, q: ListingQuirk) {
@@ -777,6 +805,9 @@ impl Inner {
                         let mut v = doc_json(d, st.ids_as_strings);
                         v["description"] = Value::String(d.description.clone());
                         v["contents"] = Value::String(d.body.clone());
+                        if self.gen() == ApiGeneration::V4 {
+                            add_health(&mut v, d);
+                        }
                         self.reply(200, v)
                     }
                     None => error(404, "intel not found"),
@@ -1093,11 +1124,15 @@ impl Inner {
                         .collect(),
                 };
                 let unlisted = st.label_ids_unlisted;
+                let health = !st.health_unlisted && self.gen() == ApiGeneration::V4;
                 let rows = page
                     .iter()
                     .filter(|d| Some(d.id) != dropped)
                     .map(|d| {
                         let mut row = row_json(d, strings);
+                        if health {
+                            add_health(&mut row, d);
+                        }
                         if unlisted {
                             if let Some(m) = row.as_object_mut() {
                                 m.remove("labelIds");
@@ -1290,6 +1325,7 @@ fn insert_doc(st: &mut State, source_id: i64, p: Parsed, body: &str) -> SimDoc {
         },
         size: body.len() as u64,
         label_ids: Vec::new(),
+        health: DocHealth::default(),
     };
     st.docs.insert(id, doc.clone());
     doc
@@ -1315,6 +1351,22 @@ fn add_label_id(d: &mut SimDoc, label: i64) {
 fn label_json(l: &SimLabel, strings: bool) -> Value {
     json!({"id": id_value(l.id, strings), "name": l.name, "description": l.description,
            "indicatorCount": 0, "signalCount": 0, "createdAt": STAMP, "updatedAt": STAMP})
+}
+
+/// The intel health fields of a 4.x intel object, as recorded (stix-shifter's Tanium sample).
+fn add_health(v: &mut Value, d: &SimDoc) {
+    let h = &d.health;
+    let fields = json!({
+        "disabled": h.disabled, "allowAutoDisable": true,
+        "disabledEndpointCount": h.disabled_endpoints,
+        "throttledFindingCount": h.throttled_findings,
+        "status": if h.disabled || h.disabled_endpoints > 0 { "DISABLED" } else { "HIGH_FIDELITY" },
+        "firstDeploymentTimestamp": STAMP, "lastDeploymentTimestamp": STAMP,
+        "customHash": null,
+    });
+    if let (Some(m), Value::Object(f)) = (v.as_object_mut(), fields) {
+        m.extend(f);
+    }
 }
 
 /// A listing row: the document without `description`, as real servers list them.

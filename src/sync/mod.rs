@@ -9,6 +9,7 @@
 pub mod checkpoint;
 mod deploy;
 mod grouped;
+mod health;
 mod index;
 mod labels;
 mod layout;
@@ -84,6 +85,10 @@ pub struct Tally {
     pub adopted: u64,
     /// Documents this job did not make, left alone (not taking the source over).
     pub foreign_left: u64,
+    /// The job's documents Threat Response has disabled (noisy intel), as listed.
+    pub disabled: u64,
+    /// Indicators in the disabled grouped documents.
+    pub disabled_grouped_indicators: u64,
 }
 
 impl Tally {
@@ -104,6 +109,8 @@ impl Tally {
             held_back: counts.held_back,
             adopted: counts.adopted,
             foreign_left: 0,
+            disabled: 0,
+            disabled_grouped_indicators: 0,
         }
     }
 }
@@ -602,6 +609,10 @@ pub fn run(
         &mut index,
         full.is_some() && config.per_document == 1,
     );
+    let met = Met {
+        foreign,
+        disabled: health::report(tanium, &index),
+    };
     let book = LabelBook::open(
         tanium,
         &config.labels,
@@ -632,7 +643,7 @@ pub fn run(
             docs_after: ended.docs_after,
         };
         return Ok(report(
-            config, checkpoint, opts, tanium, source, full, foreign, done, started,
+            config, checkpoint, opts, tanium, source, full, met, done, started,
         ));
     }
     let plan_with = |pool: Option<&pool::Pool>| {
@@ -672,7 +683,7 @@ pub fn run(
         results,
     };
     Ok(report(
-        config, checkpoint, opts, tanium, source, full, foreign, done, started,
+        config, checkpoint, opts, tanium, source, full, met, done, started,
     ))
 }
 
@@ -699,6 +710,13 @@ fn retire_groups(tanium: &TaniumClient, index: &SourceIndex, dry_run: bool, resu
     }
 }
 
+/// What the run met in the source besides its own current documents.
+struct Met {
+    /// Documents this job did not make.
+    foreign: u64,
+    disabled: health::DisabledCount,
+}
+
 /// How the planning part of a run ended, in either mode.
 struct Finished {
     pull: PullEnd,
@@ -720,7 +738,7 @@ fn report(
     tanium: &TaniumClient,
     source: Source,
     full: Option<&str>,
-    foreign: u64,
+    met: Met,
     done: Finished,
     started: Instant,
 ) -> SyncReport {
@@ -739,8 +757,10 @@ fn report(
     let labels_end = settle_labels(label_error, full.is_some() && pull.complete, &mut results);
     let mut tally = Tally::new(&counts, &results);
     if !config.take_over_source {
-        tally.foreign_left = foreign;
+        tally.foreign_left = met.foreign;
     }
+    tally.disabled = met.disabled.docs;
+    tally.disabled_grouped_indicators = met.disabled.grouped_indicators;
     log_counts(&counts, &tally);
     if opts.dry_run {
         print_plan_summary(&tally);

@@ -104,6 +104,26 @@ pub struct IntelDoc {
     /// document's labels are read on their own route when needed.
     #[serde(deserialize_with = "lenient_label_ids")]
     pub label_ids: Option<Vec<i64>>,
+    /// Threat Response turned the document off (4.x intel health; whether listings carry it is
+    /// UNCONFIRMED: absent means "does not say").
+    #[serde(deserialize_with = "lenient_opt_bool")]
+    pub disabled: Option<bool>,
+    /// Endpoints on which Threat Response disabled the document (noisy intel).
+    #[serde(deserialize_with = "lenient_opt_i64")]
+    pub disabled_endpoint_count: Option<i64>,
+    /// Findings Threat Response throttled for the document.
+    #[serde(deserialize_with = "lenient_opt_i64")]
+    pub throttled_finding_count: Option<i64>,
+    /// Threat Response's verdict on the document, e.g. `HIGH_FIDELITY`.
+    #[serde(deserialize_with = "lenient_opt_string")]
+    pub status: Option<String>,
+}
+
+impl IntelDoc {
+    /// Whether Threat Response has disabled the document, everywhere or on some endpoints.
+    pub fn disabled_by_tr(&self) -> bool {
+        self.disabled == Some(true) || self.disabled_endpoint_count.is_some_and(|n| n > 0)
+    }
 }
 
 /// A Tanium label (`GET {base}/labels`).
@@ -239,6 +259,20 @@ fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>,
     })
 }
 
+/// Reads an optional boolean that may arrive as `true`/`false`, `"true"`/`"false"` or 0/1.
+fn lenient_opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Bool(b) => Some(b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        },
+        Value::Number(n) => n.as_i64().map(|n| n != 0),
+        _ => None,
+    })
+}
+
 /// An integer from a JSON number (integral) or a numeric string; anything else is absent.
 pub fn int_of(v: &Value) -> Option<i64> {
     match v {
@@ -275,6 +309,32 @@ mod tests {
         assert_eq!((s.id, s.kind), (3, None));
         let bad: IntelDoc = serde_json::from_value(json!({"id": "abc"})).unwrap();
         assert_eq!(bad.id, 0);
+    }
+
+    #[test]
+    fn intel_health_is_read_where_present_and_absent_says_nothing() {
+        let recorded: IntelDoc = serde_json::from_value(json!({"id": 9,
+            "throttledFindingCount": 0, "allowAutoDisable": true, "disabled": false,
+            "disabledEndpointCount": 0, "firstDeploymentTimestamp": "2023-10-13T19:28:05.584Z",
+            "lastDeploymentTimestamp": "2023-11-28T18:50:31.920Z", "status": "HIGH_FIDELITY"}))
+        .unwrap();
+        assert_eq!(
+            (recorded.disabled, recorded.status.as_deref()),
+            (Some(false), Some("HIGH_FIDELITY"))
+        );
+        assert!(!recorded.disabled_by_tr());
+        let off: IntelDoc = serde_json::from_value(
+            json!({"id": 9, "disabled": "true", "disabledEndpointCount": "12"}),
+        )
+        .unwrap();
+        assert!(off.disabled_by_tr());
+        assert_eq!(off.disabled_endpoint_count, Some(12));
+        let some: IntelDoc =
+            serde_json::from_value(json!({"id": 9, "disabled": false, "disabledEndpointCount": 3}))
+                .unwrap();
+        assert!(some.disabled_by_tr(), "disabled on some endpoints");
+        let silent: IntelDoc = serde_json::from_value(json!({"id": 9})).unwrap();
+        assert_eq!((silent.disabled, silent.disabled_by_tr()), (None, false));
     }
 
     #[test]
