@@ -626,3 +626,58 @@ fn a_label_listing_short_of_its_total_makes_no_label() {
         assert_eq!(held(&lab), expected(&lab, |_| true));
     }
 }
+
+/// A label deleted while the run works: putting it on a document answers 500 (as recorded for
+/// an unknown label id, not 404). The labels are read again once, the label writes that need it
+/// fail (exit 3, Last Modified held), and the next run makes the label again and labels every
+/// document.
+#[test]
+fn a_label_deleted_during_the_run_fails_its_label_writes_once_and_the_next_run_heals() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 12, 73);
+    lab.set("tanium_workers", json!("1"));
+    let old = lab.tanium.add_label("ThreatConnect");
+    lab.tanium.delete_label_after_next_listing("ThreatConnect");
+    let r = run(&mut lab, &[]);
+    assert_eq!(r.code, 3, "{}", r.message);
+    assert!(
+        r.message.contains("could not label ThreatConnect "),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.message
+            .contains(&format!("Tanium label {old} no longer exists")),
+        "{}",
+        r.message
+    );
+    let attaches = lab
+        .tanium
+        .server()
+        .hits_where(|k| k.starts_with("PUT ") && k.ends_with("/labels"));
+    assert_eq!(
+        attaches, 5,
+        "one attach tried (five attempts at its 500), the rest known gone"
+    );
+    assert_eq!(
+        lab.tanium.server().hits(&format!("GET {BASE}/labels")),
+        4,
+        "listed once at the start (two requests) and once again (two)"
+    );
+    assert_eq!(
+        held(&lab),
+        expected(&lab, |_| true),
+        "the documents are written"
+    );
+    let r = ok(&mut lab);
+    let made = lab.tanium.label_id("ThreatConnect").unwrap();
+    assert_ne!(made, old);
+    for d in lab.source_docs() {
+        assert_eq!(
+            lab.tanium.doc_label_names(d.id),
+            ["ThreatConnect"],
+            "{}",
+            r.message
+        );
+    }
+    quiet(&mut lab);
+}

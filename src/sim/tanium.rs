@@ -26,7 +26,8 @@
 //!   says the server ignores it; `POST {base}/labels` `{"name","description"}` (a name held
 //!   already answers 409; compared exactly unless [`TaniumSim::set_label_names_ignore_case`])
 //! - 4.x listings carry `meta.totalCount` with [`TaniumSim::set_list_meta`]
-//! - `GET {base}/intels/{id}/labels`, `PUT {base}/intels/{id}/labels` `{"id"}` and
+//! - `GET {base}/intels/{id}/labels`, `PUT {base}/intels/{id}/labels` `{"id"}` (an unknown
+//!   label id answers 500, as recorded) and
 //!   `DELETE {base}/intels/{id}/labels/{labelId}` (each answers the labels left on the
 //!   document); documents carry `labelIds` in listings and reads unless
 //!   [`TaniumSim::set_label_ids_listed`] says otherwise
@@ -217,6 +218,8 @@ struct State {
     /// 4.x listing rows leave the intel health fields out.
     health_unlisted: bool,
     label_quirk: ListingQuirk,
+    /// A label deleted right after the next label listing.
+    label_vanishes: Option<String>,
 }
 
 /// Intel deploys, each a task as recorded (`POST {base}/intel/deploy` answers its id).
@@ -687,6 +690,12 @@ impl TaniumSim {
         self.tamper(doc_id, |d| d.health = health)
     }
 
+    /// Deletes the label named `name` right after the next label listing answers, as an admin
+    /// deleting it while a run works would.
+    pub fn delete_label_after_next_listing(&self, name: &str) {
+        self.inner.lock().label_vanishes = Some(name.to_string());
+    }
+
     /// Makes the label listing misbehave (`IgnoreOffset`, `DropsLast`; `Endless` is not
     /// simulated there).
     pub fn set_label_listing_quirk(&self, q: ListingQuirk) {
@@ -829,7 +838,8 @@ impl Inner {
                 };
                 let known = self.lock().labels.iter().any(|l| l.id == label);
                 if !known {
-                    return error(404, "label not found");
+                    // As recorded: an unknown label id answers 500, not 404.
+                    return error(500, "Internal Server Error");
                 }
                 self.doc_labels(id, |d| {
                     add_label_id(d, label);
@@ -1015,7 +1025,7 @@ impl Inner {
     /// `limit` up to 500 with `offset`, all of them with `noLimit=true` (unless the switch says
     /// the server ignores it).
     fn list_labels(&self, req: &SimRequest) -> SimResponse {
-        let st = self.lock();
+        let mut st = self.lock();
         let no_limit = ["noLimit", "nolimit"]
             .iter()
             .any(|k| req.param(k).is_some_and(|v| v.eq_ignore_ascii_case("true")));
@@ -1042,7 +1052,11 @@ impl Inner {
             .take(limit)
             .map(|l| label_json(l, st.ids_as_strings))
             .collect();
-        self.list_reply(&st, rows, st.labels.len())
+        let answer = self.list_reply(&st, rows, st.labels.len());
+        if let Some(name) = st.label_vanishes.take() {
+            st.labels.retain(|l| l.name != name);
+        }
+        answer
     }
 
     /// A listing answer; on 4.x with [`TaniumSim::set_list_meta`] it also carries

@@ -119,6 +119,15 @@ impl TaniumClient {
             });
         if let Some(l) = made {
             log::info!("created Tanium label {:?} (id {})", l.name, l.id);
+            if let Some(ids) = self
+                .labels_reread
+                .lock()
+                .ok()
+                .as_mut()
+                .and_then(|k| k.as_mut())
+            {
+                ids.insert(l.id);
+            }
             return Ok(l);
         }
         let labels = self.list_labels()?;
@@ -137,16 +146,42 @@ impl TaniumClient {
     }
 
     /// Puts a label on a document of the app's source: `PUT {base}/intels/{id}/labels`
-    /// `{"id": <labelId>}`.
+    /// `{"id": <labelId>}`. An unknown label id answers 500 (recorded; XSOAR maps that 500 to
+    /// a bad label id): after one, the labels are read again, once for the client, and an id
+    /// they no longer hold is [`Error::LabelGone`], for this and every later attach of it.
     pub fn add_doc_label(&self, doc_id: i64, label_id: i64) -> Result<()> {
         self.ensure_owned("label", doc_id)?;
+        if self.label_exists(label_id, false) == Some(false) {
+            return Err(Error::LabelGone { label_id });
+        }
         let path = format!("{}/intels/{doc_id}/labels", self.generation.base_path());
-        self.expect_ok(
-            "PUT",
-            &path,
-            Some(&Payload::json(&json!({ "id": label_id }))),
-        )?;
-        Ok(())
+        let body = Payload::json(&json!({ "id": label_id }));
+        let resp = self.send("PUT", &path, Some(&body))?;
+        if http::classify(resp.status) == http::Verdict::Ok {
+            return Ok(());
+        }
+        if resp.status == 500 && self.label_exists(label_id, true) == Some(false) {
+            log::warn!(
+                "PUT {} answered 500 and Tanium's labels no longer hold label {label_id}",
+                crate::http::path_of(&path)
+            );
+            return Err(Error::LabelGone { label_id });
+        }
+        Err(status_error(&resp, "PUT", &path))
+    }
+
+    /// Whether Tanium holds label `id`, as the labels read again after an attach answered 500
+    /// say; `reread` reads them when they were not read yet (once per client). None: not
+    /// read, or unreadable.
+    fn label_exists(&self, id: i64, reread: bool) -> Option<bool> {
+        let mut known = self.labels_reread.lock().ok()?;
+        if known.is_none() && reread {
+            match self.list_labels() {
+                Ok(labels) => *known = Some(labels.iter().map(|l| l.id).collect()),
+                Err(e) => log::info!("could not read the Tanium labels again: {e}"),
+            }
+        }
+        known.as_ref().map(|ids| ids.contains(&id))
     }
 
     /// Takes a label off a document of the app's source:
