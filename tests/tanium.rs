@@ -343,12 +343,18 @@ fn create_update_delete(g: ApiGeneration) {
     assert_eq!(created.md5.as_deref(), Some(stored.md5.as_str()));
     assert_eq!(stored.md5.len(), 32);
 
-    // the listing is what the sync compares against: the upload answer minus description
+    // the listing is what the sync compares against: the upload answer minus description,
+    // plus on 4.x the intel health fields
     let listed = list(&client, source);
     assert_eq!(created.description.as_deref(), Some("Owner: Example Org"));
+    let v4 = g == ApiGeneration::V4;
     let row = IntelDoc {
         description: None,
         contents: None,
+        disabled: v4.then_some(false),
+        disabled_endpoint_count: v4.then_some(0),
+        throttled_finding_count: v4.then_some(0),
+        status: v4.then(|| "HIGH_FIDELITY".to_string()),
         ..created.clone()
     };
     assert_eq!(listed, vec![row]);
