@@ -19,6 +19,7 @@ mod platform;
 mod rails;
 mod readme;
 mod replay;
+mod replay2;
 mod security;
 mod sync;
 mod takeover;

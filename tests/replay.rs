@@ -242,7 +242,7 @@ struct ProxyState {
 }
 
 /// A shape-enforcing proxy in front of one simulator.
-struct Proxy {
+pub(crate) struct Proxy {
     server: Server,
     state: Arc<ProxyState>,
 }
@@ -270,7 +270,7 @@ impl Proxy {
         self.state.violations.lock().unwrap().clone()
     }
 
-    fn hits(&self) -> BTreeMap<&'static str, u64> {
+    pub(crate) fn hits(&self) -> BTreeMap<&'static str, u64> {
         self.state.hits.lock().unwrap().clone()
     }
 
@@ -388,7 +388,7 @@ fn forward(to: SocketAddr, req: &SimRequest) -> io::Result<SimResponse> {
     })
 }
 
-fn by_name(lab: &Lab) -> BTreeMap<String, SimDoc> {
+pub(crate) fn by_name(lab: &Lab) -> BTreeMap<String, SimDoc> {
     let docs = lab.source_docs();
     let n = docs.len();
     let map: BTreeMap<String, SimDoc> = docs.into_iter().map(|d| (d.name.clone(), d)).collect();
@@ -396,33 +396,33 @@ fn by_name(lab: &Lab) -> BTreeMap<String, SimDoc> {
     map
 }
 
-fn held(lab: &Lab) -> Vec<String> {
+pub(crate) fn held(lab: &Lab) -> Vec<String> {
     by_name(lab).into_keys().collect()
 }
 
 /// Creates, updates and deletes of intel documents and sources, deploys left out.
-fn tanium_writes(lab: &Lab, g: ApiGeneration) -> u64 {
+pub(crate) fn tanium_writes(lab: &Lab, g: ApiGeneration) -> u64 {
     let s = lab.tanium.server();
     s.hits("POST /plugin") + s.hits("PUT /plugin") + s.hits("DELETE /plugin")
         - s.hits(&format!("POST {}/intel/deploy", g.base_path()))
 }
 
-fn deploys(lab: &Lab, g: ApiGeneration) -> u64 {
+pub(crate) fn deploys(lab: &Lab, g: ApiGeneration) -> u64 {
     lab.tanium
         .server()
         .hits(&format!("POST {}/intel/deploy", g.base_path()))
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Config {
-    generation: ApiGeneration,
-    format: &'static str,
+pub(crate) struct Config {
+    pub(crate) generation: ApiGeneration,
+    pub(crate) format: &'static str,
     /// TC job token (renewed through /appAuth) instead of HMAC.
-    token: bool,
-    seed: u64,
+    pub(crate) token: bool,
+    pub(crate) seed: u64,
 }
 
-const CONFIGS: [Config; 4] = [
+pub(crate) const CONFIGS: [Config; 4] = [
     Config {
         generation: ApiGeneration::V4,
         format: "STIX",
@@ -462,17 +462,17 @@ fn expected_routes(c: Config) -> BTreeSet<&'static str> {
         .collect()
 }
 
-struct Replay {
+pub(crate) struct Replay {
     _dir: tempfile::TempDir,
-    lab: Lab,
-    tc: Proxy,
-    tanium: Proxy,
+    pub(crate) lab: Lab,
+    pub(crate) tc: Proxy,
+    pub(crate) tanium: Proxy,
     trap: TcpListener,
-    c: Config,
+    pub(crate) c: Config,
 }
 
 impl Replay {
-    fn start(c: Config) -> Replay {
+    pub(crate) fn start(c: Config) -> Replay {
         let (dir, mut lab) = lab(c.generation, 150, c.seed);
         let trap = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let tc = Proxy::start(
@@ -505,7 +505,7 @@ impl Replay {
     }
 
     /// One run that must succeed with every answer in a recorded shape.
-    fn ok(&mut self, step: &str) -> RunResult {
+    pub(crate) fn ok(&mut self, step: &str) -> RunResult {
         self.lab.tanium.server().reset_counters();
         let r = self.lab.run(&Map::new(), &[]).unwrap();
         let v: Vec<String> = self

@@ -33,7 +33,8 @@
 //!   [`TaniumSim::set_label_ids_listed`] says otherwise
 //!
 //! Every route but login needs a `session` header holding a live session or the API token;
-//! otherwise 4.x answers 401 and 3.x answers 403 (so clients meet both). Routes denied with
+//! otherwise 4.x answers 401 (403 with [`TaniumSim::set_expired_session_answers_403`]) and 3.x
+//! answers 403 (so clients meet both). Routes denied with
 //! [`TaniumSim::deny`] answer 403 to a valid session (a missing permission), and
 //! [`TaniumSim::set_password_login`] refuses every login as Tanium Cloud does.
 //!
@@ -220,6 +221,8 @@ struct State {
     label_quirk: ListingQuirk,
     /// A label deleted right after the next label listing.
     label_vanishes: Option<String>,
+    /// 4.x answers 403, not 401, to a session it does not know (an expired one).
+    refused_session_403: bool,
 }
 
 /// Intel deploys, each a task as recorded (`POST {base}/intel/deploy` answers its id).
@@ -388,6 +391,12 @@ impl TaniumSim {
     /// login and the first call.
     pub fn expire_next_session_at_once(&self) {
         self.inner.lock().next_session_stale = true;
+    }
+
+    /// Whether 4.x answers 403 rather than 401 to an expired (or unknown) session, as XSOAR and
+    /// Splunk SOAR expect of it (they log in again on a 403); 3.x always answers 403.
+    pub fn set_expired_session_answers_403(&self, on: bool) {
+        self.inner.lock().refused_session_403 = on;
     }
 
     /// Successful logins so far.
@@ -742,8 +751,8 @@ impl Inner {
                 || self.lock().sessions.contains(session));
         if !authorised {
             let status = match self.gen() {
-                ApiGeneration::V4 => 401,
-                ApiGeneration::V3 => 403,
+                ApiGeneration::V4 if !self.lock().refused_session_403 => 401,
+                ApiGeneration::V4 | ApiGeneration::V3 => 403,
             };
             return error(status, "not authorized");
         }

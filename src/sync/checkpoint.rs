@@ -26,6 +26,14 @@ pub const HORIZON_NONE: &str = "none";
 pub const LABELS_UNSETTLED: &str = "unsettled";
 /// How Deploy Pending counts the runs in a row whose deploy Tanium refused (`refused 2`).
 const REFUSED: &str = "refused";
+/// How long ThreatConnect is taken to keep deleted-indicator records. Its system administrator
+/// sets the real figure ("the number of days for which deleted Indicators are retained is
+/// configured by your System Administrator"), which the job cannot read; a week is assumed.
+/// A checkpoint older than this may have outlived the records of deletions since, so the next
+/// run is a full reconcile.
+pub const DELETED_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// The full-reconcile reason a checkpoint older than [`DELETED_RETENTION`] gives.
+pub const STALE_CHECKPOINT: &str = "Last Modified is more than 7 days old (a paused job?), longer than ThreatConnect may keep the records of deleted indicators";
 /// Overlap kept between runs, so clock skew and same-second updates are never missed.
 pub const SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -235,8 +243,12 @@ impl Checkpoint {
         {
             return Some("the job's filters changed");
         }
+        let stale = now - self.last_modified;
         match self.last_full_reconcile {
             None => Some("no full reconcile on record"),
+            Some(_) if stale.is_positive() && stale.unsigned_abs() > DELETED_RETENTION => {
+                Some(STALE_CHECKPOINT)
+            }
             Some(t) => {
                 let age = now - t;
                 (age.is_negative() || age.unsigned_abs() >= interval)
@@ -446,6 +458,7 @@ mod tests {
     fn full_reconcile_when_filters_change_or_the_interval_passes() {
         let day = Duration::from_secs(86_400);
         let (c, _) = load(&[
+            ("last_modified", "2026-11-28T06:00:00Z"),
             ("last_full_reconcile", "2026-11-28T00:00:00Z"),
             ("filter_fingerprint", "f1"),
         ]);
@@ -463,6 +476,23 @@ mod tests {
             Some("the reconcile interval has passed"),
             "a clock that went backwards reconciles"
         );
+        // Older than ThreatConnect may keep deletion records: full, whatever the interval.
+        let month = Duration::from_secs(30 * 86_400);
+        let (paused, _) = load(&[
+            ("last_modified", "2026-11-20T11:00:00Z"),
+            ("last_full_reconcile", "2026-11-27T00:00:00Z"),
+            ("filter_fingerprint", "f1"),
+        ]);
+        assert_eq!(
+            paused.full_reconcile_reason(NOW, month, "f1"),
+            Some(STALE_CHECKPOINT)
+        );
+        let (week, _) = load(&[
+            ("last_modified", "2026-11-21T13:00:00Z"),
+            ("last_full_reconcile", "2026-11-27T00:00:00Z"),
+            ("filter_fingerprint", "f1"),
+        ]);
+        assert_eq!(week.full_reconcile_reason(NOW, month, "f1"), None);
         let (damaged, notes) = load(&[("last_full_reconcile", "garbage")]);
         assert_eq!(notes.len(), 1);
         assert!(damaged.full_reconcile_reason(NOW, day, "f1").is_some());
