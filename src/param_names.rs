@@ -193,6 +193,11 @@ pub const THREATASSESS_LABELS: ParamSpec = ParamSpec {
     name: "threatassess_labels",
     label: "ThreatAssess Labels",
 };
+/// A label for the job's documents Threat Response disabled as noisy (empty: none).
+pub const DISABLED_INTEL_LABEL: ParamSpec = ParamSpec {
+    name: "disabled_intel_label",
+    label: "Disabled Intel Label",
+};
 /// Hidden: the label rules of earlier runs whose labels may still be on documents.
 pub const MANAGED_LABELS: ParamSpec = ParamSpec {
     name: "managed_labels",
@@ -247,6 +252,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     TANIUM_LABELS,
     TAGS_AS_LABELS,
     THREATASSESS_LABELS,
+    DISABLED_INTEL_LABEL,
     DRY_RUN,
     INTEL_FORMAT,
     INDICATORS_PER_DOCUMENT,

@@ -1227,6 +1227,7 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         stats.saw("seeds with deploys of 300 ms or more");
     }
     let mut console = false;
+    let mut first_fault_free_dropped = false;
     let mut world = World {
         next_id: 500_000,
         new_owners: 0,
@@ -1631,10 +1632,16 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 ));
             }
         }
+        if run == runs {
+            // A platform that drops results.tc after exit 3 hands the next run the deploy
+            // this one owed before it deployed.
+            first_fault_free_dropped = r.code == 3 && !lab.persist_on_partial;
+        }
         if run == runs + 1 {
             let wrote = writes(&lab, generation) - writes_before;
             let settled = r.code == 0 || (r.code == 3 && held_back);
-            if !settled || wrote != 0 || lab.tanium.deploy_count() != deploys_before {
+            let deployed = lab.tanium.deploy_count() - deploys_before;
+            if !settled || wrote != 0 || deployed > u64::from(first_fault_free_dropped) {
                 return fail(format!(
                     "a second fault-free run must write nothing, it sent {wrote} writes"
                 ));

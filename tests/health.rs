@@ -189,3 +189,97 @@ fn a_disabled_grouped_document_is_named_by_bucket_and_its_members_counted() {
     );
     assert_eq!(doc_writes(&lab), 0);
 }
+
+fn label_writes(lab: &Lab) -> u64 {
+    lab.tanium.server().hits_where(|k| {
+        (k.starts_with("PUT ") || k.starts_with("DELETE "))
+            && k.contains("/intels/")
+            && k.contains("/labels")
+    })
+}
+
+/// Disabled Intel Label (off by default): the job's documents TR disabled get the label (made
+/// when missing), lose it once TR enables them again, and keep every other label; a document is
+/// never rewritten for it, a rerun writes nothing, a full reconcile leaves it, and the grouped
+/// layout does the same.
+#[test]
+fn disabled_intel_label_marks_what_threat_response_disabled_and_only_that() {
+    for per_document in ["1", "40"] {
+        let (_d, mut lab) = lab(ApiGeneration::V4, 90, 84);
+        lab.set("indicators_per_document", json!(per_document));
+        lab.set("disabled_intel_label", json!("Noisy Intel"));
+        let r = ok(&mut lab);
+        assert!(
+            !r.message.contains("relabelled"),
+            "{per_document}: {}",
+            r.message
+        );
+        assert_eq!(
+            lab.tanium.label_id("Noisy Intel"),
+            None,
+            "not made before it is needed"
+        );
+        let docs = lab.source_docs();
+        let (a, b) = (docs[0].clone(), docs[1].clone());
+        lab.tanium.set_doc_health(a.id, off(9));
+        lab.tanium.set_doc_health(b.id, on_some(2));
+
+        let r = ok(&mut lab);
+        assert!(
+            r.message.contains("2 relabelled"),
+            "{per_document}: {}",
+            r.message
+        );
+        assert_eq!(doc_writes(&lab), 0, "{per_document}");
+        let names = |id: i64, lab: &Lab| lab.tanium.doc_label_names(id);
+        assert_eq!(names(a.id, &lab), ["Noisy Intel", "ThreatConnect"]);
+        assert_eq!(names(b.id, &lab), ["Noisy Intel", "ThreatConnect"]);
+        for d in lab
+            .source_docs()
+            .iter()
+            .filter(|d| d.id != a.id && d.id != b.id)
+        {
+            assert_eq!(
+                names(d.id, &lab),
+                ["ThreatConnect"],
+                "{per_document}: {}",
+                d.name
+            );
+        }
+        let r = ok(&mut lab);
+        assert_eq!(label_writes(&lab), 0, "{per_document}: {}", r.message);
+        lab.set("reconcile_interval_hours", json!("0"));
+        let r = ok(&mut lab);
+        lab.params.remove("reconcile_interval_hours");
+        assert_eq!(
+            label_writes(&lab) + doc_writes(&lab),
+            0,
+            "{per_document}: {}",
+            r.message
+        );
+
+        // Enabled again: the label goes, the document's other labels stay.
+        lab.tanium.set_doc_health(a.id, DocHealth::default());
+        let r = ok(&mut lab);
+        assert!(
+            r.message.contains("1 relabelled"),
+            "{per_document}: {}",
+            r.message
+        );
+        assert_eq!(names(a.id, &lab), ["ThreatConnect"]);
+        assert_eq!(names(b.id, &lab), ["Noisy Intel", "ThreatConnect"]);
+        assert_eq!(lab.tanium.labels().len(), 2, "no label made twice");
+
+        // A dry run says what it would do and writes nothing.
+        lab.tanium.set_doc_health(b.id, DocHealth::default());
+        lab.tanium.server().reset_counters();
+        let r = lab.run(&Map::new(), &["--dry-run"]).unwrap();
+        assert_eq!(r.code, 0, "{}", r.message);
+        assert!(
+            r.stdout.contains(" remove Noisy Intel (enabled again)"),
+            "{per_document}: {}",
+            r.stdout
+        );
+        assert_eq!(label_writes(&lab) + doc_writes(&lab), 0);
+    }
+}

@@ -3,9 +3,15 @@
 //! reports such documents, by value and TC link, and leaves them be: it never re-enables or
 //! re-uploads one because it is disabled (a real content change still updates it).
 
+use std::collections::HashSet;
+
+use crate::error::Error;
 use crate::tanium::client::TaniumClient;
+use crate::tanium::labels::find;
+use crate::tanium::Label;
 
 use super::index::{Disabled, SourceIndex};
+use super::pool::Results;
 
 /// Disabled documents whose TC link is read for the log (each costs a read of the document).
 const LINKS_READ: usize = 20;
@@ -55,6 +61,142 @@ pub(super) fn report(tanium: &TaniumClient, index: &SourceIndex) -> DisabledCoun
         );
     }
     count
+}
+
+/// What Disabled Intel Label asks of this run, planned from the listing: the documents TR
+/// disabled that lack the label get it, the others that carry it lose it.
+pub(super) struct LabelWork {
+    name: String,
+    /// None: not in Tanium yet (made when a document needs it).
+    label: Option<Label>,
+    add: Vec<(i64, String)>,
+    remove: Vec<(i64, String)>,
+    error: Option<String>,
+}
+
+/// Plans Disabled Intel Label's changes (None: the param is off). Its own reading of the
+/// labels: the label is not one the label rules give, so their book does not look for it.
+pub(super) fn plan_label(
+    tanium: &TaniumClient,
+    name: Option<&str>,
+    index: &mut SourceIndex,
+) -> Option<LabelWork> {
+    let name = name?.to_string();
+    let mut work = LabelWork {
+        name,
+        label: None,
+        add: Vec::new(),
+        remove: Vec::new(),
+        error: None,
+    };
+    match tanium.list_labels() {
+        Ok(labels) => work.label = find(&labels, &work.name).cloned(),
+        Err(e) => {
+            work.error = Some(format!(
+                "could not read the Tanium labels for Disabled Intel Label \"{}\": {e}",
+                work.name
+            ));
+            return Some(work);
+        }
+    }
+    let id = work.label.as_ref().map(|l| l.id);
+    let carries =
+        |labels: Option<&[i64]>| id.is_some_and(|id| labels.is_some_and(|ls| ls.contains(&id)));
+    let disabled: HashSet<i64> = index.disabled.iter().map(|d| d.doc_id).collect();
+    work.add = index
+        .disabled
+        .iter()
+        .filter(|d| !carries(d.labels.as_deref()))
+        .map(|d| (d.doc_id, format!("\"{}\"", d.name)))
+        .collect();
+    if id.is_some() {
+        let sets = &index.label_sets;
+        for (_, e) in index.map.iter() {
+            if e.doc_id > 0 && !disabled.contains(&e.doc_id) && carries(sets.get(e.labels)) {
+                work.remove
+                    .push((e.doc_id, format!("document {}", e.doc_id)));
+            }
+        }
+        for g in &index.groups {
+            if !disabled.contains(&g.doc_id) && carries(sets.get(g.labels)) {
+                work.remove.push((g.doc_id, format!("\"{}\"", g.name)));
+            }
+        }
+    }
+    Some(work)
+}
+
+impl LabelWork {
+    /// Puts the label on and takes it off as planned, counting each document changed as
+    /// relabelled and each failure as a failed write (the next run plans them again).
+    /// Documents this run removed are passed over.
+    pub(super) fn apply(self, tanium: &TaniumClient, dry_run: bool, results: &mut Results) {
+        if let Some(e) = self.error {
+            results.failed_writes += 1;
+            results.failed_labels += 1;
+            results.note_error(e);
+            return;
+        }
+        let name = &self.name;
+        if dry_run {
+            for (_, what) in &self.add {
+                println!("labels {what}: add {name} (disabled by Threat Response)");
+            }
+            for (_, what) in &self.remove {
+                println!("labels {what}: remove {name} (enabled again)");
+            }
+            results.relabelled += (self.add.len() + self.remove.len()) as u64;
+            return;
+        }
+        let label = match (self.label, self.add.is_empty()) {
+            (Some(l), _) => l,
+            (None, true) => return,
+            (None, false) => match tanium.create_label(name) {
+                Ok(l) => l,
+                Err(e) => {
+                    results.failed_writes += 1;
+                    results.failed_labels += 1;
+                    results.note_error(format!(
+                        "could not create the Tanium label {name:?} (Disabled Intel Label): {e}"
+                    ));
+                    return;
+                }
+            },
+        };
+        let changes = self
+            .add
+            .iter()
+            .map(|c| (c, true))
+            .chain(self.remove.iter().map(|c| (c, false)));
+        for ((doc_id, what), add) in changes {
+            let done = if add {
+                tanium.add_doc_label(*doc_id, label.id)
+            } else {
+                tanium.remove_doc_label(*doc_id, label.id)
+            };
+            match done {
+                Ok(()) => {
+                    log::info!(
+                        "labels {what}: {} {name} ({})",
+                        if add { "add" } else { "remove" },
+                        if add {
+                            "disabled by Threat Response"
+                        } else {
+                            "enabled again"
+                        }
+                    );
+                    results.relabelled += 1;
+                    results.wrote_anything = true;
+                }
+                Err(Error::NotOwned { .. }) => {}
+                Err(e) => {
+                    results.failed_writes += 1;
+                    results.failed_labels += 1;
+                    results.note_error(format!("could not label {what} {name}: {e}"));
+                }
+            }
+        }
+    }
 }
 
 fn grouped(count: DisabledCount) -> String {
@@ -124,6 +266,7 @@ mod tests {
             throttled: Some(7),
             status: Some("DISABLED".into()),
             bucket: None,
+            labels: None,
         };
         assert_eq!(
             describe(&d, Some("https://tc.example/auth/indicators/details?id=1")),

@@ -74,6 +74,8 @@ pub(super) struct Disabled {
     pub status: Option<String>,
     /// A grouped document: its bucket and how many indicators its name says it holds.
     pub bucket: Option<(BucketKey, u64)>,
+    /// Its labels as listed (None: the listing does not say).
+    pub labels: Option<Vec<i64>>,
 }
 
 impl Disabled {
@@ -86,6 +88,7 @@ impl Disabled {
             throttled: doc.throttled_finding_count,
             status: doc.status.clone(),
             bucket,
+            labels: doc.label_ids.clone(),
         })
     }
 }

@@ -612,6 +612,7 @@ pub fn run(
     let met = Met {
         foreign,
         disabled: health::report(tanium, &index),
+        disabled_label: health::plan_label(tanium, config.disabled_label.as_deref(), &mut index),
     };
     let book = LabelBook::open(
         tanium,
@@ -715,6 +716,8 @@ struct Met {
     /// Documents this job did not make.
     foreign: u64,
     disabled: health::DisabledCount,
+    /// What Disabled Intel Label asks of the run (None: off).
+    disabled_label: Option<health::LabelWork>,
 }
 
 /// How the planning part of a run ended, in either mode.
@@ -753,6 +756,9 @@ fn report(
     } = done;
     if let Some(e) = removal_error {
         results.note_error(e);
+    }
+    if let (Some(work), false) = (met.disabled_label, results.gave_up) {
+        work.apply(tanium, opts.dry_run, &mut results);
     }
     let labels_end = settle_labels(label_error, full.is_some() && pull.complete, &mut results);
     let mut tally = Tally::new(&counts, &results);
