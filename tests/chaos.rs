@@ -1312,7 +1312,10 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         }
         fatal_possible |= per_side.values().any(|n| *n >= ATTEMPTS);
         // Refused three runs in a row (deploys running that long) is a failure by design.
-        fatal_possible |= out.result.message.contains("intel deploy refused");
+        fatal_possible |= out
+            .result
+            .message
+            .contains("intel deploy failed: refused with 400");
         let tanium_write_faults = plan.faults.iter().zip(&fired).any(|(p, f)| {
             f.2 > 0 && p.side == Side::Tanium && p.rule.method.as_deref() != Some("GET")
         });

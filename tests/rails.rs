@@ -435,7 +435,7 @@ fn a_deploy_refused_three_runs_in_a_row_is_a_failure() {
     assert_eq!(r.code, 3, "{}", r.message);
     assert!(
         r.message.starts_with(
-            "Partial sync to Tanium source \"ThreatConnect\": intel deploy refused 3 runs in a row: Tanium answered 400, as it does while a deploy runs; check the deploys in Threat Response"
+            "Partial sync to Tanium source \"ThreatConnect\": intel deploy failed: refused with 400 3 runs in a row, as Tanium does while a deploy runs; check the deploys in Threat Response"
         ),
         "{}",
         r.message

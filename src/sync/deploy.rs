@@ -92,7 +92,7 @@ pub(super) fn step(
             step.refusals = checkpoint.deploy_refusals.saturating_add(1);
             if step.refusals >= REFUSALS_TO_FAIL {
                 let msg = format!(
-                    "intel deploy refused {} runs in a row: Tanium answered 400, as it does while \
+                    "intel deploy failed: refused with 400 {} runs in a row, as Tanium does while \
                      a deploy runs; check the deploys in Threat Response ({})",
                     step.refusals,
                     if said.is_empty() { "no details" } else { &said }
