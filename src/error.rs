@@ -141,6 +141,12 @@ pub enum Error {
         /// Tanium's document id.
         doc_id: i64,
     },
+    /// Putting a label on a document answered 500 and the label is not among Tanium's labels
+    /// any more (deleted while the job ran): what Threat Response answers for an unknown label.
+    LabelGone {
+        /// The label's id.
+        label_id: i64,
+    },
     /// A local file could not be read or written.
     Io {
         /// The file.
@@ -233,6 +239,11 @@ impl fmt::Display for Error {
                 f,
                 "refusing to {action} Tanium intel {doc_id}: it was not listed in the app's own \
                  source"
+            ),
+            Error::LabelGone { label_id } => write!(
+                f,
+                "Tanium label {label_id} no longer exists (deleted while the job ran?); the next \
+                 run finds or makes the label again"
             ),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Other(m) => f.write_str(m),

@@ -11,6 +11,7 @@ use crate::http::{HttpSettings, RetryPolicy};
 use crate::platform::ExitStatus;
 use crate::sync::{self, Checkpoint, Deploy, Stop, SyncOptions, SyncReport};
 use crate::tanium::lease::{self, LeaseSettings, OtherRun, Taken};
+use crate::tanium::TaskState;
 use crate::words::counted;
 
 /// What a mode hands back to the platform layer: exit status, message.tc and results.tc entries.
@@ -201,25 +202,30 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
         });
     }
     let mut trouble = trouble(r);
-    // Not a failure, but the admin's to decide: said early, so the 255 characters keep it.
-    let notice = (t.foreign_left > 0).then(|| {
-        format!(
-            "{} documents this job did not make left alone (see Take Over Source)",
-            t.foreign_left
-        )
-    });
-    match &r.deploy {
-        Deploy::AlreadyRunning => {
-            counts.push_str("; intel deploy owed to the next run (one was already running)")
-        }
-        Deploy::Disabled => counts.push_str("; intel awaits a deploy (Deploy Intel is off)"),
-        Deploy::Failed(_) | Deploy::NotNeeded | Deploy::Done { .. } => {}
+    // Not failures, but the admin's to decide: said early, so the 255 characters keep them.
+    let mut notices = Vec::new();
+    if t.foreign_left > 0 {
+        notices.push(format!(
+            "{} this job did not make left alone (see Take Over Source)",
+            counted(t.foreign_left, "document")
+        ));
     }
+    if t.disabled > 0 {
+        let members = match t.disabled_grouped_indicators {
+            0 => String::new(),
+            n => format!(" ({n} indicators)"),
+        };
+        notices.push(format!(
+            "{}{members} disabled by Threat Response as noisy (see app.log)",
+            counted(t.disabled, "document")
+        ));
+    }
+    counts.push_str(&deploy_words(r));
     if r.full_reconcile && !dry_run {
         counts.push_str(" (full reconcile)");
     }
     let failed = !trouble.is_empty();
-    trouble.extend(notice);
+    trouble.extend(notices);
     let lead = trouble.join("; ");
     let line = |source: &str| match (dry_run, failed, lead.is_empty()) {
         (true, _, true) => format!("Dry run for Tanium source \"{source}\": {counts}"),
@@ -274,6 +280,73 @@ fn trouble(r: &SyncReport) -> Vec<String> {
         trouble.push(e.clone());
     }
     trouble
+}
+
+/// What the message says of the deploys: what became of the last one the job started, when
+/// this run asked, and why this run's is owed.
+fn deploy_words(r: &SyncReport) -> String {
+    let mut out = String::new();
+    let shown_since = matches!(r.deploy, Deploy::AlreadyRunning { since: Some(_) });
+    match &r.last_deploy {
+        Some(TaskState::Completed { ended }) => {
+            out.push_str("; last intel deploy completed");
+            if let Some(t) = ended {
+                out.push_str(&format!(" {}", shown_time(t)));
+            }
+        }
+        Some(TaskState::Running { started }) if !shown_since => {
+            out.push_str("; last intel deploy still running");
+            if let Some(t) = started {
+                out.push_str(&format!(" (started {})", shown_time(t)));
+            }
+        }
+        Some(TaskState::Ended { status, error, .. }) => {
+            out.push_str(&format!(
+                "; last intel deploy ended {}",
+                shown_text(status, 20)
+            ));
+            if let Some(e) = error {
+                out.push_str(&format!(": {}", shown_text(e, 60)));
+            }
+        }
+        Some(TaskState::Running { .. }) | None => {}
+    }
+    match &r.deploy {
+        Deploy::AlreadyRunning { since: Some(t) } => out.push_str(&format!(
+            "; intel deploy owed to the next run (the last one, started {}, is still running)",
+            shown_time(t)
+        )),
+        Deploy::AlreadyRunning { since: None } => {
+            out.push_str("; intel deploy owed to the next run (one was already running)")
+        }
+        Deploy::Refused => out.push_str(
+            "; intel deploy owed to the next run (a deploy is already running: Tanium answered 400)",
+        ),
+        Deploy::Disabled => out.push_str("; intel awaits a deploy (Deploy Intel is off)"),
+        Deploy::Failed(_) | Deploy::NotNeeded | Deploy::Done { .. } => {}
+    }
+    out
+}
+
+/// A time the server gave, to the second in UTC when it is RFC 3339 (as recorded), else its
+/// text, cut short.
+fn shown_time(t: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    OffsetDateTime::parse(t.trim(), &Rfc3339)
+        .ok()
+        .and_then(|t| t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| shown_text(t, 40))
+}
+
+/// A server's text on one line, at most `max` characters.
+fn shown_text(t: &str, max: usize) -> String {
+    t.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 /// A source name as message.tc shows it: long names are cut in the middle, so the counters
@@ -384,6 +457,7 @@ mod tests {
             stop: None,
             errors: Vec::new(),
             deploy: Deploy::NotNeeded,
+            last_deploy: None,
             end: Some(RunEnd {
                 query_started: NOW,
                 oldest_undelivered: None,
@@ -391,6 +465,8 @@ mod tests {
                 full_reconcile: false,
                 removals_complete: true,
                 deploy_owed: false,
+                deploy_refusals: 0,
+                deploy_task: None,
                 labels: crate::sync::LabelsEnd::Kept,
             }),
             source: ("ThreatConnect".into(), Some(7)),
@@ -488,6 +564,102 @@ mod tests {
             o.message
         );
         assert_eq!(key(&o, "deploy_pending"), Some(&Some("true".into())));
+    }
+
+    #[test]
+    fn documents_threat_response_disabled_are_a_notice_not_a_failure() {
+        let mut r = report(Tally {
+            unchanged: 40,
+            disabled: 2,
+            ..Tally::default()
+        });
+        let o = run(&r);
+        assert_eq!(o.status, ExitStatus::Success);
+        assert!(
+            o.message.starts_with(
+                "Synced: Tanium source \"ThreatConnect\": 2 documents disabled by Threat Response as noisy (see app.log); now holds"
+            ),
+            "{}",
+            o.message
+        );
+        r.tally.disabled_grouped_indicators = 730;
+        r.tally.foreign_left = 3;
+        let o = run(&r);
+        assert!(
+            o.message.contains(
+                ": 3 documents this job did not make left alone (see Take Over Source); 2 documents (730 indicators) disabled by Threat Response as noisy (see app.log); now holds"
+            ),
+            "{}",
+            o.message
+        );
+    }
+
+    #[test]
+    fn the_message_says_what_became_of_the_last_deploy_and_why_this_one_is_owed() {
+        let said = |deploy: Deploy, last: Option<TaskState>| {
+            let mut r = report(Tally {
+                created: 1,
+                ..Tally::default()
+            });
+            r.deploy = deploy;
+            r.last_deploy = last;
+            let o = run(&r);
+            assert_eq!(o.status, ExitStatus::Success, "{}", o.message);
+            o.message
+        };
+        let m = said(
+            Deploy::Done { started: true },
+            Some(TaskState::Completed {
+                ended: Some("2026-11-28T11:04:05.906Z".into()),
+            }),
+        );
+        assert!(
+            m.ends_with("; last intel deploy completed 2026-11-28T11:04:05Z"),
+            "{m}"
+        );
+        let m = said(
+            Deploy::AlreadyRunning {
+                since: Some("2026-11-28T11:58:00.000Z".into()),
+            },
+            Some(TaskState::Running {
+                started: Some("2026-11-28T11:58:00.000Z".into()),
+            }),
+        );
+        assert!(
+            m.ends_with(
+                "; intel deploy owed to the next run (the last one, started 2026-11-28T11:58:00Z, is still running)"
+            ),
+            "{m}"
+        );
+        let m = said(
+            Deploy::NotNeeded,
+            Some(TaskState::Running {
+                started: Some("not a time\n".into()),
+            }),
+        );
+        assert!(
+            m.ends_with("; last intel deploy still running (started not a time)"),
+            "{m}"
+        );
+        let m = said(Deploy::Refused, None);
+        assert!(
+            m.ends_with(
+                "; intel deploy owed to the next run (a deploy is already running: Tanium answered 400)"
+            ),
+            "{m}"
+        );
+        let m = said(
+            Deploy::NotNeeded,
+            Some(TaskState::Ended {
+                status: "FAILED".into(),
+                error: Some("compile error".into()),
+                ended: None,
+            }),
+        );
+        assert!(
+            m.ends_with("; last intel deploy ended FAILED: compile error"),
+            "{m}"
+        );
     }
 
     #[test]

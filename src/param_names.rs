@@ -143,7 +143,8 @@ pub const HTTP_TIMEOUT_SECS: ParamSpec = ParamSpec {
     label: "HTTP Timeout (seconds)",
 };
 
-/// Hidden: "true" when the last run's intel deploy failed, so the next run deploys again.
+/// Hidden: "true" when the last run's intel deploy failed or was owed, so the next run deploys
+/// again; "refused N" after N runs in a row whose deploy Tanium refused with 400.
 pub const DEPLOY_PENDING: ParamSpec = ParamSpec {
     name: "deploy_pending",
     label: "Deploy Pending",
@@ -192,6 +193,11 @@ pub const THREATASSESS_LABELS: ParamSpec = ParamSpec {
     name: "threatassess_labels",
     label: "ThreatAssess Labels",
 };
+/// A label for the job's documents Threat Response disabled as noisy (empty: none).
+pub const DISABLED_INTEL_LABEL: ParamSpec = ParamSpec {
+    name: "disabled_intel_label",
+    label: "Disabled Intel Label",
+};
 /// Hidden: the label rules of earlier runs whose labels may still be on documents.
 pub const MANAGED_LABELS: ParamSpec = ParamSpec {
     name: "managed_labels",
@@ -211,6 +217,11 @@ pub const RUN_LEASE_SECS: ParamSpec = ParamSpec {
 pub const RUN_LEASE_UNSUPPORTED: ParamSpec = ParamSpec {
     name: "run_lease_unsupported",
     label: "Run Lease Unsupported",
+};
+/// Hidden: the task id of the last intel deploy the job started, until it is seen completed.
+pub const DEPLOY_TASK: ParamSpec = ParamSpec {
+    name: "deploy_task",
+    label: "Deploy Task",
 };
 pub const TAKE_OVER_SOURCE: ParamSpec = ParamSpec {
     name: "take_over_source",
@@ -251,6 +262,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     TANIUM_LABELS,
     TAGS_AS_LABELS,
     THREATASSESS_LABELS,
+    DISABLED_INTEL_LABEL,
     DRY_RUN,
     INTEL_FORMAT,
     INDICATORS_PER_DOCUMENT,
@@ -267,6 +279,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     LABEL_FINGERPRINT,
     RUN_LEASE_SECS,
     RUN_LEASE_UNSUPPORTED,
+    DEPLOY_TASK,
 ];
 
 /// Hidden params: kept between runs through results.tc, never shown in the job wizard.
@@ -280,6 +293,7 @@ pub const HIDDEN_PARAMS: &[&str] = &[
     "label_fingerprint",
     "run_lease_secs",
     "run_lease_unsupported",
+    "deploy_task",
 ];
 
 /// `tc_api_path`: the TC API base URL.

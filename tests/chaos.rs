@@ -5,9 +5,18 @@
 //! mid-upload, truncated bodies, answers slower than the timeout, non-JSON 200s, Tanium session
 //! expiry, writes whose response is lost, a Tanium outage, the process killed mid-run).
 //!
+//! Where recorded real servers leave a choice open, each seed draws one (round 2 included: the
+//! label listing capped at 100 with the job's label past it, `noLimit` honoured or not,
+//! `meta.totalCount` or not, deploys running 0 to 1500 ms and refusing a second one with 400
+//! or not, a progress field in the intel status or not, health fields in listing rows or not);
+//! between runs Threat Response disables documents (everywhere or on some endpoints), enables
+//! them again, and an admin starts a deploy in the console.
+//!
 //! After every run: exit code and message.tc agree with what happened, no secret was written
 //! anywhere, Last Modified never moved past an undelivered change, documents outside the app's
-//! source are untouched byte for byte. After a final fault-free run the app's source holds
+//! source are untouched byte for byte, no label is made twice, message.tc of a clean run counts
+//! exactly the documents TR disabled, and a run that changed the source deployed or says the
+//! deploy is owed (one running). After a final fault-free run the app's source holds
 //! exactly the expected set (computed here from the TC snapshot with plain closures) with one
 //! document per identity; a second fault-free run writes nothing.
 //!
@@ -35,7 +44,7 @@ use tanium_tr_indicators::intel::{self, group};
 use tanium_tr_indicators::sim::dataset::{self, Rng, OWNERS, TAGS};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult, LAB_PARAM_KEY};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule, Server};
-use tanium_tr_indicators::sim::tanium::{IntrinsicFrom, SimDoc};
+use tanium_tr_indicators::sim::tanium::{DocHealth, IntrinsicFrom, SimDoc};
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::model::Indicator;
 use tanium_tr_indicators::tc::tql::format_time;
@@ -938,6 +947,9 @@ struct Stats {
     mid_run_mutations: u64,
     job_changes: u64,
     duplicates_seen: u64,
+    /// What the round-2 switches made happen: seeds with the label listing capped before the
+    /// job's label, runs that waited for a deploy still running, documents TR disabled, ...
+    round2: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
@@ -955,6 +967,13 @@ impl Stats {
         for (k, v) in &o.codes {
             *self.codes.entry(*k).or_default() += v;
         }
+        for (k, v) in &o.round2 {
+            *self.round2.entry(k).or_default() += v;
+        }
+    }
+
+    fn saw(&mut self, what: &'static str) {
+        *self.round2.entry(what).or_default() += 1;
     }
 
     fn total_faults(&self) -> u64 {
@@ -1045,11 +1064,21 @@ fn run_with(
     })
 }
 
+/// The round-2 simulator switches a seed drew, for the checks that depend on them.
+#[derive(Debug, Clone, Copy)]
+struct Round2 {
+    /// Listing rows carry TR's intel health fields (4.x).
+    health_listed: bool,
+    /// Filler labels made before the job's, so its label is past the first page of 100.
+    labels_capped: bool,
+    deploy_ms: u64,
+}
+
 fn seed_lab(
     seed: u64,
     dir: &Path,
     grouped: bool,
-) -> Result<(Lab, Job, ApiGeneration, Rng), String> {
+) -> Result<(Lab, Job, ApiGeneration, Rng, Round2), String> {
     let mut rng = Rng::new(seed);
     let generation = if chance(&mut rng, 50) {
         ApiGeneration::V4
@@ -1115,7 +1144,81 @@ fn seed_lab(
                 .add_doc(foreign, &format!("bulk {n}"), &format!("rule r{n} {{}}"));
         }
     }
-    Ok((lab, job, generation, rng))
+    // What the second batch of recordings showed (labels paged by the server, deploys that
+    // are tasks running for a while, TR disabling noisy intel), and where they are silent
+    // (meta.totalCount on these listings, health fields in listing rows, the 400 to a deploy,
+    // a progress field in the status): each way at random.
+    let labels_capped = chance(&mut rng, 40);
+    if labels_capped {
+        for n in 0..(100 + rng.below(150)) {
+            lab.tanium
+                .add_label(&format!("Threat Response label {n:03}"));
+        }
+    }
+    lab.tanium.set_labels_no_limit(chance(&mut rng, 50));
+    lab.tanium.set_list_meta(chance(&mut rng, 40));
+    let health_listed = chance(&mut rng, 80);
+    lab.tanium.set_health_listed(health_listed);
+    let deploy_ms = *pick(&mut rng, &[0u64, 0, 30, 300, 1500]);
+    lab.tanium
+        .set_deploy_duration(Some(Duration::from_millis(deploy_ms)));
+    lab.tanium
+        .set_refuse_deploy_while_running(chance(&mut rng, 80));
+    lab.tanium.set_status_reports_deploy(chance(&mut rng, 20));
+    let round2 = Round2 {
+        health_listed,
+        labels_capped,
+        deploy_ms,
+    };
+    Ok((lab, job, generation, rng, round2))
+}
+
+/// TR between runs: turns noisy documents of the job's off (everywhere or on some endpoints)
+/// and now and then on again, and an admin starts a deploy in the console (finished by the
+/// next run's start). What it did, for the stats.
+fn threat_response_acts(rng: &mut Rng, lab: &Lab, console: &mut bool, stats: &mut Stats) {
+    if std::mem::take(console) {
+        lab.tanium.finish_deploys();
+    }
+    if chance(rng, 10) {
+        lab.tanium.start_console_deploy();
+        *console = true;
+        stats.saw("console deploys started");
+    }
+    let docs = lab.source_docs();
+    if docs.is_empty() {
+        return;
+    }
+    if chance(rng, 20) {
+        for _ in 0..1 + rng.below(2) {
+            let d = pick(rng, &docs);
+            let everywhere = chance(rng, 50);
+            lab.tanium.set_doc_health(
+                d.id,
+                DocHealth {
+                    disabled: everywhere,
+                    disabled_endpoints: 1 + rng.below(900),
+                    throttled_findings: rng.below(50),
+                },
+            );
+            stats.saw("documents disabled by TR");
+        }
+    }
+    if chance(rng, 10) {
+        let d = pick(rng, &docs);
+        lab.tanium.set_doc_health(d.id, DocHealth::default());
+    }
+}
+
+/// The job's documents TR has disabled, as the listing shows them.
+fn disabled_docs(lab: &Lab, generation: ApiGeneration, r2: Round2) -> u64 {
+    if generation != ApiGeneration::V4 || !r2.health_listed {
+        return 0;
+    }
+    lab.source_docs()
+        .iter()
+        .filter(|d| d.health.disabled || d.health.disabled_endpoints > 0)
+        .count() as u64
 }
 
 fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
@@ -1124,8 +1227,16 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         tmp.disable_cleanup(true);
         eprintln!("seed {seed}: run folders in {}", tmp.path().display());
     }
-    let (mut lab, mut job, generation, mut rng) = seed_lab(seed, tmp.path(), grouped)?;
+    let (mut lab, mut job, generation, mut rng, r2) = seed_lab(seed, tmp.path(), grouped)?;
     let mut stats = Stats::default();
+    if r2.labels_capped {
+        stats.saw("seeds with the job's label past the first page");
+    }
+    if r2.deploy_ms >= 300 {
+        stats.saw("seeds with deploys of 300 ms or more");
+    }
+    let mut console = false;
+    let mut first_fault_free_dropped = false;
     let mut world = World {
         next_id: 500_000,
         new_owners: 0,
@@ -1140,7 +1251,14 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
     for run in 0..total_runs {
         let fault_free = run >= runs;
         let ctx = |msg: String| format!("seed {seed} run {run}: {msg}");
+        if fault_free && run == runs {
+            // Nothing keeps the owed deploy from the fault-free runs.
+            lab.tanium.finish_deploys();
+            lab.tanium.set_deploy_duration(Some(Duration::ZERO));
+            console = false;
+        }
         if !fault_free && run > 0 {
+            threat_response_acts(&mut rng, &lab, &mut console, &mut stats);
             let n = rng.below(7);
             stats.mutations += mutate(&mut rng, &lab, &mut world, n, false).len() as u64;
             if chance(&mut rng, 8) {
@@ -1174,6 +1292,7 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             .unwrap_or(job.horizon);
         let deploys_before = lab.tanium.deploy_count();
         let writes_before = writes(&lab, generation);
+        let disabled_before = disabled_docs(&lab, generation, r2);
         let mut touched: Vec<i64> = Vec::new();
         let mid_run = plan.mutate_at.map(|_| 1 + rng.below(4)).unwrap_or(0);
         let mut mid_rng = Rng::new(rng.next_u64());
@@ -1204,6 +1323,11 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             }
         }
         fatal_possible |= per_side.values().any(|n| *n >= ATTEMPTS);
+        // Refused three runs in a row (deploys running that long) is a failure by design.
+        fatal_possible |= out
+            .result
+            .message
+            .contains("intel deploy failed: refused with 400");
         let tanium_write_faults = plan.faults.iter().zip(&fired).any(|(p, f)| {
             f.2 > 0 && p.side == Side::Tanium && p.rule.method.as_deref() != Some("GET")
         });
@@ -1275,6 +1399,45 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         }
         if out.killed && r.code == -1 {
             continue;
+        }
+        let job_labels = lab
+            .tanium
+            .labels()
+            .iter()
+            .filter(|l| l.name.eq_ignore_ascii_case("ThreatConnect"))
+            .count();
+        if job_labels > 1 {
+            return fail(format!(
+                "{job_labels} labels named ThreatConnect: one was made twice"
+            ));
+        }
+        if r.code == 0 {
+            let said = r.message.contains("disabled by Threat Response");
+            let count = format!(
+                " {disabled_before} document{} ",
+                if disabled_before == 1 { "" } else { "s" }
+            );
+            if said != (disabled_before > 0) || (said && !r.message.contains(&count)) {
+                return fail(format!(
+                    "{disabled_before} documents TR disabled, and the message says otherwise"
+                ));
+            }
+            if said {
+                stats.saw("runs that reported documents TR disabled");
+            }
+        }
+        if r.log
+            .contains("deploy is still running; the next run deploys")
+            || r.log
+                .contains("says a deploy is running; the next run deploys")
+        {
+            stats.saw("runs that waited for a running deploy");
+        }
+        if r.log.contains("taken as a deploy already running") {
+            stats.saw("deploys refused with 400 (owed)");
+        }
+        if r.log.contains("the last intel deploy (task") && r.log.contains(") completed") {
+            stats.saw("runs that said when the last deploy completed");
         }
 
         // Exit code and message.tc agree with what happened.
@@ -1350,10 +1513,13 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             // results.tc after exit 3, leaves the deploy to the next run that writes.
             deploy_owed |= r.code == 0 || (r.code == 3 && lab.persist_on_partial);
         }
+        // (the message may be cut before it says so; the log says it whole)
+        let owed_said = r.log.contains("the next run deploys this run's intel");
         if r.code == 0
             && changed
             && generation == ApiGeneration::V4
             && lab.tanium.deploy_count() == deploys_before
+            && !owed_said
         {
             return fail("the run changed the source and exited 0 without deploying".into());
         }
@@ -1481,10 +1647,16 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 ));
             }
         }
+        if run == runs {
+            // A platform that drops results.tc after exit 3 hands the next run the deploy
+            // this one owed before it deployed.
+            first_fault_free_dropped = r.code == 3 && !lab.persist_on_partial;
+        }
         if run == runs + 1 {
             let wrote = writes(&lab, generation) - writes_before;
             let settled = r.code == 0 || (r.code == 3 && held_back);
-            if !settled || wrote != 0 || lab.tanium.deploy_count() != deploys_before {
+            let deployed = lab.tanium.deploy_count() - deploys_before;
+            if !settled || wrote != 0 || deployed > u64::from(first_fault_free_dropped) {
                 return fail(format!(
                     "a second fault-free run must write nothing, it sent {wrote} writes"
                 ));
@@ -1555,6 +1727,7 @@ fn chaos_seeds(grouped: bool, count: u64) {
         }
     });
     let t = total.into_inner().unwrap();
+    eprintln!("chaos: round-2 switches: {:?}", t.round2);
     eprintln!(
         "chaos: {} seeds x {} runs (+2 fault-free) in {:.0} s: {} runs, {} faults fired ({} killed, {} session expiries, {:?}), exit codes {:?}, {} TC mutations between runs and {} during runs, {} job edits, {} duplicate identities seen mid-way",
         seeds.len(),

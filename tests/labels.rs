@@ -13,7 +13,7 @@ use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy};
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
-use tanium_tr_indicators::sim::tanium::{TaniumSim, TaniumSimOptions};
+use tanium_tr_indicators::sim::tanium::{ListingQuirk, TaniumSim, TaniumSimOptions};
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tanium::{self, TaniumClient};
 use tanium_tr_indicators::tc::model::Indicator;
@@ -556,5 +556,130 @@ fn a_label_tanium_refuses_to_make_is_asked_for_once_and_the_next_run_makes_it() 
         labels_by_name(&lab),
         wanted(&lab, &["ThreatConnect"], |t| t == "APT28", false)
     );
+    quiet(&mut lab);
+}
+
+/// Threat Response pages its label listing (100 without parameters, as recorded): with 150
+/// labels and the job's beyond the first 100, the job finds its label however the server
+/// answers `noLimit` and whether it counts its labels (`meta.totalCount`), makes no second
+/// one, and a rerun writes nothing.
+#[test]
+fn the_jobs_label_beyond_the_first_page_of_labels_is_found() {
+    for (no_limit, meta) in [(true, false), (false, false), (false, true), (true, true)] {
+        let (_d, mut lab) = lab(ApiGeneration::V4, 30, 71);
+        lab.tanium.set_labels_no_limit(no_limit);
+        lab.tanium.set_list_meta(meta);
+        for n in 0..149 {
+            lab.tanium.add_label(&format!("Tanium label {n:03}"));
+        }
+        let ours = lab.tanium.add_label("ThreatConnect");
+        let case = format!("noLimit honoured {no_limit}, meta {meta}");
+        ok(&mut lab);
+        assert_eq!(lab.tanium.labels().len(), 150, "{case}: no label made");
+        for d in lab.source_docs() {
+            assert_eq!(
+                lab.tanium.doc_label_names(d.id),
+                ["ThreatConnect"],
+                "{case}"
+            );
+            assert_eq!(d.label_ids, vec![ours], "{case}");
+        }
+        let r = quiet(&mut lab);
+        assert!(
+            r.message.contains("0 created, 0 updated"),
+            "{case}: {}",
+            r.message
+        );
+        let listings = lab.tanium.server().hits(&format!("GET {BASE}/labels"));
+        assert!(listings <= 2, "{case}: {listings} label listing requests");
+    }
+}
+
+/// A label listing that ends short of the total it claims is not taken for all the labels:
+/// no label is made on its word, the documents still sync, and the run says why (exit 3).
+/// Without a total the job cannot tell: making the label it did not see answers 409, and the
+/// run says the label cannot be found rather than make another.
+#[test]
+fn a_label_listing_short_of_its_total_makes_no_label() {
+    for (quirk, meta) in [
+        (ListingQuirk::DropsLast, true),
+        (ListingQuirk::DropsLast, false),
+    ] {
+        let (_d, mut lab) = lab(ApiGeneration::V4, 20, 72);
+        lab.tanium.set_list_meta(meta);
+        lab.tanium.set_labels_no_limit(false);
+        lab.tanium.set_label_listing_quirk(quirk);
+        for n in 0..120 {
+            lab.tanium.add_label(&format!("Tanium label {n:03}"));
+        }
+        lab.tanium.add_label("ThreatConnect");
+        let r = run(&mut lab, &[]);
+        assert_eq!(r.code, 3, "{quirk:?}: {}", r.message);
+        let why = if meta {
+            "could not read the Tanium labels"
+        } else {
+            "could not create the Tanium label \"ThreatConnect\""
+        };
+        assert!(r.message.contains(why), "{quirk:?}: {}", r.message);
+        if meta {
+            assert!(r.log.contains("but Tanium counts 121"), "{}", r.log);
+        }
+        assert_eq!(lab.tanium.labels().len(), 121, "{quirk:?}: no label made");
+        assert_eq!(held(&lab), expected(&lab, |_| true));
+    }
+}
+
+/// A label deleted while the run works: putting it on a document answers 500 (as recorded for
+/// an unknown label id, not 404). The labels are read again once, the label writes that need it
+/// fail (exit 3, Last Modified held), and the next run makes the label again and labels every
+/// document.
+#[test]
+fn a_label_deleted_during_the_run_fails_its_label_writes_once_and_the_next_run_heals() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 12, 73);
+    lab.set("tanium_workers", json!("1"));
+    let old = lab.tanium.add_label("ThreatConnect");
+    lab.tanium.delete_label_after_next_listing("ThreatConnect");
+    let r = run(&mut lab, &[]);
+    assert_eq!(r.code, 3, "{}", r.message);
+    assert!(
+        r.message.contains("could not label ThreatConnect "),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.message
+            .contains(&format!("Tanium label {old} no longer exists")),
+        "{}",
+        r.message
+    );
+    let attaches = lab
+        .tanium
+        .server()
+        .hits_where(|k| k.starts_with("PUT ") && k.ends_with("/labels"));
+    assert_eq!(
+        attaches, 5,
+        "one attach tried (five attempts at its 500), the rest known gone"
+    );
+    assert_eq!(
+        lab.tanium.server().hits(&format!("GET {BASE}/labels")),
+        4,
+        "listed once at the start (two requests) and once again (two)"
+    );
+    assert_eq!(
+        held(&lab),
+        expected(&lab, |_| true),
+        "the documents are written"
+    );
+    let r = ok(&mut lab);
+    let made = lab.tanium.label_id("ThreatConnect").unwrap();
+    assert_ne!(made, old);
+    for d in lab.source_docs() {
+        assert_eq!(
+            lab.tanium.doc_label_names(d.id),
+            ["ThreatConnect"],
+            "{}",
+            r.message
+        );
+    }
     quiet(&mut lab);
 }

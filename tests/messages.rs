@@ -448,14 +448,20 @@ fn a_grouped_run_names_indicators_documents_and_the_single_documents_it_replaced
     one_short_line(&r);
     let groups = lab.source_docs().len();
     assert!(groups < singles, "{groups} documents");
+    // (the first run's deploy, seen completed, is said between the counters and the mode)
+    let (counters, deploy) = r
+        .message
+        .split_once("; last intel deploy completed ")
+        .unwrap();
     assert_eq!(
-        r.message,
+        counters,
         format!(
             "Synced: Tanium source \"ThreatConnect\" now holds {singles} indicators in {groups} \
              documents; this run: {singles} created, 0 updated, 0 removed, 0 unchanged, 0 \
-             skipped (invalid); {singles} single documents replaced (full reconcile)"
+             skipped (invalid); {singles} single documents replaced"
         )
     );
+    assert!(deploy.ends_with("Z (full reconcile)"), "{}", r.message);
     assert!(
         r.log.contains(&format!(
             "grouped: documents {groups} created, {singles} removed ({singles} of them single \

@@ -270,18 +270,19 @@ fn the_age_window_ages_documents_out_at_the_next_full_reconcile() {
     assert!(r.log.contains("lastModified >= "), "{}", r.log);
 }
 
+/// A deploy someone else started (an admin in the console) is running: where the intel status
+/// says so (a field no recorded status has) the job posts none; where it does not (the recorded
+/// shape), Tanium refuses the job's deploy with 400, and that is "a deploy is already running",
+/// owed, not a failure. Once it is done the next run deploys what it owes.
 #[test]
 fn a_running_deploy_is_not_doubled_and_deploys_can_be_left_to_the_admin() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 40, 42);
+    let post = "POST /plugin/products/threat-response/api/v1/intel/deploy";
     lab.tanium.set_deploy_running(true);
+    lab.tanium.set_status_reports_deploy(true);
     let r = ok(&mut lab);
     assert_eq!(lab.tanium.deploy_count(), 0);
-    assert_eq!(
-        lab.tanium
-            .server()
-            .hits("POST /plugin/products/threat-response/api/v1/intel/deploy"),
-        0
-    );
+    assert_eq!(lab.tanium.server().hits(post), 0);
     assert!(
         r.message
             .contains("intel deploy owed to the next run (one was already running)"),
@@ -289,12 +290,25 @@ fn a_running_deploy_is_not_doubled_and_deploys_can_be_left_to_the_admin() {
         r.message
     );
     assert_eq!(r.results["deploy_pending"], "true");
+    lab.tanium.set_status_reports_deploy(false);
+    let r = ok(&mut lab);
+    assert_eq!(lab.tanium.server().hits(post), 1);
+    assert_eq!(lab.tanium.deploy_count(), 0);
+    assert!(
+        r.message.contains(
+            "intel deploy owed to the next run (a deploy is already running: Tanium answered 400)"
+        ),
+        "{}",
+        r.message
+    );
+    assert_eq!(r.results["deploy_pending"], "refused 1");
     // Done running: the next run deploys what it owes, though nothing changed.
     lab.tanium.set_deploy_running(false);
     let r = ok(&mut lab);
     assert!(r.message.contains("0 created, 0 updated"), "{}", r.message);
     assert_eq!(lab.tanium.deploy_count(), 1);
     assert_eq!(r.results["deploy_pending"], "");
+    assert_eq!(r.results["deploy_task"], "780", "the console's was 779");
     // Deploy Intel off: never deployed, and the summary says the intel waits.
     lab.set("deploy_intel", json!(false));
     let id = lab.tc.snapshot().into_iter().find(|i| i.active).unwrap().id;
@@ -309,4 +323,127 @@ fn a_running_deploy_is_not_doubled_and_deploys_can_be_left_to_the_admin() {
     );
     let want = expected(&lab, |_| true);
     assert_eq!(held(&lab), want);
+}
+
+fn task_reads(lab: &Lab) -> u64 {
+    lab.tanium
+        .server()
+        .hits("GET /plugin/products/threat-response/api/v1/tasks/")
+}
+
+/// Deploys are tasks: the job keeps the task id of the deploy it started and asks about it on
+/// the next run. While it is STARTED no second deploy is posted, the run's deploy is owed and
+/// message.tc says the last one is still running; once it is COMPLETED the next run says when
+/// it completed and deploys what it owes; a task seen completed is not asked about again.
+#[test]
+fn a_deploy_still_running_is_waited_for_and_the_owed_deploy_follows_it() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 30, 43);
+    let post = "POST /plugin/products/threat-response/api/v1/intel/deploy";
+    lab.tanium.set_deploy_duration(None);
+    let r = ok(&mut lab);
+    assert_eq!(lab.tanium.deploy_count(), 1);
+    assert_eq!(r.results["deploy_task"], "779");
+    assert_eq!(
+        (r.results["deploy_pending"].as_str(), task_reads(&lab)),
+        ("", 0)
+    );
+
+    let id = lab.tc.snapshot().into_iter().find(|i| i.active).unwrap().id;
+    lab.tc.update(id, |i| i.confidence = Some(71));
+    for step in ["a change", "nothing to do"] {
+        lab.tanium.server().reset_counters();
+        let r = ok(&mut lab);
+        assert_eq!(
+            lab.tanium.server().hits(post),
+            0,
+            "{step}: no second deploy"
+        );
+        assert_eq!(task_reads(&lab), 1, "{step}");
+        assert!(
+            r.message
+                .contains("; intel deploy owed to the next run (the last one, started ")
+                && r.message.contains(", is still running)"),
+            "{step}: {}",
+            r.message
+        );
+        assert_eq!(r.results["deploy_pending"], "true", "{step}");
+        assert_eq!(r.results["deploy_task"], "779", "{step}");
+    }
+
+    lab.tanium
+        .set_deploy_duration(Some(std::time::Duration::ZERO));
+    lab.tanium.finish_deploys();
+    lab.tanium.server().reset_counters();
+    let r = ok(&mut lab);
+    assert_eq!(lab.tanium.server().hits(post), 1, "the owed deploy");
+    assert!(
+        r.message.contains("0 created, 0 updated, 0 removed")
+            && r.message.contains("; last intel deploy completed 20"),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.log.contains("the last intel deploy (task 779) completed"),
+        "{}",
+        r.log
+    );
+    assert_eq!(r.results["deploy_pending"], "");
+    assert_eq!(r.results["deploy_task"], "780");
+
+    lab.tanium.server().reset_counters();
+    let r = ok(&mut lab);
+    assert_eq!((lab.tanium.server().hits(post), task_reads(&lab)), (0, 1));
+    assert!(
+        r.message.contains("; last intel deploy completed"),
+        "{}",
+        r.message
+    );
+    assert_eq!(r.results["deploy_task"], "");
+    lab.tanium.server().reset_counters();
+    let r = ok(&mut lab);
+    assert_eq!((lab.tanium.server().hits(post), task_reads(&lab)), (0, 0));
+    assert!(!r.message.contains("deploy"), "{}", r.message);
+}
+
+/// A 400 to the deploy is what Threat Response answers while another deploy runs, so it is
+/// owed, not failed; three runs in a row refused mean something else is wrong: the third exits
+/// 3 and says so. The next deploy that goes through clears the count.
+#[test]
+fn a_deploy_refused_three_runs_in_a_row_is_a_failure() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 20, 44);
+    lab.tanium.start_console_deploy();
+    for n in 1..=2 {
+        let r = ok(&mut lab);
+        assert!(
+            r.message
+                .contains("a deploy is already running: Tanium answered 400"),
+            "{}",
+            r.message
+        );
+        assert_eq!(r.results["deploy_pending"], format!("refused {n}"));
+    }
+    // With nothing else to do the run fails outright (exit 1, the count stays); with a change
+    // it is partial (exit 3).
+    let r = run(&mut lab, &[]);
+    assert_eq!(r.code, 1, "{}", r.message);
+    assert!(r.results.is_empty());
+    lab.tc.insert(Indicator {
+        last_modified: format_time(OffsetDateTime::now_utc()),
+        ..indicator(900_001, "Host", "refused.example")
+    });
+    let r = run(&mut lab, &[]);
+    assert_eq!(r.code, 3, "{}", r.message);
+    assert!(
+        r.message.starts_with(
+            "Partial sync to Tanium source \"ThreatConnect\": intel deploy failed: refused with 400 3 runs in a row, as Tanium does while a deploy runs; check the deploys in Threat Response"
+        ),
+        "{}",
+        r.message
+    );
+    assert_eq!(r.results["deploy_pending"], "refused 3");
+    assert_eq!(lab.tanium.deploy_count(), 0);
+    lab.tanium.finish_deploys();
+    let r = ok(&mut lab);
+    assert_eq!(lab.tanium.deploy_count(), 1);
+    assert_eq!(r.results["deploy_pending"], "");
 }

@@ -349,7 +349,7 @@ fn a_built_in_source_is_never_taken_over() {
         assert_eq!(r.code, 0, "{}", r.message);
         assert!(
             r.message
-                .contains("1 documents this job did not make left alone"),
+                .contains("1 document this job did not make left alone"),
             "{}",
             r.message
         );

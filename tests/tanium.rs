@@ -8,7 +8,9 @@ use tanium_tr_indicators::http::{HttpSettings, RecordedSleep, RetryPolicy};
 use tanium_tr_indicators::secret::Secret;
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
 use tanium_tr_indicators::sim::tanium::{IntrinsicFrom, ListingQuirk, TaniumSim, TaniumSimOptions};
-use tanium_tr_indicators::tanium::{self, ApiGeneration, IntelDoc, TaniumClient, Upload};
+use tanium_tr_indicators::tanium::{
+    self, ApiGeneration, DeployAnswer, IntelDoc, TaniumClient, TaskState, Upload,
+};
 
 const SOURCE: &str = "ThreatConnect Indicators";
 
@@ -352,12 +354,18 @@ fn create_update_delete(g: ApiGeneration) {
     assert_eq!(created.md5.as_deref(), Some(stored.md5.as_str()));
     assert_eq!(stored.md5.len(), 32);
 
-    // the listing is what the sync compares against: the upload answer minus description
+    // the listing is what the sync compares against: the upload answer minus description,
+    // plus on 4.x the intel health fields
     let listed = list(&client, source);
     assert_eq!(created.description.as_deref(), Some("Owner: Example Org"));
+    let v4 = g == ApiGeneration::V4;
     let row = IntelDoc {
         description: None,
         contents: None,
+        disabled: v4.then_some(false),
+        disabled_endpoint_count: v4.then_some(0),
+        throttled_finding_count: v4.then_some(0),
+        status: v4.then(|| "HIGH_FIDELITY".to_string()),
         ..created.clone()
     };
     assert_eq!(listed, vec![row]);
@@ -584,6 +592,38 @@ fn a_small_listing_from_a_server_that_ignores_offset_is_complete() {
     assert_eq!(client.list_docs(mine, &mut |_| {}).unwrap(), 30);
 }
 
+/// Where the answers carry `meta.totalCount` (recorded on 4.x lists), a listing that ends
+/// short of it is refused; one that reaches it is complete, whether or not the server applies
+/// the `sourceId` hint (the total then counts every source's documents).
+#[test]
+fn a_listing_short_of_its_total_count_is_refused() {
+    for honour in [false, true] {
+        let (sim, client, mine) = seeded(ApiGeneration::V4, 1_200);
+        let other = sim.add_source("Analyst Intel");
+        sim.add_doc(other, "analyst rule", "rule analyst { condition: true }");
+        sim.set_honour_source_filter(honour);
+        sim.set_list_meta(true);
+        assert_eq!(client.list_docs(mine, &mut |_| {}).unwrap(), 1_200);
+        sim.set_listing_quirk(ListingQuirk::DropsLast);
+        let err = client.list_docs(mine, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+        let total = if honour { 1_200 } else { 1_201 };
+        assert!(
+            err.to_string().contains(&format!(
+                "ended after {} documents but Tanium counts {total}",
+                total - 1
+            )),
+            "{err}"
+        );
+        // Without a total the listing cannot tell (the one it misses is not there for it).
+        sim.set_list_meta(false);
+        assert_eq!(
+            client.list_docs(mine, &mut |_| {}).unwrap(),
+            1_200 - u64::from(honour)
+        );
+    }
+}
+
 #[test]
 fn a_listing_that_never_ends_hits_the_row_cap() {
     let sim = sim(ApiGeneration::V4);
@@ -612,19 +652,83 @@ fn the_simulator_refuses_pages_over_500() {
 fn deploy_once_on_4x_and_not_at_all_on_3x() {
     let sim4 = sim(ApiGeneration::V4);
     let client = connect(&sim4);
-    assert!(client.deploy().unwrap());
+    assert_eq!(client.deploy().unwrap(), DeployAnswer::Started(Some(779)));
     assert_eq!(sim4.deploy_count(), 1);
 
     let sim3 = sim(ApiGeneration::V3);
     let client = connect(&sim3);
     let before = client.request_count();
-    assert!(!client.deploy().unwrap());
+    assert_eq!(client.deploy().unwrap(), DeployAnswer::NotAStep);
     assert_eq!(client.request_count(), before);
     assert_eq!(sim3.deploy_count(), 0);
     assert_eq!(sim3.server().hits("POST /plugin"), 0);
     // the 3.x simulator has no deploy route at all
     let deploy = format!("{}/intel/deploy", ApiGeneration::V3.base_path());
     assert_eq!(raw_status(&sim3, "POST", &deploy), 404);
+}
+
+/// Deploys are tasks (`POST {base}/intel/deploy` -> `taskId`; `GET {base}/tasks/{id}` ->
+/// `STARTED` until the deploy is done, `COMPLETED` with its end time after); while one runs
+/// the simulator refuses another with 400 (unless switched off), which the client reports as
+/// refused, not failed. A harmless `{}` body is not what makes a deploy fail.
+#[test]
+fn a_deploy_is_a_task_and_a_second_one_is_refused_while_it_runs() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    sim.set_deploy_duration(None);
+    let DeployAnswer::Started(Some(task)) = client.deploy().unwrap() else {
+        panic!("no task")
+    };
+    assert!(matches!(
+        client.deploy_task(task).unwrap(),
+        Some(TaskState::Running { started: Some(_) })
+    ));
+    assert!(
+        matches!(client.deploy().unwrap(), DeployAnswer::Refused(m) if m.contains("in progress"))
+    );
+    assert_eq!(sim.deploy_count(), 1);
+    sim.finish_deploys();
+    assert!(matches!(
+        client.deploy_task(task).unwrap(),
+        Some(TaskState::Completed { ended: Some(_) })
+    ));
+    assert_eq!(
+        client.deploy_task(task + 100).unwrap(),
+        None,
+        "unknown task"
+    );
+    // Side by side when the server does not refuse; a deploy of a given length completes.
+    sim.set_refuse_deploy_while_running(false);
+    sim.set_deploy_duration(Some(Duration::from_millis(150)));
+    let DeployAnswer::Started(Some(a)) = client.deploy().unwrap() else {
+        panic!()
+    };
+    assert!(matches!(client.deploy().unwrap(), DeployAnswer::Started(Some(b)) if b == a + 1));
+    assert!(matches!(
+        client.deploy_task(a).unwrap(),
+        Some(TaskState::Running { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(matches!(
+        client.deploy_task(a).unwrap(),
+        Some(TaskState::Completed { .. })
+    ));
+    let deploy = format!("{}/intel/deploy", ApiGeneration::V4.base_path());
+    let with_body = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    )
+    .post(format!("{}{deploy}", sim.url()))
+    .header("session", "token-simulated")
+    .header("Content-Type", "application/json")
+    .send("{}")
+    .unwrap();
+    assert_eq!(with_body.status().as_u16(), 200);
+    // 3.x has no tasks.
+    let sim3 = self::sim(ApiGeneration::V3);
+    let tasks = format!("{}/tasks/779", ApiGeneration::V3.base_path());
+    assert_eq!(raw_status(&sim3, "GET", &tasks), 404);
 }
 
 /// Injects `count` answers of `status` into the sources listing; returns the outcome and
@@ -1151,5 +1255,39 @@ fn listing_pages_in_parallel_measured() {
             "listing {docs} documents at 50 ms, {parallel} at a time: {secs:.2} s, {pages} requests (limit {:.2} s)",
             pages as f64 * 0.05 / parallel as f64
         );
+    }
+}
+
+/// The label listing pages as recorded (100 without parameters, `limit` up to 500 with
+/// `offset`, everything with `noLimit=true`); the client reads every label whichever the
+/// server honours, in two requests at most for 250 labels, one when `meta.totalCount` proves
+/// the first answer complete.
+#[test]
+fn every_label_is_read_however_the_server_pages_them() {
+    for g in [ApiGeneration::V4, ApiGeneration::V3] {
+        let sim = sim(g);
+        for n in 0..250 {
+            sim.add_label(&format!("label {n}"));
+        }
+        let labels = format!("{}/labels", g.base_path());
+        assert_eq!(raw_status(&sim, "GET", &format!("{labels}?limit=501")), 400);
+        let client = connect(&sim);
+        for (no_limit, meta, requests) in [
+            (true, false, 2),
+            (false, false, 2),
+            (true, true, if g == ApiGeneration::V4 { 1 } else { 2 }),
+            (false, true, 2),
+        ] {
+            sim.set_labels_no_limit(no_limit);
+            sim.set_list_meta(meta);
+            let before = client.request_count();
+            let read = client.list_labels().unwrap();
+            assert_eq!(read.len(), 250, "{g:?} noLimit {no_limit} meta {meta}");
+            assert_eq!(
+                client.request_count() - before,
+                requests,
+                "{g:?} noLimit {no_limit} meta {meta}"
+            );
+        }
     }
 }

@@ -387,3 +387,39 @@ fn other_sources_in_the_listing_are_one_debug_line() {
     let r = run(&mut lab, &[]);
     assert!(!r.log.contains("other sources"), "{}", r.log);
 }
+
+/// 4.x list answers may carry `meta.totalCount`: a listing of the source that ends short of it
+/// is incomplete, and the run acts on none of it (nothing created, nothing removed, the
+/// checkpoint kept); with the listing whole again the next run syncs.
+#[test]
+fn a_listing_short_of_its_total_count_writes_and_removes_nothing() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 40, 9);
+    lab.tanium.set_list_meta(true);
+    let first = run(&mut lab, &[]);
+    assert_eq!(first.code, 0, "{}", first.message);
+    let before = lab.source_docs();
+    lab.set("reconcile_interval_hours", json!("0"));
+    lab.tanium.server().reset_counters();
+    lab.tanium
+        .set_listing_quirk(tanium_tr_indicators::sim::tanium::ListingQuirk::DropsLast);
+    let r = run(&mut lab, &[]);
+    assert_eq!(r.code, 1, "{}", r.message);
+    assert!(r.message.contains("but Tanium counts"), "{}", r.message);
+    assert!(r.results.is_empty(), "the checkpoint stays");
+    let s = lab.tanium.server();
+    assert_eq!(
+        s.hits("POST /plugin") + s.hits("PUT /plugin") + s.hits("DELETE /plugin")
+            - crate::support::lease_calls(s),
+        0
+    );
+    assert_eq!(lab.source_docs(), before);
+    lab.tanium
+        .set_listing_quirk(tanium_tr_indicators::sim::tanium::ListingQuirk::Normal);
+    let r = run(&mut lab, &[]);
+    assert_eq!(r.code, 0, "{}", r.message);
+    assert!(
+        r.message.contains("0 created, 0 updated, 0 removed"),
+        "{}",
+        r.message
+    );
+}

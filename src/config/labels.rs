@@ -1,10 +1,10 @@
-//! The label params: Tanium Labels, Tags as Labels, ThreatAssess Labels.
+//! The label params: Tanium Labels, Tags as Labels, ThreatAssess Labels, Disabled Intel Label.
 
-use crate::labels::{check_name, LabelRules, TagRule, DEFAULT_LABEL};
+use crate::labels::{check_name, LabelRules, Managed, TagRule, DEFAULT_LABEL};
 use crate::param_names as pn;
 use crate::params::RawParams;
 
-use super::value::{boolean, list, shown, Problems};
+use super::value::{boolean, list, shown, text, Problems};
 
 /// The rules; a bad param is recorded and reads as no labels from it.
 pub(super) fn labels(raw: &RawParams, p: &mut Problems) -> LabelRules {
@@ -41,6 +41,36 @@ pub(super) fn labels(raw: &RawParams, p: &mut Problems) -> LabelRules {
         tags,
         threatassess,
     }
+}
+
+/// Disabled Intel Label: a name none of the label rules gives (they would take it off the
+/// documents their indicators do not earn it for), or None.
+pub(super) fn disabled_label(
+    raw: &RawParams,
+    rules: &LabelRules,
+    p: &mut Problems,
+) -> Option<String> {
+    let spec = pn::DISABLED_INTEL_LABEL;
+    let name = p.take(text(raw, spec).and_then(|name| match name {
+        None => Ok(None),
+        Some(n) => {
+            check_name(&n).map_err(|why| format!("{} {why}", spec.label))?;
+            Ok(Some(n.trim().to_string()))
+        }
+    }))?;
+    let managed = Managed::from_tokens(rules.tokens().iter());
+    if managed.manages(&name) {
+        p.take::<()>(Err(format!(
+            "{} '{}' is also a label {}, {} or {} give: choose a name of its own",
+            spec.label,
+            shown(&name),
+            pn::TANIUM_LABELS.label,
+            pn::TAGS_AS_LABELS.label,
+            pn::THREATASSESS_LABELS.label
+        )));
+        return None;
+    }
+    Some(name)
 }
 
 fn names(raw: &RawParams, spec: pn::ParamSpec) -> Result<Vec<String>, String> {
@@ -100,6 +130,33 @@ mod tests {
         );
         assert!(c.labels.threatassess);
         assert_eq!(c.redacted_json()["labels"]["fixed"][1], "Pilot");
+    }
+
+    #[test]
+    fn the_disabled_intel_label_is_off_by_default_and_a_name_of_its_own() {
+        let c = JobConfig::from_params(&good()).unwrap();
+        assert_eq!(c.disabled_label, None);
+        let c = JobConfig::from_params(&with(
+            good(),
+            "disabled_intel_label",
+            json!(" Noisy Intel "),
+        ))
+        .unwrap();
+        assert_eq!(c.disabled_label.as_deref(), Some("Noisy Intel"));
+        for (k, v, name) in [
+            ("tanium_labels", json!("Pilot"), "pilot"),
+            ("tags_as_labels", json!("noisy*"), "Noisy Intel"),
+            ("threatassess_labels", json!(true), "ThreatAssess High"),
+        ] {
+            let r = with(with(good(), k, v), "disabled_intel_label", json!(name));
+            let e = JobConfig::from_params(&r).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "Disabled Intel Label '{name}' is also a label Tanium Labels, Tags as Labels or ThreatAssess Labels give"
+                )),
+                "{k}: {e}"
+            );
+        }
     }
 
     #[test]

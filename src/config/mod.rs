@@ -85,6 +85,8 @@ pub struct JobConfig {
     /// The job's own dry run: read both sides, write nothing (the `--dry-run` flag's twin).
     pub dry_run: bool,
     pub labels: crate::labels::LabelRules,
+    /// Disabled Intel Label: put on the documents Threat Response disabled (None: off).
+    pub disabled_label: Option<String>,
     /// How often a full reconcile runs (0 = every run).
     #[serde(rename = "reconcile_interval_hours", serialize_with = "whole_hours")]
     pub reconcile_interval: Duration,
@@ -235,6 +237,7 @@ impl Loader {
         }
         let dry_run = p.take(flag(pn::DRY_RUN));
         let labels = labels::labels(raw, p);
+        let disabled_label = labels::disabled_label(raw, &labels, p);
         let reconcile_hours = p
             .take(spec_whole(
                 raw,
@@ -273,6 +276,7 @@ impl Loader {
             take_over_source,
             dry_run,
             labels,
+            disabled_label,
             reconcile_interval: Duration::from_secs(u64::from(reconcile_hours) * 3600),
             workers: workers as usize,
             run_lease: Duration::from_secs(u64::from(run_lease)),

@@ -19,16 +19,25 @@
 //! - `PUT {base}/intels/{id}`: in place (revisionId + 1) only when the intrinsic id is unchanged,
 //!   otherwise a NEW document in the same source, as the real server does
 //! - `DELETE {base}/intels/?id={id}` and `DELETE {base}/intels/{id}` (404 when absent)
-//! - `POST {base}/intel/deploy` (4.x only, 404 on 3.x) -> `{"taskId"}`; `GET {base}/intel/status`
-//! - `GET {base}/labels`, `POST {base}/labels` `{"name","description"}` (a name held already
-//!   answers 409; compared exactly unless [`TaniumSim::set_label_names_ignore_case`])
-//! - `GET {base}/intels/{id}/labels`, `PUT {base}/intels/{id}/labels` `{"id"}` and
+//! - `POST {base}/intel/deploy` (4.x only, 404 on 3.x) -> `{"taskId"}`, a task that runs for
+//!   [`TaniumSim::set_deploy_duration`]; while one runs another is refused with 400 (switch
+//!   [`TaniumSim::set_refuse_deploy_while_running`]); `GET {base}/tasks/{id}` -> `status`
+//!   `STARTED` or `COMPLETED` with start and end times; `GET {base}/intel/status` in its
+//!   recorded shape (no progress field unless [`TaniumSim::set_status_reports_deploy`])
+//! - `GET {base}/labels`, paged as recorded: 100 labels without parameters, `limit` (at most
+//!   500) with `offset`, all with `noLimit=true` unless [`TaniumSim::set_labels_no_limit`]
+//!   says the server ignores it; `POST {base}/labels` `{"name","description"}` (a name held
+//!   already answers 409; compared exactly unless [`TaniumSim::set_label_names_ignore_case`])
+//! - 4.x listings carry `meta.totalCount` with [`TaniumSim::set_list_meta`]
+//! - `GET {base}/intels/{id}/labels`, `PUT {base}/intels/{id}/labels` `{"id"}` (an unknown
+//!   label id answers 500, as recorded) and
 //!   `DELETE {base}/intels/{id}/labels/{labelId}` (each answers the labels left on the
 //!   document); documents carry `labelIds` in listings and reads unless
 //!   [`TaniumSim::set_label_ids_listed`] says otherwise
 //!
 //! Every route but login needs a `session` header holding a live session or the API token;
-//! otherwise 4.x answers 401 and 3.x answers 403 (so clients meet both). Routes denied with
+//! otherwise 4.x answers 401 (403 with [`TaniumSim::set_expired_session_answers_403`]) and 3.x
+//! answers 403 (so clients meet both). Routes denied with
 //! [`TaniumSim::deny`] answer 403 to a valid session (a missing permission), and
 //! [`TaniumSim::set_password_login`] refuses every login as Tanium Cloud does.
 //!
@@ -109,6 +118,19 @@ pub struct SimDoc {
     pub size: u64,
     /// Sorted.
     pub label_ids: Vec<i64>,
+    /// What Threat Response's intel health says of it (4.x).
+    pub health: DocHealth,
+}
+
+/// Intel health as 4.x intel objects carry it (`disabled`, `disabledEndpointCount`,
+/// `throttledFindingCount`, ...): Threat Response turns noisy intel off on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DocHealth {
+    /// Turned off everywhere.
+    pub disabled: bool,
+    /// Endpoints on which it is turned off.
+    pub disabled_endpoints: u64,
+    pub throttled_findings: u64,
 }
 
 /// Which element's `id` a STIX document's `intrinsicId` is read from (OpenIOC: always the root).
@@ -142,6 +164,8 @@ pub enum ListingQuirk {
     IgnoreOffset,
     /// Every page is full of fresh ids, forever.
     Endless,
+    /// The source's newest document is never listed (a listing that ends short).
+    DropsLast,
 }
 
 #[derive(Debug, Clone)]
@@ -171,10 +195,7 @@ struct State {
     logins: u64,
     /// The next session issued is already expired (as if it timed out before its first use).
     next_session_stale: bool,
-    deploys: u64,
-    /// A deploy is running: the status says so and another deploy is refused with 400 (what
-    /// a Cloud tenant answered to deploys in quick succession, OpenCTI connectors issue 3593).
-    deploy_running: bool,
+    deploys: Deploys,
     fail_writes: u32,
     mutations: u64,
     cursor: Option<Cursor>,
@@ -198,6 +219,116 @@ struct State {
     duplicate_source_names: bool,
     /// What `DELETE {base}/sources/{id}` answers when the server has no such route.
     source_delete_missing: Option<u16>,
+    /// `noLimit=true` on the label listing is ignored (the default page comes back).
+    labels_no_limit_ignored: bool,
+    /// Listings carry `meta.totalCount` (4.x).
+    list_meta: bool,
+    /// 4.x listing rows leave the intel health fields out.
+    health_unlisted: bool,
+    label_quirk: ListingQuirk,
+    /// A label deleted right after the next label listing.
+    label_vanishes: Option<String>,
+    /// 4.x answers 403, not 401, to a session it does not know (an expired one).
+    refused_session_403: bool,
+}
+
+/// Intel deploys, each a task as recorded (`POST {base}/intel/deploy` answers its id).
+#[derive(Debug)]
+struct Deploys {
+    tasks: BTreeMap<i64, SimTask>,
+    next_task: i64,
+    /// Deploys the job started (accepted `POST`s).
+    accepted: u64,
+    /// How long a deploy the job starts runs; None: until finished by hand.
+    duration: Option<std::time::Duration>,
+    refuse_while_running: bool,
+    status_field: bool,
+}
+
+impl Default for Deploys {
+    fn default() -> Self {
+        Deploys {
+            tasks: BTreeMap::new(),
+            next_task: 779,
+            accepted: 0,
+            duration: Some(std::time::Duration::ZERO),
+            refuse_while_running: true,
+            status_field: false,
+        }
+    }
+}
+
+impl Deploys {
+    fn start(&mut self, by_job: bool, duration: Option<std::time::Duration>) -> i64 {
+        let id = self.next_task;
+        self.next_task += 1;
+        self.tasks.insert(
+            id,
+            SimTask {
+                id,
+                by_job,
+                started: std::time::Instant::now(),
+                started_at: time::OffsetDateTime::now_utc(),
+                duration,
+                finished_at: None,
+            },
+        );
+        id
+    }
+
+    fn running(&self) -> Option<&SimTask> {
+        self.tasks.values().find(|t| t.running())
+    }
+
+    fn completed(&self) -> usize {
+        self.tasks.values().filter(|t| !t.running()).count()
+    }
+
+    fn finish_all(&mut self) {
+        let now = time::OffsetDateTime::now_utc();
+        for t in self.tasks.values_mut().filter(|t| t.running()) {
+            t.finished_at = Some(now);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SimTask {
+    id: i64,
+    /// Started by the job's `POST` (else by hand, as in the console).
+    by_job: bool,
+    started: std::time::Instant,
+    started_at: time::OffsetDateTime,
+    duration: Option<std::time::Duration>,
+    finished_at: Option<time::OffsetDateTime>,
+}
+
+impl SimTask {
+    fn running(&self) -> bool {
+        self.finished_at.is_none() && self.duration.is_none_or(|d| self.started.elapsed() < d)
+    }
+
+    fn json(&self) -> Value {
+        let stamp = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        let ended = self
+            .finished_at
+            .or_else(|| {
+                let d = self.duration?;
+                (self.started.elapsed() >= d).then(|| self.started_at + d)
+            })
+            .map(stamp);
+        json!({
+            "id": self.id, "type": if self.by_job { "intelDeploy" } else { "intelDeployConsole" },
+            "status": if ended.is_some() { "COMPLETED" } else { "STARTED" },
+            "metadata": {}, "results": {}, "error": null,
+            "startTime": stamp(self.started_at), "endTime": ended,
+            "createdAt": stamp(self.started_at),
+            "updatedAt": ended.clone().unwrap_or_else(|| stamp(self.started_at)),
+        })
+    }
 }
 
 struct Inner {
@@ -267,6 +398,12 @@ impl TaniumSim {
     /// login and the first call.
     pub fn expire_next_session_at_once(&self) {
         self.inner.lock().next_session_stale = true;
+    }
+
+    /// Whether 4.x answers 403 rather than 401 to an expired (or unknown) session, as XSOAR and
+    /// Splunk SOAR expect of it (they log in again on a 403); 3.x always answers 403.
+    pub fn set_expired_session_answers_403(&self, on: bool) {
+        self.inner.lock().refused_session_403 = on;
     }
 
     /// Successful logins so far.
@@ -391,14 +528,53 @@ impl TaniumSim {
         st.mutations += 1;
     }
 
-    /// Makes a deploy look in progress (or done).
+    /// Starts a deploy outside the job (an admin's, or another integration's), running until
+    /// [`TaniumSim::finish_deploys`]; off finishes every running deploy.
     pub fn set_deploy_running(&self, on: bool) {
-        self.inner.lock().deploy_running = on;
+        if on {
+            self.start_console_deploy();
+        } else {
+            self.finish_deploys();
+        }
+    }
+
+    /// Starts a deploy outside the job, running until [`TaniumSim::finish_deploys`]; its task id.
+    pub fn start_console_deploy(&self) -> i64 {
+        self.inner.lock().deploys.start(false, None)
+    }
+
+    /// How long each deploy the job starts runs (STARTED until then, COMPLETED after); None:
+    /// until [`TaniumSim::finish_deploys`]. Zero by default.
+    pub fn set_deploy_duration(&self, d: Option<std::time::Duration>) {
+        self.inner.lock().deploys.duration = d;
+    }
+
+    /// Completes every running deploy now.
+    pub fn finish_deploys(&self) {
+        self.inner.lock().deploys.finish_all();
+    }
+
+    /// Whether a deploy is running.
+    pub fn deploy_running(&self) -> bool {
+        self.inner.lock().deploys.running().is_some()
+    }
+
+    /// Whether `POST {base}/intel/deploy` answers 400 while a deploy runs (on by default: what
+    /// a Cloud tenant answered to deploys in quick succession is most plausibly that, OpenCTI
+    /// connectors issue 3593; the cause is unconfirmed). Off, deploys run side by side.
+    pub fn set_refuse_deploy_while_running(&self, on: bool) {
+        self.inner.lock().deploys.refuse_while_running = on;
+    }
+
+    /// Whether the intel status says a deploy is running (`"status": "Deploy in progress"`),
+    /// a field no recorded status has (off by default: the recorded shape).
+    pub fn set_status_reports_deploy(&self, on: bool) {
+        self.inner.lock().deploys.status_field = on;
     }
 
     /// `POST /intel/deploy` calls accepted.
     pub fn deploy_count(&self) -> u64 {
-        self.inner.lock().deploys
+        self.inner.lock().deploys.accepted
     }
 
     /// Answers 500 to the next `n` writes on intel documents (create, replace, delete).
@@ -537,6 +713,44 @@ impl TaniumSim {
         self.inner.lock().label_names_ignore_case = on;
     }
 
+    /// Whether `GET {base}/labels?noLimit=true` answers every label (on by default, as the
+    /// OpenCTI connector relies on); off, the server answers its default page of 100, as it
+    /// does to a listing without parameters.
+    pub fn set_labels_no_limit(&self, honoured: bool) {
+        self.inner.lock().labels_no_limit_ignored = !honoured;
+    }
+
+    /// Whether 4.x listing rows carry the intel health fields (`disabled`,
+    /// `disabledEndpointCount`, ...); on by default. Recorded on a 4.x intel object (inside an
+    /// alert); whether the `/intels` listing carries them is unconfirmed. Reads by id always do.
+    pub fn set_health_listed(&self, on: bool) {
+        self.inner.lock().health_unlisted = !on;
+    }
+
+    /// Sets what Threat Response's intel health says of a document (as when it turns noisy
+    /// intel off); whether it was there.
+    pub fn set_doc_health(&self, doc_id: i64, health: DocHealth) -> bool {
+        self.tamper(doc_id, |d| d.health = health)
+    }
+
+    /// Deletes the label named `name` right after the next label listing answers, as an admin
+    /// deleting it while a run works would.
+    pub fn delete_label_after_next_listing(&self, name: &str) {
+        self.inner.lock().label_vanishes = Some(name.to_string());
+    }
+
+    /// Makes the label listing misbehave (`IgnoreOffset`, `DropsLast`; `Endless` is not
+    /// simulated there).
+    pub fn set_label_listing_quirk(&self, q: ListingQuirk) {
+        self.inner.lock().label_quirk = q;
+    }
+
+    /// Whether 4.x listings (intels, labels) carry `meta.totalCount` next to `data` (off by
+    /// default; recorded for 4.x alert lists, unconfirmed for these).
+    pub fn set_list_meta(&self, on: bool) {
+        self.inner.lock().list_meta = on;
+    }
+
     /// Headers (lower-case names) of the last intel upload (create or replace).
     pub fn last_upload_headers(&self) -> Vec<(String, String)> {
         self.inner.lock().last_upload_headers.clone()
@@ -571,8 +785,8 @@ impl Inner {
                 || self.lock().sessions.contains(session));
         if !authorised {
             let status = match self.gen() {
-                ApiGeneration::V4 => 401,
-                ApiGeneration::V3 => 403,
+                ApiGeneration::V4 if !self.lock().refused_session_403 => 401,
+                ApiGeneration::V4 | ApiGeneration::V3 => 403,
             };
             return error(status, "not authorized");
         }
@@ -644,6 +858,9 @@ impl Inner {
                         let mut v = doc_json(d, st.ids_as_strings);
                         v["description"] = Value::String(d.description.clone());
                         v["contents"] = Value::String(d.body.clone());
+                        if self.gen() == ApiGeneration::V4 {
+                            add_health(&mut v, d);
+                        }
                         self.reply(200, v)
                     }
                     None => error(404, "intel not found"),
@@ -665,7 +882,8 @@ impl Inner {
                 };
                 let known = self.lock().labels.iter().any(|l| l.id == label);
                 if !known {
-                    return error(404, "label not found");
+                    // As recorded: an unknown label id answers 500, not 404.
+                    return error(500, "Internal Server Error");
                 }
                 self.doc_labels(id, |d| {
                     add_label_id(d, label);
@@ -684,43 +902,52 @@ impl Inner {
                     }
                 })
             }
-            ("POST", ["intel", "deploy"]) if self.gen() == ApiGeneration::V4 => {
-                // A Cloud tenant answered 400 to every deploy sent with a JSON content type
-                // (OpenCTI connectors issue 3593); the recorded client sends neither type nor body.
-                if req.header("content-type").is_some() || !req.body.is_empty() {
-                    return error(400, "Bad Request");
-                }
-                let mut st = self.lock();
-                if st.deploy_running {
-                    return error(400, "Bad Request: an intel deploy is in progress");
-                }
-                st.deploys += 1;
-                let task = 700 + st.deploys;
-                self.reply(200, json!({ "taskId": task }))
-            }
-            ("GET", ["labels"]) => {
-                let st = self.lock();
-                let rows: Vec<Value> = st
-                    .labels
-                    .iter()
-                    .map(|l| label_json(l, st.ids_as_strings))
-                    .collect();
-                self.reply(200, Value::Array(rows))
-            }
+            ("POST", ["intel", "deploy"]) if self.gen() == ApiGeneration::V4 => self.deploy(),
+            ("GET", ["tasks", id]) if self.gen() == ApiGeneration::V4 => self.task(id),
+            ("GET", ["labels"]) => self.list_labels(req),
             ("POST", ["labels"]) => self.create_label(req),
-            ("GET", ["intel", "status"]) => {
-                let st = self.lock();
-                let size: u64 = st.docs.values().map(|d| d.size).sum();
-                let mut status = json!({"createdAt": STAMP, "modifiedAt": STAMP,
-                       "currentRevision": st.deploys, "currentSize": size});
-                // Which field says so is unconfirmed; the client reads several.
-                if st.deploy_running {
-                    status["status"] = json!("Deploy in progress");
-                }
-                self.reply(200, status)
-            }
+            ("GET", ["intel", "status"]) => self.intel_status(),
             _ => error(404, "not found"),
         }
+    }
+
+    /// `POST {base}/intel/deploy` -> `{"taskId"}`. The recorded client sends no body and no
+    /// content type; a harmless `{}` is accepted as well (the cause of the 400 a Cloud tenant
+    /// answered is not recorded). While a deploy runs, another is refused with 400 unless
+    /// [`TaniumSim::set_refuse_deploy_while_running`] is off.
+    fn deploy(&self) -> SimResponse {
+        let mut st = self.lock();
+        let d = &mut st.deploys;
+        if d.refuse_while_running && d.running().is_some() {
+            return error(400, "Bad Request: an intel deploy is in progress");
+        }
+        d.accepted += 1;
+        let duration = d.duration;
+        let task = d.start(true, duration);
+        self.reply(200, json!({ "taskId": task }))
+    }
+
+    /// `GET {base}/tasks/{id}`, as recorded: `{id, type, status: STARTED | COMPLETED, metadata,
+    /// results, error, startTime, endTime, createdAt, updatedAt}`.
+    fn task(&self, id: &str) -> SimResponse {
+        let st = self.lock();
+        match id_of(id).and_then(|id| st.deploys.tasks.get(&id)) {
+            Some(t) => self.reply(200, t.json()),
+            None => error(404, "task not found"),
+        }
+    }
+
+    /// `GET {base}/intel/status` in its recorded shape (createdAt, modifiedAt, currentRevision,
+    /// currentSize), plus the progress field of [`TaniumSim::set_status_reports_deploy`].
+    fn intel_status(&self) -> SimResponse {
+        let st = self.lock();
+        let size: u64 = st.docs.values().map(|d| d.size).sum();
+        let mut status = json!({"createdAt": STAMP, "modifiedAt": STAMP,
+               "currentRevision": st.deploys.completed(), "currentSize": size});
+        if st.deploys.status_field && st.deploys.running().is_some() {
+            status["status"] = json!("Deploy in progress");
+        }
+        self.reply(200, status)
     }
 
     fn login(&self, req: &SimRequest) -> SimResponse {
@@ -856,6 +1083,54 @@ impl Inner {
         self.reply(200, Value::Array(rows))
     }
 
+    /// `GET {base}/labels`, paged as the Detect API pages: 100 labels without parameters,
+    /// `limit` up to 500 with `offset`, all of them with `noLimit=true` (unless the switch says
+    /// the server ignores it).
+    fn list_labels(&self, req: &SimRequest) -> SimResponse {
+        let mut st = self.lock();
+        let no_limit = ["noLimit", "nolimit"]
+            .iter()
+            .any(|k| req.param(k).is_some_and(|v| v.eq_ignore_ascii_case("true")));
+        let limit = match req.param("limit").map(str::parse::<usize>) {
+            _ if no_limit && !st.labels_no_limit_ignored => usize::MAX,
+            None => DEFAULT_LIMIT,
+            Some(Ok(l)) if l <= MAX_LIMIT => l,
+            Some(_) => return error(400, "limit must be a number no greater than 500"),
+        };
+        let offset = match (req.param("offset").map(str::parse::<usize>), st.label_quirk) {
+            (_, ListingQuirk::IgnoreOffset) | (None, _) => 0,
+            (Some(Ok(o)), _) => o,
+            (Some(Err(_)), _) => return error(400, "offset must be a number"),
+        };
+        let dropped = match st.label_quirk {
+            ListingQuirk::DropsLast => st.labels.last().map(|l| l.id),
+            _ => None,
+        };
+        let rows: Vec<Value> = st
+            .labels
+            .iter()
+            .filter(|l| Some(l.id) != dropped)
+            .skip(offset)
+            .take(limit)
+            .map(|l| label_json(l, st.ids_as_strings))
+            .collect();
+        let answer = self.list_reply(&st, rows, st.labels.len());
+        if let Some(name) = st.label_vanishes.take() {
+            st.labels.retain(|l| l.name != name);
+        }
+        answer
+    }
+
+    /// A listing answer; on 4.x with [`TaniumSim::set_list_meta`] it also carries
+    /// `meta.totalCount`, as 4.x alert lists are recorded to.
+    fn list_reply(&self, st: &State, rows: Vec<Value>, total: usize) -> SimResponse {
+        if st.list_meta && self.gen() == ApiGeneration::V4 {
+            let body = json!({"data": rows, "meta": {"totalCount": total, "filteredCount": total}});
+            return SimResponse::json(200, &body);
+        }
+        self.reply(200, Value::Array(rows))
+    }
+
     fn list(&self, req: &SimRequest) -> SimResponse {
         let limit = match req.param("limit").map(str::parse::<usize>) {
             None => DEFAULT_LIMIT,
@@ -875,6 +1150,16 @@ impl Inner {
             None
         };
         let strings = st.ids_as_strings;
+        let keep = |d: &&SimDoc| filter.is_none_or(|f| d.source_id == f);
+        let total = if st.list_meta {
+            st.docs.values().filter(keep).count()
+        } else {
+            0
+        };
+        let dropped = match st.quirk {
+            ListingQuirk::DropsLast => st.docs.values().filter(keep).map(|d| d.id).max(),
+            _ => None,
+        };
         let rows: Vec<Value> = match st.quirk {
             ListingQuirk::Endless => {
                 let start = st.next_doc;
@@ -893,7 +1178,6 @@ impl Inner {
                 } else {
                     offset
                 };
-                let keep = |d: &&SimDoc| filter.is_none_or(|f| d.source_id == f);
                 let page: Vec<&SimDoc> = match st.cursor {
                     Some(c)
                         if c.filter == filter
@@ -916,10 +1200,15 @@ impl Inner {
                         .collect(),
                 };
                 let unlisted = st.label_ids_unlisted;
+                let health = !st.health_unlisted && self.gen() == ApiGeneration::V4;
                 let rows = page
                     .iter()
+                    .filter(|d| Some(d.id) != dropped)
                     .map(|d| {
                         let mut row = row_json(d, strings);
+                        if health {
+                            add_health(&mut row, d);
+                        }
                         if unlisted {
                             if let Some(m) = row.as_object_mut() {
                                 m.remove("labelIds");
@@ -939,7 +1228,11 @@ impl Inner {
                 rows
             }
         };
-        self.reply(200, Value::Array(rows))
+        let total = match st.quirk {
+            ListingQuirk::Endless => offset + 2 * limit,
+            _ => total,
+        };
+        self.list_reply(&st, rows, total)
     }
 
     fn create_doc(&self, req: &SimRequest, source: &str) -> SimResponse {
@@ -1108,6 +1401,7 @@ fn insert_doc(st: &mut State, source_id: i64, p: Parsed, body: &str) -> SimDoc {
         },
         size: body.len() as u64,
         label_ids: Vec::new(),
+        health: DocHealth::default(),
     };
     st.docs.insert(id, doc.clone());
     doc
@@ -1133,6 +1427,22 @@ fn add_label_id(d: &mut SimDoc, label: i64) {
 fn label_json(l: &SimLabel, strings: bool) -> Value {
     json!({"id": id_value(l.id, strings), "name": l.name, "description": l.description,
            "indicatorCount": 0, "signalCount": 0, "createdAt": STAMP, "updatedAt": STAMP})
+}
+
+/// The intel health fields of a 4.x intel object, as recorded (stix-shifter's Tanium sample).
+fn add_health(v: &mut Value, d: &SimDoc) {
+    let h = &d.health;
+    let fields = json!({
+        "disabled": h.disabled, "allowAutoDisable": true,
+        "disabledEndpointCount": h.disabled_endpoints,
+        "throttledFindingCount": h.throttled_findings,
+        "status": if h.disabled || h.disabled_endpoints > 0 { "DISABLED" } else { "HIGH_FIDELITY" },
+        "firstDeploymentTimestamp": STAMP, "lastDeploymentTimestamp": STAMP,
+        "customHash": null,
+    });
+    if let (Some(m), Value::Object(f)) = (v.as_object_mut(), fields) {
+        m.extend(f);
+    }
 }
 
 /// A listing row: the document without `description`, as real servers list them.

@@ -470,6 +470,12 @@ impl TcSim {
         self.update(id, |i| i.active = active)
     }
 
+    /// Drops every deleted-indicator record, as TC does once they outlive the retention its
+    /// system administrator configured.
+    pub fn forget_deletions(&self) {
+        self.mutate(|s| s.deleted.clear());
+    }
+
     /// Deletes an indicator and records it for `/v3/indicators/deleted`.
     pub fn delete(&self, id: i64) -> bool {
         self.mutate(|s| {

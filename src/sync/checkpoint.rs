@@ -24,6 +24,16 @@ pub const HORIZON_NONE: &str = "none";
 /// The label fingerprint of a run that could not read or make labels: it matches no rules,
 /// not even none, so the next run looks at every document's labels.
 pub const LABELS_UNSETTLED: &str = "unsettled";
+/// How Deploy Pending counts the runs in a row whose deploy Tanium refused (`refused 2`).
+const REFUSED: &str = "refused";
+/// How long ThreatConnect is taken to keep deleted-indicator records. Its system administrator
+/// sets the real figure ("the number of days for which deleted Indicators are retained is
+/// configured by your System Administrator"), which the job cannot read; a week is assumed.
+/// A checkpoint older than this may have outlived the records of deletions since, so the next
+/// run is a full reconcile.
+pub const DELETED_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// The full-reconcile reason a checkpoint older than [`DELETED_RETENTION`] gives.
+pub const STALE_CHECKPOINT: &str = "Last Modified is more than 7 days old (a paused job?), longer than ThreatConnect may keep the records of deleted indicators";
 /// Overlap kept between runs, so clock skew and same-second updates are never missed.
 pub const SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -39,8 +49,12 @@ pub struct Checkpoint {
     pub last_full_reconcile: Option<OffsetDateTime>,
     /// The filters' fingerprint at the last successful run; a change forces a full reconcile.
     pub filter_fingerprint: Option<String>,
-    /// The last run's deploy failed: deploy this run even if nothing changes.
+    /// The last run's deploy failed or was owed: deploy this run even if nothing changes.
     pub deploy_owed: bool,
+    /// Runs in a row whose deploy Tanium refused with 400.
+    pub deploy_refusals: u32,
+    /// The last deploy the job started, not yet seen completed (its task id).
+    pub deploy_task: Option<i64>,
     /// Label rules of earlier runs whose labels may still be on documents.
     pub managed_labels: BTreeSet<String>,
     /// The label rules every document's labels were last brought to (None: never).
@@ -78,6 +92,11 @@ pub struct RunEnd {
     /// This run's intel deploy did not happen (failed, one was running, or Deploy Intel is
     /// off): the next run deploys even if it changes nothing.
     pub deploy_owed: bool,
+    /// Runs in a row, this one included, whose deploy Tanium refused with 400 (0: this run's
+    /// was not refused).
+    pub deploy_refusals: u32,
+    /// The deploy task the next run asks about (one this run started, or one still running).
+    pub deploy_task: Option<i64>,
     pub labels: LabelsEnd,
 }
 
@@ -150,6 +169,7 @@ impl Checkpoint {
             pn::LAST_FULL_RECONCILE,
             pn::FILTER_FINGERPRINT,
             pn::DEPLOY_PENDING,
+            pn::DEPLOY_TASK,
         ]
         .iter()
         .any(|p| raw.contains_key(p.name));
@@ -159,19 +179,20 @@ impl Checkpoint {
             None if ran_before => None,
             None => Some(last_modified),
         };
+        let (deploy_owed, deploy_refusals) = deploy_pending(raw);
         Some(Checkpoint {
             last_modified,
             horizon,
             last_full_reconcile,
             filter_fingerprint: text(raw, pn::FILTER_FINGERPRINT).ok().flatten(),
-            // Written by the app itself; anything unreadable means "no deploy owed".
-            deploy_owed: boolean(
-                raw,
-                &[pn::DEPLOY_PENDING.name],
-                pn::DEPLOY_PENDING.label,
-                false,
-            )
-            .unwrap_or(false),
+            deploy_owed,
+            deploy_refusals,
+            // Written by the app itself; anything unreadable means "no task to ask about".
+            deploy_task: text(raw, pn::DEPLOY_TASK)
+                .ok()
+                .flatten()
+                .and_then(|t| t.trim().parse().ok())
+                .filter(|t| *t > 0),
             managed_labels: managed_labels(raw, notes),
             label_fingerprint: text(raw, pn::LABEL_FINGERPRINT).ok().flatten(),
             lease_deletes_failed: boolean(
@@ -240,8 +261,12 @@ impl Checkpoint {
         {
             return Some("the job's filters changed");
         }
+        let stale = now - self.last_modified;
         match self.last_full_reconcile {
             None => Some("no full reconcile on record"),
+            Some(_) if stale.is_positive() && stale.unsigned_abs() > DELETED_RETENTION => {
+                Some(STALE_CHECKPOINT)
+            }
             Some(t) => {
                 let age = now - t;
                 (age.is_negative() || age.unsigned_abs() >= interval)
@@ -288,7 +313,15 @@ impl Checkpoint {
             // A failed deploy is owed by the next run even when that run changes nothing.
             (
                 pn::DEPLOY_PENDING.name,
-                Some(if end.deploy_owed { "true" } else { "" }.to_string()),
+                Some(match (end.deploy_refusals, end.deploy_owed) {
+                    (n @ 1.., _) => format!("{REFUSED} {n}"),
+                    (0, true) => "true".to_string(),
+                    (0, false) => String::new(),
+                }),
+            ),
+            (
+                pn::DEPLOY_TASK.name,
+                Some(end.deploy_task.map(|t| t.to_string()).unwrap_or_default()),
             ),
         ];
         if end.full_reconcile && end.removals_complete && end.pull_complete {
@@ -320,10 +353,34 @@ impl Checkpoint {
             "last_full_reconcile": self.last_full_reconcile.map(iso),
             "filter_fingerprint": self.filter_fingerprint,
             "deploy_owed": self.deploy_owed,
+            "deploy_refusals": self.deploy_refusals,
+            "deploy_task": self.deploy_task,
             "managed_labels": self.managed_labels,
             "label_fingerprint": self.label_fingerprint,
             "run_lease_unsupported": self.lease_deletes_failed,
         })
+    }
+}
+
+/// Deploy Pending: whether a deploy is owed, and after how many refused runs in a row
+/// (`refused N`). Written by the app itself: anything unreadable means "no deploy owed".
+fn deploy_pending(raw: &RawParams) -> (bool, u32) {
+    let refused = text(raw, pn::DEPLOY_PENDING)
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().strip_prefix(REFUSED)?.trim().parse::<u32>().ok());
+    match refused {
+        Some(n) => (true, n),
+        None => (
+            boolean(
+                raw,
+                &[pn::DEPLOY_PENDING.name],
+                pn::DEPLOY_PENDING.label,
+                false,
+            )
+            .unwrap_or(false),
+            0,
+        ),
     }
 }
 
@@ -375,6 +432,8 @@ mod tests {
             full_reconcile: false,
             removals_complete: true,
             deploy_owed: false,
+            deploy_refusals: 0,
+            deploy_task: None,
             labels: LabelsEnd::Kept,
         }
     }
@@ -438,6 +497,7 @@ mod tests {
     fn full_reconcile_when_filters_change_or_the_interval_passes() {
         let day = Duration::from_secs(86_400);
         let (c, _) = load(&[
+            ("last_modified", "2026-11-28T06:00:00Z"),
             ("last_full_reconcile", "2026-11-28T00:00:00Z"),
             ("filter_fingerprint", "f1"),
         ]);
@@ -455,6 +515,23 @@ mod tests {
             Some("the reconcile interval has passed"),
             "a clock that went backwards reconciles"
         );
+        // Older than ThreatConnect may keep deletion records: full, whatever the interval.
+        let month = Duration::from_secs(30 * 86_400);
+        let (paused, _) = load(&[
+            ("last_modified", "2026-11-20T11:00:00Z"),
+            ("last_full_reconcile", "2026-11-27T00:00:00Z"),
+            ("filter_fingerprint", "f1"),
+        ]);
+        assert_eq!(
+            paused.full_reconcile_reason(NOW, month, "f1"),
+            Some(STALE_CHECKPOINT)
+        );
+        let (week, _) = load(&[
+            ("last_modified", "2026-11-21T13:00:00Z"),
+            ("last_full_reconcile", "2026-11-27T00:00:00Z"),
+            ("filter_fingerprint", "f1"),
+        ]);
+        assert_eq!(week.full_reconcile_reason(NOW, month, "f1"), None);
         let (damaged, notes) = load(&[("last_full_reconcile", "garbage"), GIVEN]);
         assert_eq!(notes.len(), 1);
         assert!(damaged.full_reconcile_reason(NOW, day, "f1").is_some());
@@ -531,6 +608,44 @@ mod tests {
             .contains(&("deploy_pending", Some("true".into()))));
         let (k, _) = load(&[("deploy_pending", "true")]);
         assert!(k.deploy_owed);
+    }
+
+    #[test]
+    fn deploy_refusals_and_the_deploy_task_are_carried_to_the_next_run() {
+        let (c, _) = load(&[]);
+        let value = |r: &[(&str, Option<String>)], k: &str| {
+            r.iter().find(|(n, _)| *n == k).and_then(|(_, v)| v.clone())
+        };
+        let refused = RunEnd {
+            deploy_owed: true,
+            deploy_refusals: 2,
+            deploy_task: Some(779),
+            ..end()
+        };
+        let r = c.results(&refused, "f", NOW);
+        assert_eq!(value(&r, "deploy_pending").as_deref(), Some("refused 2"));
+        assert_eq!(value(&r, "deploy_task").as_deref(), Some("779"));
+        let (k, notes) = load(&[
+            ("deploy_pending", "refused 2"),
+            ("deploy_task", "779"),
+            GIVEN,
+        ]);
+        assert!(notes.is_empty());
+        assert_eq!(
+            (k.deploy_owed, k.deploy_refusals, k.deploy_task),
+            (true, 2, Some(779))
+        );
+        let r = c.results(&end(), "f", NOW);
+        assert_eq!(value(&r, "deploy_pending").as_deref(), Some(""));
+        assert_eq!(value(&r, "deploy_task").as_deref(), Some(""));
+        for damaged in ["refused", "refused x", "garbage"] {
+            let (k, _) = load(&[("deploy_pending", damaged), ("deploy_task", "task 7")]);
+            assert_eq!(
+                (k.deploy_owed, k.deploy_refusals, k.deploy_task),
+                (false, 0, None),
+                "{damaged}"
+            );
+        }
     }
 
     fn rules(fixed: &[&str], tags: &[&str]) -> LabelRules {

@@ -57,6 +57,40 @@ pub(super) struct SourceIndex {
     pub label_sets: LabelSets,
     /// Grouped documents (Indicators per Intel Document above 1), as their names say.
     pub groups: Vec<Listed>,
+    /// Documents Threat Response has disabled, as the listing shows them.
+    pub disabled: Vec<Disabled>,
+}
+
+/// A document of the source that Threat Response has disabled (noisy intel), everywhere or
+/// on some endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Disabled {
+    pub doc_id: i64,
+    pub name: String,
+    /// Turned off everywhere (else on `endpoints` endpoints).
+    pub everywhere: bool,
+    pub endpoints: Option<i64>,
+    pub throttled: Option<i64>,
+    pub status: Option<String>,
+    /// A grouped document: its bucket and how many indicators its name says it holds.
+    pub bucket: Option<(BucketKey, u64)>,
+    /// Its labels as listed (None: the listing does not say).
+    pub labels: Option<Vec<i64>>,
+}
+
+impl Disabled {
+    fn of(doc: &IntelDoc, bucket: Option<(BucketKey, u64)>) -> Option<Disabled> {
+        doc.disabled_by_tr().then(|| Disabled {
+            doc_id: doc.id,
+            name: doc.name.clone(),
+            everywhere: doc.disabled == Some(true),
+            endpoints: doc.disabled_endpoint_count,
+            throttled: doc.throttled_finding_count,
+            status: doc.status.clone(),
+            bucket,
+            labels: doc.label_ids.clone(),
+        })
+    }
 }
 
 /// A grouped document as the listing shows it.
@@ -89,6 +123,10 @@ impl SourceIndex {
                 .and_then(group::BucketKey::from_id)
         });
         if let Some(key) = key {
+            self.disabled.extend(Disabled::of(
+                &doc,
+                Some((key, marker.map_or(0, |m| m.count))),
+            ));
             let format = doc_format(&doc);
             self.groups.push(Listed {
                 doc_id: doc.id,
@@ -106,6 +144,9 @@ impl SourceIndex {
             doc.description.as_deref(),
         )
         .map(intel::Identity::as_u128);
+        if identity.is_some() {
+            self.disabled.extend(Disabled::of(&doc, None));
+        }
         let Some(key) = identity else {
             self.unidentified
                 .push((doc.id, doc.name, doc.intrinsic_id.unwrap_or_default()));

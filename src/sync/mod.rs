@@ -7,7 +7,9 @@
 //! this module maps between them.
 
 pub mod checkpoint;
+mod deploy;
 mod grouped;
+mod health;
 mod index;
 mod labels;
 mod layout;
@@ -84,6 +86,10 @@ pub struct Tally {
     pub adopted: u64,
     /// Documents this job did not make, left alone (not taking the source over).
     pub foreign_left: u64,
+    /// The job's documents Threat Response has disabled (noisy intel), as listed.
+    pub disabled: u64,
+    /// Indicators in the disabled grouped documents.
+    pub disabled_grouped_indicators: u64,
 }
 
 impl Tally {
@@ -104,6 +110,8 @@ impl Tally {
             held_back: counts.held_back,
             adopted: counts.adopted,
             foreign_left: 0,
+            disabled: 0,
+            disabled_grouped_indicators: 0,
         }
     }
 }
@@ -159,8 +167,11 @@ pub enum Deploy {
     NotNeeded,
     /// Started (4.x), or not a step of this server (3.x deploys on its own): `started` says.
     Done { started: bool },
-    /// A deploy was already running; starting another would not help: owed to the next run.
-    AlreadyRunning,
+    /// A deploy was already running (the job's last one, started `since`, or one the intel
+    /// status reports); starting another would not help: owed to the next run.
+    AlreadyRunning { since: Option<String> },
+    /// Tanium refused the deploy with 400, what it answers while another deploy runs: owed.
+    Refused,
     /// Deploy Intel is off: the intel waits for the admin's own deploy.
     Disabled,
     /// The deploy failed: written intel may not reach endpoints until one works.
@@ -172,7 +183,7 @@ impl Deploy {
     pub fn owed(&self) -> bool {
         matches!(
             self,
-            Deploy::AlreadyRunning | Deploy::Disabled | Deploy::Failed(_)
+            Deploy::AlreadyRunning { .. } | Deploy::Refused | Deploy::Disabled | Deploy::Failed(_)
         )
     }
 }
@@ -194,6 +205,8 @@ pub struct SyncReport {
     pub errors: Vec<String>,
     /// What became of the intel deploy.
     pub deploy: Deploy,
+    /// What became of the last deploy the job started before this run, when it asked.
+    pub last_deploy: Option<crate::tanium::TaskState>,
     /// How the run ended for the checkpoint (None in a dry run).
     pub end: Option<RunEnd>,
     /// Tanium source name and id.
@@ -622,26 +635,6 @@ fn print_plan_summary(t: &Tally) {
     );
 }
 
-/// Deploys intel unless the job says not to or one is running already.
-fn deploy(tanium: &TaniumClient, enabled: bool) -> Deploy {
-    if !enabled {
-        log::info!("Deploy Intel is off: the intel written awaits a deploy");
-        return Deploy::Disabled;
-    }
-    if tanium.deploy_running() == Some(true) {
-        log::info!("an intel deploy is already running; the next run deploys this run's intel");
-        return Deploy::AlreadyRunning;
-    }
-    match tanium.deploy() {
-        Ok(started) => Deploy::Done { started },
-        Err(e) => {
-            let msg = format!("intel deploy failed: {e}");
-            log::error!("{msg}");
-            Deploy::Failed(msg)
-        }
-    }
-}
-
 /// Runs one sync with already-connected clients.
 // The stages in order, one call each; what is left inline is the hand-over between them
 // (counts, errors, the label outcome), which helpers would only pass around again.
@@ -665,6 +658,11 @@ pub fn run(
         &mut index,
         full.is_some() && config.per_document == 1,
     );
+    let met = Met {
+        foreign,
+        disabled: health::report(tanium, &index),
+        disabled_label: health::plan_label(tanium, config.disabled_label.as_deref(), &mut index),
+    };
     let book = LabelBook::open(
         tanium,
         &config.labels,
@@ -696,7 +694,7 @@ pub fn run(
             grouped_indicators: Some(ended.indicators_after),
         };
         return Ok(report(
-            config, checkpoint, opts, tanium, source, full, foreign, done, started,
+            config, checkpoint, opts, tanium, source, full, met, done, started,
         ));
     }
     let plan_with = |pool: Option<&pool::Pool>| {
@@ -737,7 +735,7 @@ pub fn run(
         results,
     };
     Ok(report(
-        config, checkpoint, opts, tanium, source, full, foreign, done, started,
+        config, checkpoint, opts, tanium, source, full, met, done, started,
     ))
 }
 
@@ -764,6 +762,15 @@ fn retire_groups(tanium: &TaniumClient, index: &SourceIndex, dry_run: bool, resu
     }
 }
 
+/// What the run met in the source besides its own current documents.
+struct Met {
+    /// Documents this job did not make.
+    foreign: u64,
+    disabled: health::DisabledCount,
+    /// What Disabled Intel Label asks of the run (None: off).
+    disabled_label: Option<health::LabelWork>,
+}
+
 /// How the planning part of a run ended, in either mode.
 struct Finished {
     pull: PullEnd,
@@ -787,7 +794,7 @@ fn report(
     tanium: &TaniumClient,
     source: Source,
     full: Option<&str>,
-    foreign: u64,
+    met: Met,
     done: Finished,
     started: Instant,
 ) -> SyncReport {
@@ -804,11 +811,16 @@ fn report(
     if let Some(e) = removal_error {
         results.note_error(e);
     }
+    if let (Some(work), false) = (met.disabled_label, results.gave_up) {
+        work.apply(tanium, opts.dry_run, &mut results);
+    }
     let labels_end = settle_labels(label_error, full.is_some() && pull.complete, &mut results);
     let mut tally = Tally::new(&counts, &results);
     if !config.take_over_source {
-        tally.foreign_left = foreign;
+        tally.foreign_left = met.foreign;
     }
+    tally.disabled = met.disabled.docs;
+    tally.disabled_grouped_indicators = met.disabled.grouped_indicators;
     log_counts(&counts, &tally);
     if opts.dry_run {
         print_plan_summary(&tally);
@@ -816,10 +828,11 @@ fn report(
 
     // Once if anything changed, or when an earlier run's deploy failed (its writes are not on
     // the endpoints yet).
-    let deploy = if !opts.dry_run && (results.wrote_anything || checkpoint.deploy_owed) {
-        deploy(tanium, config.rails.deploy_intel)
+    let deploy = if opts.dry_run {
+        deploy::Step::none(checkpoint)
     } else {
-        Deploy::NotNeeded
+        let needed = results.wrote_anything || checkpoint.deploy_owed;
+        deploy::step(tanium, checkpoint, config.rails.deploy_intel, needed)
     };
 
     let pull_complete = pull.complete;
@@ -841,10 +854,13 @@ fn report(
             pull_complete,
             full_reconcile: full.is_some(),
             removals_complete: removals_complete && tally.failed_removals == 0,
-            deploy_owed: deploy.owed(),
+            deploy_owed: deploy.outcome.owed(),
+            deploy_refusals: deploy.refusals,
+            deploy_task: deploy.task,
             labels: labels_end,
         }),
-        deploy,
+        deploy: deploy.outcome,
+        last_deploy: deploy.last,
         errors: results.errors,
         source_docs: docs_after,
         grouped_indicators,

@@ -130,6 +130,17 @@ pub fn rows_of(v: Value) -> Option<Vec<Value>> {
     }
 }
 
+/// `meta.totalCount` of a listing answer (recorded on 4.x lists: `{"data": [...], "meta":
+/// {"totalCount": N}}`), also when the envelope holds the meta; None when it does not say.
+pub fn total_count(v: &Value) -> Option<u64> {
+    let meta = v
+        .get("meta")
+        .or_else(|| v.get("data").and_then(|d| d.get("meta")))?;
+    meta.get("totalCount")
+        .and_then(crate::tanium::model::int_of)
+        .and_then(|n| u64::try_from(n).ok())
+}
+
 /// A Threat Response permission a run may need, for `check`'s account of them; the names are
 /// those [`permission_for`] gives the calls that need them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -185,6 +196,20 @@ mod tests {
         assert_eq!(rows_of(json!({"data": null})).unwrap().len(), 0);
         assert!(rows_of(json!({"data": {"a": [], "b": []}})).is_none());
         assert!(rows_of(json!("text")).is_none());
+    }
+
+    #[test]
+    fn total_count_is_read_where_4x_lists_carry_it() {
+        let page = json!({"data": [{"id": 1}], "meta": {"totalCount": 120, "filteredCount": 1}});
+        assert_eq!(total_count(&page), Some(120));
+        assert_eq!(rows_of(page).unwrap().len(), 1);
+        assert_eq!(
+            total_count(&json!({"data": {"items": [], "meta": {"totalCount": "7"}}})),
+            Some(7)
+        );
+        assert_eq!(total_count(&json!({"data": []})), None);
+        assert_eq!(total_count(&json!([{"id": 1}])), None);
+        assert_eq!(total_count(&json!({"meta": {"totalCount": -1}})), None);
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct TaniumClient {
     /// Set once `DELETE /intels/?id=` proved unsupported (404/405 then `/intels/{id}` worked).
     pub(super) delete_by_path: AtomicBool,
     pub(super) max_listed_rows: AtomicU64,
+    /// Label ids as re-read once after an attach answered 500 (labels made since added).
+    pub(super) labels_reread: Mutex<Option<std::collections::HashSet<i64>>>,
 }
 
 impl std::fmt::Debug for TaniumClient {
@@ -141,6 +143,7 @@ impl TaniumClient {
             owned: Mutex::new(IdSet::new()),
             delete_by_path: AtomicBool::new(false),
             max_listed_rows: AtomicU64::new(DEFAULT_MAX_LISTED_ROWS),
+            labels_reread: Mutex::new(None),
         };
         if !token {
             let s = client.login()?;

@@ -11,7 +11,7 @@ use crate::http::{self, Response};
 use crate::tanium::model::{IntelDoc, Upload};
 use crate::words::counted;
 
-use super::answers::{describe, json_body, rows_of, status_error, unwrap_data};
+use super::answers::{describe, json_body, rows_of, status_error, total_count, unwrap_data};
 use super::client::{Payload, TaniumClient, PAGE_LIMIT};
 
 /// What one listing met: ids (to notice repeats), and the rows kept, of other sources, and
@@ -78,7 +78,9 @@ impl TaniumClient {
     /// is still read to the end). Guards against a listing that never ends: a page of only
     /// already-seen ids ends it (fine when the server sent everything in one go, an error
     /// after full pages: the server ignores `offset`), and so does the row cap (an error).
-    /// Errors because acting on a partial listing would create duplicates.
+    /// Where answers carry `meta.totalCount` (recorded on 4.x lists), a listing that ends with
+    /// fewer rows than it is an error too. Errors because acting on a partial listing would
+    /// create duplicates (and a full reconcile would remove what it did not see).
     pub fn list_docs(&self, source_id: i64, each: &mut dyn FnMut(IntelDoc)) -> Result<u64> {
         self.list_docs_parallel(source_id, 1, each)
     }
@@ -98,6 +100,8 @@ impl TaniumClient {
         let mut listing = Listing::default();
         let (mut offset, mut rows_total, mut largest_page) = (0u64, 0u64, 0usize);
         let mut with_filter = true;
+        // The total the server says the listing holds (`meta.totalCount`), when it says.
+        let mut claimed: Option<u64> = None;
         'pages: loop {
             let batch = if largest_page == PAGE_LIMIT as usize {
                 parallel.max(1)
@@ -125,9 +129,10 @@ impl TaniumClient {
                 })
             };
             for page in pages {
-                let Some(rows) = page? else {
+                let Some((rows, total)) = page? else {
                     continue 'pages;
                 };
+                claimed = total.or(claimed);
                 let n = rows.len();
                 let fresh = listing.take(rows, source_id, &mut |doc| {
                     self.own(doc.id);
@@ -167,18 +172,29 @@ impl TaniumClient {
             }
         }
         listing.log(source_id);
-        Ok(listing.kept)
+        let met = listing.seen.len() as u64 + listing.unreadable;
+        match claimed {
+            Some(total) if met < total => Err(Error::Protocol {
+                service: Service::Tanium,
+                request: describe("GET", &base),
+                detail: format!(
+                    "the intel listing ended after {met} documents but Tanium counts {total}; \
+                     refusing to act on a partial listing"
+                ),
+            }),
+            _ => Ok(listing.kept),
+        }
     }
 
-    /// One page of the listing; None when the server refused the `sourceId` hint (then
-    /// `with_filter` is off and the caller asks again).
+    /// One page of the listing and the total it claims; None when the server refused the
+    /// `sourceId` hint (then `with_filter` is off and the caller asks again).
     fn listing_page(
         &self,
         base: &str,
         source_id: i64,
         offset: u64,
         with_filter: &mut bool,
-    ) -> Result<Option<Vec<Value>>> {
+    ) -> Result<Option<(Vec<Value>, Option<u64>)>> {
         let path = if *with_filter {
             format!("{base}?sourceId={source_id}&limit={PAGE_LIMIT}&offset={offset}")
         } else {
@@ -196,8 +212,10 @@ impl TaniumClient {
             return Err(status_error(&resp, "GET", &path));
         }
         let what = describe("GET", &path);
-        rows_of(json_body(&resp, &what)?)
-            .map(Some)
+        let body = json_body(&resp, &what)?;
+        let total = total_count(&body);
+        rows_of(body)
+            .map(|rows| Some((rows, total)))
             .ok_or_else(|| Error::Protocol {
                 service: Service::Tanium,
                 request: what,

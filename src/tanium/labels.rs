@@ -9,8 +9,8 @@ use crate::http;
 use crate::labels::key;
 use crate::tanium::model::Label;
 
-use super::answers::{describe, json_body, rows_of, status_error, unwrap_data};
-use super::client::{Payload, TaniumClient};
+use super::answers::{describe, json_body, rows_of, status_error, total_count, unwrap_data};
+use super::client::{Payload, TaniumClient, PAGE_LIMIT};
 
 const LABEL_DESCRIPTION: &str =
     "Made by the tanium-tr-indicators ThreatConnect job app for the intel it sends.";
@@ -26,26 +26,69 @@ pub fn find<'a>(labels: &'a [Label], name: &str) -> Option<&'a Label> {
 }
 
 impl TaniumClient {
-    /// Every label: `GET {base}/labels`. Whether the route pages is UNCONFIRMED (the clients on
-    /// record read one answer); a label missing from it is looked up again when making it
-    /// answers that it exists.
+    /// Every label. The listing is paged by the server (recorded: 100 without parameters, at
+    /// most 500 a request), so one answer is never taken for all of them: `noLimit=true` first
+    /// (what the OpenCTI connector moved to), then `limit`/`offset` pages from where that
+    /// answer ended, until a short page or a page of labels already met; `meta.totalCount`,
+    /// where the answer carries it, ends the reading early and proves it complete. A listing
+    /// that ends short of its total is an error: acting on it would make a second label of a
+    /// name that exists.
     pub fn list_labels(&self) -> Result<Vec<Label>> {
-        self.labels_at(&format!("{}/labels", self.generation.base_path()))
+        let base = format!("{}/labels", self.generation.base_path());
+        let mut labels: Vec<Label> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        // How many of `rows` were not met before.
+        let mut take = |labels: &mut Vec<Label>, rows: Vec<Label>| {
+            let before = labels.len();
+            labels.extend(rows.into_iter().filter(|l| seen.insert(l.id)));
+            labels.len() - before
+        };
+        let (mut offset, mut total) = (0u64, None);
+        match self.label_page(&format!("{base}?noLimit=true")) {
+            Ok((rows, t)) => {
+                offset = rows.len() as u64;
+                total = t;
+                take(&mut labels, rows);
+            }
+            // (a server that refuses the parameter is read page by page)
+            Err(Error::Status { status: 400, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        while total.is_none_or(|t| (labels.len() as u64) < t) {
+            let (rows, t) =
+                self.label_page(&format!("{base}?limit={PAGE_LIMIT}&offset={offset}"))?;
+            total = t.or(total);
+            let n = rows.len() as u64;
+            offset += n;
+            if take(&mut labels, rows) == 0 || n < u64::from(PAGE_LIMIT) {
+                break;
+            }
+        }
+        match total {
+            Some(t) if (labels.len() as u64) < t => Err(Error::Protocol {
+                service: Service::Tanium,
+                request: describe("GET", &base),
+                detail: format!(
+                    "the label listing ended after {} labels but Tanium counts {t}; refusing to \
+                     act on a partial list of labels",
+                    labels.len()
+                ),
+            }),
+            _ => Ok(labels),
+        }
+    }
+
+    /// One answer of a label listing: its labels and the total it claims, if any.
+    fn label_page(&self, path: &str) -> Result<(Vec<Label>, Option<u64>)> {
+        let resp = self.expect_ok("GET", path, None)?;
+        let body = json_body(&resp, &describe("GET", path))?;
+        let total = total_count(&body);
+        Ok((labels_of(body, path)?, total))
     }
 
     fn labels_at(&self, path: &str) -> Result<Vec<Label>> {
         let resp = self.expect_ok("GET", path, None)?;
-        let rows =
-            rows_of(json_body(&resp, &describe("GET", path))?).ok_or_else(|| Error::Protocol {
-                service: Service::Tanium,
-                request: describe("GET", path),
-                detail: "the labels are not a JSON list".into(),
-            })?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| serde_json::from_value::<Label>(r).ok())
-            .filter(|l| l.id > 0)
-            .collect())
+        labels_of(json_body(&resp, &describe("GET", path))?, path)
     }
 
     /// Makes a label: `POST {base}/labels` `{"name", "description"}`. What a server answers for
@@ -76,6 +119,15 @@ impl TaniumClient {
             });
         if let Some(l) = made {
             log::info!("created Tanium label {:?} (id {})", l.name, l.id);
+            if let Some(ids) = self
+                .labels_reread
+                .lock()
+                .ok()
+                .as_mut()
+                .and_then(|k| k.as_mut())
+            {
+                ids.insert(l.id);
+            }
             return Ok(l);
         }
         let labels = self.list_labels()?;
@@ -94,16 +146,42 @@ impl TaniumClient {
     }
 
     /// Puts a label on a document of the app's source: `PUT {base}/intels/{id}/labels`
-    /// `{"id": <labelId>}`.
+    /// `{"id": <labelId>}`. An unknown label id answers 500 (recorded; XSOAR maps that 500 to
+    /// a bad label id): after one, the labels are read again, once for the client, and an id
+    /// they no longer hold is [`Error::LabelGone`], for this and every later attach of it.
     pub fn add_doc_label(&self, doc_id: i64, label_id: i64) -> Result<()> {
         self.ensure_owned("label", doc_id)?;
+        if self.label_exists(label_id, false) == Some(false) {
+            return Err(Error::LabelGone { label_id });
+        }
         let path = format!("{}/intels/{doc_id}/labels", self.generation.base_path());
-        self.expect_ok(
-            "PUT",
-            &path,
-            Some(&Payload::json(&json!({ "id": label_id }))),
-        )?;
-        Ok(())
+        let body = Payload::json(&json!({ "id": label_id }));
+        let resp = self.send("PUT", &path, Some(&body))?;
+        if http::classify(resp.status) == http::Verdict::Ok {
+            return Ok(());
+        }
+        if resp.status == 500 && self.label_exists(label_id, true) == Some(false) {
+            log::warn!(
+                "PUT {} answered 500 and Tanium's labels no longer hold label {label_id}",
+                crate::http::path_of(&path)
+            );
+            return Err(Error::LabelGone { label_id });
+        }
+        Err(status_error(&resp, "PUT", &path))
+    }
+
+    /// Whether Tanium holds label `id`, as the labels read again after an attach answered 500
+    /// say; `reread` reads them when they were not read yet (once per client). None: not
+    /// read, or unreadable.
+    fn label_exists(&self, id: i64, reread: bool) -> Option<bool> {
+        let mut known = self.labels_reread.lock().ok()?;
+        if known.is_none() && reread {
+            match self.list_labels() {
+                Ok(labels) => *known = Some(labels.iter().map(|l| l.id).collect()),
+                Err(e) => log::info!("could not read the Tanium labels again: {e}"),
+            }
+        }
+        known.as_ref().map(|ids| ids.contains(&id))
     }
 
     /// Takes a label off a document of the app's source:
@@ -132,6 +210,19 @@ impl TaniumClient {
         ids.dedup();
         Ok(ids)
     }
+}
+
+fn labels_of(body: serde_json::Value, path: &str) -> Result<Vec<Label>> {
+    let rows = rows_of(body).ok_or_else(|| Error::Protocol {
+        service: Service::Tanium,
+        request: describe("GET", path),
+        detail: "the labels are not a JSON list".into(),
+    })?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| serde_json::from_value::<Label>(r).ok())
+        .filter(|l| l.id > 0)
+        .collect())
 }
 
 #[cfg(test)]

@@ -13,5 +13,5 @@ mod source;
 
 pub use answers::Permission;
 pub use client::TaniumClient;
-pub use model::{ApiGeneration, IntelDoc, Label, Source, Upload};
+pub use model::{ApiGeneration, DeployAnswer, IntelDoc, Label, Source, TaskState, Upload};
 pub use settings::Settings;

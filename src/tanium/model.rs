@@ -104,6 +104,26 @@ pub struct IntelDoc {
     /// document's labels are read on their own route when needed.
     #[serde(deserialize_with = "lenient_label_ids")]
     pub label_ids: Option<Vec<i64>>,
+    /// Threat Response turned the document off (4.x intel health; whether listings carry it is
+    /// UNCONFIRMED: absent means "does not say").
+    #[serde(deserialize_with = "lenient_opt_bool")]
+    pub disabled: Option<bool>,
+    /// Endpoints on which Threat Response disabled the document (noisy intel).
+    #[serde(deserialize_with = "lenient_opt_i64")]
+    pub disabled_endpoint_count: Option<i64>,
+    /// Findings Threat Response throttled for the document.
+    #[serde(deserialize_with = "lenient_opt_i64")]
+    pub throttled_finding_count: Option<i64>,
+    /// Threat Response's verdict on the document, e.g. `HIGH_FIDELITY`.
+    #[serde(deserialize_with = "lenient_opt_string")]
+    pub status: Option<String>,
+}
+
+impl IntelDoc {
+    /// Whether Threat Response has disabled the document, everywhere or on some endpoints.
+    pub fn disabled_by_tr(&self) -> bool {
+        self.disabled == Some(true) || self.disabled_endpoint_count.is_some_and(|n| n > 0)
+    }
 }
 
 /// A Tanium label (`GET {base}/labels`).
@@ -114,6 +134,75 @@ pub struct Label {
     pub id: i64,
     #[serde(deserialize_with = "lenient_string")]
     pub name: String,
+}
+
+/// What `GET {base}/tasks/{id}` says of an intel deploy (recorded: `status` `STARTED` or
+/// `COMPLETED`, `startTime`, `endTime`, `error`). Times are the server's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    Running {
+        started: Option<String>,
+    },
+    Completed {
+        ended: Option<String>,
+    },
+    /// Ended otherwise: another status, or an error the task reports.
+    Ended {
+        status: String,
+        error: Option<String>,
+        ended: Option<String>,
+    },
+}
+
+impl TaskState {
+    /// Reads a task answer (the envelope removed); None when it names no status.
+    pub fn from_task(v: &Value) -> Option<TaskState> {
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        };
+        let status = text("status")?;
+        let error = match v.get("error") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(Value::String(s)) => Some(s.trim().to_string()),
+            Some(other) => Some(other.to_string()),
+        };
+        let upper = status.to_ascii_uppercase();
+        let busy = ["START", "RUN", "PEND", "QUEUE", "PROGRESS"]
+            .iter()
+            .any(|w| upper.contains(w));
+        Some(if busy {
+            TaskState::Running {
+                started: text("startTime"),
+            }
+        } else if upper.starts_with("COMPLETE") && error.is_none() {
+            TaskState::Completed {
+                ended: text("endTime"),
+            }
+        } else {
+            TaskState::Ended {
+                status,
+                error,
+                ended: text("endTime"),
+            }
+        })
+    }
+}
+
+/// What Threat Response answered to `POST {base}/intel/deploy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployAnswer {
+    /// A deploy started: its task id when the answer names one.
+    Started(Option<i64>),
+    /// 3.x (or a server without the route): intel reaches endpoints on its own schedule.
+    NotAStep,
+    /// 400, which Threat Response answers while another deploy runs (the recorded 400's cause
+    /// is unconfirmed): the server's words.
+    Refused(String),
 }
 
 /// Label ids as numbers, numeric strings or label objects with an `id`; entries that are none
@@ -170,6 +259,20 @@ fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>,
     })
 }
 
+/// Reads an optional boolean that may arrive as `true`/`false`, `"true"`/`"false"` or 0/1.
+fn lenient_opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Bool(b) => Some(b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        },
+        Value::Number(n) => n.as_i64().map(|n| n != 0),
+        _ => None,
+    })
+}
+
 /// An integer from a JSON number (integral) or a numeric string; anything else is absent.
 pub fn int_of(v: &Value) -> Option<i64> {
     match v {
@@ -206,6 +309,71 @@ mod tests {
         assert_eq!((s.id, s.kind), (3, None));
         let bad: IntelDoc = serde_json::from_value(json!({"id": "abc"})).unwrap();
         assert_eq!(bad.id, 0);
+    }
+
+    #[test]
+    fn intel_health_is_read_where_present_and_absent_says_nothing() {
+        let recorded: IntelDoc = serde_json::from_value(json!({"id": 9,
+            "throttledFindingCount": 0, "allowAutoDisable": true, "disabled": false,
+            "disabledEndpointCount": 0, "firstDeploymentTimestamp": "2023-10-13T19:28:05.584Z",
+            "lastDeploymentTimestamp": "2023-11-28T18:50:31.920Z", "status": "HIGH_FIDELITY"}))
+        .unwrap();
+        assert_eq!(
+            (recorded.disabled, recorded.status.as_deref()),
+            (Some(false), Some("HIGH_FIDELITY"))
+        );
+        assert!(!recorded.disabled_by_tr());
+        let off: IntelDoc = serde_json::from_value(
+            json!({"id": 9, "disabled": "true", "disabledEndpointCount": "12"}),
+        )
+        .unwrap();
+        assert!(off.disabled_by_tr());
+        assert_eq!(off.disabled_endpoint_count, Some(12));
+        let some: IntelDoc =
+            serde_json::from_value(json!({"id": 9, "disabled": false, "disabledEndpointCount": 3}))
+                .unwrap();
+        assert!(some.disabled_by_tr(), "disabled on some endpoints");
+        let silent: IntelDoc = serde_json::from_value(json!({"id": 9})).unwrap();
+        assert_eq!((silent.disabled, silent.disabled_by_tr()), (None, false));
+    }
+
+    #[test]
+    fn a_deploy_task_is_running_completed_or_ended_otherwise() {
+        let recorded = json!({"id": 1, "type": "fileDownload", "status": "COMPLETED",
+            "metadata": {}, "results": {}, "error": null,
+            "startTime": "2021-09-05T13:46:16.606Z", "endTime": "2021-09-05T13:46:16.900Z"});
+        assert_eq!(
+            TaskState::from_task(&recorded),
+            Some(TaskState::Completed {
+                ended: Some("2021-09-05T13:46:16.900Z".into())
+            })
+        );
+        let started = json!({"status": "STARTED", "startTime": "t0", "endTime": null});
+        assert_eq!(
+            TaskState::from_task(&started),
+            Some(TaskState::Running {
+                started: Some("t0".into())
+            })
+        );
+        assert_eq!(
+            TaskState::from_task(&json!({"status": "running"})),
+            Some(TaskState::Running { started: None })
+        );
+        let failed = json!({"status": "COMPLETED", "error": "compile failed", "endTime": "t1"});
+        assert_eq!(
+            TaskState::from_task(&failed),
+            Some(TaskState::Ended {
+                status: "COMPLETED".into(),
+                error: Some("compile failed".into()),
+                ended: Some("t1".into())
+            })
+        );
+        assert!(matches!(
+            TaskState::from_task(&json!({"status": "FAILED", "error": {"code": 3}})),
+            Some(TaskState::Ended { error: Some(e), .. }) if e.contains("3")
+        ));
+        assert_eq!(TaskState::from_task(&json!({"id": 4})), None);
+        assert_eq!(TaskState::from_task(&json!([1])), None);
     }
 
     #[test]

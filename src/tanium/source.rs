@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result, Service};
 use crate::http;
-use crate::tanium::model::{int_of, ApiGeneration, Source};
+use crate::tanium::model::{int_of, ApiGeneration, DeployAnswer, Source, TaskState};
 
 use super::answers::{describe, json_body, rows_of, status_error, unwrap_data};
 use super::client::{Payload, TaniumClient};
@@ -105,24 +105,31 @@ impl TaniumClient {
         }
     }
 
-    /// Deploys intel to endpoints once: 4.x `POST {base}/intel/deploy` (true); 3.x deploys on
-    /// its own (false, no request). A 4.x server without the route also yields false.
-    pub fn deploy(&self) -> Result<bool> {
+    /// Deploys intel to endpoints once: 4.x `POST {base}/intel/deploy` (no body, no content
+    /// type, as the recorded client sends it); 3.x deploys on its own (no request). A 4.x
+    /// server without the route is not a step either. A 400 is what Threat Response answers
+    /// while another deploy runs (the cause of the recorded 400 is unconfirmed): refused, not
+    /// failed.
+    pub fn deploy(&self) -> Result<DeployAnswer> {
         if self.generation == ApiGeneration::V3 {
-            return Ok(false);
+            return Ok(DeployAnswer::NotAStep);
         }
         let path = format!("{}/intel/deploy", self.generation.base_path());
         let resp = self.send("POST", &path, None)?;
         if resp.status == 404 {
             log::warn!("Tanium has no intel deploy route; intel reaches endpoints on the server's own schedule");
-            return Ok(false);
+            return Ok(DeployAnswer::NotAStep);
+        }
+        if resp.status == 400 {
+            let said = resp.body_excerpt(200);
+            log::info!(
+                "Tanium answered 400 to the intel deploy ({}): taken as a deploy already running",
+                if said.is_empty() { "no details" } else { &said }
+            );
+            return Ok(DeployAnswer::Refused(said));
         }
         if http::classify(resp.status) != http::Verdict::Ok {
-            let mut e = status_error(&resp, "POST", &path);
-            if let Error::Status { message, .. } = &mut e {
-                message.push_str(" (a deploy may already be running; the next run deploys again)");
-            }
-            return Err(e);
+            return Err(status_error(&resp, "POST", &path));
         }
         // A 200 that is not JSON (a proxy's page) started no deploy.
         let answer = unwrap_data(json_body(&resp, &describe("POST", &path))?);
@@ -131,7 +138,22 @@ impl TaniumClient {
             Some(t) => log::info!("Tanium intel deploy started (task {t})"),
             None => log::info!("Tanium intel deploy started"),
         }
-        Ok(true)
+        Ok(DeployAnswer::Started(task))
+    }
+
+    /// What became of an intel deploy: `GET {base}/tasks/{id}`; None when the server does not
+    /// know the task (404) or names no status.
+    pub fn deploy_task(&self, task: i64) -> Result<Option<TaskState>> {
+        let path = format!("{}/tasks/{task}", self.generation.base_path());
+        let resp = self.send("GET", &path, None)?;
+        if resp.status == 404 {
+            return Ok(None);
+        }
+        if http::classify(resp.status) != http::Verdict::Ok {
+            return Err(status_error(&resp, "GET", &path));
+        }
+        let v = unwrap_data(json_body(&resp, &describe("GET", &path))?);
+        Ok(TaskState::from_task(&v))
     }
 
     /// Whether TR reports an intel deploy in progress (`GET {base}/intel/status`); None when
