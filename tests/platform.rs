@@ -722,6 +722,8 @@ fn no_secret_appears_anywhere_the_app_writes() {
         }
         check(&r, &lab);
         tokens.push(lab.tc.token());
+        // Tanium sessions are credentials too, expired ones included.
+        tokens.extend(lab.tanium.issued_sessions());
         let results = results_of(&r);
         let places = [
             ("stdout", &r.stdout),
@@ -756,6 +758,10 @@ fn no_secret_appears_anywhere_the_app_writes() {
     assert!(
         tokens.iter().any(|t| t != tc_token),
         "a renewed token was checked"
+    );
+    assert!(
+        !lab.tanium.issued_sessions().is_empty(),
+        "a Tanium session was checked"
     );
 
     // The wrong-key path never echoes either key.
