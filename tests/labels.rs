@@ -18,7 +18,7 @@ use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tanium::{self, TaniumClient};
 use tanium_tr_indicators::tc::model::Indicator;
 
-use crate::support::{expected, expected_name, held, lab, lease_calls};
+use crate::support::{band, expected, expected_name, held, lab, lease_calls};
 
 const BASE: &str = "/plugin/products/threat-response/api/v1";
 
@@ -64,16 +64,6 @@ fn labels_by_name(lab: &Lab) -> BTreeMap<String, Vec<String>> {
         .iter()
         .map(|d| (d.name.clone(), lab.tanium.doc_label_names(d.id)))
         .collect()
-}
-
-fn band(score: Option<i64>) -> Option<&'static str> {
-    match score? {
-        s if s >= 750 => Some("ThreatAssess Critical"),
-        s if s >= 500 => Some("ThreatAssess High"),
-        s if s >= 250 => Some("ThreatAssess Medium"),
-        s if s >= 0 => Some("ThreatAssess Low"),
-        _ => None,
-    }
 }
 
 /// The labels each document must carry: `fixed`, the indicator's tags `tag` takes, and its

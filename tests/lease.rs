@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use tanium_tr_indicators::intel::group;
 use tanium_tr_indicators::sim::dataset;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
@@ -127,9 +126,11 @@ fn two_runs_started_together_on_a_fresh_source_write_once() {
 fn covered(lab: &Lab) -> Vec<String> {
     let mut v = Vec::new();
     for d in lab.source_docs() {
-        match group::read(&d.body).ok().filter(|g| g.key.is_some()) {
-            Some(g) => v.extend(g.members.iter().map(|m| m.title())),
-            None => v.push(d.name),
+        if crate::support::docs::is_group(&d.body) {
+            let items = crate::support::docs::items(&d.body).unwrap_or_else(|e| panic!("{e}"));
+            v.extend(items.iter().map(crate::support::docs::Item::name));
+        } else {
+            v.push(d.name);
         }
     }
     v.sort();
