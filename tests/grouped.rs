@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::support::docs::{self, assert_items_match_tc, group_mark};
+use crate::support::docs::{self, assert_items_match_tc, covered, group_mark};
 use crate::support::{band, expected, lab, source_calls};
 use serde_json::{json, Map, Value};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
@@ -59,20 +59,6 @@ fn groups(lab: &Lab) -> Vec<(SimDoc, Vec<String>)> {
             Some((d, names))
         })
         .collect()
-}
-
-/// What the source holds, indicator by indicator (single documents by name, grouped ones by
-/// their members), sorted, with every repeat kept.
-fn covered(lab: &Lab) -> Vec<String> {
-    let mut v = Vec::new();
-    for d in lab.source_docs() {
-        match members(&d) {
-            Some(names) => v.extend(names),
-            None => v.push(d.name),
-        }
-    }
-    v.sort();
-    v
 }
 
 /// Exactly the expected set, each indicator in one document only.

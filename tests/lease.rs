@@ -12,6 +12,7 @@ use tanium_tr_indicators::tanium::model::ApiGeneration;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::support::docs::covered;
 use crate::support::{
     empty_lab, expected, expire_leases, held, lab, run_leases, run_with, source_calls, LEASE_MARK,
 };
@@ -119,22 +120,6 @@ fn two_runs_started_together_on_a_fresh_source_write_once() {
             (5, 1, 1)
         );
     }
-}
-
-/// What the source holds indicator by indicator (grouped documents by their members), sorted,
-/// every repeat kept.
-fn covered(lab: &Lab) -> Vec<String> {
-    let mut v = Vec::new();
-    for d in lab.source_docs() {
-        if crate::support::docs::is_group(&d.body) {
-            let items = crate::support::docs::items(&d.body).unwrap_or_else(|e| panic!("{e}"));
-            v.extend(items.iter().map(crate::support::docs::Item::name));
-        } else {
-            v.push(d.name);
-        }
-    }
-    v.sort();
-    v
 }
 
 #[test]

@@ -305,10 +305,30 @@ fn item(kind: &str, values: Vec<String>, provenance: &str) -> Result<Item, Strin
     Ok(it)
 }
 
-/// Every item of every document of the lab's source, with the document it is in.
+/// What the lab's source holds, indicator by indicator: grouped documents by their members (read
+/// here), other documents by name; sorted, every repeat kept.
+pub fn covered(lab: &Lab) -> Vec<String> {
+    let mut v = Vec::new();
+    for d in lab.source_docs() {
+        if is_group(&d.body) {
+            let items = items(&d.body).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            v.extend(items.iter().map(Item::name));
+        } else {
+            v.push(d.name);
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Every item of every document of the app in the lab's source (those carrying its `tc-sync:`
+/// marker; documents of another integration are left out), with the document it is in.
 pub fn source_items(lab: &Lab) -> Vec<(SimDoc, Item)> {
     let mut out = Vec::new();
     for d in lab.source_docs() {
+        if !d.body.contains("tc-sync: ") {
+            continue;
+        }
         let items = items(&d.body).unwrap_or_else(|e| panic!("{}: {e}", d.name));
         for i in items {
             out.push((d.clone(), i));
