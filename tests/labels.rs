@@ -18,7 +18,7 @@ use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tanium::{self, TaniumClient};
 use tanium_tr_indicators::tc::model::Indicator;
 
-use crate::support::{expected, expected_name, held, lab, lease_calls};
+use crate::support::{band, expected, expected_name, held, lab, lease_calls};
 
 const BASE: &str = "/plugin/products/threat-response/api/v1";
 
@@ -64,16 +64,6 @@ fn labels_by_name(lab: &Lab) -> BTreeMap<String, Vec<String>> {
         .iter()
         .map(|d| (d.name.clone(), lab.tanium.doc_label_names(d.id)))
         .collect()
-}
-
-fn band(score: Option<i64>) -> Option<&'static str> {
-    match score? {
-        s if s >= 750 => Some("ThreatAssess Critical"),
-        s if s >= 500 => Some("ThreatAssess High"),
-        s if s >= 250 => Some("ThreatAssess Medium"),
-        s if s >= 0 => Some("ThreatAssess Low"),
-        _ => None,
-    }
 }
 
 /// The labels each document must carry: `fixed`, the indicator's tags `tag` takes, and its
@@ -393,6 +383,7 @@ fn a_label_in_another_case_is_the_same_label_and_none_is_made_twice() {
         lab.tanium.set_label_names_ignore_case(ignore_case);
         let existing = lab.tanium.add_label("threatconnect");
         ok(&mut lab);
+        assert_eq!(held(&lab), expected(&lab, |_| true), "{ignore_case}");
         assert_eq!(lab.tanium.labels().len(), 1, "{ignore_case}");
         for d in lab.source_docs() {
             assert_eq!(lab.tanium.doc_label_names(d.id), ["threatconnect"]);
@@ -431,6 +422,7 @@ fn a_dry_run_shows_label_additions_and_removals_and_writes_none() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 80, 68);
     lab.set("tanium_labels", json!("ThreatConnect, Pilot"));
     ok(&mut lab);
+    assert_eq!(held(&lab), expected(&lab, |_| true));
     let before = labels_by_name(&lab);
     lab.set("tanium_labels", json!("ThreatConnect, Endpoints"));
     lab.tanium.server().reset_counters();
@@ -575,6 +567,7 @@ fn the_jobs_label_beyond_the_first_page_of_labels_is_found() {
         let ours = lab.tanium.add_label("ThreatConnect");
         let case = format!("noLimit honoured {no_limit}, meta {meta}");
         ok(&mut lab);
+        assert_eq!(held(&lab), expected(&lab, |_| true), "{case}");
         assert_eq!(lab.tanium.labels().len(), 150, "{case}: no label made");
         for d in lab.source_docs() {
             assert_eq!(
@@ -671,6 +664,7 @@ fn a_label_deleted_during_the_run_fails_its_label_writes_once_and_the_next_run_h
         "the documents are written"
     );
     let r = ok(&mut lab);
+    assert_eq!(held(&lab), expected(&lab, |_| true));
     let made = lab.tanium.label_id("ThreatConnect").unwrap();
     assert_ne!(made, old);
     for d in lab.source_docs() {
