@@ -3475,3 +3475,60 @@ fn pull_with_a_change_mid_way(change: impl FnOnce(&Lab)) {
         );
     }
 }
+
+/// Found by chaos: an indicator the incremental pull did not return (not modified since the last
+/// run) that TC then reports modified inside the run's window (in the second the run started,
+/// TC's timestamps having whole seconds, or by a TC clock a little behind) was taken by the
+/// removal check as no longer selected, and its document removed, though it still qualifies.
+#[test]
+fn an_indicator_modified_while_a_run_checks_for_removals_keeps_its_document() {
+    let (_dir, mut lab) = small_lab(ApiGeneration::V4);
+    let first = lab.run(&Map::new(), &[]).unwrap();
+    assert_eq!(first.code, 0, "{}", first.message);
+    let kept = lab
+        .tc
+        .snapshot()
+        .into_iter()
+        .find(|i| i.active && expected_name(i).is_some())
+        .unwrap();
+    let name = expected_name(&kept).unwrap();
+    // The removal check's first request is held while TC records the change.
+    lab.tc.server().inject(FaultRule::new(
+        Some("GET"),
+        "/api/v3/indicators/deleted",
+        1,
+        Fault::Delay(Duration::from_millis(1500)),
+    ));
+    let before = lab.tc.server().hits("GET /api/v3/indicators/deleted");
+    let started = OffsetDateTime::now_utc();
+    let running = lab.start_run(&Map::new(), &[]).unwrap();
+    let waiting = Instant::now();
+    while lab.tc.server().hits("GET /api/v3/indicators/deleted") == before {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "no removal check"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    lab.tc.insert(Indicator {
+        description: Some("edited while the run worked".into()),
+        last_modified: format_time(started - time::Duration::seconds(1)),
+        ..kept.clone()
+    });
+    let second = lab.finish(running).unwrap();
+    assert!(lab.quiesce(Duration::from_secs(30)));
+    assert_eq!(second.code, 0, "{}", second.message);
+    assert!(
+        lab.source_docs().iter().any(|d| d.name == name),
+        "{name} lost its document: {}",
+        second.message
+    );
+    let third = lab.run(&Map::new(), &[]).unwrap();
+    assert_eq!(third.code, 0, "{}", third.message);
+    let doc = lab.source_docs().into_iter().find(|d| d.name == name);
+    assert!(
+        doc.is_some_and(|d| d.description.contains("edited while the run worked")),
+        "the next run writes the change: {}",
+        third.message
+    );
+}
