@@ -684,35 +684,52 @@ fn epoch(s: &str) -> i64 {
 struct Target {
     /// TC id -> record, for every indicator the job may send.
     eligible: BTreeMap<i64, Indicator>,
-    /// Those it must hold.
+    /// Those the source must hold.
     wanted: BTreeSet<i64>,
-    /// False when the job may hold any eligible indicator and need not hold all: under
-    /// Maximum Indicators, a run that is no full reconcile adds only while there is room and
-    /// evicts nothing (README), so only a full reconcile says which are held.
+    /// Those it may hold.
+    allowed: BTreeSet<i64>,
+    /// Those whose documents, when held, must be current.
+    current: BTreeSet<i64>,
+    /// The source must hold exactly `wanted`.
     exact: bool,
 }
 
-fn target(job: &Job, snapshot: &[Indicator], now: i64, full: bool) -> Target {
+/// Under Maximum Indicators a run that is no full reconcile adds only while there is room and
+/// evicts nothing (README), so only a full reconcile says which are held; one that met an
+/// indicator changed mid-run may have ranked it either way.
+fn target(job: &Job, snapshot: &[Indicator], now: i64, full: bool, racing: bool) -> Target {
     let eligible: BTreeMap<i64, Indicator> = snapshot
         .iter()
         .filter(|i| job.eligible(i, now))
         .map(|i| (i.id, i.clone()))
         .collect();
-    let (wanted, exact) = match job.max_indicators {
-        None => (eligible.keys().copied().collect(), true),
-        Some(cap) => {
-            let mut ranked: Vec<&Indicator> = eligible.values().collect();
-            ranked.sort_by_key(|i| rank(i));
-            let top = ranked.iter().take(cap as usize).map(|i| i.id).collect();
-            (top, full)
-        }
+    let all: BTreeSet<i64> = eligible.keys().copied().collect();
+    let Some(cap) = job.max_indicators else {
+        return Target {
+            eligible,
+            wanted: all.clone(),
+            allowed: all.clone(),
+            current: all,
+            exact: true,
+        };
+    };
+    let mut ranked: Vec<&Indicator> = eligible.values().collect();
+    ranked.sort_by_key(|i| rank(i));
+    let top: BTreeSet<i64> = ranked.iter().take(cap as usize).map(|i| i.id).collect();
+    let (wanted, allowed, current, exact) = match (full, racing) {
+        (true, false) => (top.clone(), top.clone(), top, true),
+        (true, true) => (BTreeSet::new(), all, top, false),
+        (false, _) => (BTreeSet::new(), all.clone(), all, false),
     };
     Target {
         eligible,
         wanted,
+        allowed,
+        current,
         exact,
     }
 }
+
 // ---------------------------------------------------------------------------------------------
 // Faults
 // ---------------------------------------------------------------------------------------------
@@ -1691,15 +1708,12 @@ struct Diff {
 fn diff(t: &Target, obs: &Observed) -> Diff {
     let by_id = obs.holders();
     let mut out = Diff::default();
-    let candidates: Vec<i64> = if t.exact {
-        t.wanted.iter().copied().collect()
-    } else {
-        by_id
-            .keys()
-            .filter(|id| t.eligible.contains_key(id))
-            .copied()
-            .collect()
-    };
+    let candidates: BTreeSet<i64> = by_id
+        .keys()
+        .filter(|id| t.current.contains(id))
+        .chain(&t.wanted)
+        .copied()
+        .collect();
     for id in candidates {
         let i = &t.eligible[&id];
         match by_id.get(&id) {
@@ -1712,15 +1726,8 @@ fn diff(t: &Target, obs: &Observed) -> Diff {
             }
         }
     }
-    let allowed = |id: &i64| {
-        if t.exact {
-            t.wanted.contains(id)
-        } else {
-            t.eligible.contains_key(id)
-        }
-    };
     for (id, held) in &by_id {
-        if !allowed(id) {
+        if !t.allowed.contains(id) {
             out.extra.push(*id);
         }
         if held.len() > 1 {
@@ -1818,7 +1825,9 @@ fn plant(rng: &mut Rng, lab: &Lab, next: &mut u32) -> Vec<Planted> {
         legacy_item(candidates[rng.below(candidates.len() as u64) as usize]).unwrap_or_default();
     let (b, cb) =
         legacy_item(candidates[rng.below(candidates.len() as u64) as usize]).unwrap_or_default();
-    add(vec![a, b], vec![ca, cb]);
+    if ca != cb {
+        add(vec![a, b], vec![ca, cb]);
+    }
     add(
         vec![("PortItem/remoteIP", "203.0.113.250".into())],
         vec![("Address", "203.0.113.250".into())],
@@ -1914,6 +1923,21 @@ fn held_back_in(message: &str) -> Option<u64> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     digits.parse().ok()
+}
+
+/// The count before `word` in the log's last "run finished" line (the run's tally).
+fn tally_in_log(log: &str, word: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("run finished in "))?;
+    count_in(line, word)
+}
+
+/// Every document holding one of `ids`.
+fn holder_docs(obs: &Observed, ids: &[i64]) -> BTreeSet<i64> {
+    obs.seen
+        .iter()
+        .filter(|s| ids.contains(&s.tc_id))
+        .map(|s| s.doc)
+        .collect()
 }
 
 /// "N writes and M removals failed" of the log's last "run finished" line.
@@ -2394,11 +2418,14 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
     let mut deploy_owed = false;
     // What an exit-0 run left duplicated (TC ids, extra documents), for the next run that
     // completes its writes to remove and count.
-    let mut pending_dups: Option<(Vec<i64>, usize)> = None;
+    let mut pending_dups: Option<(Vec<i64>, BTreeSet<i64>)> = None;
     // Maximum Removal Percent before the admin raised it for a held-back run.
     let mut raised_from: Option<Option<u32>> = None;
     // Labels of the job's taken off documents by hand, not yet seen back: document -> label.
     let mut by_hand: BTreeMap<i64, String> = BTreeMap::new();
+    // Documents that may lack their tag and band labels until the next full reconcile (see
+    // the label check).
+    let mut label_debt: BTreeSet<i64> = BTreeSet::new();
     let seed_started = now_secs();
     let total_runs = runs + 2;
     for run in 0..total_runs {
@@ -2542,7 +2569,7 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         };
         let racing: BTreeSet<i64> = touched.union(&edge).copied().collect();
         let full = r.log.contains("full reconcile: ");
-        let t = target(&job, &snapshot, now, full && racing.is_empty());
+        let t = target(&job, &snapshot, now, full, !racing.is_empty());
         let obs = observe(&lab);
         if std::env::var_os("CHAOS_DUMP").is_some() {
             eprintln!("DUMP run {run}: {} docs", obs.docs.len());
@@ -2554,6 +2581,19 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             }
         }
         let d = diff(&t, &obs);
+        if std::env::var_os("CHAOS_DUMP").is_some() && job.max_indicators.is_some() {
+            let mut ranked: Vec<&Indicator> = t.eligible.values().collect();
+            ranked.sort_by_key(|i| rank(i));
+            for i in ranked.iter().take(20) {
+                eprintln!(
+                    "DUMP rank {:?} {} {} wanted {}",
+                    rank(i),
+                    i.type_name,
+                    i.summary,
+                    t.wanted.contains(&i.id)
+                );
+            }
+        }
         let holders = obs.holders();
         // Known product bug (grouped): a full reconcile retires the documents of a label set no
         // indicator earns any more without reading them, and counts their members as removals
@@ -2800,9 +2840,11 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                     .get(id)
                     .map_or("no document".to_string(), |s| format!("its document's {s}"));
                 return fail(format!(
-                    "the run completed its writes but {} of the indicators the job sends lack a current document: {} ({why})",
+                    "the run completed its writes but {} of the indicators the job sends lack a current document: {} ({why}; TC last modified {}, the run started from {})",
                     undelivered.len(),
-                    describe(&undelivered, &snapshot, &obs)
+                    describe(&undelivered, &snapshot, &obs),
+                    t.eligible[id].last_modified,
+                    format_time(OffsetDateTime::from_unix_timestamp(start_lm).unwrap())
                 ));
             }
         }
@@ -2819,7 +2861,14 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             let foreign = if take_over { planted_left } else { 0 };
             let sure = count(&mut d.extra.iter().filter(|i| !racing.contains(*i))) + foreign;
             // A racing indicator may have been planned for removal or not.
-            let all = count(&mut d.extra.iter()) + count(&mut racing.iter()) + foreign;
+            // (under a cap, a full run that met a racing indicator held back those over the cap
+            // by its ranking)
+            let beyond: Vec<i64> = holders
+                .keys()
+                .filter(|id| !t.current.contains(id))
+                .copied()
+                .collect();
+            let all = count(&mut beyond.iter()) + count(&mut racing.iter()) + foreign;
             let n = held_back_in(&r.message).unwrap_or(u64::MAX) as usize;
             if n < sure || (n > all && !label_set_gone) {
                 return fail(format!(
@@ -2835,6 +2884,12 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         // done), nothing else may; the next run that completes removes it and counts it.
         if writes_complete && !two_writers {
             if let Some((ids, docs)) = pending_dups.take() {
+                // (a run in between, killed or failed, may have removed some)
+                let gone = docs
+                    .iter()
+                    .filter(|doc| before.docs.contains_key(doc) && !obs.docs.contains_key(doc))
+                    .count();
+                label_debt.extend(docs.iter().filter(|doc| obs.docs.contains_key(doc)));
                 let still: Vec<i64> = ids
                     .iter()
                     .filter(|id| d.duplicated.contains(id))
@@ -2846,13 +2901,14 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                         describe(&still, &snapshot, &obs)
                     ));
                 }
-                let removed = count_in(&r.message, "removed").unwrap_or(0) as usize;
-                if !grouped && removed < docs {
+                // (the log's tally: message.tc may be cut before its counts)
+                let removed = tally_in_log(&r.log, "removed").unwrap_or(0) as usize;
+                if !grouped && removed < gone {
                     return fail(format!(
-                        "the run removed {docs} duplicate documents, yet says {removed} removed"
+                        "the run removed {gone} duplicate documents, yet counts {removed} removed"
                     ));
                 }
-                stats.saw_n("duplicates removed by the next run", docs as u64);
+                stats.saw_n("duplicates removed by the next run", gone as u64);
             }
         }
         // Two runs at once without a lease (Tanium cannot delete sources: README, Two runs at
@@ -2863,7 +2919,7 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 .all(|x| x.log.contains("this run takes no run lease"));
         if r.code == 0 && !d.duplicated.is_empty() && unleased {
             stats.saw("duplicates two runs without a lease made");
-            pending_dups = Some((d.duplicated.clone(), d.duplicate_docs.len()));
+            pending_dups = Some((d.duplicated.clone(), holder_docs(&obs, &d.duplicated)));
         } else if r.code == 0 && !d.duplicated.is_empty() {
             if lost == 0 || (!grouped && d.duplicate_docs.len() as u64 > lost) {
                 return fail(format!(
@@ -2875,10 +2931,31 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 ));
             }
             stats.saw("exit-0 runs with a duplicate a lost answer explains");
-            pending_dups = Some((d.duplicated.clone(), d.duplicate_docs.len()));
+            pending_dups = Some((d.duplicated.clone(), holder_docs(&obs, &d.duplicated)));
         }
 
         // Labels: every document of an indicator the job sends carries exactly what it earns.
+        // Known product gaps: a label write answered 200 with a body that is not JSON (a
+        // proxy's page) is taken as done, so the label is missing; and of two documents a lost
+        // create answer made, the next run keeps the older, which may lack the labels the app
+        // gave the other. Either way the job's own labels are back at the next run, tag and band
+        // labels at the next full reconcile.
+        let garbled = plan.faults.iter().zip(&fired).any(|(p, f)| {
+            f.2 > 0
+                && p.side == Side::Tanium
+                && p.rule.method.as_deref() != Some("GET")
+                && p.rule.fault == Fault::Garbage
+        });
+        let fixed: BTreeSet<String> = job
+            .labels
+            .clone()
+            .unwrap_or_else(|| vec!["ThreatConnect".to_string()])
+            .iter()
+            .map(|l| l.trim().to_lowercase())
+            .collect();
+        if writes_complete && full {
+            label_debt.clear();
+        }
         if writes_complete && racing.is_empty() {
             let disabled = obs.disabled();
             for s in &obs.seen {
@@ -2911,6 +2988,18 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 if gap {
                     stats.saw("grouped documents whose hand-removed job label an incremental run left off");
                     continue;
+                }
+                let missing: BTreeSet<&String> = want.difference(&have).collect();
+                if have.is_subset(&want) && !missing.is_empty() {
+                    if garbled {
+                        label_debt.insert(s.doc);
+                        stats.saw("labels a garbled 200 left off");
+                        continue;
+                    }
+                    if label_debt.contains(&s.doc) && !missing.iter().any(|l| fixed.contains(*l)) {
+                        stats.saw("tag or band labels left off until a full reconcile");
+                        continue;
+                    }
                 }
                 if have != want {
                     return fail(format!(
