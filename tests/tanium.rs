@@ -336,6 +336,30 @@ fn find_or_create_source_creates_once() {
     assert_eq!(client.find_source(&SOURCE.to_uppercase()).unwrap(), None);
 }
 
+/// A Tanium that lets sources share a name would take a create sent again after a lost answer
+/// as a second source: the client looks for it before each retry.
+#[test]
+fn a_source_create_whose_answer_is_lost_is_not_sent_again() {
+    let sim = sim(ApiGeneration::V4);
+    sim.set_duplicate_source_names(true);
+    let sources = format!("{}/sources", ApiGeneration::V4.base_path());
+    for (fault, posts) in [(Fault::DropAfterHandling, 1), (Fault::Drop, 2)] {
+        let name = format!("{SOURCE} {posts}");
+        let before = sim.server().hits(&format!("POST {sources}"));
+        sim.server()
+            .inject(FaultRule::new(Some("POST"), &sources, 1, fault.clone()));
+        let client = connect(&sim);
+        let s = client.find_or_create_source(&name).unwrap();
+        assert_eq!(sim.sources_named(&name), 1, "{fault:?}");
+        assert_eq!(s.name, name);
+        assert_eq!(
+            sim.server().hits(&format!("POST {sources}")) - before,
+            posts,
+            "{fault:?}: made and lost, found; or never made, sent again"
+        );
+    }
+}
+
 fn create_update_delete(g: ApiGeneration) {
     let sim = sim(g);
     let client = connect(&sim);

@@ -145,6 +145,11 @@ impl Planner<'_> {
                 };
                 let (why, reason) = match self.config.filters.rejection(&ind) {
                     Some(r) => (r.detail, r.filter),
+                    // Without user TQL those filters are the whole selection: one it passes is
+                    // still selected, modified after the pull met its page (in the second the
+                    // run started, or by a TC clock behind ours); the next run, which starts
+                    // before this one's start, pulls it.
+                    None if tql::user_tql(&self.config.filters).is_none() => continue,
                     None => (
                         "no longer selected by the job's query".to_string(),
                         "no longer selected",
