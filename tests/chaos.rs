@@ -2968,17 +2968,9 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         }
 
         // Labels: every document of an indicator the job sends carries exactly what it earns.
-        // Known product gaps: a label write answered 200 with a body that is not JSON (a
-        // proxy's page) is taken as done, so the label is missing; and of two documents a lost
-        // create answer made, the next run keeps the older, which may lack the labels the app
-        // gave the other. Either way the job's own labels are back at the next run, tag and band
-        // labels at the next full reconcile.
-        let garbled = plan.faults.iter().zip(&fired).any(|(p, f)| {
-            f.2 > 0
-                && p.side == Side::Tanium
-                && p.rule.method.as_deref() != Some("GET")
-                && p.rule.fault == Fault::Garbage
-        });
+        // Known product gap: of two documents a lost create answer made, the next run keeps
+        // the older, which may lack the labels the app gave the other: the job's own labels are
+        // back at the next run, tag and band labels at the next full reconcile.
         let fixed: BTreeSet<String> = job
             .labels
             .clone()
@@ -3026,16 +3018,13 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                     continue;
                 }
                 let missing: BTreeSet<&String> = want.difference(&have).collect();
-                if have.is_subset(&want) && !missing.is_empty() {
-                    if garbled {
-                        label_debt.insert(s.doc);
-                        stats.saw("labels a garbled 200 left off");
-                        continue;
-                    }
-                    if label_debt.contains(&s.doc) && !missing.iter().any(|l| fixed.contains(*l)) {
-                        stats.saw("tag or band labels left off until a full reconcile");
-                        continue;
-                    }
+                if have.is_subset(&want)
+                    && !missing.is_empty()
+                    && label_debt.contains(&s.doc)
+                    && !missing.iter().any(|l| fixed.contains(*l))
+                {
+                    stats.saw("tag or band labels left off until a full reconcile");
+                    continue;
                 }
                 if have != want {
                     return fail(format!(

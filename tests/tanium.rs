@@ -1171,6 +1171,35 @@ fn check_intel_status_names_what_cannot_be_read() {
     }
 }
 
+/// Tanium answers a label attach with the labels now on the document; a 200 that is not JSON
+/// (a proxy's page) proves nothing, so the client reads the document's labels before it says
+/// the label is on.
+#[test]
+fn a_label_attach_answered_with_a_page_that_is_not_json_is_checked_on_the_document() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap();
+    let doc = client
+        .create_doc(source.id, &up(&stix("tc:Package-1", "t"), "stix"))
+        .unwrap();
+    let label = client.create_label("ThreatConnect").unwrap();
+    let attach = format!("{}/intels/{}/labels", ApiGeneration::V4.base_path(), doc.id);
+    let garbage = || FaultRule::new(Some("PUT"), &attach, 1, Fault::Garbage);
+
+    sim.server().inject(garbage());
+    let err = client.add_doc_label(doc.id, label.id).unwrap_err();
+    assert!(err.to_string().contains("not JSON"), "{err}");
+    assert!(sim.doc_label_names(doc.id).is_empty());
+
+    client.add_doc_label(doc.id, label.id).unwrap();
+    sim.server().inject(garbage());
+    client.add_doc_label(doc.id, label.id).unwrap();
+    assert_eq!(
+        sim.doc_label_names(doc.id),
+        vec!["ThreatConnect".to_string()]
+    );
+}
+
 #[test]
 fn the_simulator_lists_and_creates_labels() {
     let sim = sim(ApiGeneration::V4);
