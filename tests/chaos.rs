@@ -2996,7 +2996,13 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         if writes_complete && racing.is_empty() {
             let disabled = obs.disabled();
             for s in &obs.seen {
-                let Some(i) = t.eligible.get(&s.tc_id) else {
+                // Beyond Maximum Indicators at a full reconcile, a document stays only while
+                // its removal is held back: the job no longer manages its labels.
+                let Some(i) = t
+                    .eligible
+                    .get(&s.tc_id)
+                    .filter(|_| t.current.contains(&s.tc_id))
+                else {
                     continue;
                 };
                 if d.duplicated.contains(&s.tc_id) || mismatch(s, i).is_some() {
