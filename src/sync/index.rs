@@ -52,6 +52,9 @@ pub(super) struct SourceIndex {
     pub adoptable: BTreeMap<(IndicatorType, String), (i64, String)>,
     /// Documents adopted this run (no longer foreign).
     pub adopted: BTreeSet<i64>,
+    /// Taking the source over: documents this job did not make that could not be read, so
+    /// what they cover is unknown; they stay.
+    pub unread: BTreeSet<i64>,
     /// Adopted documents (identified by the marker in their name) and the root id they keep.
     pub roots: BTreeMap<u128, String>,
     pub label_sets: LabelSets,
