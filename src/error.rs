@@ -128,6 +128,14 @@ pub enum Error {
         /// The verdict, then the answers that led to it.
         detail: String,
     },
+    /// A source create that got no clear answer and that a look did not find: a slow server
+    /// may still make it, so it is not sent again.
+    CreateUnconfirmed {
+        /// The source's name.
+        name: String,
+        /// What the create got instead of an answer.
+        answer: String,
+    },
     /// Neither Threat Response API generation answered as a working API.
     NoThreatResponse {
         /// What each generation's route answered.
@@ -230,6 +238,10 @@ impl fmt::Display for Error {
                 "{service} sent an unexpected answer to {request}: {detail}"
             ),
             Error::DeleteUnconfirmed { service, detail } => write!(f, "{service} {detail}"),
+            Error::CreateUnconfirmed { name, answer } => write!(
+                f,
+                "the creation of Tanium source {name:?} got no clear answer ({answer}) and the source is not there yet; a slow Tanium may still make it, so this run does not ask again: the next run looks for it first"
+            ),
             Error::NoThreatResponse { answers } => write!(
                 f,
                 "no Tanium Threat Response API found ({answers}): is Threat Response installed \

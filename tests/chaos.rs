@@ -2559,6 +2559,11 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             .result
             .message
             .contains("intel deploy failed: refused with 400");
+        // A source create that got no clear answer is not sent again (README): the run ends.
+        fatal_possible |= out.result.message.contains("got no clear answer")
+            && plan.faults.iter().zip(&fired).any(|(p, f)| {
+                f.2 > 0 && p.side == Side::Tanium && p.rule.method.as_deref() != Some("GET")
+            });
         let tanium_write_faults = plan.faults.iter().zip(&fired).any(|(p, f)| {
             f.2 > 0 && p.side == Side::Tanium && p.rule.method.as_deref() != Some("GET")
         });

@@ -343,19 +343,38 @@ fn a_source_create_whose_answer_is_lost_is_not_sent_again() {
     let sim = sim(ApiGeneration::V4);
     sim.set_duplicate_source_names(true);
     let sources = format!("{}/sources", ApiGeneration::V4.base_path());
-    for (fault, posts) in [(Fault::DropAfterHandling, 1), (Fault::Drop, 2)] {
-        let name = format!("{SOURCE} {posts}");
+    let unavailable = Fault::Status {
+        status: 503,
+        retry_after: Some(0),
+    };
+    for (n, fault, posts, made) in [
+        (1, Fault::DropAfterHandling, 1, true),
+        (2, unavailable, 2, true),
+        (3, Fault::Drop, 1, false),
+        (4, Fault::Delay(Duration::from_secs(2)), 1, true),
+    ] {
+        let name = format!("{SOURCE} {n}");
         let before = sim.server().hits(&format!("POST {sources}"));
         sim.server()
             .inject(FaultRule::new(Some("POST"), &sources, 1, fault.clone()));
-        let client = connect(&sim);
-        let s = client.find_or_create_source(&name).unwrap();
-        assert_eq!(sim.sources_named(&name), 1, "{fault:?}");
-        assert_eq!(s.name, name);
+        let mut s = settings(&sim, "admin", "s3cret!");
+        s.http.read_timeout = Duration::from_millis(500);
+        let client = TaniumClient::connect(&s, policy()).unwrap();
+        match client.find_or_create_source(&name) {
+            Ok(s) => assert_eq!(s.name, name),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("got no clear answer"), "{fault:?}: {e}");
+                assert!(!e.contains("s3cret"), "{e}");
+            }
+        }
+        // (a slow answer is made after the client gave up on it)
+        std::thread::sleep(Duration::from_millis(if n == 4 { 2500 } else { 0 }));
+        assert_eq!(sim.sources_named(&name), usize::from(made), "{fault:?}");
         assert_eq!(
             sim.server().hits(&format!("POST {sources}")) - before,
             posts,
-            "{fault:?}: made and lost, found; or never made, sent again"
+            "{fault:?}: made and lost, found; refused, sent again; unclear, not sent again"
         );
     }
 }

@@ -196,6 +196,11 @@ impl Tries {
         self.next.is_some()
     }
 
+    /// Takes back the last attempt: a session refused and renewed is no failure of the call.
+    pub fn take_back_one(&mut self) {
+        self.made = self.made.saturating_sub(1);
+    }
+
     /// Attempts that timed out so far.
     pub fn timed_out(&self) -> u32 {
         self.timed_out

@@ -268,6 +268,7 @@ impl TaniumClient {
             return Err(forbidden(method, path));
         }
         let session = self.renew(epoch, resp.status == 403)?;
+        tries.take_back_one();
         let resp = self.raw_call_with(tries, method, path, Some(&session), body)?;
         match resp.status {
             401 => Err(Error::Auth {

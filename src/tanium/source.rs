@@ -95,6 +95,19 @@ impl TaniumClient {
                 );
                 return Ok(Some(s));
             }
+            // Told it was not done (busy, unavailable), the create is sent again. Otherwise a
+            // slow server may still make it after the look, and a second POST a second source.
+            let unclear = match &outcome {
+                Ok(r) if matches!(r.status, 429 | 503) => None,
+                Ok(r) => Some(format!("answered {}", r.status)),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(answer) = unclear {
+                return Err(Error::CreateUnconfirmed {
+                    name: name.to_string(),
+                    answer,
+                });
+            }
             tries.allow_one_more();
         };
         if resp.status == 409 {
