@@ -251,6 +251,33 @@ fn a_label_dropped_from_the_params_leaves_every_document_and_nothing_else_moves(
     assert!(!r.message.contains("full reconcile"), "{}", r.message);
 }
 
+/// A run killed after it labelled documents leaves no results.tc, so the next run has no
+/// record of the labels it gave; it knows the labels it made by their description and takes
+/// them off when its rules no longer give them. One of the same name made by hand stays.
+#[test]
+fn labels_a_killed_run_made_are_known_as_the_jobs_without_its_results() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 80, 68);
+    let by_hand = lab.tanium.add_label("Pilot");
+    lab.set("tanium_labels", json!("ThreatConnect, Pilot"));
+    lab.set("threatassess_labels", json!(true));
+    ok(&mut lab);
+    assert_eq!(
+        labels_by_name(&lab),
+        wanted(&lab, &["Pilot", "ThreatConnect"], |_| false, true)
+    );
+    // As if the run had been killed before writing results.tc.
+    lab.persisted.clear();
+    lab.set("tanium_labels", json!("ThreatConnect"));
+    lab.set("threatassess_labels", json!(false));
+    let r = ok(&mut lab);
+    let mut want = wanted(&lab, &["ThreatConnect"], |_| false, false);
+    for labels in want.values_mut() {
+        labels.insert(0, "Pilot".to_string());
+    }
+    assert_eq!(labels_by_name(&lab), want, "{}", r.message);
+    assert_eq!(lab.tanium.label_id("Pilot"), Some(by_hand));
+}
+
 #[test]
 fn a_failed_label_write_fails_its_document_and_the_next_run_heals_it() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 120, 64);

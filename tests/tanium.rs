@@ -1192,9 +1192,9 @@ fn check_intel_status_names_what_cannot_be_read() {
 
 /// Tanium answers a label attach with the labels now on the document; a 200 that is not JSON
 /// (a proxy's page) proves nothing, so the client reads the document's labels before it says
-/// the label is on.
+/// the label is on (or, for a detach, off).
 #[test]
-fn a_label_attach_answered_with_a_page_that_is_not_json_is_checked_on_the_document() {
+fn a_label_attach_or_detach_answered_with_a_page_that_is_not_json_is_checked_on_the_document() {
     let sim = sim(ApiGeneration::V4);
     let client = connect(&sim);
     let source = client.find_or_create_source(SOURCE).unwrap();
@@ -1217,6 +1217,21 @@ fn a_label_attach_answered_with_a_page_that_is_not_json_is_checked_on_the_docume
         sim.doc_label_names(doc.id),
         vec!["ThreatConnect".to_string()]
     );
+
+    // The same for a detach.
+    let detach = format!("{attach}/{}", label.id);
+    let garbage = || FaultRule::new(Some("DELETE"), &detach, 1, Fault::Garbage);
+    sim.server().inject(garbage());
+    let err = client.remove_doc_label(doc.id, label.id).unwrap_err();
+    assert!(err.to_string().contains("still on the document"), "{err}");
+    assert_eq!(
+        sim.doc_label_names(doc.id),
+        vec!["ThreatConnect".to_string()]
+    );
+    client.remove_doc_label(doc.id, label.id).unwrap();
+    assert!(sim.doc_label_names(doc.id).is_empty());
+    sim.server().inject(garbage());
+    client.remove_doc_label(doc.id, label.id).unwrap();
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::labels::{key, LabelRules, Managed};
 use crate::tanium::client::TaniumClient;
-use crate::tanium::labels::find;
+use crate::tanium::labels::{find, LABEL_DESCRIPTION};
 use crate::tanium::Label;
 use crate::tc::model::Indicator;
 
@@ -194,11 +194,16 @@ impl LabelBook {
         book
     }
 
+    /// The job's labels: those its rules give or gave (as results.tc carries them), and those
+    /// it made, known by their description, so that a run killed before its results.tc was
+    /// written leaves the next run no label it does not know as its own.
     fn refresh_managed(&mut self) {
         let mut ids: Vec<i64> = self
             .labels
             .iter()
-            .filter(|l| self.managed_names.manages(&l.name))
+            .filter(|l| {
+                self.managed_names.manages(&l.name) || l.description.trim() == LABEL_DESCRIPTION
+            })
             .map(|l| l.id)
             .collect();
         ids.sort_unstable();
@@ -276,6 +281,7 @@ impl LabelBook {
             Label {
                 id,
                 name: name.to_string(),
+                description: LABEL_DESCRIPTION.to_string(),
             }
         } else {
             match tanium.create_label(name) {

@@ -12,7 +12,7 @@ use crate::tanium::model::Label;
 use super::answers::{describe, json_body, rows_of, status_error, total_count, unwrap_data};
 use super::client::{Payload, TaniumClient, PAGE_LIMIT};
 
-const LABEL_DESCRIPTION: &str =
+pub const LABEL_DESCRIPTION: &str =
     "Made by the tanium-tr-indicators ThreatConnect job app for the intel it sends.";
 
 /// The label named `name` among `labels`, compared without case; the same spelling first,
@@ -208,11 +208,28 @@ impl TaniumClient {
             self.generation.base_path()
         );
         let resp = self.send("DELETE", &path, None)?;
-        if resp.status == 404 || http::classify(resp.status) == http::Verdict::Ok {
-            Ok(())
-        } else {
-            Err(status_error(&resp, "DELETE", &path))
+        if resp.status == 404 {
+            return Ok(());
         }
+        if http::classify(resp.status) != http::Verdict::Ok {
+            return Err(status_error(&resp, "DELETE", &path));
+        }
+        if serde_json::from_slice::<serde_json::Value>(&resp.body).is_ok() {
+            return Ok(());
+        }
+        // No answer of a detach is on record; one that is not JSON may be a proxy's page with
+        // nothing done, so the document says whether the label is off.
+        if !self.doc_label_ids(doc_id)?.contains(&label_id) {
+            return Ok(());
+        }
+        Err(Error::Protocol {
+            service: Service::Tanium,
+            request: describe("DELETE", &path),
+            detail: format!(
+                "answered {} with a body that is not JSON, and label {label_id} is still on the document",
+                resp.status
+            ),
+        })
     }
 
     /// The labels on a document of the app's source, for servers whose listing does not say:
@@ -248,6 +265,7 @@ mod tests {
         Label {
             id,
             name: name.into(),
+            description: String::new(),
         }
     }
 

@@ -134,6 +134,8 @@ pub struct Label {
     pub id: i64,
     #[serde(deserialize_with = "lenient_string")]
     pub name: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub description: String,
 }
 
 /// What `GET {base}/tasks/{id}` says of an intel deploy (recorded: `status` `STARTED` or
