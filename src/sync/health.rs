@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use crate::error::Error;
 use crate::tanium::client::TaniumClient;
-use crate::tanium::labels::find;
+use crate::tanium::labels::{find, DISABLED_LABEL_DESCRIPTION};
 use crate::tanium::Label;
 
 use super::index::{Disabled, SourceIndex};
@@ -151,17 +151,19 @@ impl LabelWork {
         let label = match (self.label, self.add.is_empty()) {
             (Some(l), _) => l,
             (None, true) => return,
-            (None, false) => match tanium.create_label(name) {
-                Ok(l) => l,
-                Err(e) => {
-                    results.failed_writes += 1;
-                    results.failed_labels += 1;
-                    results.note_error(format!(
+            (None, false) => {
+                match tanium.create_label_described(name, DISABLED_LABEL_DESCRIPTION) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        results.failed_writes += 1;
+                        results.failed_labels += 1;
+                        results.note_error(format!(
                         "could not create the Tanium label {name:?} (Disabled Intel Label): {e}"
                     ));
-                    return;
+                        return;
+                    }
                 }
-            },
+            }
         };
         let changes = self
             .add

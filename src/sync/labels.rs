@@ -142,6 +142,8 @@ pub(super) struct LabelBook {
     pub pass: bool,
     /// Why labels could not be read or made: the next run looks at every document's labels.
     pub error: Option<String>,
+    /// The Disabled Intel Label (by key), never the rules' even when made as theirs.
+    spared: Option<String>,
 }
 
 impl LabelBook {
@@ -150,6 +152,7 @@ impl LabelBook {
         tanium: &TaniumClient,
         rules: &LabelRules,
         managed_names: Managed,
+        spared: Option<&str>,
         pass: bool,
         dry_run: bool,
     ) -> LabelBook {
@@ -165,6 +168,7 @@ impl LabelBook {
             active: false,
             pass,
             error: None,
+            spared: spared.map(key),
         };
         if rules.is_empty() && !pass {
             return book;
@@ -202,7 +206,9 @@ impl LabelBook {
             .labels
             .iter()
             .filter(|l| {
-                self.managed_names.manages(&l.name) || l.description.trim() == LABEL_DESCRIPTION
+                self.managed_names.manages(&l.name)
+                    || (l.description.trim() == LABEL_DESCRIPTION
+                        && self.spared.as_deref() != Some(key(&l.name).as_str()))
             })
             .map(|l| l.id)
             .collect();

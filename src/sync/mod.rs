@@ -670,6 +670,7 @@ pub fn run(
         tanium,
         &config.labels,
         checkpoint.managed(&config.labels),
+        config.disabled_label.as_deref(),
         checkpoint.label_pass_reason(&config.labels).is_some(),
         opts.dry_run,
     );

@@ -15,6 +15,10 @@ use super::client::{Payload, TaniumClient, PAGE_LIMIT};
 pub const LABEL_DESCRIPTION: &str =
     "Made by the tanium-tr-indicators ThreatConnect job app for the intel it sends.";
 
+/// The Disabled Intel Label's: it is not one of the label rules' (see `sync::health`).
+pub const DISABLED_LABEL_DESCRIPTION: &str =
+    "Made by the tanium-tr-indicators ThreatConnect job app: on its documents Threat Response disabled.";
+
 /// The label named `name` among `labels`, compared without case; the same spelling first,
 /// then the oldest (a case-sensitive server may hold both `APT` and `apt`).
 pub fn find<'a>(labels: &'a [Label], name: &str) -> Option<&'a Label> {
@@ -95,8 +99,13 @@ impl TaniumClient {
     /// a name it holds already is UNCONFIRMED (sources answer 409): a 409, or an answer that
     /// names no label, is settled by listing the labels again.
     pub fn create_label(&self, name: &str) -> Result<Label> {
+        self.create_label_described(name, LABEL_DESCRIPTION)
+    }
+
+    /// [`Self::create_label`] with a description of the caller's.
+    pub fn create_label_described(&self, name: &str, description: &str) -> Result<Label> {
         let path = format!("{}/labels", self.generation.base_path());
-        let body = json!({"name": name, "description": LABEL_DESCRIPTION});
+        let body = json!({"name": name, "description": description});
         let resp = self.send("POST", &path, Some(&Payload::json(&body)))?;
         let ok = http::classify(resp.status) == http::Verdict::Ok;
         if !ok && resp.status != 409 {
