@@ -814,7 +814,9 @@ fn report(
     if let (Some(work), false) = (met.disabled_label, results.gave_up) {
         work.apply(tanium, opts.dry_run, &mut results);
     }
-    let labels_end = settle_labels(label_error, full.is_some() && pull.complete, &mut results);
+    // Documents the guard kept carry the labels they had: they are not settled.
+    let settles = full.is_some() && pull.complete && counts.held_back == 0;
+    let labels_end = settle_labels(label_error, settles, &mut results);
     let mut tally = Tally::new(&counts, &results);
     if !config.take_over_source {
         tally.foreign_left = met.foreign;
@@ -893,7 +895,7 @@ fn meet_foreign(
 }
 
 /// Whether every document's labels were brought to the rules this run: only a complete full
-/// pull without a label failure says so. A label book that could not be opened is a failure.
+/// pull that held no removal back, without a label failure, says so. A label book that could not be opened is a failure.
 fn settle_labels(
     error: Option<String>,
     complete_full_pull: bool,

@@ -82,6 +82,8 @@ pub(super) struct Totals {
     pub docs_removed: u64,
     pub singles_replaced: u64,
     pub failed_writes: u64,
+    /// Of `failed_writes`, documents whose labels could not be brought to the rules.
+    pub failed_labels: u64,
     pub failed_removals: u64,
     pub unreadable: u64,
     pub wrote: bool,
@@ -119,6 +121,7 @@ impl Totals {
         self.docs_removed += o.docs_removed;
         self.singles_replaced += o.singles_replaced;
         self.failed_writes += o.failed_writes;
+        self.failed_labels += o.failed_labels;
         self.failed_removals += o.failed_removals;
         self.unreadable += u64::from(o.unreadable);
         self.wrote |= o.wrote;
@@ -146,7 +149,7 @@ impl Totals {
             updated: self.updated + moved,
             removed: self.removed,
             relabelled: self.relabelled,
-            failed_labels: 0,
+            failed_labels: self.failed_labels,
             unchanged: self.unchanged,
             failed_writes: self.failed_writes,
             failed_removals: self.failed_removals,
@@ -507,7 +510,13 @@ fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Tot
     let mut retire: Vec<Job> = Vec::new();
     let mut seen: HashSet<i64> = HashSet::new();
     for r in std::mem::take(&mut plan.retire) {
-        if (r.needs_clean && !clean) || blocked.contains(&r.doc_id) || !seen.insert(r.doc_id) {
+        if blocked.contains(&r.doc_id) || !seen.insert(r.doc_id) {
+            continue;
+        }
+        if r.needs_clean && !clean {
+            // A write it waits on failed: it stays, a removal not made.
+            totals.failed_removals += 1;
+            blocked.insert(r.doc_id);
             continue;
         }
         p.plan(format!("remove {}: {}", r.what, r.why));
@@ -515,6 +524,7 @@ fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Tot
             doc_id: r.doc_id,
             what: r.what,
             single: r.single,
+            members: r.members,
         });
     }
     for doc_id in replaced {
@@ -525,13 +535,11 @@ fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Tot
             doc_id,
             what: format!("document {doc_id}"),
             single: false,
+            members: 0,
         });
     }
     for o in &parallel(ctx, workers, retire) {
         totals.add(o);
-    }
-    if !ctx.hold {
-        totals.removed += plan.retired_members;
     }
     totals.unchanged += plan.unchanged;
     (totals, !blocked.is_empty())

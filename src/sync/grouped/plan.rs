@@ -25,6 +25,9 @@ pub(super) struct Retire {
     pub(super) needs_clean: bool,
     /// A single document (one per indicator) whose indicator is in a grouped one now.
     pub(super) single: bool,
+    /// Indicators that leave the source when it goes (its own job counts those of a grouped
+    /// document it reads).
+    pub(super) members: u64,
 }
 
 #[derive(Default)]
@@ -35,7 +38,8 @@ pub(super) struct Plan {
     pub(super) readers: BTreeMap<i64, Vec<BucketKey>>,
     /// The most indicators this run may remove (for the guard).
     pub(super) removal_bound: u64,
-    /// Indicators in documents retired whole (singles and groups no bucket takes).
+    /// Indicators in documents retired whole (single documents, documents not made by the
+    /// job): what the guard weighs of them.
     pub(super) retired_members: u64,
     /// Indicators in buckets whose document is current.
     pub(super) unchanged: u64,
@@ -135,18 +139,30 @@ pub(super) fn plan_full(
             if kept.contains(&g.doc_id) || plan.readers.contains_key(&g.doc_id) {
                 continue;
             }
-            // No bucket of the new layout overlaps it (one that does reads it): none of its
-            // members is sent any more.
+            // No bucket of the new layout overlaps it: its members are either not sent any
+            // more (removed) or sent under another label set (moved, not removed). Only
+            // reading it tells which, for the guard and the counts; it goes once every
+            // write that may hold its members went through.
             plan.removal_bound += g.count();
-            plan.retired_members += g.count();
+            kept.insert(g.doc_id);
             plan.retire.push(Retire {
                 doc_id: g.doc_id,
                 what: what_group(g),
-                why: "none of its indicators is selected any more".into(),
-                guarded: true,
-                needs_clean: false,
+                why: "no document of the new layout takes its bucket".into(),
+                guarded: false,
+                needs_clean: true,
                 single: false,
+                members: 0,
             });
+            plan.jobs.push(Job::Write(WriteJob {
+                key: g.key,
+                old: vec![g.clone()],
+                in_place: Some(g.doc_id),
+                recs: Recs::Run(base..base),
+                drops: Vec::new(),
+                sweep: vec![g.key],
+                labels_now: None,
+            }));
         }
     }
     // Documents read by a job but not kept in place go once their readers wrote.
@@ -162,6 +178,7 @@ pub(super) fn plan_full(
                 guarded: false,
                 needs_clean: true,
                 single: false,
+                members: 0,
             });
         }
     }
@@ -200,6 +217,7 @@ fn retire_singles_and_strays(
             guarded: !sent,
             needs_clean: sent,
             single: sent,
+            members: u64::from(!sent),
         });
     }
     for (doc_id, name) in &index.duplicates {
@@ -210,6 +228,7 @@ fn retire_singles_and_strays(
             guarded: false,
             needs_clean: true,
             single: false,
+            members: 0,
         });
     }
     if p.config.take_over_source {
@@ -224,6 +243,7 @@ fn retire_singles_and_strays(
                 guarded: true,
                 needs_clean: true,
                 single: false,
+                members: 1,
             });
         }
     }

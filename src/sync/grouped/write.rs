@@ -70,6 +70,8 @@ pub(super) enum Job {
         what: String,
         /// A single document whose indicator is in a grouped one now.
         single: bool,
+        /// Indicators that leave the source with it.
+        members: u64,
     },
 }
 
@@ -91,6 +93,8 @@ pub(super) struct Outcome {
     pub(super) singles_replaced: u64,
     pub(super) relabelled: u64,
     pub(super) failed_writes: u64,
+    /// Of `failed_writes`, documents whose labels could not be brought to the rules.
+    pub(super) failed_labels: u64,
     pub(super) failed_removals: u64,
     /// A document that could not be read: its bucket was left as it is.
     pub(super) unreadable: bool,
@@ -191,6 +195,7 @@ impl Ctx<'_> {
                         }
                         Err(e) => {
                             out.failed_writes += 1;
+                            out.failed_labels += 1;
                             out.refused(&e, format!("could not label {what}: {e}"));
                         }
                     }
@@ -200,6 +205,7 @@ impl Ctx<'_> {
                 doc_id,
                 what,
                 single,
+                members,
             } => {
                 if !self.dry {
                     if let Err(e) = self.tanium.delete_doc(doc_id) {
@@ -209,6 +215,7 @@ impl Ctx<'_> {
                     }
                     out.wrote = true;
                 }
+                out.removed += members;
                 out.docs_removed += 1;
                 out.singles_replaced += u64::from(single);
             }
@@ -295,15 +302,8 @@ impl Ctx<'_> {
             }
         };
         let ids: Vec<u128> = members.keys().copied().collect();
-        // Held back, members that should have gone stay: the bucket keeps its place rather
-        // than split over them (a split now and a merge once they go would write every run).
-        let parts = if ids.is_empty() {
-            Vec::new()
-        } else if self.hold {
-            vec![w.key]
-        } else {
-            layout::split(w.key, &ids, self.size)
-        };
+        // Held members count toward the size like any other: it holds after every run.
+        let parts = layout::split(w.key, &ids, self.size);
         if parts.len() > 1 {
             out.plan.push(format!(
                 "split group {} into {}",
@@ -449,9 +449,10 @@ impl Ctx<'_> {
             {
                 let mut plan = plan.clone();
                 plan.current = w.labels_now.clone();
-                let changed = labels::bring(self.tanium, id, &plan, None)?;
-                out.relabelled += u64::from(changed);
-                out.wrote |= changed;
+                if let Some(changed) = self.label(w, id, &plan, None, &doc.name, out) {
+                    out.relabelled += u64::from(changed);
+                    out.wrote |= changed;
+                }
             }
             return Ok(());
         }
@@ -491,9 +492,33 @@ impl Ctx<'_> {
                 Some(_) => None,
                 None => Some(Arc::from(Vec::new())),
             };
-            labels::bring(self.tanium, written.id, &plan, written.label_ids)?;
+            self.label(w, written.id, &plan, written.label_ids, &doc.name, out);
         }
         Ok(())
+    }
+
+    /// Brings a written document's labels to `plan`; whether any changed. A failure is a
+    /// failed write of the document's labels: its members are pulled again next run, and the
+    /// run does not settle the labels.
+    fn label(
+        &self,
+        w: &WriteJob,
+        doc_id: i64,
+        plan: &LabelPlan,
+        answered: Option<Vec<i64>>,
+        name: &str,
+        out: &mut Outcome,
+    ) -> Option<bool> {
+        match labels::bring(self.tanium, doc_id, plan, answered) {
+            Ok(changed) => Some(changed),
+            Err(e) => {
+                out.failed_writes += 1;
+                out.failed_labels += 1;
+                out.refused(&e, format!("could not label {name}: {e}"));
+                self.undelivered(w, out);
+                None
+            }
+        }
     }
 }
 
