@@ -26,7 +26,6 @@ use crate::config::JobConfig;
 use crate::error::Result;
 use crate::intel::group::BucketKey;
 use crate::intel::Format;
-use crate::tanium::client::TaniumClient;
 use crate::tc::client::TcClient;
 use crate::words::counted;
 
@@ -36,7 +35,9 @@ use super::layout::Layout;
 use super::plan::Selection;
 use super::planner::{Counts, Planner, PullEnd};
 use super::pool::Results;
-use super::{Checkpoint, SyncOptions};
+use super::report::Finished;
+use super::window::{matching_query, pull_window, Full};
+use super::{Checkpoint, Run, SyncOptions};
 use plan::{plan_full, plan_incremental, Plan};
 use pull::{take, Gone, Pulled, Rec, Spill};
 use write::{parallel, Ctx, Job, Outcome};
@@ -48,21 +49,21 @@ const KEPT_ERRORS: usize = 5;
 
 /// Why the run must compare everything, from what the listing shows of a grouped source
 /// (None: nothing of the kind).
-pub(super) fn full_reason(index: &SourceIndex, format: Format) -> Option<&'static str> {
+pub(super) fn full_reason(index: &SourceIndex, format: Format) -> Option<Full> {
     if !index.map.is_empty() || !index.duplicates.is_empty() {
-        return Some("Indicators per Intel Document changed: single documents become groups");
+        return Some(Full::ToGroups);
     }
     if index
         .groups
         .iter()
         .any(|g| g.format.is_some_and(|f| f != format))
     {
-        return Some("the intel format changed");
+        return Some(Full::FormatChanged);
     }
     let keys: Vec<BucketKey> = index.groups.iter().map(|g| g.key).collect();
     let distinct: HashSet<&BucketKey> = keys.iter().collect();
     if distinct.len() != keys.len() || Layout::from_keys(&keys).overlaps() {
-        return Some("a bucket is in two documents (a split or merge stopped half-way)");
+        return Some(Full::BucketOverlap);
     }
     None
 }
@@ -163,34 +164,18 @@ impl Totals {
     }
 }
 
-/// How the grouped part of a run ended.
-pub(super) struct Ended {
-    pub removal_error: Option<String>,
-    pub pull: PullEnd,
-    pub removals_complete: bool,
-    pub totals: Totals,
-    pub counts: Counts,
-    pub label_error: Option<String>,
-    pub docs_after: u64,
-    /// Indicators the documents hold after the run.
-    pub indicators_after: u64,
-}
-
 /// Pulls, plans per bucket, writes, and retires what was replaced.
 // The stages in order, one call each; what stays inline is the hand-over between them (the
 // records and label plans the Ctx borrows, the plan made again when removals are held back).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn reconcile(
-    config: &JobConfig,
-    checkpoint: &Checkpoint,
-    opts: &SyncOptions,
-    tc: &TcClient,
-    tanium: &TaniumClient,
-    source: (&str, Option<i64>),
+    run: &Run,
+    size: u32,
     mut index: SourceIndex,
-    full: bool,
     book: LabelBook,
-) -> Result<Ended> {
+) -> Result<Finished> {
+    let (config, checkpoint, opts, tc, tanium) =
+        (run.config, run.checkpoint, run.opts, run.tc, run.tanium);
+    let full = run.is_full();
     let mut p = Planner {
         config,
         opts,
@@ -209,15 +194,7 @@ pub(super) fn reconcile(
         index.groups.iter().map(Listed::count).sum::<u64>() + index.map.len() as u64;
     // Unsettled when removals are held back (see layout::rebalance).
     let replan = |p: &Planner, index: &mut SourceIndex, settle: bool| {
-        plan_full(
-            p,
-            index,
-            &recs,
-            &desired,
-            &label_plans,
-            config.per_document,
-            settle,
-        )
+        plan_full(p, index, &recs, &desired, &label_plans, size, settle)
     };
     let mut plan = if full {
         replan(&p, &mut index, true)
@@ -236,10 +213,10 @@ pub(super) fn reconcile(
     }
     let ctx = |dry: bool| Ctx {
         tanium,
-        source_id: source.1.unwrap_or(0),
-        source_name: source.0,
+        source_id: run.source.id.unwrap_or(0),
+        source_name: &run.source.name,
         format: config.intel_format,
-        size: u64::from(config.per_document),
+        size: u64::from(size),
         full,
         dry,
         hold: false,
@@ -297,7 +274,7 @@ fn ended(
     held_back: u64,
     (docs_before, indicators_before): (u64, u64),
     checkpoint: &Checkpoint,
-) -> Ended {
+) -> Finished {
     let mut counts = std::mem::take(&mut p.counts);
     counts.over_cap += totals.over_cap;
     counts.held_back = held_back;
@@ -316,15 +293,15 @@ fn ended(
         && held_back == 0
         && totals.unreadable == 0
         && totals.failed_removals == 0;
-    Ended {
+    Finished {
         removal_error: p.removal_error,
         pull,
         removals_complete,
-        totals,
+        results: totals.into_results(),
         counts,
         label_error: p.labels.error.clone(),
         docs_after,
-        indicators_after,
+        grouped_indicators: Some(indicators_after),
     }
 }
 
@@ -337,18 +314,8 @@ fn pull(
     full: bool,
 ) -> Result<(Pulled, PullEnd, bool)> {
     let (config, opts) = (p.config, p.opts);
-    let (window, floor) = super::pull_window(config, checkpoint, opts.now, full);
-    let query = crate::tc::tql::build(&config.filters, &window);
-    log::info!("{}", super::describe_job(config));
-    log::info!(
-        "matching query ({}): {query}; grouped, {} indicators per document",
-        if full {
-            "every indicator the job selects"
-        } else {
-            "indicators modified since the last run"
-        },
-        config.per_document
-    );
+    let (window, floor) = pull_window(config, checkpoint, opts.now, full);
+    let query = matching_query(config, &window, full);
     let mut sel = Selection {
         filters: &config.filters,
         format: config.intel_format,
