@@ -190,3 +190,51 @@ fn removals_the_writes_never_reached_are_not_counted_as_made_in_either_layout() 
         assert!(lab.source_docs().iter().all(|d| !legacy.contains(&d.id)));
     }
 }
+
+/// The same removals, for the same reasons, in the same words, whatever the layout: one
+/// deleted in ThreatConnect, one deactivated, one retagged with an excluded tag (an
+/// incremental run); then one put on the Never Send list (a full reconcile).
+#[test]
+fn both_layouts_count_removals_by_reason_in_the_same_words() {
+    let planned = |r: &RunResult| {
+        r.log
+            .lines()
+            .find_map(|l| {
+                l.split_once("removals planned ")
+                    .map(|(_, rest)| rest.to_string())
+            })
+            .unwrap_or_else(|| panic!("no removals line:\n{}", r.log))
+    };
+    let mut lines = Vec::new();
+    for size in ["1", "20"] {
+        let (_d, mut lab) = lab(ApiGeneration::V4, 150, 2205);
+        lab.set("indicators_per_document", json!(size));
+        lab.set("exclude_tags", json!("Benign"));
+        ok(&mut lab);
+        let live: Vec<_> = lab
+            .tc
+            .snapshot()
+            .into_iter()
+            .filter(|i| i.active && i.type_name == "Host" && !i.tags.iter().any(|t| t == "Benign"))
+            .collect();
+        lab.tc.delete(live[0].id);
+        lab.tc.set_active(live[1].id, false);
+        lab.tc.update(live[2].id, |i| i.tags.push("Benign".into()));
+        let incremental = planned(&ok(&mut lab));
+        assert!(
+            incremental.starts_with(
+                "3 (Exclude Tags 1, deleted in ThreatConnect 1, inactive 1); removed 3, failed 0"
+            ),
+            "size {size}: {incremental}"
+        );
+        let never = live[3].host_name.clone().unwrap_or(live[3].summary.clone());
+        lab.set("never_send", json!(never));
+        let full = planned(&ok(&mut lab));
+        assert!(
+            full.starts_with("1 (Never Send 1); removed 1, failed 0"),
+            "size {size}: {full}"
+        );
+        lines.push((incremental, full));
+    }
+    assert_eq!(lines[0], lines[1]);
+}

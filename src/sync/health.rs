@@ -10,8 +10,8 @@ use crate::tanium::client::TaniumClient;
 use crate::tanium::labels::find;
 use crate::tanium::Label;
 
+use super::drive::Results;
 use super::index::{Disabled, SourceIndex};
-use super::pool::Results;
 
 /// Disabled documents whose TC link is read for the log (each costs a read of the document).
 const LINKS_READ: usize = 20;

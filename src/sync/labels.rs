@@ -13,8 +13,8 @@ use crate::tanium::Label;
 use crate::tc::model::Indicator;
 
 use super::index::{SourceIndex, GONE, SEEN};
+use super::per_indicator::ops::Op;
 use super::planner::{describe, Planner};
-use super::pool::Op;
 
 /// The listing did not say which labels a document has.
 pub(super) const UNKNOWN: u32 = u32::MAX;
@@ -296,7 +296,7 @@ impl LabelBook {
     }
 }
 
-impl Planner<'_> {
+impl Planner<'_, '_> {
     fn label_plan(&mut self, ind: &Indicator, current: Option<&[i64]>) -> Option<LabelPlan> {
         let desired = self.labels.desired(self.tanium, ind)?;
         Some(LabelPlan {

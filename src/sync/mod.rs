@@ -6,8 +6,10 @@
 //! run. Each stage has its own file; `tc`, `tanium` and `intel` know nothing of each other,
 //! this module maps between them.
 
+mod cause;
 pub mod checkpoint;
 mod deploy;
+mod drive;
 mod grouped;
 mod health;
 mod index;
@@ -16,9 +18,9 @@ mod layout;
 mod per_indicator;
 mod plan;
 mod planner;
-mod pool;
 mod removals;
 mod report;
+mod select;
 mod source;
 mod window;
 

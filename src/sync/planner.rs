@@ -1,7 +1,6 @@
 //! The planner: walks the TC pull, decides for each indicator (see `plan`), says why in the
 //! plan, and hands writes to the pool. Its counters stay on its own thread.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,75 +8,40 @@ use std::time::Instant;
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::intel::{self, Package};
-use crate::safety::Block;
 use crate::tanium::client::TaniumClient;
 use crate::tc::client::TcClient;
 use crate::tc::model::Indicator;
 use crate::tc::tql;
 use crate::words::counted;
 
+use super::cause::Cause;
 use super::index::SourceIndex;
 use super::labels::{LabelBook, LabelSets};
-use super::plan::{decide, rank, Decision, Rank, Selection};
-use super::pool::{Op, Pool};
+use super::per_indicator::ops::Op;
+use super::per_indicator::Pool;
+use super::plan::{decide, Decision};
+use super::report::{Counts, PullEnd};
+use super::select::{log_blocked_rest, rank, select, NotSent, Rank, Selection, Verdict};
 use super::{Stop, SyncOptions};
 
-/// What the planner counted itself; in a dry run also the writes it would have sent.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Counts {
-    pub matched: u64,
-    /// Matched indicators whose identity the pull had met already (one document serves both).
-    pub repeats: u64,
-    pub unchanged: u64,
-    pub skipped_invalid: u64,
-    pub dropped_other_types: u64,
-    pub would_create: u64,
-    pub would_update: u64,
-    pub would_remove: u64,
-    pub would_relabel: u64,
-    /// Not sent: unsafe, or on the Never Send list.
-    pub blocked: u64,
-    /// Not sent: beyond Maximum Indicators.
-    pub over_cap: u64,
-    /// Removals the mass-removal guard held back.
-    pub held_back: u64,
-    /// Documents this job did not make, adopted (taking the source over).
-    pub adopted: u64,
-    /// Indicators TC returned that the job's filters leave out, by filter.
-    pub excluded: BTreeMap<&'static str, u64>,
-    /// Removals planned, by reason.
-    pub removals: BTreeMap<&'static str, u64>,
-}
-
-/// At most this many blocked indicators are logged one by one per run (then a count).
-const BLOCKED_LINES: u64 = 50;
-
-/// A removal waiting for the mass-removal guard: the document and what the plan said of it.
+/// A removal waiting for the mass-removal guard: the document, what the plan said of it, and
+/// why it goes.
 pub(super) struct Removal {
     doc_id: i64,
     what: String,
-    /// Counts toward the mass-removal guard (a duplicate does not: its indicator keeps the
-    /// other document).
-    guarded: bool,
-}
-
-/// How the pull ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PullEnd {
-    pub complete: bool,
-    pub stop: Option<Stop>,
+    cause: Cause,
 }
 
 /// Plans one page of the pull; returns the first indicator it could not hand over.
-pub(super) type PageFn<'f, 'a> =
-    dyn FnMut(&mut Planner<'a>, Vec<Indicator>) -> Result<Option<Indicator>> + 'f;
+pub(super) type PageFn<'f, 'a, 'p> =
+    dyn FnMut(&mut Planner<'a, 'p>, Vec<Indicator>) -> Result<Option<Indicator>> + 'f;
 
-pub(super) struct Planner<'a> {
+pub(super) struct Planner<'a, 'p> {
     pub config: &'a JobConfig,
     pub opts: &'a SyncOptions,
     pub tanium: &'a TaniumClient,
     /// None in a dry run: writes are only counted.
-    pub pool: Option<&'a Pool<'a>>,
+    pub pool: Option<&'p Pool<'p, 'a>>,
     pub counts: Counts,
     /// Why the removal check could not finish, for the run's errors.
     pub removal_error: Option<String>,
@@ -86,7 +50,7 @@ pub(super) struct Planner<'a> {
     pub labels: LabelBook,
 }
 
-impl<'a> Planner<'a> {
+impl<'a, 'p> Planner<'a, 'p> {
     /// One plan line: printed (and logged) in a dry run, logged at debug otherwise.
     pub fn plan(&self, line: String) {
         if self.opts.dry_run {
@@ -119,7 +83,7 @@ impl<'a> Planner<'a> {
 
     /// Tanium writes kept failing: removals would fail too, and must not be half done.
     pub fn broken(&self) -> bool {
-        self.pool.is_some_and(|p| p.broken())
+        self.pool.is_some_and(|p| p.stopped())
     }
 
     /// Pulls `tql` page by page and plans every indicator. An error before the first page is
@@ -128,10 +92,10 @@ impl<'a> Planner<'a> {
         &mut self,
         tc: &TcClient,
         tql: &str,
-        sel: &Selection,
+        (sel, cap): (&Selection, Option<u64>),
         index: &mut SourceIndex,
     ) -> Result<PullEnd> {
-        self.pull_with(tc, tql, &mut |p, page| p.plan_page(page, sel, index))
+        self.pull_with(tc, tql, &mut |p, page| p.plan_page(page, (sel, cap), index))
     }
 
     /// [`Planner::pull`] with `each` planning a page (it returns the first indicator it could
@@ -140,7 +104,7 @@ impl<'a> Planner<'a> {
         &mut self,
         tc: &TcClient,
         tql: &str,
-        each: &mut PageFn<'_, 'a>,
+        each: &mut PageFn<'_, 'a, 'p>,
     ) -> Result<PullEnd> {
         let started = Instant::now();
         let mut seen = 0u64;
@@ -166,7 +130,8 @@ impl<'a> Planner<'a> {
             if let Some(undelivered) = each(self, page)? {
                 // Tanium is down: everything from here on is undelivered.
                 if let Some(pool) = self.pool {
-                    pool.note_undelivered(undelivered.last_modified_at().or(Some(self.opts.now)));
+                    let lm = undelivered.last_modified_at().or(Some(self.opts.now));
+                    pool.note(|r| r.note_undelivered(lm));
                 }
                 end = PullEnd {
                     complete: false,
@@ -186,12 +151,7 @@ impl<'a> Planner<'a> {
             );
         }
         self.counts.dropped_other_types += pages.dropped();
-        if self.counts.blocked > BLOCKED_LINES {
-            log::info!(
-                "... and {} more indicators not sent (unsafe or on the Never Send list)",
-                self.counts.blocked - BLOCKED_LINES
-            );
-        }
+        log_blocked_rest(&self.counts);
         Ok(end)
     }
 
@@ -208,13 +168,8 @@ impl<'a> Planner<'a> {
         let mut ranks: Vec<Rank> = Vec::new();
         for page in tc.indicators(tql) {
             for ind in page? {
-                let Some(kind) = ind.kind() else { continue };
-                if !sel.filters.matches(&ind) {
-                    continue;
-                }
-                let sendable = intel::render(&ind, sel.format)
-                    .is_ok_and(|p| sel.guard.check(kind, &p.value).is_none());
-                if sendable {
+                let sent = select(&ind, sel, |i| intel::render(i, sel.format));
+                if let Verdict::Sent(_) = sent {
                     ranks.push(rank(&ind));
                 }
             }
@@ -240,14 +195,14 @@ impl<'a> Planner<'a> {
     fn plan_page(
         &mut self,
         page: Vec<Indicator>,
-        sel: &Selection,
+        (sel, cap): (&Selection, Option<u64>),
         index: &mut SourceIndex,
     ) -> Result<Option<Indicator>> {
         for ind in page {
             if self.broken() {
                 return Ok(Some(ind));
             }
-            let decision = decide(&ind, sel, index);
+            let decision = decide(&ind, sel, cap, index);
             self.act(&ind, decision, &index.label_sets)?;
         }
         Ok(None)
@@ -257,28 +212,10 @@ impl<'a> Planner<'a> {
     fn act(&mut self, ind: &Indicator, decision: Decision, sets: &LabelSets) -> Result<()> {
         let last_modified = ind.last_modified_at();
         match decision {
-            Decision::OtherType => self.counts.dropped_other_types += 1,
-            Decision::Rejected { doc_id, why } => {
-                *self.counts.excluded.entry(why.filter).or_default() += 1;
-                if let Some(doc_id) = doc_id {
-                    self.remove(doc_id, describe(ind), &why.detail, why.filter);
-                }
-            }
-            Decision::Invalid(invalid) => {
-                log::warn!("{invalid}");
-                self.counts.skipped_invalid += 1;
-            }
-            Decision::Blocked {
-                doc_id,
-                name,
-                block,
-            } => self.blocked(ind, doc_id, &name, &block),
-            Decision::OverCap { doc_id, name } => {
-                self.counts.over_cap += 1;
-                log::debug!("not sent: {name}: beyond Maximum Indicators");
-                if let Some(doc_id) = doc_id {
-                    let why = "ranked beyond Maximum Indicators";
-                    self.remove(doc_id, describe(ind), why, "Maximum Indicators");
+            Decision::NotSent { why, doc_id } => {
+                why.count(ind, &mut self.counts, self.opts.dry_run);
+                if let (Some(doc_id), NotSent::Out { cause, .. }) = (doc_id, why) {
+                    self.remove(doc_id, describe(ind), cause);
                 }
             }
             Decision::Repeat => {
@@ -354,23 +291,6 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    fn blocked(&mut self, ind: &Indicator, doc_id: Option<i64>, name: &str, block: &Block) {
-        self.counts.blocked += 1;
-        if self.counts.blocked <= BLOCKED_LINES {
-            log::info!("not sent: {name} ({}): {block}", ind.owner_name);
-            if self.opts.dry_run {
-                println!("not sent {name} ({}): {block}", ind.owner_name);
-            }
-        }
-        if let Some(doc_id) = doc_id {
-            let kind = match block {
-                Block::Unsafe(_) => "unsafe",
-                Block::NeverSend(_) => "Never Send",
-            };
-            self.remove(doc_id, describe(ind), &block.to_string(), kind);
-        }
-    }
-
     /// A dry run first reads the stored document when the listing could not tell whether it
     /// changed, so the plan names what changed (or finds nothing did).
     fn update(
@@ -404,14 +324,13 @@ impl<'a> Planner<'a> {
     }
 
     /// Plans a removal; it is sent by [`Planner::settle_removals`], when the guard allows.
-    pub fn remove(&mut self, doc_id: i64, what: String, why: &str, reason: &'static str) {
-        self.plan(format!("remove {what}: {why}"));
-        *self.counts.removals.entry(reason).or_default() += 1;
-        let guarded = reason != "duplicate";
+    pub fn remove(&mut self, doc_id: i64, what: String, cause: Cause) {
+        self.plan(format!("remove {what}: {cause}"));
+        *self.counts.removals.entry(cause.key()).or_default() += 1;
         self.removals.push(Removal {
             doc_id,
             what,
-            guarded,
+            cause,
         });
     }
 
@@ -421,7 +340,7 @@ impl<'a> Planner<'a> {
     /// indicator without a document.
     pub fn settle_removals(&mut self, docs: u64) -> bool {
         let removals = std::mem::take(&mut self.removals);
-        let n = removals.iter().filter(|r| r.guarded).count() as u64;
+        let n = removals.iter().filter(|r| r.cause.weighed()).count() as u64;
         let rails = &self.config.rails;
         let hold = rails.too_many_removals(n, docs);
         if hold {
@@ -446,10 +365,10 @@ impl<'a> Planner<'a> {
         for Removal {
             doc_id,
             what,
-            guarded,
+            cause,
         } in removals
         {
-            if !(hold && guarded) {
+            if !(hold && cause.weighed()) {
                 self.dispatch(Op::Delete { doc_id, what });
             }
         }

@@ -10,28 +10,18 @@ use crate::tc::model::IndicatorType;
 use crate::tc::tql;
 use crate::words::counted;
 
+use super::cause::Cause;
 use super::index::SourceIndex;
 use super::planner::{describe, Planner};
 
-impl Planner<'_> {
+impl Planner<'_, '_> {
     /// A full reconcile after a complete pull: every document the pull did not meet goes, and
     /// so does every document in the source that this job did not make, when it takes the
     /// source over (and did not adopt it).
     pub fn sweep(&mut self, index: &mut SourceIndex, horizon: Option<OffsetDateTime>) {
-        let why = match horizon {
-            Some(h) => format!(
-                "not selected any more (deleted, inactive, filtered out, or last modified before {}: the horizon or Maximum Indicator Age)",
-                tql::format_time(h)
-            ),
-            None => "not selected any more (deleted, inactive or filtered out)".to_string(),
-        };
         for (key, doc_id) in index.take_unseen() {
-            self.remove(
-                doc_id,
-                format!("document {doc_id} ({key:032x})"),
-                &why,
-                "not selected any more",
-            );
+            let what = format!("document {doc_id} ({key:032x})");
+            self.remove(doc_id, what, Cause::NotSelected { floor: horizon });
         }
         if !self.config.take_over_source {
             return;
@@ -47,24 +37,15 @@ impl Planner<'_> {
         );
         for (doc_id, name, _) in foreign {
             let what = format!("document {doc_id} \"{name}\" (not made by this job)");
-            self.remove(
-                doc_id,
-                what,
-                "Take Over Source is on and it covers no single indicator the job sends",
-                "not made by this job",
-            );
+            self.remove(doc_id, what, Cause::Foreign);
         }
     }
 
     /// Extra documents holding an identity another document holds.
     pub fn remove_duplicates(&mut self, index: &mut SourceIndex) {
         for (doc_id, name) in std::mem::take(&mut index.duplicates) {
-            self.remove(
-                doc_id,
-                format!("duplicate document {doc_id} \"{name}\""),
-                "another document holds the same indicator",
-                "duplicate",
-            );
+            let what = format!("duplicate document {doc_id} \"{name}\"");
+            self.remove(doc_id, what, Cause::Duplicate);
         }
     }
 
@@ -79,21 +60,21 @@ impl Planner<'_> {
         since: OffsetDateTime,
         window: &tql::Window,
     ) -> Result<()> {
-        self.removal_evidence(tc, since, window, &mut |p, key, what, why, reason| {
+        self.removal_evidence(tc, since, window, &mut |p, key, what, cause| {
             if let Some(doc_id) = index.take_for_removal(key) {
-                p.remove(doc_id, what, why, reason);
+                p.remove(doc_id, what, cause);
             }
         })
     }
 
     /// The evidence of [`Planner::incremental_removals`]: `found` is told each identity that
-    /// no longer qualifies, what it is, why and the reason's name.
+    /// no longer qualifies, what it is and why.
     pub fn removal_evidence(
         &mut self,
         tc: &TcClient,
         since: OffsetDateTime,
         window: &tql::Window,
-        found: &mut dyn FnMut(&mut Self, u128, String, &str, &'static str),
+        found: &mut dyn FnMut(&mut Self, u128, String, Cause),
     ) -> Result<()> {
         let filters = &self.config.filters;
         let owners: Vec<String> = if tql::user_tql(filters).is_none() && !filters.owners.is_empty()
@@ -122,13 +103,7 @@ impl Planner<'_> {
                 }
             });
             for (key, what) in gone {
-                found(
-                    self,
-                    key,
-                    what,
-                    "deleted in ThreatConnect",
-                    "deleted in ThreatConnect",
-                );
+                found(self, key, what, Cause::DeletedInTc);
             }
             if let Err(e) = asked {
                 log::error!("could not read the indicators deleted in {owner}: {e}");
@@ -143,14 +118,11 @@ impl Planner<'_> {
                 let Ok(key) = intel::identity_of(&ind.owner_name, kind, &ind.summary) else {
                     continue;
                 };
-                let (why, reason) = match self.config.filters.rejection(&ind) {
-                    Some(r) => (r.detail, r.filter),
-                    None => (
-                        "no longer selected by the job's query".to_string(),
-                        "no longer selected",
-                    ),
+                let cause = match self.config.filters.rejection(&ind) {
+                    Some(r) => Cause::Rejected(r),
+                    None => Cause::NoLongerSelected,
                 };
-                found(self, key.as_u128(), describe(&ind), &why, reason);
+                found(self, key.as_u128(), describe(&ind), cause);
             }
         }
         first_error.map_or(Ok(()), Err)

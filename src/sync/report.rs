@@ -10,10 +10,44 @@ use crate::words::counted;
 
 use super::checkpoint::{LabelsEnd, RunEnd};
 use super::deploy;
-use super::planner::{Counts, PullEnd};
-use super::pool::Results;
+use super::drive::Results;
 use super::source::Met;
 use super::Run;
+
+/// What the planning counted itself, in either layout; in a dry run also the writes it would
+/// have sent.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Counts {
+    pub matched: u64,
+    /// Matched indicators whose identity the pull had met already (one document serves both).
+    pub repeats: u64,
+    pub unchanged: u64,
+    pub skipped_invalid: u64,
+    pub dropped_other_types: u64,
+    pub would_create: u64,
+    pub would_update: u64,
+    pub would_remove: u64,
+    pub would_relabel: u64,
+    /// Not sent: unsafe, or on the Never Send list.
+    pub blocked: u64,
+    /// Not sent: beyond Maximum Indicators.
+    pub over_cap: u64,
+    /// Removals the mass-removal guard held back.
+    pub held_back: u64,
+    /// Documents this job did not make, adopted (taking the source over).
+    pub adopted: u64,
+    /// Indicators TC returned that the job's filters leave out, by filter.
+    pub excluded: BTreeMap<&'static str, u64>,
+    /// Removals planned, by reason.
+    pub removals: BTreeMap<&'static str, u64>,
+}
+
+/// How the pull ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PullEnd {
+    pub complete: bool,
+    pub stop: Option<Stop>,
+}
 
 /// Counters of one run, reported in message.tc and the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,10 +90,13 @@ pub struct Tally {
 
 impl Tally {
     pub(super) fn new(counts: &Counts, results: &Results) -> Tally {
+        // Grouped, a member that left for a document of another label set is created there:
+        // one indicator, counted once, as updated.
+        let moved = results.moved.min(results.created);
         Tally {
             matched: counts.matched,
-            created: results.created + counts.would_create,
-            updated: results.updated + counts.would_update,
+            created: results.created - moved + counts.would_create,
+            updated: results.updated + moved + counts.would_update,
             removed: results.removed + counts.would_remove,
             relabelled: results.relabelled + counts.would_relabel,
             unchanged: counts.unchanged + results.unchanged,

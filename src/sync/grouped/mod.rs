@@ -18,9 +18,7 @@ mod pull;
 mod write;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
-
-use time::OffsetDateTime;
+use std::sync::atomic::AtomicI64;
 
 use crate::config::JobConfig;
 use crate::error::Result;
@@ -29,23 +27,20 @@ use crate::intel::Format;
 use crate::tc::client::TcClient;
 use crate::words::counted;
 
+use super::cause::Cause;
+use super::drive::{drive, Results};
 use super::index::{Listed, SourceIndex};
 use super::labels::{LabelBook, LabelPlan};
 use super::layout::Layout;
-use super::plan::Selection;
-use super::planner::{Counts, Planner, PullEnd};
-use super::pool::Results;
+use super::planner::Planner;
 use super::report::Finished;
+use super::report::{Counts, PullEnd};
+use super::select::Selection;
 use super::window::{matching_query, pull_window, Full};
 use super::{Checkpoint, Run, SyncOptions};
 use plan::{plan_full, plan_incremental, Plan};
-use pull::{take, Gone, Pulled, Rec, Spill};
-use write::{parallel, Ctx, Job, Outcome};
-
-/// After this many jobs failed in a row Tanium is treated as down.
-const FAILURES_TO_ABORT: u32 = 25;
-/// Failures kept for the log summary and message.tc.
-const KEPT_ERRORS: usize = 5;
+use pull::{take, Gone, Kept, Pulled, Rec, Spill};
+use write::{Ctx, Job};
 
 /// Why the run must compare everything, from what the listing shows of a grouped source
 /// (None: nothing of the kind).
@@ -68,100 +63,17 @@ pub(super) fn full_reason(index: &SourceIndex, format: Format) -> Option<Full> {
     None
 }
 
-/// The grouped run's totals.
-#[derive(Debug, Default)]
-pub(super) struct Totals {
-    pub created: u64,
-    pub updated: u64,
-    pub removed: u64,
-    pub unchanged: u64,
-    pub moved: u64,
-    pub held: u64,
-    pub over_cap: u64,
-    pub relabelled: u64,
-    pub docs_created: u64,
-    pub docs_removed: u64,
-    pub singles_replaced: u64,
-    pub failed_writes: u64,
-    /// Of `failed_writes`, documents whose labels could not be brought to the rules.
-    pub failed_labels: u64,
-    pub failed_removals: u64,
-    pub unreadable: u64,
-    pub wrote: bool,
-    pub undelivered: Option<OffsetDateTime>,
-    pub errors: Vec<String>,
-    pub forbidden: Option<String>,
-    /// Writes stopped early (too many failures in a row, or a missing permission).
-    pub gave_up: bool,
-}
-
-impl Totals {
-    fn log(&self) {
-        log::info!(
-            "grouped: documents {} created, {} removed ({} of them single documents replaced); indicators {} created, {} updated, {} removed, {} unchanged",
-            self.docs_created,
-            self.docs_removed,
-            self.singles_replaced,
-            self.created,
-            self.updated,
-            self.removed,
-            self.unchanged
-        );
-    }
-
-    fn add(&mut self, o: &Outcome) {
-        self.created += o.created;
-        self.updated += o.updated;
-        self.removed += o.removed;
-        self.unchanged += o.unchanged;
-        self.moved += o.moved;
-        self.held += o.held;
-        self.over_cap += o.over_cap;
-        self.relabelled += o.relabelled;
-        self.docs_created += o.docs_created;
-        self.docs_removed += o.docs_removed;
-        self.singles_replaced += o.singles_replaced;
-        self.failed_writes += o.failed_writes;
-        self.failed_labels += o.failed_labels;
-        self.failed_removals += o.failed_removals;
-        self.unreadable += u64::from(o.unreadable);
-        self.wrote |= o.wrote;
-        if self.forbidden.is_none() {
-            self.forbidden.clone_from(&o.forbidden);
-        }
-        if let Some(t) = o.undelivered {
-            self.undelivered = Some(self.undelivered.map_or(t, |u| u.min(t)));
-        }
-        for e in &o.errors {
-            log::error!("{e}");
-            if self.errors.len() < KEPT_ERRORS {
-                self.errors.push(e.clone());
-            }
-        }
-    }
-}
-
-impl Totals {
-    /// As the per-indicator pool would have counted it (indicators, not documents).
-    pub fn into_results(self) -> Results {
-        let moved = self.moved.min(self.created);
-        Results {
-            created: self.created - moved,
-            updated: self.updated + moved,
-            removed: self.removed,
-            relabelled: self.relabelled,
-            failed_labels: self.failed_labels,
-            unchanged: self.unchanged,
-            failed_writes: self.failed_writes,
-            failed_removals: self.failed_removals,
-            errors: self.errors,
-            oldest_undelivered: self.undelivered,
-            wrote_anything: self.wrote,
-            gave_up: self.gave_up,
-            forbidden: self.forbidden,
-            replaced: self.singles_replaced,
-        }
-    }
+fn log_grouped(r: &Results) {
+    log::info!(
+        "grouped: documents {} created, {} removed ({} of them single documents replaced); indicators {} created, {} updated, {} removed, {} unchanged",
+        r.docs_created,
+        r.docs_removed,
+        r.replaced,
+        r.created,
+        r.updated,
+        r.removed,
+        r.unchanged
+    );
 }
 
 /// Pulls, plans per bucket, writes, and retires what was replaced.
@@ -189,18 +101,30 @@ pub(super) fn reconcile(
     let (mut pulled, pull, removals_complete) = pull(&mut p, tc, checkpoint, full)?;
     let (recs, desired, repeats) = kept(&mut pulled, full);
     p.counts.repeats = repeats;
+    pulled.gone.sort_by_key(|g| g.identity);
+    let members = Kept {
+        recs: &recs,
+        desired: &desired,
+        gone: &pulled.gone,
+        floor: pulled.floor,
+    };
     let label_plans = label_plans(&mut p, &pulled.names);
     let held_before: u64 =
         index.groups.iter().map(Listed::count).sum::<u64>() + index.map.len() as u64;
     // Unsettled when removals are held back (see layout::rebalance).
     let replan = |p: &Planner, index: &mut SourceIndex, settle: bool| {
-        plan_full(p, index, &recs, &desired, &label_plans, size, settle)
+        plan_full(p, index, members, &label_plans, size, settle)
     };
     let mut plan = if full {
         replan(&p, &mut index, true)
     } else {
         plan_incremental(&mut p, &index, &recs, &pulled.gone)
     };
+    for r in &plan.retire {
+        if !matches!(r.cause, Cause::Moved | Cause::Relaid) {
+            *p.counts.removals.entry(r.cause.key()).or_default() += 1;
+        }
+    }
     let broken_pull = !pull.complete;
     if broken_pull {
         // An incomplete pull removes nothing: only the buckets it adds to or changes are written.
@@ -220,18 +144,14 @@ pub(super) fn reconcile(
         full,
         dry,
         hold: false,
-        recs: &recs,
+        kept: members,
         spill: &pulled.spill,
-        desired: &desired,
-        gone: &pulled.gone,
         names: &pulled.names,
         label_plans: &label_plans,
         room: (!full)
             .then_some(config.rails.max_indicators)
             .flatten()
             .map(|cap| AtomicI64::new(cap as i64 - held_before as i64)),
-        broken: AtomicBool::new(false),
-        consecutive: AtomicU32::new(0),
     };
     let mut run = ctx(opts.dry_run);
     let held_back = if broken_pull {
@@ -249,10 +169,9 @@ pub(super) fn reconcile(
         if full {
             plan = replan(&p, &mut index, false);
         }
-        plan.retire.retain(|r| !r.guarded);
+        plan.retire.retain(|r| !r.cause.weighed());
     }
-    let (mut totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
-    totals.gave_up = run.broken.load(Ordering::SeqCst);
+    let (totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
     let removals_complete = removals_complete && !blocked;
     Ok(ended(
         p,
@@ -270,24 +189,26 @@ fn ended(
     mut p: Planner,
     pull: PullEnd,
     removals_complete: bool,
-    mut totals: Totals,
+    mut totals: Results,
     held_back: u64,
     (docs_before, indicators_before): (u64, u64),
     checkpoint: &Checkpoint,
 ) -> Finished {
     let mut counts = std::mem::take(&mut p.counts);
     counts.over_cap += totals.over_cap;
+    for (k, n) in std::mem::take(&mut totals.removals) {
+        *counts.removals.entry(k).or_default() += n;
+    }
     counts.held_back = held_back;
     let docs_after = (docs_before + totals.docs_created).saturating_sub(totals.docs_removed);
     // A member that moved to another label set's bucket is created there and gone here; the
     // indicator of a single document replaced is created in its bucket.
     let indicators_after = (indicators_before + totals.created)
-        .saturating_sub(totals.moved + totals.removed + totals.singles_replaced);
-    totals.log();
+        .saturating_sub(totals.moved + totals.removed + totals.replaced);
+    log_grouped(&totals);
     if totals.unreadable > 0 {
         // What the unreadable documents hold is unknown: the next run starts where this one did.
-        let keep = checkpoint.last_modified;
-        totals.undelivered = Some(totals.undelivered.map_or(keep, |u| u.min(keep)));
+        totals.note_undelivered(Some(checkpoint.last_modified));
     }
     let removals_complete = removals_complete
         && held_back == 0
@@ -297,7 +218,7 @@ fn ended(
         removal_error: p.removal_error,
         pull,
         removals_complete,
-        results: totals.into_results(),
+        results: totals,
         counts,
         label_error: p.labels.error.clone(),
         docs_after,
@@ -321,12 +242,12 @@ fn pull(
         format: config.intel_format,
         guard: &config.rails.guard,
         cutoff: None,
-        cap: None,
     };
     if let (true, Some(cap)) = (full, config.rails.max_indicators) {
         sel.cutoff = p.rank_cutoff(tc, &query, &sel, cap)?;
     }
     let mut pulled = Pulled {
+        floor,
         recs: Vec::new(),
         spill: Spill::open(&config.paths.temp)?,
         names: HashMap::new(),
@@ -352,11 +273,11 @@ fn pull(
             tc,
             checkpoint.last_modified,
             &window,
-            &mut |_, identity, what, why, _| {
+            &mut |_, identity, what, cause| {
                 gone.push(Gone {
                     identity,
                     what,
-                    why: why.to_string(),
+                    cause,
                 });
             },
         );
@@ -436,11 +357,10 @@ fn guard(
             _ => None,
         })
         .collect();
-    let would: u64 = parallel(assess, config.workers, jobs)
-        .iter()
-        .map(|o| o.removed)
-        .sum::<u64>()
-        + plan.retired_members;
+    let (_, assessed, _) = drive(assess, config.workers, Results::default(), |d| {
+        jobs.into_iter().for_each(|j| d.send(j))
+    });
+    let would = assessed.removed + plan.retired_members;
     if !rails.too_many_removals(would, held_before) {
         return 0;
     }
@@ -457,20 +377,23 @@ fn guard(
 
 /// Runs the bucket jobs, then removes the documents they replaced (only once every write that
 /// took their members went through) and those retired whole. Whether a failed job blocked any.
-fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Totals, bool) {
-    let workers = p.config.workers;
-    let mut totals = Totals::default();
+fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Results, bool) {
+    // A dry run's plan lines come in the order of the plan.
+    let workers = if ctx.dry { 1 } else { p.config.workers };
+    let jobs = std::mem::take(&mut plan.jobs);
+    let (_, mut totals, done) = drive(ctx, workers, Results::default(), |d| {
+        jobs.into_iter().for_each(|j| d.send(j))
+    });
     let mut blocked: HashSet<i64> = HashSet::new();
     let mut replaced: BTreeSet<i64> = BTreeSet::new();
-    for o in &parallel(ctx, workers, std::mem::take(&mut plan.jobs)) {
-        for line in &o.plan {
-            p.plan(line.clone());
+    for o in done {
+        for line in o.kept.plan {
+            p.plan(line);
         }
-        totals.add(o);
         if o.failed {
-            blocked.extend(o.read.iter().copied());
+            blocked.extend(o.kept.read);
         } else {
-            replaced.extend(o.replaced.iter().copied());
+            replaced.extend(o.kept.retired);
         }
     }
     let clean = totals.failed_writes == 0 && !broken_pull;
@@ -486,11 +409,11 @@ fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Tot
             blocked.insert(r.doc_id);
             continue;
         }
-        p.plan(format!("remove {}: {}", r.what, r.why));
+        p.plan(format!("remove {}: {}", r.what, r.cause));
         retire.push(Job::Delete {
             doc_id: r.doc_id,
             what: r.what,
-            single: r.single,
+            single: r.cause == Cause::Relaid,
             members: r.members,
         });
     }
@@ -505,9 +428,9 @@ fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Tot
             members: 0,
         });
     }
-    for o in &parallel(ctx, workers, retire) {
-        totals.add(o);
-    }
+    let (_, mut totals, _) = drive(ctx, workers, totals, |d| {
+        retire.into_iter().for_each(|j| d.send(j))
+    });
     totals.unchanged += plan.unchanged;
     (totals, !blocked.is_empty())
 }

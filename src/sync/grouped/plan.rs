@@ -7,8 +7,9 @@ use std::sync::Arc;
 use crate::intel;
 use crate::intel::group::{self, BucketKey};
 
-use super::pull::{Gone, Rec, RecIds};
+use super::pull::{Gone, Kept, Rec, RecIds};
 use super::write::{Job, Recs, WriteJob};
+use crate::sync::cause::Cause;
 use crate::sync::index::{Listed, SourceIndex};
 use crate::sync::labels::LabelPlan;
 use crate::sync::layout::{self, Layout};
@@ -18,13 +19,9 @@ use crate::sync::planner::Planner;
 pub(super) struct Retire {
     pub(super) doc_id: i64,
     pub(super) what: String,
-    pub(super) why: String,
-    /// Counts toward the removal guard (its members are not sent any more).
-    pub(super) guarded: bool,
+    pub(super) cause: Cause,
     /// Goes only when every write of the run went through (its members moved elsewhere).
     pub(super) needs_clean: bool,
-    /// A single document (one per indicator) whose indicator is in a grouped one now.
-    pub(super) single: bool,
     /// Indicators that leave the source when it goes (its own job counts those of a grouped
     /// document it reads).
     pub(super) members: u64,
@@ -57,12 +54,12 @@ pub(super) fn what_group(d: &Listed) -> String {
 pub(super) fn plan_full(
     p: &Planner,
     index: &mut SourceIndex,
-    recs: &[Rec],
-    desired: &[u128],
+    kept_recs: Kept,
     label_plans: &HashMap<u32, LabelPlan>,
     size: u32,
     settle: bool,
 ) -> Plan {
+    let recs = kept_recs.recs;
     let format = p.config.intel_format;
     let mut plan = Plan::default();
     let mut by_labels: BTreeMap<u32, Vec<&Listed>> = BTreeMap::new();
@@ -148,10 +145,8 @@ pub(super) fn plan_full(
             plan.retire.push(Retire {
                 doc_id: g.doc_id,
                 what: what_group(g),
-                why: "no document of the new layout takes its bucket".into(),
-                guarded: false,
+                cause: Cause::Moved,
                 needs_clean: true,
-                single: false,
                 members: 0,
             });
             plan.jobs.push(Job::Write(WriteJob {
@@ -174,34 +169,22 @@ pub(super) fn plan_full(
             plan.retire.push(Retire {
                 doc_id: *doc_id,
                 what: what_group(g),
-                why: "its indicators are in the documents of the new layout".into(),
-                guarded: false,
+                cause: Cause::Moved,
                 needs_clean: true,
-                single: false,
                 members: 0,
             });
         }
     }
-    retire_singles_and_strays(p, index, recs, desired, &mut plan);
+    retire_singles_and_strays(p, index, kept_recs, &mut plan);
     plan
 }
 
 /// A full reconcile in grouped mode retires every per-indicator document (its indicator now
 /// in a group, or not selected any more), duplicates, and with Take Over Source the documents
 /// this job did not make.
-fn retire_singles_and_strays(
-    p: &Planner,
-    index: &mut SourceIndex,
-    recs: &[Rec],
-    desired: &[u128],
-    plan: &mut Plan,
-) {
+fn retire_singles_and_strays(p: &Planner, index: &mut SourceIndex, kept: Kept, plan: &mut Plan) {
     for (key, e) in index.map.iter() {
-        let sent = if desired.is_empty() {
-            recs.binary_search_by_key(key, Rec::identity).is_ok()
-        } else {
-            desired.binary_search(key).is_ok()
-        };
+        let sent = kept.sent(*key);
         if !sent {
             plan.removal_bound += 1;
             plan.retired_members += 1;
@@ -209,14 +192,12 @@ fn retire_singles_and_strays(
         plan.retire.push(Retire {
             doc_id: e.doc_id,
             what: format!("document {} ({key:032x})", e.doc_id),
-            why: if sent {
-                "its indicator is in a grouped document now".into()
+            cause: if sent {
+                Cause::Relaid
             } else {
-                "not selected any more".into()
+                kept.cause_of(*key)
             },
-            guarded: !sent,
             needs_clean: sent,
-            single: sent,
             members: u64::from(!sent),
         });
     }
@@ -224,10 +205,8 @@ fn retire_singles_and_strays(
         plan.retire.push(Retire {
             doc_id: *doc_id,
             what: format!("duplicate document {doc_id} \"{name}\""),
-            why: "another document holds the same indicator".into(),
-            guarded: false,
+            cause: Cause::Duplicate,
             needs_clean: true,
-            single: false,
             members: 0,
         });
     }
@@ -239,10 +218,8 @@ fn retire_singles_and_strays(
             plan.retire.push(Retire {
                 doc_id: *doc_id,
                 what: format!("document {doc_id} \"{name}\" (not made by this job)"),
-                why: "Take Over Source is on (grouped documents adopt none)".into(),
-                guarded: true,
+                cause: Cause::Foreign,
                 needs_clean: true,
-                single: false,
                 members: 1,
             });
         }

@@ -1,19 +1,17 @@
 //! Writing bucket documents: read what they hold, apply the run, write them back.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
-use time::OffsetDateTime;
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::intel::group::{self, BucketKey, Member};
 use crate::intel::Format;
 use crate::tanium::client::TaniumClient;
 use crate::tanium::model::Upload;
 
-use super::pull::{Gone, Rec, Spill};
-use super::FAILURES_TO_ABORT;
+use super::pull::{Kept, Spill};
+use crate::sync::drive::{Failure, Outcome, Work};
 use crate::sync::index::Listed;
 use crate::sync::labels::{self, LabelPlan};
 use crate::sync::layout;
@@ -75,57 +73,18 @@ pub(super) enum Job {
     },
 }
 
-/// What one job did.
+/// What the run keeps of one job besides its counts: what it read and left behind, and its
+/// plan lines.
 #[derive(Debug, Default)]
-pub(super) struct Outcome {
-    pub(super) created: u64,
-    pub(super) updated: u64,
-    pub(super) removed: u64,
-    pub(super) unchanged: u64,
-    /// Members taken out because they now belong to another label set's bucket (where they
-    /// count as created: counted once, as updated, in the totals).
-    pub(super) moved: u64,
-    pub(super) held: u64,
-    pub(super) over_cap: u64,
-    pub(super) docs_created: u64,
-    pub(super) docs_removed: u64,
-    /// Of `docs_removed`, single documents whose indicator is in a grouped one now.
-    pub(super) singles_replaced: u64,
-    pub(super) relabelled: u64,
-    pub(super) failed_writes: u64,
-    /// Of `failed_writes`, documents whose labels could not be brought to the rules.
-    pub(super) failed_labels: u64,
-    pub(super) failed_removals: u64,
-    /// A document that could not be read: its bucket was left as it is.
-    pub(super) unreadable: bool,
-    /// The job did not finish: the documents it read stay.
-    pub(super) failed: bool,
-    pub(super) wrote: bool,
+pub(super) struct Trace {
     /// Documents it read that its own writes do not keep.
-    pub(super) replaced: Vec<i64>,
+    pub(super) retired: Vec<i64>,
     /// Documents it read (kept as they are when it fails).
     pub(super) read: Vec<i64>,
-    pub(super) undelivered: Option<OffsetDateTime>,
-    pub(super) errors: Vec<String>,
     pub(super) plan: Vec<String>,
-    /// Tanium refused a write for a missing permission: the error, which names it.
-    pub(super) forbidden: Option<String>,
 }
 
-impl Outcome {
-    fn fail(&mut self, msg: String) {
-        self.failed = true;
-        self.errors.push(msg);
-    }
-
-    /// [`Outcome::fail`] for a write Tanium refused, keeping a missing permission apart.
-    fn refused(&mut self, e: &Error, msg: String) {
-        if let Error::Forbidden { .. } = e {
-            self.forbidden.get_or_insert_with(|| e.to_string());
-        }
-        self.fail(msg);
-    }
-}
+type Out = Outcome<Trace>;
 
 /// The members the documents a job read hold, and what the one kept in place says of itself.
 pub(super) type Stored = (BTreeMap<u128, Member>, Option<group::Marker>);
@@ -141,63 +100,36 @@ pub(super) struct Ctx<'a> {
     pub(super) dry: bool,
     /// Removals are held back (Maximum Removal Percent): members that would go stay.
     pub(super) hold: bool,
-    pub(super) recs: &'a [Rec],
+    /// A member missing from its bucket but sent moved; one not sent is removed.
+    pub(super) kept: Kept<'a>,
     pub(super) spill: &'a Spill,
-    /// Every identity the job sends this run, sorted (full reconcile with several label sets;
-    /// empty: `recs` are in identity order and say it): a member missing from its bucket but
-    /// sent moved; one not sent is removed.
-    pub(super) desired: &'a [u128],
-    pub(super) gone: &'a [Gone],
     pub(super) names: &'a HashMap<u32, Vec<String>>,
     pub(super) label_plans: &'a HashMap<u32, LabelPlan>,
     /// Incremental runs under Maximum Indicators: how many more the source may hold.
     pub(super) room: Option<AtomicI64>,
-    pub(super) broken: AtomicBool,
-    pub(super) consecutive: AtomicU32,
 }
 
-impl Ctx<'_> {
-    /// Whether this run sends `id` (a full reconcile's records are every identity it sends).
-    pub(super) fn sent(&self, id: u128) -> bool {
-        if self.desired.is_empty() {
-            self.recs.binary_search_by_key(&id, Rec::identity).is_ok()
-        } else {
-            self.desired.binary_search(&id).is_ok()
-        }
-    }
+impl Work<Ctx<'_>> for Job {
+    type Kept = Trace;
 
-    pub(super) fn run(&self, job: Job) -> Outcome {
-        let mut out = Outcome::default();
-        if self.broken.load(Ordering::SeqCst) {
-            // Not attempted: failed, without an error of its own (the one that stopped the
-            // writes was logged).
-            out.failed = true;
-            match &job {
-                Job::Write(w) => {
-                    out.failed_writes += 1;
-                    self.undelivered(w, &mut out);
-                }
-                Job::Labels { .. } => out.failed_writes += 1,
-                Job::Delete { .. } => out.failed_removals += 1,
-            }
-            return out;
-        }
-        match job {
-            Job::Write(w) => self.write(&w, &mut out),
+    fn run(self, ctx: &Ctx, out: &mut Out) {
+        match self {
+            Job::Write(w) => ctx.write(&w, out),
             Job::Labels { doc_id, what, plan } => {
-                if self.dry {
-                    out.relabelled += 1;
-                } else {
-                    match labels::bring(self.tanium, doc_id, &plan, None) {
-                        Ok(changed) => {
-                            out.relabelled += u64::from(changed);
-                            out.wrote |= changed;
-                        }
-                        Err(e) => {
-                            out.failed_writes += 1;
-                            out.failed_labels += 1;
-                            out.refused(&e, format!("could not label {what}: {e}"));
-                        }
+                if ctx.dry {
+                    out.r.relabelled += 1;
+                    return;
+                }
+                match labels::bring(ctx.tanium, doc_id, &plan, None) {
+                    Ok(changed) => {
+                        out.r.relabelled += u64::from(changed);
+                        out.r.wrote_anything |= changed;
+                    }
+                    Err(e) => {
+                        out.r.failed_writes += 1;
+                        out.r.failed_labels += 1;
+                        let msg = format!("could not label {what}: {e}");
+                        out.fail(Failure::Tanium(Box::new(e)), msg);
                     }
                 }
             }
@@ -207,68 +139,68 @@ impl Ctx<'_> {
                 single,
                 members,
             } => {
-                if !self.dry {
-                    if let Err(e) = self.tanium.delete_doc(doc_id) {
-                        out.failed_removals += 1;
-                        out.refused(&e, format!("could not remove {what}: {e}"));
-                        return self.settled(out);
+                if !ctx.dry {
+                    if let Err(e) = ctx.tanium.delete_doc(doc_id) {
+                        out.r.failed_removals += 1;
+                        let msg = format!("could not remove {what}: {e}");
+                        out.fail(Failure::Tanium(Box::new(e)), msg);
+                        return;
                     }
-                    out.wrote = true;
+                    out.r.wrote_anything = true;
                 }
-                out.removed += members;
-                out.docs_removed += 1;
-                out.singles_replaced += u64::from(single);
+                out.r.removed += members;
+                out.r.docs_removed += 1;
+                out.r.replaced += u64::from(single);
             }
         }
-        self.settled(out)
     }
 
-    fn settled(&self, out: Outcome) -> Outcome {
-        if out.forbidden.is_some() {
-            // Every other write needs the same permission: none is sent after this one.
-            if !self.broken.swap(true, Ordering::SeqCst) {
-                log::error!("Tanium refuses writes to this account: stopping writes for this run");
+    fn not_attempted(self, ctx: &Ctx, out: &mut Out) {
+        match self {
+            Job::Write(w) => {
+                out.r.failed_writes += 1;
+                ctx.undelivered(&w, out);
+                // What it would have read stays as it is.
+                out.kept.read = w.old.iter().map(|d| d.doc_id).collect();
             }
-        } else if out.failed && !out.unreadable {
-            if self.consecutive.fetch_add(1, Ordering::SeqCst) + 1 >= FAILURES_TO_ABORT
-                && !self.broken.swap(true, Ordering::SeqCst)
-            {
-                log::error!(
-                    "{FAILURES_TO_ABORT} Tanium writes failed in a row; stopping writes for this run"
-                );
+            Job::Labels { .. } => {
+                out.r.failed_writes += 1;
+                out.r.failed_labels += 1;
             }
-        } else {
-            self.consecutive.store(0, Ordering::SeqCst);
+            Job::Delete { .. } => out.r.failed_removals += 1,
         }
-        out
     }
+}
 
-    fn undelivered(&self, w: &WriteJob, out: &mut Outcome) {
+impl Ctx<'_> {
+    fn undelivered(&self, w: &WriteJob, out: &mut Out) {
         for r in w.recs.iter() {
-            if let Some(t) = self.recs[r].modified() {
-                out.undelivered = Some(out.undelivered.map_or(t, |o: OffsetDateTime| o.min(t)));
-            }
+            out.r.note_undelivered(self.kept.recs[r].modified());
         }
     }
 
     /// The members the old documents hold, by identity; Err when one cannot be read.
     /// Also what the document kept in place says of itself (its content, not the listing).
-    fn stored(&self, w: &WriteJob) -> std::result::Result<Stored, String> {
+    fn stored(&self, w: &WriteJob) -> std::result::Result<Stored, (Failure, String)> {
         let mut stored = BTreeMap::new();
         let mut in_place = None;
         for d in &w.old {
-            let doc = self
-                .tanium
-                .get_doc(d.doc_id)
-                .map_err(|e| format!("could not read {}: {e}", d.name))?;
+            let doc = match self.tanium.get_doc(d.doc_id) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    let msg = format!("could not read {}: {e}", d.name);
+                    return Err((Failure::Tanium(Box::new(e)), msg));
+                }
+            };
             let Some(contents) = doc.and_then(|d| d.contents) else {
                 continue;
             };
             let read = group::read(&contents).map_err(|why| {
-                format!(
+                let msg = format!(
                     "grouped document {} \"{}\" cannot be read ({why}): nothing in it was changed",
                     d.doc_id, d.name
-                )
+                );
+                (Failure::Unreadable, msg)
             })?;
             if Some(d.doc_id) == w.in_place {
                 in_place = read.marker;
@@ -280,23 +212,17 @@ impl Ctx<'_> {
         Ok((stored, in_place))
     }
 
-    fn write(&self, w: &WriteJob, out: &mut Outcome) {
-        out.read = w.old.iter().map(|d| d.doc_id).collect();
-        let (stored, marker) = match self.stored(w) {
-            Ok(s) => s,
-            Err(msg) => {
-                out.unreadable = msg.contains("cannot be read");
-                out.failed_writes += 1;
-                out.fail(msg);
-                self.undelivered(w, out);
-                return;
-            }
-        };
-        let members = match self.members(w, stored, out) {
+    fn write(&self, w: &WriteJob, out: &mut Out) {
+        out.kept.read = w.old.iter().map(|d| d.doc_id).collect();
+        let read = self
+            .stored(w)
+            .and_then(|(stored, marker)| Ok((self.members(w, stored, out)?, marker)));
+        let (members, marker) = match read {
             Ok(m) => m,
-            Err(msg) => {
-                out.failed_writes += 1;
-                out.fail(msg);
+            Err((failure, msg)) => {
+                out.r.unreadable += u64::from(matches!(failure, Failure::Unreadable));
+                out.r.failed_writes += 1;
+                out.fail(failure, msg);
                 self.undelivered(w, out);
                 return;
             }
@@ -305,7 +231,7 @@ impl Ctx<'_> {
         // Held members count toward the size like any other: it holds after every run.
         let parts = layout::split(w.key, &ids, self.size);
         if parts.len() > 1 {
-            out.plan.push(format!(
+            out.kept.plan.push(format!(
                 "split group {} into {}",
                 w.key,
                 parts
@@ -326,18 +252,20 @@ impl Ctx<'_> {
             let in_place = w.in_place.filter(|_| *part == w.key);
             if let Err(e) = self.put(w, &doc, in_place, marker, out) {
                 // The documents it read stay as they are: nothing it counted happened.
-                (out.created, out.updated, out.removed, out.moved) = (0, 0, 0, 0);
-                out.failed_writes += 1;
-                out.refused(&e, format!("could not write group {}: {e}", doc.key));
+                (out.r.created, out.r.updated, out.r.removed, out.r.moved) = (0, 0, 0, 0);
+                out.r.failed_writes += 1;
+                let msg = format!("could not write group {}: {e}", doc.key);
+                out.fail(Failure::Tanium(Box::new(e)), msg);
                 self.undelivered(w, out);
                 return;
             }
         }
         if parts.is_empty() && !w.old.is_empty() {
-            out.plan
+            out.kept
+                .plan
                 .push(format!("remove group {}: it holds no indicator now", w.key));
         }
-        out.replaced = w
+        out.kept.retired = w
             .old
             .iter()
             .map(|d| d.doc_id)
@@ -350,16 +278,21 @@ impl Ctx<'_> {
         &self,
         w: &WriteJob,
         mut stored: BTreeMap<u128, Member>,
-        out: &mut Outcome,
-    ) -> std::result::Result<BTreeMap<u128, Member>, String> {
+        out: &mut Out,
+    ) -> std::result::Result<BTreeMap<u128, Member>, (Failure, String)> {
+        let member = |r: usize| {
+            self.spill
+                .member(&self.kept.recs[r])
+                .map_err(|m| (Failure::Local, m))
+        };
         let mut next: BTreeMap<u128, Member> = BTreeMap::new();
         if self.full {
             for r in w.recs.iter() {
-                let m = self.spill.member(&self.recs[r])?;
+                let m = member(r)?;
                 match stored.remove(&m.identity.as_u128()) {
-                    Some(s) if s.rev == m.rev => out.unchanged += 1,
-                    Some(_) => out.updated += 1,
-                    None => out.created += 1,
+                    Some(s) if s.rev == m.rev => out.r.unchanged += 1,
+                    Some(_) => out.r.updated += 1,
+                    None => out.r.created += 1,
                 }
                 next.insert(m.identity.as_u128(), m);
             }
@@ -368,17 +301,19 @@ impl Ctx<'_> {
                     // (a document this bucket was split from: the other halves' jobs count it)
                     continue;
                 }
-                if self.sent(id) {
-                    out.moved += 1;
+                if self.kept.sent(id) {
+                    out.r.moved += 1;
                     continue;
                 }
+                let cause = self.kept.cause_of(id);
+                *out.r.removals.entry(cause.key()).or_default() += 1;
                 if self.hold {
-                    out.held += 1;
+                    out.r.held += 1;
                     next.insert(id, m);
                 } else {
-                    out.removed += 1;
-                    out.plan.push(format!(
-                        "remove {} {} from group {}: not selected any more",
+                    out.r.removed += 1;
+                    out.kept.plan.push(format!(
+                        "remove {} {} from group {}: {cause}",
                         m.kind.as_str(),
                         m.value(),
                         w.key
@@ -389,43 +324,46 @@ impl Ctx<'_> {
         }
         next = stored;
         for r in w.recs.iter() {
-            let m = self.spill.member(&self.recs[r])?;
+            let m = member(r)?;
             let id = m.identity.as_u128();
             match next.get(&id) {
                 Some(s) if s.rev == m.rev => {
-                    out.unchanged += 1;
+                    out.r.unchanged += 1;
                     continue;
                 }
-                Some(_) => out.updated += 1,
+                Some(_) => out.r.updated += 1,
                 None => {
                     if let Some(room) = &self.room {
                         if room.fetch_sub(1, Ordering::SeqCst) <= 0 {
-                            out.over_cap += 1;
+                            out.r.over_cap += 1;
                             continue;
                         }
                     }
-                    out.created += 1;
+                    out.r.created += 1;
                 }
             }
             next.insert(id, m);
         }
         for (id, why) in &w.drops {
             let Some(why) = why else {
-                out.moved += u64::from(next.remove(id).is_some());
+                out.r.moved += u64::from(next.remove(id).is_some());
                 continue;
             };
             if !next.contains_key(id) {
                 continue;
             }
+            let g = &self.kept.gone[*why];
+            *out.r.removals.entry(g.cause.key()).or_default() += 1;
             if self.hold {
-                out.held += 1;
+                out.r.held += 1;
                 continue;
             }
             next.remove(id);
-            out.removed += 1;
-            let g = &self.gone[*why];
-            out.plan
-                .push(format!("remove {} from group {}: {}", g.what, w.key, g.why));
+            out.r.removed += 1;
+            out.kept.plan.push(format!(
+                "remove {} from group {}: {}",
+                g.what, w.key, g.cause
+            ));
         }
         Ok(next)
     }
@@ -437,7 +375,7 @@ impl Ctx<'_> {
         doc: &group::GroupDoc,
         in_place: Option<i64>,
         stored: Option<group::Marker>,
-        out: &mut Outcome,
+        out: &mut Out,
     ) -> Result<()> {
         let listed = w.old.iter().find(|d| Some(d.doc_id) == in_place);
         let current = in_place.and(stored).or(listed.and_then(|d| d.marker));
@@ -450,8 +388,8 @@ impl Ctx<'_> {
                 let mut plan = plan.clone();
                 plan.current = w.labels_now.clone();
                 if let Some(changed) = self.label(w, id, &plan, None, &doc.name, out) {
-                    out.relabelled += u64::from(changed);
-                    out.wrote |= changed;
+                    out.r.relabelled += u64::from(changed);
+                    out.r.wrote_anything |= changed;
                 }
             }
             return Ok(());
@@ -461,14 +399,14 @@ impl Ctx<'_> {
         } else {
             "create"
         };
-        out.plan.push(format!(
+        out.kept.plan.push(format!(
             "{verb} group {}: {} ({})",
             doc.key,
             counted(doc.count, "indicator"),
             doc.name
         ));
         if self.dry {
-            out.docs_created += u64::from(in_place.is_none());
+            out.r.docs_created += u64::from(in_place.is_none());
             return Ok(());
         }
         let up = Upload {
@@ -480,12 +418,12 @@ impl Ctx<'_> {
             Some(id) => self.tanium.update_doc(id, &up)?,
             None => self.tanium.create_doc(self.source_id, &up)?,
         };
-        out.wrote = true;
+        out.r.wrote_anything = true;
         if in_place.is_some_and(|id| id != written.id) {
             // The server filed the content as a new document: the old one goes with the rest.
-            out.docs_created += 1;
+            out.r.docs_created += 1;
         }
-        out.docs_created += u64::from(in_place.is_none());
+        out.r.docs_created += u64::from(in_place.is_none());
         if let Some(plan) = self.label_plans.get(&doc.key.labels) {
             let mut plan = plan.clone();
             plan.current = match in_place {
@@ -507,39 +445,18 @@ impl Ctx<'_> {
         plan: &LabelPlan,
         answered: Option<Vec<i64>>,
         name: &str,
-        out: &mut Outcome,
+        out: &mut Out,
     ) -> Option<bool> {
         match labels::bring(self.tanium, doc_id, plan, answered) {
             Ok(changed) => Some(changed),
             Err(e) => {
-                out.failed_writes += 1;
-                out.failed_labels += 1;
-                out.refused(&e, format!("could not label {name}: {e}"));
+                out.r.failed_writes += 1;
+                out.r.failed_labels += 1;
+                let msg = format!("could not label {name}: {e}");
+                out.fail(Failure::Tanium(Box::new(e)), msg);
                 self.undelivered(w, out);
                 None
             }
         }
     }
-}
-
-/// Runs `jobs` on `workers` threads; their outcomes in no particular order.
-pub(super) fn parallel(ctx: &Ctx, workers: usize, jobs: Vec<Job>) -> Vec<Outcome> {
-    if ctx.dry || workers <= 1 {
-        return jobs.into_iter().map(|j| ctx.run(j)).collect();
-    }
-    let queue = Mutex::new(jobs.into_iter());
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let next = queue.lock().map(|mut q| q.next()).ok().flatten();
-                let Some(job) = next else { break };
-                let out = ctx.run(job);
-                if let Ok(mut r) = results.lock() {
-                    r.push(out);
-                }
-            });
-        }
-    });
-    results.into_inner().unwrap_or_else(|p| p.into_inner())
 }

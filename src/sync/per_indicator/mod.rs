@@ -1,45 +1,41 @@
 //! One document per indicator: the pull is planned indicator by indicator (see `plan`) and
-//! the writes stream to the pool while it goes on.
+//! the writes stream to the driver while it goes on.
+
+pub(super) mod ops;
 
 use crate::error::Result;
 use crate::tanium::client::TaniumClient;
 use crate::tc::tql;
 
+use super::cause::Cause;
+use super::drive::{drive, Driver, Results};
 use super::index::SourceIndex;
 use super::labels::LabelBook;
-use super::plan::Selection;
-use super::planner::{Counts, Planner, PullEnd};
-use super::pool::{self, Results};
+use super::planner::Planner;
 use super::report::Finished;
+use super::report::{Counts, PullEnd};
+use super::select::Selection;
 use super::window::{matching_query, pull_window};
 use super::Run;
+use ops::{Op, Writer};
+
+/// Where the planner sends writes.
+pub(super) type Pool<'p, 'w> = Driver<'p, Writer<'w>, Op>;
 
 /// Pulls, plans and writes; then, once every indicator has a document of its own, retires the
 /// grouped documents of the other layout.
 pub(super) fn reconcile(run: &Run, mut index: SourceIndex, book: LabelBook) -> Result<Finished> {
     let (config, opts, tanium) = (run.config, run.opts, run.tanium);
-    let plan_with = |pool: Option<&pool::Pool>| {
-        let mut p = Planner {
-            config,
-            opts,
-            tanium,
-            pool,
-            counts: Counts::default(),
-            removal_error: None,
-            removals: Vec::new(),
-            labels: book,
-        };
-        let r = walk(&mut p, run, &mut index);
-        r.map(|r| (r, p.counts, p.removal_error, p.labels.error))
-    };
+    let writer = Writer::new(tanium, run.source.id.unwrap_or(0));
     let (planned, mut results) = if opts.dry_run {
-        (plan_with(None), Results::default())
+        (plan(run, None, &mut index, book), Results::default())
     } else {
-        pool::with_pool(tanium, run.source.id.unwrap_or(0), config.workers, |pool| {
-            plan_with(Some(pool))
-        })
+        let (planned, results, _) = drive(&writer, config.workers, Results::default(), |pool| {
+            plan(run, Some(pool), &mut index, book)
+        });
+        (planned, results)
     };
-    let ((pull, removals_complete), counts, removal_error, label_error) = planned?;
+    let (pull, removals_complete, counts, removal_error, label_error) = planned?;
     if pull.complete && removals_complete && results.failed_writes == 0 {
         retire_groups(tanium, &index, opts.dry_run, &mut results);
     }
@@ -57,6 +53,31 @@ pub(super) fn reconcile(run: &Run, mut index: SourceIndex, book: LabelBook) -> R
     })
 }
 
+type Planned = (PullEnd, bool, Counts, Option<String>, Option<String>);
+
+/// Plans the run with the writes going to `pool` (None: a dry run); how the pull ended,
+/// whether every removal candidate was examined, the counts, and why removals or labels could
+/// not be checked.
+fn plan<'a>(
+    run: &Run<'a>,
+    pool: Option<&Pool<'_, 'a>>,
+    index: &mut SourceIndex,
+    book: LabelBook,
+) -> Result<Planned> {
+    let mut p = Planner {
+        config: run.config,
+        opts: run.opts,
+        tanium: run.tanium,
+        pool,
+        counts: Counts::default(),
+        removal_error: None,
+        removals: Vec::new(),
+        labels: book,
+    };
+    let (pull, complete) = walk(&mut p, run, index)?;
+    Ok((pull, complete, p.counts, p.removal_error, p.labels.error))
+}
+
 /// Pulls, plans and removes with `planner`; how the pull ended and whether every removal
 /// candidate was examined.
 fn walk(planner: &mut Planner, run: &Run, index: &mut SourceIndex) -> Result<(PullEnd, bool)> {
@@ -68,12 +89,12 @@ fn walk(planner: &mut Planner, run: &Run, index: &mut SourceIndex) -> Result<(Pu
         format: config.intel_format,
         guard: &config.rails.guard,
         cutoff: None,
-        cap: (!full).then_some(config.rails.max_indicators).flatten(),
     };
+    let cap = (!full).then_some(config.rails.max_indicators).flatten();
     if let (true, Some(cap)) = (full, config.rails.max_indicators) {
         sel.cutoff = planner.rank_cutoff(tc, &tql, &sel, cap)?;
     }
-    let pull = planner.pull(tc, &tql, &sel, index)?;
+    let pull = planner.pull(tc, &tql, (&sel, cap), index)?;
     planner.count_other_types(tc, &window);
     if !full && !planner.broken() {
         planner.sweep_labels(index);
@@ -109,7 +130,7 @@ fn retire_groups(tanium: &TaniumClient, index: &SourceIndex, dry_run: bool, resu
     for g in &index.groups {
         let what = format!("grouped document {} \"{}\"", g.doc_id, g.name);
         if dry_run {
-            println!("remove {what}: its indicators have documents of their own now");
+            println!("remove {what}: {}", Cause::Relaid);
             results.replaced += 1;
             continue;
         }
