@@ -167,22 +167,24 @@ pub(super) struct Done<K> {
     pub kept: K,
 }
 
-struct Shared<'a, C: Sync, W: Work<C>> {
+// `K` is `W::Kept`, named apart so the driver stays covariant in `C` (a projection would
+// make it invariant, and a planner could not hold one borrowed for less than the clients).
+struct Shared<'a, C: Sync, W: Work<C, Kept = K>, K> {
     ctx: &'a C,
     rx: Mutex<mpsc::Receiver<W>>,
     results: Mutex<Results>,
-    done: Mutex<Vec<Done<W::Kept>>>,
+    done: Mutex<Vec<Done<K>>>,
     stopped: AtomicBool,
     in_a_row: AtomicU32,
 }
 
 /// Where the planning sends writes.
-pub(super) struct Driver<'a, C: Sync, W: Work<C>> {
+pub(super) struct Driver<'a, C: Sync, W: Work<C, Kept = K>, K> {
     tx: mpsc::SyncSender<W>,
-    shared: &'a Shared<'a, C, W>,
+    shared: &'a Shared<'a, C, W, K>,
 }
 
-impl<C: Sync, W: Work<C>> Driver<'_, C, W> {
+impl<C: Sync, W: Work<C, Kept = K>, K: Send + Default> Driver<'_, C, W, K> {
     pub fn send(&self, w: W) {
         if let Err(mpsc::SendError(w)) = self.tx.send(w) {
             // Every worker is gone: counted as not attempted rather than lost.
@@ -204,12 +206,12 @@ impl<C: Sync, W: Work<C>> Driver<'_, C, W> {
 /// returns what `plan` returned, what the writes did, and each job as its layout keeps it (in
 /// the order they finished). The writes go on from `before`, an earlier drive's results of the
 /// same run (or none): writes it stopped stay stopped, and its failures in a row count.
-pub(super) fn drive<C: Sync, W: Work<C>, R>(
+pub(super) fn drive<C: Sync, W: Work<C, Kept = K>, K: Send + Default, R>(
     ctx: &C,
     workers: usize,
     before: Results,
-    plan: impl FnOnce(&Driver<C, W>) -> R,
-) -> (R, Results, Vec<Done<W::Kept>>) {
+    plan: impl FnOnce(&Driver<C, W, K>) -> R,
+) -> (R, Results, Vec<Done<K>>) {
     let workers = workers.max(1);
     let (tx, rx) = mpsc::sync_channel::<W>(workers * 4);
     let shared = Shared {
@@ -240,7 +242,7 @@ pub(super) fn drive<C: Sync, W: Work<C>, R>(
     (planned, results, done)
 }
 
-impl<C: Sync, W: Work<C>> Shared<'_, C, W> {
+impl<C: Sync, W: Work<C, Kept = K>, K: Send + Default> Shared<'_, C, W, K> {
     fn results(&self) -> MutexGuard<'_, Results> {
         self.results.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -264,7 +266,7 @@ impl<C: Sync, W: Work<C>> Shared<'_, C, W> {
         let mut out = Outcome {
             r: Results::default(),
             failure: None,
-            kept: W::Kept::default(),
+            kept: K::default(),
         };
         if !attempt {
             w.not_attempted(self.ctx, &mut out);
@@ -301,12 +303,12 @@ impl<C: Sync, W: Work<C>> Shared<'_, C, W> {
         self.record(out);
     }
 
-    fn record(&self, mut out: Outcome<W::Kept>) {
+    fn record(&self, mut out: Outcome<K>) {
         self.results().add(std::mem::take(&mut out.r));
         self.keep(out);
     }
 
-    fn keep(&self, out: Outcome<W::Kept>) {
+    fn keep(&self, out: Outcome<K>) {
         let done = Done {
             failed: out.failure.is_some(),
             kept: out.kept,

@@ -11,14 +11,12 @@ pub mod checkpoint;
 mod deploy;
 mod drive;
 mod grouped;
+mod guard;
 mod health;
 mod index;
-mod labels;
-mod layout;
+mod label_book;
 mod per_indicator;
-mod plan;
-mod planner;
-mod removals;
+mod pull;
 mod report;
 mod select;
 mod source;
@@ -39,7 +37,7 @@ pub use report::{Deploy, Stop, SyncReport, Tally};
 pub use source::refuse_built_in_source;
 pub use window::{next_pull, Full, NextPull};
 
-use labels::LabelBook;
+use label_book::LabelBook;
 use source::Source;
 
 /// What the caller asks of a run besides the job config.
@@ -86,6 +84,16 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// One plan line: printed (and logged) in a dry run, logged at debug otherwise.
+    pub fn plan(&self, line: String) {
+        if self.opts.dry_run {
+            log::info!("plan: {line}");
+            println!("{line}");
+        } else {
+            log::debug!("{line}");
+        }
+    }
+
     pub fn is_full(&self) -> bool {
         self.full.is_some()
     }

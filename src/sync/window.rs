@@ -1,14 +1,18 @@
 //! What a run pulls: full or incremental (and why), the query window under the horizon, and
 //! the job as the log describes it.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use time::OffsetDateTime;
 
 use crate::config::JobConfig;
+use crate::intel::group::BucketKey;
+use crate::intel::Format;
 use crate::tc::tql;
 
 use super::checkpoint::{Checkpoint, Due};
+use super::grouped::layout::Layout as Buckets;
 use super::index::SourceIndex;
 use super::Layout;
 
@@ -68,7 +72,7 @@ pub(super) fn full_reason(
         return Some(Full::TakeOver);
     }
     let switch = match layout {
-        Layout::Grouped { .. } => super::grouped::full_reason(index, config.intel_format),
+        Layout::Grouped { .. } => grouped_reason(index, config.intel_format),
         Layout::PerIndicator if !index.groups.is_empty() => Some(Full::ToSingles),
         Layout::PerIndicator => None,
     };
@@ -89,6 +93,27 @@ pub(super) fn full_reason(
     // Only a full pull says every indicator's tags and score, so a change of the label rules
     // costs one; the content is compared as always (no document is uploaded again for it).
     reason.or_else(|| label_pass(checkpoint, config))
+}
+
+/// Why the run must compare everything, from what the listing shows of a grouped source
+/// (None: nothing of the kind).
+fn grouped_reason(index: &SourceIndex, format: Format) -> Option<Full> {
+    if !index.map.is_empty() || !index.duplicates.is_empty() {
+        return Some(Full::ToGroups);
+    }
+    if index
+        .groups
+        .iter()
+        .any(|g| g.format.is_some_and(|f| f != format))
+    {
+        return Some(Full::FormatChanged);
+    }
+    let keys: Vec<BucketKey> = index.groups.iter().map(|g| g.key).collect();
+    let distinct: HashSet<&BucketKey> = keys.iter().collect();
+    if distinct.len() != keys.len() || Buckets::from_keys(&keys).overlaps() {
+        return Some(Full::BucketOverlap);
+    }
+    None
 }
 
 fn label_pass(checkpoint: &Checkpoint, config: &JobConfig) -> Option<Full> {

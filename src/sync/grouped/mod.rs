@@ -13,6 +13,7 @@
 //! before the ones they replace go (splits, merges, a format or size switch), and those go
 //! only when every bucket that took their members was written.
 
+pub(super) mod layout;
 mod plan;
 mod pull;
 mod write;
@@ -20,47 +21,33 @@ mod write;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicI64;
 
-use crate::config::JobConfig;
 use crate::error::Result;
-use crate::intel::group::BucketKey;
-use crate::intel::Format;
-use crate::tc::client::TcClient;
 use crate::words::counted;
 
 use super::cause::Cause;
 use super::drive::{drive, Results};
+use super::guard::RemovalGuard;
 use super::index::{Listed, SourceIndex};
-use super::labels::{LabelBook, LabelPlan};
-use super::layout::Layout;
-use super::planner::Planner;
-use super::report::Finished;
-use super::report::{Counts, PullEnd};
-use super::select::Selection;
-use super::window::{matching_query, pull_window, Full};
-use super::{Checkpoint, Run, SyncOptions};
+use super::label_book::{LabelBook, LabelPlan};
+use super::pull::{self as tc_pull, Query};
+use super::report::{Counts, Finished, PullEnd};
+use super::Run;
 use plan::{plan_full, plan_incremental, Plan};
 use pull::{take, Gone, Kept, Pulled, Rec, Spill};
 use write::{Ctx, Job};
 
-/// Why the run must compare everything, from what the listing shows of a grouped source
-/// (None: nothing of the kind).
-pub(super) fn full_reason(index: &SourceIndex, format: Format) -> Option<Full> {
-    if !index.map.is_empty() || !index.duplicates.is_empty() {
-        return Some(Full::ToGroups);
+/// What a grouped run keeps while it plans: its counts, the label book, and why the removal
+/// check could not finish.
+pub(super) struct Books {
+    pub counts: Counts,
+    pub labels: LabelBook,
+    pub removal_error: Option<String>,
+}
+
+impl AsMut<Counts> for Books {
+    fn as_mut(&mut self) -> &mut Counts {
+        &mut self.counts
     }
-    if index
-        .groups
-        .iter()
-        .any(|g| g.format.is_some_and(|f| f != format))
-    {
-        return Some(Full::FormatChanged);
-    }
-    let keys: Vec<BucketKey> = index.groups.iter().map(|g| g.key).collect();
-    let distinct: HashSet<&BucketKey> = keys.iter().collect();
-    if distinct.len() != keys.len() || Layout::from_keys(&keys).overlaps() {
-        return Some(Full::BucketOverlap);
-    }
-    None
 }
 
 fn log_grouped(r: &Results) {
@@ -83,24 +70,17 @@ pub(super) fn reconcile(
     run: &Run,
     size: u32,
     mut index: SourceIndex,
-    book: LabelBook,
+    labels: LabelBook,
 ) -> Result<Finished> {
-    let (config, checkpoint, opts, tc, tanium) =
-        (run.config, run.checkpoint, run.opts, run.tc, run.tanium);
-    let full = run.is_full();
-    let mut p = Planner {
-        config,
-        opts,
-        tanium,
-        pool: None,
+    let (config, full) = (run.config, run.is_full());
+    let mut b = Books {
         counts: Counts::default(),
+        labels,
         removal_error: None,
-        removals: Vec::new(),
-        labels: book,
     };
-    let (mut pulled, pull, removals_complete) = pull(&mut p, tc, checkpoint, full)?;
+    let (mut pulled, pull, removals_complete) = pull(run, &mut b)?;
     let (recs, desired, repeats) = kept(&mut pulled, full);
-    p.counts.repeats = repeats;
+    b.counts.repeats = repeats;
     pulled.gone.sort_by_key(|g| g.identity);
     let members = Kept {
         recs: &recs,
@@ -108,21 +88,26 @@ pub(super) fn reconcile(
         gone: &pulled.gone,
         floor: pulled.floor,
     };
-    let label_plans = label_plans(&mut p, &pulled.names);
+    let label_plans = label_plans(run, &mut b, &pulled.names);
     let held_before: u64 =
         index.groups.iter().map(Listed::count).sum::<u64>() + index.map.len() as u64;
+    let foreign = if config.take_over_source {
+        index.unidentified.len() as u64
+    } else {
+        0
+    };
     // Unsettled when removals are held back (see layout::rebalance).
-    let replan = |p: &Planner, index: &mut SourceIndex, settle: bool| {
-        plan_full(p, index, members, &label_plans, size, settle)
+    let replan = |b: &Books, index: &mut SourceIndex, settle: bool| {
+        plan_full(run, b, index, members, &label_plans, (size, settle))
     };
     let mut plan = if full {
-        replan(&p, &mut index, true)
+        replan(&b, &mut index, true)
     } else {
-        plan_incremental(&mut p, &index, &recs, &pulled.gone)
+        plan_incremental(run, &mut b, &index, &recs, &pulled.gone)
     };
     for r in &plan.retire {
         if !matches!(r.cause, Cause::Moved | Cause::Relaid) {
-            *p.counts.removals.entry(r.cause.key()).or_default() += 1;
+            *b.counts.removals.entry(r.cause.key()).or_default() += 1;
         }
     }
     let broken_pull = !pull.complete;
@@ -136,7 +121,7 @@ pub(super) fn reconcile(
         }
     }
     let ctx = |dry: bool| Ctx {
-        tanium,
+        tanium: run.tanium,
         source_id: run.source.id.unwrap_or(0),
         source_name: &run.source.name,
         format: config.intel_format,
@@ -153,48 +138,41 @@ pub(super) fn reconcile(
             .flatten()
             .map(|cap| AtomicI64::new(cap as i64 - held_before as i64)),
     };
-    let mut run = ctx(opts.dry_run);
+    let mut write_ctx = ctx(run.opts.dry_run);
     let held_back = if broken_pull {
         0
     } else {
-        let foreign = if config.take_over_source {
-            index.unidentified.len() as u64
-        } else {
-            0
-        };
-        guard(config, opts, &ctx(true), &plan, held_before + foreign)
+        guard(run, &ctx(true), &plan, held_before + foreign)
     };
     if held_back > 0 {
-        run.hold = true;
+        write_ctx.hold = true;
         if full {
-            plan = replan(&p, &mut index, false);
+            plan = replan(&b, &mut index, false);
         }
         plan.retire.retain(|r| !r.cause.weighed());
     }
-    let (totals, blocked) = write(&mut p, &run, &mut plan, broken_pull);
+    let (totals, blocked) = write(run, &write_ctx, &mut plan, broken_pull);
     let removals_complete = removals_complete && !blocked;
     Ok(ended(
-        p,
-        pull,
-        removals_complete,
+        run,
+        b,
+        (pull, removals_complete),
         totals,
         held_back,
         (index.docs, held_before),
-        checkpoint,
     ))
 }
 
 /// How the run ended: its counts, and what the checkpoint and the removals may rely on.
 fn ended(
-    mut p: Planner,
-    pull: PullEnd,
-    removals_complete: bool,
+    run: &Run,
+    mut b: Books,
+    (pull, removals_complete): (PullEnd, bool),
     mut totals: Results,
     held_back: u64,
     (docs_before, indicators_before): (u64, u64),
-    checkpoint: &Checkpoint,
 ) -> Finished {
-    let mut counts = std::mem::take(&mut p.counts);
+    let mut counts = std::mem::take(&mut b.counts);
     counts.over_cap += totals.over_cap;
     for (k, n) in std::mem::take(&mut totals.removals) {
         *counts.removals.entry(k).or_default() += n;
@@ -208,19 +186,19 @@ fn ended(
     log_grouped(&totals);
     if totals.unreadable > 0 {
         // What the unreadable documents hold is unknown: the next run starts where this one did.
-        totals.note_undelivered(Some(checkpoint.last_modified));
+        totals.note_undelivered(Some(run.checkpoint.last_modified));
     }
     let removals_complete = removals_complete
         && held_back == 0
         && totals.unreadable == 0
         && totals.failed_removals == 0;
     Finished {
-        removal_error: p.removal_error,
+        removal_error: b.removal_error,
         pull,
         removals_complete,
         results: totals,
         counts,
-        label_error: p.labels.error.clone(),
+        label_error: b.labels.error,
         docs_after,
         grouped_indicators: Some(indicators_after),
     }
@@ -228,65 +206,33 @@ fn ended(
 
 /// Pulls what the job selects to records and the scratch file and, in an incremental run,
 /// what left the selection; whether that removal evidence is complete.
-fn pull(
-    p: &mut Planner,
-    tc: &TcClient,
-    checkpoint: &Checkpoint,
-    full: bool,
-) -> Result<(Pulled, PullEnd, bool)> {
-    let (config, opts) = (p.config, p.opts);
-    let (window, floor) = pull_window(config, checkpoint, opts.now, full);
-    let query = matching_query(config, &window, full);
-    let mut sel = Selection {
-        filters: &config.filters,
-        format: config.intel_format,
-        guard: &config.rails.guard,
-        cutoff: None,
-    };
-    if let (true, Some(cap)) = (full, config.rails.max_indicators) {
-        sel.cutoff = p.rank_cutoff(tc, &query, &sel, cap)?;
-    }
+fn pull(run: &Run, b: &mut Books) -> Result<(Pulled, PullEnd, bool)> {
+    let q = Query::start(run)?;
     let mut pulled = Pulled {
-        floor,
+        floor: q.floor,
         recs: Vec::new(),
-        spill: Spill::open(&config.paths.temp)?,
+        spill: Spill::open(&run.config.paths.temp)?,
         names: HashMap::new(),
         gone: Vec::new(),
     };
-    let pull = p.pull_with(tc, &query, &mut |p, page| {
+    let (pull, _) = tc_pull::pages(run, &q, b, |b, page| {
         for ind in &page {
-            take(p, ind, &sel, &mut pulled)?;
+            take(run, &mut b.counts, ind, &q.sel, &mut pulled)?;
         }
         Ok(None)
     })?;
-    p.count_other_types(tc, &window);
     pulled.spill.seal()?;
     let mut removals_complete = pull.complete;
-    if !full && pull.complete {
-        let window = crate::tc::tql::Window {
-            after: Some(checkpoint.last_modified),
-            horizon: floor,
-            until: Some(opts.now),
-        };
+    if !run.is_full() && pull.complete {
         let gone = &mut pulled.gone;
-        let found = p.removal_evidence(
-            tc,
-            checkpoint.last_modified,
-            &window,
-            &mut |_, identity, what, cause| {
-                gone.push(Gone {
-                    identity,
-                    what,
-                    cause,
-                });
-            },
-        );
-        if let Err(e) = found {
-            removals_complete = false;
-            let msg = format!("could not check for removals: {e}");
-            log::error!("{msg}");
-            p.removal_error = Some(msg);
-        }
+        b.removal_error = tc_pull::removal_evidence(run, &q, |identity, what, cause| {
+            gone.push(Gone {
+                identity,
+                what,
+                cause,
+            })
+        });
+        removals_complete = b.removal_error.is_none();
     }
     Ok((pulled, pull, removals_complete))
 }
@@ -316,18 +262,22 @@ fn kept(pulled: &mut Pulled, full: bool) -> (Vec<Rec>, Vec<u128>, u64) {
 }
 
 /// The label ids each label set of the pull stands for (made where missing).
-fn label_plans(p: &mut Planner, names: &HashMap<u32, Vec<String>>) -> HashMap<u32, LabelPlan> {
+fn label_plans(
+    run: &Run,
+    b: &mut Books,
+    names: &HashMap<u32, Vec<String>>,
+) -> HashMap<u32, LabelPlan> {
     let mut plans = HashMap::new();
-    if p.opts.dry_run && p.labels.error.is_some() {
+    if run.opts.dry_run && b.labels.error.is_some() {
         return plans;
     }
     for (hash, names) in names {
-        if let Some(ids) = p.labels.ids_for(p.tanium, names) {
+        if let Some(ids) = b.labels.ids_for(run.tanium, names) {
             plans.insert(
                 *hash,
                 LabelPlan {
                     desired: ids,
-                    managed: p.labels.managed(),
+                    managed: b.labels.managed(),
                     current: None,
                 },
             );
@@ -338,48 +288,34 @@ fn label_plans(p: &mut Planner, names: &HashMap<u32, Vec<String>>) -> HashMap<u3
 
 /// The removal guard: when the most this run could remove is too many, the write jobs are run
 /// dry to count what they would remove. The number held back (0: none).
-fn guard(
-    config: &JobConfig,
-    opts: &SyncOptions,
-    assess: &Ctx,
-    plan: &Plan,
-    held_before: u64,
-) -> u64 {
-    let rails = &config.rails;
-    if !rails.too_many_removals(plan.removal_bound, held_before) {
+fn guard(run: &Run, assess: &Ctx, plan: &Plan, held: u64) -> u64 {
+    let guard = RemovalGuard {
+        rails: &run.config.rails,
+        dry_run: run.opts.dry_run,
+    };
+    if guard.clearly_allows(plan.removal_bound, held) {
         return 0;
     }
-    let jobs: Vec<Job> = plan
-        .jobs
-        .iter()
-        .filter_map(|j| match j {
-            Job::Write(w) => Some(Job::Write(w.clone())),
-            _ => None,
-        })
-        .collect();
-    let (_, assessed, _) = drive(assess, config.workers, Results::default(), |d| {
-        jobs.into_iter().for_each(|j| d.send(j))
+    let jobs = plan.jobs.iter().filter_map(|j| match j {
+        Job::Write(w) => Some(Job::Write(w.clone())),
+        _ => None,
+    });
+    let (_, assessed, _) = drive(assess, run.config.workers, Results::default(), |d| {
+        jobs.for_each(|j| d.send(j))
     });
     let would = assessed.removed + plan.retired_members;
-    if !rails.too_many_removals(would, held_before) {
-        return 0;
+    if guard.allows(would, held, 0) {
+        0
+    } else {
+        would
     }
-    let line = format!(
-        "held back all {would} removals: more than {}% of the {held_before} indicators in the source (Maximum Removal Percent); nothing was removed",
-        rails.max_removal_percent
-    );
-    log::warn!("{line}");
-    if opts.dry_run {
-        println!("guard: {line}");
-    }
-    would
 }
 
 /// Runs the bucket jobs, then removes the documents they replaced (only once every write that
 /// took their members went through) and those retired whole. Whether a failed job blocked any.
-fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Results, bool) {
+fn write(run: &Run, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Results, bool) {
     // A dry run's plan lines come in the order of the plan.
-    let workers = if ctx.dry { 1 } else { p.config.workers };
+    let workers = if ctx.dry { 1 } else { run.config.workers };
     let jobs = std::mem::take(&mut plan.jobs);
     let (_, mut totals, done) = drive(ctx, workers, Results::default(), |d| {
         jobs.into_iter().for_each(|j| d.send(j))
@@ -388,7 +324,7 @@ fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Res
     let mut replaced: BTreeSet<i64> = BTreeSet::new();
     for o in done {
         for line in o.kept.plan {
-            p.plan(line);
+            run.plan(line);
         }
         if o.failed {
             blocked.extend(o.kept.read);
@@ -409,11 +345,11 @@ fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Res
             blocked.insert(r.doc_id);
             continue;
         }
-        p.plan(format!("remove {}: {}", r.what, r.cause));
+        run.plan(format!("remove {}: {}", r.what, r.cause));
         retire.push(Job::Delete {
             doc_id: r.doc_id,
             what: r.what,
-            single: r.cause == Cause::Relaid,
+            cause: r.cause,
             members: r.members,
         });
     }
@@ -424,7 +360,7 @@ fn write(p: &mut Planner, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Res
         retire.push(Job::Delete {
             doc_id,
             what: format!("document {doc_id}"),
-            single: false,
+            cause: Cause::Moved,
             members: 0,
         });
     }

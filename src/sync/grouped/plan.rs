@@ -7,13 +7,14 @@ use std::sync::Arc;
 use crate::intel;
 use crate::intel::group::{self, BucketKey};
 
+use super::layout::{self, Layout};
 use super::pull::{Gone, Kept, Rec, RecIds};
 use super::write::{Job, Recs, WriteJob};
+use super::Books;
 use crate::sync::cause::Cause;
 use crate::sync::index::{Listed, SourceIndex};
-use crate::sync::labels::LabelPlan;
-use crate::sync::layout::{self, Layout};
-use crate::sync::planner::Planner;
+use crate::sync::label_book::{fixed_top_up, LabelPlan};
+use crate::sync::Run;
 
 /// A document to remove once the run's writes are done.
 pub(super) struct Retire {
@@ -52,15 +53,15 @@ pub(super) fn what_group(d: &Listed) -> String {
 // readers map and the kept set the pass over old documents needs, which helpers would only
 // pass around.
 pub(super) fn plan_full(
-    p: &Planner,
+    run: &Run,
+    b: &Books,
     index: &mut SourceIndex,
     kept_recs: Kept,
     label_plans: &HashMap<u32, LabelPlan>,
-    size: u32,
-    settle: bool,
+    (size, settle): (u32, bool),
 ) -> Plan {
     let recs = kept_recs.recs;
-    let format = p.config.intel_format;
+    let format = run.config.intel_format;
     let mut plan = Plan::default();
     let mut by_labels: BTreeMap<u32, Vec<&Listed>> = BTreeMap::new();
     for g in &index.groups {
@@ -105,7 +106,7 @@ pub(super) fn plan_full(
             if let (true, Some(g)) = (same, here) {
                 kept.insert(g.doc_id);
                 plan.unchanged += pairs.len() as u64;
-                relabel(p, index, g, label_plans, &mut plan.jobs);
+                relabel(run, b, index, g, label_plans, &mut plan.jobs);
                 continue;
             }
             let mut sweep = Vec::new();
@@ -175,54 +176,39 @@ pub(super) fn plan_full(
             });
         }
     }
-    retire_singles_and_strays(p, index, kept_recs, &mut plan);
+    retire_singles_and_strays(run, index, kept_recs, &mut plan);
     plan
 }
 
 /// A full reconcile in grouped mode retires every per-indicator document (its indicator now
-/// in a group, or not selected any more), duplicates, and with Take Over Source the documents
-/// this job did not make.
-fn retire_singles_and_strays(p: &Planner, index: &mut SourceIndex, kept: Kept, plan: &mut Plan) {
-    for (key, e) in index.map.iter() {
-        let sent = kept.sent(*key);
-        if !sent {
-            plan.removal_bound += 1;
-            plan.retired_members += 1;
+/// in a group, or not selected any more) and the strays (see [`SourceIndex::strays`]), once
+/// every write went through.
+fn retire_singles_and_strays(run: &Run, index: &mut SourceIndex, kept: Kept, plan: &mut Plan) {
+    let strays = index.strays(run.config.take_over_source);
+    // A single document whose indicator is sent goes once its group is written; one not sent
+    // any more goes whatever the writes did.
+    let singles = index.map.iter().map(|(key, e)| {
+        let what = format!("document {} ({key:032x})", e.doc_id);
+        match kept.sent(*key) {
+            true => (e.doc_id, what, Cause::Relaid, true),
+            false => (e.doc_id, what, kept.cause_of(*key), false),
         }
+    });
+    let strays = strays
+        .into_iter()
+        .map(|(id, what, cause)| (id, what, cause, true));
+    for (doc_id, what, cause, needs_clean) in singles.chain(strays) {
+        // Weighed ones take an indicator with them (a foreign one: not known to be sent).
+        let members = u64::from(cause.weighed());
+        plan.removal_bound += members;
+        plan.retired_members += members;
         plan.retire.push(Retire {
-            doc_id: e.doc_id,
-            what: format!("document {} ({key:032x})", e.doc_id),
-            cause: if sent {
-                Cause::Relaid
-            } else {
-                kept.cause_of(*key)
-            },
-            needs_clean: sent,
-            members: u64::from(!sent),
+            doc_id,
+            what,
+            cause,
+            needs_clean,
+            members,
         });
-    }
-    for (doc_id, name) in &index.duplicates {
-        plan.retire.push(Retire {
-            doc_id: *doc_id,
-            what: format!("duplicate document {doc_id} \"{name}\""),
-            cause: Cause::Duplicate,
-            needs_clean: true,
-            members: 0,
-        });
-    }
-    if p.config.take_over_source {
-        // Weighed by the guard like any removal: what it holds is not known to be sent.
-        for (doc_id, name, _) in &index.unidentified {
-            plan.removal_bound += 1;
-            plan.retired_members += 1;
-            plan.retire.push(Retire {
-                doc_id: *doc_id,
-                what: format!("document {doc_id} \"{name}\" (not made by this job)"),
-                cause: Cause::Foreign,
-                needs_clean: true,
-                members: 1,
-            });
-        }
     }
 }
 
@@ -234,7 +220,8 @@ fn labels_now(index: &SourceIndex, w: &WriteJob) -> Option<Arc<[i64]>> {
 
 /// A label change for a document whose content is current, when its listed labels differ.
 pub(super) fn relabel(
-    p: &Planner,
+    run: &Run,
+    b: &Books,
     index: &SourceIndex,
     g: &Listed,
     label_plans: &HashMap<u32, LabelPlan>,
@@ -250,10 +237,10 @@ pub(super) fn relabel(
             if change.is_empty() {
                 return;
             }
-            p.plan_change(&what_group(g), &change);
+            run.plan(b.labels.describe(&what_group(g), &change));
             plan.current = Some(Arc::from(current));
         }
-        None if p.labels.pass => plan.current = None,
+        None if b.labels.pass => plan.current = None,
         None => return,
     }
     jobs.push(Job::Labels {
@@ -268,12 +255,13 @@ pub(super) fn relabel(
 /// that may hold it.
 // Routing changes and removals to buckets shares the job map; the two loops stay together.
 pub(super) fn plan_incremental(
-    p: &mut Planner,
+    run: &Run,
+    b: &mut Books,
     index: &SourceIndex,
     recs: &[Rec],
     gone: &[Gone],
 ) -> Plan {
-    let format = p.config.intel_format;
+    let format = run.config.intel_format;
     let keys: Vec<BucketKey> = index.groups.iter().map(|g| g.key).collect();
     let layout = Layout::from_keys(&keys);
     let docs: HashMap<BucketKey, &Listed> = index
@@ -332,33 +320,20 @@ pub(super) fn plan_incremental(
         })
         .collect();
     // Documents no change fell in keep the job's own labels (Tanium Labels).
-    if let Some(fixed) = p.labels.fixed(p.tanium) {
-        let managed = p.labels.managed();
-        for g in &index.groups {
-            if touched.contains(&g.doc_id) {
-                continue;
-            }
-            let Some(current) = index.label_sets.get(g.labels) else {
-                continue;
-            };
-            if fixed.iter().all(|id| current.binary_search(id).is_ok()) {
-                continue;
-            }
-            let mut want: Vec<i64> = current.iter().chain(fixed.iter()).copied().collect();
-            want.sort_unstable();
-            want.dedup();
-            let plan_l = LabelPlan {
-                desired: want.into(),
-                managed: managed.clone(),
-                current: Some(Arc::from(current)),
-            };
-            p.plan_change(&what_group(g), &plan_l.change(current));
-            plan.jobs.push(Job::Labels {
-                doc_id: g.doc_id,
-                what: what_group(g),
-                plan: plan_l,
-            });
+    let untouched = index
+        .groups
+        .iter()
+        .filter(|g| !touched.contains(&g.doc_id))
+        .map(|g| (g.doc_id, what_group(g), index.label_sets.get(g.labels)));
+    for (doc_id, what, plan_l) in fixed_top_up(&mut b.labels, run.tanium, untouched) {
+        if let Some(current) = &plan_l.current {
+            run.plan(b.labels.describe(&what, &plan_l.change(current)));
         }
+        plan.jobs.push(Job::Labels {
+            doc_id,
+            what,
+            plan: plan_l,
+        });
     }
     plan
 }

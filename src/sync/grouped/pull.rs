@@ -12,10 +12,12 @@ use crate::error::{Error, Result};
 use crate::intel::group::{self, Member};
 use crate::tc::model::Indicator;
 
+use super::layout;
 use crate::sync::cause::Cause;
-use crate::sync::layout;
-use crate::sync::planner::{describe, Planner};
+use crate::sync::pull::describe;
+use crate::sync::report::Counts;
 use crate::sync::select::{select, NotSent, Selection, Verdict};
+use crate::sync::Run;
 
 /// One kept indicator: where its member line is in the scratch file (40 bytes: a million
 /// of them are the largest thing a run holds).
@@ -194,7 +196,8 @@ pub(super) struct Pulled {
 /// Plans one indicator of the pull: kept as a member, or counted (and, when it may be in a
 /// document, noted as gone).
 pub(super) fn take(
-    p: &mut Planner,
+    run: &Run,
+    counts: &mut Counts,
     ind: &Indicator,
     sel: &Selection,
     pulled: &mut Pulled,
@@ -202,7 +205,7 @@ pub(super) fn take(
     let member = match select(ind, sel, group::member) {
         Verdict::Sent(m) => m,
         Verdict::NotSent(why) => {
-            why.count(ind, &mut p.counts, p.opts.dry_run);
+            why.count(ind, counts, run.opts.dry_run);
             if let NotSent::Out {
                 identity: Some(identity),
                 cause,
@@ -218,8 +221,8 @@ pub(super) fn take(
             return Ok(());
         }
     };
-    p.counts.matched += 1;
-    let names = p.config.labels.for_indicator(ind);
+    counts.matched += 1;
+    let names = run.config.labels.for_indicator(ind);
     let labels = group::label_set_hash(&names);
     pulled.names.entry(labels).or_insert(names);
     let at = pulled.spill.put(&member.to_line())?;

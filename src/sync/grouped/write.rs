@@ -10,11 +10,12 @@ use crate::intel::Format;
 use crate::tanium::client::TaniumClient;
 use crate::tanium::model::Upload;
 
+use super::layout;
 use super::pull::{Kept, Spill};
+use crate::sync::cause::Cause;
 use crate::sync::drive::{Failure, Outcome, Work};
 use crate::sync::index::Listed;
-use crate::sync::labels::{self, LabelPlan};
-use crate::sync::layout;
+use crate::sync::label_book::{self, LabelPlan};
 use crate::words::counted;
 
 /// A bucket document to write (or to read, apply and write back).
@@ -66,8 +67,7 @@ pub(super) enum Job {
     Delete {
         doc_id: i64,
         what: String,
-        /// A single document whose indicator is in a grouped one now.
-        single: bool,
+        cause: Cause,
         /// Indicators that leave the source with it.
         members: u64,
     },
@@ -120,7 +120,7 @@ impl Work<Ctx<'_>> for Job {
                     out.r.relabelled += 1;
                     return;
                 }
-                match labels::bring(ctx.tanium, doc_id, &plan, None) {
+                match label_book::bring(ctx.tanium, doc_id, &plan, None) {
                     Ok(changed) => {
                         out.r.relabelled += u64::from(changed);
                         out.r.wrote_anything |= changed;
@@ -136,7 +136,7 @@ impl Work<Ctx<'_>> for Job {
             Job::Delete {
                 doc_id,
                 what,
-                single,
+                cause,
                 members,
             } => {
                 if !ctx.dry {
@@ -150,7 +150,8 @@ impl Work<Ctx<'_>> for Job {
                 }
                 out.r.removed += members;
                 out.r.docs_removed += 1;
-                out.r.replaced += u64::from(single);
+                // A single document whose indicator is in a grouped one now.
+                out.r.replaced += u64::from(cause == Cause::Relaid);
             }
         }
     }
@@ -447,7 +448,7 @@ impl Ctx<'_> {
         name: &str,
         out: &mut Out,
     ) -> Option<bool> {
-        match labels::bring(self.tanium, doc_id, plan, answered) {
+        match label_book::bring(self.tanium, doc_id, plan, answered) {
             Ok(changed) => Some(changed),
             Err(e) => {
                 out.r.failed_writes += 1;

@@ -10,8 +10,9 @@ use crate::intel::{self, Package};
 use crate::tanium::client::TaniumClient;
 use crate::tanium::model::{IntelDoc, Upload};
 
+use crate::sync::cause::Cause;
 use crate::sync::drive::{Failure, Outcome, Work};
-use crate::sync::labels::{self, LabelPlan};
+use crate::sync::label_book::{self, LabelPlan};
 
 /// One write. `labels` (None: labels are off this run) are brought to their plan right after
 /// the content is written, from the labels the write's answer shows when it shows them.
@@ -32,6 +33,7 @@ pub(in crate::sync) enum Op {
     Delete {
         doc_id: i64,
         what: String,
+        cause: Cause,
     },
     /// Taking a document over: rewritten in place under the root id it had. Should the server
     /// file the content as a new document instead, the old one goes. `replaces`: the job's own
@@ -214,7 +216,7 @@ impl Writer<'_> {
         else {
             return;
         };
-        if let Err(e) = labels::bring(self.tanium, doc.id, plan, doc.label_ids.clone()) {
+        if let Err(e) = label_book::bring(self.tanium, doc.id, plan, doc.label_ids.clone()) {
             label_failed(
                 out,
                 *last_modified,
@@ -232,7 +234,7 @@ impl Writer<'_> {
         last_modified: Option<OffsetDateTime>,
         out: &mut Out,
     ) {
-        match labels::bring(self.tanium, doc_id, plan, None) {
+        match label_book::bring(self.tanium, doc_id, plan, None) {
             Ok(true) => {
                 out.r.relabelled += 1;
                 out.r.wrote_anything = true;
@@ -311,6 +313,13 @@ impl Writer<'_> {
             }
             (Op::Create { .. }, Ok(_)) => r.created += 1,
             (Op::Update { .. }, Ok(_)) => r.updated += 1,
+            (
+                Op::Delete {
+                    cause: Cause::Relaid,
+                    ..
+                },
+                Ok(_),
+            ) => r.replaced += 1,
             (Op::Delete { .. }, Ok(_)) => r.removed += 1,
             (
                 Op::Create {

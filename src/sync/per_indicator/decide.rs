@@ -4,9 +4,9 @@
 use crate::intel::{self, Package};
 use crate::tc::model::Indicator;
 
-use super::cause::Cause;
-use super::index::{SourceIndex, GONE, OTHER_FORMAT, SEEN};
-use super::select::{select, NotSent, Selection, Verdict};
+use crate::sync::cause::Cause;
+use crate::sync::index::{SourceIndex, GONE, OTHER_FORMAT, SEEN};
+use crate::sync::select::{select, NotSent, Selection, Verdict};
 
 /// What one indicator from the pull means for the source.
 #[derive(Debug)]
