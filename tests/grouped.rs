@@ -387,7 +387,7 @@ fn documents_share_only_indicators_with_the_same_labels() {
                     .filter(|t| t.starts_with("APT") || *t == "Malware")
                     .cloned(),
             );
-            if let Some(b) = tanium_tr_indicators::labels::band(i.threat_assess_score) {
+            if let Some(b) = tanium_tr_indicators::label_rules::band(i.threat_assess_score) {
                 want.push(b.to_string());
             }
             want.sort();

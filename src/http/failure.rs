@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::error::{reason_phrase, Service};
+use crate::service::Service;
 
 /// Why a request got no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,6 +411,15 @@ fn bare_host(host: &str) -> &str {
         Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
         _ => host,
     }
+}
+
+/// ` Bad Gateway` for 502: the status's standard reason, led by a space (none when unknown).
+pub(crate) fn reason_phrase(status: u16) -> String {
+    ureq::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ pub fn prefix(identity: u128, depth: u8) -> u64 {
 
 /// 32 bits naming a label set (names compared without case, order and repeats ignored).
 pub fn label_set_hash(names: &[String]) -> u32 {
-    let mut keys: Vec<String> = names.iter().map(|n| crate::labels::key(n)).collect();
+    let mut keys: Vec<String> = names.iter().map(|n| crate::label_rules::key(n)).collect();
     keys.sort();
     keys.dedup();
     let mut d = Sha256::new();

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use crate::error::Error;
 use crate::tanium::client::TaniumClient;
-use crate::tanium::labels::find;
+use crate::tanium::label_api::find;
 use crate::tanium::Label;
 
 use super::drive::Results;

@@ -7,9 +7,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::labels::{key, LabelRules, Managed};
+use crate::label_rules::{key, LabelRules, Managed};
 use crate::tanium::client::TaniumClient;
-use crate::tanium::labels::find;
+use crate::tanium::label_api::find;
 use crate::tanium::Label;
 use crate::tc::model::Indicator;
 

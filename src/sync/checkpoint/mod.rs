@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::config::timestamp::{parse_last_modified, parse_time};
 use crate::config::value::{boolean, shown, text, Problems};
 use crate::error::{Error, Result};
-use crate::labels::{LabelRules, Managed};
+use crate::label_rules::{LabelRules, Managed};
 use crate::param_names as pn;
 use crate::params::RawParams;
 

@@ -240,7 +240,7 @@ fn rules(fixed: &[&str], tags: &[&str]) -> LabelRules {
         fixed: fixed.iter().map(|f| f.to_string()).collect(),
         tags: tags
             .iter()
-            .map(|t| crate::labels::TagRule::parse(t).unwrap())
+            .map(|t| crate::label_rules::TagRule::parse(t).unwrap())
             .collect(),
         threatassess: false,
     }
