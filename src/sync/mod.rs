@@ -20,6 +20,8 @@ mod pull;
 mod report;
 mod select;
 mod source;
+#[cfg(test)]
+mod testkit;
 mod window;
 
 use std::path::PathBuf;

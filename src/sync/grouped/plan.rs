@@ -337,3 +337,186 @@ pub(super) fn plan_incremental(
     }
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intel::group::label_set_hash;
+    use crate::intel::Format;
+    use crate::sync::grouped::pull::{take, Pulled, Spill};
+    use crate::sync::grouped::{kept, Books};
+    use crate::sync::report::Counts;
+    use crate::sync::testkit::{host, Kit};
+    use crate::tanium::model::IntelDoc;
+    use crate::tc::model::Indicator;
+    use serde_json::json;
+
+    fn hosts(ids: std::ops::Range<i64>) -> Vec<Indicator> {
+        ids.map(|i| host(i, &format!("h{i}.example"))).collect()
+    }
+
+    /// The source holding `inds` in one grouped document of label set `labels`, as `doc_id`.
+    fn grouped(index: &mut SourceIndex, doc_id: i64, inds: &[Indicator], labels: &[&str]) {
+        let names: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        let key = BucketKey::root(label_set_hash(&names));
+        let mut members: Vec<_> = inds.iter().map(|i| group::member(i).unwrap()).collect();
+        let doc = group::render(Format::Stix, &key, &mut members, "ThreatConnect", &names);
+        let listed = IntelDoc {
+            id: doc_id,
+            source_id: Some(1),
+            name: doc.name.clone(),
+            intrinsic_id: Some(key.root_id(Format::Stix)),
+            kind: Some(doc.type_header().into()),
+            ..IntelDoc::default()
+        };
+        index.add(listed, Format::Stix);
+    }
+
+    /// What the pull of `inds` keeps, and the books of the run.
+    fn pulled(kit: &Kit, inds: &[Indicator], full: bool) -> (Pulled, Vec<Rec>, Vec<u128>, Books) {
+        let run = kit.run(full);
+        let mut pulled = Pulled {
+            floor: None,
+            recs: Vec::new(),
+            spill: Spill::open(&kit.config.paths.temp).unwrap(),
+            names: HashMap::new(),
+            gone: Vec::new(),
+        };
+        let sel = crate::sync::select::Selection {
+            filters: &kit.config.filters,
+            format: kit.config.intel_format,
+            guard: &kit.config.rails.guard,
+            cutoff: None,
+        };
+        let mut counts = Counts::default();
+        for ind in inds {
+            take(&run, &mut counts, ind, &sel, &mut pulled).unwrap();
+        }
+        pulled.spill.seal().unwrap();
+        let (recs, desired, _) = kept(&mut pulled, full);
+        let books = Books {
+            counts,
+            labels: kit.book(),
+            removal_error: None,
+        };
+        (pulled, recs, desired, books)
+    }
+
+    fn kit() -> Kit {
+        Kit::new(
+            Vec::new(),
+            json!({ "indicators_per_document": "20", "tanium_labels": "ThreatConnect" }),
+        )
+    }
+
+    #[test]
+    fn a_label_change_reads_the_old_documents_and_counts_their_indicators_as_moving() {
+        let kit = kit();
+        let inds = hosts(1..6);
+        let mut index = SourceIndex::default();
+        grouped(&mut index, 500, &inds, &["ThreatConnect", "Extra"]);
+        let (p, recs, desired, b) = pulled(&kit, &inds, true);
+        let members = Kept {
+            recs: &recs,
+            desired: &desired,
+            gone: &p.gone,
+            floor: None,
+        };
+        let run = kit.run(true);
+        let plan = plan_full(&run, &b, &mut index, members, &HashMap::new(), (20, true));
+        let writes: Vec<&WriteJob> = plan
+            .jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Write(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(writes.len(), 2, "the new bucket, and the old document read");
+        let old = writes.iter().find(|w| w.in_place == Some(500)).unwrap();
+        assert_eq!(old.old.len(), 1);
+        assert_eq!(
+            old.recs.iter().count(),
+            0,
+            "none of its indicators stays there"
+        );
+        let retire: Vec<_> = plan.retire.iter().map(|r| (r.doc_id, &r.cause)).collect();
+        assert_eq!(retire, [(500, &Cause::Moved)]);
+        assert!(
+            plan.retire[0].needs_clean,
+            "it goes once the new documents are written"
+        );
+        assert_eq!((plan.removal_bound, plan.retired_members), (5, 0));
+    }
+
+    #[test]
+    fn single_documents_go_once_grouped_or_whatever_the_writes_did_when_not_sent() {
+        let kit = kit();
+        let (sent, gone) = (host(1, "sent.example"), host(2, "gone.example"));
+        let mut index = SourceIndex::default();
+        for (id, ind) in [(101, &sent), (102, &gone)] {
+            let p = crate::intel::render(ind, Format::Stix).unwrap();
+            let doc = IntelDoc {
+                id,
+                source_id: Some(1),
+                name: p.name.clone(),
+                intrinsic_id: Some(p.identity.to_string()),
+                kind: Some(p.type_header().into()),
+                ..IntelDoc::default()
+            };
+            index.add(doc, Format::Stix);
+        }
+        let (p, recs, desired, b) = pulled(&kit, std::slice::from_ref(&sent), true);
+        let members = Kept {
+            recs: &recs,
+            desired: &desired,
+            gone: &p.gone,
+            floor: None,
+        };
+        let run = kit.run(true);
+        let plan = plan_full(&run, &b, &mut index, members, &HashMap::new(), (20, true));
+        let mut retire: Vec<_> = plan
+            .retire
+            .iter()
+            .map(|r| (r.doc_id, r.cause.key(), r.needs_clean, r.members))
+            .collect();
+        retire.sort();
+        assert_eq!(
+            retire,
+            [
+                (101, "Indicators per Intel Document changed", true, 0),
+                (102, "not selected any more", false, 1)
+            ]
+        );
+        assert_eq!((plan.removal_bound, plan.retired_members), (1, 1));
+    }
+
+    #[test]
+    fn an_incremental_change_and_removal_go_to_the_document_that_holds_them() {
+        let kit = kit();
+        let inds = hosts(1..4);
+        let mut index = SourceIndex::default();
+        grouped(&mut index, 500, &inds, &["ThreatConnect"]);
+        let changed = Indicator {
+            confidence: Some(5),
+            ..inds[0].clone()
+        };
+        let (mut p, recs, _, mut b) = pulled(&kit, &[changed], false);
+        let id = group::member(&inds[1]).unwrap().identity.as_u128();
+        p.gone.push(Gone {
+            identity: id,
+            what: "Host h2.example (Org)".into(),
+            cause: Cause::DeletedInTc,
+        });
+        let run = kit.run(false);
+        let plan = plan_incremental(&run, &mut b, &index, &recs, &p.gone);
+        let [Job::Write(w)] = &plan.jobs[..] else {
+            panic!("one job for the one document");
+        };
+        assert_eq!(w.in_place, Some(500));
+        assert_eq!(w.recs.iter().count(), 1);
+        assert_eq!(w.drops, [(id, Some(0))]);
+        assert_eq!(plan.removal_bound, 1);
+        assert!(plan.retire.is_empty());
+    }
+}

@@ -390,3 +390,113 @@ impl<'a, 'p> Planner<'a, 'p> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intel::Format;
+    use crate::sync::testkit::{host, Kit};
+    use crate::tanium::model::IntelDoc;
+    use serde_json::json;
+
+    /// The source holding `ind` as rendered now, as document `doc_id` (listed without its
+    /// description, as real listings are).
+    fn list(index: &mut SourceIndex, doc_id: i64, ind: &Indicator) {
+        let p = intel::render(ind, Format::Stix).unwrap();
+        let doc = IntelDoc {
+            id: doc_id,
+            source_id: Some(1),
+            name: p.name.clone(),
+            intrinsic_id: Some(p.identity.to_string()),
+            md5: Some(p.md5_hex()),
+            kind: Some(p.type_header().into()),
+            ..IntelDoc::default()
+        };
+        index.add(doc, Format::Stix);
+    }
+
+    fn selection(kit: &Kit) -> Selection<'_> {
+        Selection {
+            filters: &kit.config.filters,
+            format: kit.config.intel_format,
+            guard: &kit.config.rails.guard,
+            cutoff: None,
+        }
+    }
+
+    #[test]
+    fn a_page_becomes_counts_writes_and_removals_by_cause() {
+        let kit = Kit::new(Vec::new(), json!({ "exclude_tags": "Retired" }));
+        let (a, b, x) = (
+            host(1, "a.example"),
+            host(2, "b.example"),
+            host(3, "x.example"),
+        );
+        let mut index = SourceIndex::default();
+        list(&mut index, 101, &a);
+        list(&mut index, 102, &b);
+        list(&mut index, 103, &x);
+        let changed = Indicator {
+            confidence: Some(90),
+            ..b.clone()
+        };
+        let retired = Indicator {
+            tags: vec!["Retired".into()],
+            ..x.clone()
+        };
+        let page = vec![a.clone(), changed, host(4, "c.example"), retired, a];
+        let run = kit.run(false);
+        let mut p = Planner::new(&run, None, kit.book());
+        let sel = selection(&kit);
+        assert!(p
+            .plan_page(page, (&sel, None), &mut index)
+            .unwrap()
+            .is_none());
+        let c = &p.counts;
+        assert_eq!((c.matched, c.unchanged, c.repeats), (4, 1, 1));
+        assert_eq!((c.would_create, c.would_update), (1, 1));
+        assert_eq!(c.excluded.get("Exclude Tags"), Some(&1));
+        assert_eq!(c.removals.get("Exclude Tags"), Some(&1));
+        assert_eq!(c.would_remove, 0, "removals wait for the guard");
+        assert!(p.settle_removals(index.docs));
+        assert_eq!((p.counts.would_remove, p.counts.held_back), (1, 0));
+    }
+
+    #[test]
+    fn a_full_sweep_removes_what_the_pull_did_not_meet() {
+        let kit = Kit::new(Vec::new(), json!({}));
+        let (a, gone) = (host(1, "a.example"), host(2, "gone.example"));
+        let mut index = SourceIndex::default();
+        list(&mut index, 101, &a);
+        list(&mut index, 102, &gone);
+        let run = kit.run(true);
+        let mut p = Planner::new(&run, None, kit.book());
+        let sel = selection(&kit);
+        p.plan_page(vec![a], (&sel, None), &mut index).unwrap();
+        p.sweep(&mut index, None);
+        assert_eq!(p.counts.removals.get("not selected any more"), Some(&1));
+        assert!(p.settle_removals(index.docs));
+        assert_eq!(p.counts.would_remove, 1);
+    }
+
+    #[test]
+    fn the_guard_holds_back_what_leaves_the_source_and_lets_duplicates_go() {
+        let kit = Kit::new(Vec::new(), json!({}));
+        let run = kit.run(true);
+        let mut p = Planner::new(&run, None, kit.book());
+        for doc_id in 0..15 {
+            let cause = Cause::NotSelected { floor: None };
+            p.remove(doc_id, format!("document {doc_id}"), cause);
+        }
+        p.remove(99, "duplicate document 99".into(), Cause::Duplicate);
+        assert!(!p.settle_removals(20), "15 of 20 is over 50%");
+        assert_eq!((p.counts.held_back, p.counts.would_remove), (15, 1));
+        let mut p = Planner::new(&run, None, kit.book());
+        for doc_id in 0..10 {
+            let cause = Cause::NotSelected { floor: None };
+            p.remove(doc_id, format!("document {doc_id}"), cause);
+        }
+        assert!(p.settle_removals(20), "10 of 20 is not");
+        assert_eq!((p.counts.held_back, p.counts.would_remove), (0, 10));
+    }
+}
