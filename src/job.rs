@@ -104,7 +104,7 @@ pub fn outcome(
 ) -> Outcome {
     let status = if !r.has_failures() {
         ExitStatus::Success
-    } else if r.delivered_anything() || r.tally.held_back > 0 {
+    } else if r.delivered_anything() || r.tally.held_back > 0 || r.lists_unread.is_some() {
         ExitStatus::Partial
     } else {
         ExitStatus::Failure
@@ -181,6 +181,8 @@ fn summary(r: &SyncReport, dry_run: bool) -> String {
             "not sent (type not Address/File/Host)",
         ),
         (t.blocked, "blocked (unsafe or Never Send)"),
+        (t.on_exclusion_lists, "on TC exclusion lists"),
+        (t.expired, "expired in TC"),
         (t.over_cap, "over Maximum Indicators"),
         (t.adopted, "adopted"),
     ] {
@@ -249,6 +251,9 @@ fn trouble(r: &SyncReport) -> Vec<String> {
     let mut trouble = Vec::new();
     if let Some(stop) = &r.stop {
         trouble.push(stop.to_string());
+    }
+    if let Some(unread) = &r.lists_unread {
+        trouble.push(unread.to_string());
     }
     if t.held_back > 0 {
         trouble.push(format!(
@@ -468,11 +473,13 @@ mod tests {
                 deploy_refusals: 0,
                 deploy_task: None,
                 labels: crate::sync::LabelsEnd::Kept,
+                lists: crate::sync::ListsEnd::Off,
             }),
             source: ("ThreatConnect".into(), Some(7)),
             source_docs: 1159,
             grouped_indicators: None,
             replaced: 0,
+            lists_unread: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod config;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod error;
+pub mod exclusions;
 pub mod http;
 pub mod intel;
 pub mod job;

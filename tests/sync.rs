@@ -80,18 +80,20 @@ fn first_sync_is_the_expected_set_and_a_rerun_writes_nothing() {
         "{}",
         r2.message
     );
-    // An idle incremental run: the credentials check (one owner), the matching query, the
-    // removal check, the owners and one deleted-indicators call per owner (the endpoint covers
-    // one owner at a time).
+    // An idle incremental run: the credentials check (one owner), the exclusion lists (none
+    // here, so no list's values), the matching query, the removal check, the expiry check, the
+    // owners and one deleted-indicators call per owner (the endpoint covers one owner at a
+    // time).
     let tc = lab.tc.server();
     assert_eq!(tc.hits("GET /api/v3/security/owners"), 2);
+    assert_eq!(tc.hits("GET /api/v3/security/exclusionLists"), 1);
     assert_eq!(
         tc.hits("GET /api/v3/indicators/deleted"),
         dataset::OWNERS.len() as u64
     );
     assert_eq!(
         tc.total_requests(),
-        4 + dataset::OWNERS.len() as u64,
+        6 + dataset::OWNERS.len() as u64,
         "an idle incremental run costs O(owners) TC requests"
     );
     assert_eq!(held(&lab), want);

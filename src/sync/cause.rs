@@ -2,6 +2,7 @@
 //! layouts, which knows whether Maximum Removal Percent weighs it and what the plan, the log
 //! and the counts by reason call it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use time::OffsetDateTime;
@@ -26,6 +27,11 @@ pub(super) enum Cause {
     Blocked(Block),
     /// Ranked beyond Maximum Indicators.
     OverCap,
+    /// On one of ThreatConnect's Indicator Exclusion Lists (Honor Exclusion Lists): the list,
+    /// as the counts name it.
+    Excluded(String),
+    /// Its `externalDateExpires` has passed (Honor Expiry).
+    Expired(OffsetDateTime),
     DeletedInTc,
     /// Another document holds the same indicator.
     Duplicate,
@@ -46,9 +52,12 @@ impl Cause {
         !matches!(self, Cause::Duplicate | Cause::Relaid | Cause::Moved)
     }
 
-    /// Its name among the removals by reason.
-    pub fn key(&self) -> &'static str {
-        match self {
+    /// Its name among the removals by reason: each exclusion list is a reason of its own.
+    pub fn key(&self) -> Cow<'static, str> {
+        if let Cause::Excluded(_) = self {
+            return Cow::Owned(self.to_string());
+        }
+        Cow::Borrowed(match self {
             Cause::NotSelected { .. } => "not selected any more",
             Cause::NoLongerSelected => "no longer selected",
             Cause::Rejected(r) => r.filter,
@@ -60,7 +69,9 @@ impl Cause {
             Cause::Foreign => "not made by this job",
             Cause::Relaid => "Indicators per Intel Document changed",
             Cause::Moved => "moved to other documents",
-        }
+            Cause::Excluded(_) => "on a TC exclusion list",
+            Cause::Expired(_) => "expired in ThreatConnect",
+        })
     }
 }
 
@@ -79,6 +90,10 @@ impl fmt::Display for Cause {
             Cause::Rejected(r) => f.write_str(&r.detail),
             Cause::Blocked(b) => b.fmt(f),
             Cause::OverCap => f.write_str("ranked beyond Maximum Indicators"),
+            Cause::Excluded(list) => write!(f, "on a TC exclusion list ({list})"),
+            Cause::Expired(at) => {
+                write!(f, "expired in ThreatConnect on {}", tql::format_time(*at))
+            }
             Cause::DeletedInTc => f.write_str("deleted in ThreatConnect"),
             Cause::Duplicate => f.write_str("another document holds the same indicator"),
             Cause::Foreign => f.write_str(
@@ -110,6 +125,8 @@ mod tests {
             Cause::OverCap,
             Cause::DeletedInTc,
             Cause::Foreign,
+            Cause::Excluded("Indicator-Host".into()),
+            Cause::Expired(OffsetDateTime::UNIX_EPOCH),
         ];
         assert!(leave.iter().all(Cause::weighed));
         for stay in [Cause::Duplicate, Cause::Relaid, Cause::Moved] {
@@ -124,11 +141,21 @@ mod tests {
             detail: "has the exclude tag APT".into(),
         });
         assert_eq!(
-            (r.key(), r.to_string().as_str()),
+            (r.key().as_ref(), r.to_string().as_str()),
             ("Exclude Tags", "has the exclude tag APT")
         );
         let b = Cause::Blocked(Block::NeverSend("corp.example".into()));
         assert_eq!(b.key(), "Never Send");
         assert_eq!(b.to_string(), "on the Never Send list (corp.example)");
+        // Counted per list: the key names it.
+        let x = Cause::Excluded("Indicator-Address-IPv4".into());
+        assert_eq!(x.key(), "on a TC exclusion list (Indicator-Address-IPv4)");
+        assert_eq!(x.to_string(), x.key());
+        let e = Cause::Expired(time::macros::datetime!(2026-11-02 08:00:00 UTC));
+        assert_eq!(e.key(), "expired in ThreatConnect");
+        assert_eq!(
+            e.to_string(),
+            "expired in ThreatConnect on 2026-11-02T08:00:00Z"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! up, and one results type carries what they did, label failures and work never attempted
 //! included. Only results cross the mutex.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard};
@@ -72,7 +73,7 @@ pub(super) struct Results {
     /// Grouped: documents that could not be read (left as they are).
     pub unreadable: u64,
     /// Grouped: indicators the writes found to remove (held back or not), by reason.
-    pub removals: BTreeMap<&'static str, u64>,
+    pub removals: BTreeMap<Cow<'static, str>, u64>,
     /// Jobs failed in a row at the end of the last drive (the next one goes on counting).
     in_a_row: u32,
 }

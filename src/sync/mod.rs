@@ -15,6 +15,7 @@ mod guard;
 mod health;
 mod index;
 mod label_book;
+mod lists;
 mod per_indicator;
 mod pull;
 mod report;
@@ -34,7 +35,8 @@ use crate::error::Result;
 use crate::tanium::client::TaniumClient;
 use crate::tc::client::TcClient;
 
-pub use checkpoint::{Checkpoint, Due, LabelsEnd, RunEnd};
+pub use checkpoint::{Checkpoint, Due, LabelsEnd, ListsEnd, RunEnd};
+pub use lists::{Lists, Unread};
 pub use report::{Deploy, Stop, SyncReport, Tally};
 pub use source::refuse_built_in_source;
 pub use window::{next_pull, Full, NextPull};
@@ -83,6 +85,8 @@ struct Run<'a> {
     pub layout: Layout,
     /// Why the run compares the whole match set with the source (None: incremental).
     pub full: Option<Full>,
+    /// ThreatConnect's exclusion lists, read once at the start.
+    pub lists: &'a Lists,
 }
 
 impl Run<'_> {
@@ -115,12 +119,13 @@ pub fn run(
     }
     let (source, mut index) = source::open_source(config, opts, tanium)?;
     let layout = Layout::of(config);
+    let lists = Lists::read(config, tc);
     let full = window::full_reason(
         config,
         checkpoint,
         layout,
         (&index, source.created),
-        opts.now,
+        (opts.now, lists.fingerprint()),
     );
     window::log_mode(checkpoint, full);
     let run = Run {
@@ -132,6 +137,7 @@ pub fn run(
         source: &source,
         layout,
         full,
+        lists: &lists,
     };
     let met = source::meet(&run, &mut index);
     let book = LabelBook::open(

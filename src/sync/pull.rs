@@ -2,7 +2,7 @@
 //! rank pass Maximum Indicators needs in a full reconcile), page by page in id order; the
 //! count of other types user TQL selects; and an incremental run's removal evidence, each on
 //! positive evidence only (a TC deletion record, an indicator TC returned that no longer
-//! qualifies).
+//! qualifies, one whose expiry fell since the last run).
 
 use std::time::Instant;
 
@@ -40,6 +40,8 @@ impl<'a> Query<'a> {
             filters: &config.filters,
             format: config.intel_format,
             guard: &config.rails.guard,
+            exclusions: run.lists.exclusions(),
+            expired_by: config.rails.honor_expiry.then_some(run.opts.now),
             cutoff: None,
         };
         if let (true, Some(cap)) = (run.is_full(), config.rails.max_indicators) {
@@ -193,12 +195,38 @@ pub(super) fn removal_evidence(
         }
         Ok::<(), Error>(())
     });
-    let asked = checked.and(deleted);
+    let expired = expired(run, since, &mut found);
+    let asked = checked.and(deleted).and(expired);
     asked.err().map(|e| {
         let msg = format!("could not check for removals: {e}");
         log::error!("{msg}");
         msg
     })
+}
+
+/// Indicators whose expiry fell since the last run (Honor Expiry): TC did not modify them, so
+/// the incremental pull never meets them. One query, bounded by the time since the last run.
+fn expired(
+    run: &Run,
+    since: OffsetDateTime,
+    found: &mut impl FnMut(u128, String, Cause),
+) -> Result<()> {
+    if !run.config.rails.honor_expiry {
+        return Ok(());
+    }
+    let tql = tql::expired_between(&run.config.filters, since, run.opts.now);
+    log::info!("expired since the last run: {tql}");
+    for page in run.tc.indicators(&tql) {
+        for ind in page? {
+            let (Some(kind), Some(at)) = (ind.kind(), ind.expires_at()) else {
+                continue;
+            };
+            if let Ok(key) = intel::identity_of(&ind.owner_name, kind, &ind.summary) {
+                found(key.as_u128(), describe(&ind), Cause::Expired(at));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The deletion records since `since`, owner by owner; the first failure once all were asked.

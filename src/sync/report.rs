@@ -2,6 +2,7 @@
 //! and the end of a run that turns both layouts' results into them, the deploy and the
 //! checkpoint keys.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use crate::words::counted;
 use super::checkpoint::{LabelsEnd, RunEnd};
 use super::deploy;
 use super::drive::Results;
+use super::lists::Unread;
 use super::source::Met;
 use super::Run;
 
@@ -32,6 +34,10 @@ pub(super) struct Counts {
     pub blocked: u64,
     /// Not sent: beyond Maximum Indicators.
     pub over_cap: u64,
+    /// Not sent: on ThreatConnect's exclusion lists, by list.
+    pub on_lists: BTreeMap<String, u64>,
+    /// Not sent: past their expiry.
+    pub expired: u64,
     /// Removals the mass-removal guard held back.
     pub held_back: u64,
     /// Documents this job did not make, adopted (taking the source over).
@@ -39,7 +45,7 @@ pub(super) struct Counts {
     /// Indicators TC returned that the job's filters leave out, by filter.
     pub excluded: BTreeMap<&'static str, u64>,
     /// Removals planned, by reason.
-    pub removals: BTreeMap<&'static str, u64>,
+    pub removals: BTreeMap<Cow<'static, str>, u64>,
 }
 
 /// How the pull ended.
@@ -76,6 +82,10 @@ pub struct Tally {
     pub blocked: u64,
     /// Indicators not sent because of Maximum Indicators.
     pub over_cap: u64,
+    /// Indicators not sent because ThreatConnect's exclusion lists exclude them.
+    pub on_exclusion_lists: u64,
+    /// Indicators not sent because their expiry has passed.
+    pub expired: u64,
     /// Removals the mass-removal guard held back.
     pub held_back: u64,
     /// Documents this job did not make, adopted this run (taking the source over).
@@ -106,6 +116,8 @@ impl Tally {
             failed_removals: results.failed_removals,
             blocked: counts.blocked,
             over_cap: counts.over_cap,
+            on_exclusion_lists: counts.on_lists.values().sum(),
+            expired: counts.expired,
             held_back: counts.held_back,
             adopted: counts.adopted,
             foreign_left: 0,
@@ -119,7 +131,7 @@ impl fmt::Display for Tally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} matched, {} created, {} updated, {} removed, {} relabelled, {} unchanged, {} skipped (invalid), {} not sent (type not Address/File/Host), {} blocked (unsafe or Never Send), {} over Maximum Indicators, {} removals held back, {} writes and {} removals failed",
+            "{} matched, {} created, {} updated, {} removed, {} relabelled, {} unchanged, {} skipped (invalid), {} not sent (type not Address/File/Host), {} blocked (unsafe or Never Send), {} on TC exclusion lists, {} expired, {} over Maximum Indicators, {} removals held back, {} writes and {} removals failed",
             self.matched,
             self.created,
             self.updated,
@@ -129,6 +141,8 @@ impl fmt::Display for Tally {
             self.skipped_invalid,
             self.dropped_other_types,
             self.blocked,
+            self.on_exclusion_lists,
+            self.expired,
             self.over_cap,
             self.held_back,
             self.failed_writes,
@@ -218,6 +232,9 @@ pub struct SyncReport {
     /// Documents of the other layout retired because their indicators have documents of this
     /// one now: single ones in a grouped run, grouped ones otherwise.
     pub replaced: u64,
+    /// Why ThreatConnect's exclusion lists could not be read, when Honor Exclusion Lists is on
+    /// and they could not.
+    pub lists_unread: Option<Unread>,
 }
 
 impl SyncReport {
@@ -229,6 +246,7 @@ impl SyncReport {
             || !self.pull_complete
             || !self.removals_complete
             || matches!(self.deploy, Deploy::Failed(_))
+            || self.lists_unread.is_some()
     }
 
     fn log_finished(&self, started: Instant) {
@@ -276,6 +294,7 @@ pub(super) fn report(run: &Run, met: Met, done: Finished, started: Instant) -> S
         tanium,
         source,
         full,
+        lists,
         ..
     } = *run;
     let Finished {
@@ -340,6 +359,7 @@ pub(super) fn report(run: &Run, met: Met, done: Finished, started: Instant) -> S
             deploy_refusals: deploy.refusals,
             deploy_task: deploy.task,
             labels: labels_end,
+            lists: lists.end(),
         }),
         deploy: deploy.outcome,
         last_deploy: deploy.last,
@@ -347,6 +367,7 @@ pub(super) fn report(run: &Run, met: Met, done: Finished, started: Instant) -> S
         source_docs: docs_after,
         grouped_indicators,
         replaced: results.replaced,
+        lists_unread: lists.unread().cloned(),
         tally,
         source: (source.name.clone(), source.id),
     };
@@ -373,9 +394,9 @@ fn settle_labels(
 }
 
 /// `name count, ...` of counts by name.
-fn by(m: &BTreeMap<&str, u64>) -> String {
+fn by<K: AsRef<str>>(m: &BTreeMap<K, u64>) -> String {
     m.iter()
-        .map(|(k, v)| format!("{k} {v}"))
+        .map(|(k, v)| format!("{} {v}", k.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -384,8 +405,14 @@ fn by(m: &BTreeMap<&str, u64>) -> String {
 /// what became of them, the others by why they were not sent.
 fn counts_line(counts: &Counts, tally: &Tally) -> String {
     let excluded: u64 = counts.excluded.values().sum();
-    let sent =
-        counts.matched + excluded + counts.blocked + counts.over_cap + counts.skipped_invalid;
+    let listed: u64 = counts.on_lists.values().sum();
+    let sent = counts.matched
+        + excluded
+        + counts.blocked
+        + listed
+        + counts.expired
+        + counts.over_cap
+        + counts.skipped_invalid;
     let mut matched = format!(
         "{} created, {} updated, {} unchanged",
         tally.created, tally.updated, tally.unchanged
@@ -404,8 +431,19 @@ fn counts_line(counts: &Counts, tally: &Tally) -> String {
     } else {
         String::new()
     };
+    // The rails of ThreatConnect's own knowledge, said only when they left something out.
+    let mut tc_rails = String::new();
+    if listed > 0 {
+        tc_rails.push_str(&format!(
+            ", {listed} on TC exclusion lists ({})",
+            by(&counts.on_lists)
+        ));
+    }
+    if counts.expired > 0 {
+        tc_rails.push_str(&format!(", {} expired", counts.expired));
+    }
     format!(
-        "ThreatConnect sent {}: {} matched ({matched}), {excluded} left out by the filters{filters}, {} blocked (unsafe or Never Send), {} over Maximum Indicators, {} invalid values, {} of other types",
+        "ThreatConnect sent {}: {} matched ({matched}), {excluded} left out by the filters{filters}, {} blocked (unsafe or Never Send){tc_rails}, {} over Maximum Indicators, {} invalid values, {} of other types",
         counted(sent, "indicator"),
         counts.matched,
         counts.blocked,

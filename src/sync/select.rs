@@ -1,8 +1,12 @@
 //! Which indicators a run sends: one verdict for each indicator of the pull, the same in both
-//! layouts. Its type, the job's filters, a value that cannot be sent, the safety rails and
-//! Maximum Indicators decide, in that order; what a layout makes of a sent indicator (a
-//! package, a member of a grouped document) is its own affair.
+//! layouts. Its type, the job's filters, a value that cannot be sent, the safety rails (the
+//! job's own, then ThreatConnect's exclusion lists and the indicator's expiry) and Maximum
+//! Indicators decide, in that order; what a layout makes of a sent indicator (a package, a
+//! member of a grouped document) is its own affair.
 
+use time::OffsetDateTime;
+
+use crate::exclusions::Exclusions;
 use crate::intel::{self, Format, Invalid, Package};
 use crate::safety::Guard;
 use crate::tc::model::Indicator;
@@ -35,6 +39,10 @@ pub(super) struct Selection<'a> {
     pub filters: &'a Filters,
     pub format: Format,
     pub guard: &'a Guard,
+    /// ThreatConnect's exclusion lists, when Honor Exclusion Lists is on and they were read.
+    pub exclusions: Option<&'a Exclusions>,
+    /// Honor Expiry: an indicator whose expiry is at or before this (the run's start) is out.
+    pub expired_by: Option<OffsetDateTime>,
     /// A full reconcile under a cap: the rank of the last indicator that fits.
     pub cutoff: Option<Rank>,
 }
@@ -123,6 +131,18 @@ pub(super) fn select<T: Rendered>(
     if let Some(block) = sel.guard.check(kind, &sent.value()) {
         return out(Some(sent.identity()), sent.title(), Cause::Blocked(block));
     }
+    if let Some(list) = sel
+        .exclusions
+        .and_then(|e| e.find(&ind.owner_name, kind, &sent.value()))
+    {
+        let cause = Cause::Excluded(list.to_string());
+        return out(Some(sent.identity()), sent.title(), cause);
+    }
+    if let (Some(by), Some(at)) = (sel.expired_by, ind.expires_at()) {
+        if at <= by {
+            return out(Some(sent.identity()), sent.title(), Cause::Expired(at));
+        }
+    }
     if sel.cutoff.is_some_and(|c| rank(ind) > c) {
         return out(Some(sent.identity()), sent.title(), Cause::OverCap);
     }
@@ -144,12 +164,26 @@ impl NotSent {
                 ..
             } => *counts.excluded.entry(why.filter).or_default() += 1,
             NotSent::Out {
-                cause: cause @ Cause::Blocked(_),
+                cause: cause @ (Cause::Blocked(_) | Cause::Excluded(_) | Cause::Expired(_)),
                 title,
                 ..
             } => {
-                counts.blocked += 1;
-                if counts.blocked <= BLOCKED_LINES {
+                let seen = match cause {
+                    Cause::Excluded(list) => {
+                        let n = counts.on_lists.entry(list.clone()).or_default();
+                        *n += 1;
+                        counts.on_lists.values().sum()
+                    }
+                    Cause::Expired(_) => {
+                        counts.expired += 1;
+                        counts.expired
+                    }
+                    _ => {
+                        counts.blocked += 1;
+                        counts.blocked
+                    }
+                };
+                if seen <= BLOCKED_LINES {
                     log::info!("not sent: {title} ({}): {cause}", ind.owner_name);
                     if dry_run {
                         println!("not sent {title} ({}): {cause}", ind.owner_name);
@@ -166,11 +200,18 @@ impl NotSent {
 
 /// The count of blocked indicators not named one by one.
 pub(super) fn log_blocked_rest(counts: &Counts) {
-    if counts.blocked > BLOCKED_LINES {
-        log::info!(
-            "... and {} more indicators not sent (unsafe or on the Never Send list)",
-            counts.blocked - BLOCKED_LINES
-        );
+    let listed: u64 = counts.on_lists.values().sum();
+    for (n, why) in [
+        (counts.blocked, "unsafe or on the Never Send list"),
+        (listed, "on TC exclusion lists"),
+        (counts.expired, "expired in ThreatConnect"),
+    ] {
+        if n > BLOCKED_LINES {
+            log::info!(
+                "... and {} more indicators not sent ({why})",
+                n - BLOCKED_LINES
+            );
+        }
     }
 }
 
@@ -229,6 +270,8 @@ mod tests {
             filters: &filters,
             format: Format::Stix,
             guard: &guard,
+            exclusions: None,
+            expired_by: None,
             cutoff: None,
         };
         let (a, b) = both(&host(1, "a.example"), &sel);
@@ -272,6 +315,80 @@ mod tests {
     }
 
     #[test]
+    fn the_tc_rails_give_one_verdict_in_both_layouts_after_the_jobs_own() {
+        use crate::tc::exclusion::{ExclusionList, Value, Values};
+        let mut lists = Exclusions::default();
+        let hosts = ExclusionList {
+            id: Some(1),
+            name: "Indicator-Host".into(),
+            fixed_values: Some(Values {
+                data: vec![Value {
+                    value: "mail.example".into(),
+                }],
+                count: Some(1),
+            }),
+            ..ExclusionList::default()
+        };
+        lists.add(&hosts, crate::exclusions::ListKind::Host);
+        let now = time::macros::datetime!(2026-11-28 12:00:00 UTC);
+        let guard = Guard {
+            never_send: crate::safety::NeverSend::parse(&["gone.example".into()]).unwrap(),
+            ..Guard::default()
+        };
+        let filters = all();
+        let sel = Selection {
+            filters: &filters,
+            format: Format::Stix,
+            guard: &guard,
+            exclusions: Some(&lists),
+            expired_by: Some(now),
+            cutoff: None,
+        };
+        let (a, b) = both(&host(1, "Mail.Example"), &sel);
+        assert_eq!(cause(&a), cause(&b));
+        assert_eq!(
+            cause(&a).unwrap().to_string(),
+            "on a TC exclusion list (Indicator-Host)"
+        );
+        let expiring = |id, at: &str| Indicator {
+            external_date_expires: Some(at.into()),
+            ..host(id, &format!("h{id}.example"))
+        };
+        let (a, b) = both(&expiring(2, "2026-11-28T12:00:00Z"), &sel);
+        assert_eq!(cause(&a), cause(&b));
+        assert_eq!(
+            cause(&a).unwrap().to_string(),
+            "expired in ThreatConnect on 2026-11-28T12:00:00Z"
+        );
+        assert!(matches!(
+            both(&expiring(3, "2026-11-28T12:00:01Z"), &sel),
+            (Verdict::Sent(_), Verdict::Sent(_))
+        ));
+        // The job's own rail says it first; with the TC rails off, only that one is left.
+        let both_ways = Indicator {
+            external_date_expires: Some("2020-01-01T00:00:00Z".into()),
+            ..host(4, "gone.example")
+        };
+        assert!(matches!(
+            cause(&both(&both_ways, &sel).0),
+            Some(Cause::Blocked(_))
+        ));
+        let off = Selection {
+            exclusions: None,
+            expired_by: None,
+            ..sel
+        };
+        assert!(matches!(
+            both(&host(1, "mail.example"), &off),
+            (Verdict::Sent(_), Verdict::Sent(_))
+        ));
+        assert!(matches!(
+            both(&expiring(2, "2020-01-01T00:00:00Z"), &off).0,
+            Verdict::Sent(_)
+        ));
+    }
+
+    #[test]
     fn counting_a_verdict_sorts_it_by_why() {
         let mut counts = Counts::default();
         let ind = host(1, "a.example");
@@ -283,6 +400,10 @@ mod tests {
         for n in [
             NotSent::OtherType,
             out(Cause::OverCap),
+            out(Cause::Excluded("Indicator-Host".into())),
+            out(Cause::Excluded("Indicator-Host".into())),
+            out(Cause::Excluded("Host of Org".into())),
+            out(Cause::Expired(time::OffsetDateTime::UNIX_EPOCH)),
             out(Cause::Blocked(crate::safety::Block::Unsafe("x".into()))),
             out(Cause::Rejected(crate::tc::filter::Rejection {
                 filter: "Include Tags",
@@ -296,6 +417,9 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!(counts.excluded.get("Include Tags"), Some(&1));
+        assert_eq!(counts.on_lists.get("Indicator-Host"), Some(&2));
+        assert_eq!(counts.on_lists.get("Host of Org"), Some(&1));
+        assert_eq!(counts.expired, 1);
     }
 
     #[test]
@@ -323,6 +447,8 @@ mod tests {
             filters: &all(),
             format: Format::Stix,
             guard: &guard,
+            exclusions: None,
+            expired_by: None,
             cutoff: Some(rank(&ranked[2])),
         };
         let (a, b) = both(&ranked[3], &sel);

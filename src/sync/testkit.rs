@@ -29,6 +29,7 @@ pub(super) struct Kit {
     pub tc: TcClient,
     pub tanium: TaniumClient,
     pub source: Source,
+    pub lists: super::Lists,
     _temp: tempfile::TempDir,
 }
 
@@ -89,6 +90,7 @@ impl Kit {
                 id: Some(id),
                 created: false,
             },
+            lists: super::Lists::Off,
             _temp: temp,
         }
     }
@@ -103,6 +105,7 @@ impl Kit {
             source: &self.source,
             layout: Layout::of(&self.config),
             full: full.then_some(super::Full::EmptySource),
+            lists: &self.lists,
         }
     }
 

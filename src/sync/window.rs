@@ -61,7 +61,7 @@ pub(super) fn full_reason(
     checkpoint: &Checkpoint,
     layout: Layout,
     (index, created): (&SourceIndex, bool),
-    now: OffsetDateTime,
+    (now, lists): (OffsetDateTime, Option<u64>),
 ) -> Option<Full> {
     if (index.map.is_empty() && index.groups.is_empty()) || created {
         return Some(Full::EmptySource);
@@ -87,6 +87,8 @@ pub(super) fn full_reason(
     // A changed Intel Format must reach every document, not only the ones TC modified since.
     let reason = match due {
         Some(Due::FiltersChanged) => Some(Full::Due(Due::FiltersChanged)),
+        // What the lists exclude may be in the source, unmodified: only a full pull finds it.
+        _ if checkpoint.exclusions_changed(lists) => Some(Full::Due(Due::ExclusionListsChanged)),
         _ if index.other_format > 0 => Some(Full::FormatChanged),
         d => d.map(Full::Due),
     };
@@ -233,14 +235,17 @@ fn describe_job(config: &JobConfig) -> String {
         }
     };
     let r = &config.rails;
+    let on = |b: bool| if b { "on" } else { "off" };
     format!(
-        "job: {selection}; Intel Format {}; Block Unsafe Indicators {}; Never Send {}; Maximum Indicators {}; Maximum Indicator Age {}",
+        "job: {selection}; Intel Format {}; Block Unsafe Indicators {}; Never Send {}; Maximum Indicators {}; Maximum Indicator Age {}; Honor Exclusion Lists {}; Honor Expiry {}",
         config.intel_format,
-        if r.guard.safeguards { "on" } else { "off" },
+        on(r.guard.safeguards),
         list(&r.guard.never_send.canonical(), "none"),
         r.max_indicators.map_or("none".to_string(), |n| n.to_string()),
         r.max_indicator_age_days
-            .map_or("none".to_string(), |d| format!("{d} days"))
+            .map_or("none".to_string(), |d| format!("{d} days")),
+        on(r.honor_exclusion_lists),
+        on(r.honor_expiry)
     )
 }
 

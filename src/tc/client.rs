@@ -493,7 +493,7 @@ impl TcClient {
 
     /// Every record of a v3 list, page by page with `resultStart` (never following `next`, which
     /// only says more exist); `url` carries the other query parameters.
-    fn each_record(
+    pub(super) fn each_record(
         &self,
         url: &str,
         limit: u32,

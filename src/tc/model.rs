@@ -207,7 +207,7 @@ fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
     })
 }
 
-fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(match v {
         Some(serde_json::Value::Number(n)) => n
@@ -218,7 +218,7 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
     })
 }
 
-fn default_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+pub(super) fn default_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(match v {
         Some(serde_json::Value::Bool(b)) => b,

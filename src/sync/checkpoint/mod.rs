@@ -1,6 +1,7 @@
 //! What a job carries from one run to the next: Last Modified, the job horizon, when the last
 //! full reconcile finished, the filters' fingerprint, whether a deploy is owed, which label
-//! rules the documents' labels follow, and whether Tanium could delete the last run lease. This type alone reads those keys from the params and
+//! rules the documents' labels follow, whether Tanium could delete the last run lease, and what
+//! ThreatConnect's exclusion lists excluded. This type alone reads those keys from the params and
 //! decides what goes back to `results.tc`.
 
 use std::collections::BTreeSet;
@@ -24,6 +25,9 @@ pub const HORIZON_NONE: &str = "none";
 /// The label fingerprint of a run that could not read or make labels: it matches no rules,
 /// not even none, so the next run looks at every document's labels.
 pub const LABELS_UNSETTLED: &str = "unsettled";
+/// The exclusion fingerprint of a run that could not read ThreatConnect's exclusion lists: it
+/// matches no lists, so the first run that reads them reconciles fully.
+pub const LISTS_UNREAD: &str = "unread";
 /// How Deploy Pending counts the runs in a row whose deploy Tanium refused (`refused 2`).
 const REFUSED: &str = "refused";
 /// How long ThreatConnect is taken to keep deleted-indicator records. Its system administrator
@@ -61,12 +65,16 @@ pub struct Checkpoint {
     pub label_fingerprint: Option<String>,
     /// Tanium could not delete a run lease source (see `tanium::lease`).
     pub lease_deletes_failed: bool,
+    /// What ThreatConnect's exclusion lists excluded at the last run (see [`ListsEnd`]).
+    pub exclusion_fingerprint: Option<String>,
 }
 
 /// Why the checkpoint asks for a full reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
     FiltersChanged,
+    /// What ThreatConnect's exclusion lists exclude changed, or a run could not read them.
+    ExclusionListsChanged,
     NoRecord,
     /// Older than [`DELETED_RETENTION`].
     Stale,
@@ -77,6 +85,9 @@ impl std::fmt::Display for Due {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Due::FiltersChanged => "the job's filters changed",
+            Due::ExclusionListsChanged => {
+                "ThreatConnect's exclusion lists changed (or the last run could not read them)"
+            }
             Due::NoRecord => "no full reconcile on record",
             Due::Stale => STALE_CHECKPOINT,
             Due::Interval => "the reconcile interval has passed",
@@ -95,6 +106,27 @@ pub enum LabelsEnd {
     Kept,
     /// Tanium's labels could not be read or made: the next run looks at every document's.
     Unsettled,
+}
+
+/// What a run made of ThreatConnect's exclusion lists, for Exclusion Fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListsEnd {
+    /// Honor Exclusion Lists is off.
+    Off,
+    /// Read: the fingerprint of what they exclude.
+    Read(u64),
+    /// They could not be read: what the run sent may be on them.
+    Unread,
+}
+
+impl ListsEnd {
+    fn kept(self) -> String {
+        match self {
+            ListsEnd::Off => String::new(),
+            ListsEnd::Read(f) => format!("{f:016x}"),
+            ListsEnd::Unread => LISTS_UNREAD.to_string(),
+        }
+    }
 }
 
 /// How a run ended, as far as the next run's starting point is concerned.
@@ -119,6 +151,7 @@ pub struct RunEnd {
     /// The deploy task the next run asks about (one this run started, or one still running).
     pub deploy_task: Option<i64>,
     pub labels: LabelsEnd,
+    pub lists: ListsEnd,
 }
 
 fn iso(t: OffsetDateTime) -> String {
@@ -223,7 +256,19 @@ impl Checkpoint {
                 false,
             )
             .unwrap_or(false),
+            exclusion_fingerprint: text(raw, pn::EXCLUSION_FINGERPRINT).ok().flatten(),
         })
+    }
+
+    /// Whether what the exclusion lists exclude differs from the last run's (a run that could
+    /// not read them counts as a difference); None: this run has no fingerprint (the rail is
+    /// off, or the lists could not be read), and a job without one on record has nothing to
+    /// compare (turning the rail on changes the filter fingerprint instead).
+    pub fn exclusions_changed(&self, now: Option<u64>) -> bool {
+        match (&self.exclusion_fingerprint, now) {
+            (Some(kept), Some(now)) => *kept != ListsEnd::Read(now).kept(),
+            _ => false,
+        }
     }
 
     /// Whether this run must look at every document's labels (else the documents it meets
@@ -337,6 +382,7 @@ impl Checkpoint {
                 pn::DEPLOY_TASK.name,
                 Some(end.deploy_task.map(|t| t.to_string()).unwrap_or_default()),
             ),
+            (pn::EXCLUSION_FINGERPRINT.name, Some(end.lists.kept())),
         ];
         if end.full_reconcile && end.removals_complete && end.pull_complete {
             out.push((pn::LAST_FULL_RECONCILE.name, Some(iso(now))));
@@ -372,6 +418,7 @@ impl Checkpoint {
             "managed_labels": self.managed_labels,
             "label_fingerprint": self.label_fingerprint,
             "run_lease_unsupported": self.lease_deletes_failed,
+            "exclusion_fingerprint": self.exclusion_fingerprint,
         })
     }
 }

@@ -28,6 +28,7 @@ fn end() -> RunEnd {
         deploy_refusals: 0,
         deploy_task: None,
         labels: LabelsEnd::Kept,
+        lists: ListsEnd::Off,
     }
 }
 
@@ -314,4 +315,32 @@ fn a_change_of_the_label_rules_asks_for_a_pass_until_one_settles_them() {
     let (damaged, notes) = load(&[("managed_labels", "{oops"), GIVEN]);
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(damaged.managed(&new).manages("ThreatConnect"));
+}
+
+#[test]
+fn a_change_of_what_the_lists_exclude_or_an_unread_run_makes_the_next_one_full() {
+    let key = |c: &Checkpoint, lists| {
+        c.results(&RunEnd { lists, ..end() }, "f", NOW)
+            .into_iter()
+            .find(|(k, _)| *k == "exclusion_fingerprint")
+            .and_then(|(_, v)| v)
+    };
+    let (fresh, _) = load(&[GIVEN]);
+    assert!(!fresh.exclusions_changed(Some(7)), "nothing on record");
+    assert_eq!(
+        key(&fresh, ListsEnd::Read(7)).as_deref(),
+        Some("0000000000000007")
+    );
+    assert_eq!(key(&fresh, ListsEnd::Unread).as_deref(), Some("unread"));
+    assert_eq!(key(&fresh, ListsEnd::Off).as_deref(), Some(""));
+    let (read, _) = load(&[GIVEN, ("exclusion_fingerprint", "0000000000000007")]);
+    assert!(!read.exclusions_changed(Some(7)));
+    assert!(read.exclusions_changed(Some(8)));
+    assert!(
+        !read.exclusions_changed(None),
+        "unread now: nothing to compare"
+    );
+    let (unread, _) = load(&[GIVEN, ("exclusion_fingerprint", "unread")]);
+    assert!(unread.exclusions_changed(Some(7)));
+    assert_eq!(unread.to_json()["exclusion_fingerprint"], json!("unread"));
 }

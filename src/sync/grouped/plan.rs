@@ -386,6 +386,8 @@ mod tests {
             filters: &kit.config.filters,
             format: kit.config.intel_format,
             guard: &kit.config.rails.guard,
+            exclusions: None,
+            expired_by: None,
             cutoff: None,
         };
         let mut counts = Counts::default();
@@ -478,14 +480,21 @@ mod tests {
         let mut retire: Vec<_> = plan
             .retire
             .iter()
-            .map(|r| (r.doc_id, r.cause.key(), r.needs_clean, r.members))
+            .map(|r| {
+                (
+                    r.doc_id,
+                    r.cause.key().into_owned(),
+                    r.needs_clean,
+                    r.members,
+                )
+            })
             .collect();
         retire.sort();
         assert_eq!(
             retire,
             [
-                (101, "Indicators per Intel Document changed", true, 0),
-                (102, "not selected any more", false, 1)
+                (101, "Indicators per Intel Document changed".into(), true, 0),
+                (102, "not selected any more".into(), false, 1)
             ]
         );
         assert_eq!((plan.removal_bound, plan.retired_members), (1, 1));

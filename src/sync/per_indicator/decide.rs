@@ -190,6 +190,8 @@ mod tests {
             filters,
             format,
             guard: &guard,
+            exclusions: None,
+            expired_by: None,
             cutoff: None,
         };
         decide(ind, &sel, None, index)
@@ -332,6 +334,8 @@ mod tests {
             filters: &all(),
             format: Format::Stix,
             guard: &guard,
+            exclusions: None,
+            expired_by: None,
             cutoff: None,
         };
         match decide(&a, &sel, None, &mut index) {
@@ -356,6 +360,8 @@ mod tests {
             filters: &all(),
             format: Format::Stix,
             guard: &guard,
+            exclusions: None,
+            expired_by: None,
             cutoff: Some(crate::sync::select::rank(&second)),
         };
         let mut index = holding(&third, Format::Stix, false);

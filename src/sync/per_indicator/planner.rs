@@ -420,6 +420,8 @@ mod tests {
             filters: &kit.config.filters,
             format: kit.config.intel_format,
             guard: &kit.config.rails.guard,
+            exclusions: kit.lists.exclusions(),
+            expired_by: kit.config.rails.honor_expiry.then_some(kit.opts.now),
             cutoff: None,
         }
     }
