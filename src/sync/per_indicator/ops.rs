@@ -17,17 +17,10 @@ use crate::sync::label_book::{self, LabelPlan};
 /// One write. `labels` (None: labels are off this run) are brought to their plan right after
 /// the content is written, from the labels the write's answer shows when it shows them.
 pub(in crate::sync) enum Op {
-    Create {
+    Write {
+        to: Target,
         pkg: Box<Package>,
         last_modified: Option<OffsetDateTime>,
-        labels: Option<LabelPlan>,
-    },
-    Update {
-        doc_id: i64,
-        pkg: Box<Package>,
-        last_modified: Option<OffsetDateTime>,
-        /// Read the stored marker first unless Tanium's md5 proved trustworthy this run.
-        verify: bool,
         labels: Option<LabelPlan>,
     },
     Delete {
@@ -35,30 +28,36 @@ pub(in crate::sync) enum Op {
         what: String,
         cause: Cause,
     },
-    /// Taking a document over: rewritten in place under the root id it had. Should the server
-    /// file the content as a new document instead, the old one goes. `replaces`: the job's own
-    /// document for the same indicator, removed once the adopted one holds it.
-    Adopt {
-        doc_id: i64,
-        pkg: Box<Package>,
-        last_modified: Option<OffsetDateTime>,
-        labels: Option<LabelPlan>,
-        replaces: Option<i64>,
-    },
-    /// A format switch: create the new document first, delete the old one only once the new
-    /// one exists, so a failure never leaves the indicator without a document.
-    Replace {
-        old_doc_id: i64,
-        pkg: Box<Package>,
-        last_modified: Option<OffsetDateTime>,
-        labels: Option<LabelPlan>,
-    },
     /// A label change alone: the content is current.
     Labels {
         doc_id: i64,
         what: String,
         labels: LabelPlan,
         last_modified: Option<OffsetDateTime>,
+    },
+}
+
+/// Where a document's content goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::sync) enum Target {
+    New,
+    /// Read the stored marker first (`verify`) unless Tanium's md5 proved trustworthy this
+    /// run.
+    Update {
+        doc_id: i64,
+        verify: bool,
+    },
+    /// Taking a document over: rewritten in place under the root id it had. Should the server
+    /// file the content as a new document instead, the old one goes. `replaces`: the job's own
+    /// document for the same indicator, removed once the adopted one holds it.
+    Adopt {
+        doc_id: i64,
+        replaces: Option<i64>,
+    },
+    /// A format switch: a new document first; the old one goes only once the new one exists,
+    /// so a failure never leaves the indicator without a document.
+    Replace {
+        old_doc_id: i64,
     },
 }
 
@@ -93,12 +92,11 @@ impl Work<Writer<'_>> for Op {
     fn run(self, w: &Writer, out: &mut Out) {
         if w.verified_unchanged(&self) {
             out.r.unchanged += 1;
-            if let Op::Update {
-                doc_id,
+            if let Op::Write {
+                to: Target::Update { doc_id, .. },
                 pkg,
                 last_modified,
                 labels: Some(labels),
-                ..
             } = self
             {
                 w.write_labels(doc_id, &pkg.name, &labels, last_modified, out);
@@ -111,10 +109,7 @@ impl Work<Writer<'_>> for Op {
     fn not_attempted(self, _: &Writer, out: &mut Out) {
         let r = &mut out.r;
         match self {
-            Op::Create { last_modified, .. }
-            | Op::Update { last_modified, .. }
-            | Op::Adopt { last_modified, .. }
-            | Op::Replace { last_modified, .. } => {
+            Op::Write { last_modified, .. } => {
                 r.failed_writes += 1;
                 r.note_undelivered(last_modified);
             }
@@ -147,10 +142,12 @@ impl Writer<'_> {
     /// For an update the listing could not decide: whether the stored document already
     /// carries this content's rev (then there is nothing to write).
     fn verified_unchanged(&self, op: &Op) -> bool {
-        let Op::Update {
-            doc_id,
+        let Op::Write {
+            to: Target::Update {
+                doc_id,
+                verify: true,
+            },
             pkg,
-            verify: true,
             ..
         } = op
         else {
@@ -190,29 +187,12 @@ impl Writer<'_> {
     /// The labels of a document just written; a failure is one more failed write of it (its
     /// indicator is pulled again next run).
     fn label_written(&self, doc: &IntelDoc, op: &Op, out: &mut Out) {
-        let (Op::Create {
-            labels: Some(plan),
-            pkg,
-            last_modified,
-        }
-        | Op::Update {
+        let Op::Write {
             labels: Some(plan),
             pkg,
             last_modified,
             ..
-        }
-        | Op::Replace {
-            labels: Some(plan),
-            pkg,
-            last_modified,
-            ..
-        }
-        | Op::Adopt {
-            labels: Some(plan),
-            pkg,
-            last_modified,
-            ..
-        }) = op
+        } = op
         else {
             return;
         };
@@ -249,106 +229,84 @@ impl Writer<'_> {
         }
     }
 
-    // One arm per op and outcome, each short: the write, then what its answer means.
     fn write(&self, op: Op, out: &mut Out) {
-        let tanium = self.tanium;
-        // The id of the document written (an update may answer with a new one).
-        let result = match &op {
-            Op::Create { pkg, .. } | Op::Replace { pkg, .. } => tanium
-                .create_doc(self.source_id, &upload_of(pkg))
-                .inspect(|d| self.learn(d, pkg)),
-            Op::Update { doc_id, pkg, .. } | Op::Adopt { doc_id, pkg, .. } => tanium
-                .update_doc(*doc_id, &upload_of(pkg))
-                .inspect(|d| self.learn(d, pkg)),
-            Op::Delete { doc_id, .. } => tanium.delete_doc(*doc_id).map(|()| IntelDoc {
-                id: *doc_id,
-                ..IntelDoc::default()
-            }),
+        let (to, pkg, last_modified) = match op {
+            Op::Write {
+                to,
+                ref pkg,
+                last_modified,
+                ..
+            } => (to, pkg, last_modified),
+            Op::Delete {
+                doc_id,
+                what,
+                cause,
+            } => return self.delete(doc_id, &what, cause, out),
             Op::Labels {
                 doc_id,
                 what,
                 labels,
                 last_modified,
-            } => {
-                self.write_labels(*doc_id, what, labels, *last_modified, out);
-                return;
+            } => return self.write_labels(doc_id, &what, &labels, last_modified, out),
+        };
+        // The id of the document written (an update may answer with a new one).
+        let written = match to {
+            Target::New | Target::Replace { .. } => {
+                self.tanium.create_doc(self.source_id, &upload_of(pkg))
+            }
+            Target::Update { doc_id, .. } | Target::Adopt { doc_id, .. } => {
+                self.tanium.update_doc(doc_id, &upload_of(pkg))
             }
         };
-        let result = result.map(|doc| {
-            out.r.wrote_anything = true;
-            self.label_written(&doc, &op, out);
-            doc.id
-        });
-        let r = &mut out.r;
-        match (op, result) {
-            (
-                Op::Replace {
-                    old_doc_id, pkg, ..
-                },
-                Ok(_),
-            ) => {
-                r.created += 1;
+        let written = match written {
+            Ok(doc) => {
+                self.learn(&doc, pkg);
+                out.r.wrote_anything = true;
+                self.label_written(&doc, &op, out);
+                doc.id
+            }
+            Err(e) => {
+                out.r.failed_writes += 1;
+                out.r.note_undelivered(last_modified);
+                let msg = format!("could not write {}: {e}", pkg.name);
+                return out.fail(Failure::Tanium(Box::new(e)), msg);
+            }
+        };
+        match to {
+            Target::New => out.r.created += 1,
+            Target::Update { .. } => out.r.updated += 1,
+            Target::Replace { old_doc_id } => {
+                out.r.created += 1;
                 // The new document exists; only now may the old-format one go.
                 self.remove_replaced(old_doc_id, &pkg.name, out);
             }
-            (
-                Op::Adopt {
-                    doc_id,
-                    pkg,
-                    replaces,
-                    ..
-                },
-                Ok(written),
-            ) => {
+            Target::Adopt { doc_id, replaces } => {
                 if written == doc_id {
-                    r.updated += 1;
+                    out.r.updated += 1;
                 } else {
                     // The server did not take the content in place: the new document replaces it.
-                    r.created += 1;
+                    out.r.created += 1;
                     self.remove_replaced(doc_id, &pkg.name, out);
                 }
                 if let Some(own) = replaces {
                     self.remove_replaced(own, &pkg.name, out);
                 }
             }
-            (Op::Create { .. }, Ok(_)) => r.created += 1,
-            (Op::Update { .. }, Ok(_)) => r.updated += 1,
-            (
-                Op::Delete {
-                    cause: Cause::Relaid,
-                    ..
-                },
-                Ok(_),
-            ) => r.replaced += 1,
-            (Op::Delete { .. }, Ok(_)) => r.removed += 1,
-            (
-                Op::Create {
-                    pkg, last_modified, ..
-                }
-                | Op::Update {
-                    pkg, last_modified, ..
-                }
-                | Op::Adopt {
-                    pkg, last_modified, ..
-                }
-                | Op::Replace {
-                    pkg, last_modified, ..
-                },
-                Err(e),
-            ) => {
-                r.failed_writes += 1;
-                r.note_undelivered(last_modified);
-                let msg = format!("could not write {}: {e}", pkg.name);
-                out.fail(Failure::Tanium(Box::new(e)), msg);
-            }
-            (Op::Delete { what, .. }, Err(e)) => {
-                r.failed_removals += 1;
-                let msg = format!("could not remove {what}: {e}");
-                out.fail(Failure::Tanium(Box::new(e)), msg);
-            }
-            // (sent before the match)
-            (Op::Labels { .. }, _) => {}
         }
+    }
+
+    fn delete(&self, doc_id: i64, what: &str, cause: Cause, out: &mut Out) {
+        match self.tanium.delete_doc(doc_id) {
+            // A document of the other layout: its indicators have documents of this one.
+            Ok(()) if cause == Cause::Relaid => out.r.replaced += 1,
+            Ok(()) => out.r.removed += 1,
+            Err(e) => {
+                out.r.failed_removals += 1;
+                let msg = format!("could not remove {what}: {e}");
+                return out.fail(Failure::Tanium(Box::new(e)), msg);
+            }
+        }
+        out.r.wrote_anything = true;
     }
 
     /// Removes the document a new one replaced (format switch, or an adoption the server

@@ -11,7 +11,7 @@ use crate::intel::{self, Package};
 use crate::tc::model::Indicator;
 
 use super::decide::{decide, Decision};
-use super::ops::Op;
+use super::ops::{Op, Target};
 use super::Pool;
 use crate::sync::cause::Cause;
 use crate::sync::guard::RemovalGuard;
@@ -63,20 +63,34 @@ impl<'a, 'p> Planner<'a, 'p> {
     fn dispatch(&mut self, op: Op) {
         match self.pool {
             Some(pool) => pool.send(op),
-            None => match op {
-                Op::Create { .. } => self.counts.would_create += 1,
-                Op::Update { .. } => self.counts.would_update += 1,
-                Op::Adopt { replaces, .. } => {
-                    self.counts.would_update += 1;
-                    self.counts.would_remove += u64::from(replaces.is_some());
+            None => {
+                let c = &mut self.counts;
+                match op {
+                    Op::Write {
+                        to: Target::New, ..
+                    } => c.would_create += 1,
+                    Op::Write {
+                        to: Target::Update { .. },
+                        ..
+                    } => c.would_update += 1,
+                    Op::Write {
+                        to: Target::Adopt { replaces, .. },
+                        ..
+                    } => {
+                        c.would_update += 1;
+                        c.would_remove += u64::from(replaces.is_some());
+                    }
+                    Op::Write {
+                        to: Target::Replace { .. },
+                        ..
+                    } => {
+                        c.would_create += 1;
+                        c.would_remove += 1;
+                    }
+                    Op::Delete { .. } => c.would_remove += 1,
+                    Op::Labels { .. } => c.would_relabel += 1,
                 }
-                Op::Delete { .. } => self.counts.would_remove += 1,
-                Op::Labels { .. } => self.counts.would_relabel += 1,
-                Op::Replace { .. } => {
-                    self.counts.would_create += 1;
-                    self.counts.would_remove += 1;
-                }
-            },
+            }
         }
     }
 
@@ -110,75 +124,25 @@ impl<'a, 'p> Planner<'a, 'p> {
         Ok(None)
     }
 
-    // One arm per decision, each short; the long arms live in their own methods.
     fn act(&mut self, ind: &Indicator, decision: Decision, sets: &LabelSets) -> Result<()> {
-        let last_modified = ind.last_modified_at();
-        match decision {
+        let (to, pkg, listed) = match decision {
             Decision::NotSent { why, doc_id } => {
                 why.count(ind, &mut self.counts, self.run.opts.dry_run);
                 if let (Some(doc_id), NotSent::Out { cause, .. }) = (doc_id, why) {
                     self.remove(doc_id, describe(ind), cause);
                 }
+                return Ok(());
             }
             Decision::Repeat => {
                 self.counts.matched += 1;
                 self.counts.repeats += 1;
+                return Ok(());
             }
             Decision::Unchanged { doc_id, labels } => {
                 self.counts.matched += 1;
                 self.counts.unchanged += 1;
                 self.relabel(ind, doc_id, sets.get(labels));
-            }
-            Decision::Create(pkg) => {
-                self.counts.matched += 1;
-                self.run.plan(format!("create {}: new match", pkg.name));
-                self.write_dry(&pkg)?;
-                let labels = self.labels_of(ind, Some(&[]));
-                self.dispatch(Op::Create {
-                    pkg,
-                    last_modified,
-                    labels,
-                });
-            }
-            Decision::Adopt {
-                doc_id,
-                pkg,
-                replaces,
-            } => {
-                self.counts.matched += 1;
-                self.counts.adopted += 1;
-                self.run.plan(format!(
-                    "adopt document {doc_id}: it covers {} (updated in place, keeping its id){}",
-                    pkg.name,
-                    replaces.map_or(String::new(), |own| format!(
-                        "; the job's own document {own} for it goes"
-                    ))
-                ));
-                self.write_dry(&pkg)?;
-                // Its labels are read before they are set: others' labels on it stay.
-                let labels = self.labels_of(ind, None);
-                self.dispatch(Op::Adopt {
-                    doc_id,
-                    pkg,
-                    last_modified,
-                    labels,
-                    replaces,
-                });
-            }
-            Decision::Replace { old_doc_id, pkg } => {
-                self.counts.matched += 1;
-                self.run.plan(format!(
-                    "replace {}: the intel format changed to {}",
-                    pkg.name, self.run.config.intel_format
-                ));
-                self.write_dry(&pkg)?;
-                let labels = self.labels_of(ind, Some(&[]));
-                self.dispatch(Op::Replace {
-                    old_doc_id,
-                    pkg,
-                    last_modified,
-                    labels,
-                });
+                return Ok(());
             }
             Decision::Update {
                 doc_id,
@@ -187,9 +151,45 @@ impl<'a, 'p> Planner<'a, 'p> {
                 labels,
             } => {
                 self.counts.matched += 1;
-                self.update(ind, doc_id, pkg, verify, sets.get(labels))?;
+                return self.update(ind, doc_id, pkg, verify, sets.get(labels));
             }
-        }
+            Decision::Create(pkg) => {
+                self.run.plan(format!("create {}: new match", pkg.name));
+                (Target::New, pkg, Some(&[][..]))
+            }
+            Decision::Adopt {
+                doc_id,
+                pkg,
+                replaces,
+            } => {
+                self.counts.adopted += 1;
+                self.run.plan(format!(
+                    "adopt document {doc_id}: it covers {} (updated in place, keeping its id){}",
+                    pkg.name,
+                    replaces.map_or(String::new(), |own| format!(
+                        "; the job's own document {own} for it goes"
+                    ))
+                ));
+                // Its labels are read before they are set: others' labels on it stay.
+                (Target::Adopt { doc_id, replaces }, pkg, None)
+            }
+            Decision::Replace { old_doc_id, pkg } => {
+                self.run.plan(format!(
+                    "replace {}: the intel format changed to {}",
+                    pkg.name, self.run.config.intel_format
+                ));
+                (Target::Replace { old_doc_id }, pkg, Some(&[][..]))
+            }
+        };
+        self.counts.matched += 1;
+        self.write_dry(&pkg)?;
+        let labels = self.labels_of(ind, listed);
+        self.dispatch(Op::Write {
+            to,
+            pkg,
+            last_modified: ind.last_modified_at(),
+            labels,
+        });
         Ok(())
     }
 
@@ -215,11 +215,10 @@ impl<'a, 'p> Planner<'a, 'p> {
             self.write_dry(&pkg)?;
         }
         let labels = self.labels_of(ind, listed_labels);
-        self.dispatch(Op::Update {
-            doc_id,
+        self.dispatch(Op::Write {
+            to: Target::Update { doc_id, verify },
             pkg,
             last_modified: ind.last_modified_at(),
-            verify,
             labels,
         });
         Ok(())
