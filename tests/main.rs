@@ -28,4 +28,5 @@ mod takeover;
 mod tanium;
 mod tanium_real;
 mod tc;
+mod tc_rails;
 mod tls;

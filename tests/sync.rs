@@ -669,7 +669,9 @@ fn check_reports_each_side_and_fails_on_bad_credentials() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 10, 13);
     let r = lab.run(&none(), &["check"]).unwrap();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.log);
-    assert_eq!(r.stdout.lines().filter(|l| l.starts_with("ok ")).count(), 7);
+    // (ThreatConnect, the matching query, its exclusion lists, the rails, Tanium, the source,
+    // the labels)
+    assert_eq!(r.stdout.lines().filter(|l| l.starts_with("ok ")).count(), 8);
     assert!(
         r.message.starts_with("Checks passed; not checked: "),
         "{}",

@@ -485,7 +485,7 @@ impl TcClient {
     /// The URL of one page of `tql`, exactly as it goes on the wire.
     pub(super) fn page_url(&self, tql: &str, size: u32) -> String {
         format!(
-            "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&resultLimit={size}&sorting=id%20asc",
+            "{}/v3/indicators?tql={}&fields=tags&fields=threatAssess&fields=falsePositives&fields=externalDates&resultLimit={size}&sorting=id%20asc",
             self.api_path,
             encode_query_value(tql),
         )
