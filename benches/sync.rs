@@ -10,6 +10,10 @@
 //!                           default) or rich (also tags APT*, Malware and ThreatAssess bands);
 //!                           several run each and report the label requests' cost
 //!   --per-document N[,M...] indicators_per_document (default 1); several run each
+//!   --tc-rails R[,S...]     off (Honor Exclusion Lists and Honor Expiry off), default (on,
+//!                           no exclusion list in TC) or lists (on, TC holding lists shaped
+//!                           like its defaults, every 50th indicator with an expiry); several
+//!                           run each and report what the rails cost in TC requests
 //!   --phases LIST           first,nochange,changed,full (default all four)
 //!   --json FILE             also write the results as JSON
 //!   --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
@@ -23,7 +27,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tanium_tr_indicators::sim::bench::{
-    self, Baseline, BenchLabels, BenchOptions, Phase, PhaseResult,
+    self, Baseline, BenchLabels, BenchOptions, BenchTcRails, Phase, PhaseResult,
 };
 
 struct Args {
@@ -32,6 +36,7 @@ struct Args {
     workers: Vec<Option<usize>>,
     labels: Vec<BenchLabels>,
     per_document: Vec<u32>,
+    tc_rails: Vec<BenchTcRails>,
     phases: Vec<Phase>,
     json: Option<PathBuf>,
     check: Option<PathBuf>,
@@ -48,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
         workers: vec![None],
         labels: vec![BenchLabels::Default],
         per_document: vec![1],
+        tc_rails: vec![BenchTcRails::Default],
         phases: Phase::ALL.to_vec(),
         json: None,
         check: None,
@@ -99,6 +105,15 @@ fn parse_args() -> Result<Args, String> {
                         _ => Err(format!(
                             "--per-document: '{n}' is not a number from 1 to 1000"
                         )),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--tc-rails" => {
+                a.tc_rails = value("--tc-rails")?
+                    .split(',')
+                    .map(|r| {
+                        BenchTcRails::parse(r)
+                            .ok_or(format!("--tc-rails: '{r}' is not off, default or lists"))
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -168,11 +183,13 @@ fn main() -> ExitCode {
         for &w in &args.workers {
             for &l in &args.labels {
                 for &p in &args.per_document {
-                    combos.push((w, l, p));
+                    for &t in &args.tc_rails {
+                        combos.push((w, l, p, t));
+                    }
                 }
             }
         }
-        for (workers, labels, per_document) in combos {
+        for (workers, labels, per_document, tc_rails) in combos {
             let opts = BenchOptions {
                 binary: binary.clone(),
                 dir: args.dir.clone(),
@@ -183,18 +200,21 @@ fn main() -> ExitCode {
                 app_log_level: args.app_log.clone(),
                 labels,
                 per_document,
+                tc_rails,
             };
             let run = bench::run_size(&opts, size, &mut |r| {
                 eprintln!(
-                    "bench: {} {} (per document {}, workers {}, labels {}): {:.2} s, exit {}, TC {} req, Tanium {} req ({} writes, {} of labels), peak RSS {} KiB",
+                    "bench: {} {} (per document {}, workers {}, labels {}, TC rails {}): {:.2} s, exit {}, TC {} req ({} of the rails), Tanium {} req ({} writes, {} of labels), peak RSS {} KiB",
                     bench::format_size(r.size),
                     r.phase.label(),
                     r.per_document,
                     workers.map_or("default".into(), |w| w.to_string()),
                     labels.label(),
+                    tc_rails.label(),
                     r.wall_secs,
                     r.exit_code,
                     r.tc_requests,
+                    r.tc_rails_requests,
                     r.tanium_requests,
                     r.tanium_writes,
                     r.tanium_label_writes,
@@ -236,6 +256,30 @@ fn main() -> ExitCode {
                         r.wall_secs - off.wall_secs
                     );
                 }
+            }
+        }
+    }
+    if args.tc_rails.len() > 1 {
+        for r in all.iter().filter(|r| r.tc_rails != BenchTcRails::Off) {
+            let off = all.iter().find(|o| {
+                o.size == r.size
+                    && o.phase == r.phase
+                    && o.per_document == r.per_document
+                    && o.labels == r.labels
+                    && o.tc_rails == BenchTcRails::Off
+            });
+            if let Some(off) = off {
+                println!(
+                    "{} of {}: TC rails {} cost {} more TC requests ({} vs {}; {} of the lists and the expiry check), {:+.2} s",
+                    r.phase.label(),
+                    bench::format_size(r.size),
+                    r.tc_rails.label(),
+                    r.tc_requests as i64 - off.tc_requests as i64,
+                    r.tc_requests,
+                    off.tc_requests,
+                    r.tc_rails_requests,
+                    r.wall_secs - off.wall_secs
+                );
             }
         }
     }

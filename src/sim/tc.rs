@@ -378,6 +378,7 @@ pub(super) struct State {
     record_patch: Mutex<Option<(i64, serde_json::Value)>>,
     ids_as_strings: std::sync::atomic::AtomicBool,
     pub(super) exclusions: Mutex<super::tc_exclusions::Book>,
+    expiry_queries: AtomicU64,
 }
 
 impl State {
@@ -447,6 +448,7 @@ impl TcSim {
             record_patch: Mutex::new(None),
             ids_as_strings: std::sync::atomic::AtomicBool::new(false),
             exclusions: Mutex::new(Default::default()),
+            expiry_queries: AtomicU64::new(0),
         });
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |req: &SimRequest| handle(&s2, req));
@@ -661,6 +663,12 @@ impl TcSim {
     /// How many full TQL evaluations ran (cache misses).
     pub fn evaluations(&self) -> u64 {
         self.state.evaluations.load(Ordering::SeqCst)
+    }
+
+    /// Indicator pages asked for whose TQL compares `externalDateExpires` (the benchmark's
+    /// count of what Honor Expiry costs).
+    pub fn expiry_queries(&self) -> u64 {
+        self.state.expiry_queries.load(Ordering::SeqCst)
     }
 
     pub(super) fn state(&self) -> &State {
@@ -1169,6 +1177,12 @@ fn render<'a>(store: &'a Store, row: &'a Row, base: &str, fields: &[&str]) -> In
 }
 
 fn list(st: &State, req: &SimRequest) -> SimResponse {
+    if req
+        .param("tql")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("externaldateexpires"))
+    {
+        st.expiry_queries.fetch_add(1, Ordering::SeqCst);
+    }
     let (start, limit) = match paging(req) {
         Ok(p) => p,
         Err(e) => return e,

@@ -63,6 +63,66 @@ impl SimExclusionList {
     }
 }
 
+/// Lists shaped like the defaults a ThreatConnect instance ships (System-managed: AS numbers,
+/// 1058 fixed; IPv4, 106 fixed and 42 variable, as the docs describe them; IPv6, hosts, the
+/// three hashes, URLs and e-mail addresses with sizes of our own) and one Organization host
+/// list. The values are generated: few of them match a generated dataset.
+pub fn tc_like_defaults(organization: &str) -> Vec<SimExclusionList> {
+    let mut rng = crate::sim::dataset::Rng::new(0x00E0_C1D5);
+    let mut hex = |n: usize| -> String {
+        let mut s = String::new();
+        while s.len() < n {
+            s.push_str(&format!("{:016x}", rng.next_u64()));
+        }
+        s.truncate(n);
+        s
+    };
+    fn own(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let asn: Vec<String> = (0..1058).map(|i| format!("AS{}", 1000 + i * 7)).collect();
+    let v4_fixed: Vec<String> = (0..106)
+        .map(|i| format!("{}.0.{}.{}", 11 + i % 200, i * 2 % 256, 1 + i % 254))
+        .collect();
+    let v4_var: Vec<String> = (0..42)
+        .map(|i| format!("{}.0.{}.0/24", 23 + i * 4, i * 5))
+        .collect();
+    let v6_fixed: Vec<String> = (0..12).map(|i| format!("2001:500:{i:x}::d0d")).collect();
+    let v6_var: Vec<String> = (0..6).map(|i| format!("2001:7f{i:x}::/32")).collect();
+    let hosts: Vec<String> = (0..120)
+        .map(|i| format!("svc{i}.trusted-cdn.example"))
+        .collect();
+    let host_var: Vec<String> = (0..24)
+        .map(|i| format!("*.cdn{i}.trusted.example"))
+        .collect();
+    let md5: Vec<String> = (0..10).map(|_| hex(32)).collect();
+    let sha1: Vec<String> = (0..10).map(|_| hex(40)).collect();
+    let sha256: Vec<String> = (0..10).map(|_| hex(64)).collect();
+    let urls: Vec<String> = (0..40)
+        .map(|i| format!("https://update{i}.vendor.example/"))
+        .collect();
+    let mails: Vec<String> = (0..20)
+        .map(|i| format!("noreply{i}@vendor.example"))
+        .collect();
+    let gateways: Vec<String> = (0..5).map(|i| format!("mx{i}.corp.example")).collect();
+    vec![
+        SimExclusionList::managed("Indicator-ASN-AS Number", &own(&asn), &[]),
+        SimExclusionList::managed("Indicator-Address-IPv4", &own(&v4_fixed), &own(&v4_var)),
+        SimExclusionList::managed("Indicator-Address-IPv6", &own(&v6_fixed), &own(&v6_var)),
+        SimExclusionList::managed("Indicator-Host", &own(&hosts), &own(&host_var)),
+        SimExclusionList::managed("Indicator-File-MD5", &own(&md5), &[]),
+        SimExclusionList::managed("Indicator-File-SHA1", &own(&sha1), &[]),
+        SimExclusionList::managed("Indicator-File-SHA256", &own(&sha256), &[]),
+        SimExclusionList::managed("Indicator-URL", &own(&urls), &[]),
+        SimExclusionList::managed(
+            "Indicator-EmailAddress",
+            &own(&mails),
+            &["*@vendor.example"],
+        ),
+        SimExclusionList::new("Indicator-Host", Some(organization), &own(&gateways), &[]),
+    ]
+}
+
 /// The lists of a simulated instance and who may read them.
 #[derive(Debug, Default)]
 pub(super) struct Book {
