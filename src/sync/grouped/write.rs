@@ -86,8 +86,14 @@ pub(super) struct Trace {
 
 type Out = Outcome<Trace>;
 
+/// Members by identity.
+type Members = BTreeMap<u128, Member>;
+
 /// The members the documents a job read hold, and what the one kept in place says of itself.
-pub(super) type Stored = (BTreeMap<u128, Member>, Option<group::Marker>);
+pub(super) type Stored = (Members, Option<group::Marker>);
+
+/// What reading a job's documents or records gives, or why it could not (for the log).
+type Read<T> = std::result::Result<T, (Failure, String)>;
 
 /// What every job reads.
 pub(super) struct Ctx<'a> {
@@ -182,7 +188,7 @@ impl Ctx<'_> {
 
     /// The members the old documents hold, by identity; Err when one cannot be read.
     /// Also what the document kept in place says of itself (its content, not the listing).
-    fn stored(&self, w: &WriteJob) -> std::result::Result<Stored, (Failure, String)> {
+    fn stored(&self, w: &WriteJob) -> Read<Stored> {
         let mut stored = BTreeMap::new();
         let mut in_place = None;
         for d in &w.old {
@@ -275,57 +281,65 @@ impl Ctx<'_> {
     }
 
     /// The members the bucket holds after this run, counting what changed.
-    fn members(
-        &self,
-        w: &WriteJob,
-        mut stored: BTreeMap<u128, Member>,
-        out: &mut Out,
-    ) -> std::result::Result<BTreeMap<u128, Member>, (Failure, String)> {
-        let member = |r: usize| {
-            self.spill
-                .member(&self.kept.recs[r])
-                .map_err(|m| (Failure::Local, m))
-        };
-        let mut next: BTreeMap<u128, Member> = BTreeMap::new();
+    fn members(&self, w: &WriteJob, stored: Members, out: &mut Out) -> Read<Members> {
         if self.full {
-            for r in w.recs.iter() {
-                let m = member(r)?;
-                match stored.remove(&m.identity.as_u128()) {
-                    Some(s) if s.rev == m.rev => out.r.unchanged += 1,
-                    Some(_) => out.r.updated += 1,
-                    None => out.r.created += 1,
-                }
-                next.insert(m.identity.as_u128(), m);
-            }
-            for (id, m) in stored {
-                if !w.key.covers(id) && !w.sweep.iter().any(|k| k.covers(id)) {
-                    // (a document this bucket was split from: the other halves' jobs count it)
-                    continue;
-                }
-                if self.kept.sent(id) {
-                    out.r.moved += 1;
-                    continue;
-                }
-                let cause = self.kept.cause_of(id);
-                *out.r.removals.entry(cause.key()).or_default() += 1;
-                if self.hold {
-                    out.r.held += 1;
-                    next.insert(id, m);
-                } else {
-                    out.r.removed += 1;
-                    out.kept.plan.push(format!(
-                        "remove {} {} from group {}: {cause}",
-                        m.kind.as_str(),
-                        m.value(),
-                        w.key
-                    ));
-                }
-            }
-            return Ok(next);
+            self.members_full(w, stored, out)
+        } else {
+            self.members_incremental(w, stored, out)
         }
-        next = stored;
+    }
+
+    fn member(&self, r: usize) -> Read<Member> {
+        self.spill
+            .member(&self.kept.recs[r])
+            .map_err(|m| (Failure::Local, m))
+    }
+
+    /// A full reconcile: the bucket's records, and of what its documents held besides, what
+    /// moved to another label set's bucket and what is not sent any more (removed, or held).
+    fn members_full(&self, w: &WriteJob, mut stored: Members, out: &mut Out) -> Read<Members> {
+        let mut next = Members::new();
         for r in w.recs.iter() {
-            let m = member(r)?;
+            let m = self.member(r)?;
+            match stored.remove(&m.identity.as_u128()) {
+                Some(s) if s.rev == m.rev => out.r.unchanged += 1,
+                Some(_) => out.r.updated += 1,
+                None => out.r.created += 1,
+            }
+            next.insert(m.identity.as_u128(), m);
+        }
+        for (id, m) in stored {
+            if !w.key.covers(id) && !w.sweep.iter().any(|k| k.covers(id)) {
+                // (a document this bucket was split from: the other halves' jobs count it)
+                continue;
+            }
+            if self.kept.sent(id) {
+                out.r.moved += 1;
+                continue;
+            }
+            let cause = self.kept.cause_of(id);
+            *out.r.removals.entry(cause.key()).or_default() += 1;
+            if self.hold {
+                out.r.held += 1;
+                next.insert(id, m);
+            } else {
+                out.r.removed += 1;
+                out.kept.plan.push(format!(
+                    "remove {} {} from group {}: {cause}",
+                    m.kind.as_str(),
+                    m.value(),
+                    w.key
+                ));
+            }
+        }
+        Ok(next)
+    }
+
+    /// An incremental run: what the documents hold, with the changes added and the drops
+    /// taken out.
+    fn members_incremental(&self, w: &WriteJob, mut next: Members, out: &mut Out) -> Read<Members> {
+        for r in w.recs.iter() {
+            let m = self.member(r)?;
             let id = m.identity.as_u128();
             match next.get(&id) {
                 Some(s) if s.rev == m.rev => {
