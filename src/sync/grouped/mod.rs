@@ -304,7 +304,9 @@ fn guard(run: &Run, assess: &Ctx, plan: &Plan, held: u64) -> u64 {
         jobs.for_each(|j| d.send(j))
     });
     let would = assessed.removed + plan.retired_members;
-    if guard.allows(would, held, 0) {
+    // Members new to the source; one that moved from another label set's bucket is not.
+    let entering = assessed.created.saturating_sub(assessed.moved);
+    if guard.allows(would, held + entering, 0) {
         0
     } else {
         would
