@@ -2435,8 +2435,6 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
     // Documents that may lack their tag and band labels until the next full reconcile (see
     // the label check).
     let mut label_debt: BTreeSet<i64> = BTreeSet::new();
-    // A grouped run at the cap evicted an indicator (a known product bug, see the count check).
-    let mut evictions = false;
     let seed_started = now_secs();
     let total_runs = runs + 2;
     for run in 0..total_runs {
@@ -3200,32 +3198,26 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                     .count() as u64;
                 (created - made_twice.min(created), updated, removed)
             };
-            // Known product bug (grouped, Maximum Indicators): an incremental run at the cap
-            // takes an indicator whose labels changed out of its bucket and, for want of room,
-            // into no other (it counts it over the cap, not removed), though nothing may be
-            // evicted between full reconciles.
-            let evicted = if grouped && job.max_indicators.is_some() && !full {
+            // Under Maximum Indicators a run that is no full reconcile evicts nothing: an
+            // indicator the job still sends keeps a document (one that moves to another label
+            // set's document needs no room).
+            if job.max_indicators.is_some() && !full {
                 let a = obs.holders();
-                before
+                let evicted: Vec<i64> = before
                     .holders()
-                    .keys()
+                    .into_keys()
                     .filter(|id| !a.contains_key(id) && t.eligible.contains_key(id))
-                    .count() as u64
-            } else {
-                0
-            };
-            if evicted > 0 {
-                stats.saw_n(
-                    "grouped indicators a move at the cap left without a document",
-                    evicted,
-                );
-                // (and how later runs count their return is not the test's to say)
-                evictions = true;
+                    .collect();
+                if !evicted.is_empty() {
+                    return fail(format!(
+                        "an incremental run at Maximum Indicators evicted {}",
+                        describe(&evicted, &snapshot, &obs)
+                    ));
+                }
             }
-            let seen = (seen.0, seen.1, seen.2 - evicted.min(seen.2));
             // (a message cut at 255 characters may not get as far as the counts)
             let cut = r.message.ends_with("...") && (said.1.is_none() || said.2.is_none());
-            if !cut && !evictions && said != (Some(seen.0), Some(seen.1), Some(seen.2)) {
+            if !cut && said != (Some(seen.0), Some(seen.1), Some(seen.2)) {
                 return fail(format!(
                     "message counts {said:?} but Tanium saw {} created, {} updated, {} removed",
                     seen.0, seen.1, seen.2

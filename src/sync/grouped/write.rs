@@ -1,8 +1,8 @@
 //! Writing bucket documents: read what they hold, apply the run, write them back.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::Result;
 use crate::intel::group::{self, BucketKey, Member};
@@ -32,6 +32,9 @@ pub(super) struct WriteJob {
     /// Incremental: identities to take out when present, with what a removal is (None: it moved
     /// to another label set's bucket, which is not a removal).
     pub(super) drops: Vec<(u128, Option<usize>)>,
+    /// Incremental: of the members it adds, those another label set's documents may hold
+    /// (they may be moving here), with those documents.
+    pub(super) from: HashMap<u128, Vec<Listed>>,
     /// Full reconcile: parts of the old documents it reads that no bucket of the new layout
     /// reaches; their members are not selected any more, and this job (the first reader of the
     /// document) counts their removal.
@@ -112,7 +115,61 @@ pub(super) struct Ctx<'a> {
     pub(super) names: &'a HashMap<u32, Vec<String>>,
     pub(super) label_plans: &'a HashMap<u32, LabelPlan>,
     /// Incremental runs under Maximum Indicators: how many more the source may hold.
-    pub(super) room: Option<AtomicI64>,
+    pub(super) room: Option<Room>,
+}
+
+/// How many more indicators an incremental run under Maximum Indicators may add. A member that
+/// moves from another label set's document adds none, so it takes no room, whichever of the two
+/// documents is written first: nothing is evicted between full reconciles.
+pub(super) struct Room(Mutex<Ledger>);
+
+#[derive(Default)]
+struct Ledger {
+    left: i64,
+    /// Members taken out of a document for another label set's this run.
+    moved_out: HashSet<u128>,
+    /// Members that took room this run (one that turns out to have moved gives it back).
+    took: HashSet<u128>,
+}
+
+impl Room {
+    pub(super) fn new(left: i64) -> Room {
+        Room(Mutex::new(Ledger {
+            left,
+            ..Ledger::default()
+        }))
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `id`, new to its bucket, may be added: it moved out of another label set's
+    /// document, or there is room, or, short of room, `held_elsewhere` finds it in one.
+    fn admits(&self, id: u128, held_elsewhere: impl FnOnce() -> Read<bool>) -> Read<bool> {
+        {
+            let mut l = self.ledger();
+            if l.moved_out.contains(&id) {
+                return Ok(true);
+            }
+            if l.left > 0 {
+                l.left -= 1;
+                l.took.insert(id);
+                return Ok(true);
+            }
+        }
+        // Checked again after the read: the other document may have been written meanwhile.
+        Ok(held_elsewhere()? || self.ledger().moved_out.contains(&id))
+    }
+
+    /// `id` left its document for another label set's: where it went, it took no room.
+    fn moved_out(&self, id: u128) {
+        let mut l = self.ledger();
+        l.moved_out.insert(id);
+        if l.took.remove(&id) {
+            l.left += 1;
+        }
+    }
 }
 
 impl Work<Ctx<'_>> for Job {
@@ -192,23 +249,9 @@ impl Ctx<'_> {
         let mut stored = BTreeMap::new();
         let mut in_place = None;
         for d in &w.old {
-            let doc = match self.tanium.get_doc(d.doc_id) {
-                Ok(doc) => doc,
-                Err(e) => {
-                    let msg = format!("could not read {}: {e}", d.name);
-                    return Err((Failure::Tanium(Box::new(e)), msg));
-                }
-            };
-            let Some(contents) = doc.and_then(|d| d.contents) else {
+            let Some(read) = self.read(d)? else {
                 continue;
             };
-            let read = group::read(&contents).map_err(|why| {
-                let msg = format!(
-                    "grouped document {} \"{}\" cannot be read ({why}): nothing in it was changed",
-                    d.doc_id, d.name
-                );
-                (Failure::Unreadable, msg)
-            })?;
             if Some(d.doc_id) == w.in_place {
                 in_place = read.marker;
             }
@@ -217,6 +260,49 @@ impl Ctx<'_> {
             }
         }
         Ok((stored, in_place))
+    }
+
+    /// A grouped document as stored (None: it has no content).
+    fn read(&self, d: &Listed) -> Read<Option<group::ReadGroup>> {
+        let doc = match self.tanium.get_doc(d.doc_id) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let msg = format!("could not read {}: {e}", d.name);
+                return Err((Failure::Tanium(Box::new(e)), msg));
+            }
+        };
+        let Some(contents) = doc.and_then(|d| d.contents) else {
+            return Ok(None);
+        };
+        group::read(&contents).map(Some).map_err(|why| {
+            let msg = format!(
+                "grouped document {} \"{}\" cannot be read ({why}): nothing in it was changed",
+                d.doc_id, d.name
+            );
+            (Failure::Unreadable, msg)
+        })
+    }
+
+    /// Whether one of the documents of other label sets `id` may be moving from holds it
+    /// (`read`: what those documents hold, read once a job).
+    fn held_elsewhere(
+        &self,
+        w: &WriteJob,
+        id: u128,
+        read: &mut HashMap<i64, HashSet<u128>>,
+    ) -> Read<bool> {
+        for d in w.from.get(&id).into_iter().flatten() {
+            let ids = match read.entry(d.doc_id) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(self.read(d)?.map_or_else(HashSet::new, |g| {
+                    g.members.iter().map(|m| m.identity.as_u128()).collect()
+                })),
+            };
+            if ids.contains(&id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn write(&self, w: &WriteJob, out: &mut Out) {
@@ -338,6 +424,7 @@ impl Ctx<'_> {
     /// An incremental run: what the documents hold, with the changes added and the drops
     /// taken out.
     fn members_incremental(&self, w: &WriteJob, mut next: Members, out: &mut Out) -> Read<Members> {
+        let mut elsewhere = HashMap::new();
         for r in w.recs.iter() {
             let m = self.member(r)?;
             let id = m.identity.as_u128();
@@ -349,7 +436,7 @@ impl Ctx<'_> {
                 Some(_) => out.r.updated += 1,
                 None => {
                     if let Some(room) = &self.room {
-                        if room.fetch_sub(1, Ordering::SeqCst) <= 0 {
+                        if !room.admits(id, || self.held_elsewhere(w, id, &mut elsewhere))? {
                             out.r.over_cap += 1;
                             continue;
                         }
@@ -361,7 +448,12 @@ impl Ctx<'_> {
         }
         for (id, why) in &w.drops {
             let Some(why) = why else {
-                out.r.moved += u64::from(next.remove(id).is_some());
+                if next.remove(id).is_some() {
+                    out.r.moved += 1;
+                    if let Some(room) = &self.room {
+                        room.moved_out(*id);
+                    }
+                }
                 continue;
             };
             if !next.contains_key(id) {
