@@ -353,7 +353,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let bad = bench::regressions(&baseline, &all, 2.0);
+        let bad = bench::regressions(&baseline, &all);
         if !bad.is_empty() {
             for b in &bad {
                 eprintln!("bench: REGRESSION {b}");

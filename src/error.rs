@@ -130,6 +130,7 @@ pub enum Error {
 }
 
 impl fmt::Display for Error {
+    // One arm per case: every message's words in one place, next to each other.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Param(m) => f.write_str(m),

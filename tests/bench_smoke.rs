@@ -1,8 +1,10 @@
 //! CI smoke variant of the benchmark (`benches/sync.rs`): 10k indicators through first sync,
-//! no-change rerun, 1% changed and full reconcile with the test build of the binary. Fails on a
-//! gross regression: requests, writes, bytes sent or the app's peak RSS over 2x the figures in
-//! `benches/baseline.json` (never on wall time), or a no-change rerun that writes anything; the
-//! same at 500 indicators per document against `benches/baseline-grouped-500.json`.
+//! no-change rerun, 1% changed and full reconcile with the test build of the binary. Fails when
+//! a count that does not depend on timing moves at all (TC requests, Tanium document and label
+//! writes, documents held: a doubled write is one more), when Tanium requests or bytes sent
+//! exceed the figures in `benches/baseline.json` by more than a tenth, when the app's peak RSS
+//! exceeds 2x (never on wall time), or when a no-change rerun writes anything; the same at 500
+//! indicators per document against `benches/baseline-grouped-500.json`.
 //!
 //! Ignored by a plain `cargo test` (it takes a while in a debug build); CI runs
 //! `cargo test --test integration -- --ignored bench_smoke::`. `BENCH_RECORD=1` rewrites the baseline.
@@ -34,13 +36,13 @@ fn baseline_path(per_document: u32) -> PathBuf {
 
 #[test]
 #[ignore = "CI smoke benchmark: cargo test --test integration -- --ignored bench_smoke::"]
-fn smoke_10k_stays_within_2x_of_the_recorded_figures() {
+fn smoke_10k_matches_the_recorded_figures() {
     smoke(1);
 }
 
 #[test]
 #[ignore = "CI smoke benchmark: cargo test --test integration -- --ignored bench_smoke::"]
-fn smoke_10k_grouped_by_500_stays_within_2x_of_the_recorded_figures() {
+fn smoke_10k_grouped_by_500_matches_the_recorded_figures() {
     smoke(500);
 }
 
@@ -131,7 +133,7 @@ fn smoke(per_document: u32) {
     let baseline: Baseline =
         serde_json::from_str(&std::fs::read_to_string(baseline_path(per_document)).unwrap())
             .unwrap();
-    let bad = bench::regressions(&baseline, &results, 2.0);
+    let bad = bench::regressions(&baseline, &results);
     assert!(
         bad.is_empty(),
         "regressions against {}:\n{}",

@@ -238,3 +238,61 @@ fn both_layouts_count_removals_by_reason_in_the_same_words() {
     }
     assert_eq!(lines[0], lines[1]);
 }
+
+/// Maximum Indicators reached, grouped: an incremental run moves an indicator whose tags
+/// changed to a document of its new label set. A move adds nothing to the source, so it needs
+/// no room: the indicator keeps a document (with its new labels), and nothing is counted over
+/// the cap.
+#[test]
+fn a_grouped_move_at_maximum_indicators_keeps_the_indicator() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 120, 2206);
+    lab.set("indicators_per_document", json!("20"));
+    lab.set("tags_as_labels", json!("APT*"));
+    let want = expected(&lab, |_| true);
+    lab.set("max_indicators", json!(want.len().to_string()));
+    ok(&mut lab);
+    assert_eq!(covered(&lab), want, "the source is full");
+    let names: BTreeSet<String> = want.iter().cloned().collect();
+    let movers: Vec<_> = lab
+        .tc
+        .snapshot()
+        .into_iter()
+        .filter(|i| {
+            i.active
+                && !i.tags.iter().any(|t| t.to_lowercase().starts_with("apt"))
+                && crate::support::expected_name(i).is_some_and(|n| names.contains(&n))
+        })
+        .take(3)
+        .collect();
+    assert_eq!(movers.len(), 3);
+    for m in &movers {
+        lab.tc.update(m.id, |i| i.tags.push("APT99".into()));
+    }
+    let r = ok(&mut lab);
+    assert!(!r.message.contains("full reconcile"), "{}", r.message);
+    assert!(
+        !r.log.contains(" 1 over Maximum")
+            && !r.log.contains(" 2 over Maximum")
+            && !r.log.contains(" 3 over Maximum"),
+        "{}",
+        r.log
+    );
+    assert_eq!(covered(&lab), want, "no indicator lost its document");
+    for m in &movers {
+        let name = crate::support::expected_name(m).unwrap();
+        let holder = lab
+            .source_docs()
+            .into_iter()
+            .find(|d| {
+                group::read(&d.body).is_ok_and(|g| g.members.iter().any(|x| x.title() == name))
+            })
+            .unwrap_or_else(|| panic!("{name} is in no document"));
+        assert!(
+            lab.tanium
+                .doc_label_names(holder.id)
+                .iter()
+                .any(|l| l == "APT99"),
+            "{name} is in a document of its new label set"
+        );
+    }
+}

@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::support::{expected, lab, source_calls};
+use crate::support::docs::{self, assert_items_match_tc, covered, group_mark};
+use crate::support::{band, expected, lab, source_calls};
 use serde_json::{json, Map, Value};
-use tanium_tr_indicators::intel::group;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
 use tanium_tr_indicators::sim::tanium::{IntrinsicFrom, SimDoc};
@@ -40,30 +40,25 @@ fn writes(lab: &Lab) -> (u64, u64, u64) {
     (both("POST", "sources/"), puts, deletes)
 }
 
+/// The names of the indicators a grouped document holds (read with the tests' own parser), or
+/// None for any other document.
+fn members(d: &SimDoc) -> Option<Vec<String>> {
+    if !docs::is_group(&d.body) {
+        return None;
+    }
+    let items = docs::items(&d.body).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+    Some(items.iter().map(docs::Item::name).collect())
+}
+
 /// Grouped documents of the source, with their members' names.
 fn groups(lab: &Lab) -> Vec<(SimDoc, Vec<String>)> {
     lab.source_docs()
         .into_iter()
         .filter_map(|d| {
-            let g = group::read(&d.body).ok().filter(|g| g.key.is_some())?;
-            let names = g.members.iter().map(|m| m.title()).collect();
+            let names = members(&d)?;
             Some((d, names))
         })
         .collect()
-}
-
-/// What the source holds, indicator by indicator (single documents by name, grouped ones by
-/// their members), sorted, with every repeat kept.
-fn covered(lab: &Lab) -> Vec<String> {
-    let mut v = Vec::new();
-    for d in lab.source_docs() {
-        match group::read(&d.body).ok().filter(|g| g.key.is_some()) {
-            Some(g) => v.extend(g.members.iter().map(|m| m.title())),
-            None => v.push(d.name),
-        }
-    }
-    v.sort();
-    v
 }
 
 /// Exactly the expected set, each indicator in one document only.
@@ -98,6 +93,7 @@ fn a_first_sync_groups_exactly_the_expected_set_and_a_rerun_writes_nothing() {
         let r = ok(&mut lab);
         let want = expected(&lab, |_| true);
         assert_exact(&lab, &want);
+        assert_eq!(assert_items_match_tc(&lab), want.len(), "{format}");
         let gs = groups(&lab);
         assert_eq!(gs.len(), lab.source_docs().len(), "only grouped documents");
         assert!(
@@ -107,8 +103,8 @@ fn a_first_sync_groups_exactly_the_expected_set_and_a_rerun_writes_nothing() {
         );
         for (d, members) in &gs {
             assert!(members.len() <= 50, "{}: {} members", d.name, members.len());
-            let m = group::marker(&d.name).expect("the name says the bucket");
-            assert_eq!(m.count as usize, members.len());
+            let m = group_mark(&d.name).expect("the name says the bucket");
+            assert_eq!(m.count, members.len());
             assert!(d
                 .kind
                 .to_lowercase()
@@ -160,6 +156,7 @@ fn a_change_rewrites_the_one_document_that_holds_it() {
     assert_eq!(writes(&lab), (0, 1, 0), "one document replaced in place");
     assert!(r.message.contains("1 updated"), "{}", r.message);
     assert_exact(&lab, &expected(&lab, |_| true));
+    assert_items_match_tc(&lab);
     let after = lab.source_docs();
     let bumped: Vec<&SimDoc> = after
         .iter()
@@ -192,6 +189,7 @@ fn each_removal_cause_takes_the_indicator_out_of_its_document() {
     assert!(r.message.contains("3 removed"), "{}", r.message);
     let want = expected(&lab, |i| !i.tags.iter().any(|t| t == "Benign"));
     assert_exact(&lab, &want);
+    assert_items_match_tc(&lab);
     // A full reconcile agrees and changes nothing more.
     lab.set("reconcile_interval_hours", json!("0"));
     lab.tanium.server().reset_counters();
@@ -303,6 +301,7 @@ fn size_and_format_switches_create_before_they_delete() {
         lab.tanium.server().clear_faults();
         ok(&mut lab);
         assert_exact(&lab, &want);
+        assert_eq!(assert_items_match_tc(&lab), want.len(), "{param} {value}");
         let grouped = !groups(&lab).is_empty();
         assert_eq!(
             grouped,
@@ -361,6 +360,7 @@ fn documents_share_only_indicators_with_the_same_labels() {
     lab.set("threatassess_labels", json!(true));
     ok(&mut lab);
     assert_exact(&lab, &expected(&lab, |_| true));
+    assert_items_match_tc(&lab);
     let labels: BTreeMap<i64, String> = lab
         .tanium
         .labels()
@@ -387,7 +387,7 @@ fn documents_share_only_indicators_with_the_same_labels() {
                     .filter(|t| t.starts_with("APT") || *t == "Malware")
                     .cloned(),
             );
-            if let Some(b) = tanium_tr_indicators::label_rules::band(i.threat_assess_score) {
+            if let Some(b) = band(i.threat_assess_score) {
                 want.push(b.to_string());
             }
             want.sort();
@@ -496,6 +496,7 @@ fn a_document_renamed_by_hand_is_still_known_by_its_root_id_and_not_rewritten() 
             "{from:?}: its content says it is current"
         );
         assert_exact(&lab, &expected(&lab, |_| true));
+        assert_items_match_tc(&lab);
     }
 }
 

@@ -6,7 +6,6 @@
 //! does the same for grouped documents (named by bucket, their members counted).
 
 use serde_json::{json, Map};
-use tanium_tr_indicators::intel::group;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::tanium::DocHealth;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
@@ -170,9 +169,9 @@ fn a_disabled_grouped_document_is_named_by_bucket_and_its_members_counted() {
     let doc = lab
         .source_docs()
         .into_iter()
-        .find(|d| group::read(&d.body).is_ok_and(|g| g.key.is_some()))
+        .find(|d| crate::support::docs::is_group(&d.body))
         .unwrap();
-    let members = group::read(&doc.body).unwrap().members.len();
+    let members = crate::support::docs::items(&doc.body).unwrap().len();
     lab.tanium.set_doc_health(doc.id, on_some(12));
     let r = ok(&mut lab);
     assert!(

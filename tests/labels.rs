@@ -18,7 +18,7 @@ use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tanium::{self, TaniumClient};
 use tanium_tr_indicators::tc::model::Indicator;
 
-use crate::support::{expected, expected_name, held, lab, lease_calls};
+use crate::support::{band, expected, expected_name, held, lab, lease_calls};
 
 const BASE: &str = "/plugin/products/threat-response/api/v1";
 
@@ -64,16 +64,6 @@ fn labels_by_name(lab: &Lab) -> BTreeMap<String, Vec<String>> {
         .iter()
         .map(|d| (d.name.clone(), lab.tanium.doc_label_names(d.id)))
         .collect()
-}
-
-fn band(score: Option<i64>) -> Option<&'static str> {
-    match score? {
-        s if s >= 750 => Some("ThreatAssess Critical"),
-        s if s >= 500 => Some("ThreatAssess High"),
-        s if s >= 250 => Some("ThreatAssess Medium"),
-        s if s >= 0 => Some("ThreatAssess Low"),
-        _ => None,
-    }
 }
 
 /// The labels each document must carry: `fixed`, the indicator's tags `tag` takes, and its
@@ -359,9 +349,16 @@ fn where_listings_do_not_show_labels_only_written_documents_and_label_passes_rea
 
 #[test]
 fn labels_survive_an_update_whether_or_not_tanium_keeps_them() {
-    for keeps in [true, false] {
-        let (_d, mut lab) = lab(ApiGeneration::V4, 60, 66);
+    for (generation, listed, keeps) in [
+        (ApiGeneration::V4, true, true),
+        (ApiGeneration::V4, true, false),
+        (ApiGeneration::V3, true, false),
+        (ApiGeneration::V4, false, false),
+        (ApiGeneration::V3, false, false),
+    ] {
+        let (_d, mut lab) = lab(generation, 60, 66);
         lab.tanium.set_update_keeps_labels(keeps);
+        lab.tanium.set_label_ids_listed(listed);
         lab.set("threatassess_labels", json!(true));
         ok(&mut lab);
         for i in live(&lab).iter().take(3) {
@@ -372,17 +369,14 @@ fn labels_survive_an_update_whether_or_not_tanium_keeps_them() {
         lab.tanium.server().reset_counters();
         let r = ok(&mut lab);
         assert!(r.message.contains("3 updated"), "{}", r.message);
+        let case = format!("{generation:?}, labels listed {listed}, kept {keeps}");
         assert_eq!(
             labels_by_name(&lab),
             wanted(&lab, &["ThreatConnect"], |_| false, true),
-            "keeps {keeps}"
+            "{case}"
         );
         // Kept: nothing to put back; dropped: the update's answer says so, and they return.
-        assert_eq!(
-            label_writes(&lab),
-            if keeps { 0 } else { 6 },
-            "keeps {keeps}"
-        );
+        assert_eq!(label_writes(&lab), if keeps { 0 } else { 6 }, "{case}");
     }
 }
 
@@ -393,6 +387,7 @@ fn a_label_in_another_case_is_the_same_label_and_none_is_made_twice() {
         lab.tanium.set_label_names_ignore_case(ignore_case);
         let existing = lab.tanium.add_label("threatconnect");
         ok(&mut lab);
+        assert_eq!(held(&lab), expected(&lab, |_| true), "{ignore_case}");
         assert_eq!(lab.tanium.labels().len(), 1, "{ignore_case}");
         for d in lab.source_docs() {
             assert_eq!(lab.tanium.doc_label_names(d.id), ["threatconnect"]);
@@ -431,6 +426,7 @@ fn a_dry_run_shows_label_additions_and_removals_and_writes_none() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 80, 68);
     lab.set("tanium_labels", json!("ThreatConnect, Pilot"));
     ok(&mut lab);
+    assert_eq!(held(&lab), expected(&lab, |_| true));
     let before = labels_by_name(&lab);
     lab.set("tanium_labels", json!("ThreatConnect, Endpoints"));
     lab.tanium.server().reset_counters();
@@ -575,6 +571,7 @@ fn the_jobs_label_beyond_the_first_page_of_labels_is_found() {
         let ours = lab.tanium.add_label("ThreatConnect");
         let case = format!("noLimit honoured {no_limit}, meta {meta}");
         ok(&mut lab);
+        assert_eq!(held(&lab), expected(&lab, |_| true), "{case}");
         assert_eq!(lab.tanium.labels().len(), 150, "{case}: no label made");
         for d in lab.source_docs() {
             assert_eq!(
@@ -671,6 +668,7 @@ fn a_label_deleted_during_the_run_fails_its_label_writes_once_and_the_next_run_h
         "the documents are written"
     );
     let r = ok(&mut lab);
+    assert_eq!(held(&lab), expected(&lab, |_| true));
     let made = lab.tanium.label_id("ThreatConnect").unwrap();
     assert_ne!(made, old);
     for d in lab.source_docs() {

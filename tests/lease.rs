@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use tanium_tr_indicators::intel::group;
 use tanium_tr_indicators::sim::dataset;
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule};
@@ -13,6 +12,7 @@ use tanium_tr_indicators::tanium::model::ApiGeneration;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::support::docs::covered;
 use crate::support::{
     empty_lab, expected, expire_leases, held, lab, run_leases, run_with, source_calls, LEASE_MARK,
 };
@@ -120,20 +120,6 @@ fn two_runs_started_together_on_a_fresh_source_write_once() {
             (5, 1, 1)
         );
     }
-}
-
-/// What the source holds indicator by indicator (grouped documents by their members), sorted,
-/// every repeat kept.
-fn covered(lab: &Lab) -> Vec<String> {
-    let mut v = Vec::new();
-    for d in lab.source_docs() {
-        match group::read(&d.body).ok().filter(|g| g.key.is_some()) {
-            Some(g) => v.extend(g.members.iter().map(|m| m.title())),
-            None => v.push(d.name),
-        }
-    }
-    v.sort();
-    v
 }
 
 #[test]

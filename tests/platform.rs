@@ -123,9 +123,15 @@ fn assert_log_format(log: &str) {
 
 #[test]
 fn a_file_encrypted_by_tcex_is_accepted() {
-    // Known answer from tcex 5.0.0 (reference/known-answer-vectors.json): the platform's own
-    // encryption, not ours.
-    let cipher = "syf0Sfq05NbkFWoTlvH1N3VeSI1PyIUENXwssHw8AGPH+LBiXC2ApZzdhMQ6K8406sb0wQDVPRd+fagdhdOyy5TsNlMMn5KhwT8cX7XzDchc97JN0XcobAxijTjbLkcqhGgaRCOYNOgNRkxtw+paRtAmiXcgCaUIqZzuC+GIhlRABMlMaZVgVuGQfgOGSo4mjYTFV8hWBplExypvLhIRaZo1SbCH3csp4Ho4rWpG2ELJ0z/n2SCGpY+/Bl7rEV0A";
+    // Known answer from tcex 5.0.0 (tests/fixtures/tcex/known-answer-vectors.json): the
+    // platform's own encryption, not ours.
+    let vectors: Value =
+        serde_json::from_str(include_str!("fixtures/tcex/known-answer-vectors.json")).unwrap();
+    let vector = &vectors["aes_param_file"][0];
+    let (key, cipher) = (
+        vector["key"].as_str().unwrap(),
+        vector["ciphertext_base64"].as_str().unwrap(),
+    );
     let sb = Sandbox::new();
     let file = sb.join("tcex.enc");
     std::fs::write(
@@ -146,7 +152,7 @@ fn a_file_encrypted_by_tcex_is_accepted() {
             "--tanium_username",
             "u",
         ],
-        &env_for(&f, "abcdefghijklmnop"),
+        &env_for(&f, key),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let c = config_of(&r);
@@ -716,6 +722,8 @@ fn no_secret_appears_anywhere_the_app_writes() {
         }
         check(&r, &lab);
         tokens.push(lab.tc.token());
+        // Tanium sessions are credentials too, expired ones included.
+        tokens.extend(lab.tanium.issued_sessions());
         let results = results_of(&r);
         let places = [
             ("stdout", &r.stdout),
@@ -750,6 +758,10 @@ fn no_secret_appears_anywhere_the_app_writes() {
     assert!(
         tokens.iter().any(|t| t != tc_token),
         "a renewed token was checked"
+    );
+    assert!(
+        !lab.tanium.issued_sessions().is_empty(),
+        "a Tanium session was checked"
     );
 
     // The wrong-key path never echoes either key.

@@ -2,6 +2,8 @@
 //! the mass-removal guard holds back a run that would empty the source, Maximum Indicators ranks
 //! and caps, the age window ages documents out, and deploys are governed.
 
+use std::collections::BTreeSet;
+
 use serde_json::{json, Map};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::tanium::model::ApiGeneration;
@@ -9,7 +11,8 @@ use tanium_tr_indicators::tc::model::Indicator;
 use tanium_tr_indicators::tc::tql::format_time;
 use time::OffsetDateTime;
 
-use crate::support::{empty_lab, expected, held, lab, run_with as run};
+use crate::support::docs::{assert_items_match_tc, covered, is_group};
+use crate::support::{empty_lab, expected, expected_name, held, lab, run_with as run};
 
 fn ok(lab: &mut Lab) -> RunResult {
     let r = run(lab, &[]);
@@ -446,4 +449,233 @@ fn a_deploy_refused_three_runs_in_a_row_is_a_failure() {
     let r = ok(&mut lab);
     assert_eq!(lab.tanium.deploy_count(), 1);
     assert_eq!(r.results["deploy_pending"], "");
+}
+
+/// TC deactivates 60% of what the job sends between two runs, nothing else changed: the
+/// incremental run that would remove them removes none (in either layout, the guard counting
+/// indicators), still delivers a new indicator and an update, exits 3 saying how many it held
+/// back, and leaves the next run a full reconcile, which holds them back again until the guard
+/// is raised.
+#[test]
+fn an_incremental_run_that_would_remove_most_of_the_source_is_held_back() {
+    for per_document in ["1", "20"] {
+        let (_d, mut lab) = lab(ApiGeneration::V4, 200, 44);
+        lab.set("indicators_per_document", json!(per_document));
+        let first = ok(&mut lab);
+        let before = covered(&lab);
+        assert_eq!(before, expected(&lab, |_| true), "{per_document}");
+        let live: Vec<Indicator> = lab
+            .tc
+            .snapshot()
+            .into_iter()
+            .filter(|i| i.active && expected_name(i).is_some())
+            .collect();
+        let gone: BTreeSet<String> = live[..live.len() * 6 / 10]
+            .iter()
+            .filter_map(expected_name)
+            .collect();
+        for i in &live[..live.len() * 6 / 10] {
+            lab.tc.set_active(i.id, false);
+        }
+        let kept = &live[live.len() * 6 / 10];
+        lab.tc.update(kept.id, |i| {
+            i.confidence = Some((i.confidence.unwrap_or(0) + 1) % 101)
+        });
+        let new = indicator(10_000, "Host", "new-during-the-hold.example");
+        lab.tc.insert(new.clone());
+        lab.tc.update(new.id, |_| {});
+
+        let r = run(&mut lab, &[]);
+        let case = format!("{per_document} per document: {}", r.message);
+        assert_eq!(r.code, 3, "{case}");
+        assert!(r.log.contains("incremental run: "), "{case}");
+        assert!(
+            r.message.contains(&format!(
+                "held back {} removals, more than Maximum Removal Percent allows",
+                gone.len()
+            )),
+            "{case}"
+        );
+        let mut want = before.clone();
+        want.push(expected_name(&new).unwrap());
+        want.sort();
+        assert_eq!(
+            covered(&lab),
+            want,
+            "{case}: nothing removed, the new one sent"
+        );
+        assert_items_match_tc(&lab);
+        assert_eq!(r.results["last_full_reconcile"], "", "{case}");
+        assert!(
+            r.results["last_modified"] >= first.results["last_modified"],
+            "{case}"
+        );
+
+        let again = run(&mut lab, &[]);
+        assert_eq!(again.code, 3, "{per_document}: {}", again.message);
+        assert!(
+            again
+                .message
+                .contains(&format!("held back {} removals", gone.len()))
+                && again.log.contains("full reconcile: "),
+            "{per_document}: {}",
+            again.message
+        );
+        assert_eq!(covered(&lab), want, "{per_document}");
+
+        let raised = run(&mut lab, &[("max_removal_percent", json!("100"))]);
+        assert_eq!(raised.code, 0, "{per_document}: {}", raised.message);
+        assert!(
+            raised.message.contains(&format!(" {} removed", gone.len())),
+            "{per_document}: {}",
+            raised.message
+        );
+        assert_eq!(covered(&lab), expected(&lab, |_| true), "{per_document}");
+        assert!(covered(&lab).iter().all(|n| !gone.contains(n)));
+    }
+}
+
+/// Maximum Removal Percent measures a run's removals against the source with the documents
+/// the same run creates (a held-back run still creates). TC replaces 55% of what the job sends
+/// with new indicators worth 30% more: that is 42% of the source the run ends up having held, so
+/// it goes through at once (measured against the old source alone it was held back, and the next
+/// run, finding the same removals a smaller share of a source grown by the held run's creates,
+/// made them with nobody raising the guard). A deactivation of 80% with the same newcomers is
+/// held back, and the next run, nothing changed, holds it back again: the documents stay until
+/// the guard is raised.
+#[test]
+fn the_removal_guard_judges_the_same_removals_the_same_on_the_next_run() {
+    for per_document in ["1", "20"] {
+        for (share, held) in [(55, false), (80, true)] {
+            let case = format!("{per_document} per document, {share}% deactivated");
+            let (_d, mut lab) = lab(ApiGeneration::V4, 200, 45);
+            lab.set("indicators_per_document", json!(per_document));
+            ok(&mut lab);
+            let before = covered(&lab);
+            let live: Vec<Indicator> = lab
+                .tc
+                .snapshot()
+                .into_iter()
+                .filter(|i| i.active && expected_name(i).is_some())
+                .collect();
+            let n_gone = live.len() * share / 100;
+            let gone: BTreeSet<String> = live[..n_gone].iter().filter_map(expected_name).collect();
+            for i in &live[..n_gone] {
+                lab.tc.set_active(i.id, false);
+            }
+            let newcomers = live.len() * 30 / 100;
+            for k in 0..newcomers {
+                let new = indicator(20_000 + k as i64, "Host", &format!("newcomer-{k}.example"));
+                lab.tc.insert(new.clone());
+                lab.tc.update(new.id, |_| {});
+            }
+
+            let r = run(&mut lab, &[]);
+            let remaining = covered(&lab).iter().filter(|n| gone.contains(*n)).count();
+            if !held {
+                assert_eq!(r.code, 0, "{case}: {}", r.message);
+                assert_eq!(remaining, 0, "{case}: {}", r.message);
+                assert_eq!(covered(&lab), expected(&lab, |_| true), "{case}");
+                continue;
+            }
+            assert_eq!(r.code, 3, "{case}: {}", r.message);
+            assert!(
+                r.message.contains(&format!(
+                    "held back {} removals, more than Maximum Removal Percent allows",
+                    gone.len()
+                )),
+                "{case}: {}",
+                r.message
+            );
+            assert_eq!(remaining, gone.len(), "{case}: nothing removed");
+            let with_new = covered(&lab);
+            assert_eq!(
+                with_new.len(),
+                before.len() + newcomers,
+                "{case}: newcomers sent"
+            );
+
+            let again = run(&mut lab, &[]);
+            assert_eq!(again.code, 3, "{case}, next run: {}", again.message);
+            assert!(
+                again
+                    .message
+                    .contains(&format!("held back {} removals", gone.len())),
+                "{case}, next run: {}",
+                again.message
+            );
+            assert_eq!(covered(&lab), with_new, "{case}: the documents stay");
+
+            let raised = run(&mut lab, &[("max_removal_percent", json!("100"))]);
+            assert_eq!(raised.code, 0, "{case}: {}", raised.message);
+            assert_eq!(covered(&lab), expected(&lab, |_| true), "{case}");
+        }
+    }
+}
+
+/// Maximum Indicators with grouped documents: a full reconcile keeps exactly the best ranked
+/// indicators, whatever documents they share; between full reconciles nothing is added to a full
+/// source and nothing evicted; the next full reconcile takes the better newcomer and drops the
+/// last.
+#[test]
+fn maximum_indicators_caps_indicators_in_grouped_documents() {
+    let (_d, mut lab) = empty_lab(ApiGeneration::V4);
+    let scores = [900, 100, 500, 500, 700, 300, 800, 500, 50, 650, 20, 400];
+    for (n, s) in scores.iter().enumerate() {
+        let mut i = indicator(n as i64 + 1, "Host", &format!("h{n}.example"));
+        i.threat_assess_score = Some(*s);
+        // Among the three 500s: rating decides, then confidence.
+        i.rating = Some(if n == 2 { 2.0 } else { 4.0 });
+        i.confidence = Some(if n == 7 { 90 } else { 60 });
+        lab.tc.insert(i);
+    }
+    lab.set("indicators_per_document", json!("3"));
+    lab.set("max_indicators", json!("7"));
+    let names = |ns: &[usize]| {
+        let mut v: Vec<String> = ns
+            .iter()
+            .map(|n| format!("ThreatConnect Host h{n}.example"))
+            .collect();
+        v.sort();
+        v
+    };
+    let r = ok(&mut lab);
+    assert!(
+        r.message.contains("5 over Maximum Indicators"),
+        "{}",
+        r.message
+    );
+    // 900 (h0), 800 (h6), 700 (h4), 650 (h9), then the 500s: h7 (confidence 90), h3 (rating
+    // 4), h2.
+    let best = names(&[0, 6, 4, 9, 7, 3, 2]);
+    assert_eq!(covered(&lab), best);
+    assert!(
+        lab.source_docs().iter().all(|d| is_group(&d.body)),
+        "grouped documents only"
+    );
+    assert!(lab.source_docs().len() >= 3, "several documents");
+    assert_items_match_tc(&lab);
+    // Incremental: a better new indicator is not added while the source is full, nothing goes.
+    let mut better = indicator(100, "Host", "h100.example");
+    better.threat_assess_score = Some(1000);
+    better.last_modified = format_time(OffsetDateTime::now_utc());
+    lab.tc.insert(better);
+    let r = ok(&mut lab);
+    assert!(!r.message.contains("full reconcile"), "{}", r.message);
+    assert!(
+        r.message.contains("1 over Maximum Indicators"),
+        "{}",
+        r.message
+    );
+    assert_eq!(covered(&lab), best);
+    // The next full reconcile is exact again: it takes the new one and drops the last (h2).
+    lab.set("reconcile_interval_hours", json!("0"));
+    let r = ok(&mut lab);
+    assert!(
+        r.message.contains("1 created") && r.message.contains("1 removed"),
+        "{}",
+        r.message
+    );
+    assert_eq!(covered(&lab), names(&[100, 0, 6, 4, 9, 7, 3]));
+    assert_items_match_tc(&lab);
 }

@@ -1,14 +1,14 @@
 //! Security claims of SECURITY.md that no other test file proves: TLS certificates are checked
-//! unless the job turns it off, and redirects are never followed (so credentials never go to a
-//! host the job did not name).
+//! unless the job turns it off, redirects are never followed (so credentials never go to a
+//! host the job did not name), and the Tanium sessions a run is handed are never written.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::support::empty_lab;
 use crate::support::tls::{self_signed, server_config};
+use crate::support::{empty_lab, lab};
 use serde_json::{json, Map};
 use tanium_tr_indicators::sim::server::{Server, SimRequest, SimResponse};
 use tanium_tr_indicators::tanium::model::ApiGeneration;
@@ -130,4 +130,94 @@ fn redirects_are_never_followed() {
     assert_ne!(r.code, 0, "{}", r.message);
     assert!(r.message.contains("302"), "{}", r.message);
     assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+}
+
+/// SECURITY.md "Secrets": a Tanium session token is a credential. Every session the simulator
+/// handed out (one that went stale at once and the one the re-login got, in both API
+/// generations) stays out of everything the run writes, at trace level, and out of what it
+/// stores in Tanium.
+#[test]
+fn tanium_sessions_never_reach_what_the_app_writes() {
+    for generation in [ApiGeneration::V4, ApiGeneration::V3] {
+        let (_dir, mut lab) = lab(generation, 40, 12);
+        lab.set("tc_log_level", json!("trace"));
+        lab.tanium.expire_next_session_at_once();
+        let r = lab.run(&Map::new(), &[]).unwrap();
+        assert_eq!(r.code, 0, "{generation:?}: {}\n{}", r.message, r.log);
+        assert!(!lab.source_docs().is_empty(), "{generation:?}: it synced");
+        let sessions = lab.tanium.issued_sessions();
+        assert!(
+            sessions.len() >= 2,
+            "{generation:?}: re-logged in: {sessions:?}"
+        );
+        let results = std::fs::read_to_string(r.dir.join("out/results.tc")).unwrap();
+        let stored: String = lab
+            .source_docs()
+            .into_iter()
+            .map(|d| format!("{}\n{}\n", d.name, d.body))
+            .chain(lab.tanium.sources().into_iter().map(|(_, n)| n))
+            .collect();
+        let places = [
+            ("stdout", &r.stdout),
+            ("stderr", &r.stderr),
+            ("app.log", &r.log),
+            ("message.tc", &r.message),
+            ("results.tc", &results),
+            ("Tanium", &stored),
+        ];
+        for session in &sessions {
+            for (place, text) in places {
+                assert!(
+                    !text.contains(session.as_str()),
+                    "{generation:?}: session {session} leaked into {place}"
+                );
+            }
+        }
+    }
+}
+
+/// SECURITY.md proves each claim by naming a test (`file::test`), and the README and docs name
+/// tests the same way: every test they name exists, so a renamed or removed test cannot leave a
+/// claim standing on nothing.
+#[test]
+fn every_test_the_documents_cite_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = vec![root.join("SECURITY.md"), root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            docs.push(path);
+        }
+    }
+    let mut cited = 0;
+    let mut missing = Vec::new();
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let Some((file, test)) = quoted.split_once(".rs::") else {
+                continue;
+            };
+            if !(file.starts_with("tests/") || file.starts_with("src/"))
+                || test.is_empty()
+                || !test.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                continue;
+            }
+            cited += 1;
+            let source =
+                std::fs::read_to_string(root.join(format!("{file}.rs"))).unwrap_or_default();
+            if !source.contains(&format!("fn {test}(")) {
+                missing.push(format!("{}: {quoted}", doc.display()));
+            }
+        }
+    }
+    assert!(
+        cited >= 40,
+        "only {cited} citations found: the parser lost them"
+    );
+    assert!(
+        missing.is_empty(),
+        "cited tests that do not exist:\n{}",
+        missing.join("\n")
+    );
 }

@@ -752,3 +752,90 @@ fn parallel_writes_reuse_their_connections() {
         "{opened} connections for {requests} requests"
     );
 }
+
+/// An analyst changes TC while a full pull is between pages: pages are asked for by id, so an
+/// indicator modified or deleted on a page already read costs no other indicator its document
+/// (with offset paging, the records behind it slid across the page edge and one was skipped,
+/// then removed by the full reconcile). The second page is held at the server until the change
+/// is made, so the change provably precedes that page's answer.
+#[test]
+fn an_indicator_modified_during_a_full_pull_does_not_cost_another_its_document() {
+    pull_with_a_change_mid_way(|lab| {
+        lab.tc
+            .update(1, |i| i.description = Some("edited mid-pull".into()));
+    });
+}
+
+/// As above, with the indicator deleted.
+#[test]
+fn an_indicator_deleted_during_a_full_pull_does_not_cost_another_its_document() {
+    pull_with_a_change_mid_way(|lab| {
+        lab.tc.delete(1);
+    });
+}
+
+fn pull_with_a_change_mid_way(change: impl FnOnce(&Lab)) {
+    use tanium_tr_indicators::sim::server::Gate;
+    use tanium_tr_indicators::tc::tql::format_time;
+    let (_dir, mut lab) = lab(ApiGeneration::V4, 0, 0);
+    let t0 = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+    for n in 0..30i64 {
+        let ip = format!("203.0.113.{}", n + 1);
+        lab.tc.insert(Indicator {
+            id: n + 1,
+            owner_name: "Demo Org".into(),
+            type_name: "Address".into(),
+            summary: ip.clone(),
+            ip: Some(ip),
+            threat_assess_score: Some(500),
+            last_modified: format_time(t0 + time::Duration::minutes(n)),
+            ..Indicator::default()
+        });
+    }
+    lab.set("tc_page_size", json!("10"));
+    lab.set("reconcile_interval_hours", json!("0"));
+    ok(&mut lab, &none());
+    assert_eq!(held(&lab).len(), 30);
+
+    // Hold the pull's second page at the server; meanwhile an analyst changes an indicator
+    // that the first page delivered.
+    let gate = Gate::new();
+    lab.tc.server().inject(
+        FaultRule::new(
+            Some("GET"),
+            "/api/v3/indicators",
+            1,
+            Fault::Hold(gate.clone()),
+        )
+        .after(1),
+    );
+    let running = lab.start_run(&none(), &[]).unwrap();
+    assert!(
+        gate.wait_arrived(std::time::Duration::from_secs(60)),
+        "page 2 never asked for"
+    );
+    change(&lab);
+    gate.open();
+    let second = lab.finish(running).unwrap();
+    assert!(lab.quiesce(std::time::Duration::from_secs(30)));
+    assert_eq!(second.code, 0, "{}\n{}", second.message, second.log);
+    let names = held(&lab);
+    for n in 2..=30 {
+        let name = format!("ThreatConnect Address 203.0.113.{n}");
+        assert!(
+            names.contains(&name),
+            "{name} lost its document: {}",
+            second.message
+        );
+    }
+    let held_targets = gate.held();
+    assert!(
+        held_targets.len() == 1 && held_targets[0].contains("id > 10"),
+        "the held request is the page after the first ten: {held_targets:?}"
+    );
+    assert_eq!(
+        gate.answered_after_opening(),
+        1,
+        "the held page was answered after the change"
+    );
+}

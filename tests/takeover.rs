@@ -7,6 +7,7 @@ use tanium_tr_indicators::sim::tanium::SimDoc;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::model::Indicator;
 
+use crate::support::docs::covered;
 use crate::support::{expected, expected_name, lab, lease_calls, run_with};
 
 fn run(lab: &mut Lab, extra: &[(&str, Value)]) -> RunResult {
@@ -400,6 +401,12 @@ fn take_over_removals_count_against_maximum_removal_percent() {
         for id in &strays {
             assert!(doc(&lab, *id).is_some(), "{per_document}: {id} stays");
         }
+        // Held back, the run still sent every indicator.
+        assert_eq!(
+            job_covered(&lab),
+            expected(&lab, |_| true),
+            "{per_document}"
+        );
         let r = run_with(&mut lab, &[("max_removal_percent", json!("100"))]);
         assert_eq!(r.code, 0, "{per_document}: {}\n{}", r.message, r.log);
         for id in &strays {
@@ -408,5 +415,67 @@ fn take_over_removals_count_against_maximum_removal_percent() {
         let r = run_with(&mut lab, &[]);
         assert_eq!(r.code, 0, "{per_document}: {}", r.message);
         assert!(!r.message.contains("did not make"), "{}", r.message);
+    }
+}
+
+/// What the source holds for the job, indicator by indicator: [`covered`] without the strays
+/// of [`stray_lab`].
+fn job_covered(lab: &Lab) -> Vec<String> {
+    covered(lab)
+        .into_iter()
+        .filter(|n| !n.starts_with("legacy stray "))
+        .collect()
+}
+
+/// Take Over Source turned on after the job has run for a while, in a source where the other
+/// integration's documents outnumber the job's: the very next run (a full reconcile) would
+/// remove more than half the source, so it removes none and says how many it held back, while
+/// the job's own documents stay complete; raised, the guard lets them go.
+#[test]
+fn a_take_over_turned_on_later_that_would_remove_most_of_the_source_is_held_back() {
+    for per_document in ["1", "10"] {
+        let (_d, mut lab, strays) = stray_lab(60);
+        lab.set("indicators_per_document", json!(per_document));
+        let r = run_with(&mut lab, &[]);
+        assert_eq!(r.code, 0, "{per_document}: {}\n{}", r.message, r.log);
+        assert_eq!(
+            job_covered(&lab),
+            expected(&lab, |_| true),
+            "{per_document}"
+        );
+        let changed = lab
+            .tc
+            .snapshot()
+            .into_iter()
+            .find(|i| i.active && expected_name(i).is_some())
+            .unwrap();
+        lab.tc.update(changed.id, |i| i.confidence = Some(3));
+
+        lab.set("take_over_source", json!(true));
+        let r = run_with(&mut lab, &[]);
+        assert_eq!(r.code, 3, "{per_document}: {}\n{}", r.message, r.log);
+        assert!(
+            r.message
+                .contains("held back 60 removals, more than Maximum Removal Percent allows"),
+            "{per_document}: {}",
+            r.message
+        );
+        assert!(r.log.contains("full reconcile: "), "{per_document}");
+        for id in &strays {
+            assert!(doc(&lab, *id).is_some(), "{per_document}: {id} stays");
+        }
+        assert_eq!(
+            job_covered(&lab),
+            expected(&lab, |_| true),
+            "{per_document}"
+        );
+        crate::support::docs::assert_items_match_tc(&lab);
+
+        let r = run_with(&mut lab, &[("max_removal_percent", json!("100"))]);
+        assert_eq!(r.code, 0, "{per_document}: {}\n{}", r.message, r.log);
+        for id in &strays {
+            assert!(doc(&lab, *id).is_none(), "{per_document}: {id} removed");
+        }
+        assert_eq!(covered(&lab), expected(&lab, |_| true), "{per_document}");
     }
 }

@@ -200,6 +200,8 @@ impl Loader {
     /// Reads the rest and validates the whole; `raw` holds the params with their variables
     /// resolved. Also returns notes worth a log line once logging is up (which TC credentials
     /// were chosen, say).
+    // One read per param, each problem collected so that one message names them all: its
+    // length is the param list's.
     pub fn finish(self, raw: &RawParams) -> Result<(JobConfig, Vec<String>)> {
         let Loader {
             mut problems,

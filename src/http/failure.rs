@@ -255,6 +255,7 @@ pub struct NoAnswer {
 }
 
 impl fmt::Display for NoAnswer {
+    // One arm per case: every message's words in one place, next to each other.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let NoAnswer {
             service,

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -129,6 +129,81 @@ pub enum Fault {
     Delay(Duration),
     /// Answer 200 with a body that is not JSON.
     Garbage,
+    /// Hold the request until the test opens the gate, then answer normally: what the test
+    /// changes while it waits is what the answer sees.
+    Hold(Gate),
+}
+
+/// Where a [`Fault::Hold`] request waits. A test waits for a request to arrive, changes what it
+/// wants, opens the gate, and can then prove the answer was computed after the change.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<(Mutex<GateState>, Condvar)>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    arrived: u32,
+    /// The decoded request targets that waited here.
+    held: Vec<String>,
+    open: bool,
+    answered_after_opening: u32,
+}
+
+/// How long a held request waits for a test that never opens its gate.
+const GATE_LIMIT: Duration = Duration::from_secs(120);
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Waits until a request is held here; false after `limit`.
+    pub fn wait_arrived(&self, limit: Duration) -> bool {
+        let (state, cv) = &*self.0;
+        let st = state.lock().unwrap();
+        let (st, _) = cv
+            .wait_timeout_while(st, limit, |s| s.arrived == 0)
+            .unwrap();
+        st.arrived > 0
+    }
+
+    /// Lets every held request (and any later one) through.
+    pub fn open(&self) {
+        let (state, cv) = &*self.0;
+        state.lock().unwrap().open = true;
+        cv.notify_all();
+    }
+
+    /// The request targets (percent-decoded) that were held here.
+    pub fn held(&self) -> Vec<String> {
+        self.0 .0.lock().unwrap().held.clone()
+    }
+
+    /// Requests the handler answered after the gate was opened.
+    pub fn answered_after_opening(&self) -> u32 {
+        self.0 .0.lock().unwrap().answered_after_opening
+    }
+
+    fn pass(&self, req: &SimRequest) {
+        let (state, cv) = &*self.0;
+        let mut st = state.lock().unwrap();
+        st.arrived += 1;
+        st.held.push(decode(&req.target));
+        cv.notify_all();
+        let _ = cv.wait_timeout_while(st, GATE_LIMIT, |s| !s.open).unwrap();
+    }
+
+    fn answered(&self) {
+        let mut st = self.0 .0.lock().unwrap();
+        if st.open {
+            st.answered_after_opening += 1;
+        }
+    }
 }
 
 /// A fault armed for the next `count` requests that match `method` and `path_prefix`.
@@ -427,6 +502,12 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
                 headers: vec![("Content-Type".into(), "application/json".into())],
                 body: b"<html>\xff\xfe not json".to_vec(),
             },
+            Some(Fault::Hold(gate)) => {
+                gate.pass(&req);
+                let r = (shared.handler)(&req);
+                gate.answered();
+                r
+            }
         };
         if write_head(&mut writer, &resp, resp.body.len()).is_err()
             || writer.write_all(&resp.body).is_err()
@@ -598,5 +679,22 @@ mod tests {
         assert!(agent.get(&url).call().is_err());
         assert_eq!(agent.get(&url).call().unwrap().status().as_u16(), 200);
         assert_eq!(s.hits("GET /a b"), 4);
+    }
+
+    #[test]
+    fn a_held_request_is_answered_only_after_its_gate_opens() {
+        let s = Server::start(0, echo()).unwrap();
+        let gate = Gate::new();
+        s.inject(FaultRule::new(None, "/a", 1, Fault::Hold(gate.clone())));
+        let url = format!("{}/a?q=1", s.url());
+        let client = thread::spawn(move || ureq::get(&url).call().map(|r| r.status().as_u16()));
+        assert!(gate.wait_arrived(Duration::from_secs(30)));
+        thread::sleep(Duration::from_millis(50));
+        assert!(!client.is_finished(), "held");
+        assert_eq!(gate.answered_after_opening(), 0);
+        gate.open();
+        assert_eq!(client.join().unwrap().unwrap(), 200);
+        assert_eq!(gate.answered_after_opening(), 1);
+        assert_eq!(gate.held(), ["/a?q=1"]);
     }
 }

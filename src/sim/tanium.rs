@@ -192,6 +192,8 @@ struct State {
     next_source: i64,
     next_doc: i64,
     sessions: HashSet<String>,
+    /// Every session a login handed out, live or not, in order.
+    issued: Vec<String>,
     logins: u64,
     /// The next session issued is already expired (as if it timed out before its first use).
     next_session_stale: bool,
@@ -409,6 +411,12 @@ impl TaniumSim {
     /// Successful logins so far.
     pub fn login_count(&self) -> u64 {
         self.inner.lock().logins
+    }
+
+    /// Every session token a login handed out (expired ones too): secrets the app must never
+    /// write anywhere.
+    pub fn issued_sessions(&self) -> Vec<String> {
+        self.inner.lock().issued.clone()
     }
 
     /// Changes a stored document behind the app's back (an admin's edit, a damaged store).
@@ -968,6 +976,7 @@ impl Inner {
         let mut st = self.lock();
         st.logins += 1;
         let session = format!("1-{}-{:016x}", st.logins, md5_u64(st.logins));
+        st.issued.push(session.clone());
         if !std::mem::take(&mut st.next_session_stale) {
             st.sessions.insert(session.clone());
         }

@@ -189,6 +189,11 @@ pub(super) fn removal_evidence(
             };
             let cause = match run.config.filters.rejection(&ind) {
                 Some(r) => Cause::Rejected(r),
+                // Without user TQL those filters are the whole selection: one it passes is
+                // still selected, modified after the pull met its page (in the second the run
+                // started, or by a TC clock behind ours); the next run, which starts before
+                // this one's start, pulls it.
+                None if tql::user_tql(&run.config.filters).is_none() => continue,
                 None => Cause::NoLongerSelected,
             };
             found(key.as_u128(), describe(&ind), cause);

@@ -40,6 +40,8 @@ pub(super) struct Counts {
     pub expired: u64,
     /// Removals the mass-removal guard held back.
     pub held_back: u64,
+    /// Documents this run sends to be created, dry or not (the guard's share counts them).
+    pub creates: u64,
     /// Documents this job did not make, adopted (taking the source over).
     pub adopted: u64,
     /// Indicators TC returned that the job's filters leave out, by filter.

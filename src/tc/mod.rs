@@ -1,6 +1,7 @@
 //! The ThreatConnect side: its settings, request signing, TQL, the job filters, the indicator
 //! model, the paging client, Indicator Exclusion Lists and the resolution of the job's `&{TC:...}` variables.
 
+mod answer;
 pub mod auth;
 pub mod client;
 pub mod exclusion;

@@ -2,6 +2,7 @@
 //! environment, write param files the way the platform does, start the lab (both simulators),
 //! say which documents the app's source must hold (and which it holds), and CONNECT proxies.
 
+pub mod docs;
 pub mod tls;
 
 use std::io::{Read, Write};
@@ -288,6 +289,18 @@ pub fn expected_name(i: &Indicator) -> Option<String> {
         _ => return None,
     };
     Some(format!("ThreatConnect {} {}", i.type_name, value))
+}
+
+/// The ThreatAssess band label a score earns (README, *ThreatAssess Labels*): Low from 0, Medium
+/// from 250, High from 500, Critical from 750.
+pub fn band(score: Option<i64>) -> Option<&'static str> {
+    match score? {
+        s if s >= 750 => Some("ThreatAssess Critical"),
+        s if s >= 500 => Some("ThreatAssess High"),
+        s if s >= 250 => Some("ThreatAssess Medium"),
+        s if s >= 0 => Some("ThreatAssess Low"),
+        _ => None,
+    }
 }
 
 /// The sorted names of the documents the app's source must hold: one per active indicator in

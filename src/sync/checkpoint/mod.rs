@@ -181,24 +181,7 @@ impl Checkpoint {
         problems: &mut Problems,
         notes: &mut Vec<String>,
     ) -> Option<Checkpoint> {
-        let given = text(raw, pn::LAST_MODIFIED);
-        let defaulted = matches!(given, Ok(None));
-        let last_modified = problems.take(
-            given
-                .map(|v| v.unwrap_or_else(|| DEFAULT_LAST_MODIFIED.to_string()))
-                .and_then(|v| {
-                    parse_last_modified(&v, now)
-                        .map(Some)
-                        .map_err(|e| format!("{} {e}", pn::LAST_MODIFIED.label))
-                }),
-        )?;
-        if defaulted {
-            notes.push(format!(
-                "{} is empty: using the default, {DEFAULT_LAST_MODIFIED} ({})",
-                pn::LAST_MODIFIED.label,
-                iso(last_modified)
-            ));
-        }
+        let last_modified = last_modified(raw, now, problems, notes)?;
         let mut hidden_time = |spec: pn::ParamSpec, consequence: &str| match text(raw, spec) {
             Ok(Some(s)) if s.eq_ignore_ascii_case(HORIZON_NONE) => Some(None),
             Ok(Some(s)) => match parse_time(&s, now) {
@@ -421,6 +404,34 @@ impl Checkpoint {
             "exclusion_fingerprint": self.exclusion_fingerprint,
         })
     }
+}
+
+/// Last Modified, or its default when empty (said in `notes`).
+fn last_modified(
+    raw: &RawParams,
+    now: OffsetDateTime,
+    problems: &mut Problems,
+    notes: &mut Vec<String>,
+) -> Option<OffsetDateTime> {
+    let given = text(raw, pn::LAST_MODIFIED);
+    let defaulted = matches!(given, Ok(None));
+    let last_modified = problems.take(
+        given
+            .map(|v| v.unwrap_or_else(|| DEFAULT_LAST_MODIFIED.to_string()))
+            .and_then(|v| {
+                parse_last_modified(&v, now)
+                    .map(Some)
+                    .map_err(|e| format!("{} {e}", pn::LAST_MODIFIED.label))
+            }),
+    )?;
+    if defaulted {
+        notes.push(format!(
+            "{} is empty: using the default, {DEFAULT_LAST_MODIFIED} ({})",
+            pn::LAST_MODIFIED.label,
+            iso(last_modified)
+        ));
+    }
+    Some(last_modified)
 }
 
 /// Deploy Pending: whether a deploy is owed, and after how many refused runs in a row

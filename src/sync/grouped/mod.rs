@@ -19,7 +19,6 @@ mod pull;
 mod write;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::AtomicI64;
 
 use crate::error::Result;
 use crate::words::counted;
@@ -34,7 +33,7 @@ use super::report::{Counts, Finished, PullEnd};
 use super::Run;
 use plan::{plan_full, plan_incremental, Plan};
 use pull::{take, Gone, Kept, Pulled, Rec, Spill};
-use write::{Ctx, Job};
+use write::{Ctx, Job, Room};
 
 /// What a grouped run keeps while it plans: its counts, the label book, and why the removal
 /// check could not finish.
@@ -136,7 +135,7 @@ pub(super) fn reconcile(
         room: (!full)
             .then_some(config.rails.max_indicators)
             .flatten()
-            .map(|cap| AtomicI64::new(cap as i64 - held_before as i64)),
+            .map(|cap| Room::new(cap as i64 - held_before as i64)),
     };
     let mut write_ctx = ctx(run.opts.dry_run);
     let held_back = if broken_pull {
@@ -173,7 +172,9 @@ fn ended(
     (docs_before, indicators_before): (u64, u64),
 ) -> Finished {
     let mut counts = std::mem::take(&mut b.counts);
+    // Not added for want of room: over the cap and not matched, as per indicator.
     counts.over_cap += totals.over_cap;
+    counts.matched = counts.matched.saturating_sub(totals.over_cap);
     for (k, n) in std::mem::take(&mut totals.removals) {
         *counts.removals.entry(k).or_default() += n;
     }
@@ -304,7 +305,9 @@ fn guard(run: &Run, assess: &Ctx, plan: &Plan, held: u64) -> u64 {
         jobs.for_each(|j| d.send(j))
     });
     let would = assessed.removed + plan.retired_members;
-    if guard.allows(would, held, 0) {
+    // Members new to the source; one that moved from another label set's bucket is not.
+    let entering = assessed.created.saturating_sub(assessed.moved);
+    if guard.allows(would, held + entering, 0) {
         0
     } else {
         would

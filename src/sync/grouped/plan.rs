@@ -127,6 +127,7 @@ pub(super) fn plan_full(
                 in_place: here.map(|g| g.doc_id),
                 recs: Recs::Run(base + range.start..base + range.end),
                 drops: Vec::new(),
+                from: HashMap::new(),
                 sweep,
                 labels_now: None,
             };
@@ -156,6 +157,7 @@ pub(super) fn plan_full(
                 in_place: Some(g.doc_id),
                 recs: Recs::Run(base..base),
                 drops: Vec::new(),
+                from: HashMap::new(),
                 sweep: vec![g.key],
                 labels_now: None,
             }));
@@ -284,6 +286,7 @@ pub(super) fn plan_incremental(
                 in_place: doc.map(|d| d.doc_id),
                 recs: Recs::Some(Vec::new()),
                 drops: Vec::new(),
+                from: HashMap::new(),
                 sweep: Vec::new(),
                 labels_now: None,
             }
@@ -292,14 +295,19 @@ pub(super) fn plan_incremental(
     let mut plan = Plan::default();
     let upserted: HashSet<u128> = recs.iter().map(Rec::identity).collect();
     for (i, r) in recs.iter().enumerate() {
-        if let Recs::Some(v) = &mut job(&mut jobs, &docs, layout.route(r.labels, r.identity())).recs
-        {
-            v.push(i);
-        }
+        let mut from = Vec::new();
         for k in layout.covering(r.identity()) {
             if k.labels != r.labels {
                 job(&mut jobs, &docs, k).drops.push((r.identity(), None));
+                from.extend(docs.get(&k).map(|d| (*d).clone()));
             }
+        }
+        let to = job(&mut jobs, &docs, layout.route(r.labels, r.identity()));
+        if let Recs::Some(v) = &mut to.recs {
+            v.push(i);
+        }
+        if !from.is_empty() {
+            to.from.insert(r.identity(), from);
         }
     }
     for (i, g) in gone.iter().enumerate() {

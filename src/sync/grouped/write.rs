@@ -1,8 +1,8 @@
 //! Writing bucket documents: read what they hold, apply the run, write them back.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::Result;
 use crate::intel::group::{self, BucketKey, Member};
@@ -32,6 +32,9 @@ pub(super) struct WriteJob {
     /// Incremental: identities to take out when present, with what a removal is (None: it moved
     /// to another label set's bucket, which is not a removal).
     pub(super) drops: Vec<(u128, Option<usize>)>,
+    /// Incremental: of the members it adds, those another label set's documents may hold
+    /// (they may be moving here), with those documents.
+    pub(super) from: HashMap<u128, Vec<Listed>>,
     /// Full reconcile: parts of the old documents it reads that no bucket of the new layout
     /// reaches; their members are not selected any more, and this job (the first reader of the
     /// document) counts their removal.
@@ -86,8 +89,14 @@ pub(super) struct Trace {
 
 type Out = Outcome<Trace>;
 
+/// Members by identity.
+type Members = BTreeMap<u128, Member>;
+
 /// The members the documents a job read hold, and what the one kept in place says of itself.
-pub(super) type Stored = (BTreeMap<u128, Member>, Option<group::Marker>);
+pub(super) type Stored = (Members, Option<group::Marker>);
+
+/// What reading a job's documents or records gives, or why it could not (for the log).
+type Read<T> = std::result::Result<T, (Failure, String)>;
 
 /// What every job reads.
 pub(super) struct Ctx<'a> {
@@ -106,7 +115,61 @@ pub(super) struct Ctx<'a> {
     pub(super) names: &'a HashMap<u32, Vec<String>>,
     pub(super) label_plans: &'a HashMap<u32, LabelPlan>,
     /// Incremental runs under Maximum Indicators: how many more the source may hold.
-    pub(super) room: Option<AtomicI64>,
+    pub(super) room: Option<Room>,
+}
+
+/// How many more indicators an incremental run under Maximum Indicators may add. A member that
+/// moves from another label set's document adds none, so it takes no room, whichever of the two
+/// documents is written first: nothing is evicted between full reconciles.
+pub(super) struct Room(Mutex<Ledger>);
+
+#[derive(Default)]
+struct Ledger {
+    left: i64,
+    /// Members taken out of a document for another label set's this run.
+    moved_out: HashSet<u128>,
+    /// Members that took room this run (one that turns out to have moved gives it back).
+    took: HashSet<u128>,
+}
+
+impl Room {
+    pub(super) fn new(left: i64) -> Room {
+        Room(Mutex::new(Ledger {
+            left,
+            ..Ledger::default()
+        }))
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `id`, new to its bucket, may be added: it moved out of another label set's
+    /// document, or there is room, or, short of room, `held_elsewhere` finds it in one.
+    fn admits(&self, id: u128, held_elsewhere: impl FnOnce() -> Read<bool>) -> Read<bool> {
+        {
+            let mut l = self.ledger();
+            if l.moved_out.contains(&id) {
+                return Ok(true);
+            }
+            if l.left > 0 {
+                l.left -= 1;
+                l.took.insert(id);
+                return Ok(true);
+            }
+        }
+        // Checked again after the read: the other document may have been written meanwhile.
+        Ok(held_elsewhere()? || self.ledger().moved_out.contains(&id))
+    }
+
+    /// `id` left its document for another label set's: where it went, it took no room.
+    fn moved_out(&self, id: u128) {
+        let mut l = self.ledger();
+        l.moved_out.insert(id);
+        if l.took.remove(&id) {
+            l.left += 1;
+        }
+    }
 }
 
 impl Work<Ctx<'_>> for Job {
@@ -182,27 +245,13 @@ impl Ctx<'_> {
 
     /// The members the old documents hold, by identity; Err when one cannot be read.
     /// Also what the document kept in place says of itself (its content, not the listing).
-    fn stored(&self, w: &WriteJob) -> std::result::Result<Stored, (Failure, String)> {
+    fn stored(&self, w: &WriteJob) -> Read<Stored> {
         let mut stored = BTreeMap::new();
         let mut in_place = None;
         for d in &w.old {
-            let doc = match self.tanium.get_doc(d.doc_id) {
-                Ok(doc) => doc,
-                Err(e) => {
-                    let msg = format!("could not read {}: {e}", d.name);
-                    return Err((Failure::Tanium(Box::new(e)), msg));
-                }
-            };
-            let Some(contents) = doc.and_then(|d| d.contents) else {
+            let Some(read) = self.read(d)? else {
                 continue;
             };
-            let read = group::read(&contents).map_err(|why| {
-                let msg = format!(
-                    "grouped document {} \"{}\" cannot be read ({why}): nothing in it was changed",
-                    d.doc_id, d.name
-                );
-                (Failure::Unreadable, msg)
-            })?;
             if Some(d.doc_id) == w.in_place {
                 in_place = read.marker;
             }
@@ -211,6 +260,49 @@ impl Ctx<'_> {
             }
         }
         Ok((stored, in_place))
+    }
+
+    /// A grouped document as stored (None: it has no content).
+    fn read(&self, d: &Listed) -> Read<Option<group::ReadGroup>> {
+        let doc = match self.tanium.get_doc(d.doc_id) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let msg = format!("could not read {}: {e}", d.name);
+                return Err((Failure::Tanium(Box::new(e)), msg));
+            }
+        };
+        let Some(contents) = doc.and_then(|d| d.contents) else {
+            return Ok(None);
+        };
+        group::read(&contents).map(Some).map_err(|why| {
+            let msg = format!(
+                "grouped document {} \"{}\" cannot be read ({why}): nothing in it was changed",
+                d.doc_id, d.name
+            );
+            (Failure::Unreadable, msg)
+        })
+    }
+
+    /// Whether one of the documents of other label sets `id` may be moving from holds it
+    /// (`read`: what those documents hold, read once a job).
+    fn held_elsewhere(
+        &self,
+        w: &WriteJob,
+        id: u128,
+        read: &mut HashMap<i64, HashSet<u128>>,
+    ) -> Read<bool> {
+        for d in w.from.get(&id).into_iter().flatten() {
+            let ids = match read.entry(d.doc_id) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(self.read(d)?.map_or_else(HashSet::new, |g| {
+                    g.members.iter().map(|m| m.identity.as_u128()).collect()
+                })),
+            };
+            if ids.contains(&id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn write(&self, w: &WriteJob, out: &mut Out) {
@@ -275,57 +367,66 @@ impl Ctx<'_> {
     }
 
     /// The members the bucket holds after this run, counting what changed.
-    fn members(
-        &self,
-        w: &WriteJob,
-        mut stored: BTreeMap<u128, Member>,
-        out: &mut Out,
-    ) -> std::result::Result<BTreeMap<u128, Member>, (Failure, String)> {
-        let member = |r: usize| {
-            self.spill
-                .member(&self.kept.recs[r])
-                .map_err(|m| (Failure::Local, m))
-        };
-        let mut next: BTreeMap<u128, Member> = BTreeMap::new();
+    fn members(&self, w: &WriteJob, stored: Members, out: &mut Out) -> Read<Members> {
         if self.full {
-            for r in w.recs.iter() {
-                let m = member(r)?;
-                match stored.remove(&m.identity.as_u128()) {
-                    Some(s) if s.rev == m.rev => out.r.unchanged += 1,
-                    Some(_) => out.r.updated += 1,
-                    None => out.r.created += 1,
-                }
-                next.insert(m.identity.as_u128(), m);
-            }
-            for (id, m) in stored {
-                if !w.key.covers(id) && !w.sweep.iter().any(|k| k.covers(id)) {
-                    // (a document this bucket was split from: the other halves' jobs count it)
-                    continue;
-                }
-                if self.kept.sent(id) {
-                    out.r.moved += 1;
-                    continue;
-                }
-                let cause = self.kept.cause_of(id);
-                *out.r.removals.entry(cause.key()).or_default() += 1;
-                if self.hold {
-                    out.r.held += 1;
-                    next.insert(id, m);
-                } else {
-                    out.r.removed += 1;
-                    out.kept.plan.push(format!(
-                        "remove {} {} from group {}: {cause}",
-                        m.kind.as_str(),
-                        m.value(),
-                        w.key
-                    ));
-                }
-            }
-            return Ok(next);
+            self.members_full(w, stored, out)
+        } else {
+            self.members_incremental(w, stored, out)
         }
-        next = stored;
+    }
+
+    fn member(&self, r: usize) -> Read<Member> {
+        self.spill
+            .member(&self.kept.recs[r])
+            .map_err(|m| (Failure::Local, m))
+    }
+
+    /// A full reconcile: the bucket's records, and of what its documents held besides, what
+    /// moved to another label set's bucket and what is not sent any more (removed, or held).
+    fn members_full(&self, w: &WriteJob, mut stored: Members, out: &mut Out) -> Read<Members> {
+        let mut next = Members::new();
         for r in w.recs.iter() {
-            let m = member(r)?;
+            let m = self.member(r)?;
+            match stored.remove(&m.identity.as_u128()) {
+                Some(s) if s.rev == m.rev => out.r.unchanged += 1,
+                Some(_) => out.r.updated += 1,
+                None => out.r.created += 1,
+            }
+            next.insert(m.identity.as_u128(), m);
+        }
+        for (id, m) in stored {
+            if !w.key.covers(id) && !w.sweep.iter().any(|k| k.covers(id)) {
+                // (a document this bucket was split from: the other halves' jobs count it)
+                continue;
+            }
+            if self.kept.sent(id) {
+                out.r.moved += 1;
+                continue;
+            }
+            let cause = self.kept.cause_of(id);
+            *out.r.removals.entry(cause.key()).or_default() += 1;
+            if self.hold {
+                out.r.held += 1;
+                next.insert(id, m);
+            } else {
+                out.r.removed += 1;
+                out.kept.plan.push(format!(
+                    "remove {} {} from group {}: {cause}",
+                    m.kind.as_str(),
+                    m.value(),
+                    w.key
+                ));
+            }
+        }
+        Ok(next)
+    }
+
+    /// An incremental run: what the documents hold, with the changes added and the drops
+    /// taken out.
+    fn members_incremental(&self, w: &WriteJob, mut next: Members, out: &mut Out) -> Read<Members> {
+        let mut elsewhere = HashMap::new();
+        for r in w.recs.iter() {
+            let m = self.member(r)?;
             let id = m.identity.as_u128();
             match next.get(&id) {
                 Some(s) if s.rev == m.rev => {
@@ -335,7 +436,7 @@ impl Ctx<'_> {
                 Some(_) => out.r.updated += 1,
                 None => {
                     if let Some(room) = &self.room {
-                        if room.fetch_sub(1, Ordering::SeqCst) <= 0 {
+                        if !room.admits(id, || self.held_elsewhere(w, id, &mut elsewhere))? {
                             out.r.over_cap += 1;
                             continue;
                         }
@@ -347,7 +448,12 @@ impl Ctx<'_> {
         }
         for (id, why) in &w.drops {
             let Some(why) = why else {
-                out.r.moved += u64::from(next.remove(id).is_some());
+                if next.remove(id).is_some() {
+                    out.r.moved += 1;
+                    if let Some(room) = &self.room {
+                        room.moved_out(*id);
+                    }
+                }
                 continue;
             };
             if !next.contains_key(id) {

@@ -1,8 +1,10 @@
 //! Planning one indicator: what its document needs, decided from the selection's verdict and
 //! what the source holds. No I/O here; the planner acts on the decision.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::intel::{self, Package};
-use crate::tc::model::Indicator;
+use crate::tc::model::{Indicator, IndicatorType};
 
 use crate::sync::cause::Cause;
 use crate::sync::index::{SourceIndex, GONE, OTHER_FORMAT, SEEN};
@@ -76,49 +78,23 @@ pub(super) fn decide(
         Some(root) => intel::render_adopted(ind, format, root).unwrap_or(pkg),
         None => pkg,
     };
-    let kind = pkg.kind;
     let rev = pkg.rev.0;
     let md5 = pkg.md5_prefix();
     let Some(e) = index.map.get_mut(&key) else {
-        if index.created.contains_key(&key) {
-            return Decision::Repeat;
-        }
-        let held = (index.map.len() + index.created.len()) as u64;
-        if cap.is_some_and(|cap| held >= cap) {
-            let why = NotSent::Out {
-                identity: None,
-                title: pkg.name,
-                cause: Cause::OverCap,
-            };
-            return Decision::NotSent { why, doc_id: None };
-        }
-        index.created.insert(key, ());
-        if let Some((doc_id, root)) = index.adoptable.remove(&(kind, pkg.key.clone())) {
-            if let Ok(adopted) = intel::render_adopted(ind, format, &root) {
-                index.adopted.insert(doc_id);
-                return Decision::Adopt {
-                    doc_id,
-                    pkg: Box::new(adopted),
-                    replaces: None,
-                };
-            }
-        }
-        return Decision::Create(Box::new(pkg));
+        return new_to_source(ind, pkg, format, cap, index);
     };
     if e.flags & SEEN != 0 {
         return Decision::Repeat;
     }
     e.flags |= SEEN;
-    if let Some((doc_id, root)) = index.adoptable.remove(&(kind, pkg.key.clone())) {
-        if let Ok(adopted) = intel::render_adopted(ind, format, &root) {
-            e.flags |= GONE;
-            index.adopted.insert(doc_id);
-            return Decision::Adopt {
-                doc_id,
-                pkg: Box::new(adopted),
-                replaces: Some(e.doc_id),
-            };
-        }
+    if let Some((doc_id, pkg)) = adopt(ind, &pkg, format, &mut index.adoptable, &mut index.adopted)
+    {
+        e.flags |= GONE;
+        return Decision::Adopt {
+            doc_id,
+            pkg,
+            replaces: Some(e.doc_id),
+        };
     }
     if e.flags & OTHER_FORMAT != 0 {
         e.flags |= GONE;
@@ -139,6 +115,54 @@ pub(super) fn decide(
         verify: e.rev == 0,
         labels: e.labels,
     }
+}
+
+/// An indicator the source holds no document of: a new document (or one adopted), while the
+/// cap allows.
+fn new_to_source(
+    ind: &Indicator,
+    pkg: Package,
+    format: intel::Format,
+    cap: Option<u64>,
+    index: &mut SourceIndex,
+) -> Decision {
+    let key = pkg.identity.as_u128();
+    if index.created.contains_key(&key) {
+        return Decision::Repeat;
+    }
+    let held = (index.map.len() + index.created.len()) as u64;
+    if cap.is_some_and(|cap| held >= cap) {
+        let why = NotSent::Out {
+            identity: None,
+            title: pkg.name,
+            cause: Cause::OverCap,
+        };
+        return Decision::NotSent { why, doc_id: None };
+    }
+    index.created.insert(key, ());
+    match adopt(ind, &pkg, format, &mut index.adoptable, &mut index.adopted) {
+        Some((doc_id, pkg)) => Decision::Adopt {
+            doc_id,
+            pkg,
+            replaces: None,
+        },
+        None => Decision::Create(Box::new(pkg)),
+    }
+}
+
+/// The document this job did not make that covers exactly this indicator, when there is one:
+/// its id, and the indicator rendered under its root id. It is adopted.
+fn adopt(
+    ind: &Indicator,
+    pkg: &Package,
+    format: intel::Format,
+    adoptable: &mut BTreeMap<(IndicatorType, String), (i64, String)>,
+    adopted: &mut BTreeSet<i64>,
+) -> Option<(i64, Box<Package>)> {
+    let (doc_id, root) = adoptable.remove(&(pkg.kind, pkg.key.clone()))?;
+    let pkg = intel::render_adopted(ind, format, &root).ok()?;
+    adopted.insert(doc_id);
+    Some((doc_id, Box::new(pkg)))
 }
 
 #[cfg(test)]

@@ -61,6 +61,12 @@ impl<'a, 'p> Planner<'a, 'p> {
     }
 
     fn dispatch(&mut self, op: Op) {
+        if let Op::Write {
+            to: Target::New, ..
+        } = op
+        {
+            self.counts.creates += 1;
+        }
         match self.pool {
             Some(pool) => pool.send(op),
             None => {
@@ -244,8 +250,8 @@ impl<'a, 'p> Planner<'a, 'p> {
     }
 
     /// Sends the planned removals or, when those the guard weighs are more than Maximum
-    /// Removal Percent allows of the `held` the source held, none of those (false then). The
-    /// others still go: they take no indicator with them.
+    /// Removal Percent allows of the `held` the source held with this run's new documents,
+    /// none of those (false then). The others still go: they take no indicator with them.
     pub fn settle_removals(&mut self, held: u64) -> bool {
         let removals = std::mem::take(&mut self.removals);
         let n = removals.iter().filter(|r| r.cause.weighed()).count() as u64;
@@ -253,7 +259,7 @@ impl<'a, 'p> Planner<'a, 'p> {
             rails: &self.run.config.rails,
             dry_run: self.run.opts.dry_run,
         };
-        let allowed = guard.allows(n, held, removals.len() as u64 - n);
+        let allowed = guard.allows(n, held + self.counts.creates, removals.len() as u64 - n);
         if !allowed {
             self.counts.held_back = n;
         }
