@@ -511,3 +511,40 @@ impl Ctx<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no() -> Read<bool> {
+        Ok(false)
+    }
+
+    #[test]
+    fn a_move_takes_no_room_whichever_document_is_written_first() {
+        // The old document first: the member is known to have moved.
+        let room = Room::new(0);
+        room.moved_out(7);
+        assert!(room.admits(7, no).unwrap());
+        assert!(!room.admits(8, no).unwrap(), "a newcomer needs room");
+        // The new document first, short of room: the old document still holds it.
+        let room = Room::new(0);
+        assert!(room.admits(7, || Ok(true)).unwrap());
+        room.moved_out(7);
+        assert!(!room.admits(8, no).unwrap(), "the move gave no room away");
+        // The new document first, with room: the move gives the room back to a newcomer.
+        let room = Room::new(1);
+        assert!(room.admits(7, no).unwrap());
+        assert!(!room.admits(8, no).unwrap());
+        room.moved_out(7);
+        assert!(room.admits(8, no).unwrap());
+        assert!(!room.admits(9, no).unwrap(), "the cap holds");
+    }
+
+    #[test]
+    fn short_of_room_an_unreadable_document_fails_the_job() {
+        let room = Room::new(0);
+        let read = room.admits(7, || Err((Failure::Unreadable, "cannot be read".into())));
+        assert!(read.is_err());
+    }
+}
