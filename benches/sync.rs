@@ -1,26 +1,7 @@
 //! `cargo bench --bench sync -- [options]`: runs the real (release) binary against both
 //! simulators through first sync, no-change rerun, 1% changed and full reconcile, and prints a
-//! table of wall time, indicators/s, requests, bytes sent and the app's peak RSS.
-//!
-//! Options (sizes also from the `BENCH_SIZES` environment variable):
-//!   --sizes 10k,100k[,1m]   dataset sizes (default 10k,100k)
-//!   --latency-ms N          latency both simulators add to every answer (default 0)
-//!   --workers N[,M...]      tanium_workers; several values run each and report the speed-up
-//!   --labels L[,M...]       off, default (every document labelled ThreatConnect, the app's
-//!                           default) or rich (also tags APT*, Malware and ThreatAssess bands);
-//!                           several run each and report the label requests' cost
-//!   --per-document N[,M...] indicators_per_document (default 1); several run each
-//!   --tc-rails R[,S...]     off (Honor Exclusion Lists and Honor Expiry off), default (on,
-//!                           no exclusion list in TC) or lists (on, TC holding lists shaped
-//!                           like its defaults, every 50th indicator with an expiry); several
-//!                           run each and report what the rails cost in TC requests
-//!   --phases LIST           first,nochange,changed,full (default all four)
-//!   --json FILE             also write the results as JSON
-//!   --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
-//!   --dir DIR               working folder (default target/bench)
-//!   --seed N                dataset seed (default 7)
-//!   --app-log LEVEL         the app's tc_log_level (default warning; app.log under --dir)
-//!   --binary PATH           run this instead of the release build (e.g. a heaptrack wrapper)
+//! table of wall time, indicators/s, requests, bytes sent and the app's peak RSS. Options:
+//! [`USAGE`], or `cargo bench --bench sync -- --help`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +10,29 @@ use std::time::Duration;
 use tanium_tr_indicators::sim::bench::{
     self, Baseline, BenchLabels, BenchOptions, BenchTcRails, Phase, PhaseResult,
 };
+
+const USAGE: &str = "cargo bench --bench sync -- [options]
+
+Options (sizes also from the `BENCH_SIZES` environment variable):
+  --sizes 10k,100k[,1m]   dataset sizes (default 10k,100k)
+  --latency-ms N          latency both simulators add to every answer (default 0)
+  --workers N[,M...]      tanium_workers; several values run each and report the speed-up
+  --labels L[,M...]       off, default (every document labelled ThreatConnect, the app's
+                          default) or rich (also tags APT*, Malware and ThreatAssess bands);
+                          several run each and report the label requests' cost
+  --per-document N[,M...] indicators_per_document (default 1); several run each
+  --tc-rails R[,S...]     off (Honor Exclusion Lists and Honor Expiry off), default (on,
+                          no exclusion list in TC) or lists (on, TC holding lists shaped
+                          like its defaults, every 50th indicator with an expiry); several
+                          run each and report what the rails cost in TC requests
+  --phases LIST           first,nochange,changed,full (default all four)
+  --json FILE             also write the results as JSON
+  --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
+  --dir DIR               working folder (default target/bench)
+  --seed N                dataset seed (default 7)
+  --app-log LEVEL         the app's tc_log_level (default warning; app.log under --dir)
+  --binary PATH           run this instead of the release build (e.g. a heaptrack wrapper)
+";
 
 struct Args {
     sizes: Vec<usize>,
@@ -46,7 +50,7 @@ struct Args {
     app_log: String,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args() -> Result<Option<Args>, String> {
     let mut a = Args {
         sizes: Vec::new(),
         latency_ms: 0,
@@ -68,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--bench" => {} // cargo bench passes it to harness = false targets
+            "--help" | "-h" => return Ok(None),
             "--sizes" => sizes = value("--sizes")?,
             "--latency-ms" => {
                 a.latency_ms = value("--latency-ms")?
@@ -147,22 +152,26 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--seed needs a whole number")?
             }
-            other => return Err(format!("unknown option '{other}' (see benches/sync.rs)")),
+            other => return Err(format!("unknown option '{other}'")),
         }
     }
     a.sizes = sizes
         .split(',')
         .map(|s| bench::parse_size(s).ok_or(format!("bad size '{s}' (use 10k, 100k, 1m)")))
         .collect::<Result<_, _>>()?;
-    Ok(a)
+    Ok(Some(a))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            eprintln!("bench: {e}");
+            eprintln!("bench: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };

@@ -9,6 +9,7 @@
 mod cause;
 pub mod checkpoint;
 mod deploy;
+mod doc_ops;
 mod drive;
 mod grouped;
 mod guard;

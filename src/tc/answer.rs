@@ -3,9 +3,10 @@
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Service};
 use crate::http::Response;
-use crate::tc::client::SVC;
+
+pub(super) const SVC: Service = Service::ThreatConnect;
 
 #[derive(Deserialize)]
 pub(super) struct Envelope<T> {

@@ -10,11 +10,11 @@ use std::sync::Mutex;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::error::{Error, Result, Service};
+use crate::error::{Error, Result};
 use crate::http::{self, path_of, Origin, Request, Response, RetryPolicy, Tries};
 use crate::secret::Secret;
 use crate::tc::answer::{
-    parse_envelope, parse_envelope_borrowed, status_error, tc_message, Envelope,
+    parse_envelope, parse_envelope_borrowed, status_error, tc_message, Envelope, SVC,
 };
 use crate::tc::auth::{hmac_authorization, path_and_query};
 use crate::tc::model::DeletedIndicator;
@@ -24,8 +24,6 @@ use crate::tc::{Auth, Settings};
 
 /// Renew a job token this long before it expires.
 pub const TOKEN_RENEW_MARGIN_SECS: i64 = 600;
-
-pub(super) const SVC: Service = Service::ThreatConnect;
 
 #[derive(Debug)]
 struct TokenState {

@@ -5,9 +5,10 @@
 
 use serde::Deserialize;
 
+use super::answer::SVC;
 use crate::error::{Error, Result};
 use crate::http::path_of;
-use crate::tc::client::{TcClient, SVC};
+use crate::tc::client::TcClient;
 use crate::tc::model::{default_true, lenient_i64};
 use crate::tc::tql::encode_query_value;
 

@@ -24,6 +24,7 @@ use crate::error::Result;
 use crate::words::counted;
 
 use super::cause::Cause;
+use super::doc_ops::DocOp;
 use super::drive::{drive, Results};
 use super::guard::RemovalGuard;
 use super::index::{Listed, SourceIndex};
@@ -349,23 +350,23 @@ fn write(run: &Run, ctx: &Ctx, plan: &mut Plan, broken_pull: bool) -> (Results, 
             continue;
         }
         run.plan(format!("remove {}: {}", r.what, r.cause));
-        retire.push(Job::Delete {
+        retire.push(Job::Doc(DocOp::Delete {
             doc_id: r.doc_id,
             what: r.what,
             cause: r.cause,
             members: r.members,
-        });
+        }));
     }
     for doc_id in replaced {
         if blocked.contains(&doc_id) || !seen.insert(doc_id) {
             continue;
         }
-        retire.push(Job::Delete {
+        retire.push(Job::Doc(DocOp::Delete {
             doc_id,
             what: format!("document {doc_id}"),
             cause: Cause::Moved,
             members: 0,
-        });
+        }));
     }
     let (_, mut totals, _) = drive(ctx, workers, totals, |d| {
         retire.into_iter().for_each(|j| d.send(j))

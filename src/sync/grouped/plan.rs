@@ -12,8 +12,9 @@ use super::pull::{Gone, Kept, Rec, RecIds};
 use super::write::{Job, Recs, WriteJob};
 use super::Books;
 use crate::sync::cause::Cause;
+use crate::sync::doc_ops::{top_ups, DocOp};
 use crate::sync::index::{Listed, SourceIndex};
-use crate::sync::label_book::{fixed_top_up, LabelPlan};
+use crate::sync::label_book::LabelPlan;
 use crate::sync::Run;
 
 /// A document to remove once the run's writes are done.
@@ -245,11 +246,12 @@ pub(super) fn relabel(
         None if b.labels.pass => plan.current = None,
         None => return,
     }
-    jobs.push(Job::Labels {
+    jobs.push(Job::Doc(DocOp::Labels {
         doc_id: g.doc_id,
         what: what_group(g),
         plan,
-    });
+        last_modified: None,
+    }));
 }
 
 /// An incremental run: each changed indicator goes to the bucket on its path (and out of any
@@ -333,16 +335,11 @@ pub(super) fn plan_incremental(
         .iter()
         .filter(|g| !touched.contains(&g.doc_id))
         .map(|g| (g.doc_id, what_group(g), index.label_sets.get(g.labels)));
-    for (doc_id, what, plan_l) in fixed_top_up(&mut b.labels, run.tanium, untouched) {
-        if let Some(current) = &plan_l.current {
-            run.plan(b.labels.describe(&what, &plan_l.change(current)));
-        }
-        plan.jobs.push(Job::Labels {
-            doc_id,
-            what,
-            plan: plan_l,
-        });
-    }
+    plan.jobs.extend(
+        top_ups(run, &mut b.labels, untouched)
+            .into_iter()
+            .map(Job::Doc),
+    );
     plan
 }
 

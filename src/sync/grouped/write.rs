@@ -12,7 +12,7 @@ use crate::tanium::model::Upload;
 
 use super::layout;
 use super::pull::{Kept, Spill};
-use crate::sync::cause::Cause;
+use crate::sync::doc_ops::{label_failed, DocOp};
 use crate::sync::drive::{Failure, Outcome, Work};
 use crate::sync::index::Listed;
 use crate::sync::label_book::{self, LabelPlan};
@@ -61,19 +61,7 @@ impl Recs {
 
 pub(super) enum Job {
     Write(WriteJob),
-    /// A label change alone.
-    Labels {
-        doc_id: i64,
-        what: String,
-        plan: LabelPlan,
-    },
-    Delete {
-        doc_id: i64,
-        what: String,
-        cause: Cause,
-        /// Indicators that leave the source with it.
-        members: u64,
-    },
+    Doc(DocOp),
 }
 
 /// What the run keeps of one job besides its counts: what it read and left behind, and its
@@ -178,44 +166,7 @@ impl Work<Ctx<'_>> for Job {
     fn run(self, ctx: &Ctx, out: &mut Out) {
         match self {
             Job::Write(w) => ctx.write(&w, out),
-            Job::Labels { doc_id, what, plan } => {
-                if ctx.dry {
-                    out.r.relabelled += 1;
-                    return;
-                }
-                match label_book::bring(ctx.tanium, doc_id, &plan, None) {
-                    Ok(changed) => {
-                        out.r.relabelled += u64::from(changed);
-                        out.r.wrote_anything |= changed;
-                    }
-                    Err(e) => {
-                        out.r.failed_writes += 1;
-                        out.r.failed_labels += 1;
-                        let msg = format!("could not label {what}: {e}");
-                        out.fail(Failure::Tanium(Box::new(e)), msg);
-                    }
-                }
-            }
-            Job::Delete {
-                doc_id,
-                what,
-                cause,
-                members,
-            } => {
-                if !ctx.dry {
-                    if let Err(e) = ctx.tanium.delete_doc(doc_id) {
-                        out.r.failed_removals += 1;
-                        let msg = format!("could not remove {what}: {e}");
-                        out.fail(Failure::Tanium(Box::new(e)), msg);
-                        return;
-                    }
-                    out.r.wrote_anything = true;
-                }
-                out.r.removed += members;
-                out.r.docs_removed += 1;
-                // A single document whose indicator is in a grouped one now.
-                out.r.replaced += u64::from(cause == Cause::Relaid);
-            }
+            Job::Doc(op) => op.run(ctx.tanium, ctx.dry, out),
         }
     }
 
@@ -227,11 +178,7 @@ impl Work<Ctx<'_>> for Job {
                 // What it would have read stays as it is.
                 out.kept.read = w.old.iter().map(|d| d.doc_id).collect();
             }
-            Job::Labels { .. } => {
-                out.r.failed_writes += 1;
-                out.r.failed_labels += 1;
-            }
-            Job::Delete { .. } => out.r.failed_removals += 1,
+            Job::Doc(op) => op.not_attempted(out),
         }
     }
 }
@@ -557,13 +504,47 @@ impl Ctx<'_> {
         match label_book::bring(self.tanium, doc_id, plan, answered) {
             Ok(changed) => Some(changed),
             Err(e) => {
-                out.r.failed_writes += 1;
-                out.r.failed_labels += 1;
-                let msg = format!("could not label {name}: {e}");
-                out.fail(Failure::Tanium(Box::new(e)), msg);
+                label_failed(out, None, format!("could not label {name}: {e}"), e);
                 self.undelivered(w, out);
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no() -> Read<bool> {
+        Ok(false)
+    }
+
+    #[test]
+    fn a_move_takes_no_room_whichever_document_is_written_first() {
+        // The old document first: the member is known to have moved.
+        let room = Room::new(0);
+        room.moved_out(7);
+        assert!(room.admits(7, no).unwrap());
+        assert!(!room.admits(8, no).unwrap(), "a newcomer needs room");
+        // The new document first, short of room: the old document still holds it.
+        let room = Room::new(0);
+        assert!(room.admits(7, || Ok(true)).unwrap());
+        room.moved_out(7);
+        assert!(!room.admits(8, no).unwrap(), "the move gave no room away");
+        // The new document first, with room: the move gives the room back to a newcomer.
+        let room = Room::new(1);
+        assert!(room.admits(7, no).unwrap());
+        assert!(!room.admits(8, no).unwrap());
+        room.moved_out(7);
+        assert!(room.admits(8, no).unwrap());
+        assert!(!room.admits(9, no).unwrap(), "the cap holds");
+    }
+
+    #[test]
+    fn short_of_room_an_unreadable_document_fails_the_job() {
+        let room = Room::new(0);
+        let read = room.admits(7, || Err((Failure::Unreadable, "cannot be read".into())));
+        assert!(read.is_err());
     }
 }

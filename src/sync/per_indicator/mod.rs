@@ -8,6 +8,7 @@ mod planner;
 use crate::error::Result;
 
 use super::cause::Cause;
+use super::doc_ops::DocOp;
 use super::drive::{drive, Driver, Results};
 use super::index::SourceIndex;
 use super::label_book::LabelBook;
@@ -114,15 +115,14 @@ fn walk(p: &mut Planner, index: &mut SourceIndex) -> Result<(PullEnd, bool)> {
 /// Switching back to one document per indicator: once every indicator has a document of its
 /// own, the grouped documents go.
 fn retire_groups(run: &Run, writer: &Writer, index: &SourceIndex, before: Results) -> Results {
-    let retire = index.groups.iter().map(|g| Op::Delete {
-        doc_id: g.doc_id,
-        what: format!("grouped document {} \"{}\"", g.doc_id, g.name),
-        cause: Cause::Relaid,
+    let retire = index.groups.iter().map(|g| {
+        let what = format!("grouped document {} \"{}\"", g.doc_id, g.name);
+        planner::delete(g.doc_id, what, Cause::Relaid)
     });
     if run.opts.dry_run {
         let mut results = before;
         for op in retire {
-            if let Op::Delete { what, cause, .. } = op {
+            if let DocOp::Delete { what, cause, .. } = op {
                 run.plan(format!("remove {what}: {cause}"));
                 results.replaced += 1;
             }
@@ -130,7 +130,7 @@ fn retire_groups(run: &Run, writer: &Writer, index: &SourceIndex, before: Result
         return results;
     }
     let (_, results, _) = drive(writer, run.config.workers, before, |pool: &Pool| {
-        retire.for_each(|op| pool.send(op))
+        retire.for_each(|op| pool.send(Op::Doc(op)))
     });
     results
 }

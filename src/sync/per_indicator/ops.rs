@@ -10,7 +10,7 @@ use crate::intel::{self, Package};
 use crate::tanium::client::TaniumClient;
 use crate::tanium::model::{IntelDoc, Upload};
 
-use crate::sync::cause::Cause;
+use crate::sync::doc_ops::{label_failed, DocOp};
 use crate::sync::drive::{Failure, Outcome, Work};
 use crate::sync::label_book::{self, LabelPlan};
 
@@ -23,18 +23,7 @@ pub(in crate::sync) enum Op {
         last_modified: Option<OffsetDateTime>,
         labels: Option<LabelPlan>,
     },
-    Delete {
-        doc_id: i64,
-        what: String,
-        cause: Cause,
-    },
-    /// A label change alone: the content is current.
-    Labels {
-        doc_id: i64,
-        what: String,
-        labels: LabelPlan,
-        last_modified: Option<OffsetDateTime>,
-    },
+    Doc(DocOp),
 }
 
 /// Where a document's content goes.
@@ -96,10 +85,16 @@ impl Work<Writer<'_>> for Op {
                 to: Target::Update { doc_id, .. },
                 pkg,
                 last_modified,
-                labels: Some(labels),
+                labels: Some(plan),
             } = self
             {
-                w.write_labels(doc_id, &pkg.name, &labels, last_modified, out);
+                let labels = DocOp::Labels {
+                    doc_id,
+                    what: pkg.name,
+                    plan,
+                    last_modified,
+                };
+                labels.run(w.tanium, false, out);
             }
             return;
         }
@@ -107,18 +102,12 @@ impl Work<Writer<'_>> for Op {
     }
 
     fn not_attempted(self, _: &Writer, out: &mut Out) {
-        let r = &mut out.r;
         match self {
             Op::Write { last_modified, .. } => {
-                r.failed_writes += 1;
-                r.note_undelivered(last_modified);
+                out.r.failed_writes += 1;
+                out.r.note_undelivered(last_modified);
             }
-            Op::Labels { last_modified, .. } => {
-                r.failed_writes += 1;
-                r.failed_labels += 1;
-                r.note_undelivered(last_modified);
-            }
-            Op::Delete { .. } => r.failed_removals += 1,
+            Op::Doc(op) => op.not_attempted(out),
         }
     }
 }
@@ -206,29 +195,6 @@ impl Writer<'_> {
         }
     }
 
-    fn write_labels(
-        &self,
-        doc_id: i64,
-        what: &str,
-        plan: &LabelPlan,
-        last_modified: Option<OffsetDateTime>,
-        out: &mut Out,
-    ) {
-        match label_book::bring(self.tanium, doc_id, plan, None) {
-            Ok(true) => {
-                out.r.relabelled += 1;
-                out.r.wrote_anything = true;
-            }
-            Ok(false) => {}
-            Err(e) => label_failed(
-                out,
-                last_modified,
-                format!("could not label {what}: {e}"),
-                e,
-            ),
-        }
-    }
-
     fn write(&self, op: Op, out: &mut Out) {
         let (to, pkg, last_modified) = match op {
             Op::Write {
@@ -237,17 +203,7 @@ impl Writer<'_> {
                 last_modified,
                 ..
             } => (to, pkg, last_modified),
-            Op::Delete {
-                doc_id,
-                what,
-                cause,
-            } => return self.delete(doc_id, &what, cause, out),
-            Op::Labels {
-                doc_id,
-                what,
-                labels,
-                last_modified,
-            } => return self.write_labels(doc_id, &what, &labels, last_modified, out),
+            Op::Doc(op) => return op.run(self.tanium, false, out),
         };
         // The id of the document written (an update may answer with a new one).
         let written = match to {
@@ -295,20 +251,6 @@ impl Writer<'_> {
         }
     }
 
-    fn delete(&self, doc_id: i64, what: &str, cause: Cause, out: &mut Out) {
-        match self.tanium.delete_doc(doc_id) {
-            // A document of the other layout: its indicators have documents of this one.
-            Ok(()) if cause == Cause::Relaid => out.r.replaced += 1,
-            Ok(()) => out.r.removed += 1,
-            Err(e) => {
-                out.r.failed_removals += 1;
-                let msg = format!("could not remove {what}: {e}");
-                return out.fail(Failure::Tanium(Box::new(e)), msg);
-            }
-        }
-        out.r.wrote_anything = true;
-    }
-
     /// Removes the document a new one replaced (format switch, or an adoption the server
     /// filed as a new document).
     fn remove_replaced(&self, old_doc_id: i64, name: &str, out: &mut Out) {
@@ -321,17 +263,4 @@ impl Writer<'_> {
             }
         }
     }
-}
-
-/// A document's labels could not be brought to the rules: a failed write of it.
-fn label_failed(
-    out: &mut Out,
-    last_modified: Option<OffsetDateTime>,
-    msg: String,
-    e: crate::error::Error,
-) {
-    out.r.failed_writes += 1;
-    out.r.failed_labels += 1;
-    out.r.note_undelivered(last_modified);
-    out.fail(Failure::Tanium(Box::new(e)), msg);
 }

@@ -14,9 +14,10 @@ use super::decide::{decide, Decision};
 use super::ops::{Op, Target};
 use super::Pool;
 use crate::sync::cause::Cause;
+use crate::sync::doc_ops::{top_ups, DocOp};
 use crate::sync::guard::RemovalGuard;
 use crate::sync::index::{SourceIndex, GONE, SEEN};
-use crate::sync::label_book::{fixed_top_up, LabelBook, LabelPlan, LabelSets};
+use crate::sync::label_book::{LabelBook, LabelPlan, LabelSets};
 use crate::sync::pull::describe;
 use crate::sync::report::Counts;
 use crate::sync::select::{NotSent, Selection};
@@ -93,8 +94,8 @@ impl<'a, 'p> Planner<'a, 'p> {
                         c.would_create += 1;
                         c.would_remove += 1;
                     }
-                    Op::Delete { .. } => c.would_remove += 1,
-                    Op::Labels { .. } => c.would_relabel += 1,
+                    Op::Doc(DocOp::Delete { .. }) => c.would_remove += 1,
+                    Op::Doc(DocOp::Labels { .. }) => c.would_relabel += 1,
                 }
             }
         }
@@ -270,11 +271,7 @@ impl<'a, 'p> Planner<'a, 'p> {
         } in removals
         {
             if allowed || !cause.weighed() {
-                self.dispatch(Op::Delete {
-                    doc_id,
-                    what,
-                    cause,
-                });
+                self.dispatch(Op::Doc(delete(doc_id, what, cause)));
             }
         }
         allowed
@@ -359,15 +356,15 @@ impl<'a, 'p> Planner<'a, 'p> {
             )),
             None => return,
         }
-        self.dispatch(Op::Labels {
+        self.dispatch(Op::Doc(DocOp::Labels {
             doc_id,
             what,
-            labels: plan,
+            plan,
             last_modified: ind.last_modified_at(),
-        });
+        }));
     }
 
-    /// Documents the pull did not meet keep the job's own labels (see [`fixed_top_up`]).
+    /// Documents the pull did not meet keep the job's own labels (see [`top_ups`]).
     pub fn sweep_labels(&mut self, index: &mut SourceIndex) {
         let sets = &index.label_sets;
         let unseen = index
@@ -381,18 +378,20 @@ impl<'a, 'p> Planner<'a, 'p> {
                     sets.get(e.labels),
                 )
             });
-        for (doc_id, what, labels) in fixed_top_up(&mut self.labels, self.run.tanium, unseen) {
-            if let Some(current) = &labels.current {
-                self.run
-                    .plan(self.labels.describe(&what, &labels.change(current)));
-            }
-            self.dispatch(Op::Labels {
-                doc_id,
-                what,
-                labels,
-                last_modified: None,
-            });
+        for op in top_ups(self.run, &mut self.labels, unseen) {
+            self.dispatch(Op::Doc(op));
         }
+    }
+}
+
+/// A document's removal; per indicator, one indicator goes with it unless its indicators
+/// have documents of this layout now.
+pub(super) fn delete(doc_id: i64, what: String, cause: Cause) -> DocOp {
+    DocOp::Delete {
+        doc_id,
+        what,
+        members: u64::from(cause != Cause::Relaid),
+        cause,
     }
 }
 
