@@ -1,30 +1,38 @@
 //! `cargo bench --bench sync -- [options]`: runs the real (release) binary against both
 //! simulators through first sync, no-change rerun, 1% changed and full reconcile, and prints a
-//! table of wall time, indicators/s, requests, bytes sent and the app's peak RSS.
-//!
-//! Options (sizes also from the `BENCH_SIZES` environment variable):
-//!   --sizes 10k,100k[,1m]   dataset sizes (default 10k,100k)
-//!   --latency-ms N          latency both simulators add to every answer (default 0)
-//!   --workers N[,M...]      tanium_workers; several values run each and report the speed-up
-//!   --labels L[,M...]       off, default (every document labelled ThreatConnect, the app's
-//!                           default) or rich (also tags APT*, Malware and ThreatAssess bands);
-//!                           several run each and report the label requests' cost
-//!   --per-document N[,M...] indicators_per_document (default 1); several run each
-//!   --phases LIST           first,nochange,changed,full (default all four)
-//!   --json FILE             also write the results as JSON
-//!   --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
-//!   --dir DIR               working folder (default target/bench)
-//!   --seed N                dataset seed (default 7)
-//!   --app-log LEVEL         the app's tc_log_level (default warning; app.log under --dir)
-//!   --binary PATH           run this instead of the release build (e.g. a heaptrack wrapper)
+//! table of wall time, indicators/s, requests, bytes sent and the app's peak RSS. Options:
+//! [`USAGE`], or `cargo bench --bench sync -- --help`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use tanium_tr_indicators::sim::bench::{
-    self, Baseline, BenchLabels, BenchOptions, Phase, PhaseResult,
+    self, Baseline, BenchLabels, BenchOptions, BenchTcRails, Phase, PhaseResult,
 };
+
+const USAGE: &str = "cargo bench --bench sync -- [options]
+
+Options (sizes also from the `BENCH_SIZES` environment variable):
+  --sizes 10k,100k[,1m]   dataset sizes (default 10k,100k)
+  --latency-ms N          latency both simulators add to every answer (default 0)
+  --workers N[,M...]      tanium_workers; several values run each and report the speed-up
+  --labels L[,M...]       off, default (every document labelled ThreatConnect, the app's
+                          default) or rich (also tags APT*, Malware and ThreatAssess bands);
+                          several run each and report the label requests' cost
+  --per-document N[,M...] indicators_per_document (default 1); several run each
+  --tc-rails R[,S...]     off (Honor Exclusion Lists and Honor Expiry off), default (on,
+                          no exclusion list in TC) or lists (on, TC holding lists shaped
+                          like its defaults, every 50th indicator with an expiry); several
+                          run each and report what the rails cost in TC requests
+  --phases LIST           first,nochange,changed,full (default all four)
+  --json FILE             also write the results as JSON
+  --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
+  --dir DIR               working folder (default target/bench)
+  --seed N                dataset seed (default 7)
+  --app-log LEVEL         the app's tc_log_level (default warning; app.log under --dir)
+  --binary PATH           run this instead of the release build (e.g. a heaptrack wrapper)
+";
 
 struct Args {
     sizes: Vec<usize>,
@@ -32,6 +40,7 @@ struct Args {
     workers: Vec<Option<usize>>,
     labels: Vec<BenchLabels>,
     per_document: Vec<u32>,
+    tc_rails: Vec<BenchTcRails>,
     phases: Vec<Phase>,
     json: Option<PathBuf>,
     check: Option<PathBuf>,
@@ -41,13 +50,14 @@ struct Args {
     app_log: String,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args() -> Result<Option<Args>, String> {
     let mut a = Args {
         sizes: Vec::new(),
         latency_ms: 0,
         workers: vec![None],
         labels: vec![BenchLabels::Default],
         per_document: vec![1],
+        tc_rails: vec![BenchTcRails::Default],
         phases: Phase::ALL.to_vec(),
         json: None,
         check: None,
@@ -62,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--bench" => {} // cargo bench passes it to harness = false targets
+            "--help" | "-h" => return Ok(None),
             "--sizes" => sizes = value("--sizes")?,
             "--latency-ms" => {
                 a.latency_ms = value("--latency-ms")?
@@ -102,6 +113,15 @@ fn parse_args() -> Result<Args, String> {
                     })
                     .collect::<Result<_, _>>()?
             }
+            "--tc-rails" => {
+                a.tc_rails = value("--tc-rails")?
+                    .split(',')
+                    .map(|r| {
+                        BenchTcRails::parse(r)
+                            .ok_or(format!("--tc-rails: '{r}' is not off, default or lists"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             "--phases" => {
                 let mut p = vec![Phase::FirstSync];
                 for name in value("--phases")?.split(',') {
@@ -132,22 +152,26 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--seed needs a whole number")?
             }
-            other => return Err(format!("unknown option '{other}' (see benches/sync.rs)")),
+            other => return Err(format!("unknown option '{other}'")),
         }
     }
     a.sizes = sizes
         .split(',')
         .map(|s| bench::parse_size(s).ok_or(format!("bad size '{s}' (use 10k, 100k, 1m)")))
         .collect::<Result<_, _>>()?;
-    Ok(a)
+    Ok(Some(a))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            eprintln!("bench: {e}");
+            eprintln!("bench: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -168,11 +192,13 @@ fn main() -> ExitCode {
         for &w in &args.workers {
             for &l in &args.labels {
                 for &p in &args.per_document {
-                    combos.push((w, l, p));
+                    for &t in &args.tc_rails {
+                        combos.push((w, l, p, t));
+                    }
                 }
             }
         }
-        for (workers, labels, per_document) in combos {
+        for (workers, labels, per_document, tc_rails) in combos {
             let opts = BenchOptions {
                 binary: binary.clone(),
                 dir: args.dir.clone(),
@@ -183,18 +209,21 @@ fn main() -> ExitCode {
                 app_log_level: args.app_log.clone(),
                 labels,
                 per_document,
+                tc_rails,
             };
             let run = bench::run_size(&opts, size, &mut |r| {
                 eprintln!(
-                    "bench: {} {} (per document {}, workers {}, labels {}): {:.2} s, exit {}, TC {} req, Tanium {} req ({} writes, {} of labels), peak RSS {} KiB",
+                    "bench: {} {} (per document {}, workers {}, labels {}, TC rails {}): {:.2} s, exit {}, TC {} req ({} of the rails), Tanium {} req ({} writes, {} of labels), peak RSS {} KiB",
                     bench::format_size(r.size),
                     r.phase.label(),
                     r.per_document,
                     workers.map_or("default".into(), |w| w.to_string()),
                     labels.label(),
+                    tc_rails.label(),
                     r.wall_secs,
                     r.exit_code,
                     r.tc_requests,
+                    r.tc_rails_requests,
                     r.tanium_requests,
                     r.tanium_writes,
                     r.tanium_label_writes,
@@ -236,6 +265,30 @@ fn main() -> ExitCode {
                         r.wall_secs - off.wall_secs
                     );
                 }
+            }
+        }
+    }
+    if args.tc_rails.len() > 1 {
+        for r in all.iter().filter(|r| r.tc_rails != BenchTcRails::Off) {
+            let off = all.iter().find(|o| {
+                o.size == r.size
+                    && o.phase == r.phase
+                    && o.per_document == r.per_document
+                    && o.labels == r.labels
+                    && o.tc_rails == BenchTcRails::Off
+            });
+            if let Some(off) = off {
+                println!(
+                    "{} of {}: TC rails {} cost {} more TC requests ({} vs {}; {} of the lists and the expiry check), {:+.2} s",
+                    r.phase.label(),
+                    bench::format_size(r.size),
+                    r.tc_rails.label(),
+                    r.tc_requests as i64 - off.tc_requests as i64,
+                    r.tc_requests,
+                    off.tc_requests,
+                    r.tc_rails_requests,
+                    r.wall_secs - off.wall_secs
+                );
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The `check` mode: what the next run would meet, tried without writing anything. Both
-//! connections, the owners the job names, the matching query (TQL included) exactly as the next
-//! run sends it, the intel source, the labels, and each Tanium permission the job needs: proven
-//! by reading, or listed as not checked where only a write could prove it. Nothing is left
+//! connections, the owners the job names, ThreatConnect's exclusion lists (read as a run reads
+//! them), the matching query (TQL included) exactly as the next run sends it, the intel source,
+//! the labels, and each Tanium permission the job needs: proven by reading, or listed as not
+//! checked where only a write could prove it. Nothing is left
 //! behind: no document, label or source. One line per check.
 
 use std::collections::BTreeSet;
@@ -13,12 +14,12 @@ use crate::clients::Clients;
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::job::Outcome;
-use crate::labels::{LabelRules, TagRule};
+use crate::label_rules::{LabelRules, TagRule};
 use crate::param_names as pn;
 use crate::platform::ExitStatus;
 use crate::safety::Rails;
 use crate::sync::{self, Checkpoint};
-use crate::tanium::labels::find;
+use crate::tanium::label_api::find;
 use crate::tanium::{ApiGeneration, Permission, TaniumClient};
 use crate::tc::client::TcClient;
 use crate::tc::tql;
@@ -119,6 +120,9 @@ pub fn run(config: &JobConfig, checkpoint: &Checkpoint, clients: &Clients) -> Re
     // which window its query has) depends on what the source holds.
     if let Some(tc) = tc {
         tc_lines.push(matching_query(tc, config, checkpoint, source, now));
+        if config.rails.honor_exclusion_lists {
+            tc_lines.push(exclusion_lists(tc, config));
+        }
     }
     let rails = Line::ok(format!("Safety rails: {}", rails_summary(&config.rails)));
     let lines: Vec<Line> = tc_lines
@@ -169,15 +173,35 @@ fn rails_summary(r: &Rails) -> String {
     let on = |b: bool| if b { "on" } else { "off" };
     let never = r.guard.never_send.canonical().len();
     format!(
-        "Block Unsafe Indicators {}; Never Send {never} entr{}; Maximum Removal Percent {}; Maximum Indicators {}; Maximum Indicator Age {}; Deploy Intel {}",
+        "Block Unsafe Indicators {}; Never Send {never} entr{}; Maximum Removal Percent {}; Maximum Indicators {}; Maximum Indicator Age {}; Honor Exclusion Lists {}; Honor Expiry {}; Deploy Intel {}",
         on(r.guard.safeguards),
         if never == 1 { "y" } else { "ies" },
         r.max_removal_percent,
         r.max_indicators.map_or("none".to_string(), |n| n.to_string()),
         r.max_indicator_age_days
             .map_or("none".to_string(), |d| format!("{d} days")),
+        on(r.honor_exclusion_lists),
+        on(r.honor_expiry),
         on(r.deploy_intel)
     )
+}
+
+/// ThreatConnect's exclusion lists, read as a run reads them (reads only): a refusal names the
+/// role the Api User needs.
+fn exclusion_lists(tc: &TcClient, config: &JobConfig) -> Line {
+    let label = pn::HONOR_EXCLUSION_LISTS.label;
+    match sync::Lists::read(config, tc) {
+        sync::Lists::Read(e) => Line::ok(format!(
+            "ThreatConnect exclusion lists ({label}): readable; {} appl{} to the job",
+            crate::words::counted(e.len() as u64, "list"),
+            if e.len() == 1 { "ies" } else { "y" }
+        )),
+        sync::Lists::Unread(u) => match &u {
+            sync::Unread::Denied(answers) => Line::fail(format!("{u} ({answers})")),
+            sync::Unread::Failed(_) => Line::fail(u.to_string()),
+        },
+        sync::Lists::Off => Line::ok(format!("{label}: off")),
+    }
 }
 
 /// Each owner the job names, by name, against those the Api User can see: the job's query and

@@ -3,43 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::http::failure::NoAnswer;
-
-/// Which remote side a request went to, so messages say who failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    /// The ThreatConnect v3 API.
-    ThreatConnect,
-    /// The Tanium server (session API and Threat Response plugin).
-    Tanium,
-}
-
-impl Service {
-    /// Where an admin sets this side's address, for messages that say what to check.
-    pub fn address_param(self) -> &'static str {
-        match self {
-            Service::ThreatConnect => "the platform's API URL (tc_api_path)",
-            Service::Tanium => "Tanium Address",
-        }
-    }
-
-    /// The job param that turns certificate checks off for this side, when the job has one.
-    pub fn verify_param(self) -> Option<&'static str> {
-        match self {
-            Service::ThreatConnect => None,
-            Service::Tanium => Some("Verify SSL Cert"),
-        }
-    }
-}
-
-impl fmt::Display for Service {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Service::ThreatConnect => "ThreatConnect",
-            Service::Tanium => "Tanium",
-        })
-    }
-}
+use crate::http::failure::{reason_phrase, NoAnswer};
+pub use crate::service::Service;
 
 /// Everything that can stop a run or a single item; `main` maps it to an exit code.
 #[derive(Debug)]
@@ -173,6 +138,7 @@ pub enum Error {
 }
 
 impl fmt::Display for Error {
+    // One arm per case: every message's words in one place, next to each other.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Param(m) => f.write_str(m),
@@ -280,15 +246,6 @@ impl Error {
             source,
         }
     }
-}
-
-/// ` Bad Gateway` for 502: the status's standard reason, led by a space (none when unknown).
-pub(crate) fn reason_phrase(status: u16) -> String {
-    ureq::http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .map(|r| format!(" {r}"))
-        .unwrap_or_default()
 }
 
 /// Short alias used across the crate.

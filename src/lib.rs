@@ -10,10 +10,11 @@ pub mod config;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod error;
+pub mod exclusions;
 pub mod http;
 pub mod intel;
 pub mod job;
-pub mod labels;
+pub mod label_rules;
 pub mod package;
 /// The one list of param names and labels the code reads; build.rs checks it against install.json.
 pub mod param_names;
@@ -21,6 +22,7 @@ pub mod params;
 pub mod platform;
 pub mod safety;
 pub mod secret;
+pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod sync;

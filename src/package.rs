@@ -205,6 +205,8 @@ const MALFORMED: &str = "truncated or malformed ELF file";
 /// The version names (`GLIBC_2.17`, `GCC_3.0`, ...) an ELF file needs from shared libraries:
 /// every Vernaux entry of its SHT_GNU_verneed section (`.gnu.version_r`), named in the string
 /// table that section links to.
+// The ELF walk in the order the format nests (header, section table, verneed entries, their
+// aux entries): each step reads the offsets the one before found.
 fn version_needs(elf: &[u8]) -> std::result::Result<Vec<String>, &'static str> {
     if !elf.starts_with(b"\x7fELF") {
         return Err("not an ELF file");

@@ -180,6 +180,22 @@ pub const DEPLOY_INTEL: ParamSpec = ParamSpec {
     name: "deploy_intel",
     label: "Deploy Intel",
 };
+/// Never send what ThreatConnect's Indicator Exclusion Lists exclude.
+pub const HONOR_EXCLUSION_LISTS: ParamSpec = ParamSpec {
+    name: "honor_exclusion_lists",
+    label: "Honor Exclusion Lists",
+};
+/// Never send an indicator past its `externalDateExpires`.
+pub const HONOR_EXPIRY: ParamSpec = ParamSpec {
+    name: "honor_expiry",
+    label: "Honor Expiry",
+};
+/// Hidden: a hash of what the exclusion lists excluded at the last run ("unread" when they
+/// could not be read); a change makes the next run a full reconcile.
+pub const EXCLUSION_FINGERPRINT: ParamSpec = ParamSpec {
+    name: "exclusion_fingerprint",
+    label: "Exclusion Fingerprint",
+};
 
 pub const TANIUM_LABELS: ParamSpec = ParamSpec {
     name: "tanium_labels",
@@ -258,6 +274,8 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     MAX_REMOVAL_PERCENT,
     MAX_INDICATORS,
     MAX_INDICATOR_AGE_DAYS,
+    HONOR_EXCLUSION_LISTS,
+    HONOR_EXPIRY,
     DEPLOY_INTEL,
     TANIUM_LABELS,
     TAGS_AS_LABELS,
@@ -280,6 +298,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     RUN_LEASE_SECS,
     RUN_LEASE_UNSUPPORTED,
     DEPLOY_TASK,
+    EXCLUSION_FINGERPRINT,
 ];
 
 /// Hidden params: kept between runs through results.tc, never shown in the job wizard.
@@ -294,6 +313,7 @@ pub const HIDDEN_PARAMS: &[&str] = &[
     "run_lease_secs",
     "run_lease_unsupported",
     "deploy_task",
+    "exclusion_fingerprint",
 ];
 
 /// `tc_api_path`: the TC API base URL.

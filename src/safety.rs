@@ -293,6 +293,10 @@ pub struct Rails {
     pub max_indicators: Option<u64>,
     /// Indicators last modified longer ago than this are not sent.
     pub max_indicator_age_days: Option<u32>,
+    /// What ThreatConnect's Indicator Exclusion Lists exclude is not sent.
+    pub honor_exclusion_lists: bool,
+    /// An indicator past its `externalDateExpires` is not sent.
+    pub honor_expiry: bool,
     pub deploy_intel: bool,
 }
 
@@ -306,6 +310,8 @@ impl Default for Rails {
             max_removal_percent: DEFAULT_MAX_REMOVAL_PERCENT,
             max_indicators: None,
             max_indicator_age_days: None,
+            honor_exclusion_lists: true,
+            honor_expiry: true,
             deploy_intel: true,
         }
     }
@@ -323,12 +329,23 @@ impl Rails {
     /// What of the rails decides which indicators the job sends (a change forces a full
     /// reconcile, as a change of filters does).
     pub fn selection(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "safeguards": self.guard.safeguards,
             "never_send": self.guard.never_send.canonical(),
             "max_indicators": self.max_indicators,
             "max_indicator_age_days": self.max_indicator_age_days,
-        })
+        });
+        // Only when on, so a job with both off keeps the fingerprint it had before they
+        // existed; a job that gains them reconciles fully once, which applies them.
+        for (key, on) in [
+            ("honor_exclusion_lists", self.honor_exclusion_lists),
+            ("honor_expiry", self.honor_expiry),
+        ] {
+            if on {
+                v[key] = true.into();
+            }
+        }
+        v
     }
 }
 
@@ -356,6 +373,24 @@ mod tests {
             ..Rails::default()
         };
         assert!(none.too_many_removals(1, 20));
+    }
+
+    #[test]
+    fn the_tc_rails_enter_the_selection_only_when_on() {
+        let off = Rails {
+            honor_exclusion_lists: false,
+            honor_expiry: false,
+            ..Rails::default()
+        };
+        assert_eq!(
+            off.selection(),
+            serde_json::json!({"safeguards": true, "never_send": [], "max_indicators": null,
+                               "max_indicator_age_days": null}),
+            "the selection jobs had before these rails existed"
+        );
+        let on = Rails::default().selection();
+        assert_eq!(on["honor_exclusion_lists"], true);
+        assert_eq!(on["honor_expiry"], true);
     }
 
     fn on() -> Guard {

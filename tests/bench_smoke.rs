@@ -18,7 +18,9 @@ use std::time::Duration;
 use tanium_tr_indicators::sim::dataset;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 
-use tanium_tr_indicators::sim::bench::{self, Baseline, BenchLabels, BenchOptions, Phase};
+use tanium_tr_indicators::sim::bench::{
+    self, Baseline, BenchLabels, BenchOptions, BenchTcRails, Phase,
+};
 use tanium_tr_indicators::sim::lab::RSS_TOOL;
 
 const SIZE: usize = 10_000;
@@ -60,6 +62,7 @@ fn smoke(per_document: u32) {
         app_log_level: "warning".into(),
         labels: BenchLabels::Default,
         per_document,
+        tc_rails: BenchTcRails::Default,
     };
     let results = bench::run_size(&opts, SIZE, &mut |r| {
         eprintln!(
@@ -94,9 +97,10 @@ fn smoke(per_document: u32) {
     assert!(first.tanium_writes > documents, "{first:?}");
     let quiet = phase(Phase::NoChange);
     assert_eq!(quiet.tanium_writes, 0, "a no-change rerun wrote to Tanium");
-    // The matching query, the removal check, the owners and one deleted list per owner.
+    // The matching query, the removal check, the owners and one deleted list per owner; the
+    // exclusion lists (none in this instance) and the expiry check.
     assert!(
-        quiet.tc_requests <= 3 + dataset::OWNERS.len() as u64,
+        quiet.tc_requests <= 5 + dataset::OWNERS.len() as u64,
         "no-change rerun: {quiet:?}"
     );
     let changed = phase(Phase::Changed1Pct);

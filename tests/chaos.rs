@@ -15,11 +15,14 @@
 //! or not, a progress field in the intel status or not, health fields in listing rows or not);
 //! between runs Threat Response disables documents (everywhere or on some endpoints), enables
 //! them again, an admin starts a deploy in the console or takes the job's label off a document
-//! by hand, and another integration's documents may sit in the job's source.
+//! by hand, and another integration's documents may sit in the job's source. ThreatConnect keeps
+//! Indicator Exclusion Lists (System and owner lists, values and patterns drawn from what it
+//! holds, edited and deactivated between runs, now and then unreadable for a run) and expiry
+//! dates (past, far ahead, and some falling between two runs); the job honours either or not.
 //!
 //! The oracle is the test's own: what the job must send is computed here from the TC
 //! simulator's data with plain closures (filters, TQL, Never Send, the unsafe values, the age
-//! window, the cap's ranking, the label rules), and what Tanium holds is read out of each
+//! window, the exclusion lists, the expiry dates, the cap's ranking, the label rules), and what Tanium holds is read out of each
 //! document's XML with the test's own parser (value, owner, TC id, scores, tags, last modified,
 //! description), never with the app's renderer or readers.
 //!
@@ -67,6 +70,7 @@ use tanium_tr_indicators::sim::dataset::{self, Rng, OWNERS, TAGS};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult, LAB_PARAM_KEY};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule, Server};
 use tanium_tr_indicators::sim::tanium::{DocHealth, IntrinsicFrom, SimDoc};
+use tanium_tr_indicators::sim::tc_exclusions::SimExclusionList;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::model::Indicator;
 use tanium_tr_indicators::tc::tql::format_time;
@@ -212,6 +216,10 @@ struct Job {
     deploy: bool,
     /// Maximum Removal Percent as the admin set it (None: the default).
     removal_percent: Option<u32>,
+    /// Honor Exclusion Lists and Honor Expiry (on by default; toggled from the rails' own
+    /// stream, see [`TcKnows`]).
+    honor_lists: bool,
+    honor_expiry: bool,
 }
 
 fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
@@ -267,6 +275,8 @@ impl Job {
             take_over: false,
             deploy: true,
             removal_percent: None,
+            honor_lists: true,
+            honor_expiry: true,
         };
         for aspect in 0..6 {
             if chance(rng, 35) {
@@ -469,6 +479,8 @@ impl Job {
         lab.set("take_over_source", json!(self.take_over));
         lab.set("deploy_intel", json!(self.deploy));
         lab.set("max_removal_percent", num(self.removal_percent));
+        lab.set("honor_exclusion_lists", json!(self.honor_lists));
+        lab.set("honor_expiry", json!(self.honor_expiry));
     }
 
     /// Whether the job's filters (or TQL) select `i`: a plain reading of the documented filters.
@@ -502,8 +514,15 @@ impl Job {
     }
 
     /// Whether the job may send `i` at time `now`: selected, within the horizon and the age
-    /// window, and neither unsafe nor on the Never Send list (before Maximum Indicators).
-    fn eligible(&self, i: &Indicator, now: i64) -> bool {
+    /// window, neither unsafe nor on the Never Send list, nor (when honoured) on one of TC's
+    /// exclusion lists or past its expiry (before Maximum Indicators).
+    fn eligible(&self, i: &Indicator, now: i64, tc: &TcKnows) -> bool {
+        if self.honor_lists && tc.on_a_list(i) {
+            return false;
+        }
+        if self.honor_expiry && expiry(i).is_some_and(|t| t <= now) {
+            return false;
+        }
         let modified = epoch(&i.last_modified);
         i.active
             && self.selects(i)
@@ -706,10 +725,16 @@ struct Target {
 /// Under Maximum Indicators a run that is no full reconcile adds only while there is room and
 /// evicts nothing (README), so only a full reconcile says which are held; one that met an
 /// indicator changed mid-run may have ranked it either way.
-fn target(job: &Job, snapshot: &[Indicator], now: i64, full: bool, racing: bool) -> Target {
+fn target(
+    job: &Job,
+    tc: &TcKnows,
+    snapshot: &[Indicator],
+    now: i64,
+    (full, racing): (bool, bool),
+) -> Target {
     let eligible: BTreeMap<i64, Indicator> = snapshot
         .iter()
-        .filter(|i| job.eligible(i, now))
+        .filter(|i| job.eligible(i, now, tc))
         .map(|i| (i.id, i.clone()))
         .collect();
     let all: BTreeSet<i64> = eligible.keys().copied().collect();
@@ -737,6 +762,282 @@ fn target(job: &Job, snapshot: &[Indicator], now: i64, full: bool, racing: bool)
         current,
         exact,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What ThreatConnect already knows: its exclusion lists and expiry dates
+// ---------------------------------------------------------------------------------------------
+
+/// `externalDateExpires`, epoch seconds, when it is set and a date.
+fn expiry(i: &Indicator) -> Option<i64> {
+    i.external_date_expires
+        .as_deref()
+        .map(epoch)
+        .filter(|t| *t > 0)
+}
+
+/// ThreatConnect's exclusion lists as the test keeps them (its own copy of what the simulator
+/// serves, by list id), and the status they answer this run (None: readable).
+struct TcKnows {
+    lists: Vec<(i64, SimExclusionList)>,
+    denied: Option<u16>,
+    /// Every indicator a list named at some run of the seed: a run that cannot read the lists
+    /// knows nothing of their edits since the last that could.
+    ever_listed: BTreeSet<i64>,
+}
+
+impl TcKnows {
+    /// Whether an active list excludes `i`, read from the documented rules: fixed values
+    /// exactly (addresses as addresses, names and hashes without case), CIDR ranges for
+    /// addresses, `*` for any run of characters in names, an owner's list for that owner's
+    /// indicators only, other list types never.
+    fn on_a_list(&self, i: &Indicator) -> bool {
+        self.lists.iter().any(|(_, l)| l.active && excludes(l, i))
+    }
+}
+
+/// A list's type, its name without the optional `Indicator-` prefix, lower case.
+fn list_type(name: &str) -> String {
+    let n = name.trim().to_ascii_lowercase();
+    n.strip_prefix("indicator-").unwrap_or(&n).to_string()
+}
+
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => text.strip_prefix(head).is_some_and(|tail| {
+            (0..=tail.len())
+                .filter(|k| tail.is_char_boundary(*k))
+                .any(|k| glob(rest, &tail[k..]))
+        }),
+    }
+}
+
+fn excludes(l: &SimExclusionList, i: &Indicator) -> bool {
+    if l.owner.as_ref().is_some_and(|o| *o != i.owner_name) {
+        return false;
+    }
+    let Some(value) = sent_value(i) else {
+        return false;
+    };
+    let kind = list_type(&l.name);
+    let fixed = |f: &dyn Fn(&str) -> bool| l.fixed.iter().any(|v| f(v.trim()));
+    let variable = |f: &dyn Fn(&str) -> bool| l.variable.iter().any(|v| f(v.trim()));
+    match (i.type_name.as_str(), kind.as_str()) {
+        ("Address", "address-ipv4" | "address-ipv6") => {
+            let Ok(ip) = value.parse::<IpAddr>() else {
+                return false;
+            };
+            ip.is_ipv4() == (kind == "address-ipv4")
+                && (fixed(&|v| v.parse::<IpAddr>().ok() == Some(ip))
+                    || variable(&|v| v.contains('/') && in_range(&value, v)))
+        }
+        ("Host", "host") => {
+            fixed(&|v| v.to_lowercase().trim_end_matches('.') == value)
+                || variable(&|v| glob(&v.to_lowercase(), &value))
+        }
+        ("File", "file-md5" | "file-sha1" | "file-sha256") => {
+            let len = match kind.as_str() {
+                "file-md5" => 32,
+                "file-sha1" => 40,
+                _ => 64,
+            };
+            file_hashes(i)
+                .iter()
+                .filter(|h| h.len() == len)
+                .any(|h| fixed(&|v| v.to_ascii_lowercase() == *h))
+        }
+        _ => false,
+    }
+}
+
+/// Lists drawn from what TC holds: a System address list (a value or two and the /28 around
+/// another), an owner's host list named without the prefix (a value in upper case, a pattern
+/// that names one generated host, sometimes one that names hosts chaos creates later), a
+/// System MD5 list in upper case, a list of a type the job never sends, and now and then an
+/// inactive list naming a value (which must not count).
+fn draw_lists(rng: &mut Rng, snapshot: &[Indicator]) -> Vec<SimExclusionList> {
+    let sendable: Vec<&Indicator> = snapshot
+        .iter()
+        .filter(|i| i.active && sent_value(i).is_some())
+        .collect();
+    let of = |t: &str| -> Vec<&Indicator> {
+        sendable
+            .iter()
+            .filter(|i| i.type_name == t)
+            .copied()
+            .collect()
+    };
+    let list = |name: &str, owner: Option<String>, fixed: Vec<String>, variable: Vec<String>| {
+        SimExclusionList {
+            name: name.into(),
+            owner,
+            managed: false,
+            active: true,
+            fixed,
+            variable,
+        }
+    };
+    let mut out = Vec::new();
+    let v4: Vec<String> = of("Address")
+        .iter()
+        .filter_map(|i| sent_value(i))
+        .filter(|v| v.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect();
+    if !v4.is_empty() {
+        let fixed: Vec<String> = (0..1 + rng.below(2))
+            .map(|_| pick(rng, &v4).clone())
+            .collect();
+        let base: std::net::Ipv4Addr = pick(rng, &v4).parse().unwrap();
+        let net = std::net::Ipv4Addr::from(u32::from(base) & !15);
+        let name = *pick(rng, &["Indicator-Address-IPv4", "Address-IPv4"]);
+        let mut l = list(name, None, fixed, vec![format!("{net}/28")]);
+        l.managed = chance(rng, 50);
+        out.push(l);
+    }
+    let hosts = of("Host");
+    if !hosts.is_empty() {
+        let h = *pick(rng, &hosts);
+        let fixed = vec![sent_value(h).unwrap_or_default().to_uppercase()];
+        let o = *pick(rng, &hosts);
+        let other = sent_value(o).unwrap_or_default();
+        let mut variable = vec![match other.split_once('-') {
+            Some((head, _)) if head.starts_with('h') => format!("{head}-*"),
+            _ => other,
+        }];
+        if chance(rng, 30) {
+            variable.push("new50000*.chaos.example".into());
+        }
+        out.push(list("Host", Some(h.owner_name.clone()), fixed, variable));
+    }
+    let md5s: Vec<String> = of("File").iter().filter_map(|i| i.md5.clone()).collect();
+    if !md5s.is_empty() {
+        let fixed = vec![pick(rng, &md5s).to_uppercase()];
+        out.push(list("Indicator-File-MD5", None, fixed, Vec::new()));
+    }
+    if !sendable.is_empty() && chance(rng, 30) {
+        let i = *pick(rng, &sendable);
+        let name = match i.type_name.as_str() {
+            "Address" if i.summary.contains(':') => "Indicator-Address-IPv6",
+            "Address" => "Indicator-Address-IPv4",
+            "Host" => "Indicator-Host",
+            _ => "Indicator-File-SHA256",
+        };
+        let mut l = list(
+            name,
+            None,
+            vec![sent_value(i).unwrap_or_default()],
+            Vec::new(),
+        );
+        l.active = false;
+        out.push(l);
+    }
+    out.push(list(
+        "Indicator-ASN-AS Number",
+        None,
+        vec!["AS13335".into()],
+        Vec::new(),
+    ));
+    out
+}
+
+/// From the rails' own stream (so the rest of a seed's mix stays as it was): whether this
+/// seed's ThreatConnect keeps exclusion lists and expiry dates (some past, some far ahead,
+/// some a few seconds to minutes ahead, so they pass between two runs), and whether the job
+/// honours them.
+fn tc_knows(rng: &mut Rng, lab: &Lab, job: &mut Job, stats: &mut Stats) -> TcKnows {
+    let mut tc = TcKnows {
+        lists: Vec::new(),
+        denied: None,
+        ever_listed: BTreeSet::new(),
+    };
+    let snapshot = lab.tc.snapshot();
+    if chance(rng, 50) {
+        for l in draw_lists(rng, &snapshot) {
+            let id = lab.tc.add_exclusion_list(l.clone());
+            tc.lists.push((id, l));
+        }
+        stats.saw("seeds with exclusion lists");
+    }
+    if chance(rng, 50) {
+        let now = now_secs();
+        for i in &snapshot {
+            let at = match rng.below(100) {
+                0..=3 => now - 86_400 * (1 + rng.below(10) as i64),
+                4..=7 => now + 30 * 86_400,
+                8..=11 => now + 5 + rng.below(90) as i64,
+                _ => continue,
+            };
+            let mut x = i.clone();
+            x.external_date_expires = OffsetDateTime::from_unix_timestamp(at)
+                .ok()
+                .map(format_time);
+            lab.tc.insert(x);
+        }
+        stats.saw("seeds with expiry dates");
+    }
+    job.honor_lists = !chance(rng, 15);
+    job.honor_expiry = !chance(rng, 15);
+    for (off, what) in [
+        (!job.honor_lists, "seeds with Honor Exclusion Lists off"),
+        (!job.honor_expiry, "seeds with Honor Expiry off"),
+    ] {
+        if off {
+            stats.saw(what);
+        }
+    }
+    tc
+}
+
+/// Between runs, from the rails' own stream: a list edited (a value added or dropped, the list
+/// deactivated or reactivated), the Api User unable to read the lists for one run (401 or
+/// 403), or the admin turning one of the two params over. Whether the job changed.
+fn tc_acts(rng: &mut Rng, lab: &Lab, tc: &mut TcKnows, job: &mut Job, stats: &mut Stats) -> bool {
+    if !tc.lists.is_empty() && chance(rng, 10) {
+        let snapshot = lab.tc.snapshot();
+        let k = rng.below(tc.lists.len() as u64) as usize;
+        let (id, l) = &mut tc.lists[k];
+        match rng.below(3) {
+            0 => l.active = !l.active,
+            1 => {
+                let kind = list_type(&l.name);
+                let fits: Vec<String> = snapshot
+                    .iter()
+                    .filter(|i| match kind.as_str() {
+                        "address-ipv4" => i.type_name == "Address" && !i.summary.contains(':'),
+                        "address-ipv6" => i.type_name == "Address" && i.summary.contains(':'),
+                        "host" => i.type_name == "Host",
+                        _ => false,
+                    })
+                    .filter_map(sent_value)
+                    .collect();
+                if !fits.is_empty() {
+                    l.fixed.push(pick(rng, &fits).clone());
+                }
+            }
+            _ => {
+                l.fixed.pop();
+            }
+        }
+        let edited = l.clone();
+        lab.tc.edit_exclusion_list(*id, |x| *x = edited);
+        stats.saw("exclusion lists edited between runs");
+    }
+    if chance(rng, 5) {
+        tc.denied = Some(*pick(rng, &[401u16, 403]));
+        lab.tc.deny_exclusion_lists(tc.denied);
+        stats.saw("runs whose exclusion lists were unreadable");
+    }
+    if chance(rng, 4) {
+        if chance(rng, 50) {
+            job.honor_lists = !job.honor_lists;
+        } else {
+            job.honor_expiry = !job.honor_expiry;
+        }
+        stats.saw("Honor Exclusion Lists or Honor Expiry turned over");
+        return true;
+    }
+    false
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2387,6 +2688,8 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
     } else {
         job.take_over = chance(&mut plant_rng, 10);
     }
+    let mut rails_rng = Rng::new(seed ^ 0x7C4A_11E5);
+    let mut tc = tc_knows(&mut rails_rng, &lab, &mut job, &mut stats);
     job.apply(&mut lab);
     for (on, what) in [
         (job.tql.is_some(), "seeds with TQL"),
@@ -2432,11 +2735,8 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
     let mut raised_from: Option<Option<u32>> = None;
     // Labels of the job's taken off documents by hand, not yet seen back: document -> label.
     let mut by_hand: BTreeMap<i64, String> = BTreeMap::new();
-    // Documents that may lack their tag and band labels until the next full reconcile (see
-    // the label check).
-    // A grouped run at the cap evicted an indicator (a known product bug, see the count check).
-    let mut evictions = false;
     let seed_started = now_secs();
+    let mut last_run_started = seed_started;
     let total_runs = runs + 2;
     for run in 0..total_runs {
         let fault_free = run >= runs;
@@ -2472,6 +2772,10 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             if !planted.is_empty() && chance(&mut plant_rng, 5) {
                 planted.extend(plant(&mut plant_rng, &lab, &mut legacy));
                 stats.saw("another integration wrote into the source again");
+            }
+            if tc_acts(&mut rails_rng, &lab, &mut tc, &mut job, &mut stats) {
+                job.apply(&mut lab);
+                stats.job_changes += 1;
             }
         }
         // Runs here follow one another: a lease left by an earlier one (killed, or its delete
@@ -2517,6 +2821,17 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         let mut touched: Vec<i64> = Vec::new();
         let mid_run = plan.mutate_at.map(|_| 1 + rng.below(4)).unwrap_or(0);
         let mut mid_rng = Rng::new(rng.next_u64());
+        // The run's own start, which its expiry check and verdicts are measured against.
+        let run_started = now_secs();
+        let lists_unread = tc.denied.is_some() && job.honor_lists;
+        let listed: Vec<i64> = lab
+            .tc
+            .snapshot()
+            .iter()
+            .filter(|i| tc.on_a_list(i))
+            .map(|i| i.id)
+            .collect();
+        tc.ever_listed.extend(listed);
         let out = run_with(&mut lab, &plan, &mut stats, &mut |lab| {
             touched = mutate(&mut mid_rng, lab, &mut world, mid_run, true)
                 .into_iter()
@@ -2524,6 +2839,9 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 .collect();
         })
         .map_err(ctx)?;
+        if tc.denied.take().is_some() {
+            lab.tc.deny_exclusion_lists(None);
+        }
         stats.mid_run_mutations += touched.len() as u64;
         let left: Vec<(Side, FaultRule)> = [Side::Tc, Side::Tanium]
             .into_iter()
@@ -2592,9 +2910,31 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             }
             None => BTreeSet::new(),
         };
-        let racing: BTreeSet<i64> = touched.union(&edge).copied().collect();
+        let mut racing: BTreeSet<i64> = touched.union(&edge).copied().collect();
+        // Lists the run could not read: it sends and removes as if there were none, so what
+        // they name may be held or not. An expiry that fell while the run worked: either side.
+        if lists_unread {
+            racing.extend(tc.ever_listed.iter().copied());
+            racing.extend(snapshot.iter().filter(|i| tc.on_a_list(i)).map(|i| i.id));
+        }
+        let expiring = |from: i64| -> BTreeSet<i64> {
+            snapshot
+                .iter()
+                .filter(|i| {
+                    job.honor_expiry && expiry(i).is_some_and(|t| t >= from - 2 && t <= now + 2)
+                })
+                .map(|i| i.id)
+                .collect()
+        };
+        racing.extend(expiring(run_started));
+        // (for the second fault-free run: an expiry since the first one is a change to make)
+        let expired_since_last = expiring(last_run_started);
+        last_run_started = run_started;
+        if !expiring(run_started).is_empty() {
+            stats.saw("runs during which an expiry fell");
+        }
         let full = r.log.contains("full reconcile: ");
-        let t = target(&job, &snapshot, now, full, !racing.is_empty());
+        let t = target(&job, &tc, &snapshot, now, (full, !racing.is_empty()));
         let obs = observe(&lab);
         if std::env::var_os("CHAOS_DUMP").is_some() {
             eprintln!("DUMP run {run}: {} docs", obs.docs.len());
@@ -2743,7 +3083,9 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             } else {
                 two_writers = true;
                 stats.saw("runs started together that both synced, one after the other");
-                if other.code != 0 && !(other.code == 3 && other.message.contains("held back")) {
+                let explained = other.message.contains("held back")
+                    || other.message.contains("exclusion lists unreadable");
+                if other.code != 0 && !(other.code == 3 && explained) {
                     return fail(format!(
                         "of two fault-free runs started together one exited {}: {:?}",
                         other.code, other.message
@@ -2819,8 +3161,14 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             return fail("message.tc must be one non-empty line of at most 255 characters".into());
         }
         let held_back = r.message.contains("held back");
-        let says_failed =
-            r.message.contains(" failed") || r.message.contains("incomplete") || held_back;
+        let says_failed = r.message.contains(" failed")
+            || r.message.contains("incomplete")
+            || r.message.contains("exclusion lists unreadable")
+            || held_back;
+        if lists_unread && !stood_down && r.code == 0 {
+            return fail("the exclusion lists could not be read, yet the run exited 0".into());
+        }
+        fatal_possible |= lists_unread;
         match r.code {
             0 => {
                 if !r.message.starts_with("Synced: ") || says_failed {
@@ -2904,8 +3252,16 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             let foreign = if take_over { planted_left } else { 0 };
             // (held back after a removal check that could not ask every owner, the run met
             // only part of the surplus)
+            // (grouped, the guard counts indicators: copies of one document a lost create
+            // answer made hold the same ones)
             let sure = if r.log.contains("could not check for removals") {
                 0
+            } else if grouped {
+                d.extra
+                    .iter()
+                    .filter(|i| !racing.contains(*i) && holders.contains_key(*i))
+                    .count()
+                    + foreign
             } else {
                 count(&mut d.extra.iter().filter(|i| !racing.contains(*i))) + foreign
             };
@@ -3195,32 +3551,26 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                     .count() as u64;
                 (created - made_twice.min(created), updated, removed)
             };
-            // Known product bug (grouped, Maximum Indicators): an incremental run at the cap
-            // takes an indicator whose labels changed out of its bucket and, for want of room,
-            // into no other (it counts it over the cap, not removed), though nothing may be
-            // evicted between full reconciles.
-            let evicted = if grouped && job.max_indicators.is_some() && !full {
+            // Under Maximum Indicators a run that is no full reconcile evicts nothing: an
+            // indicator the job still sends keeps a document (one that moves to another label
+            // set's document needs no room).
+            if job.max_indicators.is_some() && !full {
                 let a = obs.holders();
-                before
+                let evicted: Vec<i64> = before
                     .holders()
-                    .keys()
+                    .into_keys()
                     .filter(|id| !a.contains_key(id) && t.eligible.contains_key(id))
-                    .count() as u64
-            } else {
-                0
-            };
-            if evicted > 0 {
-                stats.saw_n(
-                    "grouped indicators a move at the cap left without a document",
-                    evicted,
-                );
-                // (and how later runs count their return is not the test's to say)
-                evictions = true;
+                    .collect();
+                if !evicted.is_empty() {
+                    return fail(format!(
+                        "an incremental run at Maximum Indicators evicted {}",
+                        describe(&evicted, &snapshot, &obs)
+                    ));
+                }
             }
-            let seen = (seen.0, seen.1, seen.2 - evicted.min(seen.2));
             // (a message cut at 255 characters may not get as far as the counts)
             let cut = r.message.ends_with("...") && (said.1.is_none() || said.2.is_none());
-            if !cut && !evictions && said != (Some(seen.0), Some(seen.1), Some(seen.2)) {
+            if !cut && said != (Some(seen.0), Some(seen.1), Some(seen.2)) {
                 return fail(format!(
                     "message counts {said:?} but Tanium saw {} created, {} updated, {} removed",
                     seen.0, seen.1, seen.2
@@ -3238,10 +3588,11 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             if lm == 0 || lm > now_secs() {
                 return fail(format!("last_modified {lm} is unreadable or in the future"));
             }
-            let next_full = r
-                .results
-                .get("last_full_reconcile")
-                .is_some_and(|v| v.is_empty())
+            // (lists a run could not read make the next run that reads them a full reconcile)
+            let next_full = lists_unread
+                || r.results
+                    .get("last_full_reconcile")
+                    .is_some_and(|v| v.is_empty())
                 || lab
                     .persisted
                     .get("last_full_reconcile")
@@ -3270,11 +3621,21 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                         .find(|i| i.id == *id)
                         .map(|i| (epoch(&i.last_modified), false))
                         .or_else(|| world.deleted.get(id).map(|t| (*t, true)));
-                    let ok = match cause {
+                    // An expiry after Last Modified: the next run's expiry check finds it.
+                    let expires = snapshot
+                        .iter()
+                        .find(|i| i.id == *id)
+                        .and_then(expiry)
+                        .is_some_and(|e| job.honor_expiry && e > lm);
+                    let by_change = match cause {
                         Some((t, false)) => t > lm,
                         Some((t, true)) => t >= lm,
                         None => false,
                     };
+                    if expires && !by_change {
+                        stats.saw("documents left for the next run's expiry check");
+                    }
+                    let ok = expires || by_change;
                     if !ok {
                         return fail(format!(
                             "last_modified moved past an undelivered removal ({}; cause {cause:?}, last_modified {lm}) and the next run is not a full reconcile",
@@ -3307,7 +3668,13 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             let wrote = writes(&lab, generation) - writes_before;
             let settled = r.code == 0 || (r.code == 3 && held_back);
             let deployed = lab.tanium.deploy_count() - deploys_before;
-            if !settled || wrote != 0 || deployed > u64::from(first_fault_free_dropped) {
+            let expired = !expired_since_last.is_empty();
+            if expired {
+                stats.saw("second fault-free runs after an expiry fell");
+            }
+            if !settled
+                || (!expired && (wrote != 0 || deployed > u64::from(first_fault_free_dropped)))
+            {
                 return fail(format!(
                     "a second fault-free run must write nothing, it sent {wrote} writes"
                 ));

@@ -156,7 +156,12 @@ fn start_self_linked(pages_for: impl Fn(&str) -> Vec<Vec<u8>>) -> FakeTc {
     let server = Server::start(
         0,
         Arc::new(move |r: &SimRequest| {
-            if r.decoded_path().ends_with("/v3/indicators/deleted") {
+            // Nothing deleted, no exclusion list, nothing expired.
+            let empty = r.decoded_path().ends_with("/v3/indicators/deleted")
+                || r.decoded_path().ends_with("/v3/security/exclusionLists")
+                || r.param("tql")
+                    .is_some_and(|t| t.contains("externalDateExpires"));
+            if empty {
                 return SimResponse::json(200, &json!({"status": "Success", "data": []}));
             }
             // The client pages by key (`... AND id > N`): these fakes' page k starts after id k.

@@ -842,11 +842,15 @@ fn help_version_and_subcommands() {
         "{}",
         r.stdout
     );
-    assert!(lines[0].starts_with("ok   ThreatConnect: ") && lines[3].starts_with("ok   Tanium: "));
+    assert!(lines[0].starts_with("ok   ThreatConnect: ") && lines[4].starts_with("ok   Tanium: "));
     assert!(lines[1].starts_with("ok   ThreatConnect matching query"));
     assert_eq!(
         lines[2],
-        "ok   Safety rails: Block Unsafe Indicators on; Never Send 0 entries; Maximum Removal Percent 50; Maximum Indicators none; Maximum Indicator Age none; Deploy Intel on"
+        "ok   ThreatConnect exclusion lists (Honor Exclusion Lists): readable; 0 lists apply to the job"
+    );
+    assert_eq!(
+        lines[3],
+        "ok   Safety rails: Block Unsafe Indicators on; Never Send 0 entries; Maximum Removal Percent 50; Maximum Indicators none; Maximum Indicator Age none; Honor Exclusion Lists on; Honor Expiry on; Deploy Intel on"
     );
     assert!(
         r.message.starts_with("Checks passed; not checked: "),

@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult};
 use tanium_tr_indicators::sim::server::{Server, SimRequest, SimResponse};
 use tanium_tr_indicators::sim::tanium::SimDoc;
+use tanium_tr_indicators::sim::tc_exclusions::SimExclusionList;
 use tanium_tr_indicators::tanium::model::ApiGeneration;
 use tanium_tr_indicators::tc::model::Indicator;
 
@@ -48,11 +49,13 @@ const fn route(name: &'static str, fixture: &'static str) -> Route {
     }
 }
 
-const ROUTES: [Route; 19] = [
+const ROUTES: [Route; 21] = [
     route("tc appAuth", "tc-appauth.json"),
     route("tc indicators", "tc-indicators-page.json"),
     route("tc deleted", "tc-deleted.json"),
     route("tc owners", "tc-owners.json"),
+    route("tc exclusion lists", "tc-exclusion-lists.json"),
+    route("tc exclusion list", "tc-exclusion-list.json"),
     route("tanium login", "tanium-login.json"),
     route("tanium sources", "tanium-sources.json"),
     route("tanium source create", "tanium-source-create.json"),
@@ -88,6 +91,13 @@ fn route_of(side: Side, method: &str, path: &str) -> Option<(&'static str, bool)
             ("GET", "/api/v3/indicators") => "tc indicators",
             ("GET", "/api/v3/indicators/deleted") => "tc deleted",
             ("GET", "/api/v3/security/owners") => "tc owners",
+            ("GET", "/api/v3/security/exclusionLists") => "tc exclusion lists",
+            ("GET", p)
+                if p.strip_prefix("/api/v3/security/exclusionLists/")
+                    .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+            {
+                "tc exclusion list"
+            }
             _ => return None,
         };
         return Some((name, false));
@@ -490,6 +500,19 @@ impl Replay {
         lab.set("intel_format", json!(c.format));
         // Several TC pages, so answers carry `next`.
         lab.set("tc_page_size", json!("50"));
+        // A System-level list and an owner's, excluding nothing the dataset holds, so every
+        // run reads both routes of the exclusion lists.
+        lab.tc.add_exclusion_list(SimExclusionList::managed(
+            "Indicator-Host",
+            &["mail.replay.example"],
+            &["*.internal.replay.example"],
+        ));
+        lab.tc.add_exclusion_list(SimExclusionList::new(
+            "Address-IPv6",
+            Some("Demo Organization"),
+            &["2001:500:12::d0d"],
+            &["100::/64"],
+        ));
         if c.token {
             lab.params.remove("tc_api_access_id");
             lab.params.remove("tc_api_secret_key");

@@ -80,18 +80,20 @@ fn first_sync_is_the_expected_set_and_a_rerun_writes_nothing() {
         "{}",
         r2.message
     );
-    // An idle incremental run: the credentials check (one owner), the matching query, the
-    // removal check, the owners and one deleted-indicators call per owner (the endpoint covers
-    // one owner at a time).
+    // An idle incremental run: the credentials check (one owner), the exclusion lists (none
+    // here, so no list's values), the matching query, the removal check, the expiry check, the
+    // owners and one deleted-indicators call per owner (the endpoint covers one owner at a
+    // time).
     let tc = lab.tc.server();
     assert_eq!(tc.hits("GET /api/v3/security/owners"), 2);
+    assert_eq!(tc.hits("GET /api/v3/security/exclusionLists"), 1);
     assert_eq!(
         tc.hits("GET /api/v3/indicators/deleted"),
         dataset::OWNERS.len() as u64
     );
     assert_eq!(
         tc.total_requests(),
-        4 + dataset::OWNERS.len() as u64,
+        6 + dataset::OWNERS.len() as u64,
         "an idle incremental run costs O(owners) TC requests"
     );
     assert_eq!(held(&lab), want);
@@ -667,7 +669,9 @@ fn check_reports_each_side_and_fails_on_bad_credentials() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 10, 13);
     let r = lab.run(&none(), &["check"]).unwrap();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.log);
-    assert_eq!(r.stdout.lines().filter(|l| l.starts_with("ok ")).count(), 7);
+    // (ThreatConnect, the matching query, its exclusion lists, the rails, Tanium, the source,
+    // the labels)
+    assert_eq!(r.stdout.lines().filter(|l| l.starts_with("ok ")).count(), 8);
     assert!(
         r.message.starts_with("Checks passed; not checked: "),
         "{}",

@@ -222,7 +222,9 @@ fn check_names_a_missing_permission() {
     let r = check(&mut lab);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.message);
     let ok = r.stdout.lines().filter(|l| l.starts_with("ok ")).count();
-    assert_eq!(ok, 7, "{}", r.stdout);
+    // (ThreatConnect, the matching query, its exclusion lists, the rails, Tanium, the source,
+    // the labels)
+    assert_eq!(ok, 8, "{}", r.stdout);
     assert!(!r.stdout.contains("FAIL"), "{}", r.stdout);
     assert!(
         r.stdout.contains("intel status readable")

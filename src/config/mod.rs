@@ -7,7 +7,7 @@
 
 mod address;
 mod connect;
-mod labels;
+mod label_params;
 mod rails;
 mod select;
 pub mod timestamp;
@@ -84,7 +84,7 @@ pub struct JobConfig {
     pub take_over_source: bool,
     /// The job's own dry run: read both sides, write nothing (the `--dry-run` flag's twin).
     pub dry_run: bool,
-    pub labels: crate::labels::LabelRules,
+    pub labels: crate::label_rules::LabelRules,
     /// Disabled Intel Label: put on the documents Threat Response disabled (None: off).
     pub disabled_label: Option<String>,
     /// How often a full reconcile runs (0 = every run).
@@ -200,6 +200,8 @@ impl Loader {
     /// Reads the rest and validates the whole; `raw` holds the params with their variables
     /// resolved. Also returns notes worth a log line once logging is up (which TC credentials
     /// were chosen, say).
+    // One read per param, each problem collected so that one message names them all: its
+    // length is the param list's.
     pub fn finish(self, raw: &RawParams) -> Result<(JobConfig, Vec<String>)> {
         let Loader {
             mut problems,
@@ -236,8 +238,8 @@ impl Loader {
             }
         }
         let dry_run = p.take(flag(pn::DRY_RUN));
-        let labels = labels::labels(raw, p);
-        let disabled_label = labels::disabled_label(raw, &labels, p);
+        let labels = label_params::labels(raw, p);
+        let disabled_label = label_params::disabled_label(raw, &labels, p);
         let reconcile_hours = p
             .take(spec_whole(
                 raw,

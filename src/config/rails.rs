@@ -33,6 +33,10 @@ pub(super) fn rails(raw: &RawParams, p: &mut Problems) -> Rails {
             1,
             MAX_AGE_DAYS,
         )),
+        honor_exclusion_lists: p
+            .take(flag(pn::HONOR_EXCLUSION_LISTS).map(Some))
+            .unwrap_or(true),
+        honor_expiry: p.take(flag(pn::HONOR_EXPIRY).map(Some)).unwrap_or(true),
         deploy_intel: p.take(flag(pn::DEPLOY_INTEL).map(Some)).unwrap_or(true),
     }
 }
@@ -48,6 +52,7 @@ mod tests {
     fn defaults_are_on_and_every_rail_is_read() {
         let c = JobConfig::from_params(&good()).unwrap();
         assert!(c.rails.guard.safeguards && c.rails.deploy_intel);
+        assert!(c.rails.honor_exclusion_lists && c.rails.honor_expiry);
         assert_eq!(c.rails.max_removal_percent, 50);
         assert_eq!(
             (c.rails.max_indicators, c.rails.max_indicator_age_days),
@@ -63,11 +68,14 @@ mod tests {
             ("max_indicators", json!("5000")),
             ("max_indicator_age_days", json!("90")),
             ("deploy_intel", json!("false")),
+            ("honor_exclusion_lists", json!(false)),
+            ("honor_expiry", json!("false")),
         ]
         .into_iter()
         .fold(good(), |r, (k, v)| with(r, k, v));
         let c = JobConfig::from_params(&r).unwrap();
         assert!(!c.rails.guard.safeguards && !c.rails.deploy_intel);
+        assert!(!c.rails.honor_exclusion_lists && !c.rails.honor_expiry);
         assert_eq!(c.rails.guard.never_send.canonical().len(), 3);
         assert_eq!(c.rails.max_removal_percent, 100);
         assert_eq!(c.rails.max_indicators, Some(5000));
@@ -103,6 +111,16 @@ mod tests {
                 "safeguards",
                 json!("maybe"),
                 "Block Unsafe Indicators must be true or false",
+            ),
+            (
+                "honor_exclusion_lists",
+                json!("sometimes"),
+                "Honor Exclusion Lists must be true or false",
+            ),
+            (
+                "honor_expiry",
+                json!(2),
+                "Honor Expiry must be true or false",
             ),
         ] {
             let e = JobConfig::from_params(&with(good(), k, v))

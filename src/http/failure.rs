@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::error::{reason_phrase, Service};
+use crate::service::Service;
 
 /// Why a request got no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +255,7 @@ pub struct NoAnswer {
 }
 
 impl fmt::Display for NoAnswer {
+    // One arm per case: every message's words in one place, next to each other.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let NoAnswer {
             service,
@@ -411,6 +412,15 @@ fn bare_host(host: &str) -> &str {
         Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
         _ => host,
     }
+}
+
+/// ` Bad Gateway` for 502: the status's standard reason, led by a space (none when unknown).
+pub(crate) fn reason_phrase(status: u16) -> String {
+    ureq::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -34,6 +34,40 @@ pub struct BenchOptions {
     pub labels: BenchLabels,
     /// `indicators_per_document` for the job (1: one document per indicator).
     pub per_document: u32,
+    pub tc_rails: BenchTcRails,
+}
+
+/// What the job makes of ThreatConnect's exclusion lists and expiry dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchTcRails {
+    /// Honor Exclusion Lists and Honor Expiry off: the job as it was before them.
+    Off,
+    /// The app's defaults (both on) against an instance without exclusion lists.
+    #[default]
+    Default,
+    /// Both on, the instance holding lists shaped like TC's defaults and an Organization list
+    /// (`tc_like_defaults`), and every 50th indicator an expiry a year ahead.
+    Lists,
+}
+
+impl BenchTcRails {
+    pub fn label(self) -> &'static str {
+        match self {
+            BenchTcRails::Off => "off",
+            BenchTcRails::Default => "default",
+            BenchTcRails::Lists => "lists",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BenchTcRails> {
+        Some(match s.trim() {
+            "off" => BenchTcRails::Off,
+            "default" => BenchTcRails::Default,
+            "lists" => BenchTcRails::Lists,
+            _ => return None,
+        })
+    }
 }
 
 /// Which labels the job gives its documents.
@@ -155,6 +189,11 @@ pub struct PhaseResult {
     /// `indicators_per_document` the job ran with.
     #[serde(default = "one")]
     pub per_document: u32,
+    #[serde(default)]
+    pub tc_rails: BenchTcRails,
+    /// Of the TC requests, those of the exclusion lists and the expiry check.
+    #[serde(default)]
+    pub tc_rails_requests: u64,
     /// message.tc.
     pub message: String,
 }
@@ -237,10 +276,11 @@ pub fn run_size(
     progress: &mut dyn FnMut(&PhaseResult),
 ) -> std::io::Result<Vec<PhaseResult>> {
     let dir = opts.dir.join(format!(
-        "size-{}-labels-{}-per-{}",
+        "size-{}-labels-{}-per-{}-tc-rails-{}",
         format_size(size),
         opts.labels.label(),
-        opts.per_document
+        opts.per_document,
+        opts.tc_rails.label()
     ));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -250,7 +290,27 @@ pub fn run_size(
     // Grouped documents are read back to be changed; they are few, so their bodies are kept.
     lab.tanium.set_keep_bodies(opts.per_document > 1);
     let loaded = Instant::now();
-    lab.tc.load(dataset::generate(size, opts.seed));
+    let year = time::OffsetDateTime::now_utc() + time::Duration::days(365);
+    let lists = opts.tc_rails == BenchTcRails::Lists;
+    lab.tc
+        .load(dataset::generate(size, opts.seed).map(|mut ind| {
+            if lists && ind.id % 50 == 0 {
+                ind.external_date_expires = Some(crate::tc::tql::format_time(year));
+            }
+            ind
+        }));
+    match opts.tc_rails {
+        BenchTcRails::Off => {
+            lab.set("honor_exclusion_lists", json!(false));
+            lab.set("honor_expiry", json!(false));
+        }
+        BenchTcRails::Default => {}
+        BenchTcRails::Lists => {
+            for l in crate::sim::tc_exclusions::tc_like_defaults(dataset::OWNERS[0]) {
+                lab.tc.add_exclusion_list(l);
+            }
+        }
+    }
     log::info!(
         "loaded {size} indicators into the TC simulator in {:.1} s",
         loaded.elapsed().as_secs_f64()
@@ -294,6 +354,7 @@ pub fn run_size(
         for s in [lab.tc.server(), lab.tanium.server()] {
             s.reset_counters();
         }
+        let expiry_before = lab.tc.expiry_queries();
         let r = lab.run(&extra, &[])?;
         let (tc, tn) = (lab.tc.server(), lab.tanium.server());
         let result = PhaseResult {
@@ -314,6 +375,9 @@ pub fn run_size(
             app_cpu_secs: r.cpu_secs,
             docs_after: lab.tanium.doc_count(),
             per_document: opts.per_document,
+            tc_rails: opts.tc_rails,
+            tc_rails_requests: tc.hits("GET /api/v3/security/exclusionLists")
+                + (lab.tc.expiry_queries() - expiry_before),
             message: r.message.clone(),
         };
         if r.code != 0 {
@@ -337,20 +401,21 @@ pub fn table(results: &[PhaseResult]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| size | per doc | phase | labels | workers | latency | exit | wall (s) | limit (s) | wall / limit | app CPU (s) | indicators/s | TC req | Tanium req (listing / writes, of them labels) | bytes sent | app peak RSS | documents |"
+        "| size | per doc | phase | labels | TC rails | workers | latency | exit | wall (s) | limit (s) | wall / limit | app CPU (s) | indicators/s | TC req (of them rails) | Tanium req (listing / writes, of them labels) | bytes sent | app peak RSS | documents |"
     );
     let _ = writeln!(
         s,
-        "|-----:|--------:|-------|--------|--------:|--------:|-----:|---------:|----------:|-------------:|------------:|-------------:|-------:|----------------------------------------------:|-----------:|-------------:|----------:|"
+        "|-----:|--------:|-------|--------|----------|--------:|--------:|-----:|---------:|----------:|-------------:|------------:|-------------:|-----------------------:|----------------------------------------------:|-----------:|-------------:|----------:|"
     );
     for r in results {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} ms | {} | {:.2} | {:.2} | {} | {} | {:.0} | {} | {} ({} / {}, {}) | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} ms | {} | {:.2} | {:.2} | {} | {} | {:.0} | {} ({}) | {} ({} / {}, {}) | {} | {} | {} |",
             format_size(r.size),
             r.per_document,
             r.phase.label(),
             r.labels.label(),
+            r.tc_rails.label(),
             if r.workers == 0 {
                 "default".to_string()
             } else {
@@ -368,6 +433,7 @@ pub fn table(results: &[PhaseResult]) -> String {
                 .unwrap_or_else(|| "n/a".into()),
             r.rate(),
             r.tc_requests,
+            r.tc_rails_requests,
             r.tanium_requests,
             r.tanium_listing,
             r.tanium_writes,
@@ -532,6 +598,8 @@ mod tests {
             app_cpu_secs: None,
             docs_after: 5,
             per_document: 1,
+            tc_rails: BenchTcRails::Default,
+            tc_rails_requests: 0,
             message: String::new(),
         }
     }

@@ -7,4 +7,5 @@ pub mod lab;
 pub mod server;
 pub mod tanium;
 pub mod tc;
+pub mod tc_exclusions;
 pub mod tql_eval;

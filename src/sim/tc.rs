@@ -1,5 +1,6 @@
 //! A ThreatConnect v3 API simulator: HMAC and token auth, real TQL evaluation, paging with
-//! absolute `next` links, deleted indicators, owners, runtime variables; fault injection,
+//! absolute `next` links, deleted indicators, owners, runtime variables, Indicator Exclusion
+//! Lists (`tc_exclusions`) and `externalDateExpires`; fault injection,
 //! hit counts and latency come from [`Server`]. Answers carry every field of the documented
 //! examples in tests/fixtures/recorded.
 //!
@@ -65,6 +66,8 @@ struct Extra {
     summary: Option<Box<str>>,
     description: Option<Box<str>>,
     web_link: Option<Box<str>>,
+    /// `externalDateExpires`, epoch seconds.
+    expires: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -181,6 +184,10 @@ impl Row {
     fn rating(&self) -> Option<f64> {
         (self.rating_centi != NONE_I32).then(|| self.rating_centi as f64 / 100.0)
     }
+
+    fn expires(&self) -> Option<i64> {
+        self.extra.as_ref().and_then(|e| e.expires)
+    }
 }
 
 impl Store {
@@ -224,7 +231,12 @@ impl Store {
         }
         extra.description = opt_box(&ind.description);
         extra.web_link = opt_box(&ind.web_link);
-        if extra.summary.is_some() || extra.description.is_some() || extra.web_link.is_some() {
+        extra.expires = ind.external_date_expires.as_deref().and_then(epoch);
+        if extra.summary.is_some()
+            || extra.description.is_some()
+            || extra.web_link.is_some()
+            || extra.expires.is_some()
+        {
             row.extra = Some(Box::new(extra));
         }
         row
@@ -238,6 +250,14 @@ impl Store {
                 self.by_id.insert(ind.id, self.rows.len() as u32);
                 self.rows.push(Some(row));
             }
+        }
+    }
+
+    /// An owner's id: the one its indicators carry, else its place in the list (from 1).
+    fn owner_id(&self, name: &str) -> i64 {
+        match self.owners.ids.get(name) {
+            Some(i) => self.owner_ids.get(i).copied().unwrap_or(*i as i64 + 1),
+            None => 0,
         }
     }
 
@@ -278,6 +298,7 @@ impl Store {
             date_added: (row.date_added != NONE_I64).then(|| time_str(row.date_added)),
             last_modified: time_str(row.last_modified),
             active: row.active,
+            external_date_expires: row.expires().map(time_str),
         }
     }
 }
@@ -314,6 +335,7 @@ impl Record for RowRef<'_> {
             Field::Rating => r.rating(),
             Field::LastModified => Some(r.last_modified as f64),
             Field::DateAdded => (r.date_added != NONE_I64).then_some(r.date_added as f64),
+            Field::ExternalDateExpires => r.expires().map(|t| t as f64),
             _ => None,
         }
     }
@@ -336,7 +358,7 @@ struct Tokens {
 
 type CacheKey = (String, String, String);
 
-struct State {
+pub(super) struct State {
     access_id: String,
     secret_key: Secret,
     ttl: i64,
@@ -355,6 +377,22 @@ struct State {
     success_as_string: std::sync::atomic::AtomicBool,
     record_patch: Mutex<Option<(i64, serde_json::Value)>>,
     ids_as_strings: std::sync::atomic::AtomicBool,
+    pub(super) exclusions: Mutex<super::tc_exclusions::Book>,
+    expiry_queries: AtomicU64,
+}
+
+impl State {
+    /// An owner's id as `/v3/security/owners` lists it.
+    pub(super) fn owner_id(&self, name: &str) -> i64 {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store.owner_id(name)
+    }
+
+    /// Whether the Api User can see an owner of this name.
+    pub(super) fn owner_known(&self, name: &str) -> bool {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store.owners.ids.contains_key(name)
+    }
 }
 
 /// How TC answers an indicator page larger than it can serve in time (TQL timeouts on large
@@ -373,7 +411,7 @@ pub struct TcSim {
     state: Arc<State>,
 }
 
-fn error(status: u16, code: &str, message: &str) -> SimResponse {
+pub(super) fn error(status: u16, code: &str, message: &str) -> SimResponse {
     SimResponse::json(
         status,
         &serde_json::json!({"status": "Error", "errCode": code, "message": message}),
@@ -409,6 +447,8 @@ impl TcSim {
             success_as_string: std::sync::atomic::AtomicBool::new(false),
             record_patch: Mutex::new(None),
             ids_as_strings: std::sync::atomic::AtomicBool::new(false),
+            exclusions: Mutex::new(Default::default()),
+            expiry_queries: AtomicU64::new(0),
         });
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |req: &SimRequest| handle(&s2, req));
@@ -624,6 +664,16 @@ impl TcSim {
     pub fn evaluations(&self) -> u64 {
         self.state.evaluations.load(Ordering::SeqCst)
     }
+
+    /// Indicator pages asked for whose TQL compares `externalDateExpires` (the benchmark's
+    /// count of what Honor Expiry costs).
+    pub fn expiry_queries(&self) -> u64 {
+        self.state.expiry_queries.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn state(&self) -> &State {
+        &self.state
+    }
 }
 
 fn handle(st: &State, req: &SimRequest) -> SimResponse {
@@ -636,6 +686,9 @@ fn handle(st: &State, req: &SimRequest) -> SimResponse {
         return renew(st, req);
     }
     if let Err(resp) = authenticate(st, req) {
+        return resp;
+    }
+    if let Some(resp) = super::tc_exclusions::handle(st, req, path) {
         return resp;
     }
     match path {
@@ -728,7 +781,7 @@ fn authenticate(st: &State, req: &SimRequest) -> Result<(), SimResponse> {
 }
 
 /// `resultStart` / `resultLimit`, or the 400 TC answers.
-fn paging(req: &SimRequest) -> Result<(usize, usize), SimResponse> {
+pub(super) fn paging(req: &SimRequest) -> Result<(usize, usize), SimResponse> {
     let start = match req.param("resultStart") {
         None => 0,
         Some(v) => v
@@ -751,7 +804,7 @@ fn paging(req: &SimRequest) -> Result<(usize, usize), SimResponse> {
     Ok((start, limit))
 }
 
-fn next_link(st: &State, req: &SimRequest, next_start: usize) -> String {
+pub(super) fn next_link(st: &State, req: &SimRequest, next_start: usize) -> String {
     let base = st
         .next_base
         .lock()
@@ -1005,6 +1058,8 @@ struct IndicatorOut<'a> {
     last_false_positive: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     false_positive_reported_by_user: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_date_expires: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -1017,7 +1072,11 @@ struct Envelope<T: Serialize> {
     next: Option<String>,
 }
 
-fn envelope<T: Serialize>(data: T, count: Option<usize>, next: Option<String>) -> SimResponse {
+pub(super) fn envelope<T: Serialize>(
+    data: T,
+    count: Option<usize>,
+    next: Option<String>,
+) -> SimResponse {
     let body = serde_json::to_vec(&Envelope {
         data,
         status: "Success",
@@ -1107,11 +1166,23 @@ fn render<'a>(store: &'a Store, row: &'a Row, base: &str, fields: &[&str]) -> In
         false_positives: want("falsePositives").then_some(fp),
         last_false_positive: (want("falsePositives") && fp > 0).then(|| last_modified.clone()),
         false_positive_reported_by_user: want("falsePositives").then_some(false),
+        // The field group holds externalDateAdded and externalLastModified too; the simulator
+        // keeps only the expiry, and TC leaves unset dates out.
+        external_date_expires: row
+            .expires()
+            .filter(|_| want("externalDates"))
+            .map(time_str),
         last_modified,
     }
 }
 
 fn list(st: &State, req: &SimRequest) -> SimResponse {
+    if req
+        .param("tql")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("externaldateexpires"))
+    {
+        st.expiry_queries.fetch_add(1, Ordering::SeqCst);
+    }
     let (start, limit) = match paging(req) {
         Ok(p) => p,
         Err(e) => return e,
@@ -1265,13 +1336,8 @@ fn owners(st: &State, req: &SimRequest) -> SimResponse {
         .owners
         .names
         .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let id = store
-                .owner_ids
-                .get(&(i as u32))
-                .copied()
-                .unwrap_or(i as i64 + 1);
+        .map(|n| {
+            let id = store.owner_id(n);
             let kind = if *n == st.organization {
                 "Organization"
             } else if n.contains("Community") {
@@ -1295,6 +1361,60 @@ fn owners(st: &State, req: &SimRequest) -> SimResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_is_served_with_external_dates_and_selected_by_tql() {
+        let sim = TcSim::start(TcSimOptions::default()).unwrap();
+        let host = |id: i64, expires: Option<&str>| Indicator {
+            id,
+            owner_name: "Demo Organization".into(),
+            type_name: "Host".into(),
+            summary: format!("h{id}.example"),
+            host_name: Some(format!("h{id}.example")),
+            last_modified: "2026-01-01T00:00:00Z".into(),
+            external_date_expires: expires.map(str::to_string),
+            ..Indicator::default()
+        };
+        sim.insert(host(1, Some("2026-02-01T00:00:00Z")));
+        sim.insert(host(2, None));
+        sim.insert(host(3, Some("2026-03-01T00:00:00Z")));
+        assert_eq!(
+            sim.get(1).unwrap().external_date_expires.as_deref(),
+            Some("2026-02-01T00:00:00Z")
+        );
+        let store = sim.state.store.read().unwrap();
+        let req = |tql: &str, fields: &[&str]| {
+            let mut query = vec![("tql".to_string(), tql.to_string())];
+            query.extend(fields.iter().map(|f| ("fields".to_string(), f.to_string())));
+            SimRequest {
+                method: "GET".into(),
+                target: String::new(),
+                path: "/api/v3/indicators".into(),
+                query,
+                headers: Vec::new(),
+                body: Vec::new(),
+            }
+        };
+        let ids = |tql: &str| -> Vec<i64> {
+            selection(&sim.state, &store, &req(tql, &[]))
+                .unwrap()
+                .iter()
+                .map(|p| store.rows[*p as usize].as_ref().unwrap().id)
+                .collect()
+        };
+        assert_eq!(
+            ids(
+                r#"externalDateExpires > "2026-01-15T00:00:00Z" AND externalDateExpires <= "2026-02-01T00:00:00Z""#
+            ),
+            vec![1]
+        );
+        assert_eq!(ids("externalDateExpires IS NULL"), vec![2]);
+        let row = store.get(1).unwrap();
+        let with = serde_json::to_value(render(&store, row, "", &["externalDates"])).unwrap();
+        assert_eq!(with["externalDateExpires"], "2026-02-01T00:00:00Z");
+        let without = serde_json::to_value(render(&store, row, "", &["tags"])).unwrap();
+        assert!(without.get("externalDateExpires").is_none());
+    }
 
     #[test]
     fn keyset_queries_split_only_around_one_outer_group() {

@@ -60,6 +60,8 @@ pub enum Field {
     LastModified,
     /// `dateAdded`.
     DateAdded,
+    /// `externalDateExpires`.
+    ExternalDateExpires,
     /// `indicatorActive`.
     IndicatorActive,
     /// `id`.
@@ -93,7 +95,7 @@ impl Field {
             | Field::Rating
             | Field::FalsePositiveCount
             | Field::Id => Kind::Num,
-            Field::LastModified | Field::DateAdded => Kind::Date,
+            Field::LastModified | Field::DateAdded | Field::ExternalDateExpires => Kind::Date,
             Field::IndicatorActive => Kind::Bool,
         }
     }
@@ -120,6 +122,7 @@ impl Field {
             "falsepositivecount" => Field::FalsePositiveCount,
             "lastmodified" => Field::LastModified,
             "dateadded" => Field::DateAdded,
+            "externaldateexpires" => Field::ExternalDateExpires,
             "indicatoractive" => Field::IndicatorActive,
             "id" => Field::Id,
             _ => return None,

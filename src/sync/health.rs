@@ -7,11 +7,11 @@ use std::collections::HashSet;
 
 use crate::error::Error;
 use crate::tanium::client::TaniumClient;
-use crate::tanium::labels::{find, DISABLED_LABEL_DESCRIPTION};
+use crate::tanium::label_api::{find, DISABLED_LABEL_DESCRIPTION};
 use crate::tanium::Label;
 
+use super::drive::Results;
 use super::index::{Disabled, SourceIndex};
-use super::pool::Results;
 
 /// Disabled documents whose TC link is read for the log (each costs a read of the document).
 const LINKS_READ: usize = 20;

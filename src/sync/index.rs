@@ -10,7 +10,9 @@ use crate::intel::Format;
 use crate::tanium::model::IntelDoc;
 use crate::tc::model::IndicatorType;
 
-use super::labels::LabelSets;
+use super::cause::Cause;
+use super::label_book::LabelSets;
+use crate::words::counted;
 
 /// The indicator was met in this run's pull (its document is current or being written).
 pub(super) const SEEN: u8 = 1;
@@ -206,6 +208,42 @@ impl SourceIndex {
         }
         e.flags |= GONE;
         Some(e.doc_id)
+    }
+
+    /// Documents that go whatever the pull met: extra documents of an identity another one
+    /// holds and, when `foreign` (taking the source over), those this job did not make and did
+    /// not adopt. Each with what the plan calls it and why it goes.
+    pub fn strays(&self, foreign: bool) -> Vec<(i64, String, Cause)> {
+        let mut out: Vec<(i64, String, Cause)> = self
+            .duplicates
+            .iter()
+            .map(|(id, name)| {
+                (
+                    *id,
+                    format!("duplicate document {id} \"{name}\""),
+                    Cause::Duplicate,
+                )
+            })
+            .collect();
+        if !foreign {
+            return out;
+        }
+        let before = out.len();
+        out.extend(
+            self.unidentified
+                .iter()
+                .filter(|(id, _, _)| !self.adopted.contains(id) && !self.unread.contains(id))
+                .map(|(id, name, _)| {
+                    let what = format!("document {id} \"{name}\" (not made by this job)");
+                    (*id, what, Cause::Foreign)
+                }),
+        );
+        log::info!(
+            "taking the source over: {} adopted, {} to remove (each at debug level)",
+            counted(self.adopted.len() as u64, "document"),
+            out.len() - before
+        );
+        out
     }
 
     /// Every document the pull did not meet, marked for removal (a full reconcile's sweep).

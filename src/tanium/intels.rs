@@ -89,6 +89,8 @@ impl TaniumClient {
     /// first page came back full (offsets do not depend on each other). Pages are read in
     /// order, so the end of the listing is found as without; at most `parallel - 1` pages past
     /// the end are asked for.
+    // One loop over batches of pages; its end conditions (short page, repeated page, total
+    // reached, filter ignored) share the counters it keeps.
     pub fn list_docs_parallel(
         &self,
         source_id: i64,

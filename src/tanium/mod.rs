@@ -4,7 +4,7 @@ mod answers;
 pub mod client;
 mod generation;
 mod intels;
-pub mod labels;
+pub mod label_api;
 pub mod lease;
 pub mod model;
 mod session;

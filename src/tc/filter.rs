@@ -99,6 +99,8 @@ impl Filters {
     ///
     /// With user TQL only the type and the active status can be checked here (user TQL is
     /// evaluated by ThreatConnect alone); everything else TC returned for it is accepted.
+    // One early return per filter: the first that leaves an indicator out is the one it is
+    // counted under.
     pub fn rejection(&self, ind: &Indicator) -> Option<Rejection> {
         let no = |filter, detail: String| Some(Rejection { filter, detail });
         let Some(kind) = ind.kind() else {

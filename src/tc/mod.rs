@@ -1,8 +1,10 @@
 //! The ThreatConnect side: its settings, request signing, TQL, the job filters, the indicator
-//! model, the paging client and the resolution of the job's `&{TC:...}` variables.
+//! model, the paging client, Indicator Exclusion Lists and the resolution of the job's `&{TC:...}` variables.
 
+mod answer;
 pub mod auth;
 pub mod client;
+pub mod exclusion;
 pub mod filter;
 pub mod model;
 pub mod pages;

@@ -107,6 +107,8 @@ pub struct Indicator {
     /// Active status; TC omits inactive indicators unless asked, so absent means active.
     #[serde(deserialize_with = "default_true")]
     pub active: bool,
+    /// When its source says it stops being valid (with `fields=externalDates`), as TC sends it.
+    pub external_date_expires: Option<String>,
 }
 
 impl Default for Indicator {
@@ -132,6 +134,7 @@ impl Default for Indicator {
             date_added: None,
             last_modified: String::new(),
             active: true,
+            external_date_expires: None,
         }
     }
 }
@@ -145,6 +148,15 @@ impl Indicator {
     /// `lastModified` as an instant, when it parses (RFC 3339 or ISO 8601).
     pub fn last_modified_at(&self) -> Option<OffsetDateTime> {
         let raw = self.last_modified.trim();
+        OffsetDateTime::parse(raw, &Rfc3339)
+            .or_else(|_| OffsetDateTime::parse(raw, &Iso8601::DEFAULT))
+            .ok()
+    }
+
+    /// `externalDateExpires` as an instant; None when unset, blank or not a date (an expiry
+    /// the job cannot read expires nothing).
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        let raw = self.external_date_expires.as_deref()?.trim();
         OffsetDateTime::parse(raw, &Rfc3339)
             .or_else(|_| OffsetDateTime::parse(raw, &Iso8601::DEFAULT))
             .ok()
@@ -195,7 +207,7 @@ fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
     })
 }
 
-fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(match v {
         Some(serde_json::Value::Number(n)) => n
@@ -206,7 +218,7 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
     })
 }
 
-fn default_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+pub(super) fn default_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(match v {
         Some(serde_json::Value::Bool(b)) => b,
@@ -277,6 +289,32 @@ mod tests {
         assert!(min.active);
         assert!(min.tags.is_empty());
         assert_eq!(min.rating, None);
+    }
+
+    #[test]
+    fn an_expiry_is_read_when_it_is_a_date_and_expires_nothing_otherwise() {
+        let at = |v: Option<&str>| {
+            Indicator {
+                external_date_expires: v.map(str::to_string),
+                ..Indicator::default()
+            }
+            .expires_at()
+        };
+        let i: Indicator = serde_json::from_str(
+            r#"{"id":1,"type":"Host","summary":"a.b","externalDateExpires":"2026-02-01T10:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            i.expires_at(),
+            Some(time::macros::datetime!(2026-02-01 10:00:00 UTC))
+        );
+        assert_eq!(
+            at(Some("2026-02-01T10:00:00.250Z")).map(|t| t.unix_timestamp()),
+            Some(1_769_940_000)
+        );
+        assert_eq!(at(Some("")), None);
+        assert_eq!(at(Some("soon")), None);
+        assert_eq!(at(None), None);
     }
 
     #[test]

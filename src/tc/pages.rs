@@ -4,7 +4,8 @@
 use crate::compact::IdSet;
 use crate::error::{Error, Result};
 use crate::http::{classify, Response, RetryPolicy, Tries, Verdict};
-use crate::tc::client::{parse_envelope_borrowed, Envelope, TcClient, SVC};
+use crate::tc::answer::{parse_envelope_borrowed, Envelope, SVC};
+use crate::tc::client::TcClient;
 use crate::tc::model::Indicator;
 
 /// Smallest page a pull shrinks to when TC cannot serve larger ones in time.

@@ -256,6 +256,27 @@ pub fn removal_check(filters: &Filters, window: &Window) -> String {
     )
 }
 
+/// Every indicator of the job's types (and owners, unless user TQL replaces them) whose
+/// `externalDateExpires` fell after `after` and at or before `until`: the sync's evidence of
+/// indicators that expired without being modified.
+pub fn expired_between(filters: &Filters, after: OffsetDateTime, until: OffsetDateTime) -> String {
+    let broad = Filters {
+        types: effective_types(filters),
+        owners: if user_tql(filters).is_some() {
+            Vec::new()
+        } else {
+            filters.owners.clone()
+        },
+        ..Filters::default()
+    };
+    format!(
+        "{} AND externalDateExpires > {} AND externalDateExpires <= {}",
+        build(&broad, &Window::default()),
+        quote(&format_time(after)),
+        quote(&format_time(until))
+    )
+}
+
 /// Everything but RFC 3986 unreserved characters gets percent-encoded (space is `%20`).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -386,6 +407,33 @@ mod tests {
                 r#" AND lastModified <= "2024-01-03T00:00:00Z" AND (indicatorActive = true OR indicatorActive = false)"#
             )
         );
+    }
+
+    #[test]
+    fn the_expiry_check_asks_for_what_expired_since_the_last_run_of_the_jobs_types_and_owners() {
+        let filters = Filters {
+            owners: vec!["Demo Org".into()],
+            types: vec![IndicatorType::Host, IndicatorType::Address],
+            include_tags: vec!["APT".into()],
+            ..Filters::default()
+        };
+        let (after, until) = (
+            datetime!(2024-01-02 03:04:05 UTC),
+            datetime!(2024-01-03 00:00:00 UTC),
+        );
+        assert_eq!(
+            expired_between(&filters, after, until),
+            concat!(
+                r#"typeName IN ("Address", "Host") AND ownerName IN ("Demo Org")"#,
+                r#" AND externalDateExpires > "2024-01-02T03:04:05Z" AND externalDateExpires <= "2024-01-03T00:00:00Z""#
+            )
+        );
+        let user = Filters {
+            tql: Some("rating > 1".into()),
+            ..filters
+        };
+        assert!(expired_between(&user, after, until)
+            .starts_with(r#"typeName IN ("Address", "File", "Host") AND externalDateExpires > "#));
     }
 
     #[test]

@@ -7,24 +7,26 @@ use std::sync::Arc;
 use crate::intel;
 use crate::intel::group::{self, BucketKey};
 
-use super::pull::{Gone, Rec, RecIds};
+use super::layout::{self, Layout};
+use super::pull::{Gone, Kept, Rec, RecIds};
 use super::write::{Job, Recs, WriteJob};
+use super::Books;
+use crate::sync::cause::Cause;
+use crate::sync::doc_ops::{top_ups, DocOp};
 use crate::sync::index::{Listed, SourceIndex};
-use crate::sync::labels::LabelPlan;
-use crate::sync::layout::{self, Layout};
-use crate::sync::planner::Planner;
+use crate::sync::label_book::LabelPlan;
+use crate::sync::Run;
 
 /// A document to remove once the run's writes are done.
 pub(super) struct Retire {
     pub(super) doc_id: i64,
     pub(super) what: String,
-    pub(super) why: String,
-    /// Counts toward the removal guard (its members are not sent any more).
-    pub(super) guarded: bool,
+    pub(super) cause: Cause,
     /// Goes only when every write of the run went through (its members moved elsewhere).
     pub(super) needs_clean: bool,
-    /// A single document (one per indicator) whose indicator is in a grouped one now.
-    pub(super) single: bool,
+    /// Indicators that leave the source when it goes (its own job counts those of a grouped
+    /// document it reads).
+    pub(super) members: u64,
 }
 
 #[derive(Default)]
@@ -35,7 +37,8 @@ pub(super) struct Plan {
     pub(super) readers: BTreeMap<i64, Vec<BucketKey>>,
     /// The most indicators this run may remove (for the guard).
     pub(super) removal_bound: u64,
-    /// Indicators in documents retired whole (singles and groups no bucket takes).
+    /// Indicators in documents retired whole (single documents, documents not made by the
+    /// job): what the guard weighs of them.
     pub(super) retired_members: u64,
     /// Indicators in buckets whose document is current.
     pub(super) unchanged: u64,
@@ -51,15 +54,15 @@ pub(super) fn what_group(d: &Listed) -> String {
 // readers map and the kept set the pass over old documents needs, which helpers would only
 // pass around.
 pub(super) fn plan_full(
-    p: &Planner,
+    run: &Run,
+    b: &Books,
     index: &mut SourceIndex,
-    recs: &[Rec],
-    desired: &[u128],
+    kept_recs: Kept,
     label_plans: &HashMap<u32, LabelPlan>,
-    size: u32,
-    settle: bool,
+    (size, settle): (u32, bool),
 ) -> Plan {
-    let format = p.config.intel_format;
+    let recs = kept_recs.recs;
+    let format = run.config.intel_format;
     let mut plan = Plan::default();
     let mut by_labels: BTreeMap<u32, Vec<&Listed>> = BTreeMap::new();
     for g in &index.groups {
@@ -104,7 +107,7 @@ pub(super) fn plan_full(
             if let (true, Some(g)) = (same, here) {
                 kept.insert(g.doc_id);
                 plan.unchanged += pairs.len() as u64;
-                relabel(p, index, g, label_plans, &mut plan.jobs);
+                relabel(run, b, index, g, label_plans, &mut plan.jobs);
                 continue;
             }
             let mut sweep = Vec::new();
@@ -125,6 +128,7 @@ pub(super) fn plan_full(
                 in_place: here.map(|g| g.doc_id),
                 recs: Recs::Run(base + range.start..base + range.end),
                 drops: Vec::new(),
+                from: HashMap::new(),
                 sweep,
                 labels_now: None,
             };
@@ -135,18 +139,29 @@ pub(super) fn plan_full(
             if kept.contains(&g.doc_id) || plan.readers.contains_key(&g.doc_id) {
                 continue;
             }
-            // No bucket of the new layout overlaps it (one that does reads it): none of its
-            // members is sent any more.
+            // No bucket of the new layout overlaps it: its members are either not sent any
+            // more (removed) or sent under another label set (moved, not removed). Only
+            // reading it tells which, for the guard and the counts; it goes once every
+            // write that may hold its members went through.
             plan.removal_bound += g.count();
-            plan.retired_members += g.count();
+            kept.insert(g.doc_id);
             plan.retire.push(Retire {
                 doc_id: g.doc_id,
                 what: what_group(g),
-                why: "none of its indicators is selected any more".into(),
-                guarded: true,
-                needs_clean: false,
-                single: false,
+                cause: Cause::Moved,
+                needs_clean: true,
+                members: 0,
             });
+            plan.jobs.push(Job::Write(WriteJob {
+                key: g.key,
+                old: vec![g.clone()],
+                in_place: Some(g.doc_id),
+                recs: Recs::Run(base..base),
+                drops: Vec::new(),
+                from: HashMap::new(),
+                sweep: vec![g.key],
+                labels_now: None,
+            }));
         }
     }
     // Documents read by a job but not kept in place go once their readers wrote.
@@ -158,74 +173,45 @@ pub(super) fn plan_full(
             plan.retire.push(Retire {
                 doc_id: *doc_id,
                 what: what_group(g),
-                why: "its indicators are in the documents of the new layout".into(),
-                guarded: false,
+                cause: Cause::Moved,
                 needs_clean: true,
-                single: false,
+                members: 0,
             });
         }
     }
-    retire_singles_and_strays(p, index, recs, desired, &mut plan);
+    retire_singles_and_strays(run, index, kept_recs, &mut plan);
     plan
 }
 
 /// A full reconcile in grouped mode retires every per-indicator document (its indicator now
-/// in a group, or not selected any more), duplicates, and with Take Over Source the documents
-/// this job did not make.
-fn retire_singles_and_strays(
-    p: &Planner,
-    index: &mut SourceIndex,
-    recs: &[Rec],
-    desired: &[u128],
-    plan: &mut Plan,
-) {
-    for (key, e) in index.map.iter() {
-        let sent = if desired.is_empty() {
-            recs.binary_search_by_key(key, Rec::identity).is_ok()
-        } else {
-            desired.binary_search(key).is_ok()
-        };
-        if !sent {
-            plan.removal_bound += 1;
-            plan.retired_members += 1;
+/// in a group, or not selected any more) and the strays (see [`SourceIndex::strays`]), once
+/// every write went through.
+fn retire_singles_and_strays(run: &Run, index: &mut SourceIndex, kept: Kept, plan: &mut Plan) {
+    let strays = index.strays(run.config.take_over_source);
+    // A single document whose indicator is sent goes once its group is written; one not sent
+    // any more goes whatever the writes did.
+    let singles = index.map.iter().map(|(key, e)| {
+        let what = format!("document {} ({key:032x})", e.doc_id);
+        match kept.sent(*key) {
+            true => (e.doc_id, what, Cause::Relaid, true),
+            false => (e.doc_id, what, kept.cause_of(*key), false),
         }
+    });
+    let strays = strays
+        .into_iter()
+        .map(|(id, what, cause)| (id, what, cause, true));
+    for (doc_id, what, cause, needs_clean) in singles.chain(strays) {
+        // Weighed ones take an indicator with them (a foreign one: not known to be sent).
+        let members = u64::from(cause.weighed());
+        plan.removal_bound += members;
+        plan.retired_members += members;
         plan.retire.push(Retire {
-            doc_id: e.doc_id,
-            what: format!("document {} ({key:032x})", e.doc_id),
-            why: if sent {
-                "its indicator is in a grouped document now".into()
-            } else {
-                "not selected any more".into()
-            },
-            guarded: !sent,
-            needs_clean: sent,
-            single: sent,
+            doc_id,
+            what,
+            cause,
+            needs_clean,
+            members,
         });
-    }
-    for (doc_id, name) in &index.duplicates {
-        plan.retire.push(Retire {
-            doc_id: *doc_id,
-            what: format!("duplicate document {doc_id} \"{name}\""),
-            why: "another document holds the same indicator".into(),
-            guarded: false,
-            needs_clean: true,
-            single: false,
-        });
-    }
-    if p.config.take_over_source {
-        // Weighed by the guard like any removal: what it holds is not known to be sent.
-        for (doc_id, name, _) in &index.unidentified {
-            plan.removal_bound += 1;
-            plan.retired_members += 1;
-            plan.retire.push(Retire {
-                doc_id: *doc_id,
-                what: format!("document {doc_id} \"{name}\" (not made by this job)"),
-                why: "Take Over Source is on (grouped documents adopt none)".into(),
-                guarded: true,
-                needs_clean: true,
-                single: false,
-            });
-        }
     }
 }
 
@@ -237,7 +223,8 @@ fn labels_now(index: &SourceIndex, w: &WriteJob) -> Option<Arc<[i64]>> {
 
 /// A label change for a document whose content is current, when its listed labels differ.
 pub(super) fn relabel(
-    p: &Planner,
+    run: &Run,
+    b: &Books,
     index: &SourceIndex,
     g: &Listed,
     label_plans: &HashMap<u32, LabelPlan>,
@@ -253,17 +240,18 @@ pub(super) fn relabel(
             if change.is_empty() {
                 return;
             }
-            p.plan_change(&what_group(g), &change);
+            run.plan(b.labels.describe(&what_group(g), &change));
             plan.current = Some(Arc::from(current));
         }
-        None if p.labels.pass => plan.current = None,
+        None if b.labels.pass => plan.current = None,
         None => return,
     }
-    jobs.push(Job::Labels {
+    jobs.push(Job::Doc(DocOp::Labels {
         doc_id: g.doc_id,
         what: what_group(g),
         plan,
-    });
+        last_modified: None,
+    }));
 }
 
 /// An incremental run: each changed indicator goes to the bucket on its path (and out of any
@@ -271,12 +259,13 @@ pub(super) fn relabel(
 /// that may hold it.
 // Routing changes and removals to buckets shares the job map; the two loops stay together.
 pub(super) fn plan_incremental(
-    p: &mut Planner,
+    run: &Run,
+    b: &mut Books,
     index: &SourceIndex,
     recs: &[Rec],
     gone: &[Gone],
 ) -> Plan {
-    let format = p.config.intel_format;
+    let format = run.config.intel_format;
     let keys: Vec<BucketKey> = index.groups.iter().map(|g| g.key).collect();
     let layout = Layout::from_keys(&keys);
     let docs: HashMap<BucketKey, &Listed> = index
@@ -299,6 +288,7 @@ pub(super) fn plan_incremental(
                 in_place: doc.map(|d| d.doc_id),
                 recs: Recs::Some(Vec::new()),
                 drops: Vec::new(),
+                from: HashMap::new(),
                 sweep: Vec::new(),
                 labels_now: None,
             }
@@ -307,14 +297,19 @@ pub(super) fn plan_incremental(
     let mut plan = Plan::default();
     let upserted: HashSet<u128> = recs.iter().map(Rec::identity).collect();
     for (i, r) in recs.iter().enumerate() {
-        if let Recs::Some(v) = &mut job(&mut jobs, &docs, layout.route(r.labels, r.identity())).recs
-        {
-            v.push(i);
-        }
+        let mut from = Vec::new();
         for k in layout.covering(r.identity()) {
             if k.labels != r.labels {
                 job(&mut jobs, &docs, k).drops.push((r.identity(), None));
+                from.extend(docs.get(&k).map(|d| (*d).clone()));
             }
+        }
+        let to = job(&mut jobs, &docs, layout.route(r.labels, r.identity()));
+        if let Recs::Some(v) = &mut to.recs {
+            v.push(i);
+        }
+        if !from.is_empty() {
+            to.from.insert(r.identity(), from);
         }
     }
     for (i, g) in gone.iter().enumerate() {
@@ -335,33 +330,207 @@ pub(super) fn plan_incremental(
         })
         .collect();
     // Documents no change fell in keep the job's own labels (Tanium Labels).
-    if let Some(fixed) = p.labels.fixed(p.tanium) {
-        let managed = p.labels.managed();
-        for g in &index.groups {
-            if touched.contains(&g.doc_id) {
-                continue;
-            }
-            let Some(current) = index.label_sets.get(g.labels) else {
-                continue;
-            };
-            if fixed.iter().all(|id| current.binary_search(id).is_ok()) {
-                continue;
-            }
-            let mut want: Vec<i64> = current.iter().chain(fixed.iter()).copied().collect();
-            want.sort_unstable();
-            want.dedup();
-            let plan_l = LabelPlan {
-                desired: want.into(),
-                managed: managed.clone(),
-                current: Some(Arc::from(current)),
-            };
-            p.plan_change(&what_group(g), &plan_l.change(current));
-            plan.jobs.push(Job::Labels {
-                doc_id: g.doc_id,
-                what: what_group(g),
-                plan: plan_l,
-            });
-        }
-    }
+    let untouched = index
+        .groups
+        .iter()
+        .filter(|g| !touched.contains(&g.doc_id))
+        .map(|g| (g.doc_id, what_group(g), index.label_sets.get(g.labels)));
+    plan.jobs.extend(
+        top_ups(run, &mut b.labels, untouched)
+            .into_iter()
+            .map(Job::Doc),
+    );
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intel::group::label_set_hash;
+    use crate::intel::Format;
+    use crate::sync::grouped::pull::{take, Pulled, Spill};
+    use crate::sync::grouped::{kept, Books};
+    use crate::sync::report::Counts;
+    use crate::sync::testkit::{host, Kit};
+    use crate::tanium::model::IntelDoc;
+    use crate::tc::model::Indicator;
+    use serde_json::json;
+
+    fn hosts(ids: std::ops::Range<i64>) -> Vec<Indicator> {
+        ids.map(|i| host(i, &format!("h{i}.example"))).collect()
+    }
+
+    /// The source holding `inds` in one grouped document of label set `labels`, as `doc_id`.
+    fn grouped(index: &mut SourceIndex, doc_id: i64, inds: &[Indicator], labels: &[&str]) {
+        let names: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        let key = BucketKey::root(label_set_hash(&names));
+        let mut members: Vec<_> = inds.iter().map(|i| group::member(i).unwrap()).collect();
+        let doc = group::render(Format::Stix, &key, &mut members, "ThreatConnect", &names);
+        let listed = IntelDoc {
+            id: doc_id,
+            source_id: Some(1),
+            name: doc.name.clone(),
+            intrinsic_id: Some(key.root_id(Format::Stix)),
+            kind: Some(doc.type_header().into()),
+            ..IntelDoc::default()
+        };
+        index.add(listed, Format::Stix);
+    }
+
+    /// What the pull of `inds` keeps, and the books of the run.
+    fn pulled(kit: &Kit, inds: &[Indicator], full: bool) -> (Pulled, Vec<Rec>, Vec<u128>, Books) {
+        let run = kit.run(full);
+        let mut pulled = Pulled {
+            floor: None,
+            recs: Vec::new(),
+            spill: Spill::open(&kit.config.paths.temp).unwrap(),
+            names: HashMap::new(),
+            gone: Vec::new(),
+        };
+        let sel = crate::sync::select::Selection {
+            filters: &kit.config.filters,
+            format: kit.config.intel_format,
+            guard: &kit.config.rails.guard,
+            exclusions: None,
+            expired_by: None,
+            cutoff: None,
+        };
+        let mut counts = Counts::default();
+        for ind in inds {
+            take(&run, &mut counts, ind, &sel, &mut pulled).unwrap();
+        }
+        pulled.spill.seal().unwrap();
+        let (recs, desired, _) = kept(&mut pulled, full);
+        let books = Books {
+            counts,
+            labels: kit.book(),
+            removal_error: None,
+        };
+        (pulled, recs, desired, books)
+    }
+
+    fn kit() -> Kit {
+        Kit::new(
+            Vec::new(),
+            json!({ "indicators_per_document": "20", "tanium_labels": "ThreatConnect" }),
+        )
+    }
+
+    #[test]
+    fn a_label_change_reads_the_old_documents_and_counts_their_indicators_as_moving() {
+        let kit = kit();
+        let inds = hosts(1..6);
+        let mut index = SourceIndex::default();
+        grouped(&mut index, 500, &inds, &["ThreatConnect", "Extra"]);
+        let (p, recs, desired, b) = pulled(&kit, &inds, true);
+        let members = Kept {
+            recs: &recs,
+            desired: &desired,
+            gone: &p.gone,
+            floor: None,
+        };
+        let run = kit.run(true);
+        let plan = plan_full(&run, &b, &mut index, members, &HashMap::new(), (20, true));
+        let writes: Vec<&WriteJob> = plan
+            .jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Write(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(writes.len(), 2, "the new bucket, and the old document read");
+        let old = writes.iter().find(|w| w.in_place == Some(500)).unwrap();
+        assert_eq!(old.old.len(), 1);
+        assert_eq!(
+            old.recs.iter().count(),
+            0,
+            "none of its indicators stays there"
+        );
+        let retire: Vec<_> = plan.retire.iter().map(|r| (r.doc_id, &r.cause)).collect();
+        assert_eq!(retire, [(500, &Cause::Moved)]);
+        assert!(
+            plan.retire[0].needs_clean,
+            "it goes once the new documents are written"
+        );
+        assert_eq!((plan.removal_bound, plan.retired_members), (5, 0));
+    }
+
+    #[test]
+    fn single_documents_go_once_grouped_or_whatever_the_writes_did_when_not_sent() {
+        let kit = kit();
+        let (sent, gone) = (host(1, "sent.example"), host(2, "gone.example"));
+        let mut index = SourceIndex::default();
+        for (id, ind) in [(101, &sent), (102, &gone)] {
+            let p = crate::intel::render(ind, Format::Stix).unwrap();
+            let doc = IntelDoc {
+                id,
+                source_id: Some(1),
+                name: p.name.clone(),
+                intrinsic_id: Some(p.identity.to_string()),
+                kind: Some(p.type_header().into()),
+                ..IntelDoc::default()
+            };
+            index.add(doc, Format::Stix);
+        }
+        let (p, recs, desired, b) = pulled(&kit, std::slice::from_ref(&sent), true);
+        let members = Kept {
+            recs: &recs,
+            desired: &desired,
+            gone: &p.gone,
+            floor: None,
+        };
+        let run = kit.run(true);
+        let plan = plan_full(&run, &b, &mut index, members, &HashMap::new(), (20, true));
+        let mut retire: Vec<_> = plan
+            .retire
+            .iter()
+            .map(|r| {
+                (
+                    r.doc_id,
+                    r.cause.key().into_owned(),
+                    r.needs_clean,
+                    r.members,
+                )
+            })
+            .collect();
+        retire.sort();
+        assert_eq!(
+            retire,
+            [
+                (101, "Indicators per Intel Document changed".into(), true, 0),
+                (102, "not selected any more".into(), false, 1)
+            ]
+        );
+        assert_eq!((plan.removal_bound, plan.retired_members), (1, 1));
+    }
+
+    #[test]
+    fn an_incremental_change_and_removal_go_to_the_document_that_holds_them() {
+        let kit = kit();
+        let inds = hosts(1..4);
+        let mut index = SourceIndex::default();
+        grouped(&mut index, 500, &inds, &["ThreatConnect"]);
+        let changed = Indicator {
+            confidence: Some(5),
+            ..inds[0].clone()
+        };
+        let (mut p, recs, _, mut b) = pulled(&kit, &[changed], false);
+        let id = group::member(&inds[1]).unwrap().identity.as_u128();
+        p.gone.push(Gone {
+            identity: id,
+            what: "Host h2.example (Org)".into(),
+            cause: Cause::DeletedInTc,
+        });
+        let run = kit.run(false);
+        let plan = plan_incremental(&run, &mut b, &index, &recs, &p.gone);
+        let [Job::Write(w)] = &plan.jobs[..] else {
+            panic!("one job for the one document");
+        };
+        assert_eq!(w.in_place, Some(500));
+        assert_eq!(w.recs.iter().count(), 1);
+        assert_eq!(w.drops, [(id, Some(0))]);
+        assert_eq!(plan.removal_bound, 1);
+        assert!(plan.retire.is_empty());
+    }
 }

@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::intel;
 use crate::intel::group::{self, Member};
-use crate::safety::Block;
 use crate::tc::model::Indicator;
 
-use crate::sync::layout;
-use crate::sync::plan::{rank, Selection};
-use crate::sync::planner::{describe, Planner};
+use super::layout;
+use crate::sync::cause::Cause;
+use crate::sync::pull::describe;
+use crate::sync::report::Counts;
+use crate::sync::select::{select, NotSent, Selection, Verdict};
+use crate::sync::Run;
 
 /// One kept indicator: where its member line is in the scratch file (40 bytes: a million
 /// of them are the largest thing a run holds).
@@ -140,15 +141,51 @@ impl Drop for Spill {
     }
 }
 
-/// An indicator that no longer qualifies (incremental runs), with what the plan says of it.
+/// An indicator that no longer qualifies, with what the plan says of it and why it goes.
 pub(super) struct Gone {
     pub(super) identity: u128,
     pub(super) what: String,
-    pub(super) why: String,
+    pub(super) cause: Cause,
+}
+
+/// What the pull kept, as planning and writing read it.
+#[derive(Clone, Copy)]
+pub(super) struct Kept<'a> {
+    /// One record per identity, by label set then identity.
+    pub(super) recs: &'a [Rec],
+    /// Every identity sent, sorted (a full reconcile with several label sets; empty: `recs`
+    /// are in identity order and say it).
+    pub(super) desired: &'a [u128],
+    /// What left the selection, by identity.
+    pub(super) gone: &'a [Gone],
+    /// The pull's floor (the horizon or Maximum Indicator Age).
+    pub(super) floor: Option<OffsetDateTime>,
+}
+
+impl Kept<'_> {
+    /// Whether this run sends `id` (a full reconcile's records are every identity it sends).
+    pub(super) fn sent(&self, id: u128) -> bool {
+        if self.desired.is_empty() {
+            self.recs.binary_search_by_key(&id, Rec::identity).is_ok()
+        } else {
+            self.desired.binary_search(&id).is_ok()
+        }
+    }
+
+    /// Why an indicator this run does not send leaves: what the pull met of it, or, not met,
+    /// not selected any more.
+    pub(super) fn cause_of(&self, id: u128) -> Cause {
+        match self.gone.binary_search_by_key(&id, |g| g.identity) {
+            Ok(i) => self.gone[i].cause.clone(),
+            Err(_) => Cause::NotSelected { floor: self.floor },
+        }
+    }
 }
 
 /// What the pull kept.
 pub(super) struct Pulled {
+    /// The pull's floor (the horizon or Maximum Indicator Age).
+    pub(super) floor: Option<OffsetDateTime>,
     pub(super) recs: Vec<Rec>,
     pub(super) spill: Spill,
     /// Label names by label-set hash.
@@ -159,56 +196,33 @@ pub(super) struct Pulled {
 /// Plans one indicator of the pull: kept as a member, or counted (and, when it may be in a
 /// document, noted as gone).
 pub(super) fn take(
-    p: &mut Planner,
+    run: &Run,
+    counts: &mut Counts,
     ind: &Indicator,
     sel: &Selection,
     pulled: &mut Pulled,
 ) -> Result<()> {
-    let Some(kind) = ind.kind() else {
-        p.counts.dropped_other_types += 1;
-        return Ok(());
-    };
-    let gone = |list: &mut Vec<Gone>, why: String| {
-        if let Ok(id) = intel::identity_of(&ind.owner_name, kind, &ind.summary) {
-            list.push(Gone {
-                identity: id.as_u128(),
-                what: describe(ind),
-                why,
-            });
-        }
-    };
-    if let Some(why) = p.config.filters.rejection(ind) {
-        *p.counts.excluded.entry(why.filter).or_default() += 1;
-        gone(&mut pulled.gone, why.detail);
-        return Ok(());
-    }
-    let member = match group::member(ind) {
-        Ok(m) => m,
-        Err(invalid) => {
-            log::warn!("{invalid}");
-            p.counts.skipped_invalid += 1;
+    let member = match select(ind, sel, group::member) {
+        Verdict::Sent(m) => m,
+        Verdict::NotSent(why) => {
+            why.count(ind, counts, run.opts.dry_run);
+            if let NotSent::Out {
+                identity: Some(identity),
+                cause,
+                ..
+            } = why
+            {
+                pulled.gone.push(Gone {
+                    identity,
+                    what: describe(ind),
+                    cause,
+                });
+            }
             return Ok(());
         }
     };
-    if let Some(block) = sel.guard.check(kind, &member.value()) {
-        p.counts.blocked += 1;
-        if p.counts.blocked <= 50 {
-            log::info!("not sent: {} ({}): {block}", member.title(), ind.owner_name);
-        }
-        let kind_of = match block {
-            Block::Unsafe(_) => "unsafe",
-            Block::NeverSend(_) => "on the Never Send list",
-        };
-        gone(&mut pulled.gone, format!("{kind_of}: {block}"));
-        return Ok(());
-    }
-    if sel.cutoff.is_some_and(|c| rank(ind) > c) {
-        p.counts.over_cap += 1;
-        gone(&mut pulled.gone, "ranked beyond Maximum Indicators".into());
-        return Ok(());
-    }
-    p.counts.matched += 1;
-    let names = p.config.labels.for_indicator(ind);
+    counts.matched += 1;
+    let names = run.config.labels.for_indicator(ind);
     let labels = group::label_set_hash(&names);
     pulled.names.entry(labels).or_insert(names);
     let at = pulled.spill.put(&member.to_line())?;

@@ -1,6 +1,7 @@
 //! What a job carries from one run to the next: Last Modified, the job horizon, when the last
 //! full reconcile finished, the filters' fingerprint, whether a deploy is owed, which label
-//! rules the documents' labels follow, and whether Tanium could delete the last run lease. This type alone reads those keys from the params and
+//! rules the documents' labels follow, whether Tanium could delete the last run lease, and what
+//! ThreatConnect's exclusion lists excluded. This type alone reads those keys from the params and
 //! decides what goes back to `results.tc`.
 
 use std::collections::BTreeSet;
@@ -13,7 +14,7 @@ use time::OffsetDateTime;
 use crate::config::timestamp::{parse_last_modified, parse_time};
 use crate::config::value::{boolean, shown, text, Problems};
 use crate::error::{Error, Result};
-use crate::labels::{LabelRules, Managed};
+use crate::label_rules::{LabelRules, Managed};
 use crate::param_names as pn;
 use crate::params::RawParams;
 
@@ -24,6 +25,9 @@ pub const HORIZON_NONE: &str = "none";
 /// The label fingerprint of a run that could not read or make labels: it matches no rules,
 /// not even none, so the next run looks at every document's labels.
 pub const LABELS_UNSETTLED: &str = "unsettled";
+/// The exclusion fingerprint of a run that could not read ThreatConnect's exclusion lists: it
+/// matches no lists, so the first run that reads them reconciles fully.
+pub const LISTS_UNREAD: &str = "unread";
 /// How Deploy Pending counts the runs in a row whose deploy Tanium refused (`refused 2`).
 const REFUSED: &str = "refused";
 /// How long ThreatConnect is taken to keep deleted-indicator records. Its system administrator
@@ -61,6 +65,34 @@ pub struct Checkpoint {
     pub label_fingerprint: Option<String>,
     /// Tanium could not delete a run lease source (see `tanium::lease`).
     pub lease_deletes_failed: bool,
+    /// What ThreatConnect's exclusion lists excluded at the last run (see [`ListsEnd`]).
+    pub exclusion_fingerprint: Option<String>,
+}
+
+/// Why the checkpoint asks for a full reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    FiltersChanged,
+    /// What ThreatConnect's exclusion lists exclude changed, or a run could not read them.
+    ExclusionListsChanged,
+    NoRecord,
+    /// Older than [`DELETED_RETENTION`].
+    Stale,
+    Interval,
+}
+
+impl std::fmt::Display for Due {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Due::FiltersChanged => "the job's filters changed",
+            Due::ExclusionListsChanged => {
+                "ThreatConnect's exclusion lists changed (or the last run could not read them)"
+            }
+            Due::NoRecord => "no full reconcile on record",
+            Due::Stale => STALE_CHECKPOINT,
+            Due::Interval => "the reconcile interval has passed",
+        })
+    }
 }
 
 /// How far a run brought the documents' labels, for the label keys of results.tc.
@@ -74,6 +106,27 @@ pub enum LabelsEnd {
     Kept,
     /// Tanium's labels could not be read or made: the next run looks at every document's.
     Unsettled,
+}
+
+/// What a run made of ThreatConnect's exclusion lists, for Exclusion Fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListsEnd {
+    /// Honor Exclusion Lists is off.
+    Off,
+    /// Read: the fingerprint of what they exclude.
+    Read(u64),
+    /// They could not be read: what the run sent may be on them.
+    Unread,
+}
+
+impl ListsEnd {
+    fn kept(self) -> String {
+        match self {
+            ListsEnd::Off => String::new(),
+            ListsEnd::Read(f) => format!("{f:016x}"),
+            ListsEnd::Unread => LISTS_UNREAD.to_string(),
+        }
+    }
 }
 
 /// How a run ended, as far as the next run's starting point is concerned.
@@ -98,6 +151,7 @@ pub struct RunEnd {
     /// The deploy task the next run asks about (one this run started, or one still running).
     pub deploy_task: Option<i64>,
     pub labels: LabelsEnd,
+    pub lists: ListsEnd,
 }
 
 fn iso(t: OffsetDateTime) -> String {
@@ -127,24 +181,7 @@ impl Checkpoint {
         problems: &mut Problems,
         notes: &mut Vec<String>,
     ) -> Option<Checkpoint> {
-        let given = text(raw, pn::LAST_MODIFIED);
-        let defaulted = matches!(given, Ok(None));
-        let last_modified = problems.take(
-            given
-                .map(|v| v.unwrap_or_else(|| DEFAULT_LAST_MODIFIED.to_string()))
-                .and_then(|v| {
-                    parse_last_modified(&v, now)
-                        .map(Some)
-                        .map_err(|e| format!("{} {e}", pn::LAST_MODIFIED.label))
-                }),
-        )?;
-        if defaulted {
-            notes.push(format!(
-                "{} is empty: using the default, {DEFAULT_LAST_MODIFIED} ({})",
-                pn::LAST_MODIFIED.label,
-                iso(last_modified)
-            ));
-        }
+        let last_modified = last_modified(raw, now, problems, notes)?;
         let mut hidden_time = |spec: pn::ParamSpec, consequence: &str| match text(raw, spec) {
             Ok(Some(s)) if s.eq_ignore_ascii_case(HORIZON_NONE) => Some(None),
             Ok(Some(s)) => match parse_time(&s, now) {
@@ -202,14 +239,25 @@ impl Checkpoint {
                 false,
             )
             .unwrap_or(false),
+            exclusion_fingerprint: text(raw, pn::EXCLUSION_FINGERPRINT).ok().flatten(),
         })
     }
 
-    /// Why this run must look at every document's labels (None: the documents it meets are
-    /// enough). Only a full pull says every indicator's tags and score.
-    pub fn label_pass_reason(&self, rules: &LabelRules) -> Option<&'static str> {
-        (self.label_fingerprint.as_deref().unwrap_or("") != rules.fingerprint())
-            .then_some("the label params changed")
+    /// Whether what the exclusion lists exclude differs from the last run's (a run that could
+    /// not read them counts as a difference); None: this run has no fingerprint (the rail is
+    /// off, or the lists could not be read), and a job without one on record has nothing to
+    /// compare (turning the rail on changes the filter fingerprint instead).
+    pub fn exclusions_changed(&self, now: Option<u64>) -> bool {
+        match (&self.exclusion_fingerprint, now) {
+            (Some(kept), Some(now)) => *kept != ListsEnd::Read(now).kept(),
+            _ => false,
+        }
+    }
+
+    /// Whether this run must look at every document's labels (else the documents it meets
+    /// are enough). Only a full pull says every indicator's tags and score.
+    pub fn labels_changed(&self, rules: &LabelRules) -> bool {
+        self.label_fingerprint.as_deref().unwrap_or("") != rules.fingerprint()
     }
 
     /// The labels the job may add and remove: those of its current rules and of the rules of
@@ -248,29 +296,23 @@ impl Checkpoint {
 
     /// Whether this run must compare the whole match set with the source, and why (None:
     /// an incremental run is enough).
-    pub fn full_reconcile_reason(
-        &self,
-        now: OffsetDateTime,
-        interval: Duration,
-        fingerprint: &str,
-    ) -> Option<&'static str> {
+    pub fn due(&self, now: OffsetDateTime, interval: Duration, fingerprint: &str) -> Option<Due> {
         if self
             .filter_fingerprint
             .as_deref()
             .is_some_and(|f| f != fingerprint)
         {
-            return Some("the job's filters changed");
+            return Some(Due::FiltersChanged);
         }
         let stale = now - self.last_modified;
         match self.last_full_reconcile {
-            None => Some("no full reconcile on record"),
+            None => Some(Due::NoRecord),
             Some(_) if stale.is_positive() && stale.unsigned_abs() > DELETED_RETENTION => {
-                Some(STALE_CHECKPOINT)
+                Some(Due::Stale)
             }
             Some(t) => {
                 let age = now - t;
-                (age.is_negative() || age.unsigned_abs() >= interval)
-                    .then_some("the reconcile interval has passed")
+                (age.is_negative() || age.unsigned_abs() >= interval).then_some(Due::Interval)
             }
         }
     }
@@ -323,6 +365,7 @@ impl Checkpoint {
                 pn::DEPLOY_TASK.name,
                 Some(end.deploy_task.map(|t| t.to_string()).unwrap_or_default()),
             ),
+            (pn::EXCLUSION_FINGERPRINT.name, Some(end.lists.kept())),
         ];
         if end.full_reconcile && end.removals_complete && end.pull_complete {
             out.push((pn::LAST_FULL_RECONCILE.name, Some(iso(now))));
@@ -358,8 +401,37 @@ impl Checkpoint {
             "managed_labels": self.managed_labels,
             "label_fingerprint": self.label_fingerprint,
             "run_lease_unsupported": self.lease_deletes_failed,
+            "exclusion_fingerprint": self.exclusion_fingerprint,
         })
     }
+}
+
+/// Last Modified, or its default when empty (said in `notes`).
+fn last_modified(
+    raw: &RawParams,
+    now: OffsetDateTime,
+    problems: &mut Problems,
+    notes: &mut Vec<String>,
+) -> Option<OffsetDateTime> {
+    let given = text(raw, pn::LAST_MODIFIED);
+    let defaulted = matches!(given, Ok(None));
+    let last_modified = problems.take(
+        given
+            .map(|v| v.unwrap_or_else(|| DEFAULT_LAST_MODIFIED.to_string()))
+            .and_then(|v| {
+                parse_last_modified(&v, now)
+                    .map(Some)
+                    .map_err(|e| format!("{} {e}", pn::LAST_MODIFIED.label))
+            }),
+    )?;
+    if defaulted {
+        notes.push(format!(
+            "{} is empty: using the default, {DEFAULT_LAST_MODIFIED} ({})",
+            pn::LAST_MODIFIED.label,
+            iso(last_modified)
+        ));
+    }
+    Some(last_modified)
 }
 
 /// Deploy Pending: whether a deploy is owed, and after how many refused runs in a row
@@ -404,335 +476,4 @@ fn managed_labels(raw: &RawParams, notes: &mut Vec<String>) -> BTreeSet<String> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use time::macros::datetime;
-
-    const NOW: OffsetDateTime = datetime!(2026-11-28 12:00:00 UTC);
-
-    fn raw(pairs: &[(&str, &str)]) -> RawParams {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect()
-    }
-
-    /// A Last Modified the admin gave (an empty one is a note of its own).
-    const GIVEN: (&str, &str) = ("last_modified", "30 days ago");
-
-    fn load(pairs: &[(&str, &str)]) -> (Checkpoint, Vec<String>) {
-        Checkpoint::load(&raw(pairs), NOW).unwrap()
-    }
-
-    fn end() -> RunEnd {
-        RunEnd {
-            query_started: NOW,
-            oldest_undelivered: None,
-            pull_complete: true,
-            full_reconcile: false,
-            removals_complete: true,
-            deploy_owed: false,
-            deploy_refusals: 0,
-            deploy_task: None,
-            labels: LabelsEnd::Kept,
-        }
-    }
-
-    #[test]
-    fn a_first_run_starts_at_last_modified_and_takes_it_as_horizon() {
-        let (c, notes) = load(&[]);
-        assert_eq!(
-            notes,
-            ["Last Modified is empty: using the default, 30 days ago (2026-10-29T12:00:00Z)"]
-        );
-        assert_eq!(load(&[("last_modified", " ")]).1, notes);
-        assert!(load(&[("last_modified", "30 days ago")]).1.is_empty());
-        assert_eq!(c.last_modified, datetime!(2026-10-29 12:00:00 UTC));
-        assert_eq!(c.horizon, Some(c.last_modified));
-        assert_eq!(c.last_full_reconcile, None);
-        assert!(!c.deploy_owed);
-        for (bad, want) in [
-            ("soon", "Last Modified must be a time such as"),
-            ("yesterday", "Last Modified must be a time such as"),
-            ("2099-01-01", "Last Modified is in the future"),
-        ] {
-            let e = Checkpoint::load(&raw(&[("last_modified", bad)]), NOW).unwrap_err();
-            assert!(e.to_string().starts_with(want), "{e}");
-        }
-    }
-
-    #[test]
-    fn the_horizon_is_the_earliest_last_modified_ever_given() {
-        let kept = [
-            ("last_modified", "2026-11-20T00:00:00Z"),
-            ("job_horizon", "2026-10-01T00:00:00Z"),
-        ];
-        assert_eq!(
-            load(&kept).0.horizon,
-            Some(datetime!(2026-10-01 00:00:00 UTC))
-        );
-        let earlier = [
-            ("last_modified", "2026-09-01T00:00:00Z"),
-            ("job_horizon", "2026-10-01T00:00:00Z"),
-        ];
-        assert_eq!(
-            load(&earlier).0.horizon,
-            Some(datetime!(2026-09-01 00:00:00 UTC))
-        );
-        // A job from before horizons: unbounded, and said so in results.tc.
-        let old = [
-            ("last_modified", "2026-11-20T00:00:00Z"),
-            ("filter_fingerprint", "abc"),
-        ];
-        let (c, _) = load(&old);
-        assert_eq!(c.horizon, None);
-        let results = c.results(&end(), "abc", NOW);
-        assert!(results.contains(&("job_horizon", Some("none".into()))));
-        // A damaged horizon drops it for the run (never narrows what is sent) and says so.
-        let (c, notes) = load(&[("job_horizon", "garbage"), GIVEN]);
-        assert_eq!((c.horizon, notes.len()), (None, 1));
-    }
-
-    #[test]
-    fn full_reconcile_when_filters_change_or_the_interval_passes() {
-        let day = Duration::from_secs(86_400);
-        let (c, _) = load(&[
-            ("last_modified", "2026-11-28T06:00:00Z"),
-            ("last_full_reconcile", "2026-11-28T00:00:00Z"),
-            ("filter_fingerprint", "f1"),
-        ]);
-        assert_eq!(c.full_reconcile_reason(NOW, day, "f1"), None);
-        assert_eq!(
-            c.full_reconcile_reason(NOW, day, "f2"),
-            Some("the job's filters changed")
-        );
-        assert_eq!(
-            c.full_reconcile_reason(NOW, Duration::from_secs(3600), "f1"),
-            Some("the reconcile interval has passed")
-        );
-        assert_eq!(
-            c.full_reconcile_reason(NOW - time::Duration::days(1), day, "f1"),
-            Some("the reconcile interval has passed"),
-            "a clock that went backwards reconciles"
-        );
-        // Older than ThreatConnect may keep deletion records: full, whatever the interval.
-        let month = Duration::from_secs(30 * 86_400);
-        let (paused, _) = load(&[
-            ("last_modified", "2026-11-20T11:00:00Z"),
-            ("last_full_reconcile", "2026-11-27T00:00:00Z"),
-            ("filter_fingerprint", "f1"),
-        ]);
-        assert_eq!(
-            paused.full_reconcile_reason(NOW, month, "f1"),
-            Some(STALE_CHECKPOINT)
-        );
-        let (week, _) = load(&[
-            ("last_modified", "2026-11-21T13:00:00Z"),
-            ("last_full_reconcile", "2026-11-27T00:00:00Z"),
-            ("filter_fingerprint", "f1"),
-        ]);
-        assert_eq!(week.full_reconcile_reason(NOW, month, "f1"), None);
-        let (damaged, notes) = load(&[("last_full_reconcile", "garbage"), GIVEN]);
-        assert_eq!(notes.len(), 1);
-        assert!(damaged.full_reconcile_reason(NOW, day, "f1").is_some());
-    }
-
-    #[test]
-    fn last_modified_never_passes_what_was_not_delivered() {
-        let (c, _) = load(&[("last_modified", "2026-11-28T10:00:00Z")]);
-        let margin = NOW - SAFETY_MARGIN;
-        assert_eq!(c.next_last_modified(&end()), margin);
-        let failed = datetime!(2026-11-28 11:00:00 UTC);
-        let e = RunEnd {
-            oldest_undelivered: Some(failed),
-            ..end()
-        };
-        assert_eq!(c.next_last_modified(&e), failed - Duration::from_secs(1));
-        let stopped = RunEnd {
-            pull_complete: false,
-            ..end()
-        };
-        assert_eq!(c.next_last_modified(&stopped), c.last_modified);
-        // A clean incremental run never moves it backwards (a clock behind TC's).
-        let (ahead, _) = load(&[("last_modified", "2026-11-28T11:58:00Z")]);
-        assert_eq!(ahead.next_last_modified(&end()), ahead.last_modified);
-        let full = RunEnd {
-            full_reconcile: true,
-            ..end()
-        };
-        assert_eq!(ahead.next_last_modified(&full), margin);
-    }
-
-    #[test]
-    fn results_force_a_full_reconcile_after_incomplete_evidence() {
-        let (c, _) = load(&[]);
-        let key = |r: &[(&str, Option<String>)]| {
-            r.iter()
-                .find(|(k, _)| *k == "last_full_reconcile")
-                .map(|(_, v)| v.clone())
-        };
-        let full = RunEnd {
-            full_reconcile: true,
-            ..end()
-        };
-        assert_eq!(
-            key(&c.results(&full, "f", NOW)),
-            Some(Some("2026-11-28T12:00:00Z".into()))
-        );
-        assert_eq!(
-            key(&c.results(&end(), "f", NOW)),
-            None,
-            "incremental: unchanged"
-        );
-        for broken in [
-            RunEnd {
-                removals_complete: false,
-                ..full
-            },
-            RunEnd {
-                pull_complete: false,
-                ..end()
-            },
-        ] {
-            assert_eq!(
-                key(&c.results(&broken, "f", NOW)),
-                Some(Some(String::new()))
-            );
-        }
-        let owed = RunEnd {
-            deploy_owed: true,
-            ..end()
-        };
-        assert!(c
-            .results(&owed, "f", NOW)
-            .contains(&("deploy_pending", Some("true".into()))));
-        let (k, _) = load(&[("deploy_pending", "true")]);
-        assert!(k.deploy_owed);
-    }
-
-    #[test]
-    fn deploy_refusals_and_the_deploy_task_are_carried_to_the_next_run() {
-        let (c, _) = load(&[]);
-        let value = |r: &[(&str, Option<String>)], k: &str| {
-            r.iter().find(|(n, _)| *n == k).and_then(|(_, v)| v.clone())
-        };
-        let refused = RunEnd {
-            deploy_owed: true,
-            deploy_refusals: 2,
-            deploy_task: Some(779),
-            ..end()
-        };
-        let r = c.results(&refused, "f", NOW);
-        assert_eq!(value(&r, "deploy_pending").as_deref(), Some("refused 2"));
-        assert_eq!(value(&r, "deploy_task").as_deref(), Some("779"));
-        let (k, notes) = load(&[
-            ("deploy_pending", "refused 2"),
-            ("deploy_task", "779"),
-            GIVEN,
-        ]);
-        assert!(notes.is_empty());
-        assert_eq!(
-            (k.deploy_owed, k.deploy_refusals, k.deploy_task),
-            (true, 2, Some(779))
-        );
-        let r = c.results(&end(), "f", NOW);
-        assert_eq!(value(&r, "deploy_pending").as_deref(), Some(""));
-        assert_eq!(value(&r, "deploy_task").as_deref(), Some(""));
-        for damaged in ["refused", "refused x", "garbage"] {
-            let (k, _) = load(&[("deploy_pending", damaged), ("deploy_task", "task 7")]);
-            assert_eq!(
-                (k.deploy_owed, k.deploy_refusals, k.deploy_task),
-                (false, 0, None),
-                "{damaged}"
-            );
-        }
-    }
-
-    fn rules(fixed: &[&str], tags: &[&str]) -> LabelRules {
-        LabelRules {
-            fixed: fixed.iter().map(|f| f.to_string()).collect(),
-            tags: tags
-                .iter()
-                .map(|t| crate::labels::TagRule::parse(t).unwrap())
-                .collect(),
-            threatassess: false,
-        }
-    }
-
-    fn label_keys(
-        c: &Checkpoint,
-        labels: LabelsEnd,
-        r: &LabelRules,
-    ) -> Vec<(&'static str, Option<String>)> {
-        c.label_results(&RunEnd { labels, ..end() }, r)
-    }
-
-    #[test]
-    fn the_run_lease_key_is_set_when_deletes_fail_and_cleared_once_one_works() {
-        let (fresh, _) = load(&[]);
-        assert!(!fresh.lease_deletes_failed);
-        assert_eq!(fresh.lease_results(Some(true)), Vec::new());
-        assert_eq!(fresh.lease_results(None), Vec::new());
-        let set = vec![("run_lease_unsupported", Some("true".to_string()))];
-        assert_eq!(fresh.lease_results(Some(false)), set);
-        let (failed, _) = load(&[("run_lease_unsupported", "true")]);
-        assert!(failed.lease_deletes_failed);
-        assert_eq!(failed.lease_results(None), Vec::new());
-        assert_eq!(failed.lease_results(Some(false)), set);
-        assert_eq!(
-            failed.lease_results(Some(true)),
-            vec![("run_lease_unsupported", Some(String::new()))]
-        );
-        let (damaged, _) = load(&[("run_lease_unsupported", "perhaps")]);
-        assert!(!damaged.lease_deletes_failed);
-    }
-
-    #[test]
-    fn a_change_of_the_label_rules_asks_for_a_pass_until_one_settles_them() {
-        let old = rules(&["ThreatConnect", "Old"], &["crime*"]);
-        let new = rules(&["ThreatConnect"], &[]);
-        // A job from before labels: its documents have none yet.
-        let (first, _) = load(&[]);
-        assert_eq!(
-            first.label_pass_reason(&new),
-            Some("the label params changed")
-        );
-        assert_eq!(first.label_pass_reason(&LabelRules::default()), None);
-        let settled = label_keys(&first, LabelsEnd::Settled, &old);
-        let carried: Vec<(&str, &str)> = settled
-            .iter()
-            .map(|(k, v)| (*k, v.as_deref().unwrap()))
-            .collect();
-        let (after, _) = load(&carried);
-        assert_eq!(after.label_pass_reason(&old), None);
-        // The params change: a pass, and the old rules stay managed until one settles.
-        assert_eq!(
-            after.label_pass_reason(&new),
-            Some("the label params changed")
-        );
-        let m = after.managed(&new);
-        assert!(m.manages("old") && m.manages("Crimeware") && m.manages("threatconnect"));
-        assert!(!m.manages("Pilot"));
-        let kept = label_keys(&after, LabelsEnd::Kept, &new);
-        assert_eq!(
-            kept[0].1.as_deref(),
-            Some(r#"["label:old","label:threatconnect","tag:crime*"]"#)
-        );
-        assert_eq!(kept[1].1, Some(old.fingerprint()), "still owes the pass");
-        let unsettled = label_keys(&after, LabelsEnd::Unsettled, &old);
-        assert_eq!(unsettled[1].1.as_deref(), Some("unsettled"));
-        let (after_unsettled, _) = load(&[("label_fingerprint", "unsettled")]);
-        assert_eq!(
-            after_unsettled.label_pass_reason(&LabelRules::default()),
-            Some("the label params changed"),
-            "even a job left without label params passes over the documents"
-        );
-        let done = label_keys(&after, LabelsEnd::Settled, &new);
-        assert_eq!(done[0].1.as_deref(), Some(r#"["label:threatconnect"]"#));
-        assert_eq!(done[1].1, Some(new.fingerprint()));
-        // Damaged, it is a note; the current rules still manage their own labels.
-        let (damaged, notes) = load(&[("managed_labels", "{oops"), GIVEN]);
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(damaged.managed(&new).manages("ThreatConnect"));
-    }
-}
+mod tests;

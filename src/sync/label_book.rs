@@ -1,20 +1,17 @@
-//! Labels in the sync: the label sets the listing shows (interned, so a million documents cost
-//! no more memory), the run's book of Tanium labels (names to ids, made when missing, which
-//! are the job's), and the difference a document's labels need. The rules themselves are in
-//! [`crate::labels`]; the planner decides per document, the pool writes.
+//! The run's side of labels: the label sets the listing shows (interned, so a million
+//! documents cost no more memory), the run's book of Tanium labels (names to ids, made when
+//! missing, which are the job's), and the difference a document's labels need. The rules
+//! themselves (which labels a document earns) are in [`crate::label_rules`]; each layout
+//! decides per document, the driver writes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::labels::{key, LabelRules, Managed};
+use crate::label_rules::{key, LabelRules, Managed};
 use crate::tanium::client::TaniumClient;
-use crate::tanium::labels::{find, LABEL_DESCRIPTION};
+use crate::tanium::label_api::{find, LABEL_DESCRIPTION};
 use crate::tanium::Label;
 use crate::tc::model::Indicator;
-
-use super::index::{SourceIndex, GONE, SEEN};
-use super::planner::{describe, Planner};
-use super::pool::Op;
 
 /// The listing did not say which labels a document has.
 pub(super) const UNKNOWN: u32 = u32::MAX;
@@ -227,6 +224,18 @@ impl LabelBook {
             .map_or_else(|| format!("label {id}"), |l| l.name.clone())
     }
 
+    /// A label change in the plan's words.
+    pub fn describe(&self, what: &str, change: &Change) -> String {
+        let mut parts = Vec::new();
+        if !change.add.is_empty() {
+            parts.push(format!("add {}", self.names(&change.add)));
+        }
+        if !change.remove.is_empty() {
+            parts.push(format!("remove {}", self.names(&change.remove)));
+        }
+        format!("labels {what}: {}", parts.join("; "))
+    }
+
     pub fn names(&self, ids: &[i64]) -> String {
         ids.iter()
             .map(|id| self.name(*id))
@@ -308,111 +317,36 @@ impl LabelBook {
     }
 }
 
-impl Planner<'_> {
-    fn label_plan(&mut self, ind: &Indicator, current: Option<&[i64]>) -> Option<LabelPlan> {
-        let desired = self.labels.desired(self.tanium, ind)?;
-        Some(LabelPlan {
-            desired,
-            managed: self.labels.managed(),
-            current: current.map(Arc::from),
-        })
-    }
-
-    pub fn plan_change(&self, what: &str, change: &Change) {
-        let mut parts = Vec::new();
-        if !change.add.is_empty() {
-            parts.push(format!("add {}", self.labels.names(&change.add)));
+/// Documents the pull did not meet keep the job's own labels (Tanium Labels): one taken off by
+/// hand comes back. Their other labels follow the indicators, which the run did not read; the
+/// next full reconcile looks at them. `docs`: each document, what the plan calls it, and its
+/// labels as listed (None: the listing does not say; left for a label pass). The label plan of
+/// each document that lacks one of them.
+pub(super) fn fixed_top_up<'x>(
+    book: &mut LabelBook,
+    tanium: &TaniumClient,
+    docs: impl Iterator<Item = (i64, String, Option<&'x [i64]>)>,
+) -> Vec<(i64, String, LabelPlan)> {
+    let Some(fixed) = book.fixed(tanium) else {
+        return Vec::new();
+    };
+    let managed = book.managed();
+    docs.filter_map(|(doc_id, what, current)| {
+        let current = current?;
+        if fixed.iter().all(|id| current.binary_search(id).is_ok()) {
+            return None;
         }
-        if !change.remove.is_empty() {
-            parts.push(format!("remove {}", self.labels.names(&change.remove)));
-        }
-        self.plan(format!("labels {what}: {}", parts.join("; ")));
-    }
-
-    /// The label plan of a document being written (`current`: its labels as listed, none for
-    /// a new one), with its plan line when the change is known.
-    pub fn labels_of(&mut self, ind: &Indicator, current: Option<&[i64]>) -> Option<LabelPlan> {
-        let plan = self.label_plan(ind, current)?;
-        if let Some(current) = current {
-            let change = plan.change(current);
-            if !change.is_empty() {
-                self.plan_change(&describe(ind), &change);
-            }
-        }
-        Some(plan)
-    }
-
-    /// A document whose content is current gets a label change of its own when its listed
-    /// labels differ from the rules, or, when the listing does not show them, during a pass
-    /// over every document's labels (the worker reads them first).
-    pub fn relabel(&mut self, ind: &Indicator, doc_id: i64, current: Option<&[i64]>) {
-        let Some(plan) = self.label_plan(ind, current) else {
-            return;
+        let mut desired: Vec<i64> = current.iter().chain(fixed.iter()).copied().collect();
+        desired.sort_unstable();
+        desired.dedup();
+        let plan = LabelPlan {
+            desired: desired.into(),
+            managed: managed.clone(),
+            current: Some(Arc::from(current)),
         };
-        let what = describe(ind);
-        match current {
-            Some(current) => {
-                let change = plan.change(current);
-                if change.is_empty() {
-                    return;
-                }
-                self.plan_change(&what, &change);
-            }
-            None if self.labels.pass => self.plan(format!(
-                "labels {what}: read from Tanium, then brought to {}",
-                self.labels.names(&plan.desired)
-            )),
-            None => return,
-        }
-        self.dispatch(Op::Labels {
-            doc_id,
-            what,
-            labels: plan,
-            last_modified: ind.last_modified_at(),
-        });
-    }
-
-    /// Documents the pull did not meet keep the job's own labels (Tanium Labels): one taken
-    /// off by hand comes back. Their other labels follow the indicator, which this run did not
-    /// read; the next full reconcile looks at them.
-    pub fn sweep_labels(&mut self, index: &mut SourceIndex) {
-        let Some(fixed) = self.labels.fixed(self.tanium) else {
-            return;
-        };
-        let managed = self.labels.managed();
-        let sets = &index.label_sets;
-        let mut owed = Vec::new();
-        for (_, e) in index.map.iter() {
-            if e.flags & (SEEN | GONE) != 0 || e.doc_id < 0 {
-                continue;
-            }
-            let Some(current) = sets.get(e.labels) else {
-                continue;
-            };
-            if fixed.iter().all(|id| current.binary_search(id).is_ok()) {
-                continue;
-            }
-            let mut desired: Vec<i64> = current.iter().chain(fixed.iter()).copied().collect();
-            desired.sort_unstable();
-            desired.dedup();
-            owed.push((e.doc_id, desired, Arc::<[i64]>::from(current)));
-        }
-        for (doc_id, desired, current) in owed {
-            let what = format!("document {doc_id}");
-            let plan = LabelPlan {
-                desired: desired.into(),
-                managed: managed.clone(),
-                current: Some(current.clone()),
-            };
-            self.plan_change(&what, &plan.change(&current));
-            self.dispatch(Op::Labels {
-                doc_id,
-                what,
-                labels: plan,
-                last_modified: None,
-            });
-        }
-    }
+        Some((doc_id, what, plan))
+    })
+    .collect()
 }
 
 #[cfg(test)]

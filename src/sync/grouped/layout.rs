@@ -39,7 +39,7 @@ impl Trie {
 
 /// Every label set's trie, as the listing shows it.
 #[derive(Debug, Default, Clone)]
-pub(super) struct Layout {
+pub(in crate::sync) struct Layout {
     tries: BTreeMap<u32, Trie>,
 }
 

@@ -1,39 +1,23 @@
-//! Planning one indicator: what its document needs, decided from the indicator, the job and
+//! Planning one indicator: what its document needs, decided from the selection's verdict and
 //! what the source holds. No I/O here; the planner acts on the decision.
 
-use crate::intel::Format;
-use crate::intel::{self, Invalid, Package};
-use crate::safety::{Block, Guard};
-use crate::tc::filter::Rejection;
-use crate::tc::model::Indicator;
-use crate::tc::Filters;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::index::{SourceIndex, GONE, OTHER_FORMAT, SEEN};
+use crate::intel::{self, Package};
+use crate::tc::model::{Indicator, IndicatorType};
+
+use crate::sync::cause::Cause;
+use crate::sync::index::{SourceIndex, GONE, OTHER_FORMAT, SEEN};
+use crate::sync::select::{select, NotSent, Selection, Verdict};
 
 /// What one indicator from the pull means for the source.
 #[derive(Debug)]
 pub(super) enum Decision {
-    /// Not an Address, File or Host: never sent.
-    OtherType,
-    /// The job's filters say no (TC sent it anyway, e.g. an exclude tag): its document, if the
-    /// source holds one that is not already handled, goes.
-    Rejected {
+    /// The selection does not send it: its document, when the source holds one that is not
+    /// already handled (`doc_id`), goes for the verdict's cause.
+    NotSent {
+        why: NotSent,
         doc_id: Option<i64>,
-        why: Rejection,
-    },
-    /// Its value cannot be sent (not an IP, a malformed hash...).
-    Invalid(Box<Invalid>),
-    /// A safety rail says never (unsafe, or on the Never Send list): its document, if any, goes.
-    Blocked {
-        doc_id: Option<i64>,
-        name: String,
-        block: Block,
-    },
-    /// Beyond Maximum Indicators: ranked after the cap (full reconcile: its document goes), or
-    /// new while the source is full (incremental: nothing is evicted).
-    OverCap {
-        doc_id: Option<i64>,
-        name: String,
     },
     /// Met already in this run (TC paging overlap, or two indicators with one identity).
     Repeat,
@@ -66,47 +50,27 @@ pub(super) enum Decision {
     },
 }
 
-/// Where an indicator ranks for Maximum Indicators: the highest ThreatAssess score first, then
-/// the highest rating, the highest confidence, the lowest (oldest) id; unset values rank below
-/// any set one. Smaller is better, and ids make it a total order.
-pub(super) type Rank = (i64, i64, i64, i64);
-
-pub(super) fn rank(ind: &Indicator) -> Rank {
-    let rating = ind.rating.map_or(-1, |r| (r * 100.0).round() as i64);
-    (
-        -ind.threat_assess_score.unwrap_or(0),
-        -rating,
-        -ind.confidence.unwrap_or(-1),
-        ind.id,
-    )
-}
-
-/// What decides, besides the indicator and the source, whether and how it is sent.
-pub(super) struct Selection<'a> {
-    pub filters: &'a Filters,
-    pub format: Format,
-    pub guard: &'a Guard,
-    /// A full reconcile under a cap: the rank of the last indicator that fits.
-    pub cutoff: Option<Rank>,
-    /// An incremental run under a cap: new documents only while the source holds fewer.
-    pub cap: Option<u64>,
-}
-
-/// Decides for one indicator and records in `index` that the run met it.
-pub(super) fn decide(ind: &Indicator, sel: &Selection, index: &mut SourceIndex) -> Decision {
-    let (filters, format) = (sel.filters, sel.format);
-    let Some(kind) = ind.kind() else {
-        return Decision::OtherType;
-    };
-    if let Some(why) = filters.rejection(ind) {
-        let doc_id = intel::identity_of(&ind.owner_name, kind, &ind.summary)
-            .ok()
-            .and_then(|id| index.take_for_removal(id.as_u128()));
-        return Decision::Rejected { doc_id, why };
-    }
-    let pkg = match intel::render(ind, format) {
-        Ok(p) => p,
-        Err(invalid) => return Decision::Invalid(Box::new(invalid)),
+/// Decides for one indicator and records in `index` that the run met it. `cap`: an
+/// incremental run under Maximum Indicators adds documents only while the source holds fewer
+/// (nothing is evicted).
+pub(super) fn decide(
+    ind: &Indicator,
+    sel: &Selection,
+    cap: Option<u64>,
+    index: &mut SourceIndex,
+) -> Decision {
+    let format = sel.format;
+    let pkg = match select(ind, sel, |i| intel::render(i, format)) {
+        Verdict::Sent(pkg) => pkg,
+        Verdict::NotSent(why) => {
+            let doc_id = match &why {
+                NotSent::Out {
+                    identity: Some(id), ..
+                } => index.take_for_removal(*id),
+                _ => None,
+            };
+            return Decision::NotSent { why, doc_id };
+        }
     };
     let key = pkg.identity.as_u128();
     // An adopted document keeps its root id: rendered otherwise, Tanium would file it anew.
@@ -114,59 +78,23 @@ pub(super) fn decide(ind: &Indicator, sel: &Selection, index: &mut SourceIndex) 
         Some(root) => intel::render_adopted(ind, format, root).unwrap_or(pkg),
         None => pkg,
     };
-    if let Some(block) = sel.guard.check(kind, &pkg.value) {
-        return Decision::Blocked {
-            doc_id: index.take_for_removal(key),
-            name: pkg.name,
-            block,
-        };
-    }
-    if sel.cutoff.is_some_and(|c| rank(ind) > c) {
-        return Decision::OverCap {
-            doc_id: index.take_for_removal(key),
-            name: pkg.name,
-        };
-    }
     let rev = pkg.rev.0;
     let md5 = pkg.md5_prefix();
     let Some(e) = index.map.get_mut(&key) else {
-        if index.created.contains_key(&key) {
-            return Decision::Repeat;
-        }
-        let held = (index.map.len() + index.created.len()) as u64;
-        if sel.cap.is_some_and(|cap| held >= cap) {
-            return Decision::OverCap {
-                doc_id: None,
-                name: pkg.name,
-            };
-        }
-        index.created.insert(key, ());
-        if let Some((doc_id, root)) = index.adoptable.remove(&(kind, pkg.key.clone())) {
-            if let Ok(adopted) = intel::render_adopted(ind, format, &root) {
-                index.adopted.insert(doc_id);
-                return Decision::Adopt {
-                    doc_id,
-                    pkg: Box::new(adopted),
-                    replaces: None,
-                };
-            }
-        }
-        return Decision::Create(Box::new(pkg));
+        return new_to_source(ind, pkg, format, cap, index);
     };
     if e.flags & SEEN != 0 {
         return Decision::Repeat;
     }
     e.flags |= SEEN;
-    if let Some((doc_id, root)) = index.adoptable.remove(&(kind, pkg.key.clone())) {
-        if let Ok(adopted) = intel::render_adopted(ind, format, &root) {
-            e.flags |= GONE;
-            index.adopted.insert(doc_id);
-            return Decision::Adopt {
-                doc_id,
-                pkg: Box::new(adopted),
-                replaces: Some(e.doc_id),
-            };
-        }
+    if let Some((doc_id, pkg)) = adopt(ind, &pkg, format, &mut index.adoptable, &mut index.adopted)
+    {
+        e.flags |= GONE;
+        return Decision::Adopt {
+            doc_id,
+            pkg,
+            replaces: Some(e.doc_id),
+        };
     }
     if e.flags & OTHER_FORMAT != 0 {
         e.flags |= GONE;
@@ -189,11 +117,62 @@ pub(super) fn decide(ind: &Indicator, sel: &Selection, index: &mut SourceIndex) 
     }
 }
 
+/// An indicator the source holds no document of: a new document (or one adopted), while the
+/// cap allows.
+fn new_to_source(
+    ind: &Indicator,
+    pkg: Package,
+    format: intel::Format,
+    cap: Option<u64>,
+    index: &mut SourceIndex,
+) -> Decision {
+    let key = pkg.identity.as_u128();
+    if index.created.contains_key(&key) {
+        return Decision::Repeat;
+    }
+    let held = (index.map.len() + index.created.len()) as u64;
+    if cap.is_some_and(|cap| held >= cap) {
+        let why = NotSent::Out {
+            identity: None,
+            title: pkg.name,
+            cause: Cause::OverCap,
+        };
+        return Decision::NotSent { why, doc_id: None };
+    }
+    index.created.insert(key, ());
+    match adopt(ind, &pkg, format, &mut index.adoptable, &mut index.adopted) {
+        Some((doc_id, pkg)) => Decision::Adopt {
+            doc_id,
+            pkg,
+            replaces: None,
+        },
+        None => Decision::Create(Box::new(pkg)),
+    }
+}
+
+/// The document this job did not make that covers exactly this indicator, when there is one:
+/// its id, and the indicator rendered under its root id. It is adopted.
+fn adopt(
+    ind: &Indicator,
+    pkg: &Package,
+    format: intel::Format,
+    adoptable: &mut BTreeMap<(IndicatorType, String), (i64, String)>,
+    adopted: &mut BTreeSet<i64>,
+) -> Option<(i64, Box<Package>)> {
+    let (doc_id, root) = adoptable.remove(&(pkg.kind, pkg.key.clone()))?;
+    let pkg = intel::render_adopted(ind, format, &root).ok()?;
+    adopted.insert(doc_id);
+    Some((doc_id, Box::new(pkg)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intel::Format;
+    use crate::safety::Guard;
     use crate::tanium::model::IntelDoc;
     use crate::tc::model::IndicatorType;
+    use crate::tc::Filters;
 
     fn host(id: i64, name: &str) -> Indicator {
         Indicator {
@@ -235,10 +214,11 @@ mod tests {
             filters,
             format,
             guard: &guard,
+            exclusions: None,
+            expired_by: None,
             cutoff: None,
-            cap: None,
         };
-        decide(ind, &sel, index)
+        decide(ind, &sel, None, index)
     }
 
     fn all() -> Filters {
@@ -319,15 +299,15 @@ mod tests {
         };
         let mut index = holding(&a, Format::Stix, false);
         match d(&a, &filters, Format::Stix, &mut index) {
-            Decision::Rejected {
+            Decision::NotSent {
                 doc_id: Some(41),
-                why,
-            } => assert_eq!(why.to_string(), "has the exclude tag APT"),
+                why: NotSent::Out { cause, .. },
+            } => assert_eq!(cause.to_string(), "has the exclude tag APT"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             d(&a, &filters, Format::Stix, &mut index),
-            Decision::Rejected { doc_id: None, .. }
+            Decision::NotSent { doc_id: None, .. }
         ));
     }
 
@@ -340,7 +320,10 @@ mod tests {
         };
         assert!(matches!(
             d(&url, &all(), Format::Stix, &mut index),
-            Decision::OtherType
+            Decision::NotSent {
+                why: NotSent::OtherType,
+                doc_id: None
+            }
         ));
         let bad = Indicator {
             type_name: "Address".into(),
@@ -349,7 +332,10 @@ mod tests {
         };
         assert!(matches!(
             d(&bad, &all(), Format::Stix, &mut index),
-            Decision::Invalid(_)
+            Decision::NotSent {
+                why: NotSent::Invalid(_),
+                doc_id: None
+            }
         ));
         assert!(index.created.is_empty());
     }
@@ -372,77 +358,67 @@ mod tests {
             filters: &all(),
             format: Format::Stix,
             guard: &guard,
+            exclusions: None,
+            expired_by: None,
             cutoff: None,
-            cap: None,
         };
-        match decide(&a, &sel, &mut index) {
-            Decision::Blocked {
+        match decide(&a, &sel, None, &mut index) {
+            Decision::NotSent {
                 doc_id: Some(41),
-                block,
-                ..
-            } => assert_eq!(block.to_string(), "unsafe: private 10.0.0.0/8"),
+                why: NotSent::Out { cause, .. },
+            } => assert_eq!(cause.to_string(), "unsafe: private 10.0.0.0/8"),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn the_cap_ranks_by_score_rating_confidence_then_id() {
-        let scored = |id: i64, score: i64, rating: Option<f64>, conf: Option<i64>| Indicator {
+    fn the_cap_takes_the_documents_of_those_ranked_beyond_it_and_adds_only_below_it() {
+        let scored = |id: i64, score: i64| Indicator {
             threat_assess_score: Some(score),
-            rating,
-            confidence: conf,
             ..host(id, &format!("h{id}.example"))
         };
-        let mut ranked = [
-            scored(1, 500, Some(3.0), Some(50)),
-            scored(2, 900, None, None),
-            scored(3, 500, Some(4.0), Some(10)),
-            scored(4, 500, Some(4.0), Some(90)),
-            scored(5, 500, Some(4.0), Some(90)),
-            scored(6, 500, None, Some(99)),
-        ]
-        .to_vec();
-        ranked.sort_by_key(rank);
-        let order: Vec<i64> = ranked.iter().map(|i| i.id).collect();
-        assert_eq!(order, vec![2, 4, 5, 3, 1, 6]);
-        // A full reconcile under a cap of 3: the fourth and later are over it.
+        let (best, second, third) = (scored(2, 900), scored(1, 500), scored(3, 100));
+        // A full reconcile under a cap of 2: the third is over it, and its document goes.
         let guard = Guard::default();
         let sel = Selection {
             filters: &all(),
             format: Format::Stix,
             guard: &guard,
-            cutoff: Some(rank(&ranked[2])),
-            cap: None,
+            exclusions: None,
+            expired_by: None,
+            cutoff: Some(crate::sync::select::rank(&second)),
         };
-        let mut index = holding(&ranked[3], Format::Stix, false);
+        let mut index = holding(&third, Format::Stix, false);
         assert!(matches!(
-            decide(&ranked[3], &sel, &mut index),
-            Decision::OverCap {
+            decide(&third, &sel, None, &mut index),
+            Decision::NotSent {
                 doc_id: Some(41),
-                ..
+                why: NotSent::Out {
+                    cause: Cause::OverCap,
+                    ..
+                }
             }
         ));
         assert!(matches!(
-            decide(&ranked[0], &sel, &mut index),
+            decide(&best, &sel, None, &mut index),
             Decision::Create(_)
         ));
         // An incremental run adds while the source holds fewer than the cap, never evicts.
         let sel = Selection {
             cutoff: None,
-            cap: Some(2),
             ..sel
         };
-        let mut index = holding(&ranked[3], Format::Stix, false);
+        let mut index = holding(&third, Format::Stix, false);
         assert!(matches!(
-            decide(&ranked[0], &sel, &mut index),
+            decide(&best, &sel, Some(2), &mut index),
             Decision::Create(_)
         ));
         assert!(matches!(
-            decide(&ranked[1], &sel, &mut index),
-            Decision::OverCap { doc_id: None, .. }
+            decide(&second, &sel, Some(2), &mut index),
+            Decision::NotSent { doc_id: None, .. }
         ));
         assert!(matches!(
-            decide(&ranked[3], &sel, &mut index),
+            decide(&third, &sel, Some(2), &mut index),
             Decision::Unchanged { .. }
         ));
     }

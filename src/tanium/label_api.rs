@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result, Service};
 use crate::http;
-use crate::labels::key;
+use crate::label_rules::key;
 use crate::tanium::model::Label;
 
 use super::answers::{describe, json_body, rows_of, status_error, total_count, unwrap_data};

@@ -1,6 +1,6 @@
 //! The label params: Tanium Labels, Tags as Labels, ThreatAssess Labels, Disabled Intel Label.
 
-use crate::labels::{check_name, LabelRules, Managed, TagRule, DEFAULT_LABEL};
+use crate::label_rules::{check_name, LabelRules, Managed, TagRule, DEFAULT_LABEL};
 use crate::param_names as pn;
 use crate::params::RawParams;
 
@@ -86,7 +86,7 @@ fn names(raw: &RawParams, spec: pn::ParamSpec) -> Result<Vec<String>, String> {
         }
         if !out
             .iter()
-            .any(|o| crate::labels::key(o) == crate::labels::key(&name))
+            .any(|o| crate::label_rules::key(o) == crate::label_rules::key(&name))
         {
             out.push(name);
         }
@@ -100,7 +100,7 @@ mod tests {
 
     use crate::config::tests::{good, with};
     use crate::config::JobConfig;
-    use crate::labels::TagRule;
+    use crate::label_rules::TagRule;
 
     #[test]
     fn every_document_is_labelled_threatconnect_unless_the_job_says_otherwise() {
