@@ -180,6 +180,16 @@ pub const DEPLOY_INTEL: ParamSpec = ParamSpec {
     name: "deploy_intel",
     label: "Deploy Intel",
 };
+/// Report each Threat Response alert on the job's documents to ThreatConnect as an observation.
+pub const REPORT_DETECTIONS: ParamSpec = ParamSpec {
+    name: "report_detections",
+    label: "Report Tanium Detections",
+};
+/// Hidden: where the alerts read so far end (see `sync::checkpoint::AlertMark`).
+pub const ALERT_CHECKPOINT: ParamSpec = ParamSpec {
+    name: "alert_checkpoint",
+    label: "Alert Checkpoint",
+};
 
 pub const TANIUM_LABELS: ParamSpec = ParamSpec {
     name: "tanium_labels",
@@ -259,6 +269,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     MAX_INDICATORS,
     MAX_INDICATOR_AGE_DAYS,
     DEPLOY_INTEL,
+    REPORT_DETECTIONS,
     TANIUM_LABELS,
     TAGS_AS_LABELS,
     THREATASSESS_LABELS,
@@ -280,6 +291,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     RUN_LEASE_SECS,
     RUN_LEASE_UNSUPPORTED,
     DEPLOY_TASK,
+    ALERT_CHECKPOINT,
 ];
 
 /// Hidden params: kept between runs through results.tc, never shown in the job wizard.
@@ -294,6 +306,7 @@ pub const HIDDEN_PARAMS: &[&str] = &[
     "run_lease_secs",
     "run_lease_unsupported",
     "deploy_task",
+    "alert_checkpoint",
 ];
 
 /// `tc_api_path`: the TC API base URL.

@@ -279,6 +279,39 @@ impl Member {
             .find_map(|f| f.strip_prefix("modified "))
     }
 
+    /// The ThreatConnect id the provenance line names (`id N`).
+    pub fn tc_id(&self) -> Option<i64> {
+        self.line
+            .split("; ")
+            .find_map(|f| f.strip_prefix("id ")?.trim().parse().ok())
+    }
+
+    /// Whether a value an endpoint matched is this member's observable: the same address, the
+    /// same host name (case and a trailing dot aside), or one of the file's hashes.
+    pub fn names_value(&self, value: &str) -> bool {
+        let v = value.trim();
+        match &self.observable {
+            Observable::Address(ip) => identity::normalise_ip(v).is_ok_and(|x| x == *ip),
+            Observable::Host(h) => identity::normalise_host(v).is_ok_and(|x| x == *h),
+            Observable::File(hashes) => hashes
+                .present()
+                .iter()
+                .any(|(_, known)| known.eq_ignore_ascii_case(v)),
+        }
+    }
+
+    /// Whether an id Threat Response reports for the element that matched is one of this
+    /// member's: the STIX indicator, observable and object ids carry the identity, and the
+    /// OpenIOC items' ids are derived from it.
+    pub fn names_element(&self, id: &str) -> bool {
+        let id = id.trim().to_ascii_lowercase();
+        if id.contains(&self.identity.to_string()) {
+            return true;
+        }
+        let items = super::openioc::items_of(&self.observable).len();
+        (0..items).any(|n| derived(self.identity, &format!("item-{n}")) == id)
+    }
+
     fn described(&self) -> String {
         format!("{} {MARKER} {} rev {}", self.line, self.identity, self.rev)
     }
@@ -375,7 +408,10 @@ fn provenance(ind: &Indicator, kind: IndicatorType, key: &str) -> String {
         }
         f.push(t);
     }
-    if let Some(ts) = super::canonical_time(&ind.last_modified) {
+    let shown = (!ind.hide_last_modified)
+        .then(|| super::canonical_time(&ind.last_modified))
+        .flatten();
+    if let Some(ts) = shown {
         f.push(format!("modified {ts}"));
     }
     if let Some(l) = ind.web_link.as_deref().map(one_line) {
@@ -768,6 +804,44 @@ fn ioc_observable(items: &[(String, String)]) -> Result<Observable, String> {
         other => Err(format!(
             "an item searches {other}, which this job never writes"
         )),
+    }
+}
+
+#[cfg(test)]
+mod member_tests {
+    use super::*;
+
+    fn member(kind: &str, value: &str) -> Member {
+        let ind = Indicator {
+            id: 4711,
+            owner_name: "Demo; Org".into(),
+            type_name: kind.into(),
+            summary: value.into(),
+            last_modified: "2026-11-01T08:00:00Z".into(),
+            ..Indicator::default()
+        };
+        super::member(&ind).unwrap()
+    }
+
+    #[test]
+    fn a_member_says_its_tc_id_and_which_matched_values_and_elements_are_its_own() {
+        let host = member("Host", "Evil.Example.");
+        assert_eq!(host.tc_id(), Some(4711));
+        assert!(host.names_value("evil.example") && host.names_value("EVIL.example."));
+        assert!(!host.names_value("sub.evil.example") && !host.names_value("1.2.3.4"));
+        let ip = member("Address", "2001:db8::1");
+        assert!(ip.names_value("2001:DB8:0::1") && !ip.names_value("2001:db8::2"));
+        let md5 = "d193ea4b8d102d020c02dc45af23ff0d";
+        let sha1 = "469e259b884043aedac879a96356fb741f82daa8";
+        let file = member("File", &format!("{md5} : {sha1}"));
+        assert!(file.names_value(&sha1.to_uppercase()) && file.names_value(md5));
+        assert!(!file.names_value("469e259b"));
+        let id = file.identity.to_string();
+        assert!(file.names_element(&format!("tctr:indicator-{id}")));
+        assert!(file.names_element(&derived(file.identity, "item-1")));
+        assert!(!file.names_element(&derived(file.identity, "item-9")));
+        assert!(!file.names_element("901388892329936882"));
+        assert!(!host.names_element(&format!("tctr:indicator-{id}")));
     }
 }
 

@@ -281,6 +281,7 @@ impl Store {
             date_added: (row.date_added != NONE_I64).then(|| time_str(row.date_added)),
             last_modified: time_str(row.last_modified),
             active: row.active,
+            hide_last_modified: false,
         }
     }
 }

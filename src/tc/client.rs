@@ -50,6 +50,7 @@ pub struct TcClient {
     signer: Signer,
     page_size: u32,
     requests: AtomicU64,
+    hide_last_modified: std::sync::atomic::AtomicBool,
 }
 
 /// Percent-encodes the bytes a URI may not carry raw (space, quotes, non-ASCII...), leaving
@@ -250,7 +251,18 @@ impl TcClient {
             signer,
             page_size: settings.page_size.clamp(1, 10_000),
             requests: AtomicU64::new(0),
+            hide_last_modified: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Marks every indicator pulled from now on as one whose document leaves `lastModified`
+    /// out (see [`crate::tc::model::Indicator::hide_last_modified`]).
+    pub fn hide_last_modified(&self, on: bool) {
+        self.hide_last_modified.store(on, Ordering::SeqCst);
+    }
+
+    pub(super) fn hides_last_modified(&self) -> bool {
+        self.hide_last_modified.load(Ordering::SeqCst)
     }
 
     /// HTTP attempts sent so far (retries and token renewals included).

@@ -107,6 +107,11 @@ pub struct Indicator {
     /// Active status; TC omits inactive indicators unless asked, so absent means active.
     #[serde(deserialize_with = "default_true")]
     pub active: bool,
+    /// Its document leaves `lastModified` out: set on the pull while Report Tanium Detections
+    /// is on, since an observation the job reports may move it, and a document showing it
+    /// would then be rewritten (and deployed) for the job's own observation.
+    #[serde(skip)]
+    pub hide_last_modified: bool,
 }
 
 impl Default for Indicator {
@@ -132,6 +137,7 @@ impl Default for Indicator {
             date_added: None,
             last_modified: String::new(),
             active: true,
+            hide_last_modified: false,
         }
     }
 }

@@ -156,9 +156,10 @@ impl<'a> Pages<'a> {
             || received as u64 >= u64::from(self.page_size);
         let mut out = Vec::with_capacity(received);
         let mut max_id: Option<i64> = None;
+        let hide = self.client.hides_last_modified();
         for (n, v) in env.data.into_iter().enumerate() {
             let problem = match serde_json::from_str::<Indicator>(v.get()) {
-                Ok(ind) => match ind.unreadable() {
+                Ok(mut ind) => match ind.unreadable() {
                     None => {
                         max_id = Some(max_id.map_or(ind.id, |m| m.max(ind.id)));
                         if ind.kind().is_none() {
@@ -166,6 +167,7 @@ impl<'a> Pages<'a> {
                         } else if !self.seen.insert(ind.id) {
                             self.duplicates += 1;
                         } else {
+                            ind.hide_last_modified = hide;
                             out.push(ind);
                         }
                         continue;
