@@ -306,8 +306,9 @@ impl JobConfig {
         if self.per_document > 1 {
             canonical["per_document"] = self.per_document.into();
         }
-        // Documents leave ThreatConnect's lastModified out while detections are reported (an
-        // observation may move it): switching brings every document to the new content at once.
+        // Documents leave out lastModified and the ThreatAssess score while detections are
+        // reported (an observation may move them): switching brings every document to the new
+        // content at once.
         if self.report_detections {
             canonical["detections"] = true.into();
         }

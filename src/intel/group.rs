@@ -388,7 +388,7 @@ fn provenance(ind: &Indicator, kind: IndicatorType, key: &str) -> String {
     if let Some(c) = ind.confidence {
         f.push(format!("confidence {c} / 100"));
     }
-    if let Some(s) = ind.threat_assess_score {
+    if let Some(s) = ind.threat_assess_score.filter(|_| !ind.leave_out_observed) {
         f.push(format!("ThreatAssess {s} / 1000"));
     }
     let mut tags: Vec<String> = ind
@@ -408,7 +408,7 @@ fn provenance(ind: &Indicator, kind: IndicatorType, key: &str) -> String {
         }
         f.push(t);
     }
-    let shown = (!ind.hide_last_modified)
+    let shown = (!ind.leave_out_observed)
         .then(|| super::canonical_time(&ind.last_modified))
         .flatten();
     if let Some(ts) = shown {

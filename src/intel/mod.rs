@@ -9,7 +9,8 @@
 //! Determinism: the output depends only on the indicator. Tags are trimmed, de-duplicated and
 //! sorted (TC's order is not stable), at most [`MAX_TAGS`] are listed; the TC description is
 //! cut to [`MAX_DESCRIPTION`] characters; timestamps come from the indicator's `lastModified`,
-//! never from the clock, and are left out when the indicator says so (`hide_last_modified`).
+//! never from the clock. While detections are reported (`leave_out_observed`), the timestamps
+//! and the ThreatAssess score are left out: an observation may move them.
 
 pub mod foreign;
 pub mod group;
@@ -253,7 +254,7 @@ fn render_doc(ind: &Indicator, format: Format, root: Option<&str>) -> Result<Pac
     let (observable, key, value) = observable_of(ind, kind).map_err(invalid)?;
     let id = identity::identity(&ind.owner_name, kind, &key);
     let name = format!("ThreatConnect {} {}", kind.as_str(), key);
-    let timestamp = if ind.hide_last_modified {
+    let timestamp = if ind.leave_out_observed {
         None
     } else {
         canonical_time(&ind.last_modified)
@@ -365,7 +366,7 @@ fn context(ind: &Indicator, name: &str, timestamp: Option<&str>) -> String {
     if let Some(c) = ind.confidence {
         lines.push(format!("Confidence: {c} / 100"));
     }
-    if let Some(s) = ind.threat_assess_score {
+    if let Some(s) = ind.threat_assess_score.filter(|_| !ind.leave_out_observed) {
         lines.push(format!("ThreatAssess score: {s} / 1000"));
     }
     let mut tags: Vec<String> = ind
@@ -387,7 +388,7 @@ fn context(ind: &Indicator, name: &str, timestamp: Option<&str>) -> String {
     }
     let modified = match timestamp {
         Some(t) => t.to_string(),
-        None if ind.hide_last_modified => String::new(),
+        None if ind.leave_out_observed => String::new(),
         None => one_line(&ind.last_modified),
     };
     if !modified.is_empty() {
@@ -459,29 +460,34 @@ mod tests {
     }
 
     #[test]
-    fn a_document_names_its_tc_id_once_and_can_leave_last_modified_out() {
+    fn a_document_names_its_tc_id_once_and_can_leave_out_what_an_observation_moves() {
         let mut ind = Indicator {
             id: 12,
             owner_name: "Demo Org".into(),
             type_name: "Host".into(),
             summary: "evil.example".into(),
             last_modified: "2026-11-01T08:00:00Z".into(),
+            threat_assess_score: Some(412),
             ..Indicator::default()
         };
         for format in [Format::Stix, Format::OpenIoc] {
             let shown = render(&ind, format).unwrap();
             assert_eq!(indicator_id_in(&shown.description), Some(12));
             assert_eq!(indicator_id_in(&shown.body), Some(12));
-            assert!(shown.body.contains("2026-11-01T08:00:00Z"));
-            ind.hide_last_modified = true;
+            assert!(shown.body.contains("2026-11-01T08:00:00Z") && shown.body.contains("412"));
+            ind.leave_out_observed = true;
             let hidden = render(&ind, format).unwrap();
             assert!(!hidden.body.contains("2026-11-01"), "{}", hidden.body);
-            // An observation that moves lastModified changes nothing in the document.
+            assert!(!hidden.body.contains("412"), "{}", hidden.body);
+            // An observation that moves lastModified and the score changes nothing in the
+            // document, single or grouped.
             let mut moved = ind.clone();
             moved.last_modified = "2026-11-28T12:00:00Z".into();
+            moved.threat_assess_score = Some(530);
             assert_eq!(render(&moved, format).unwrap().body, hidden.body);
-            assert_eq!(group::member(&moved).unwrap().timestamp(), None);
-            ind.hide_last_modified = false;
+            let (a, b) = (group::member(&ind).unwrap(), group::member(&moved).unwrap());
+            assert_eq!((a.timestamp(), &a.line, a.rev), (None, &b.line, b.rev));
+            ind.leave_out_observed = false;
         }
         assert_eq!(
             indicator_id_in("ThreatConnect id: 3 … ThreatConnect id: 4"),

@@ -281,7 +281,7 @@ impl Store {
             date_added: (row.date_added != NONE_I64).then(|| time_str(row.date_added)),
             last_modified: time_str(row.last_modified),
             active: row.active,
-            hide_last_modified: false,
+            leave_out_observed: false,
         }
     }
 }
@@ -360,6 +360,7 @@ struct State {
     record_patch: Mutex<Option<(i64, serde_json::Value)>>,
     ids_as_strings: std::sync::atomic::AtomicBool,
     observation_moves_last_modified: std::sync::atomic::AtomicBool,
+    observation_raises_score: std::sync::atomic::AtomicBool,
     observations_refused: std::sync::atomic::AtomicBool,
     observation_answer_read_only: std::sync::atomic::AtomicBool,
 }
@@ -417,6 +418,7 @@ impl TcSim {
             record_patch: Mutex::new(None),
             ids_as_strings: std::sync::atomic::AtomicBool::new(false),
             observation_moves_last_modified: std::sync::atomic::AtomicBool::new(false),
+            observation_raises_score: std::sync::atomic::AtomicBool::new(false),
             observations_refused: std::sync::atomic::AtomicBool::new(false),
             observation_answer_read_only: std::sync::atomic::AtomicBool::new(false),
         });
@@ -648,6 +650,14 @@ impl TcSim {
     pub fn set_observation_moves_last_modified(&self, on: bool) {
         self.state
             .observation_moves_last_modified
+            .store(on, Ordering::SeqCst);
+    }
+
+    /// Whether reporting an observation raises the indicator's ThreatAssess score by 10 per
+    /// observation (at most 1000), as TC's scoring of observations would, some time later.
+    pub fn set_observation_raises_score(&self, on: bool) {
+        self.state
+            .observation_raises_score
             .store(on, Ordering::SeqCst);
     }
 
@@ -1289,6 +1299,7 @@ fn observe(st: &State, req: &SimRequest, id: &str) -> SimResponse {
         return error(404, "0x1004", "The requested resource was not found");
     };
     let moves = st.observation_moves_last_modified.load(Ordering::SeqCst);
+    let scores = st.observation_raises_score.load(Ordering::SeqCst);
     let mut store = st.store.write().unwrap_or_else(|e| e.into_inner());
     let Some(pos) = store.by_id.get(&id).copied() else {
         return error(404, "0x1004", "The requested resource was not found");
@@ -1297,9 +1308,15 @@ fn observe(st: &State, req: &SimRequest, id: &str) -> SimResponse {
     let entry = store.observed.entry(id).or_insert((0, now));
     entry.0 += n;
     entry.1 = now;
-    if moves {
+    if moves || scores {
         if let Some(row) = store.rows[pos as usize].as_mut() {
-            row.last_modified = now;
+            if moves {
+                row.last_modified = now;
+            }
+            if scores {
+                let old = from_i32(row.threat_assess).unwrap_or(0);
+                row.threat_assess = (old + 10 * n).min(1000) as i32;
+            }
         }
         st.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
@@ -1545,6 +1562,13 @@ mod tests {
             sim.get(id).unwrap().last_modified,
             before,
             "the switch moves it"
+        );
+        let score = sim.get(id).unwrap().threat_assess_score.unwrap_or(0);
+        sim.set_observation_raises_score(true);
+        signed(&sim, "PUT", &path, r#"{"observations": 2}"#);
+        assert_eq!(
+            sim.get(id).unwrap().threat_assess_score,
+            Some((score + 20).min(1000))
         );
         assert!(sim.delete(id));
         assert_eq!(sim.observations(id), 0);

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod filter;
 pub mod model;
+pub mod observations;
 pub mod pages;
 mod settings;
 pub mod tql;

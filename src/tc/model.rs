@@ -107,11 +107,11 @@ pub struct Indicator {
     /// Active status; TC omits inactive indicators unless asked, so absent means active.
     #[serde(deserialize_with = "default_true")]
     pub active: bool,
-    /// Its document leaves `lastModified` out: set on the pull while Report Tanium Detections
-    /// is on, since an observation the job reports may move it, and a document showing it
-    /// would then be rewritten (and deployed) for the job's own observation.
+    /// Its document leaves out what an observation may change (`lastModified`, the
+    /// ThreatAssess score): set on the pull while Report Tanium Detections is on, so that the
+    /// job's own observation never rewrites (and deploys) the document.
     #[serde(skip)]
-    pub hide_last_modified: bool,
+    pub leave_out_observed: bool,
 }
 
 impl Default for Indicator {
@@ -137,7 +137,7 @@ impl Default for Indicator {
             date_added: None,
             last_modified: String::new(),
             active: true,
-            hide_last_modified: false,
+            leave_out_observed: false,
         }
     }
 }
@@ -186,7 +186,7 @@ impl Indicator {
 }
 
 /// An id that may arrive as a number or a numeric string; anything else is 0 (no id).
-fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+pub(super) fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     Ok(lenient_i64(d)?.unwrap_or(0))
 }
 
@@ -201,7 +201,7 @@ fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
     })
 }
 
-fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
     Ok(match v {
         Some(serde_json::Value::Number(n)) => n
