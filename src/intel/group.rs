@@ -286,30 +286,29 @@ impl Member {
             .find_map(|f| f.strip_prefix("id ")?.trim().parse().ok())
     }
 
-    /// Whether a value an endpoint matched is this member's observable: the same address, the
-    /// same host name (case and a trailing dot aside), or one of the file's hashes.
-    pub fn names_value(&self, value: &str) -> bool {
-        let v = value.trim();
+    /// The values an endpoint's match may report for this member, as [`match_value_forms`]
+    /// writes them: its address, its host name, or each of its file's hashes.
+    pub fn match_values(&self) -> Vec<String> {
         match &self.observable {
-            Observable::Address(ip) => identity::normalise_ip(v).is_ok_and(|x| x == *ip),
-            Observable::Host(h) => identity::normalise_host(v).is_ok_and(|x| x == *h),
+            Observable::Address(ip) => vec![ip.to_string()],
+            Observable::Host(h) => vec![h.clone()],
             Observable::File(hashes) => hashes
                 .present()
                 .iter()
-                .any(|(_, known)| known.eq_ignore_ascii_case(v)),
+                .map(|(_, h)| h.to_ascii_lowercase())
+                .collect(),
         }
     }
 
-    /// Whether an id Threat Response reports for the element that matched is one of this
-    /// member's: the STIX indicator, observable and object ids carry the identity, and the
-    /// OpenIOC items' ids are derived from it.
-    pub fn names_element(&self, id: &str) -> bool {
-        let id = id.trim().to_ascii_lowercase();
-        if id.contains(&self.identity.to_string()) {
-            return true;
-        }
+    /// The ids of the elements that stand for this member in its document, as identities:
+    /// its own (STIX ids end with it) and its OpenIOC items' (derived from it).
+    pub fn element_identities(&self) -> Vec<Identity> {
         let items = super::openioc::items_of(&self.observable).len();
-        (0..items).any(|n| derived(self.identity, &format!("item-{n}")) == id)
+        std::iter::once(self.identity)
+            .chain((0..items).filter_map(|n| {
+                identity::parse_identity(&derived(self.identity, &format!("item-{n}")))
+            }))
+            .collect()
     }
 
     fn described(&self) -> String {
@@ -335,6 +334,29 @@ impl Member {
         let observable = observable_from(kind, value)?;
         Some(Member::new(identity, observable, line.to_string()))
     }
+}
+
+/// The forms a value an endpoint matched may take among [`Member::match_values`]: as an
+/// address, as a host name, and lower-cased (a hash).
+pub fn match_value_forms(value: &str) -> Vec<String> {
+    let v = value.trim();
+    let mut out = Vec::with_capacity(3);
+    if let Ok(ip) = identity::normalise_ip(v) {
+        out.push(ip.to_string());
+    }
+    if let Ok(h) = identity::normalise_host(v) {
+        out.push(h);
+    }
+    out.push(v.to_ascii_lowercase());
+    out
+}
+
+/// The identity an element id of a document names when it ends with one of ours (STIX ids
+/// `tctr:indicator-<uuid>`, `tctr:Observable-<uuid>`, a bare OpenIOC item id).
+pub fn element_identity(id: &str) -> Option<Identity> {
+    let id = id.trim();
+    let tail = id.get(id.len().checked_sub(36)?..)?;
+    identity::parse_identity(tail)
 }
 
 fn value_text(o: &Observable) -> String {
@@ -825,23 +847,34 @@ mod member_tests {
 
     #[test]
     fn a_member_says_its_tc_id_and_which_matched_values_and_elements_are_its_own() {
+        let names = |m: &Member, v: &str| {
+            let own = m.match_values();
+            match_value_forms(v).iter().any(|f| own.contains(f))
+        };
         let host = member("Host", "Evil.Example.");
         assert_eq!(host.tc_id(), Some(4711));
-        assert!(host.names_value("evil.example") && host.names_value("EVIL.example."));
-        assert!(!host.names_value("sub.evil.example") && !host.names_value("1.2.3.4"));
+        assert!(names(&host, "evil.example") && names(&host, "EVIL.example."));
+        assert!(!names(&host, "sub.evil.example") && !names(&host, "1.2.3.4"));
         let ip = member("Address", "2001:db8::1");
-        assert!(ip.names_value("2001:DB8:0::1") && !ip.names_value("2001:db8::2"));
+        assert!(names(&ip, "2001:DB8:0::1") && !names(&ip, "2001:db8::2"));
         let md5 = "d193ea4b8d102d020c02dc45af23ff0d";
         let sha1 = "469e259b884043aedac879a96356fb741f82daa8";
         let file = member("File", &format!("{md5} : {sha1}"));
-        assert!(file.names_value(&sha1.to_uppercase()) && file.names_value(md5));
-        assert!(!file.names_value("469e259b"));
+        assert!(names(&file, &sha1.to_uppercase()) && names(&file, md5));
+        assert!(!names(&file, "469e259b"));
+        let own = |m: &Member, id: &str| {
+            element_identity(id).is_some_and(|i| m.element_identities().contains(&i))
+        };
         let id = file.identity.to_string();
-        assert!(file.names_element(&format!("tctr:indicator-{id}")));
-        assert!(file.names_element(&derived(file.identity, "item-1")));
-        assert!(!file.names_element(&derived(file.identity, "item-9")));
-        assert!(!file.names_element("901388892329936882"));
-        assert!(!host.names_element(&format!("tctr:indicator-{id}")));
+        assert!(own(&file, &format!("tctr:indicator-{id}")));
+        assert!(own(
+            &file,
+            &format!("tctr:Observable-{}", id.to_uppercase())
+        ));
+        assert!(own(&file, &derived(file.identity, "item-1")));
+        assert!(!own(&file, &derived(file.identity, "item-9")));
+        assert!(!own(&file, "901388892329936882"));
+        assert!(!own(&host, &format!("tctr:indicator-{id}")));
     }
 }
 

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::config::timestamp::{parse_last_modified, parse_time};
 use crate::config::value::{boolean, shown, text, Problems};
+use crate::detections::mark::AlertMark;
 use crate::error::{Error, Result};
 use crate::labels::{LabelRules, Managed};
 use crate::param_names as pn;
@@ -37,128 +38,6 @@ pub const DELETED_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 pub const STALE_CHECKPOINT: &str = "Last Modified is more than 7 days old (a paused job?), longer than ThreatConnect may keep the records of deleted indicators";
 /// Overlap kept between runs, so clock skew and same-second updates are never missed.
 pub const SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
-
-/// How far back each run reads the alerts again, behind the newest one the last run read: a
-/// server that stamps `createdAt` before the alert is committed lists it after alerts stamped
-/// later, so the last minutes are read again and told apart by id.
-pub const ALERT_OVERLAP: Duration = Duration::from_secs(5 * 60);
-
-/// Where the alerts the job read end: `alert_checkpoint` in results.tc, e.g.
-/// `from 2026-11-28T12:00:00.123Z seen 4711-4720,4733` (or `from start`).
-///
-/// The next run reads every alert Threat Response stored (`createdAt`, the server's time) at or
-/// after `from`, and skips those in `seen`: alerts from `from` on that are dealt with (reported,
-/// or not the job's to report). An alert counts as dealt with only once its observation went
-/// through, so one whose write failed keeps `from` at or before it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AlertMark {
-    /// None: from the first alert there is (none existed when reporting started).
-    pub from: Option<OffsetDateTime>,
-    pub seen: BTreeSet<i64>,
-}
-
-/// One alert a run read, as the next [`AlertMark`] weighs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AlertRead {
-    pub id: i64,
-    /// `createdAt`.
-    pub created: OffsetDateTime,
-    /// Dealt with: in the last mark's `seen`, or reported (or found not the job's) this run.
-    pub settled: bool,
-}
-
-impl AlertMark {
-    /// Reads the value results.tc carried; None when it is not one (written by the app, so a
-    /// damaged one only means reporting starts afresh).
-    pub fn parse(s: &str) -> Option<AlertMark> {
-        let mut words = s.split_whitespace();
-        if words.next()? != "from" {
-            return None;
-        }
-        let from = match words.next()? {
-            "start" => None,
-            t => Some(OffsetDateTime::parse(t, &Rfc3339).ok()?),
-        };
-        let mut seen = BTreeSet::new();
-        match (words.next(), words.next(), words.next()) {
-            (None, _, _) => {}
-            (Some("seen"), Some(list), None) => {
-                for part in list.split(',') {
-                    let (a, b) = part.split_once('-').unwrap_or((part, part));
-                    let (a, b): (i64, i64) = (a.parse().ok()?, b.parse().ok()?);
-                    if b < a || b - a > 10_000_000 {
-                        return None;
-                    }
-                    seen.extend(a..=b);
-                }
-            }
-            _ => return None,
-        }
-        Some(AlertMark { from, seen })
-    }
-
-    /// The value for results.tc; runs of ids are written as ranges.
-    pub fn render(&self) -> String {
-        let from = match self.from {
-            None => "start".to_string(),
-            Some(t) => t
-                .to_offset(time::UtcOffset::UTC)
-                .format(&Rfc3339)
-                .unwrap_or_default(),
-        };
-        let mut ranges: Vec<(i64, i64)> = Vec::new();
-        for id in &self.seen {
-            match ranges.last_mut() {
-                Some((_, b)) if *b + 1 == *id => *b = *id,
-                _ => ranges.push((*id, *id)),
-            }
-        }
-        if ranges.is_empty() {
-            return format!("from {from}");
-        }
-        let list: Vec<String> = ranges
-            .iter()
-            .map(|(a, b)| {
-                if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                }
-            })
-            .collect();
-        format!("from {from} seen {}", list.join(","))
-    }
-
-    /// The mark after a run that read every alert stored since `last`'s `from` (with no last
-    /// mark: the newest alerts, back to [`ALERT_OVERLAP`] behind the newest). `from` moves up
-    /// to the overlap behind the newest alert read, never past an alert not dealt with, and
-    /// never back; `seen` keeps the dealt-with alerts from there on.
-    pub fn next(last: Option<&AlertMark>, read: &[AlertRead]) -> AlertMark {
-        let floor = last.and_then(|m| m.from);
-        let Some(newest) = read.iter().map(|a| a.created).max() else {
-            // No alert stored since `from`: nothing to skip next time either.
-            return AlertMark {
-                from: floor,
-                seen: BTreeSet::new(),
-            };
-        };
-        let mut from = newest - ALERT_OVERLAP;
-        if let Some(oldest_open) = read.iter().filter(|a| !a.settled).map(|a| a.created).min() {
-            from = from.min(oldest_open);
-        }
-        if let Some(f) = floor {
-            from = from.max(f);
-        }
-        AlertMark {
-            from: Some(from),
-            seen: read
-                .iter()
-                .filter(|a| a.settled && a.created >= from)
-                .map(|a| a.id)
-                .collect(),
-        }
-    }
-}
 
 /// The state a run starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -510,7 +389,7 @@ fn alert_mark(raw: &RawParams, notes: &mut Vec<String>) -> Option<AlertMark> {
     let mark = AlertMark::parse(&s);
     if mark.is_none() {
         notes.push(format!(
-            "{} '{}' is not an alert checkpoint; reporting detections starts afresh (alerts before this run are not reported)",
+            "{} '{}' is not an alert checkpoint; reporting detections starts afresh from Last Modified",
             pn::ALERT_CHECKPOINT.name,
             shown(&s)
         ));
@@ -844,33 +723,22 @@ mod tests {
     }
 
     #[test]
-    fn the_alert_mark_reads_back_what_it_writes_and_damage_is_a_note() {
-        let mark = AlertMark {
-            from: Some(datetime!(2026-11-28 12:00:00.123 UTC)),
-            seen: [3, 4, 5, 9, 11, 12].into_iter().collect(),
-        };
-        let text = mark.render();
-        assert_eq!(text, "from 2026-11-28T12:00:00.123Z seen 3-5,9,11-12");
-        assert_eq!(AlertMark::parse(&text), Some(mark));
-        let start = AlertMark::default();
-        assert_eq!(start.render(), "from start");
-        assert_eq!(AlertMark::parse("from start"), Some(start));
-        for bad in [
-            "",
-            "since x",
-            "from yesterday",
-            "from start seen 5-3",
-            "from start seen",
-            "from start seen 1 2",
-        ] {
-            assert_eq!(AlertMark::parse(bad), None, "{bad}");
-        }
-        let (c, notes) = load(&[("alert_checkpoint", "from start seen 7"), GIVEN]);
+    fn the_alert_checkpoint_is_carried_emptied_when_off_and_damage_is_a_note() {
+        let (c, notes) = load(&[
+            ("alert_checkpoint", "from 2026-11-28T12:00:00Z seen 7"),
+            GIVEN,
+        ]);
         assert!(notes.is_empty());
-        assert_eq!(c.alerts.as_ref().map(|m| m.seen.len()), Some(1));
+        assert_eq!(c.alerts.as_ref().map(|m| m.seen.count()), Some(1));
+        let kept = vec![(
+            "alert_checkpoint",
+            Some("from 2026-11-28T12:00:00Z seen 7".into()),
+        )];
+        assert_eq!(c.alert_results(true, None), kept);
+        let moved = AlertMark::parse("from 2026-11-28T13:00:00Z").unwrap();
         assert_eq!(
-            c.alert_results(true, None),
-            vec![("alert_checkpoint", Some("from start seen 7".into()))]
+            c.alert_results(true, Some(&moved)),
+            vec![("alert_checkpoint", Some("from 2026-11-28T13:00:00Z".into()))]
         );
         assert_eq!(
             c.alert_results(false, None),
@@ -878,52 +746,13 @@ mod tests {
         );
         let (damaged, notes) = load(&[("alert_checkpoint", "garbage"), GIVEN]);
         assert_eq!((damaged.alerts, notes.len()), (None, 1));
+        assert!(
+            notes[0].contains("starts afresh from Last Modified"),
+            "{notes:?}"
+        );
         let (off, _) = load(&[("alert_checkpoint", ""), GIVEN]);
         assert_eq!(off.alerts, None);
         assert!(off.alert_results(false, None).is_empty());
-    }
-
-    #[test]
-    fn the_alert_mark_moves_only_past_what_was_dealt_with() {
-        let t = datetime!(2026-11-28 12:00:00 UTC);
-        let at = |s: i64| t + time::Duration::seconds(s);
-        let read = |id, s, settled| AlertRead {
-            id,
-            created: at(s),
-            settled,
-        };
-        // A first run: from the overlap behind the newest, everything then seen.
-        let first = AlertMark::next(
-            None,
-            &[read(1, -900, true), read(2, 0, true), read(3, -60, true)],
-        );
-        assert_eq!(first.from, Some(at(-300)));
-        assert_eq!(first.seen, [2, 3].into_iter().collect());
-        assert_eq!(AlertMark::next(None, &[]), AlertMark::default());
-        // Later: one write failed, so from stays at it and the ids after it stay seen.
-        let next = AlertMark::next(
-            Some(&first),
-            &[
-                read(2, 0, true),
-                read(3, -60, true),
-                read(4, 600, true),
-                read(5, 200, false),
-                read(6, 900, true),
-            ],
-        );
-        assert_eq!(next.from, Some(at(200)));
-        assert_eq!(next.seen, [4, 6].into_iter().collect());
-        // Never back behind the last from, and an empty read keeps it.
-        let quiet = AlertMark::next(Some(&next), &[read(6, 900, true)]);
-        assert_eq!(quiet.from, Some(at(600)));
-        assert_eq!(quiet.seen, [6].into_iter().collect());
-        let gone = AlertMark::next(Some(&quiet), &[]);
-        assert_eq!((gone.from, gone.seen.len()), (Some(at(600)), 0));
-        // Two alerts of one instant: the one dealt with stays seen, the other is read again
-        // (from stays at the overlap behind them, which is before the open one).
-        let tie = AlertMark::next(Some(&gone), &[read(7, 1000, true), read(8, 1000, false)]);
-        assert_eq!(tie.from, Some(at(700)));
-        assert_eq!(tie.seen, [7].into_iter().collect());
     }
 
     #[test]

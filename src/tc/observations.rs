@@ -89,6 +89,16 @@ impl TcClient {
         Ok(out)
     }
 
+    /// For `check`: one indicator read with its observation count, which proves the field is
+    /// readable (writing one cannot be tried without counting it).
+    pub fn check_observations(&self) -> Result<()> {
+        let url = format!(
+            "{}/v3/indicators?resultLimit=1&fields=observations",
+            self.api_path()
+        );
+        self.each_record(&url, 1, &mut |_| {}).map(|_| ())
+    }
+
     /// Reports `n` new observations of indicator `id`; see the module docs for when it is
     /// sent again.
     pub fn add_observations(&self, id: i64, n: u64) -> std::result::Result<(), WriteFailure> {

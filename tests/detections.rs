@@ -1,0 +1,309 @@
+//! Report Tanium Detections, through the binary in the admin's order: turn it on, let the job
+//! make its documents, let endpoints match them (alerts raised in the Tanium simulator), and
+//! read what ThreatConnect counted. The expected counts come from the test's own reading of
+//! the stored documents (`support::docs`), never from the app's mapping.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tanium_tr_indicators::sim::alerts::AlertSpec;
+use tanium_tr_indicators::sim::lab::{Lab, RunResult};
+use tanium_tr_indicators::sim::server::{Fault, FaultRule, Gate};
+use tanium_tr_indicators::sim::tanium::SimDoc;
+use tanium_tr_indicators::tanium::model::ApiGeneration;
+use time::OffsetDateTime;
+
+use crate::support::docs::{items, Item};
+use crate::support::{expire_leases, lab, run_with};
+
+const PARAM: &str = "report_detections";
+const CHECKPOINT: &str = "alert_checkpoint";
+
+fn run(lab: &mut Lab, extra: &[(&str, Value)]) -> RunResult {
+    let r = run_with(lab, extra);
+    assert_eq!(r.code, 0, "{}\n{}", r.message, r.log);
+    r
+}
+
+/// A lab whose job reports detections, its documents made by a first run.
+fn started(
+    generation: ApiGeneration,
+    n: usize,
+    extra: &[(&str, Value)],
+) -> (tempfile::TempDir, Lab) {
+    let (dir, mut lab) = lab(generation, n, 24);
+    lab.set(PARAM, json!(true));
+    for (k, v) in extra {
+        lab.set(k, v.clone());
+    }
+    let first = run(&mut lab, &[]);
+    assert!(
+        first.results.contains_key(CHECKPOINT),
+        "{:?}",
+        first.results
+    );
+    (dir, lab)
+}
+
+/// The job's documents and what each holds, as the test reads them.
+fn job_docs(lab: &Lab) -> Vec<(SimDoc, Vec<Item>)> {
+    lab.source_docs()
+        .into_iter()
+        .filter(|d| d.body.contains("tc-sync: "))
+        .map(|d| {
+            let it = items(&d.body).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            (d, it)
+        })
+        .collect()
+}
+
+fn raise(lab: &Lab, doc: i64, properties: Value) -> i64 {
+    lab.tanium.raise_alert(AlertSpec::on(doc, properties))
+}
+
+/// What an endpoint's match reports for an item: its address, host name or first hash.
+fn matched(it: &Item) -> Value {
+    let v = it.values[0]
+        .split_once(':')
+        .map_or(it.values[0].as_str(), |(t, v)| {
+            if ["MD5", "SHA1", "SHA256"].contains(&t) {
+                v
+            } else {
+                it.values[0].as_str()
+            }
+        });
+    match it.kind.as_str() {
+        "Address" => json!({"remote_ip": v}),
+        "Host" => json!({"domain": v}),
+        _ => json!({"file": {"hash": {"md5": v}}, "fullpath": "C:\\x\\y.exe"}),
+    }
+}
+
+fn alert_reads(lab: &Lab) -> u64 {
+    lab.tanium.server().hits_where(|k| k.ends_with("/alerts"))
+}
+
+fn observation_writes(lab: &Lab) -> u64 {
+    lab.tc.server().hits("PUT /api/v3/indicators/")
+}
+
+fn observed(lab: &Lab) -> BTreeMap<i64, i64> {
+    lab.tc.observed()
+}
+
+#[test]
+fn alerts_on_single_documents_credit_exactly_their_indicators_and_a_rerun_reports_nothing() {
+    for generation in [ApiGeneration::V4, ApiGeneration::V3] {
+        let (_d, mut lab) = started(generation, 24, &[]);
+        let docs = job_docs(&lab);
+        assert!(docs.len() >= 4, "{}", docs.len());
+        // Three alerts on one document, one on each of two others.
+        let mut want: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut guids = Vec::new();
+        for (k, times) in [(0usize, 3), (1, 1), (2, 1)] {
+            let (doc, it) = (&docs[k].0, &docs[k].1[0]);
+            for _ in 0..times {
+                raise(&lab, doc.id, matched(it));
+            }
+            *want.entry(it.tc_id).or_default() += times;
+        }
+        for a in lab.tanium.alerts() {
+            guids.push(a.guid);
+        }
+        // Alerts the job must not credit: another source's document, a document that is not
+        // there at all.
+        let other = lab.tanium.add_source("Analysts");
+        let foreign = lab.tanium.add_doc(other, "theirs", &docs[3].0.body);
+        raise(&lab, foreign, matched(&docs[3].1[0]));
+        raise(&lab, 987_654, json!({"remote_ip": "203.0.113.9"}));
+
+        let r = run(&mut lab, &[]);
+        assert_eq!(observed(&lab), want, "{generation:?}\n{}", r.log);
+        assert!(
+            r.message
+                .ends_with("; 5 detections reported to ThreatConnect (3 indicators)"),
+            "{}",
+            r.message
+        );
+        assert_eq!(observation_writes(&lab), 3, "one write per indicator");
+        for g in &guids {
+            assert!(
+                r.log
+                    .contains(&format!("/ui/threatresponse/alerts?guid={g}")),
+                "{g} not linked in the log:\n{}",
+                r.log
+            );
+        }
+        for id in want.keys() {
+            assert!(r.log.contains(&format!("(TC id {id}, ")), "{}", r.log);
+        }
+        assert!(
+            r.log.contains("; 2 on documents of other sources;"),
+            "{}",
+            r.log
+        );
+
+        // A rerun reads the alerts again and reports nothing.
+        let again = run(&mut lab, &[]);
+        assert_eq!(observed(&lab), want, "{}", again.log);
+        assert!(!again.message.contains("detections"), "{}", again.message);
+        assert_eq!(observation_writes(&lab), 3);
+        assert_eq!(
+            again
+                .results
+                .get(CHECKPOINT)
+                .map(|s| s.starts_with("from ")),
+            Some(true),
+            "{:?}",
+            again.results
+        );
+    }
+}
+
+#[test]
+fn off_by_default_no_alert_is_read() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 12, 5);
+    run(&mut lab, &[]);
+    let doc = lab.source_docs()[0].id;
+    raise(&lab, doc, json!({"remote_ip": "203.0.113.9"}));
+    let r = run(&mut lab, &[]);
+    assert_eq!(alert_reads(&lab), 0);
+    assert_eq!(observation_writes(&lab), 0);
+    assert!(!r.results.contains_key(CHECKPOINT), "{:?}", r.results);
+    assert!(observed(&lab).is_empty());
+}
+
+#[test]
+fn an_alert_on_a_grouped_document_credits_only_the_member_it_names() {
+    let (_d, mut lab) = started(
+        ApiGeneration::V4,
+        40,
+        &[("indicators_per_document", json!("10"))],
+    );
+    let docs = job_docs(&lab);
+    let (doc, members) = docs
+        .iter()
+        .find(|(_, it)| it.len() >= 3)
+        .expect("a grouped document of three or more");
+    let named = &members[1];
+    let other = &members[2];
+    raise(&lab, doc.id, matched(named));
+    raise(&lab, doc.id, matched(named));
+    // A numeric element id as real servers give (not one of the document's own ids): the
+    // matched value decides.
+    lab.tanium.raise_alert(AlertSpec {
+        intra_ids: vec![json!({"id_v2": "901388892329936882"})],
+        ..AlertSpec::on(doc.id, matched(other))
+    });
+    // Names no member (a value the document does not hold): counted, never credited.
+    raise(&lab, doc.id, json!({"remote_ip": "198.51.100.254"}));
+    // Unreadable details.
+    lab.tanium.raise_alert(AlertSpec {
+        raw_details: Some("not json".into()),
+        ..AlertSpec::on(doc.id, json!({}))
+    });
+    let r = run(&mut lab, &[]);
+    let want: BTreeMap<i64, i64> = [(named.tc_id, 2), (other.tc_id, 1)].into_iter().collect();
+    assert_eq!(observed(&lab), want, "{}", r.log);
+    assert!(
+        r.message
+            .ends_with("; 3 detections reported to ThreatConnect (2 indicators)"),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.log
+            .contains("; 2 on the job's documents could not be mapped;"),
+        "{}",
+        r.log
+    );
+    assert!(
+        r.log.contains("name no member of the grouped document"),
+        "{}",
+        r.log
+    );
+    assert!(r.log.contains("its details cannot be read"), "{}", r.log);
+    let again = run(&mut lab, &[]);
+    assert_eq!(observed(&lab), want, "{}", again.log);
+}
+
+#[test]
+fn late_alerts_ties_and_alerts_during_a_run_are_each_reported_once() {
+    let (_d, mut lab) = started(ApiGeneration::V4, 12, &[]);
+    let docs = job_docs(&lab);
+    let now = OffsetDateTime::now_utc();
+    let at = |doc: &SimDoc, created: OffsetDateTime, alerted: OffsetDateTime| AlertSpec {
+        created_at: Some(created),
+        alerted_at: Some(alerted),
+        ..AlertSpec::on(doc.id, json!({}))
+    };
+    // An alert an endpoint raised two days ago that reached Threat Response just now, and one
+    // of a pair stored in the same millisecond.
+    let tie = now + time::Duration::seconds(1);
+    lab.tanium
+        .raise_alert(at(&docs[0].0, now, now - time::Duration::days(2)));
+    lab.tanium.raise_alert(at(&docs[1].0, tie, tie));
+    // The run is held at its first observation write while two more alerts arrive: one
+    // stored now, and the other of the pair, stored (createdAt) with its twin but listed only
+    // now.
+    let gate = Gate::new();
+    lab.tc.server().inject(FaultRule::new(
+        Some("PUT"),
+        "/api/v3/indicators/",
+        1,
+        Fault::Hold(gate.clone()),
+    ));
+    let running = lab.start_run(&Default::default(), &[]).unwrap();
+    assert!(gate.wait_arrived(Duration::from_secs(60)));
+    lab.tanium
+        .raise_alert(at(&docs[2].0, OffsetDateTime::now_utc(), now));
+    lab.tanium.raise_alert(at(&docs[3].0, tie, tie));
+    gate.open();
+    let r = lab.finish(running).unwrap();
+    assert_eq!(r.code, 0, "{}\n{}", r.message, r.log);
+    let tc_id = |k: usize| docs[k].1[0].tc_id;
+    let first: BTreeMap<i64, i64> = [(tc_id(0), 1), (tc_id(1), 1)].into_iter().collect();
+    assert_eq!(observed(&lab), first, "{}", r.log);
+    let next = run(&mut lab, &[]);
+    let all: BTreeMap<i64, i64> = (0..4).map(|k| (tc_id(k), 1)).collect();
+    assert_eq!(observed(&lab), all, "{}", next.log);
+    run(&mut lab, &[]);
+    assert_eq!(observed(&lab), all);
+}
+
+#[test]
+fn a_run_killed_after_its_writes_reports_those_alerts_again_and_no_others() {
+    let (_d, mut lab) = started(ApiGeneration::V4, 12, &[]);
+    let docs = job_docs(&lab);
+    raise(&lab, docs[0].0.id, json!({}));
+    raise(&lab, docs[1].0.id, json!({}));
+    // The run writes its observations, then is killed while its lease is being deleted:
+    // after the TC writes, before results.tc.
+    let gate = Gate::new();
+    lab.tanium.server().inject(FaultRule::new(
+        Some("DELETE"),
+        &format!("{}/sources/", ApiGeneration::V4.base_path()),
+        1,
+        Fault::Hold(gate.clone()),
+    ));
+    let mut running = lab.start_run(&Default::default(), &[]).unwrap();
+    assert!(gate.wait_arrived(Duration::from_secs(60)));
+    running.kill().unwrap();
+    let killed = lab.finish(running).unwrap();
+    gate.open();
+    assert!(lab.quiesce(Duration::from_secs(30)));
+    assert_eq!(killed.code, -1);
+    let (a, b) = (docs[0].1[0].tc_id, docs[1].1[0].tc_id);
+    assert_eq!(observed(&lab), [(a, 1), (b, 1)].into_iter().collect());
+    // An alert after the kill: reported once. The killed run's two: again (the documented
+    // window), and never a third time.
+    raise(&lab, docs[2].0.id, json!({}));
+    expire_leases(&lab);
+    let r = run(&mut lab, &[]);
+    let c = docs[2].1[0].tc_id;
+    let want: BTreeMap<i64, i64> = [(a, 2), (b, 2), (c, 1)].into_iter().collect();
+    assert_eq!(observed(&lab), want, "{}", r.log);
+    run(&mut lab, &[]);
+    assert_eq!(observed(&lab), want);
+}
