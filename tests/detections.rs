@@ -307,3 +307,302 @@ fn a_run_killed_after_its_writes_reports_those_alerts_again_and_no_others() {
     run(&mut lab, &[]);
     assert_eq!(observed(&lab), want);
 }
+
+#[test]
+fn a_tc_refusal_and_a_tanium_refusal_each_name_their_part_and_keep_the_syncs_result() {
+    let (_d, mut lab) = started(ApiGeneration::V4, 12, &[]);
+    let docs = job_docs(&lab);
+    for (doc, _) in &docs[..2] {
+        raise(&lab, doc.id, json!({}));
+    }
+    // The sync has work too: one indicator changed in TC.
+    let changed = docs[5].1[0].tc_id;
+    lab.tc.update(changed, |i| i.confidence = Some(97));
+    lab.tc.set_observations_refused(true);
+    let refused = run_with(&mut lab, &[]);
+    assert_eq!(refused.code, 3, "{}\n{}", refused.message, refused.log);
+    assert!(
+        refused.message.starts_with(
+            "detections: TC refused the observation write: the Api User needs 'Include in Observations and False Positives'"
+        ),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused
+            .message
+            .contains("; Synced: Tanium source \"ThreatConnect\" now holds"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains(" 1 updated,"),
+        "{}",
+        refused.message
+    );
+    assert!(observed(&lab).is_empty());
+    // The sync delivered and wrote its checkpoint as a clean run does.
+    let confidence = job_docs(&lab)
+        .into_iter()
+        .find_map(|(_, it)| it.into_iter().find(|i| i.tc_id == changed))
+        .and_then(|i| i.confidence);
+    assert_eq!(confidence, Some(97));
+    for key in [
+        "last_modified",
+        "filter_fingerprint",
+        "job_horizon",
+        "deploy_pending",
+        CHECKPOINT,
+    ] {
+        assert!(
+            refused.results.contains_key(key),
+            "{key}: {:?}",
+            refused.results
+        );
+    }
+    lab.tc.set_observations_refused(false);
+
+    let base = ApiGeneration::V4.base_path();
+    lab.tanium.deny(Some("GET"), &format!("{base}/alerts"));
+    raise(&lab, docs[2].0.id, json!({}));
+    let denied = run_with(&mut lab, &[]);
+    assert_eq!(denied.code, 3, "{}\n{}", denied.message, denied.log);
+    assert!(
+        denied.message.starts_with(
+            "detections: Tanium refused the alerts read: the account or API token needs 'threat response alerts read' to read alerts; Synced: Tanium source"
+        ),
+        "{}",
+        denied.message
+    );
+    assert!(observed(&lab).is_empty());
+    assert_eq!(
+        denied.results.get(CHECKPOINT),
+        refused.results.get(CHECKPOINT)
+    );
+    lab.tanium.clear_denials();
+
+    // Both fixed: each alert reported once.
+    let fixed = run(&mut lab, &[]);
+    let want: BTreeMap<i64, i64> = (0..3).map(|k| (docs[k].1[0].tc_id, 1)).collect();
+    assert_eq!(observed(&lab), want, "{}", fixed.log);
+}
+
+#[test]
+fn the_jobs_own_observation_rewrites_and_deploys_nothing() {
+    for per_document in ["1", "10"] {
+        let (_d, mut lab) = started(
+            ApiGeneration::V4,
+            24,
+            &[("indicators_per_document", json!(per_document))],
+        );
+        // TC moves lastModified and raises the ThreatAssess score when it counts an observation.
+        lab.tc.set_observation_moves_last_modified(true);
+        lab.tc.set_observation_raises_score(true);
+        let docs = job_docs(&lab);
+        for (doc, its) in docs.iter().take(3) {
+            raise(&lab, doc.id, matched(&its[0]));
+        }
+        let reported = run(&mut lab, &[]);
+        assert!(
+            reported.message.contains("3 detections reported"),
+            "{}",
+            reported.message
+        );
+        let bodies: Vec<(i64, String)> = lab
+            .source_docs()
+            .into_iter()
+            .map(|d| (d.id, d.body))
+            .collect();
+        lab.tanium.server().reset_counters();
+        let next = run(&mut lab, &[]);
+        let tanium = lab.tanium.server();
+        let writes = tanium.hits_where(|k| {
+            (k.starts_with("PUT ") || k.starts_with("POST ")) && k.contains("/intels")
+        });
+        assert_eq!(writes, 0, "{per_document}: {}\n{}", next.message, next.log);
+        assert_eq!(
+            tanium.hits("POST /plugin/products/threat-response/api/v1/intel/deploy"),
+            0
+        );
+        let after: Vec<(i64, String)> = lab
+            .source_docs()
+            .into_iter()
+            .map(|d| (d.id, d.body))
+            .collect();
+        assert_eq!(after, bodies, "{per_document}");
+        assert!(next.message.contains(" 0 updated,"), "{}", next.message);
+    }
+}
+
+#[test]
+fn turning_it_on_rewrites_the_documents_once_without_lastmodified_or_score() {
+    let (_d, mut lab) = lab(ApiGeneration::V4, 12, 3);
+    run(&mut lab, &[]);
+    let with_score = job_docs(&lab);
+    assert!(with_score
+        .iter()
+        .any(|(_, it)| it[0].threat_assess.is_some()));
+    lab.set(PARAM, json!(true));
+    let on = run(&mut lab, &[]);
+    assert!(on.message.ends_with(" (full reconcile)"), "{}", on.message);
+    for (d, it) in job_docs(&lab) {
+        assert_eq!(it[0].threat_assess, None, "{}", d.name);
+        assert!(!d.body.contains("Last modified:"), "{}", d.body);
+    }
+    let again = run(&mut lab, &[]);
+    assert!(again.message.contains(" 0 updated,"), "{}", again.message);
+    // Off again: the checkpoint is emptied, so a later switch on starts afresh.
+    lab.set(PARAM, json!(false));
+    let off = run(&mut lab, &[]);
+    assert_eq!(off.results.get(CHECKPOINT).map(String::as_str), Some(""));
+}
+
+#[test]
+fn the_dry_run_lists_the_observations_it_would_write_and_writes_none() {
+    let (_d, mut lab) = started(ApiGeneration::V4, 12, &[]);
+    let docs = job_docs(&lab);
+    raise(&lab, docs[0].0.id, json!({}));
+    raise(&lab, docs[0].0.id, json!({}));
+    let checkpoint = lab.persisted.get(CHECKPOINT).cloned();
+    let dry = run(&mut lab, &[("dry_run", json!(true))]);
+    assert!(
+        dry.message
+            .ends_with("; would report 2 detections to ThreatConnect (1 indicator)"),
+        "{}",
+        dry.message
+    );
+    assert!(
+        dry.log
+            .contains("detections: would report 2 observations on ThreatConnect ")
+            && dry
+                .log
+                .contains(&format!("(TC id {}, ", docs[0].1[0].tc_id)),
+        "{}",
+        dry.log
+    );
+    assert_eq!(observation_writes(&lab), 0);
+    assert!(dry.results.is_empty(), "{:?}", dry.results);
+    assert_eq!(lab.persisted.get(CHECKPOINT).cloned(), checkpoint);
+    run(&mut lab, &[]);
+    assert_eq!(observed(&lab).get(&docs[0].1[0].tc_id), Some(&2));
+}
+
+#[test]
+fn a_write_whose_answer_was_lost_is_counted_once() {
+    let (_d, mut lab) = started(ApiGeneration::V4, 12, &[]);
+    let docs = job_docs(&lab);
+    raise(&lab, docs[0].0.id, json!({}));
+    // TC counts the observation and the connection drops before the answer.
+    lab.tc.server().inject(FaultRule::new(
+        Some("PUT"),
+        "/api/v3/indicators/",
+        1,
+        Fault::DropAfterHandling,
+    ));
+    let r = run(&mut lab, &[]);
+    assert!(r.log.contains("the count read again shows it"), "{}", r.log);
+    let id = docs[0].1[0].tc_id;
+    assert_eq!(observed(&lab), [(id, 1)].into_iter().collect());
+    run(&mut lab, &[]);
+    assert_eq!(observed(&lab), [(id, 1)].into_iter().collect());
+    // Dropped before TC acted: not counted, so the next run sends it again, once.
+    raise(&lab, docs[1].0.id, json!({}));
+    lab.tc.server().inject(FaultRule::new(
+        Some("PUT"),
+        "/api/v3/indicators/",
+        1,
+        Fault::Drop,
+    ));
+    let dropped = run_with(&mut lab, &[]);
+    assert_eq!(dropped.code, 3, "{}\n{}", dropped.message, dropped.log);
+    assert!(
+        dropped
+            .message
+            .starts_with("detections: 1 observation write failed"),
+        "{}",
+        dropped.message
+    );
+    let next = run(&mut lab, &[]);
+    let want: BTreeMap<i64, i64> = [(id, 1), (docs[1].1[0].tc_id, 1)].into_iter().collect();
+    assert_eq!(observed(&lab), want, "{}", next.log);
+}
+
+#[test]
+fn servers_that_ignore_sort_or_refuse_two_columns_and_alerts_on_many_pages_are_read_whole() {
+    for (ignored, refused) in [(true, false), (false, true)] {
+        let (_d, mut lab) = started(ApiGeneration::V4, 12, &[]);
+        lab.tanium.set_alert_sort_ignored(ignored);
+        lab.tanium.set_alert_compound_sort_refused(refused);
+        let docs = job_docs(&lab);
+        let other = lab.tanium.add_source("Analysts");
+        let foreign = lab.tanium.add_doc(other, "theirs", &docs[0].0.body);
+        // 1,201 alerts of another source around 7 of the job's: three pages and more.
+        for k in 0..1208 {
+            let doc = if k % 200 == 7 {
+                docs[k % 5].0.id
+            } else {
+                foreign
+            };
+            raise(&lab, doc, json!({}));
+        }
+        let r = run(&mut lab, &[]);
+        assert_eq!(observed(&lab).values().sum::<i64>(), 7, "{}", r.log);
+        if ignored {
+            assert!(r.log.contains("sort ignored"), "{}", r.log);
+        }
+        run(&mut lab, &[]);
+        assert_eq!(observed(&lab).values().sum::<i64>(), 7);
+    }
+}
+
+#[test]
+fn check_reads_the_alerts_and_names_the_api_user_option_it_cannot_prove() {
+    let (_d, mut lab) = started(ApiGeneration::V4, 6, &[]);
+    let r = lab.run(&Default::default(), &["check"]).unwrap();
+    assert_eq!(r.code, 0, "{}\n{}", r.message, r.stdout);
+    assert!(
+        r.stdout
+            .contains("ok   Threat Response alerts (Report Tanium Detections): readable"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("'threat response alerts read'"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("--   ThreatConnect Api User option 'Include in Observations and False Positives': not checked"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.message
+            .contains("'Include in Observations and False Positives'"),
+        "{}",
+        r.message
+    );
+    assert_eq!(observation_writes(&lab), 0);
+    lab.tanium.deny(
+        Some("GET"),
+        &format!("{}/alerts", ApiGeneration::V4.base_path()),
+    );
+    let denied = lab.run(&Default::default(), &["check"]).unwrap();
+    assert_eq!(denied.code, 1, "{}", denied.stdout);
+    assert!(
+        denied.stdout.contains("FAIL Threat Response alerts (Report Tanium Detections): Tanium permission missing: the account or API token needs 'threat response alerts read'"),
+        "{}",
+        denied.stdout
+    );
+    // Off, neither is looked at.
+    lab.tanium.clear_denials();
+    lab.set(PARAM, json!(false));
+    lab.tanium.server().reset_counters();
+    let off = lab.run(&Default::default(), &["check"]).unwrap();
+    assert!(
+        !off.stdout.contains("Report Tanium Detections"),
+        "{}",
+        off.stdout
+    );
+    assert_eq!(alert_reads(&lab), 0);
+}

@@ -21,10 +21,11 @@ use super::client::{status_error, TcClient, SVC};
 /// Ids per read by id (`id in (…)`): the URL stays well under the 8 KB servers take.
 pub const IDS_PER_READ: usize = 200;
 
-/// What the Api User lacks when ThreatConnect refuses an observation (403).
-pub const OBSERVATION_PERMISSION: &str = "the Api User needs 'Include in Observations and False \
-     Positives' (ThreatConnect: System Settings, the Api User's account) and an Organization role \
-     of Standard User or above";
+/// What the Api User lacks when ThreatConnect refuses an observation (403): the option, set on
+/// the Api User's account (it also needs a role that may report: Standard User or above in an
+/// Organization, Contributor or above in a Community or Source).
+pub const OBSERVATION_PERMISSION: &str =
+    "the Api User needs 'Include in Observations and False Positives'";
 
 /// An indicator as the observation writes need it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
