@@ -10,7 +10,9 @@
 //!                           default) or rich (also tags APT*, Malware and ThreatAssess bands);
 //!                           several run each and report the label requests' cost
 //!   --per-document N[,M...] indicators_per_document (default 1); several run each
-//!   --phases LIST           first,nochange,changed,full (default all four)
+//!   --phases LIST           first,nochange,changed,full,detections (default the first four;
+//!                           detections raises 10k alerts on a tenth of the documents and
+//!                           reports them, with Report Tanium Detections on in every phase)
 //!   --json FILE             also write the results as JSON
 //!   --check FILE            compare with a recorded baseline; exit 1 over 2x (not wall time)
 //!   --dir DIR               working folder (default target/bench)
@@ -110,6 +112,7 @@ fn parse_args() -> Result<Args, String> {
                         "nochange" => Phase::NoChange,
                         "changed" => Phase::Changed1Pct,
                         "full" => Phase::FullReconcile,
+                        "detections" => Phase::Detections,
                         other => return Err(format!("--phases: unknown phase '{other}'")),
                     };
                     if !p.contains(&phase) {

@@ -336,62 +336,26 @@ pub fn report(x: &Inputs) -> Detections {
             );
         }
     };
-    let views = view_docs(x, docs);
+    let (mapped, failures) = map_alerts(x, docs, &fresh);
     let mut targets: Vec<Option<Target>> = vec![None; fresh.len()];
     for (i, f) in fresh.iter().enumerate() {
-        let Some(view) = f.doc.and_then(|d| views.get(&d)) else {
-            out.other_sources += 1;
-            settled[i] = Some(true);
-            continue;
-        };
-        let target = match view {
-            DocView::Single {
-                identity,
-                tc_id: Some(tc_id),
-            } => Ok(Target {
-                tc_id: *tc_id,
-                identity: *identity,
-            }),
-            DocView::Single { tc_id: None, .. } => {
-                Err("the document names no ThreatConnect id".to_string())
-            }
-            DocView::Group(ix) => match &f.details {
-                None => Err("its details cannot be read".to_string()),
-                Some(d) => match ix.member(d) {
-                    Ok(m) => match m.tc_id() {
-                        Some(tc_id) => Ok(Target {
-                            tc_id,
-                            identity: m.identity,
-                        }),
-                        None => Err("the member names no ThreatConnect id".to_string()),
-                    },
-                    Err(why) => Err(why.to_string()),
-                },
-            },
-            DocView::NotJobs => Err("a document in the source that this job did not make".into()),
-            DocView::Unreadable(why) => Err(format!("the document cannot be read: {why}")),
-            DocView::Gone => Err("the document is gone".into()),
-            DocView::Failed(_) => {
-                settled[i] = Some(false);
-                continue;
-            }
-        };
-        match target {
-            Ok(t) => targets[i] = Some(t),
-            Err(why) => {
-                unmapped(&mut out, f, &why);
+        match mapped.get(&i) {
+            None => {
+                out.other_sources += 1;
                 settled[i] = Some(true);
             }
+            Some(Mapped::To(t)) => targets[i] = Some(*t),
+            Some(Mapped::Not(why)) => {
+                unmapped(&mut out, f, why);
+                settled[i] = Some(true);
+            }
+            Some(Mapped::Open) => settled[i] = Some(false),
         }
     }
-    if let Some(DocView::Failed(e)) = views.values().find(|v| matches!(v, DocView::Failed(_))) {
-        let failed = views
-            .values()
-            .filter(|v| matches!(v, DocView::Failed(_)))
-            .count() as u64;
+    if let Some(e) = failures.first() {
         out.trouble.push(format!(
             "detections: {} could not be read, first error: {e}",
-            counted(failed, "alerted intel document")
+            counted(failures.len() as u64, "alerted intel document")
         ));
     }
     // Confirm each indicator with ThreatConnect: it is still there, and it is the one the
@@ -617,16 +581,89 @@ fn our_docs(x: &Inputs, fresh: &[Fresh]) -> crate::error::Result<HashMap<i64, In
     Ok(docs)
 }
 
-/// Each alerted document as mapping needs it; a document is read only when the listing row
-/// does not say enough (a grouped one always, a single one without its description).
-fn view_docs(x: &Inputs, docs: HashMap<i64, IntelDoc>) -> HashMap<i64, DocView> {
-    let rows: Vec<IntelDoc> = docs.into_values().collect();
+/// What became of an alert on one of the job's documents.
+enum Mapped {
+    To(Target),
+    Not(String),
+    /// Its document could not be read: the next run tries again.
+    Open,
+}
+
+/// Maps the alerts on the job's documents, document by document (a document is read only when
+/// its listing row does not say enough, and let go once its alerts are mapped, so a run holds
+/// at most one grouped document per worker); alerts on other documents are left out. Also the
+/// errors of the documents that could not be read.
+fn map_alerts(
+    x: &Inputs,
+    docs: HashMap<i64, IntelDoc>,
+    fresh: &[Fresh],
+) -> (HashMap<usize, Mapped>, Vec<String>) {
+    let mut by_doc: HashMap<i64, Vec<usize>> = HashMap::new();
+    for (i, f) in fresh.iter().enumerate() {
+        if let Some(d) = f.doc.filter(|d| docs.contains_key(d)) {
+            by_doc.entry(d).or_default().push(i);
+        }
+    }
+    let rows: Vec<(IntelDoc, Vec<usize>)> = docs
+        .into_values()
+        .filter_map(|d| by_doc.remove(&d.id).map(|alerts| (d, alerts)))
+        .collect();
     let stop = AtomicBool::new(false);
-    let views = in_parallel(&rows, x.config.workers, &stop, |d| view_doc(x.tanium, d));
-    rows.iter()
-        .zip(views)
-        .map(|(d, v)| (d.id, v.unwrap_or(DocView::Failed("not read".into()))))
-        .collect()
+    let done = in_parallel(&rows, x.config.workers, &stop, |(row, alerts)| {
+        let view = view_doc(x.tanium, row);
+        let failed = match &view {
+            DocView::Failed(e) => Some(e.clone()),
+            _ => None,
+        };
+        let mapped: Vec<(usize, Mapped)> = alerts
+            .iter()
+            .map(|&i| (i, map_alert(&view, &fresh[i])))
+            .collect();
+        (mapped, failed)
+    });
+    let mut out = HashMap::new();
+    let mut failures = Vec::new();
+    for ((_, alerts), d) in rows.iter().zip(done) {
+        match d {
+            Some((mapped, failed)) => {
+                out.extend(mapped);
+                failures.extend(failed);
+            }
+            None => out.extend(alerts.iter().map(|&i| (i, Mapped::Open))),
+        }
+    }
+    (out, failures)
+}
+
+fn map_alert(view: &DocView, f: &Fresh) -> Mapped {
+    let not = |why: &str| Mapped::Not(why.to_string());
+    match view {
+        DocView::Single {
+            identity,
+            tc_id: Some(tc_id),
+        } => Mapped::To(Target {
+            tc_id: *tc_id,
+            identity: *identity,
+        }),
+        DocView::Single { tc_id: None, .. } => not("the document names no ThreatConnect id"),
+        DocView::Group(ix) => match &f.details {
+            None => not("its details cannot be read"),
+            Some(d) => match ix.member(d) {
+                Ok(m) => match m.tc_id() {
+                    Some(tc_id) => Mapped::To(Target {
+                        tc_id,
+                        identity: m.identity,
+                    }),
+                    None => not("the member names no ThreatConnect id"),
+                },
+                Err(why) => not(why),
+            },
+        },
+        DocView::NotJobs => not("a document in the source that this job did not make"),
+        DocView::Unreadable(why) => Mapped::Not(format!("the document cannot be read: {why}")),
+        DocView::Gone => not("the document is gone"),
+        DocView::Failed(_) => Mapped::Open,
+    }
 }
 
 fn view_doc(tanium: &TaniumClient, row: &IntelDoc) -> DocView {
