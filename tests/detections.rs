@@ -505,25 +505,37 @@ fn a_write_whose_answer_was_lost_is_counted_once() {
     assert_eq!(observed(&lab), [(id, 1)].into_iter().collect());
     run(&mut lab, &[]);
     assert_eq!(observed(&lab), [(id, 1)].into_iter().collect());
-    // Dropped before TC acted: not counted, so the next run sends it again, once.
+    // Dropped before TC acted: the count read again shows it did not count, so it is sent
+    // again at once (up to four times). Dropped every time, the last answer is lost too: the
+    // run says so, and the next run sends it, once.
+    let put = |n| FaultRule::new(Some("PUT"), "/api/v3/indicators/", n, Fault::Drop);
     raise(&lab, docs[1].0.id, json!({}));
-    lab.tc.server().inject(FaultRule::new(
-        Some("PUT"),
-        "/api/v3/indicators/",
-        1,
-        Fault::Drop,
-    ));
-    let dropped = run_with(&mut lab, &[]);
-    assert_eq!(dropped.code, 3, "{}\n{}", dropped.message, dropped.log);
+    lab.tc.server().inject(put(1));
+    let dropped = run(&mut lab, &[]);
     assert!(
         dropped
-            .message
-            .starts_with("detections: 1 observation write failed"),
+            .log
+            .contains("(sent again: the first write got no answer and did not count)"),
         "{}",
-        dropped.message
+        dropped.log
     );
+    let mut want: BTreeMap<i64, i64> = [(id, 1), (docs[1].1[0].tc_id, 1)].into_iter().collect();
+    assert_eq!(observed(&lab), want, "{}", dropped.log);
+    raise(&lab, docs[2].0.id, json!({}));
+    lab.tc.server().inject(put(5));
+    let lost = run_with(&mut lab, &[]);
+    assert_eq!(lost.code, 3, "{}\n{}", lost.message, lost.log);
+    assert!(
+        lost.message.starts_with(
+            "detections: 1 observation write got no answer; the next run sends it again (they may count twice)"
+        ),
+        "{}",
+        lost.message
+    );
+    assert_eq!(lab.tc.server().hits("PUT /api/v3/indicators/"), 3 + 5);
+    assert_eq!(observed(&lab), want);
     let next = run(&mut lab, &[]);
-    let want: BTreeMap<i64, i64> = [(id, 1), (docs[1].1[0].tc_id, 1)].into_iter().collect();
+    want.insert(docs[2].1[0].tc_id, 1);
     assert_eq!(observed(&lab), want, "{}", next.log);
 }
 

@@ -43,6 +43,8 @@ const REFUSALS_BEFORE_STOP: usize = 5;
 const UNMAPPED_LINES: usize = 20;
 /// Console links an indicator's log line shows.
 const LINKS_SHOWN: usize = 3;
+/// Writes sent again after one whose answer was lost and that the count shows did not count.
+const TRIES_AFTER_A_LOST_ANSWER: u32 = 4;
 
 /// What a detections pass needs.
 pub struct Inputs<'a> {
@@ -432,7 +434,7 @@ pub fn report(x: &Inputs) -> Detections {
     }
     let written = write(x, &credits);
     let mut refused: Vec<&Error> = Vec::new();
-    let mut failed: Vec<&Error> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
     let mut unsure: Vec<(usize, &Error)> = Vec::new();
     let any_counted = written.iter().any(|w| matches!(w, Written::Counted));
     for (k, (c, w)) in credits.iter().zip(&written).enumerate() {
@@ -480,7 +482,7 @@ pub fn report(x: &Inputs) -> Detections {
                 false
             }
             Written::Failed(e) => {
-                failed.push(e);
+                failed.push(e.to_string());
                 false
             }
             Written::NotTried => false,
@@ -490,58 +492,59 @@ pub fn report(x: &Inputs) -> Detections {
         }
     }
     // A write whose answer was lost: the count read again says whether it went through.
-    if !unsure.is_empty() {
-        let ids: Vec<i64> = unsure
-            .iter()
-            .map(|(k, _)| credits[*k].observed.id)
-            .collect();
-        let again: HashMap<i64, Option<i64>> =
-            x.tc.observed_by_id(&ids)
-                .map(|l| l.into_iter().map(|o| (o.id, o.observations)).collect())
-                .unwrap_or_default();
-        let mut still = 0u64;
-        for (k, e) in &unsure {
-            let c = &credits[*k];
-            let n = c.alerts.len() as i64;
-            let before = c.observed.observations;
-            let after = again.get(&c.observed.id).copied().flatten();
-            match (before, after) {
-                (Some(b), Some(a)) if a >= b + n => {
-                    out.reported += n as u64;
-                    out.indicators += 1;
-                    log::info!(
-                        "detections: reported {} on {} (the answer was lost; the count read again shows it)",
-                        counted(n as u64, "observation"),
-                        credit_line(x, c, &fresh)
-                    );
-                    for &i in &c.alerts {
-                        settled[i] = Some(true);
-                    }
-                }
-                (Some(b), Some(a)) if a == b => {
-                    log::warn!(
-                        "detections: the observation write for indicator {} got no answer and did not count ({e}); the next run sends it again",
-                        c.observed.id
-                    );
-                    failed.push(e);
-                }
-                _ => {
-                    still += 1;
-                    log::warn!(
-                        "detections: the observation write for indicator {} got no answer and the count cannot tell whether it went through ({e}); the next run sends it again, which may count {} twice",
-                        c.observed.id,
-                        counted(n as u64, "alert")
-                    );
-                }
+    let mut still = 0u64;
+    for (k, e) in &unsure {
+        let c = &credits[*k];
+        let n = c.alerts.len() as u64;
+        let settle = match settle_lost(x, c, e) {
+            Lost::Counted(how) => {
+                out.reported += n;
+                out.indicators += 1;
+                log::info!(
+                    "detections: reported {} on {} ({how})",
+                    counted(n, "observation"),
+                    credit_line(x, c, &fresh)
+                );
+                true
             }
+            Lost::Gone => {
+                for &i in &c.alerts {
+                    unmapped(
+                        &mut out,
+                        &fresh[i],
+                        "the indicator was deleted in ThreatConnect",
+                    );
+                }
+                true
+            }
+            Lost::Failed(why) => {
+                log::warn!(
+                    "detections: the observation write for indicator {} got no answer and did not count; sent again, it failed ({why}); the next run sends it again",
+                    c.observed.id
+                );
+                failed.push(why);
+                false
+            }
+            Lost::Unknown(why) => {
+                still += 1;
+                log::warn!(
+                    "detections: the observation write for indicator {} got no answer and the count cannot tell whether it went through ({why}); the next run sends it again, which may count {} twice",
+                    c.observed.id,
+                    counted(n, "alert")
+                );
+                false
+            }
+        };
+        for &i in &c.alerts {
+            settled[i] = Some(settle);
         }
-        if still > 0 {
-            out.trouble.push(format!(
-                "detections: {} got no answer; the next run sends {} again (they may count twice)",
-                counted(still, "observation write"),
-                if still == 1 { "it" } else { "them" }
-            ));
-        }
+    }
+    if still > 0 {
+        out.trouble.push(format!(
+            "detections: {} got no answer; the next run sends {} again (they may count twice)",
+            counted(still, "observation write"),
+            if still == 1 { "it" } else { "them" }
+        ));
     }
     if !refused.is_empty() && !any_counted {
         out.trouble.insert(
@@ -708,6 +711,52 @@ fn view_doc(tanium: &TaniumClient, row: &IntelDoc) -> DocView {
         Some(identity) => DocView::Single { identity, tc_id },
         None => DocView::NotJobs,
     }
+}
+
+/// What became of a write whose answer was lost.
+enum Lost {
+    Counted(&'static str),
+    Gone,
+    /// Surely not counted, and sending it again failed.
+    Failed(String),
+    /// The count cannot tell.
+    Unknown(String),
+}
+
+/// Reads the count again after a write whose answer was lost: grown by the write, it counted;
+/// unchanged, it did not, and it is sent again (as often as a call is tried); anything else
+/// cannot tell (someone else reported on the indicator meanwhile, or the read failed).
+fn settle_lost(x: &Inputs, c: &Credit, first: &Error) -> Lost {
+    let id = c.observed.id;
+    let n = c.alerts.len() as i64;
+    let mut why = first.to_string();
+    for _ in 0..TRIES_AFTER_A_LOST_ANSWER {
+        let after = match x.tc.observed_by_id(&[id]) {
+            Ok(list) => match list.into_iter().find(|o| o.id == id) {
+                Some(o) => o.observations,
+                None => return Lost::Gone,
+            },
+            Err(e) => return Lost::Unknown(format!("{why}; reading the count again: {e}")),
+        };
+        match (c.observed.observations, after) {
+            (Some(b), Some(a)) if a >= b + n => {
+                return Lost::Counted("the answer was lost; the count read again shows it")
+            }
+            (Some(b), Some(a)) if a == b => {}
+            _ => return Lost::Unknown(why),
+        }
+        match x.tc.add_observations(id, n as u64) {
+            Ok(()) => {
+                return Lost::Counted("sent again: the first write got no answer and did not count")
+            }
+            Err(WriteFailure::Gone) => return Lost::Gone,
+            Err(WriteFailure::Unsure(e)) => why = e.to_string(),
+            Err(WriteFailure::Forbidden(e) | WriteFailure::Failed(e)) => {
+                return Lost::Failed(e.to_string())
+            }
+        }
+    }
+    Lost::Unknown(why)
 }
 
 /// One observation write per indicator, as many at once as the write pool allows; the writes
