@@ -349,9 +349,16 @@ fn where_listings_do_not_show_labels_only_written_documents_and_label_passes_rea
 
 #[test]
 fn labels_survive_an_update_whether_or_not_tanium_keeps_them() {
-    for keeps in [true, false] {
-        let (_d, mut lab) = lab(ApiGeneration::V4, 60, 66);
+    for (generation, listed, keeps) in [
+        (ApiGeneration::V4, true, true),
+        (ApiGeneration::V4, true, false),
+        (ApiGeneration::V3, true, false),
+        (ApiGeneration::V4, false, false),
+        (ApiGeneration::V3, false, false),
+    ] {
+        let (_d, mut lab) = lab(generation, 60, 66);
         lab.tanium.set_update_keeps_labels(keeps);
+        lab.tanium.set_label_ids_listed(listed);
         lab.set("threatassess_labels", json!(true));
         ok(&mut lab);
         for i in live(&lab).iter().take(3) {
@@ -362,17 +369,14 @@ fn labels_survive_an_update_whether_or_not_tanium_keeps_them() {
         lab.tanium.server().reset_counters();
         let r = ok(&mut lab);
         assert!(r.message.contains("3 updated"), "{}", r.message);
+        let case = format!("{generation:?}, labels listed {listed}, kept {keeps}");
         assert_eq!(
             labels_by_name(&lab),
             wanted(&lab, &["ThreatConnect"], |_| false, true),
-            "keeps {keeps}"
+            "{case}"
         );
         // Kept: nothing to put back; dropped: the update's answer says so, and they return.
-        assert_eq!(
-            label_writes(&lab),
-            if keeps { 0 } else { 6 },
-            "keeps {keeps}"
-        );
+        assert_eq!(label_writes(&lab), if keeps { 0 } else { 6 }, "{case}");
     }
 }
 

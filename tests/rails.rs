@@ -535,6 +535,84 @@ fn an_incremental_run_that_would_remove_most_of_the_source_is_held_back() {
     }
 }
 
+/// Maximum Removal Percent measures a run's removals against the source with the documents
+/// the same run creates (a held-back run still creates). TC replaces 55% of what the job sends
+/// with new indicators worth 30% more: that is 42% of the source the run ends up having held, so
+/// it goes through at once (measured against the old source alone it was held back, and the next
+/// run, finding the same removals a smaller share of a source grown by the held run's creates,
+/// made them with nobody raising the guard). A deactivation of 80% with the same newcomers is
+/// held back, and the next run, nothing changed, holds it back again: the documents stay until
+/// the guard is raised.
+#[test]
+fn the_removal_guard_judges_the_same_removals_the_same_on_the_next_run() {
+    for per_document in ["1", "20"] {
+        for (share, held) in [(55, false), (80, true)] {
+            let case = format!("{per_document} per document, {share}% deactivated");
+            let (_d, mut lab) = lab(ApiGeneration::V4, 200, 45);
+            lab.set("indicators_per_document", json!(per_document));
+            ok(&mut lab);
+            let before = covered(&lab);
+            let live: Vec<Indicator> = lab
+                .tc
+                .snapshot()
+                .into_iter()
+                .filter(|i| i.active && expected_name(i).is_some())
+                .collect();
+            let n_gone = live.len() * share / 100;
+            let gone: BTreeSet<String> = live[..n_gone].iter().filter_map(expected_name).collect();
+            for i in &live[..n_gone] {
+                lab.tc.set_active(i.id, false);
+            }
+            let newcomers = live.len() * 30 / 100;
+            for k in 0..newcomers {
+                let new = indicator(20_000 + k as i64, "Host", &format!("newcomer-{k}.example"));
+                lab.tc.insert(new.clone());
+                lab.tc.update(new.id, |_| {});
+            }
+
+            let r = run(&mut lab, &[]);
+            let remaining = covered(&lab).iter().filter(|n| gone.contains(*n)).count();
+            if !held {
+                assert_eq!(r.code, 0, "{case}: {}", r.message);
+                assert_eq!(remaining, 0, "{case}: {}", r.message);
+                assert_eq!(covered(&lab), expected(&lab, |_| true), "{case}");
+                continue;
+            }
+            assert_eq!(r.code, 3, "{case}: {}", r.message);
+            assert!(
+                r.message.contains(&format!(
+                    "held back {} removals, more than Maximum Removal Percent allows",
+                    gone.len()
+                )),
+                "{case}: {}",
+                r.message
+            );
+            assert_eq!(remaining, gone.len(), "{case}: nothing removed");
+            let with_new = covered(&lab);
+            assert_eq!(
+                with_new.len(),
+                before.len() + newcomers,
+                "{case}: newcomers sent"
+            );
+
+            let again = run(&mut lab, &[]);
+            assert_eq!(again.code, 3, "{case}, next run: {}", again.message);
+            assert!(
+                again
+                    .message
+                    .contains(&format!("held back {} removals", gone.len())),
+                "{case}, next run: {}",
+                again.message
+            );
+            assert_eq!(covered(&lab), with_new, "{case}: the documents stay");
+
+            let raised = run(&mut lab, &[("max_removal_percent", json!("100"))]);
+            assert_eq!(raised.code, 0, "{case}: {}", raised.message);
+            assert_eq!(covered(&lab), expected(&lab, |_| true), "{case}");
+        }
+    }
+}
+
 /// Maximum Indicators with grouped documents: a full reconcile keeps exactly the best ranked
 /// indicators, whatever documents they share; between full reconciles nothing is added to a full
 /// source and nothing evicted; the next full reconcile takes the better newcomer and drops the

@@ -184,6 +184,75 @@ fn taking_a_source_over_adopts_in_place_and_replaces_the_rest() {
     assert_eq!(doc(&lab, *id).unwrap().revision_id, 3);
 }
 
+/// Taking over, a document of someone else that cannot be read (here a proxy's page instead
+/// of the document) may cover an indicator the job sends: it stays, adopted by no one and
+/// removed by no one, the run says so (exit 3), and the next run reads it and adopts it.
+#[test]
+fn a_document_of_someone_else_that_cannot_be_read_stays_until_it_can() {
+    use tanium_tr_indicators::sim::server::{Fault, FaultRule};
+    let (_d, mut lab, covered, others) = legacy_lab(3);
+    lab.set("take_over_source", json!(true));
+    let (unread, ind) = covered[0].clone();
+    let path = format!("{}/intels/{unread}", ApiGeneration::V4.base_path());
+    lab.tanium
+        .server()
+        .inject(FaultRule::new(Some("GET"), &path, 1, Fault::Garbage));
+    let before = doc(&lab, unread).unwrap();
+    let r = run_with(&mut lab, &[]);
+    assert_eq!(r.code, 3, "{}", r.message);
+    assert!(
+        r.message.contains(
+            "could not read 1 document this job did not make: they stay until a run can read them"
+        ),
+        "{}",
+        r.message
+    );
+    assert_eq!(doc(&lab, unread).as_ref(), Some(&before), "left as it was");
+    assert!(
+        r.log
+            .contains("taking the source over: 2 documents adopted, 2 to remove"),
+        "{}",
+        r.log
+    );
+    for id in others {
+        assert!(doc(&lab, id).is_none(), "{id} is replaced");
+    }
+    assert!(
+        r.results["last_full_reconcile"].is_empty(),
+        "{:?}",
+        r.results
+    );
+
+    let r = run(&mut lab, &[]);
+    assert!(
+        r.log
+            .contains("taking the source over: 1 document adopted, 0 to remove"),
+        "{}",
+        r.log
+    );
+    let d = doc(&lab, unread).expect("adopted in place");
+    assert!(
+        d.name.starts_with(&expected_name(&ind).unwrap()),
+        "{}",
+        d.name
+    );
+    assert_eq!(
+        covered_names(&lab),
+        expected(&lab, |_| true),
+        "one document per indicator"
+    );
+}
+
+fn covered_names(lab: &Lab) -> Vec<String> {
+    let mut v: Vec<String> = lab
+        .source_docs()
+        .iter()
+        .map(|d| d.name.split(" (tc-sync:").next().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
 /// The admin's order: a first run into the previous app's source leaves its documents alone
 /// and makes its own; every later run says they are there; turning Take Over Source on acts on
 /// the very next run, adopting the old document of each value the job sends (its Tanium id kept)

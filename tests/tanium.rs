@@ -336,6 +336,30 @@ fn find_or_create_source_creates_once() {
     assert_eq!(client.find_source(&SOURCE.to_uppercase()).unwrap(), None);
 }
 
+/// A Tanium that lets sources share a name would take a create sent again after a lost answer
+/// as a second source: the client looks for it before each retry.
+#[test]
+fn a_source_create_whose_answer_is_lost_is_not_sent_again() {
+    let sim = sim(ApiGeneration::V4);
+    sim.set_duplicate_source_names(true);
+    let sources = format!("{}/sources", ApiGeneration::V4.base_path());
+    for (fault, posts) in [(Fault::DropAfterHandling, 1), (Fault::Drop, 2)] {
+        let name = format!("{SOURCE} {posts}");
+        let before = sim.server().hits(&format!("POST {sources}"));
+        sim.server()
+            .inject(FaultRule::new(Some("POST"), &sources, 1, fault.clone()));
+        let client = connect(&sim);
+        let s = client.find_or_create_source(&name).unwrap();
+        assert_eq!(sim.sources_named(&name), 1, "{fault:?}");
+        assert_eq!(s.name, name);
+        assert_eq!(
+            sim.server().hits(&format!("POST {sources}")) - before,
+            posts,
+            "{fault:?}: made and lost, found; or never made, sent again"
+        );
+    }
+}
+
 fn create_update_delete(g: ApiGeneration) {
     let sim = sim(g);
     let client = connect(&sim);
@@ -1145,6 +1169,35 @@ fn check_intel_status_names_what_cannot_be_read() {
             "{err}"
         );
     }
+}
+
+/// Tanium answers a label attach with the labels now on the document; a 200 that is not JSON
+/// (a proxy's page) proves nothing, so the client reads the document's labels before it says
+/// the label is on.
+#[test]
+fn a_label_attach_answered_with_a_page_that_is_not_json_is_checked_on_the_document() {
+    let sim = sim(ApiGeneration::V4);
+    let client = connect(&sim);
+    let source = client.find_or_create_source(SOURCE).unwrap();
+    let doc = client
+        .create_doc(source.id, &up(&stix("tc:Package-1", "t"), "stix"))
+        .unwrap();
+    let label = client.create_label("ThreatConnect").unwrap();
+    let attach = format!("{}/intels/{}/labels", ApiGeneration::V4.base_path(), doc.id);
+    let garbage = || FaultRule::new(Some("PUT"), &attach, 1, Fault::Garbage);
+
+    sim.server().inject(garbage());
+    let err = client.add_doc_label(doc.id, label.id).unwrap_err();
+    assert!(err.to_string().contains("not JSON"), "{err}");
+    assert!(sim.doc_label_names(doc.id).is_empty());
+
+    client.add_doc_label(doc.id, label.id).unwrap();
+    sim.server().inject(garbage());
+    client.add_doc_label(doc.id, label.id).unwrap();
+    assert_eq!(
+        sim.doc_label_names(doc.id),
+        vec!["ThreatConnect".to_string()]
+    );
 }
 
 #[test]

@@ -186,6 +186,16 @@ impl Tries {
         self.pause_after = None;
     }
 
+    /// Lets the call make one more attempt, then hand back again.
+    pub fn allow_one_more(&mut self) {
+        self.pause_after = Some(self.made + 1);
+    }
+
+    /// The call handed back with an attempt still to make (it paused; it did not give up).
+    pub fn pending(&self) -> bool {
+        self.next.is_some()
+    }
+
     /// Attempts that timed out so far.
     pub fn timed_out(&self) -> u32 {
         self.timed_out

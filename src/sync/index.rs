@@ -52,6 +52,9 @@ pub(super) struct SourceIndex {
     pub adoptable: BTreeMap<(IndicatorType, String), (i64, String)>,
     /// Documents adopted this run (no longer foreign).
     pub adopted: BTreeSet<i64>,
+    /// Taking the source over: documents this job did not make that could not be read, so
+    /// what they cover is unknown; they stay.
+    pub unread: BTreeSet<i64>,
     /// Adopted documents (identified by the marker in their name) and the root id they keep.
     pub roots: BTreeMap<u128, String>,
     pub label_sets: LabelSets,
@@ -171,10 +174,19 @@ impl SourceIndex {
             }
             Some(existing) => {
                 // Keep the one in the current format (a format switch interrupted between its
-                // create and its delete leaves both), then the oldest (lowest id), so Tanium ids
-                // stay stable.
-                let rank = |e: &Entry| (e.flags & OTHER_FORMAT != 0, e.doc_id);
-                let (keep, drop) = if rank(&entry) < rank(existing) {
+                // create and its delete leaves both), then one whose labels hold all of the
+                // other's (of two creates, the one whose answer was lost never got its labels,
+                // and an incremental run that does not pull its indicator cannot give them),
+                // then the oldest (lowest id), so Tanium ids stay stable.
+                let sets = &self.label_sets;
+                let fuller = |a: &Entry, b: &Entry| match (sets.get(a.labels), sets.get(b.labels)) {
+                    (Some(a), Some(b)) => a.len() > b.len() && b.iter().all(|l| a.contains(l)),
+                    _ => false,
+                };
+                let rank = |e: &Entry, other: &Entry| {
+                    (e.flags & OTHER_FORMAT != 0, !fuller(e, other), e.doc_id)
+                };
+                let (keep, drop) = if rank(&entry, existing) < rank(existing, &entry) {
                     (entry, *existing)
                 } else {
                     (*existing, entry)
@@ -267,6 +279,39 @@ mod tests {
             vec![(10, "doc 10".to_string(), "someone else's".to_string())]
         );
         assert_eq!(index.docs, 4);
+    }
+
+    #[test]
+    fn of_two_duplicates_the_one_with_all_the_others_labels_is_kept() {
+        let a = intel::identity::identity("o", crate::tc::model::IndicatorType::Host, "a.b");
+        let labelled = |id: i64, labels: Option<Vec<i64>>| IntelDoc {
+            label_ids: labels,
+            ..doc(id, &a, "stix")
+        };
+        for (older, newer, kept) in [
+            (Some(vec![]), Some(vec![1, 5]), 9),
+            (Some(vec![1]), Some(vec![1, 5]), 9),
+            (Some(vec![1, 5]), Some(vec![1, 5]), 7),
+            (Some(vec![1, 6]), Some(vec![1, 5]), 7),
+            (None, Some(vec![1, 5]), 7),
+            (Some(vec![1, 5]), Some(vec![]), 7),
+        ] {
+            for order in [[7, 9], [9, 7]] {
+                let mut index = SourceIndex::default();
+                for id in order {
+                    let labels = if id == 7 {
+                        older.clone()
+                    } else {
+                        newer.clone()
+                    };
+                    index.add(labelled(id, labels), Format::Stix);
+                }
+                let e = index.map.get(&a.as_u128()).unwrap();
+                assert_eq!(e.doc_id, kept, "{older:?} {newer:?} {order:?}");
+                let dropped: Vec<i64> = index.duplicates.iter().map(|d| d.0).collect();
+                assert_eq!(dropped, vec![16 - kept], "{older:?} {newer:?} {order:?}");
+            }
+        }
     }
 
     #[test]

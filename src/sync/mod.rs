@@ -19,7 +19,7 @@ mod planner;
 mod pool;
 mod removals;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -320,13 +320,15 @@ fn open_source(
 /// cover exactly one indicator (and no other document covers the same) for adoption.
 fn scan_foreign(tanium: &TaniumClient, index: &mut SourceIndex) {
     let mut found: BTreeMap<(IndicatorType, String), Option<(i64, String)>> = BTreeMap::new();
+    let mut unread = BTreeSet::new();
     for (doc_id, name, root) in &index.unidentified {
         let covered = match tanium.get_doc(*doc_id) {
             Ok(d) => d
                 .and_then(|d| d.contents)
                 .and_then(|c| intel::foreign::covered(&c)),
             Err(e) => {
-                log::debug!("could not read document {doc_id} \"{name}\": {e}");
+                log::warn!("could not read document {doc_id} \"{name}\", which this job did not make: it stays until a run can read it ({e})");
+                unread.insert(*doc_id);
                 None
             }
         };
@@ -337,6 +339,7 @@ fn scan_foreign(tanium: &TaniumClient, index: &mut SourceIndex) {
                 .or_insert_with(|| Some((*doc_id, root.clone())));
         }
     }
+    index.unread = unread;
     index.adoptable = found
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -608,7 +611,7 @@ fn reconcile(
     }
     let mut removals_complete = true;
     if full {
-        planner.sweep(index, floor);
+        removals_complete &= planner.sweep(index, floor);
     } else {
         let window = tql::Window {
             after: Some(checkpoint.last_modified),

@@ -41,6 +41,8 @@ pub(super) struct Counts {
     pub over_cap: u64,
     /// Removals the mass-removal guard held back.
     pub held_back: u64,
+    /// Documents this run sends to be created (dry or not).
+    pub creates: u64,
     /// Documents this job did not make, adopted (taking the source over).
     pub adopted: u64,
     /// Indicators TC returned that the job's filters leave out, by filter.
@@ -98,6 +100,9 @@ impl<'a> Planner<'a> {
     }
 
     pub fn dispatch(&mut self, op: Op) {
+        if matches!(op, Op::Create { .. }) {
+            self.counts.creates += 1;
+        }
         match self.pool {
             Some(pool) => pool.send(op),
             None => match op {
@@ -422,13 +427,17 @@ impl<'a> Planner<'a> {
     pub fn settle_removals(&mut self, docs: u64) -> bool {
         let removals = std::mem::take(&mut self.removals);
         let n = removals.iter().filter(|r| r.guarded).count() as u64;
+        // The share is of the source with this run's new documents: a run held back still
+        // creates, and measured without them the next run would find the same removals a
+        // smaller share and make them with nobody raising the guard.
+        let docs = docs + self.counts.creates;
         let rails = &self.config.rails;
         let hold = rails.too_many_removals(n, docs);
         if hold {
             self.counts.held_back = n;
             let others = removals.len() as u64 - n;
             let line = format!(
-                "held back all {}: more than {}% of the {} in the source (Maximum Removal Percent); none of them was made{}",
+                "held back all {}: more than {}% of the {} in the source with this run's new ones (Maximum Removal Percent); none of them was made{}",
                 counted(n, "removal"),
                 rails.max_removal_percent,
                 counted(docs, "document"),

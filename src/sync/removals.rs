@@ -16,8 +16,9 @@ use super::planner::{describe, Planner};
 impl Planner<'_> {
     /// A full reconcile after a complete pull: every document the pull did not meet goes, and
     /// so does every document in the source that this job did not make, when it takes the
-    /// source over (and did not adopt it).
-    pub fn sweep(&mut self, index: &mut SourceIndex, horizon: Option<OffsetDateTime>) {
+    /// source over (and did not adopt it). False when some of those could not be read: what
+    /// they cover is unknown, so they stay and the next run looks again.
+    pub fn sweep(&mut self, index: &mut SourceIndex, horizon: Option<OffsetDateTime>) -> bool {
         let why = match horizon {
             Some(h) => format!(
                 "not selected any more (deleted, inactive, filtered out, or last modified before {}: the horizon or Maximum Indicator Age)",
@@ -34,12 +35,18 @@ impl Planner<'_> {
             );
         }
         if !self.config.take_over_source {
-            return;
+            return true;
         }
         let foreign: Vec<(i64, String, String)> = std::mem::take(&mut index.unidentified)
             .into_iter()
-            .filter(|(id, _, _)| !index.adopted.contains(id))
+            .filter(|(id, _, _)| !index.adopted.contains(id) && !index.unread.contains(id))
             .collect();
+        if !index.unread.is_empty() && self.removal_error.is_none() {
+            self.removal_error = Some(format!(
+                "could not read {} this job did not make: they stay until a run can read them",
+                counted(index.unread.len() as u64, "document")
+            ));
+        }
         log::info!(
             "taking the source over: {} adopted, {} to remove (each at debug level)",
             counted(index.adopted.len() as u64, "document"),
@@ -54,6 +61,7 @@ impl Planner<'_> {
                 "not made by this job",
             );
         }
+        index.unread.is_empty()
     }
 
     /// Extra documents holding an identity another document holds.
@@ -145,6 +153,11 @@ impl Planner<'_> {
                 };
                 let (why, reason) = match self.config.filters.rejection(&ind) {
                     Some(r) => (r.detail, r.filter),
+                    // Without user TQL those filters are the whole selection: one it passes is
+                    // still selected, modified after the pull met its page (in the second the
+                    // run started, or by a TC clock behind ours); the next run, which starts
+                    // before this one's start, pulls it.
+                    None if tql::user_tql(&self.config.filters).is_none() => continue,
                     None => (
                         "no longer selected by the job's query".to_string(),
                         "no longer selected",

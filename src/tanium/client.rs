@@ -239,8 +239,19 @@ impl TaniumClient {
         path: &str,
         body: Option<&Payload>,
     ) -> Result<Response> {
+        self.send_with(&mut Tries::default(), method, path, body)
+    }
+
+    /// [`Self::send`] as part of a call that made `tries` so far (and may pause early).
+    pub(super) fn send_with(
+        &self,
+        tries: &mut Tries,
+        method: &'static str,
+        path: &str,
+        body: Option<&Payload>,
+    ) -> Result<Response> {
         let (session, epoch) = self.current_session();
-        let resp = self.raw_call(method, path, Some(&session), body)?;
+        let resp = self.raw_call_with(tries, method, path, Some(&session), body)?;
         if !matches!(resp.status, 401 | 403) {
             return Ok(resp);
         }
@@ -257,7 +268,7 @@ impl TaniumClient {
             return Err(forbidden(method, path));
         }
         let session = self.renew(epoch, resp.status == 403)?;
-        let resp = self.raw_call(method, path, Some(&session), body)?;
+        let resp = self.raw_call_with(tries, method, path, Some(&session), body)?;
         match resp.status {
             401 => Err(Error::Auth {
                 service: Service::Tanium,

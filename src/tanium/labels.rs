@@ -158,7 +158,22 @@ impl TaniumClient {
         let body = Payload::json(&json!({ "id": label_id }));
         let resp = self.send("PUT", &path, Some(&body))?;
         if http::classify(resp.status) == http::Verdict::Ok {
-            return Ok(());
+            if serde_json::from_slice::<serde_json::Value>(&resp.body).is_ok() {
+                return Ok(());
+            }
+            // Tanium answers the labels now on the document; a 2xx that is not JSON may be a
+            // proxy's page with nothing done, so the document says whether the label is on.
+            if self.doc_label_ids(doc_id)?.contains(&label_id) {
+                return Ok(());
+            }
+            return Err(Error::Protocol {
+                service: Service::Tanium,
+                request: describe("PUT", &path),
+                detail: format!(
+                    "answered {} with a body that is not JSON, and label {label_id} is not on the document",
+                    resp.status
+                ),
+            });
         }
         if resp.status == 500 && self.label_exists(label_id, true) == Some(false) {
             log::warn!(

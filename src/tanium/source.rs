@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result, Service};
-use crate::http;
+use crate::http::{self, Tries};
 use crate::tanium::model::{int_of, ApiGeneration, DeployAnswer, Source, TaskState};
 
 use super::answers::{describe, json_body, rows_of, status_error, unwrap_data};
@@ -78,8 +78,25 @@ impl TaniumClient {
     /// taken (409).
     pub(super) fn create_source(&self, name: &str, description: &str) -> Result<Option<Source>> {
         let path = format!("{}/sources", self.generation.base_path());
-        let body = json!({"type": "api-client", "name": name, "description": description});
-        let resp = self.send("POST", &path, Some(&Payload::json(&body)))?;
+        let body =
+            Payload::json(&json!({"type": "api-client", "name": name, "description": description}));
+        // A create whose answer was lost may have made the source, and a Tanium that lets
+        // names repeat would take the same POST again as a second one: look before each retry.
+        let mut tries = Tries::default().pausing_after(1);
+        let resp = loop {
+            let outcome = self.send_with(&mut tries, "POST", &path, Some(&body));
+            if !tries.pending() {
+                break outcome?;
+            }
+            if let Some(s) = self.find_source(name)? {
+                log::info!(
+                    "Tanium made source {name:?} (id {}) though its answer to the create was lost",
+                    s.id
+                );
+                return Ok(Some(s));
+            }
+            tries.allow_one_more();
+        };
         if resp.status == 409 {
             return Ok(None);
         }

@@ -466,16 +466,22 @@ fn guard(
             _ => None,
         })
         .collect();
-    let would: u64 = parallel(assess, config.workers, jobs)
+    let outcomes = parallel(assess, config.workers, jobs);
+    let would: u64 = outcomes.iter().map(|o| o.removed).sum::<u64>() + plan.retired_members;
+    // The share is of the source with the indicators this run adds: a run held back still
+    // adds them, and measured without them the next run would find the same removals a
+    // smaller share and make them with nobody raising the guard.
+    let entering = outcomes
         .iter()
-        .map(|o| o.removed)
+        .map(|o| o.created)
         .sum::<u64>()
-        + plan.retired_members;
-    if !rails.too_many_removals(would, held_before) {
+        .saturating_sub(outcomes.iter().map(|o| o.moved).sum());
+    let base = held_before + entering;
+    if !rails.too_many_removals(would, base) {
         return 0;
     }
     let line = format!(
-        "held back all {would} removals: more than {}% of the {held_before} indicators in the source (Maximum Removal Percent); nothing was removed",
+        "held back all {would} removals: more than {}% of the {base} indicators in the source with this run's new ones (Maximum Removal Percent); nothing was removed",
         rails.max_removal_percent
     );
     log::warn!("{line}");
