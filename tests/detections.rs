@@ -435,7 +435,7 @@ fn the_jobs_own_observation_rewrites_and_deploys_nothing() {
 }
 
 #[test]
-fn turning_it_on_rewrites_the_documents_once_without_lastmodified_or_score() {
+fn switching_rewrites_the_documents_once_and_a_pause_reports_nothing_twice() {
     let (_d, mut lab) = lab(ApiGeneration::V4, 12, 3);
     run(&mut lab, &[]);
     let with_score = job_docs(&lab);
@@ -451,10 +451,31 @@ fn turning_it_on_rewrites_the_documents_once_without_lastmodified_or_score() {
     }
     let again = run(&mut lab, &[]);
     assert!(again.message.contains(" 0 updated,"), "{}", again.message);
-    // Off again: the checkpoint is emptied, so a later switch on starts afresh.
+    // Off: the checkpoint is kept, marked off. Turned on again a few minutes later (within Last
+    // Modified's margin), the alert reported just before is not reported again; a new one is.
+    let docs = job_docs(&lab);
+    raise(&lab, docs[0].0.id, json!({}));
+    run(&mut lab, &[]);
+    let id = |k: usize| docs[k].1[0].tc_id;
+    assert_eq!(observed(&lab), [(id(0), 1)].into_iter().collect());
     lab.set(PARAM, json!(false));
     let off = run(&mut lab, &[]);
-    assert_eq!(off.results.get(CHECKPOINT).map(String::as_str), Some(""));
+    let kept = off.results.get(CHECKPOINT).cloned().unwrap_or_default();
+    assert!(
+        kept.starts_with("from ") && kept.ends_with(" off"),
+        "{kept}"
+    );
+    assert_eq!(
+        run(&mut lab, &[]).results.get(CHECKPOINT),
+        None,
+        "written once"
+    );
+    lab.set(PARAM, json!(true));
+    raise(&lab, docs[1].0.id, json!({}));
+    let back = run(&mut lab, &[]);
+    let want: BTreeMap<i64, i64> = [(id(0), 1), (id(1), 1)].into_iter().collect();
+    assert_eq!(observed(&lab), want, "{}", back.log);
+    assert!(!back.results[CHECKPOINT].ends_with(" off"));
 }
 
 #[test]

@@ -9,6 +9,10 @@
 //! `from` trails the newest alert read by [`ALERT_OVERLAP`]: a server may stamp `createdAt`
 //! before an alert can be listed, so an alert listed after the read can still carry an earlier
 //! time; the overlap reads the last minutes again and `seen` tells those alerts apart by id.
+//!
+//! While reporting is off the mark is kept, ending in ` off`: turned on again, the job reads
+//! from the later of it and Last Modified (about the last run; nothing of a long pause), and
+//! still skips what `seen` holds, so an alert reported before the pause is not reported again.
 
 use std::fmt;
 use std::time::Duration;
@@ -89,6 +93,8 @@ impl fmt::Display for IdRanges {
 pub struct AlertMark {
     pub from: OffsetDateTime,
     pub seen: IdRanges,
+    /// Kept while reporting is off.
+    pub paused: bool,
 }
 
 /// One alert a run read, as the next [`AlertMark`] weighs it.
@@ -107,6 +113,29 @@ impl AlertMark {
         AlertMark {
             from,
             seen: IdRanges::default(),
+            paused: false,
+        }
+    }
+
+    /// Where a run that reports starts, given Last Modified: this mark, or after a pause the
+    /// later of it and Last Modified.
+    pub fn resumed(&self, last_modified: OffsetDateTime) -> AlertMark {
+        AlertMark {
+            from: if self.paused {
+                self.from.max(last_modified)
+            } else {
+                self.from
+            },
+            seen: self.seen.clone(),
+            paused: false,
+        }
+    }
+
+    /// The same mark, kept while reporting is off.
+    pub fn paused(&self) -> AlertMark {
+        AlertMark {
+            paused: true,
+            ..self.clone()
         }
     }
 
@@ -118,12 +147,17 @@ impl AlertMark {
             return None;
         }
         let from = OffsetDateTime::parse(words.next()?, &Rfc3339).ok()?;
-        let seen = match (words.next(), words.next(), words.next()) {
-            (None, _, _) => IdRanges::default(),
-            (Some("seen"), Some(list), None) => IdRanges::parse(list)?,
+        let mut rest: Vec<&str> = words.collect();
+        let paused = rest.last() == Some(&"off");
+        if paused {
+            rest.pop();
+        }
+        let seen = match rest[..] {
+            [] => IdRanges::default(),
+            ["seen", list] => IdRanges::parse(list)?,
             _ => return None,
         };
-        Some(AlertMark { from, seen })
+        Some(AlertMark { from, seen, paused })
     }
 
     /// The value for results.tc.
@@ -133,11 +167,14 @@ impl AlertMark {
             .to_offset(time::UtcOffset::UTC)
             .format(&Rfc3339)
             .unwrap_or_default();
-        if self.seen.is_empty() {
-            format!("from {from}")
-        } else {
-            format!("from {from} seen {}", self.seen)
+        let mut out = format!("from {from}");
+        if !self.seen.is_empty() {
+            out.push_str(&format!(" seen {}", self.seen));
         }
+        if self.paused {
+            out.push_str(" off");
+        }
+        out
     }
 
     /// The mark after a run that read every alert stored since `self.from`: `from` moves up to
@@ -159,6 +196,7 @@ impl AlertMark {
                     .filter(|a| a.settled && a.created >= from)
                     .map(|a| a.id),
             ),
+            paused: false,
         }
     }
 }
@@ -173,6 +211,7 @@ mod tests {
         let mark = AlertMark {
             from: datetime!(2026-11-28 12:00:00.123 UTC),
             seen: IdRanges::from_ids([12, 3, 4, 5, 9, 11, 4]),
+            paused: false,
         };
         let text = mark.render();
         assert_eq!(text, "from 2026-11-28T12:00:00.123Z seen 3-5,9,11-12");
@@ -196,6 +235,23 @@ mod tests {
         ] {
             assert_eq!(AlertMark::parse(bad), None, "{bad}");
         }
+        // Kept while reporting is off; turned on again, from the later of it and Last Modified.
+        let off = mark.paused();
+        assert_eq!(off.render(), format!("{text} off"));
+        assert_eq!(AlertMark::parse(&off.render()), Some(off.clone()));
+        let later = datetime!(2026-11-28 13:00 UTC);
+        let back = off.resumed(later);
+        assert_eq!(
+            (back.from, back.seen.clone(), back.paused),
+            (later, mark.seen.clone(), false)
+        );
+        assert_eq!(off.resumed(datetime!(2026-11-28 11:00 UTC)).from, mark.from);
+        assert_eq!(
+            mark.resumed(later),
+            mark,
+            "a mark in use is not moved by Last Modified"
+        );
+        assert_eq!(AlertMark::parse("from 2026-11-28T12:00:00Z off off"), None);
         // A run of ten million ids is a few bytes, in results.tc and in memory.
         let wide = IdRanges::parse("1-10000000").unwrap();
         assert_eq!((wide.count(), wide.contains(5_000_000)), (10_000_000, true));

@@ -265,7 +265,7 @@ pub fn report(x: &Inputs) -> Detections {
         ..Detections::default()
     };
     let start = match &x.checkpoint.alerts {
-        Some(m) => m.clone(),
+        Some(m) => m.resumed(x.checkpoint.last_modified),
         None => {
             log::info!(
                 "detections: no alert checkpoint yet; reading the alerts Threat Response stored since Last Modified ({})",
@@ -900,8 +900,8 @@ fn stamp(t: OffsetDateTime) -> String {
 }
 
 impl Detections {
-    /// The message's words for what was reported (None: nothing).
-    pub fn summary(&self) -> Option<String> {
+    /// The message's words for what was reported, and the same in fewer (None: nothing).
+    pub fn summary(&self) -> Option<(String, String)> {
         if self.reported == 0 {
             return None;
         }
@@ -910,9 +910,15 @@ impl Detections {
             counted(self.indicators, "indicator"),
         );
         Some(if self.dry_run {
-            format!("would report {n} to ThreatConnect ({on})")
+            (
+                format!("would report {n} to ThreatConnect ({on})"),
+                format!("would report {n}"),
+            )
         } else {
-            format!("{n} reported to ThreatConnect ({on})")
+            (
+                format!("{n} reported to ThreatConnect ({on})"),
+                format!("{n} reported"),
+            )
         })
     }
 
@@ -923,7 +929,9 @@ impl Detections {
         if !self.trouble.is_empty() && o.status == ExitStatus::Success {
             o.status = ExitStatus::Partial;
         }
-        o.message = compose(&self.trouble, &o.message, self.summary().as_deref());
+        let summary = self.summary();
+        let words = summary.as_ref().map(|(l, s)| (l.as_str(), s.as_str()));
+        o.message = compose(&self.trouble, &o.message, words);
         if !self.dry_run && o.status != ExitStatus::Failure {
             o.results
                 .extend(checkpoint.alert_results(true, self.mark.as_ref()));
@@ -931,24 +939,26 @@ impl Detections {
     }
 }
 
-/// `<trouble>; <sync message>; <reported>`, the sync's message cut in its middle when the
-/// whole would pass the platform's 255 characters, so both ends stay.
-fn compose(trouble: &[String], sync: &str, reported: Option<&str>) -> String {
+/// `<trouble>; <sync message>; <reported>`. The sync's message was fitted to the platform's
+/// 255 characters: what was reported follows it only when it fits (else in fewer words, else
+/// only in app.log), and trouble leads it even when the end of the whole is then cut.
+fn compose(trouble: &[String], sync: &str, reported: Option<(&str, &str)>) -> String {
     let head = trouble.join("; ");
-    let tail = reported.map(|r| format!("; {r}")).unwrap_or_default();
     let lead = if head.is_empty() {
         String::new()
     } else {
         format!("{head}; ")
     };
-    let whole = format!("{lead}{sync}{tail}");
-    let len = |s: &str| s.chars().count();
-    if len(&whole) <= MESSAGE_MAX_CHARS {
-        return whole;
+    let fits = |s: &String| s.chars().count() <= MESSAGE_MAX_CHARS;
+    if let Some((long, short)) = reported {
+        for tail in [long, short] {
+            let whole = format!("{lead}{sync}; {tail}");
+            if fits(&whole) {
+                return whole;
+            }
+        }
     }
-    let room = MESSAGE_MAX_CHARS.saturating_sub(len(&lead) + len(&tail) + 1);
-    let cut: String = sync.chars().take(room).collect();
-    format!("{lead}{}…{tail}", cut.trim_end())
+    format!("{lead}{sync}")
 }
 
 #[cfg(test)]
@@ -987,17 +997,31 @@ mod tests {
     }
 
     #[test]
-    fn the_message_keeps_trouble_first_and_the_count_last_within_255_characters() {
+    fn the_message_keeps_trouble_first_and_says_what_was_reported_when_it_fits() {
         let trouble = vec!["detections: TC refused the observation write: x".to_string()];
+        let words = Some((
+            "5 detections reported to ThreatConnect (3 indicators)",
+            "5 detections reported",
+        ));
         assert_eq!(
-            compose(&trouble, "Synced: a", Some("5 detections reported")),
-            "detections: TC refused the observation write: x; Synced: a; 5 detections reported"
+            compose(&trouble, "Synced: a", words),
+            "detections: TC refused the observation write: x; Synced: a; 5 detections reported to ThreatConnect (3 indicators)"
         );
         assert_eq!(compose(&[], "Synced: a", None), "Synced: a");
-        let long = "y".repeat(400);
-        let m = compose(&trouble, &long, Some("2 detections"));
-        assert_eq!(m.chars().count(), MESSAGE_MAX_CHARS);
-        assert!(m.starts_with("detections: TC refused") && m.ends_with("y…; 2 detections"));
+        // The sync's counters are never cut for it: fewer words, else none.
+        let sync = "y".repeat(220);
+        assert_eq!(
+            compose(&[], &sync, words),
+            format!("{sync}; 5 detections reported")
+        );
+        let sync = "y".repeat(240);
+        assert_eq!(compose(&[], &sync, words), sync);
+        // Trouble leads, whatever platform::one_line then cuts at the end.
+        let m = compose(&trouble, &sync, words);
+        assert!(
+            m.starts_with("detections: TC refused") && m.ends_with(&sync),
+            "{m}"
+        );
     }
 
     #[test]
@@ -1007,13 +1031,14 @@ mod tests {
             indicators: 3,
             ..Detections::default()
         };
+        let long = |d: &Detections| d.summary().map(|(l, _)| l);
         assert_eq!(
-            d.summary().as_deref(),
+            long(&d).as_deref(),
             Some("5 detections reported to ThreatConnect (3 indicators)")
         );
         d.dry_run = true;
         assert_eq!(
-            d.summary().as_deref(),
+            long(&d).as_deref(),
             Some("would report 5 detections to ThreatConnect (3 indicators)")
         );
         d.reported = 0;

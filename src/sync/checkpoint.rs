@@ -351,7 +351,7 @@ impl Checkpoint {
     }
 
     /// The alert key for results.tc: `mark` when detections are reported (None keeps the
-    /// last one), emptied when they are not, so turning them on again starts afresh.
+    /// last one); while they are not, the last one kept as paused (see `detections::mark`).
     pub fn alert_results(
         &self,
         on: bool,
@@ -360,8 +360,8 @@ impl Checkpoint {
         let key = pn::ALERT_CHECKPOINT.name;
         match (on, mark.or(self.alerts.as_ref())) {
             (true, Some(m)) => vec![(key, Some(m.render()))],
-            (false, Some(_)) => vec![(key, Some(String::new()))],
-            (_, None) => Vec::new(),
+            (false, Some(m)) if !m.paused => vec![(key, Some(m.paused().render()))],
+            _ => Vec::new(),
         }
     }
 
@@ -723,7 +723,7 @@ mod tests {
     }
 
     #[test]
-    fn the_alert_checkpoint_is_carried_emptied_when_off_and_damage_is_a_note() {
+    fn the_alert_checkpoint_is_carried_kept_paused_when_off_and_damage_is_a_note() {
         let (c, notes) = load(&[
             ("alert_checkpoint", "from 2026-11-28T12:00:00Z seen 7"),
             GIVEN,
@@ -742,8 +742,13 @@ mod tests {
         );
         assert_eq!(
             c.alert_results(false, None),
-            vec![("alert_checkpoint", Some(String::new()))]
+            vec![(
+                "alert_checkpoint",
+                Some("from 2026-11-28T12:00:00Z seen 7 off".into())
+            )]
         );
+        let (paused, _) = load(&[("alert_checkpoint", "from 2026-11-28T12:00:00Z off"), GIVEN]);
+        assert!(paused.alert_results(false, None).is_empty());
         let (damaged, notes) = load(&[("alert_checkpoint", "garbage"), GIVEN]);
         assert_eq!((damaged.alerts, notes.len()), (None, 1));
         assert!(
