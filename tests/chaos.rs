@@ -38,6 +38,13 @@
 //! place, as that indicator's only document, and loses the rest. After a final fault-free run
 //! the source holds exactly the expected set; a second fault-free run writes nothing.
 //!
+//! With Report Tanium Detections on (a stream of its own draws it, and switches it now and
+//! then), endpoints raise alerts between runs and faults hit the alerts read and the
+//! observation writes; TC never counts more observations of an indicator than the alerts
+//! naming it plus the documented window (README, *Exactly once, and what is left*), and after
+//! the final runs every alert raised while reporting was on, on a document still there as it
+//! was, is counted (see [`Detections`]).
+//!
 //! `chaos_grouped` runs the same with indicators grouped (Indicators per Intel Document 3 to
 //! 500, so buckets split and merge): each member of a grouped document is read as one
 //! indicator, and the same checks hold indicator by indicator (`CHAOS_GROUPED_SEEDS`, default 6).

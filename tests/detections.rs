@@ -642,3 +642,33 @@ fn check_reads_the_alerts_and_names_the_api_user_option_it_cannot_prove() {
     );
     assert_eq!(alert_reads(&lab), 0);
 }
+
+#[test]
+fn after_a_failed_sync_no_alert_is_read_and_the_next_run_reports_them() {
+    let (_d, mut lab) = started(ApiGeneration::V4, 12, &[]);
+    let docs = job_docs(&lab);
+    raise(&lab, docs[0].0.id, json!({}));
+    // ThreatConnect cannot answer the pull: nothing is delivered, the run fails (exit 1) and
+    // its results are not kept, so what it reported would be reported again.
+    lab.tc.server().inject(FaultRule::new(
+        Some("GET"),
+        "/api/v3/indicators",
+        50,
+        Fault::Status {
+            status: 503,
+            retry_after: Some(0),
+        },
+    ));
+    lab.tanium.server().reset_counters();
+    let failed = run_with(&mut lab, &[]);
+    assert_eq!(failed.code, 1, "{}\n{}", failed.message, failed.log);
+    assert_eq!(alert_reads(&lab), 0);
+    lab.tc.server().clear_faults();
+    let next = run(&mut lab, &[]);
+    assert_eq!(
+        observed(&lab),
+        [(docs[0].1[0].tc_id, 1)].into_iter().collect(),
+        "{}",
+        next.log
+    );
+}
