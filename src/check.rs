@@ -29,6 +29,8 @@ enum Verdict {
     Passed,
     Failed,
     NotChecked(Permission),
+    /// A ThreatConnect setting only a write could prove.
+    NotCheckedTc(&'static str),
 }
 
 struct Line {
@@ -68,7 +70,7 @@ impl fmt::Display for Line {
         let mark = match self.verdict {
             Verdict::Passed => "ok  ",
             Verdict::Failed => "FAIL",
-            Verdict::NotChecked(_) => "--  ",
+            Verdict::NotChecked(_) | Verdict::NotCheckedTc(_) => "--  ",
         };
         write!(f, "{mark} {}", self.text)
     }
@@ -108,6 +110,9 @@ pub fn run(config: &JobConfig, checkpoint: &Checkpoint, clients: &Clients) -> Re
     if let (Some(tc), true) = (tc, owners_apply) {
         tc_lines.push(owners(tc, &filters.owners));
     }
+    if let (Some(tc), true) = (tc, config.report_detections) {
+        tc_lines.extend(observations(tc));
+    }
     let mut tanium_lines = Vec::new();
     let source = match clients.tanium(&config.tanium) {
         Ok(t) => tanium(&t, config, &mut tanium_lines),
@@ -143,6 +148,7 @@ fn outcome(lines: &[Line]) -> Outcome {
         .iter()
         .filter_map(|l| match l.verdict {
             Verdict::NotChecked(p) => Some(format!("'{}'", p.name())),
+            Verdict::NotCheckedTc(option) => Some(format!("'{option}'")),
             _ => None,
         })
         .collect();
@@ -254,6 +260,29 @@ fn owners(tc: &TcClient, wanted: &[String]) -> Line {
     ))
 }
 
+/// Report Tanium Detections on the ThreatConnect side: the counts are readable; the Api User
+/// option that lets it report them only a write would prove.
+fn observations(tc: &TcClient) -> Vec<Line> {
+    let read = match tc.check_observations() {
+        Ok(()) => Line::ok(
+            "ThreatConnect observations (Report Tanium Detections): indicators read with their observation counts",
+        ),
+        Err(e) => Line::fail(format!(
+            "ThreatConnect observations (Report Tanium Detections): {e}"
+        )),
+    };
+    let option = Line {
+        verdict: Verdict::NotCheckedTc(OBSERVATION_OPTION),
+        text: format!(
+            "ThreatConnect Api User option '{OBSERVATION_OPTION}': not checked: reporting an observation cannot be tried without counting it; the first run with detections says whether ThreatConnect refuses it"
+        ),
+    };
+    vec![read, option]
+}
+
+/// The Api User option Report Tanium Detections needs.
+const OBSERVATION_OPTION: &str = "Include in Observations and False Positives";
+
 /// The next run's matching query, sent with a one-record page: TC's answer is the check.
 fn matching_query(
     tc: &TcClient,
@@ -336,6 +365,19 @@ fn tanium(t: &TaniumClient, config: &JobConfig, lines: &mut Vec<Line>) -> Source
     }
     let source = source(t, &config.tanium.source_name, &mut account, lines);
     labels(t, &config.labels, &mut account, lines);
+    if config.report_detections {
+        let alerts = t.check_alerts();
+        account.read(Permission::AlertsRead, alerts.is_ok());
+        match alerts {
+            Ok(n) => lines.push(Line::ok(format!(
+                "Threat Response alerts (Report Tanium Detections): readable{}",
+                n.map(|n| format!(", {n} stored")).unwrap_or_default()
+            ))),
+            Err(e) => lines.push(Line::fail(format!(
+                "Threat Response alerts (Report Tanium Detections): {e}"
+            ))),
+        }
+    }
     writes(t, config, source, &mut account);
     if !account.proven.contains(&Permission::IntelsRead)
         && !account.refused.contains(&Permission::IntelsRead)

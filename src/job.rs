@@ -36,6 +36,7 @@ pub fn execute(
     let now = OffsetDateTime::now_utc();
     log_limits(config, clients.policy());
     let tc = clients.tc(&config.tc)?;
+    tc.leave_out_observed(config.report_detections);
     // Both sides accept the job before anything is written: a first run with a refused TC
     // credential must not leave a Tanium source behind.
     log::info!("{}", tc.check()?);
@@ -45,32 +46,77 @@ pub fn execute(
         out_dir: opts.out.clone(),
         now,
     };
-    let sync = || sync::run(config, checkpoint, &sync_opts, tc, &tanium);
+    // Detections follow the sync inside the lease, so two runs never report the same alerts.
+    let sync = || {
+        let report = sync::run(config, checkpoint, &sync_opts, tc, &tanium);
+        let found = match &report {
+            Ok(r) if config.report_detections => {
+                detections(config, checkpoint, r, sync_opts.dry_run, now, tc, &tanium)
+            }
+            _ => None,
+        };
+        (report, found)
+    };
     if sync_opts.dry_run {
         // Writes nothing, so it neither takes the lease nor waits for one.
-        let report = sync()?;
-        return Ok(outcome(config, checkpoint, &report, true, now));
+        let (report, found) = sync();
+        let mut o = outcome(config, checkpoint, &report?, true, now);
+        if let Some(d) = found {
+            d.apply(&mut o, checkpoint);
+        }
+        return Ok(o);
     }
     sync::refuse_built_in_source(config, &tanium)?;
     let settings = LeaseSettings {
         duration: config.run_lease,
         deletes_failed_before: checkpoint.lease_deletes_failed,
     };
-    let (report, deletes) = match tanium.take_lease(&settings)? {
+    let ((report, found), deletes) = match tanium.take_lease(&settings)? {
         Taken::StoodDown { holder, deletes } => {
             return Ok(stood_down(config, checkpoint, &holder, deletes))
         }
         Taken::Without { deletes } => (sync(), deletes),
         Taken::Held(lease) => {
-            let (report, end) = lease.hold(sync);
-            (report, end.deletes)
+            let (done, end) = lease.hold(sync);
+            (done, end.deletes)
         }
     };
     let mut o = outcome(config, checkpoint, &report?, false, now);
     if o.status != ExitStatus::Failure {
         o.results.extend(checkpoint.lease_results(deletes));
+        if !config.report_detections {
+            o.results.extend(checkpoint.alert_results(false, None));
+        }
+    }
+    if let Some(d) = found {
+        d.apply(&mut o, checkpoint);
     }
     Ok(o)
+}
+
+/// Reports the detections after a sync whose results the platform keeps (a failed sync's are
+/// not kept, so what it reported would be reported again).
+fn detections(
+    config: &JobConfig,
+    checkpoint: &Checkpoint,
+    report: &SyncReport,
+    dry_run: bool,
+    now: OffsetDateTime,
+    tc: &crate::tc::client::TcClient,
+    tanium: &crate::tanium::TaniumClient,
+) -> Option<crate::detections::Detections> {
+    if outcome(config, checkpoint, report, dry_run, now).status == ExitStatus::Failure {
+        log::warn!("detections: not read, since the sync failed (its results are not kept)");
+        return None;
+    }
+    Some(crate::detections::report(&crate::detections::Inputs {
+        config,
+        checkpoint,
+        tc,
+        tanium,
+        source_id: report.source.1,
+        dry_run,
+    }))
 }
 
 /// The outcome of a run that found another run of the job writing: exit 0, since nothing

@@ -9,6 +9,7 @@ pub mod compact;
 pub mod config;
 #[cfg(feature = "sim")]
 pub mod demo;
+pub mod detections;
 pub mod error;
 pub mod exclusions;
 pub mod http;

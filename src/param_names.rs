@@ -196,6 +196,16 @@ pub const EXCLUSION_FINGERPRINT: ParamSpec = ParamSpec {
     name: "exclusion_fingerprint",
     label: "Exclusion Fingerprint",
 };
+/// Report each Threat Response alert on the job's documents to ThreatConnect as an observation.
+pub const REPORT_DETECTIONS: ParamSpec = ParamSpec {
+    name: "report_detections",
+    label: "Report Tanium Detections",
+};
+/// Hidden: where the alerts read so far end (see `sync::checkpoint::AlertMark`).
+pub const ALERT_CHECKPOINT: ParamSpec = ParamSpec {
+    name: "alert_checkpoint",
+    label: "Alert Checkpoint",
+};
 
 pub const TANIUM_LABELS: ParamSpec = ParamSpec {
     name: "tanium_labels",
@@ -277,6 +287,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     HONOR_EXCLUSION_LISTS,
     HONOR_EXPIRY,
     DEPLOY_INTEL,
+    REPORT_DETECTIONS,
     TANIUM_LABELS,
     TAGS_AS_LABELS,
     THREATASSESS_LABELS,
@@ -299,6 +310,7 @@ pub const JOB_PARAMS: &[ParamSpec] = &[
     RUN_LEASE_UNSUPPORTED,
     DEPLOY_TASK,
     EXCLUSION_FINGERPRINT,
+    ALERT_CHECKPOINT,
 ];
 
 /// Hidden params: kept between runs through results.tc, never shown in the job wizard.
@@ -314,6 +326,7 @@ pub const HIDDEN_PARAMS: &[&str] = &[
     "run_lease_unsupported",
     "deploy_task",
     "exclusion_fingerprint",
+    "alert_checkpoint",
 ];
 
 /// `tc_api_path`: the TC API base URL.

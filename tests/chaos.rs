@@ -41,6 +41,13 @@
 //! place, as that indicator's only document, and loses the rest. After a final fault-free run
 //! the source holds exactly the expected set; a second fault-free run writes nothing.
 //!
+//! With Report Tanium Detections on (a stream of its own draws it, and switches it now and
+//! then), endpoints raise alerts between runs and faults hit the alerts read and the
+//! observation writes; TC never counts more observations of an indicator than the alerts
+//! naming it plus the documented window (README, *Exactly once, and what is left*), and after
+//! the final runs every alert raised while reporting was on, on a document still there as it
+//! was, is counted (see [`Detections`]).
+//!
 //! `chaos_grouped` runs the same with indicators grouped (Indicators per Intel Document 3 to
 //! 500, so buckets split and merge): each member of a grouped document is read as one
 //! indicator, and the same checks hold indicator by indicator (`CHAOS_GROUPED_SEEDS`, default 6).
@@ -66,6 +73,7 @@ use std::time::{Duration, Instant};
 use crate::support::{empty_lab, expected_name, expire_leases, BIN};
 use serde_json::{json, Map, Value};
 use tanium_tr_indicators::intel;
+use tanium_tr_indicators::sim::alerts::AlertSpec;
 use tanium_tr_indicators::sim::dataset::{self, Rng, OWNERS, TAGS};
 use tanium_tr_indicators::sim::lab::{Lab, RunResult, LAB_PARAM_KEY};
 use tanium_tr_indicators::sim::server::{Fault, FaultRule, Server};
@@ -220,6 +228,8 @@ struct Job {
     /// stream, see [`TcKnows`]).
     honor_lists: bool,
     honor_expiry: bool,
+    /// Report Tanium Detections (drawn by [`Detections`], from a stream of its own).
+    detections: bool,
 }
 
 fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
@@ -277,6 +287,7 @@ impl Job {
             removal_percent: None,
             honor_lists: true,
             honor_expiry: true,
+            detections: false,
         };
         for aspect in 0..6 {
             if chance(rng, 35) {
@@ -481,6 +492,7 @@ impl Job {
         lab.set("max_removal_percent", num(self.removal_percent));
         lab.set("honor_exclusion_lists", json!(self.honor_lists));
         lab.set("honor_expiry", json!(self.honor_expiry));
+        lab.set("report_detections", json!(self.detections));
     }
 
     /// Whether the job's filters (or TQL) select `i`: a plain reading of the documented filters.
@@ -720,6 +732,8 @@ struct Target {
     current: BTreeSet<i64>,
     /// The source must hold exactly `wanted`.
     exact: bool,
+    /// Report Tanium Detections is on: documents leave out last modified and the score.
+    detections: bool,
 }
 
 /// Under Maximum Indicators a run that is no full reconcile adds only while there is room and
@@ -745,6 +759,7 @@ fn target(
             allowed: all.clone(),
             current: all,
             exact: true,
+            detections: job.detections,
         };
     };
     let mut ranked: Vec<&Indicator> = eligible.values().collect();
@@ -761,6 +776,7 @@ fn target(
         allowed,
         current,
         exact,
+        detections: job.detections,
     }
 }
 
@@ -1919,8 +1935,9 @@ fn values_of(i: &Indicator) -> BTreeSet<String> {
     }
 }
 
-/// Why `s` is not the current document of `i` (None: it is).
-fn mismatch(s: &Seen, i: &Indicator) -> Option<String> {
+/// Why `s` is not the current document of `i` (None: it is). While detections are reported
+/// (`detections`), a document leaves out the score and last modified (README).
+fn mismatch(s: &Seen, i: &Indicator, detections: bool) -> Option<String> {
     let differ = |what: &str, held: String, want: String| {
         Some(format!("{what} is {held:?}, TC says {want:?}"))
     };
@@ -1958,7 +1975,7 @@ fn mismatch(s: &Seen, i: &Indicator) -> Option<String> {
             format!("{:?}", i.confidence),
         );
     }
-    let score = Some(i.threat_assess_score.unwrap_or(0));
+    let score = (!detections).then(|| i.threat_assess_score.unwrap_or(0));
     if s.score != score {
         return differ("the score", format!("{:?}", s.score), format!("{score:?}"));
     }
@@ -1977,7 +1994,8 @@ fn mismatch(s: &Seen, i: &Indicator) -> Option<String> {
     if !tags_ok {
         return differ("the tags", format!("{:?}", s.tags), format!("{:?}", i.tags));
     }
-    if s.modified != Some(epoch(&i.last_modified)) {
+    let modified = (!detections).then(|| epoch(&i.last_modified));
+    if s.modified != modified {
         return differ(
             "last modified",
             format!("{:?}", s.modified),
@@ -2028,11 +2046,11 @@ fn diff(t: &Target, obs: &Observed) -> Diff {
         let i = &t.eligible[&id];
         match by_id.get(&id) {
             None => out.undelivered.push(id),
-            Some(held) if held.iter().any(|s| mismatch(s, i).is_none()) => {}
+            Some(held) if held.iter().any(|s| mismatch(s, i, t.detections).is_none()) => {}
             Some(held) => {
                 out.undelivered.push(id);
                 out.stale
-                    .insert(id, mismatch(held[0], i).unwrap_or_default());
+                    .insert(id, mismatch(held[0], i, t.detections).unwrap_or_default());
             }
         }
     }
@@ -2662,6 +2680,327 @@ fn untouched(d: &SimDoc) -> (String, String, i64, Vec<i64>) {
     )
 }
 
+// ---------------------------------------------------------------------------------------------
+// Report Tanium Detections: alerts raised between runs, faults on their read and on the TC
+// writes, and the test's own account of what TC may count
+// ---------------------------------------------------------------------------------------------
+
+/// One alert chaos raised, and which indicator it must be credited to, as the test reads the
+/// document it names (None: it must never be credited: another source's document, no document
+/// at all, unreadable details, or a grouped value two members share). Alerts on another
+/// integration's documents in the job's source are left out: taken over later, such a
+/// document becomes the job's.
+#[derive(Debug, Clone)]
+struct Raised {
+    target: Option<i64>,
+    doc: i64,
+    grouped: bool,
+    /// The document's revision when the alert was raised.
+    revision: i64,
+    /// Raised while reporting was on, and it stayed on since.
+    on_since: bool,
+}
+
+/// The detections part of a seed, drawn from a stream of its own (so seeds without it run as
+/// before). What TC counts is checked after every run: never more observations of an
+/// indicator than alerts raised on it, plus what the documented window allows (README, *Exactly
+/// once, and what is left*): the observations of a run whose results were not kept (killed,
+/// exit 1, exit 3 dropped by the platform), of two runs started together that both synced, and
+/// of a write the log says may count twice. After the final fault-free runs, every alert raised
+/// while reporting was on, on a document that is still there as it was, is counted.
+struct Detections {
+    rng: Rng,
+    raised: Vec<Raised>,
+    /// Observations TC may count beyond the alerts raised, by TC id.
+    extra: BTreeMap<i64, i64>,
+    /// TC's counts after the last run.
+    counted: BTreeMap<i64, i64>,
+    /// The job ever reported detections in this seed.
+    used: bool,
+}
+
+impl Detections {
+    fn new(seed: u64) -> Detections {
+        Detections {
+            rng: Rng::new(seed ^ 0xDE7E_C7ED),
+            raised: Vec::new(),
+            extra: BTreeMap::new(),
+            counted: BTreeMap::new(),
+            used: false,
+        }
+    }
+
+    /// Whether this seed reports detections, and whether TC moves an indicator's lastModified
+    /// when it counts an observation (unconfirmed; not with an age window, which would then
+    /// take the indicator in).
+    fn start(&mut self, job: &mut Job, lab: &Lab, stats: &mut Stats) {
+        job.detections = chance(&mut self.rng, 40);
+        self.used = job.detections;
+        lab.tc
+            .set_observation_moves_last_modified(chance(&mut self.rng, 50));
+        if job.detections {
+            stats.saw("seeds reporting detections");
+        }
+    }
+
+    /// Between runs: now and then the admin switches reporting; endpoints raise alerts on the
+    /// job's documents and on others.
+    fn between_runs(&mut self, job: &mut Job, lab: &mut Lab, stats: &mut Stats) {
+        if chance(&mut self.rng, 4) {
+            job.detections = !job.detections;
+            job.apply(lab);
+            if !job.detections {
+                for r in &mut self.raised {
+                    r.on_since = false;
+                }
+            }
+            self.used |= job.detections;
+            stats.saw("Report Tanium Detections switched");
+        }
+        if job.max_age_days.is_some() {
+            lab.tc.set_observation_moves_last_modified(false);
+        }
+        if !self.used {
+            return;
+        }
+        let obs = observe(lab);
+        let foreign: Vec<i64> = foreign_docs(lab).iter().map(|d| d.id).collect();
+        for _ in 0..self.rng.below(5) {
+            let (doc, target, grouped, spec) = match self.rng.below(10) {
+                0..=6 if !obs.seen.is_empty() => {
+                    let s = pick(&mut self.rng, &obs.seen).clone();
+                    if !s.grouped {
+                        (s.doc, Some(s.tc_id), false, AlertSpec::on(s.doc, json!({})))
+                    } else if chance(&mut self.rng, 10) {
+                        let spec = AlertSpec {
+                            raw_details: Some("{\"match\": ".into()),
+                            ..AlertSpec::on(s.doc, json!({}))
+                        };
+                        (s.doc, None, true, spec)
+                    } else {
+                        let value = s.values.iter().next().cloned().unwrap_or_default();
+                        // A value two members of the document share names neither; and by the
+                        // time a run reads the alert, another indicator of that value may be
+                        // the document's member instead: it may be credited once.
+                        let shared = obs
+                            .seen
+                            .iter()
+                            .filter(|o| o.doc == s.doc && o.values.contains(&value))
+                            .count()
+                            > 1;
+                        for i in lab.tc.snapshot() {
+                            if i.id != s.tc_id && values_of(&i).contains(&value) {
+                                *self.extra.entry(i.id).or_default() += 1;
+                            }
+                        }
+                        if shared {
+                            *self.extra.entry(s.tc_id).or_default() += 1;
+                        }
+                        let target = (!shared).then_some(s.tc_id);
+                        (
+                            s.doc,
+                            target,
+                            true,
+                            AlertSpec::on(s.doc, json!({ "value": value })),
+                        )
+                    }
+                }
+                7 | 8 if !foreign.is_empty() => {
+                    let doc = *pick(&mut self.rng, &foreign);
+                    (doc, None, false, AlertSpec::on(doc, json!({})))
+                }
+                _ => (9_000_000, None, false, AlertSpec::on(9_000_000, json!({}))),
+            };
+            lab.tanium.raise_alert(spec);
+            let revision = obs.docs.get(&doc).map_or(0, |d| d.revision_id);
+            self.raised.push(Raised {
+                target,
+                doc,
+                grouped,
+                revision,
+                on_since: job.detections,
+            });
+            stats.saw("alerts raised");
+        }
+    }
+
+    /// Faults on the alerts read and on the observation writes, for a run that reports.
+    fn faults(&mut self, job: &Job, generation: ApiGeneration) -> Vec<Planned> {
+        if !job.detections {
+            return Vec::new();
+        }
+        let base = generation.base_path();
+        let mut out = Vec::new();
+        for _ in 0..self.rng.below(3) {
+            let (side, method, prefix, fault, kind, count) = match self.rng.below(6) {
+                0 => {
+                    let (f, _) = status_fault(&mut self.rng);
+                    let most = if chance(&mut self.rng, 15) { 6 } else { 2 };
+                    let c = 1 + self.rng.below(most) as u32;
+                    (
+                        Side::Tanium,
+                        "GET",
+                        format!("{base}/alerts"),
+                        f,
+                        "alerts read refused",
+                        c,
+                    )
+                }
+                1 => (
+                    Side::Tanium,
+                    "GET",
+                    format!("{base}/alerts"),
+                    pick(
+                        &mut self.rng,
+                        &[Fault::Drop, Fault::TruncateBody, Fault::Garbage],
+                    )
+                    .clone(),
+                    "alerts read broken",
+                    1,
+                ),
+                2 | 3 => {
+                    let (f, _) = status_fault(&mut self.rng);
+                    let most = if chance(&mut self.rng, 15) { 6 } else { 2 };
+                    let c = 1 + self.rng.below(most) as u32;
+                    (
+                        Side::Tc,
+                        "PUT",
+                        "/api/v3/indicators/".to_string(),
+                        f,
+                        "observation write refused",
+                        c,
+                    )
+                }
+                _ => (
+                    Side::Tc,
+                    "PUT",
+                    "/api/v3/indicators/".to_string(),
+                    if chance(&mut self.rng, 50) {
+                        Fault::DropAfterHandling
+                    } else {
+                        Fault::Drop
+                    },
+                    "observation write answer lost",
+                    1 + self.rng.below(2) as u32,
+                ),
+            };
+            let rule =
+                FaultRule::new(Some(method), &prefix, count, fault).after(self.rng.below(3) as u32);
+            out.push(Planned { side, rule, kind });
+        }
+        out
+    }
+
+    /// After a run: what TC counted is within what the alerts and the window allow. `kept`:
+    /// the platform keeps this run's results; `both_synced`: two runs started together both
+    /// got past the lease.
+    fn after_run(
+        &mut self,
+        lab: &Lab,
+        runs: &[&RunResult],
+        kept: bool,
+        both_synced: bool,
+        stats: &mut Stats,
+    ) -> Result<(), String> {
+        let now = lab.tc.observed();
+        let alive: BTreeSet<i64> = lab.tc.snapshot().iter().map(|i| i.id).collect();
+        let mut delta: BTreeMap<i64, i64> = BTreeMap::new();
+        for (id, n) in &now {
+            let d = n - self.counted.get(id).copied().unwrap_or(0);
+            if d > 0 {
+                delta.insert(*id, d);
+            }
+        }
+        stats.saw_n("observations reported", delta.values().sum::<i64>() as u64);
+        if !kept || both_synced {
+            for (id, d) in &delta {
+                *self.extra.entry(*id).or_default() += d;
+            }
+            stats.saw_n(
+                "observations a later run may repeat (results not kept, or two runs at once)",
+                delta.values().sum::<i64>() as u64,
+            );
+        }
+        for r in runs {
+            for line in r
+                .log
+                .lines()
+                .filter(|l| l.contains("for indicator ") && l.contains("may count "))
+            {
+                let id = line
+                    .split("for indicator ")
+                    .nth(1)
+                    .and_then(|s| s.split(' ').next())
+                    .and_then(|s| s.parse::<i64>().ok());
+                let n = line
+                    .split("may count ")
+                    .nth(1)
+                    .and_then(|s| s.split(' ').next())
+                    .and_then(|s| s.parse::<i64>().ok());
+                match (id, n) {
+                    (Some(id), Some(n)) => {
+                        *self.extra.entry(id).or_default() += n;
+                        stats.saw("observation writes the log says may count twice");
+                    }
+                    _ => return Err(format!("an unreadable 'may count twice' line: {line}")),
+                }
+            }
+        }
+        let mut raised: BTreeMap<i64, i64> = BTreeMap::new();
+        for r in &self.raised {
+            if let Some(t) = r.target {
+                *raised.entry(t).or_default() += 1;
+            }
+        }
+        for (id, n) in &now {
+            // TC forgets the counts of an indicator it deletes.
+            if !alive.contains(id) {
+                continue;
+            }
+            let allowed =
+                raised.get(id).copied().unwrap_or(0) + self.extra.get(id).copied().unwrap_or(0);
+            if *n > allowed {
+                return Err(format!(
+                    "TC counts {n} observations of indicator {id}, but {} alerts name it and the documented window allows {} more: an alert was reported twice outside it, or credited to the wrong indicator",
+                    raised.get(id).copied().unwrap_or(0),
+                    self.extra.get(id).copied().unwrap_or(0)
+                ));
+            }
+        }
+        self.counted = now;
+        Ok(())
+    }
+
+    /// After the final fault-free runs: every alert raised while reporting was on (and stayed
+    /// on), on a document of the job's that is still there as it was, holding an indicator TC
+    /// still has, was counted.
+    fn at_the_end(&self, lab: &Lab, obs: &Observed) -> Result<(), String> {
+        let alive: BTreeSet<i64> = lab.tc.snapshot().iter().map(|i| i.id).collect();
+        let mut must: BTreeMap<i64, i64> = BTreeMap::new();
+        for r in &self.raised {
+            let Some(t) = r.target else { continue };
+            let Some(doc) = obs.docs.get(&r.doc) else {
+                continue;
+            };
+            let holds = obs.seen.iter().any(|s| s.doc == r.doc && s.tc_id == t);
+            let as_it_was = !r.grouped || doc.revision_id == r.revision;
+            if r.on_since && holds && as_it_was && alive.contains(&t) {
+                *must.entry(t).or_default() += 1;
+            }
+        }
+        let counted = lab.tc.observed();
+        for (id, n) in &must {
+            let c = counted.get(id).copied().unwrap_or(0);
+            if c < *n {
+                return Err(format!(
+                    "{n} alerts on indicator {id} were raised while Report Tanium Detections was on, its document is still there, yet TC counts {c}: an alert was lost"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
     let mut tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     if std::env::var_os("CHAOS_KEEP").is_some() {
@@ -2690,6 +3029,8 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
     }
     let mut rails_rng = Rng::new(seed ^ 0x7C4A_11E5);
     let mut tc = tc_knows(&mut rails_rng, &lab, &mut job, &mut stats);
+    let mut det = Detections::new(seed);
+    det.start(&mut job, &lab, &mut stats);
     job.apply(&mut lab);
     for (on, what) in [
         (job.tql.is_some(), "seeds with TQL"),
@@ -2777,6 +3118,7 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 job.apply(&mut lab);
                 stats.job_changes += 1;
             }
+            det.between_runs(&mut job, &mut lab, &mut stats);
         }
         // Runs here follow one another: a lease left by an earlier one (killed, or its delete
         // failed) is of a run that ended, as if its expiry had passed.
@@ -2791,6 +3133,9 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 together: true,
                 ..Plan::default()
             };
+        }
+        if !fault_free && !plan.together {
+            plan.faults.extend(det.faults(&job, generation));
         }
         if std::env::var_os("CHAOS_VERBOSE").is_some() && !plan.faults.is_empty() {
             eprintln!("seed {seed} run {run}: plan {:?}", plan.faults);
@@ -2887,6 +3232,30 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         });
         let lost = lost_answers(&fired);
         let r = &out.result;
+        // Detections: what TC counted, whatever became of the run (a killed one included).
+        let both_synced = out
+            .other
+            .as_ref()
+            .is_some_and(|o| !o.message.starts_with(STOOD_DOWN))
+            && !r.message.starts_with(STOOD_DOWN);
+        let kept = |x: &RunResult| x.code == 0 || (x.code == 3 && lab.persist_on_partial);
+        let all_kept = !out.killed && kept(r) && out.other.as_ref().is_none_or(kept);
+        let finished: Vec<&RunResult> = std::iter::once(r).chain(out.other.as_ref()).collect();
+        det.after_run(&lab, &finished, all_kept, both_synced, &mut stats)
+            .map_err(|e| {
+                ctx(format!(
+                    "{e}\n    exit {} message {:?}; killed {}; faults fired {:?}; run folder {}",
+                    r.code,
+                    r.message,
+                    out.killed,
+                    fired
+                        .iter()
+                        .filter(|f| f.2 > 0)
+                        .map(|f| (f.1, f.2))
+                        .collect::<Vec<_>>(),
+                    r.dir.display()
+                ))
+            })?;
         stats.runs += 1 + u64::from(out.other.is_some());
         *stats.codes.entry(r.code).or_default() += 1;
         if !out.killed {
@@ -3164,7 +3533,8 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
         let says_failed = r.message.contains(" failed")
             || r.message.contains("incomplete")
             || r.message.contains("exclusion lists unreadable")
-            || held_back;
+            || held_back
+            || r.message.starts_with("detections: ");
         if lists_unread && !stood_down && r.code == 0 {
             return fail("the exclusion lists could not be read, yet the run exited 0".into());
         }
@@ -3351,7 +3721,7 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
                 else {
                     continue;
                 };
-                if d.duplicated.contains(&s.tc_id) || mismatch(s, i).is_some() {
+                if d.duplicated.contains(&s.tc_id) || mismatch(s, i, t.detections).is_some() {
                     continue;
                 }
                 let mut want = job.labels_for(i);
@@ -3663,6 +4033,11 @@ fn run_seed(seed: u64, runs: u64, grouped: bool) -> Result<Stats, String> {
             // A platform that drops results.tc after exit 3 hands the next run the deploy
             // this one owed before it deployed.
             first_fault_free_dropped = r.code == 3 && !lab.persist_on_partial;
+        }
+        if run == runs + 1 && det.used {
+            if let Err(e) = det.at_the_end(&lab, &obs) {
+                return fail(e);
+            }
         }
         if run == runs + 1 {
             let wrote = writes(&lab, generation) - writes_before;

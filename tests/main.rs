@@ -7,6 +7,7 @@ mod support;
 mod bench_smoke;
 mod chaos;
 mod check;
+mod detections;
 mod engine;
 mod fuzz;
 mod grouped;

@@ -84,6 +84,8 @@ pub struct JobConfig {
     pub take_over_source: bool,
     /// The job's own dry run: read both sides, write nothing (the `--dry-run` flag's twin).
     pub dry_run: bool,
+    /// Report Tanium Detections: alerts on the job's documents become TC observations.
+    pub report_detections: bool,
     pub labels: crate::label_rules::LabelRules,
     /// Disabled Intel Label: put on the documents Threat Response disabled (None: off).
     pub disabled_label: Option<String>,
@@ -238,6 +240,7 @@ impl Loader {
             }
         }
         let dry_run = p.take(flag(pn::DRY_RUN));
+        let report_detections = p.take(flag(pn::REPORT_DETECTIONS));
         let labels = label_params::labels(raw, p);
         let disabled_label = label_params::disabled_label(raw, &labels, p);
         let reconcile_hours = p
@@ -277,6 +280,7 @@ impl Loader {
             rails,
             take_over_source,
             dry_run,
+            report_detections,
             labels,
             disabled_label,
             reconcile_interval: Duration::from_secs(u64::from(reconcile_hours) * 3600),
@@ -303,6 +307,12 @@ impl JobConfig {
         // Only when grouped, so jobs that never group keep the fingerprint they had.
         if self.per_document > 1 {
             canonical["per_document"] = self.per_document.into();
+        }
+        // Documents leave out lastModified and the ThreatAssess score while detections are
+        // reported (an observation may move them): switching brings every document to the new
+        // content at once.
+        if self.report_detections {
+            canonical["detections"] = true.into();
         }
         let digest = Sha256::digest(canonical.to_string().as_bytes());
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()

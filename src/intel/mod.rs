@@ -9,7 +9,8 @@
 //! Determinism: the output depends only on the indicator. Tags are trimmed, de-duplicated and
 //! sorted (TC's order is not stable), at most [`MAX_TAGS`] are listed; the TC description is
 //! cut to [`MAX_DESCRIPTION`] characters; timestamps come from the indicator's `lastModified`,
-//! never from the clock.
+//! never from the clock. While detections are reported (`leave_out_observed`), the timestamps
+//! and the ThreatAssess score are left out: an observation may move them.
 
 pub mod foreign;
 pub mod group;
@@ -253,7 +254,11 @@ fn render_doc(ind: &Indicator, format: Format, root: Option<&str>) -> Result<Pac
     let (observable, key, value) = observable_of(ind, kind).map_err(invalid)?;
     let id = identity::identity(&ind.owner_name, kind, &key);
     let name = format!("ThreatConnect {} {}", kind.as_str(), key);
-    let timestamp = canonical_time(&ind.last_modified);
+    let timestamp = if ind.leave_out_observed {
+        None
+    } else {
+        canonical_time(&ind.last_modified)
+    };
     let name = match root {
         Some(_) => format!("{name} ({} {id})", identity::MARKER),
         None => name,
@@ -295,6 +300,26 @@ fn render_doc(ind: &Indicator, format: Format, root: Option<&str>) -> Result<Pac
         body,
         rev,
     })
+}
+
+/// The ThreatConnect id a single document names in its `ThreatConnect id: N` context line
+/// (its description, or the whole document, which carries the description); None when it
+/// names none, or two different ones.
+pub fn indicator_id_in(text: &str) -> Option<i64> {
+    const LINE: &str = "ThreatConnect id: ";
+    let mut found = None;
+    for (at, _) in text.match_indices(LINE) {
+        let digits: String = text[at + LINE.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let id: i64 = digits.parse().ok()?;
+        if found.is_some_and(|f| f != id) {
+            return None;
+        }
+        found = Some(id);
+    }
+    found
 }
 
 /// The first 64 bits of an MD5 Tanium reports in hex (None when it is not one).
@@ -341,7 +366,7 @@ fn context(ind: &Indicator, name: &str, timestamp: Option<&str>) -> String {
     if let Some(c) = ind.confidence {
         lines.push(format!("Confidence: {c} / 100"));
     }
-    if let Some(s) = ind.threat_assess_score {
+    if let Some(s) = ind.threat_assess_score.filter(|_| !ind.leave_out_observed) {
         lines.push(format!("ThreatAssess score: {s} / 1000"));
     }
     let mut tags: Vec<String> = ind
@@ -361,9 +386,11 @@ fn context(ind: &Indicator, name: &str, timestamp: Option<&str>) -> String {
         }
         lines.push(line);
     }
-    let modified = timestamp
-        .map(str::to_string)
-        .unwrap_or_else(|| one_line(&ind.last_modified));
+    let modified = match timestamp {
+        Some(t) => t.to_string(),
+        None if ind.leave_out_observed => String::new(),
+        None => one_line(&ind.last_modified),
+    };
     if !modified.is_empty() {
         lines.push(format!("Last modified: {modified}"));
     }
@@ -430,6 +457,44 @@ mod tests {
             vec!["rating", "tags", "confidence"]
         );
         assert!(changed_fields(old, old).is_empty());
+    }
+
+    #[test]
+    fn a_document_names_its_tc_id_once_and_can_leave_out_what_an_observation_moves() {
+        let mut ind = Indicator {
+            id: 12,
+            owner_name: "Demo Org".into(),
+            type_name: "Host".into(),
+            summary: "evil.example".into(),
+            last_modified: "2026-11-01T08:00:00Z".into(),
+            threat_assess_score: Some(412),
+            ..Indicator::default()
+        };
+        for format in [Format::Stix, Format::OpenIoc] {
+            let shown = render(&ind, format).unwrap();
+            assert_eq!(indicator_id_in(&shown.description), Some(12));
+            assert_eq!(indicator_id_in(&shown.body), Some(12));
+            assert!(shown.body.contains("2026-11-01T08:00:00Z") && shown.body.contains("412"));
+            ind.leave_out_observed = true;
+            let hidden = render(&ind, format).unwrap();
+            assert!(!hidden.body.contains("2026-11-01"), "{}", hidden.body);
+            assert!(!hidden.body.contains("412"), "{}", hidden.body);
+            // An observation that moves lastModified and the score changes nothing in the
+            // document, single or grouped.
+            let mut moved = ind.clone();
+            moved.last_modified = "2026-11-28T12:00:00Z".into();
+            moved.threat_assess_score = Some(530);
+            assert_eq!(render(&moved, format).unwrap().body, hidden.body);
+            let (a, b) = (group::member(&ind).unwrap(), group::member(&moved).unwrap());
+            assert_eq!((a.timestamp(), &a.line, a.rev), (None, &b.line, b.rev));
+            ind.leave_out_observed = false;
+        }
+        assert_eq!(
+            indicator_id_in("ThreatConnect id: 3 … ThreatConnect id: 4"),
+            None
+        );
+        assert_eq!(indicator_id_in("ThreatConnect id: x"), None);
+        assert_eq!(indicator_id_in("no id"), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The throughput / memory benchmark: both simulators in this process, the real binary run by
 //! the [`Lab`] through four phases (first sync, no-change rerun, 1% changed, full reconcile),
-//! with per-phase request counts, bytes sent and the app's own peak RSS. Shared by
+//! and on request a fifth (detections: alerts raised on the documents, reported to TC), with
+//! per-phase request counts, bytes sent and the app's own peak RSS. Shared by
 //! `benches/sync.rs` (the documented command) and the CI smoke test (`tests/bench_smoke.rs`).
 
 use std::fmt::Write as _;
@@ -126,10 +127,17 @@ pub enum Phase {
     Changed1Pct,
     /// `reconcile_interval_hours` = 0: the whole match set is compared with the source.
     FullReconcile,
+    /// [`DETECTION_ALERTS`] alerts raised on a tenth of the indicators, then a run that reports
+    /// them as observations. When it is among the phases, every phase runs with Report Tanium
+    /// Detections on (switching it later would rewrite the source).
+    Detections,
 }
 
+/// Alerts the detections phase raises (the figure: 10k over a 100k-indicator source).
+pub const DETECTION_ALERTS: usize = 10_000;
+
 impl Phase {
-    /// All phases in benchmark order.
+    /// The four phases every benchmark runs unless told otherwise, in order.
     pub const ALL: [Phase; 4] = [
         Phase::FirstSync,
         Phase::NoChange,
@@ -144,6 +152,7 @@ impl Phase {
             Phase::NoChange => "no-change rerun",
             Phase::Changed1Pct => "1% changed",
             Phase::FullReconcile => "full reconcile",
+            Phase::Detections => "10k alerts reported",
         }
     }
 }
@@ -171,6 +180,12 @@ pub struct PhaseResult {
     pub tanium_writes: u64,
     /// Of those, intel listing pages.
     pub tanium_listing: u64,
+    /// Observation writes the TC simulator answered (the detections phase).
+    #[serde(default)]
+    pub tc_writes: u64,
+    /// Observations TC counted in the phase.
+    #[serde(default)]
+    pub observations: u64,
     #[serde(default)]
     pub labels: BenchLabels,
     /// Of the writes, labels put on or taken off documents.
@@ -208,8 +223,8 @@ impl PhaseResult {
         self.size as f64 / self.wall_secs.max(1e-3)
     }
 
-    /// What latency alone costs, in seconds: TC requests one after another, Tanium requests
-    /// spread over the write pool (requests x latency / parallelism).
+    /// What latency alone costs, in seconds: TC reads one after another, Tanium requests and
+    /// TC observation writes spread over the write pool (requests x latency / parallelism).
     pub fn limit_secs(&self) -> f64 {
         let workers = if self.workers == 0 {
             crate::config::DEFAULT_WORKERS as f64
@@ -217,7 +232,8 @@ impl PhaseResult {
             self.workers as f64
         };
         let latency = self.latency_ms as f64 / 1000.0;
-        self.tc_requests as f64 * latency + self.tanium_requests as f64 * latency / workers
+        let tc_reads = self.tc_requests.saturating_sub(self.tc_writes) as f64;
+        tc_reads * latency + (self.tanium_requests + self.tc_writes) as f64 * latency / workers
     }
 
     /// Wall time over [`PhaseResult::limit_secs`] (None without latency).
@@ -326,6 +342,9 @@ pub fn run_size(
     for (k, v) in opts.labels.params() {
         lab.set(k, v);
     }
+    if opts.phases.contains(&Phase::Detections) {
+        lab.set("report_detections", json!(true));
+    }
     for s in [lab.tc.server(), lab.tanium.server()] {
         s.set_latency(opts.latency);
     }
@@ -345,6 +364,7 @@ pub fn run_size(
             Phase::FullReconcile => {
                 extra.insert("reconcile_interval_hours".into(), json!("0"));
             }
+            Phase::Detections => raise_alerts(&lab),
         }
         if i == 0 && phase != Phase::FirstSync {
             return Err(std::io::Error::other(
@@ -355,8 +375,10 @@ pub fn run_size(
             s.reset_counters();
         }
         let expiry_before = lab.tc.expiry_queries();
+        let observed_before: i64 = lab.tc.observed().values().sum();
         let r = lab.run(&extra, &[])?;
         let (tc, tn) = (lab.tc.server(), lab.tanium.server());
+        let observed: i64 = lab.tc.observed().values().sum();
         let result = PhaseResult {
             size,
             phase,
@@ -368,6 +390,8 @@ pub fn run_size(
             tanium_requests: tn.total_requests(),
             tanium_writes: writes(&lab),
             tanium_listing: tn.hits(&format!("GET {}/intels", ApiGeneration::V4.base_path())),
+            tc_writes: tc.hits("PUT /api/v3/indicators/"),
+            observations: u64::try_from(observed - observed_before).unwrap_or(0),
             labels: opts.labels,
             tanium_label_writes: label_writes(&lab),
             bytes_sent: tc.bytes_received() + tn.bytes_received(),
@@ -396,6 +420,38 @@ pub fn run_size(
     Ok(out)
 }
 
+/// Raises [`DETECTION_ALERTS`] alerts, spread evenly over a tenth of the indicators the source
+/// holds (at least one), as endpoints matching them would: on a grouped document, an alert
+/// names its member's value.
+fn raise_alerts(lab: &Lab) {
+    let source = lab.tanium.source_id("ThreatConnect").unwrap_or_default();
+    let mut targets: Vec<(i64, Option<String>)> = Vec::new();
+    for d in lab.tanium.docs_in(source) {
+        match crate::intel::group::read(&d.body) {
+            Ok(g) if !g.members.is_empty() => targets.extend(
+                g.members
+                    .iter()
+                    .map(|m| (d.id, m.match_values().into_iter().next())),
+            ),
+            _ => targets.push((d.id, None)),
+        }
+    }
+    targets.sort();
+    let alerted = (targets.len() / 10).max(1).min(targets.len());
+    let raised = Instant::now();
+    for k in 0..DETECTION_ALERTS {
+        if let Some((doc, value)) = targets.get((k % alerted) * 10) {
+            let properties = value.as_ref().map_or(json!({}), |v| json!({ "value": v }));
+            lab.tanium
+                .raise_alert(crate::sim::alerts::AlertSpec::on(*doc, properties));
+        }
+    }
+    log::info!(
+        "raised {DETECTION_ALERTS} alerts on {alerted} indicators in {:.1} s",
+        raised.elapsed().as_secs_f64()
+    );
+}
+
 /// The results as a Markdown table.
 pub fn table(results: &[PhaseResult]) -> String {
     let mut s = String::new();
@@ -410,7 +466,7 @@ pub fn table(results: &[PhaseResult]) -> String {
     for r in results {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} ms | {} | {:.2} | {:.2} | {} | {} | {:.0} | {} ({}) | {} ({} / {}, {}) | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} ms | {} | {:.2} | {:.2} | {} | {} | {:.0} | {} ({}){} | {} ({} / {}, {}) | {} | {} | {} |",
             format_size(r.size),
             r.per_document,
             r.phase.label(),
@@ -434,6 +490,11 @@ pub fn table(results: &[PhaseResult]) -> String {
             r.rate(),
             r.tc_requests,
             r.tc_rails_requests,
+            if r.tc_writes > 0 {
+                format!(" ({} writes, {} observations)", r.tc_writes, r.observations)
+            } else {
+                String::new()
+            },
             r.tanium_requests,
             r.tanium_listing,
             r.tanium_writes,
@@ -535,6 +596,12 @@ pub fn regressions(baseline: &Baseline, now: &[PhaseResult]) -> Vec<String> {
             Tolerance::Exact,
         );
         check(
+            "TC observation writes",
+            b.tc_writes,
+            n.tc_writes,
+            Tolerance::Exact,
+        );
+        check(
             "Tanium label writes",
             b.tanium_label_writes,
             n.tanium_label_writes,
@@ -591,6 +658,8 @@ mod tests {
             tanium_requests: 10 + writes,
             tanium_writes: writes,
             tanium_listing: 1,
+            tc_writes: 0,
+            observations: 0,
             labels: BenchLabels::Default,
             tanium_label_writes: 0,
             bytes_sent: 1000,

@@ -1,6 +1,7 @@
 //! In-repo simulators of the ThreatConnect v3 API and the Tanium TR intel API, shared by the
 //! tests, the benchmark and the built-in demo.
 
+pub mod alerts;
 pub mod bench;
 pub mod dataset;
 pub mod lab;

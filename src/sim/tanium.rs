@@ -29,6 +29,7 @@
 //!   says the server ignores it; `POST {base}/labels` `{"name","description"}` (a name held
 //!   already answers 409; compared exactly unless [`TaniumSim::set_label_names_ignore_case`])
 //! - 4.x listings carry `meta.totalCount` with [`TaniumSim::set_list_meta`]
+//! - `GET {base}/alerts` in the recorded shape, alerts raised by tests (see [`crate::sim::alerts`])
 //! - `GET {base}/intels/{id}/labels`, `PUT {base}/intels/{id}/labels` `{"id"}` (an unknown
 //!   label id answers 500, as recorded) and
 //!   `DELETE {base}/intels/{id}/labels/{labelId}` (each answers the labels left on the
@@ -55,6 +56,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 
+use crate::sim::alerts::{AlertSpec, Alerts, SimAlert};
 use crate::sim::server::{Server, SimRequest, SimResponse};
 use crate::tanium::model::ApiGeneration;
 
@@ -232,6 +234,7 @@ struct State {
     label_vanishes: Option<String>,
     /// 4.x answers 403, not 401, to a session it does not know (an expired one).
     refused_session_403: bool,
+    alerts: Alerts,
 }
 
 /// Intel deploys, each a task as recorded (`POST {base}/intel/deploy` answers its id).
@@ -759,6 +762,34 @@ impl TaniumSim {
         self.inner.lock().list_meta = on;
     }
 
+    /// Raises an alert on a document (at its current revision, 1 when it is gone), as an
+    /// endpoint's match would; the alert's id.
+    pub fn raise_alert(&self, spec: AlertSpec) -> i64 {
+        let mut st = self.inner.lock();
+        let revision = st.docs.get(&spec.doc_id).map_or(1, |d| d.revision_id);
+        st.alerts.raise(spec, revision)
+    }
+
+    /// Every alert raised, in order.
+    pub fn alerts(&self) -> Vec<SimAlert> {
+        self.inner.lock().alerts.all()
+    }
+
+    /// Deletes an alert; false when there is none.
+    pub fn delete_alert(&self, id: i64) -> bool {
+        self.inner.lock().alerts.delete(id)
+    }
+
+    /// The alerts route ignores `sort` (rows in id order).
+    pub fn set_alert_sort_ignored(&self, on: bool) {
+        self.inner.lock().alerts.sort_ignored = on;
+    }
+
+    /// The alerts route answers 400 to a `sort` of more than one column.
+    pub fn set_alert_compound_sort_refused(&self, on: bool) {
+        self.inner.lock().alerts.compound_sort_refused = on;
+    }
+
     /// Headers (lower-case names) of the last intel upload (create or replace).
     pub fn last_upload_headers(&self) -> Vec<(String, String)> {
         self.inner.lock().last_upload_headers.clone()
@@ -915,6 +946,10 @@ impl Inner {
             ("GET", ["labels"]) => self.list_labels(req),
             ("POST", ["labels"]) => self.create_label(req),
             ("GET", ["intel", "status"]) => self.intel_status(),
+            ("GET", ["alerts"]) => self
+                .lock()
+                .alerts
+                .answer(req, self.gen() == ApiGeneration::V4),
             _ => error(404, "not found"),
         }
     }

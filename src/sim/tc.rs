@@ -1,6 +1,8 @@
 //! A ThreatConnect v3 API simulator: HMAC and token auth, real TQL evaluation, paging with
 //! absolute `next` links, deleted indicators, owners, runtime variables, Indicator Exclusion
 //! Lists (`tc_exclusions`) and `externalDateExpires`; fault injection,
+//! absolute `next` links, deleted indicators, owners, runtime variables, observations reported
+//! with `PUT /v3/indicators/{id}` (see `observe`); fault injection,
 //! hit counts and latency come from [`Server`]. Answers carry every field of the documented
 //! examples in tests/fixtures/recorded.
 //!
@@ -124,6 +126,8 @@ struct Store {
     tags: Interner,
     /// Deletion records with the deletion time, which TC keeps but does not send.
     deleted: Vec<(DeletedIndicator, i64)>,
+    /// Observations reported per indicator id: (count, when last reported, epoch seconds).
+    observed: HashMap<i64, (i64, i64)>,
 }
 
 fn opt_box(s: &Option<String>) -> Option<Box<str>> {
@@ -299,6 +303,7 @@ impl Store {
             last_modified: time_str(row.last_modified),
             active: row.active,
             external_date_expires: row.expires().map(time_str),
+            leave_out_observed: false,
         }
     }
 }
@@ -379,6 +384,10 @@ pub(super) struct State {
     ids_as_strings: std::sync::atomic::AtomicBool,
     pub(super) exclusions: Mutex<super::tc_exclusions::Book>,
     expiry_queries: AtomicU64,
+    observation_moves_last_modified: std::sync::atomic::AtomicBool,
+    observation_raises_score: std::sync::atomic::AtomicBool,
+    observations_refused: std::sync::atomic::AtomicBool,
+    observation_answer_read_only: std::sync::atomic::AtomicBool,
 }
 
 impl State {
@@ -449,6 +458,10 @@ impl TcSim {
             ids_as_strings: std::sync::atomic::AtomicBool::new(false),
             exclusions: Mutex::new(Default::default()),
             expiry_queries: AtomicU64::new(0),
+            observation_moves_last_modified: std::sync::atomic::AtomicBool::new(false),
+            observation_raises_score: std::sync::atomic::AtomicBool::new(false),
+            observations_refused: std::sync::atomic::AtomicBool::new(false),
+            observation_answer_read_only: std::sync::atomic::AtomicBool::new(false),
         });
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |req: &SimRequest| handle(&s2, req));
@@ -526,6 +539,7 @@ impl TcSim {
                 return false;
             };
             let ind = s.indicator(&row);
+            s.observed.remove(&id);
             let now = now_epoch();
             s.deleted.push((
                 DeletedIndicator {
@@ -660,6 +674,48 @@ impl TcSim {
         self.state.ids_as_strings.store(on, Ordering::SeqCst);
     }
 
+    /// Observations reported on an indicator so far (0 for none, or an unknown id).
+    pub fn observations(&self, id: i64) -> i64 {
+        let s = self.state.store.read().unwrap_or_else(|e| e.into_inner());
+        s.observed.get(&id).map_or(0, |o| o.0)
+    }
+
+    /// Every indicator with observations, as id -> count.
+    pub fn observed(&self) -> std::collections::BTreeMap<i64, i64> {
+        let s = self.state.store.read().unwrap_or_else(|e| e.into_inner());
+        s.observed.iter().map(|(id, o)| (*id, o.0)).collect()
+    }
+
+    /// Whether reporting an observation moves the indicator's `lastModified` to now (the
+    /// documentation does not say; off: only `lastObserved` moves).
+    pub fn set_observation_moves_last_modified(&self, on: bool) {
+        self.state
+            .observation_moves_last_modified
+            .store(on, Ordering::SeqCst);
+    }
+
+    /// Whether reporting an observation raises the indicator's ThreatAssess score by 10 per
+    /// observation (at most 1000), as TC's scoring of observations would, some time later.
+    pub fn set_observation_raises_score(&self, on: bool) {
+        self.state
+            .observation_raises_score
+            .store(on, Ordering::SeqCst);
+    }
+
+    /// Answers 403 to observation writes, as TC does for an Api User without the option
+    /// "Include in Observations and False Positives" (or without a role that may report).
+    pub fn set_observations_refused(&self, on: bool) {
+        self.state.observations_refused.store(on, Ordering::SeqCst);
+    }
+
+    /// Answers an observation write with the documented read-only shape (no id, no
+    /// lastModified; the `v3ApiReadOnlyReports` system setting) instead of the indicator.
+    pub fn set_observation_answer_read_only(&self, on: bool) {
+        self.state
+            .observation_answer_read_only
+            .store(on, Ordering::SeqCst);
+    }
+
     /// How many full TQL evaluations ran (cache misses).
     pub fn evaluations(&self) -> u64 {
         self.state.evaluations.load(Ordering::SeqCst)
@@ -679,7 +735,11 @@ impl TcSim {
 fn handle(st: &State, req: &SimRequest) -> SimResponse {
     let path = req.decoded_path();
     let path = path.trim_end_matches('/');
-    if req.method != "GET" {
+    let observation = req.method == "PUT"
+        && path
+            .strip_prefix("/api/v3/indicators/")
+            .is_some_and(|id| !id.contains('/'));
+    if req.method != "GET" && !observation {
         return error(405, "0x1005", "Method not allowed in the simulator");
     }
     if path == "/api/appAuth" {
@@ -690,6 +750,9 @@ fn handle(st: &State, req: &SimRequest) -> SimResponse {
     }
     if let Some(resp) = super::tc_exclusions::handle(st, req, path) {
         return resp;
+    }
+    if observation {
+        return observe(st, req, path.trim_start_matches("/api/v3/indicators/"));
     }
     match path {
         "/api/v3/indicators" => list(st, req),
@@ -1060,6 +1123,9 @@ struct IndicatorOut<'a> {
     false_positive_reported_by_user: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     external_date_expires: Option<String>,
+    observations: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_observed: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -1124,6 +1190,7 @@ fn render<'a>(store: &'a Store, row: &'a Row, base: &str, fields: &[&str]) -> In
     );
     let last_modified = time_str(row.last_modified);
     let host = type_name == "Host";
+    let observed = store.observed.get(&row.id).copied();
     IndicatorOut {
         id: row.id,
         owner_id: (row.owner_id != NONE_I64).then_some(row.owner_id),
@@ -1172,6 +1239,10 @@ fn render<'a>(store: &'a Store, row: &'a Row, base: &str, fields: &[&str]) -> In
             .expires()
             .filter(|_| want("externalDates"))
             .map(time_str),
+        observations: want("observations").then(|| observed.map_or(0, |o| o.0)),
+        last_observed: want("observations")
+            .then(|| observed.map(|o| time_str(o.1)))
+            .flatten(),
         last_modified,
     }
 }
@@ -1256,6 +1327,97 @@ fn list(st: &State, req: &SimRequest) -> SimResponse {
         }
     }
     envelope(rows, count, next)
+}
+
+/// `PUT /v3/indicators/{id}?fields=observations` with `{"observations": n}` (TC 7.8+): adds n
+/// observations and answers the indicator with its counts (or, with
+/// [`TcSim::set_observation_answer_read_only`], the documented read-only shape). A body with any
+/// other field, or a count that is not a whole number from 1, answers 400; an unknown id 404;
+/// [`TcSim::set_observations_refused`] 403.
+fn observe(st: &State, req: &SimRequest, id: &str) -> SimResponse {
+    if st.observations_refused.load(Ordering::SeqCst) {
+        return error(
+            403,
+            "0x1003",
+            "The user is not permitted to report observations and false positives",
+        );
+    }
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&req.body) else {
+        return error(400, "0x1001", "The request body is not valid JSON");
+    };
+    let Some(fields) = body.as_object() else {
+        return error(400, "0x1001", "The request body must be an object");
+    };
+    if let Some(other) = fields.keys().find(|k| *k != "observations") {
+        return error(
+            400,
+            "0x1001",
+            &format!("Field {other} is not supported by this simulator's observation route"),
+        );
+    }
+    let Some(n) = fields
+        .get("observations")
+        .and_then(serde_json::Value::as_i64)
+        .filter(|n| *n >= 1)
+    else {
+        return error(
+            400,
+            "0x1001",
+            "observations must be a whole number of at least 1",
+        );
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return error(404, "0x1004", "The requested resource was not found");
+    };
+    let moves = st.observation_moves_last_modified.load(Ordering::SeqCst);
+    let scores = st.observation_raises_score.load(Ordering::SeqCst);
+    let mut store = st.store.write().unwrap_or_else(|e| e.into_inner());
+    let Some(pos) = store.by_id.get(&id).copied() else {
+        return error(404, "0x1004", "The requested resource was not found");
+    };
+    let now = now_epoch();
+    let entry = store.observed.entry(id).or_insert((0, now));
+    entry.0 += n;
+    entry.1 = now;
+    if moves || scores {
+        if let Some(row) = store.rows[pos as usize].as_mut() {
+            if moves {
+                row.last_modified = now;
+            }
+            if scores {
+                let old = from_i32(row.threat_assess).unwrap_or(0);
+                row.threat_assess = (old + 10 * n).min(1000) as i32;
+            }
+        }
+        st.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+    let Some(row) = store.get(id) else {
+        return error(404, "0x1004", "The requested resource was not found");
+    };
+    let base = st.base.get().cloned().unwrap_or_default();
+    let data = if st.observation_answer_read_only.load(Ordering::SeqCst) {
+        let (count, last) = store.observed.get(&id).copied().unwrap_or((0, now));
+        serde_json::json!({
+            "type": store.types.name(row.ty),
+            "threatAssessRating": row.rating().unwrap_or(0.0),
+            "threatAssessConfidence": 0.0,
+            "threatAssessScore": from_i32(row.threat_assess).unwrap_or(0),
+            "threatAssessScoreObserved": 0,
+            "threatAssessScoreFalsePositive": 0,
+            "summary": row.summary(&store),
+            "observations": count,
+            "lastObserved": time_str(last),
+            "falsePositives": from_i32(row.false_positives).unwrap_or(0),
+            "falsePositiveReportedByUser": false,
+            "trackedUsers": {"lab-api-user": {"observations": count, "lastObserved": time_str(last), "falsePositives": 0}},
+        })
+    } else {
+        serde_json::to_value(render(&store, row, &base, &["observations"])).unwrap_or_default()
+    };
+    SimResponse::json(
+        200,
+        &serde_json::json!({"data": data, "message": "Updated", "status": "Success"}),
+    )
 }
 
 /// `/v3/indicators/deleted`: only the API user's Organization unless `owner=` names another
@@ -1361,6 +1523,122 @@ fn owners(st: &State, req: &SimRequest) -> SimResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One HMAC-signed request to the simulator: (status, JSON body).
+    fn signed(sim: &TcSim, method: &str, target: &str, body: &str) -> (u16, serde_json::Value) {
+        let opts = TcSimOptions::default();
+        let ts = now_epoch();
+        let auth = hmac_authorization(
+            &opts.access_id,
+            &Secret::new(opts.secret_key.clone()),
+            target,
+            method,
+            ts,
+        );
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{target}", sim.server.url());
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("Authorization", auth)
+            .header("Timestamp", ts.to_string())
+            .header("Content-Type", "application/json")
+            .body(body.as_bytes().to_vec())
+            .unwrap();
+        let mut resp = agent.run(req).unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
+    #[test]
+    fn observations_are_counted_checked_and_optionally_move_last_modified() {
+        let sim = TcSim::start(TcSimOptions::default()).unwrap();
+        sim.load(crate::sim::dataset::generate(3, 5));
+        let id = sim.snapshot()[0].id;
+        let before = sim.get(id).unwrap().last_modified;
+        let path = format!("/api/v3/indicators/{id}?fields=observations");
+        let (status, v) = signed(&sim, "PUT", &path, r#"{"observations": 2}"#);
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            (v["status"].clone(), v["data"]["observations"].clone()),
+            ("Success".into(), 2.into())
+        );
+        assert!(v["data"]["lastObserved"].is_string() && v["data"]["id"] == id);
+        assert_eq!(
+            sim.get(id).unwrap().last_modified,
+            before,
+            "lastModified stays by default"
+        );
+        signed(&sim, "PUT", &path, r#"{"observations": 1}"#);
+        assert_eq!(sim.observations(id), 3);
+        // Read back with the indicator, and by TQL.
+        let list = format!("/api/v3/indicators?tql=id%20IN%20({id})&fields=observations");
+        let (status, v) = signed(&sim, "GET", &list, "");
+        assert_eq!(
+            (status, v["data"][0]["observations"].clone()),
+            (200, 3.into())
+        );
+        // Anything but a positive count of observations is refused; unknown ids are 404.
+        for bad in [
+            r#"{"observations": 1, "rating": 5}"#,
+            r#"{"observations": 0}"#,
+            "[]",
+            "x",
+        ] {
+            assert_eq!(signed(&sim, "PUT", &path, bad).0, 400, "{bad}");
+        }
+        let unknown = "/api/v3/indicators/999999?fields=observations";
+        assert_eq!(
+            signed(&sim, "PUT", unknown, r#"{"observations": 1}"#).0,
+            404
+        );
+        // Signed for another method, or not at all: 401, as a read would be.
+        let (status, _) = signed(&sim, "GET", &path, r#"{"observations": 1}"#);
+        assert_eq!(
+            status, 404,
+            "GET of one indicator is not a route of the simulator"
+        );
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let bare = ureq::http::Request::builder()
+            .method("PUT")
+            .uri(format!("{}{path}", sim.server.url()))
+            .body(br#"{"observations": 1}"#.to_vec())
+            .unwrap();
+        assert_eq!(agent.run(bare).unwrap().status().as_u16(), 401);
+        assert_eq!(sim.observations(id), 3);
+        sim.set_observations_refused(true);
+        assert_eq!(signed(&sim, "PUT", &path, r#"{"observations": 1}"#).0, 403);
+        sim.set_observations_refused(false);
+        sim.set_observation_moves_last_modified(true);
+        sim.set_observation_answer_read_only(true);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let (_, v) = signed(&sim, "PUT", &path, r#"{"observations": 1}"#);
+        assert!(
+            v["data"].get("id").is_none() && v["data"]["observations"] == 4,
+            "{v}"
+        );
+        assert_ne!(
+            sim.get(id).unwrap().last_modified,
+            before,
+            "the switch moves it"
+        );
+        let score = sim.get(id).unwrap().threat_assess_score.unwrap_or(0);
+        sim.set_observation_raises_score(true);
+        signed(&sim, "PUT", &path, r#"{"observations": 2}"#);
+        assert_eq!(
+            sim.get(id).unwrap().threat_assess_score,
+            Some((score + 20).min(1000))
+        );
+        assert!(sim.delete(id));
+        assert_eq!(sim.observations(id), 0);
+    }
 
     #[test]
     fn expiry_is_served_with_external_dates_and_selected_by_tql() {

@@ -33,6 +33,7 @@ pub(super) fn permission_for(method: &str, path: &str) -> Option<(&'static str, 
         (["labels", ..], false) => ("write labels", "threat response labels write"),
         (["intel", "deploy"], _) => ("deploy intel", "threat response intel deploy"),
         (["intel", "status"], _) => ("read intel status", "threat response intels read"),
+        (["alerts", ..], true) => ("read alerts", "threat response alerts read"),
         _ => return None,
     })
 }
@@ -153,6 +154,7 @@ pub enum Permission {
     LabelsRead,
     LabelsWrite,
     IntelDeploy,
+    AlertsRead,
 }
 
 impl Permission {
@@ -167,6 +169,7 @@ impl Permission {
             Permission::LabelsRead => "threat response labels read",
             Permission::LabelsWrite => "threat response labels write",
             Permission::IntelDeploy => "threat response intel deploy",
+            Permission::AlertsRead => "threat response alerts read",
         }
     }
 }
@@ -230,6 +233,11 @@ mod tests {
             (Permission::LabelsRead, "GET", "/labels"),
             (Permission::LabelsWrite, "POST", "/labels"),
             (Permission::IntelDeploy, "POST", "/intel/deploy"),
+            (
+                Permission::AlertsRead,
+                "GET",
+                "/alerts?sort=-createdAt&limit=500",
+            ),
         ] {
             assert_eq!(named(method, path), Some(p.name()), "{p:?}");
         }

@@ -51,11 +51,12 @@ pub struct TcClient {
     signer: Signer,
     page_size: u32,
     requests: AtomicU64,
+    leave_out_observed: std::sync::atomic::AtomicBool,
 }
 
 /// Percent-encodes the bytes a URI may not carry raw (space, quotes, non-ASCII...), leaving
 /// everything already encoded or legal alone, so a `next` link is sent and signed as one string.
-fn wire_safe(url: &str) -> String {
+pub(super) fn wire_safe(url: &str) -> String {
     let mut out = String::with_capacity(url.len());
     for b in url.bytes() {
         let ok = b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b);
@@ -144,7 +145,18 @@ impl TcClient {
             signer,
             page_size: settings.page_size.clamp(1, 10_000),
             requests: AtomicU64::new(0),
+            leave_out_observed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Marks every indicator pulled from now on as one whose document leaves out what an
+    /// observation may change (see [`crate::tc::model::Indicator::leave_out_observed`]).
+    pub fn leave_out_observed(&self, on: bool) {
+        self.leave_out_observed.store(on, Ordering::SeqCst);
+    }
+
+    pub(super) fn leaves_out_observed(&self) -> bool {
+        self.leave_out_observed.load(Ordering::SeqCst)
     }
 
     /// HTTP attempts sent so far (retries and token renewals included).
@@ -161,8 +173,23 @@ impl TcClient {
 
     /// One signed attempt; called again for every retry so the timestamp is fresh.
     fn build(&self, url: &str) -> Result<Request> {
+        self.build_with("GET", url, None)
+    }
+
+    /// [`Self::build`] for any method, with a JSON body.
+    pub(super) fn build_with(
+        &self,
+        method: &'static str,
+        url: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Request> {
         self.requests.fetch_add(1, Ordering::SeqCst);
-        let req = Request::new("GET", url).header("Accept", "application/json");
+        let mut req = Request::new(method, url).header("Accept", "application/json");
+        if let Some(b) = body {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(b.to_vec());
+        }
         Ok(match &self.signer {
             Signer::Hmac {
                 access_id,
@@ -170,7 +197,7 @@ impl TcClient {
             } => {
                 let ts = now();
                 let value =
-                    hmac_authorization(access_id, secret_key, path_and_query(url), "GET", ts);
+                    hmac_authorization(access_id, secret_key, path_and_query(url), method, ts);
                 req.header("Authorization", value)
                     .header("Timestamp", ts.to_string())
             }
@@ -182,7 +209,7 @@ impl TcClient {
     }
 
     /// Trades the job token for a fresh one through `/appAuth` (no-op if another thread already did).
-    fn renew(&self, seen_generation: u64) -> Result<()> {
+    pub(super) fn renew(&self, seen_generation: u64) -> Result<()> {
         let Some(mut t) = self.token_state() else {
             return Ok(());
         };
@@ -238,7 +265,7 @@ impl TcClient {
     }
 
     /// Renews ahead of time when the token is within [`TOKEN_RENEW_MARGIN_SECS`] of expiry.
-    fn renew_if_due(&self) -> Result<()> {
+    pub(super) fn renew_if_due(&self) -> Result<()> {
         let due = match self.token_state() {
             Some(t) => t
                 .expires
@@ -259,7 +286,7 @@ impl TcClient {
         }
     }
 
-    fn generation(&self) -> u64 {
+    pub(super) fn generation(&self) -> u64 {
         self.token_state().map(|t| t.generation).unwrap_or(0)
     }
 
@@ -320,6 +347,34 @@ impl TcClient {
             }
             return Ok(resp);
         }
+    }
+
+    /// One attempt of a signed PUT of a JSON body, whatever the answer: never retried here,
+    /// since a write whose answer was lost may have been made (the caller decides). Refused
+    /// before anything is sent when `url` is not on the `tc_api_path` origin.
+    pub(super) fn put_once(&self, url: &str, body: &[u8]) -> Result<Response> {
+        let url = wire_safe(url);
+        if Origin::of_url(&url).ok().as_ref() != Some(&self.origin) {
+            return Err(Error::Protocol {
+                service: SVC,
+                request: format!("PUT {}", path_of(&url)),
+                detail: "the URL is outside tc_api_path; credentials are not sent there".into(),
+            });
+        }
+        self.renew_if_due()?;
+        let once = RetryPolicy {
+            max_attempts: 1,
+            max_timeouts: 1,
+            ..self.policy.clone()
+        };
+        http::call_on(&self.agent, &once, SVC, &mut Tries::default(), &mut || {
+            self.build_with("PUT", &url, Some(body))
+        })
+    }
+
+    /// Whether the client signs with a job token (which a 401 may ask to renew).
+    pub(super) fn uses_token(&self) -> bool {
+        matches!(self.signer, Signer::Token(_))
     }
 
     /// `tc_api_path` without a trailing slash.

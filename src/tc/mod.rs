@@ -7,6 +7,7 @@ pub mod client;
 pub mod exclusion;
 pub mod filter;
 pub mod model;
+pub mod observations;
 pub mod pages;
 mod settings;
 pub mod tql;

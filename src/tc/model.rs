@@ -109,6 +109,11 @@ pub struct Indicator {
     pub active: bool,
     /// When its source says it stops being valid (with `fields=externalDates`), as TC sends it.
     pub external_date_expires: Option<String>,
+    /// Its document leaves out what an observation may change (`lastModified`, the
+    /// ThreatAssess score): set on the pull while Report Tanium Detections is on, so that the
+    /// job's own observation never rewrites (and deploys) the document.
+    #[serde(skip)]
+    pub leave_out_observed: bool,
 }
 
 impl Default for Indicator {
@@ -135,6 +140,7 @@ impl Default for Indicator {
             last_modified: String::new(),
             active: true,
             external_date_expires: None,
+            leave_out_observed: false,
         }
     }
 }
@@ -192,7 +198,7 @@ impl Indicator {
 }
 
 /// An id that may arrive as a number or a numeric string; anything else is 0 (no id).
-fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+pub(super) fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     Ok(lenient_i64(d)?.unwrap_or(0))
 }
 

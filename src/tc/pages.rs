@@ -157,9 +157,10 @@ impl<'a> Pages<'a> {
             || received as u64 >= u64::from(self.page_size);
         let mut out = Vec::with_capacity(received);
         let mut max_id: Option<i64> = None;
+        let hide = self.client.leaves_out_observed();
         for (n, v) in env.data.into_iter().enumerate() {
             let problem = match serde_json::from_str::<Indicator>(v.get()) {
-                Ok(ind) => match ind.unreadable() {
+                Ok(mut ind) => match ind.unreadable() {
                     None => {
                         max_id = Some(max_id.map_or(ind.id, |m| m.max(ind.id)));
                         if ind.kind().is_none() {
@@ -167,6 +168,7 @@ impl<'a> Pages<'a> {
                         } else if !self.seen.insert(ind.id) {
                             self.duplicates += 1;
                         } else {
+                            ind.leave_out_observed = hide;
                             out.push(ind);
                         }
                         continue;

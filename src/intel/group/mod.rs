@@ -282,6 +282,38 @@ impl Member {
             .find_map(|f| f.strip_prefix("modified "))
     }
 
+    /// The ThreatConnect id the provenance line names (`id N`).
+    pub fn tc_id(&self) -> Option<i64> {
+        self.line
+            .split("; ")
+            .find_map(|f| f.strip_prefix("id ")?.trim().parse().ok())
+    }
+
+    /// The values an endpoint's match may report for this member, as [`match_value_forms`]
+    /// writes them: its address, its host name, or each of its file's hashes.
+    pub fn match_values(&self) -> Vec<String> {
+        match &self.observable {
+            Observable::Address(ip) => vec![ip.to_string()],
+            Observable::Host(h) => vec![h.clone()],
+            Observable::File(hashes) => hashes
+                .present()
+                .iter()
+                .map(|(_, h)| h.to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// The ids of the elements that stand for this member in its document, as identities:
+    /// its own (STIX ids end with it) and its OpenIOC items' (derived from it).
+    pub fn element_identities(&self) -> Vec<Identity> {
+        let items = super::openioc::items_of(&self.observable).len();
+        std::iter::once(self.identity)
+            .chain((0..items).filter_map(|n| {
+                identity::parse_identity(&identity::derived(self.identity, &format!("item-{n}")))
+            }))
+            .collect()
+    }
+
     fn described(&self) -> String {
         format!("{} {MARKER} {} rev {}", self.line, self.identity, self.rev)
     }
@@ -305,6 +337,29 @@ impl Member {
         let observable = observable_from(kind, value)?;
         Some(Member::new(identity, observable, line.to_string()))
     }
+}
+
+/// The forms a value an endpoint matched may take among [`Member::match_values`]: as an
+/// address, as a host name, and lower-cased (a hash).
+pub fn match_value_forms(value: &str) -> Vec<String> {
+    let v = value.trim();
+    let mut out = Vec::with_capacity(3);
+    if let Ok(ip) = identity::normalise_ip(v) {
+        out.push(ip.to_string());
+    }
+    if let Ok(h) = identity::normalise_host(v) {
+        out.push(h);
+    }
+    out.push(v.to_ascii_lowercase());
+    out
+}
+
+/// The identity an element id of a document names when it ends with one of ours (STIX ids
+/// `tctr:indicator-<uuid>`, `tctr:Observable-<uuid>`, a bare OpenIOC item id).
+pub fn element_identity(id: &str) -> Option<Identity> {
+    let id = id.trim();
+    let tail = id.get(id.len().checked_sub(36)?..)?;
+    identity::parse_identity(tail)
 }
 
 fn value_text(o: &Observable) -> String {
@@ -358,7 +413,7 @@ fn provenance(ind: &Indicator, kind: IndicatorType, key: &str) -> String {
     if let Some(c) = ind.confidence {
         f.push(format!("confidence {c} / 100"));
     }
-    if let Some(s) = ind.threat_assess_score {
+    if let Some(s) = ind.threat_assess_score.filter(|_| !ind.leave_out_observed) {
         f.push(format!("ThreatAssess {s} / 1000"));
     }
     let mut tags: Vec<String> = ind
@@ -378,7 +433,10 @@ fn provenance(ind: &Indicator, kind: IndicatorType, key: &str) -> String {
         }
         f.push(t);
     }
-    if let Some(ts) = super::canonical_time(&ind.last_modified) {
+    let shown = (!ind.leave_out_observed)
+        .then(|| super::canonical_time(&ind.last_modified))
+        .flatten();
+    if let Some(ts) = shown {
         f.push(format!("modified {ts}"));
     }
     if let Some(l) = ind.web_link.as_deref().map(one_line) {

@@ -125,3 +125,53 @@ fn a_damaged_group_is_unreadable() {
     let doc = render(Format::Stix, &key, &mut members(), "S", &[]);
     assert!(read(&doc.body.replace("Address_Value", "Other_Value")).is_err());
 }
+
+fn named_member(kind: &str, value: &str) -> Member {
+    let ind = Indicator {
+        id: 4711,
+        owner_name: "Demo; Org".into(),
+        type_name: kind.into(),
+        summary: value.into(),
+        last_modified: "2026-11-01T08:00:00Z".into(),
+        ..Indicator::default()
+    };
+    super::member(&ind).unwrap()
+}
+
+#[test]
+fn a_member_says_its_tc_id_and_which_matched_values_and_elements_are_its_own() {
+    let names = |m: &Member, v: &str| {
+        let own = m.match_values();
+        match_value_forms(v).iter().any(|f| own.contains(f))
+    };
+    let host = named_member("Host", "Evil.Example.");
+    assert_eq!(host.tc_id(), Some(4711));
+    assert!(names(&host, "evil.example") && names(&host, "EVIL.example."));
+    assert!(!names(&host, "sub.evil.example") && !names(&host, "1.2.3.4"));
+    let ip = named_member("Address", "2001:db8::1");
+    assert!(names(&ip, "2001:DB8:0::1") && !names(&ip, "2001:db8::2"));
+    let md5 = "d193ea4b8d102d020c02dc45af23ff0d";
+    let sha1 = "469e259b884043aedac879a96356fb741f82daa8";
+    let file = named_member("File", &format!("{md5} : {sha1}"));
+    assert!(names(&file, &sha1.to_uppercase()) && names(&file, md5));
+    assert!(!names(&file, "469e259b"));
+    let own = |m: &Member, id: &str| {
+        element_identity(id).is_some_and(|i| m.element_identities().contains(&i))
+    };
+    let id = file.identity.to_string();
+    assert!(own(&file, &format!("tctr:indicator-{id}")));
+    assert!(own(
+        &file,
+        &format!("tctr:Observable-{}", id.to_uppercase())
+    ));
+    assert!(own(
+        &file,
+        &crate::intel::identity::derived(file.identity, "item-1")
+    ));
+    assert!(!own(
+        &file,
+        &crate::intel::identity::derived(file.identity, "item-9")
+    ));
+    assert!(!own(&file, "901388892329936882"));
+    assert!(!own(&host, &format!("tctr:indicator-{id}")));
+}

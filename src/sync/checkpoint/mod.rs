@@ -1,8 +1,9 @@
 //! What a job carries from one run to the next: Last Modified, the job horizon, when the last
 //! full reconcile finished, the filters' fingerprint, whether a deploy is owed, which label
-//! rules the documents' labels follow, whether Tanium could delete the last run lease, and what
-//! ThreatConnect's exclusion lists excluded. This type alone reads those keys from the params and
-//! decides what goes back to `results.tc`.
+//! rules the documents' labels follow, whether Tanium could delete the last run lease, what
+//! ThreatConnect's exclusion lists excluded, and how far the Threat Response alerts were read
+//! ([`AlertMark`]). This type alone reads those keys from the params and decides what goes back
+//! to `results.tc`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use time::OffsetDateTime;
 
 use crate::config::timestamp::{parse_last_modified, parse_time};
 use crate::config::value::{boolean, shown, text, Problems};
+use crate::detections::mark::AlertMark;
 use crate::error::{Error, Result};
 use crate::label_rules::{LabelRules, Managed};
 use crate::param_names as pn;
@@ -67,6 +69,8 @@ pub struct Checkpoint {
     pub lease_deletes_failed: bool,
     /// What ThreatConnect's exclusion lists excluded at the last run (see [`ListsEnd`]).
     pub exclusion_fingerprint: Option<String>,
+    /// How far the alerts were read (None: reporting detections starts afresh).
+    pub alerts: Option<AlertMark>,
 }
 
 /// Why the checkpoint asks for a full reconcile.
@@ -240,6 +244,7 @@ impl Checkpoint {
             )
             .unwrap_or(false),
             exclusion_fingerprint: text(raw, pn::EXCLUSION_FINGERPRINT).ok().flatten(),
+            alerts: alert_mark(raw, notes),
         })
     }
 
@@ -388,6 +393,21 @@ impl Checkpoint {
         }
     }
 
+    /// The alert key for results.tc: `mark` when detections are reported (None keeps the
+    /// last one); while they are not, the last one kept as paused (see `detections::mark`).
+    pub fn alert_results(
+        &self,
+        on: bool,
+        mark: Option<&AlertMark>,
+    ) -> Vec<(&'static str, Option<String>)> {
+        let key = pn::ALERT_CHECKPOINT.name;
+        match (on, mark.or(self.alerts.as_ref())) {
+            (true, Some(m)) => vec![(key, Some(m.render()))],
+            (false, Some(m)) if !m.paused => vec![(key, Some(m.paused().render()))],
+            _ => Vec::new(),
+        }
+    }
+
     /// The checkpoint as `--print-config` shows it.
     pub fn to_json(&self) -> Value {
         json!({
@@ -402,6 +422,7 @@ impl Checkpoint {
             "label_fingerprint": self.label_fingerprint,
             "run_lease_unsupported": self.lease_deletes_failed,
             "exclusion_fingerprint": self.exclusion_fingerprint,
+            "alert_checkpoint": self.alerts.as_ref().map(AlertMark::render),
         })
     }
 }
@@ -432,6 +453,20 @@ fn last_modified(
         ));
     }
     Some(last_modified)
+}
+
+/// Alert Checkpoint; damaged, only a note: reporting starts afresh from the newest alert.
+fn alert_mark(raw: &RawParams, notes: &mut Vec<String>) -> Option<AlertMark> {
+    let s = text(raw, pn::ALERT_CHECKPOINT).ok().flatten()?;
+    let mark = AlertMark::parse(&s);
+    if mark.is_none() {
+        notes.push(format!(
+            "{} '{}' is not an alert checkpoint; reporting detections starts afresh from Last Modified",
+            pn::ALERT_CHECKPOINT.name,
+            shown(&s)
+        ));
+    }
+    mark
 }
 
 /// Deploy Pending: whether a deploy is owed, and after how many refused runs in a row
