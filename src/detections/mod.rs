@@ -120,6 +120,9 @@ impl Details {
     }
 }
 
+/// Why an alert whose indicator TC no longer has is not credited.
+const DELETED_IN_TC: &str = "the indicator was deleted in ThreatConnect";
+
 fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.trim().to_string()),
@@ -432,6 +435,16 @@ pub fn report(x: &Inputs) -> Detections {
         log_summary(&out, &start);
         return out;
     }
+    let credited = |out: &mut Detections, c: &Credit, how: &str| {
+        let n = c.alerts.len() as u64;
+        out.reported += n;
+        out.indicators += 1;
+        log::info!(
+            "detections: reported {} on {}{how}",
+            counted(n, "observation"),
+            credit_line(x, c, &fresh)
+        );
+    };
     let written = write(x, &credits);
     let mut refused: Vec<&Error> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
@@ -441,22 +454,12 @@ pub fn report(x: &Inputs) -> Detections {
         let n = c.alerts.len() as u64;
         let settle = match w {
             Written::Counted => {
-                out.reported += n;
-                out.indicators += 1;
-                log::info!(
-                    "detections: reported {} on {}",
-                    counted(n, "observation"),
-                    credit_line(x, c, &fresh)
-                );
+                credited(&mut out, c, "");
                 true
             }
             Written::Gone => {
                 for &i in &c.alerts {
-                    unmapped(
-                        &mut out,
-                        &fresh[i],
-                        "the indicator was deleted in ThreatConnect",
-                    );
+                    unmapped(&mut out, &fresh[i], DELETED_IN_TC);
                 }
                 true
             }
@@ -498,22 +501,12 @@ pub fn report(x: &Inputs) -> Detections {
         let n = c.alerts.len() as u64;
         let settle = match settle_lost(x, c, e) {
             Lost::Counted(how) => {
-                out.reported += n;
-                out.indicators += 1;
-                log::info!(
-                    "detections: reported {} on {} ({how})",
-                    counted(n, "observation"),
-                    credit_line(x, c, &fresh)
-                );
+                credited(&mut out, c, &format!(" ({how})"));
                 true
             }
             Lost::Gone => {
                 for &i in &c.alerts {
-                    unmapped(
-                        &mut out,
-                        &fresh[i],
-                        "the indicator was deleted in ThreatConnect",
-                    );
+                    unmapped(&mut out, &fresh[i], DELETED_IN_TC);
                 }
                 true
             }

@@ -176,15 +176,8 @@ mod tests {
 
     fn host(id: i64, name: &str) -> Indicator {
         Indicator {
-            id,
-            owner_name: "Org".into(),
-            type_name: "Host".into(),
-            summary: name.into(),
-            host_name: Some(name.into()),
-            confidence: Some(60),
             tags: vec!["APT".into()],
-            last_modified: "2026-11-01T00:00:00Z".into(),
-            ..Indicator::default()
+            ..crate::sync::testkit::host(id, name)
         }
     }
 
